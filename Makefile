@@ -1,0 +1,37 @@
+# expressway-certd developer entry points. `make test` installs everything it needs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench debs venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# Debian packages the tests start on loopback (installed once, services not auto-started).
+debs:
+	bash scripts/install-debs.sh prometheus prometheus-alertmanager
+
+lint: venv
+	$(VENV)/bin/ruff check monitor renewers alerts lab tests
+	$(VENV)/bin/ruff format --check monitor renewers alerts lab tests
+	$(VENV)/bin/mypy
+
+test: venv debs lint
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+demo: venv
+	$(VENV)/bin/expressway-certd demo
+
+bench: venv
+	bash scripts/install-debs.sh prometheus-blackbox-exporter
+	$(PY) -m tests.bench
+
+clean:
+	rm -rf $(VENV)
