@@ -1,0 +1,460 @@
+"""The TOML configuration: load, validate, and explain every mistake by file, key path and fix.
+
+Secrets are written as `env:NAME` or `file:PATH` and held as `Secret`, which never prints its value.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import stat
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from monitor.durations import parse_duration
+from monitor.errors import ConfigError
+
+DEFAULT_LISTEN = "127.0.0.1:9464"
+DEFAULT_EXPIRY_WINDOWS = (30, 14, 7, 1)
+
+# Port -> service name, as the Expressway uses them (reference/expressway.md, "TLS ports").
+SERVICE_BY_PORT = {
+    443: "https",
+    5061: "sip-tls",
+    5062: "sip-mtls",
+    7001: "traversal",
+    7002: "traversal",
+    8443: "mra",
+    5222: "xmpp",
+}
+STARTTLS_PROTOCOLS = ("xmpp",)
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A reference to a secret (`env:NAME` or `file:PATH`); `reveal()` reads it when needed."""
+
+    ref: str
+    key_path: str = ""
+    base_dir: Path = field(default=Path("."), compare=False)
+
+    def __repr__(self) -> str:
+        return f"Secret({self.ref!r})"
+
+    __str__ = __repr__
+
+    def reveal(self) -> str:
+        scheme, _, rest = self.ref.partition(":")
+        if scheme == "env":
+            value = os.environ.get(rest)
+            if value is None:
+                raise ConfigError(
+                    f"{self.key_path}: environment variable {rest} is not set; "
+                    f"export it before starting expressway-certd"
+                )
+            return value
+        path = Path(rest) if Path(rest).is_absolute() else self.base_dir / rest
+        try:
+            mode = path.stat().st_mode
+            value = path.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(
+                f"{self.key_path}: cannot read secret file {path}: {exc.strerror}; "
+                "create it readable by the service user, mode 0600"
+            ) from exc
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(
+                f"{self.key_path}: secret file {path} is readable by group or others "
+                f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
+            )
+        return value
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One TLS port an Expressway presents its server certificate on."""
+
+    host: str
+    port: int
+    service: str
+    starttls: str | None = None
+    sni: str | None = None
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ExpresswayConfig:
+    """One `[[expressway]]` entry: a box, how to reach its API and which TLS ports to watch."""
+
+    name: str
+    address: str
+    role: str | None  # "c", "e" or None when unknown
+    endpoints: tuple[Endpoint, ...]
+    cluster: str | None = None
+    version: str | None = None
+    username: str | None = None
+    password: Secret | None = None
+    api_port: int = 443
+    api_ca_file: Path | None = None
+    ca_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 9464
+    state: str = ""  # SQLAlchemy URL
+    poll_interval: timedelta = timedelta(minutes=5)
+    probe_timeout: timedelta = timedelta(seconds=10)
+    concurrency: int = 64
+    jitter: float = 0.1
+    expiry_windows: tuple[int, ...] = DEFAULT_EXPIRY_WINDOWS
+    history: int = 100
+    audit_retention: timedelta = timedelta(days=365)
+    trust_bundle: Path | None = None
+    system_roots: bool = False
+    log_level: str = "info"
+    log_format: str = "json"
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    daemon: DaemonConfig
+    expressways: tuple[ExpresswayConfig, ...]
+
+    def target(self, name: str) -> ExpresswayConfig:
+        for exp in self.expressways:
+            if exp.name == name:
+                return exp
+        known = ", ".join(e.name for e in self.expressways) or "none"
+        raise ConfigError(f"{self.path}: no [[expressway]] named {name!r} (configured: {known})")
+
+    def secrets(self) -> list[Secret]:
+        return [e.password for e in self.expressways if e.password is not None]
+
+
+def default_state_url() -> str:
+    """SQLite under systemd's STATE_DIRECTORY, else the XDG state directory."""
+    base = os.environ.get("STATE_DIRECTORY")
+    if base:
+        directory = Path(base.split(":")[0])
+    else:
+        xdg = os.environ.get("XDG_STATE_HOME")
+        directory = (Path(xdg) if xdg else Path.home() / ".local" / "state") / "expressway-certd"
+    return f"sqlite+aiosqlite:///{directory / 'state.db'}"
+
+
+def state_url(value: str, base_dir: Path) -> str:
+    """Accept a SQLAlchemy URL or a plain file path (taken as SQLite)."""
+    if "://" in value:
+        if value.startswith("sqlite://"):
+            value = "sqlite+aiosqlite://" + value[len("sqlite://") :]
+        elif value.startswith(("postgresql://", "postgres://")):
+            value = "postgresql+asyncpg://" + value.split("://", 1)[1]
+        return value
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = base_dir / path
+    return f"sqlite+aiosqlite:///{path}"
+
+
+class _Section:
+    """Typed reads from one TOML table with errors naming file and key path."""
+
+    def __init__(self, file: Path, path: str, table: Mapping[str, Any], known: set[str]) -> None:
+        self.file = file
+        self.path = path
+        self.table = table
+        for key in table:
+            if key not in known:
+                hint = difflib.get_close_matches(key, sorted(known), n=1)
+                fix = (
+                    f"did you mean {hint[0]!r}?"
+                    if hint
+                    else f"known keys: {', '.join(sorted(known))}"
+                )
+                raise self.error(key, f"unknown key; {fix}")
+
+    def key(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.file}: {self.key(key)}: {message}")
+
+    def has(self, key: str) -> bool:
+        return key in self.table
+
+    def get_str(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
+        if key not in self.table:
+            if required:
+                raise self.error(key, "is required")
+            return default
+        value = self.table[key]
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(key, f"must be a non-empty string, got {value!r}")
+        return value.strip()
+
+    def get_int(self, key: str, default: int, *, minimum: int = 1, maximum: int = 1 << 31) -> int:
+        value = self.table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(key, f"must be an integer, got {value!r}")
+        if not minimum <= value <= maximum:
+            raise self.error(key, f"must be between {minimum} and {maximum}, got {value}")
+        return value
+
+    def get_bool(self, key: str, default: bool) -> bool:
+        value = self.table.get(key, default)
+        if not isinstance(value, bool):
+            raise self.error(key, f"must be true or false, got {value!r}")
+        return value
+
+    def get_duration(self, key: str, default: timedelta) -> timedelta:
+        if key not in self.table:
+            return default
+        try:
+            return parse_duration(self.table[key])
+        except ValueError as exc:
+            raise self.error(key, str(exc)) from exc
+
+    def get_file(self, key: str, base_dir: Path) -> Path | None:
+        value = self.get_str(key)
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            path = base_dir / path
+        if not path.is_file():
+            raise self.error(key, f"file {path} does not exist; give the path of a PEM file")
+        return path
+
+    def get_secret(self, key: str, base_dir: Path) -> Secret | None:
+        value = self.table.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.startswith(("env:", "file:")):
+            # Never echo the value: it is probably the password itself.
+            raise self.error(
+                key,
+                "must be a secret reference 'env:VARIABLE' or 'file:/path/to/secret'; "
+                "do not write secrets into the config file",
+            )
+        scheme, _, rest = value.partition(":")
+        if not rest:
+            raise self.error(key, f"'{scheme}:' needs a name after the colon")
+        return Secret(value, self.key(key), base_dir)
+
+
+def _parse_listen(section: _Section, value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise section.error("listen", f"must be 'HOST:PORT' like {DEFAULT_LISTEN!r}, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - operator asked for all
+
+
+def _parse_daemon(file: Path, table: Mapping[str, Any]) -> DaemonConfig:
+    s = _Section(
+        file,
+        "daemon",
+        table,
+        {
+            "listen", "state", "poll_interval", "probe_timeout", "concurrency", "jitter",
+            "expiry_windows", "history", "audit_retention", "trust_bundle", "system_roots",
+            "log_level", "log_format",
+        },
+    )  # fmt: skip
+    base = file.parent
+    host, port = _parse_listen(s, s.get_str("listen", DEFAULT_LISTEN) or DEFAULT_LISTEN)
+    state = s.get_str("state")
+    jitter = s.table.get("jitter", 0.1)
+    if isinstance(jitter, bool) or not isinstance(jitter, int | float) or not 0 <= jitter <= 0.5:
+        raise s.error(
+            "jitter", f"must be a fraction of the poll interval, 0 to 0.5, got {jitter!r}"
+        )
+    windows = s.table.get("expiry_windows", list(DEFAULT_EXPIRY_WINDOWS))
+    if (
+        not isinstance(windows, list)
+        or not windows
+        or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in windows)
+    ):
+        raise s.error("expiry_windows", f"must be a list of positive day counts, got {windows!r}")
+    level = (s.get_str("log_level", "info") or "info").lower()
+    if level not in ("debug", "info", "warning", "error"):
+        raise s.error("log_level", f"must be debug, info, warning or error, got {level!r}")
+    fmt = s.get_str("log_format", "json") or "json"
+    if fmt not in ("json", "console"):
+        raise s.error("log_format", f"must be 'json' or 'console', got {fmt!r}")
+    poll = s.get_duration("poll_interval", timedelta(minutes=5))
+    timeout = s.get_duration("probe_timeout", timedelta(seconds=10))
+    if timeout >= poll:
+        raise s.error("probe_timeout", "must be shorter than poll_interval")
+    return DaemonConfig(
+        listen_host=host,
+        listen_port=port,
+        state=state_url(state, base) if state else default_state_url(),
+        poll_interval=poll,
+        probe_timeout=timeout,
+        concurrency=s.get_int("concurrency", 64, maximum=4096),
+        jitter=float(jitter),
+        expiry_windows=tuple(sorted(set(windows), reverse=True)),
+        history=s.get_int("history", 100, maximum=100_000),
+        audit_retention=s.get_duration("audit_retention", timedelta(days=365)),
+        trust_bundle=s.get_file("trust_bundle", base),
+        system_roots=s.get_bool("system_roots", False),
+        log_level=level,
+        log_format=fmt,
+    )
+
+
+def default_endpoints(address: str, role: str | None) -> tuple[Endpoint, ...]:
+    """The TLS ports of a role (C: 443, 5061; E adds 7001, 8443, 5222 STARTTLS)."""
+    ports: list[tuple[int, str | None]] = [(443, None), (5061, None)]
+    if role != "c":
+        ports += [(7001, None), (8443, None), (5222, "xmpp")]
+    if role is None:
+        ports = [(443, None), (5061, None)]  # unknown role: only what both roles serve
+    return tuple(Endpoint(address, port, SERVICE_BY_PORT[port], tls) for port, tls in ports)
+
+
+def _parse_host_port(s: _Section, key: str, text: str, default_host: str) -> tuple[str, int]:
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest.lstrip(":")
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    elif text.isdigit():
+        host, port_text = default_host, text
+    else:
+        raise s.error(key, f"must be 'host:port' (IPv6 as '[addr]:port'), got {text!r}")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise s.error(key, f"port must be 1-65535 in {text!r}")
+    return host or default_host, int(port_text)
+
+
+def _parse_endpoint(file: Path, path: str, item: Any, address: str) -> Endpoint:
+    if isinstance(item, str):
+        s = _Section(file, path, {}, set())
+        host, port = _parse_host_port(s, "", item, address)
+        starttls = "xmpp" if port == 5222 else None
+        return Endpoint(host, port, SERVICE_BY_PORT.get(port, f"tls-{port}"), starttls)
+    if not isinstance(item, dict):
+        raise ConfigError(f"{file}: {path}: must be 'host:port' or a table, got {item!r}")
+    s = _Section(file, path, item, {"host", "port", "service", "starttls", "sni"})
+    if not s.has("port"):
+        raise s.error("port", "is required")
+    port = s.get_int("port", 0, minimum=1, maximum=65535)
+    starttls = s.get_str("starttls")
+    if starttls is not None and starttls not in STARTTLS_PROTOCOLS:
+        raise s.error("starttls", f"supported: {', '.join(STARTTLS_PROTOCOLS)}; got {starttls!r}")
+    if s.has("starttls") is False and port == 5222:
+        starttls = "xmpp"
+    return Endpoint(
+        host=s.get_str("host", address) or address,
+        port=port,
+        service=s.get_str("service", SERVICE_BY_PORT.get(port, f"tls-{port}")) or "",
+        starttls=starttls,
+        sni=s.get_str("sni"),
+    )
+
+
+def _parse_expressway(file: Path, index: int, table: Any) -> ExpresswayConfig:
+    path = f"expressway[{index}]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{file}: {path}: must be a table ([[expressway]])")
+    s = _Section(
+        file,
+        path,
+        table,
+        {
+            "name", "address", "role", "endpoints", "cluster", "version", "username",
+            "password", "api_port", "api_ca_file", "ca_file",
+        },
+    )  # fmt: skip
+    name = s.get_str("name", required=True) or ""
+    s.path = f"expressway[{index}] ({name})"
+    address = s.get_str("address", required=True) or ""
+    role = s.get_str("role")
+    if role is not None:
+        role = role.lower()
+        if role not in ("c", "e"):
+            raise s.error("role", f"must be 'c' (Expressway-C) or 'e' (Expressway-E), got {role!r}")
+    version = s.get_str("version")
+    if version is not None and not version.upper().startswith(("X", "V")):
+        raise s.error("version", f"must look like 'X15.4', got {version!r}")
+    raw_endpoints = table.get("endpoints")
+    if raw_endpoints is None:
+        endpoints = default_endpoints(address, role)
+    else:
+        if not isinstance(raw_endpoints, list) or not raw_endpoints:
+            raise s.error("endpoints", "must be a non-empty list of 'host:port' or tables")
+        endpoints = tuple(
+            _parse_endpoint(file, f"{s.path}.endpoints[{i}]", item, address)
+            for i, item in enumerate(raw_endpoints)
+        )
+    seen: set[tuple[str, int]] = set()
+    for ep in endpoints:
+        if (ep.host, ep.port) in seen:
+            raise s.error("endpoints", f"{ep.address} is listed twice")
+        seen.add((ep.host, ep.port))
+    username = s.get_str("username")
+    password = s.get_secret("password", file.parent)
+    if (username is None) != (password is None):
+        raise s.error("password" if password is None else "username", "set both or neither")
+    return ExpresswayConfig(
+        name=name,
+        address=address,
+        role=role,
+        endpoints=endpoints,
+        cluster=s.get_str("cluster"),
+        version=version.upper() if version else None,
+        username=username,
+        password=password,
+        api_port=s.get_int("api_port", 443, maximum=65535),
+        api_ca_file=s.get_file("api_ca_file", file.parent),
+        ca_file=s.get_file("ca_file", file.parent),
+    )
+
+
+KNOWN_TOP_LEVEL = {"daemon", "expressway"}
+
+
+def parse_config(file: Path, data: Mapping[str, Any]) -> Config:
+    """Validate an already parsed TOML document."""
+    s = _Section(file, "", data, KNOWN_TOP_LEVEL)
+    daemon_table = data.get("daemon", {})
+    if not isinstance(daemon_table, dict):
+        raise s.error("daemon", "must be a table ([daemon])")
+    raw = data.get("expressway", [])
+    if not isinstance(raw, list):
+        raise s.error("expressway", "must be an array of tables: write [[expressway]]")
+    expressways = tuple(_parse_expressway(file, i, t) for i, t in enumerate(raw))
+    names = [e.name for e in expressways]
+    for name in names:
+        if names.count(name) > 1:
+            raise s.error("expressway", f"name {name!r} is used twice; names must be unique")
+    return Config(path=file, daemon=_parse_daemon(file, daemon_table), expressways=expressways)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file; ConfigError explains any problem."""
+    file = Path(path).expanduser().resolve()
+    try:
+        text = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read config file: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(text.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: TOML syntax error: {exc}") from exc
+    return parse_config(file, data)

@@ -1,0 +1,315 @@
+"""Certificate facts: parse one X.509 certificate into frozen typed facts, and diff two.
+
+These are the "Show (decoded)" facts of Cisco's step A and what steps C and D compare.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from monitor.errors import CertParseError
+
+SERVER_AUTH = ExtendedKeyUsageOID.SERVER_AUTH.dotted_string  # 1.3.6.1.5.5.7.3.1
+CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH.dotted_string  # 1.3.6.1.5.5.7.3.2
+
+_EKU_NAMES = {
+    SERVER_AUTH: "TLS Web Server Authentication",
+    CLIENT_AUTH: "TLS Web Client Authentication",
+    ExtendedKeyUsageOID.CODE_SIGNING.dotted_string: "Code Signing",
+    ExtendedKeyUsageOID.EMAIL_PROTECTION.dotted_string: "E-mail Protection",
+    ExtendedKeyUsageOID.TIME_STAMPING.dotted_string: "Time Stamping",
+    ExtendedKeyUsageOID.OCSP_SIGNING.dotted_string: "OCSP Signing",
+    ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE.dotted_string: "Any Extended Key Usage",
+}
+
+_KU_FIELDS = (
+    ("digital_signature", "Digital Signature"),
+    ("content_commitment", "Non Repudiation"),
+    ("key_encipherment", "Key Encipherment"),
+    ("data_encipherment", "Data Encipherment"),
+    ("key_agreement", "Key Agreement"),
+    ("key_cert_sign", "Certificate Sign"),
+    ("crl_sign", "CRL Sign"),
+)
+
+_E = TypeVar("_E", bound=x509.ExtensionType)
+
+
+@dataclass(frozen=True, order=True)
+class SAN:
+    """One subjectAltName entry; `kind` is DNS, IP, URI, email or other."""
+
+    kind: str
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.value}"
+
+
+@dataclass(frozen=True)
+class CertFacts:
+    """What one certificate says, in the words of the Expressway's decoded view."""
+
+    subject: str
+    issuer: str
+    common_name: str | None
+    serial: str  # hex, upper case, no separators
+    sha256: str  # hex, lower case
+    not_before: datetime  # aware UTC
+    not_after: datetime  # aware UTC
+    sans: tuple[SAN, ...]
+    key_type: str  # RSA, EC, Ed25519, Ed448, DSA
+    key_size: int  # bits (curve size for EC)
+    key_usage: tuple[str, ...]
+    eku: tuple[str, ...]  # dotted OIDs, sorted
+    ski: str | None  # hex
+    aki: str | None  # hex, the AKI keyIdentifier
+    is_ca: bool
+    signature_algorithm: str
+    public_key_sha256: str = field(default="")  # SHA-256 of the SubjectPublicKeyInfo (DER)
+
+    @property
+    def dns_names(self) -> tuple[str, ...]:
+        return tuple(s.value for s in self.sans if s.kind == "DNS")
+
+    @property
+    def self_signed(self) -> bool:
+        return self.subject == self.issuer
+
+    def eku_names(self) -> tuple[str, ...]:
+        return tuple(_EKU_NAMES.get(oid, oid) for oid in self.eku)
+
+    def days_left(self, now: datetime) -> float:
+        return (self.not_after - now).total_seconds() / 86400.0
+
+    def lifetime_seconds(self) -> float:
+        return (self.not_after - self.not_before).total_seconds()
+
+
+@dataclass(frozen=True)
+class FactsDiff:
+    """What changed between an old and a new certificate."""
+
+    sans_added: tuple[SAN, ...]
+    sans_removed: tuple[SAN, ...]
+    eku_added: tuple[str, ...]
+    eku_removed: tuple[str, ...]
+    aki_changed: bool
+    issuer_changed: bool
+    key_changed: bool
+    cert_changed: bool
+
+    @property
+    def sans_changed(self) -> bool:
+        return bool(self.sans_added or self.sans_removed)
+
+    @property
+    def eku_changed(self) -> bool:
+        return bool(self.eku_added or self.eku_removed)
+
+
+def _hex(data: bytes) -> str:
+    return data.hex()
+
+
+def _name(name: x509.Name) -> str:
+    try:
+        return name.rfc4514_string()
+    except ValueError:  # a value cryptography cannot render
+        return "<unreadable name>"
+
+
+def _common_name(name: x509.Name) -> str | None:
+    try:
+        attrs = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except ValueError:
+        return None
+    if not attrs:
+        return None
+    value = attrs[0].value
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+def _sans(cert: x509.Certificate) -> tuple[SAN, ...]:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return ()
+    out: list[SAN] = []
+    for gn in ext.value:
+        if isinstance(gn, x509.DNSName):
+            out.append(SAN("DNS", gn.value))
+        elif isinstance(gn, x509.IPAddress):
+            out.append(SAN("IP", str(gn.value)))
+        elif isinstance(gn, x509.UniformResourceIdentifier):
+            out.append(SAN("URI", gn.value))
+        elif isinstance(gn, x509.RFC822Name):
+            out.append(SAN("email", gn.value))
+        elif isinstance(gn, x509.DirectoryName):
+            out.append(SAN("DirName", _name(gn.value)))
+        else:
+            out.append(SAN("other", repr(gn.value)))
+    return tuple(out)
+
+
+def _key(cert: x509.Certificate) -> tuple[str, int, str]:
+    try:
+        key = cert.public_key()
+    except (ValueError, TypeError) as exc:
+        return f"unsupported ({exc})", 0, ""
+    spki = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    digest = hashlib.sha256(spki).hexdigest()
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RSA", key.key_size, digest
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return "EC", key.curve.key_size, digest
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "Ed25519", 256, digest
+    if isinstance(key, ed448.Ed448PublicKey):
+        return "Ed448", 456, digest
+    if isinstance(key, dsa.DSAPublicKey):
+        return "DSA", key.key_size, digest
+    return type(key).__name__, 0, digest
+
+
+def _ext_value(cert: x509.Certificate, cls: type[_E]) -> _E | None:
+    try:
+        return cert.extensions.get_extension_for_class(cls).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _key_usage(cert: x509.Certificate) -> tuple[str, ...]:
+    ku = _ext_value(cert, x509.KeyUsage)
+    if ku is None:
+        return ()
+    names = [label for attr, label in _KU_FIELDS if getattr(ku, attr)]
+    if ku.key_agreement:
+        if ku.encipher_only:
+            names.append("Encipher Only")
+        if ku.decipher_only:
+            names.append("Decipher Only")
+    return tuple(names)
+
+
+def _signature_algorithm(cert: x509.Certificate) -> str:
+    oid = cert.signature_algorithm_oid
+    name = getattr(oid, "_name", None)
+    return name if isinstance(name, str) and name != "Unknown OID" else oid.dotted_string
+
+
+def facts_from_x509(cert: x509.Certificate) -> CertFacts:
+    """Facts of an already loaded certificate. Raises CertParseError on unreadable extensions."""
+    try:
+        extensions = cert.extensions  # forces parsing of every extension
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+        raise CertParseError(f"certificate extensions are malformed: {exc}") from exc
+    del extensions
+    key_type, key_size, spki_digest = _key(cert)
+    eku_ext = _ext_value(cert, x509.ExtendedKeyUsage)
+    ski_ext = _ext_value(cert, x509.SubjectKeyIdentifier)
+    aki_ext = _ext_value(cert, x509.AuthorityKeyIdentifier)
+    bc = _ext_value(cert, x509.BasicConstraints)
+    return CertFacts(
+        subject=_name(cert.subject),
+        issuer=_name(cert.issuer),
+        common_name=_common_name(cert.subject),
+        serial=format(cert.serial_number, "X"),
+        sha256=cert.fingerprint(hashes.SHA256()).hex(),
+        not_before=cert.not_valid_before_utc.astimezone(UTC),
+        not_after=cert.not_valid_after_utc.astimezone(UTC),
+        sans=_sans(cert),
+        key_type=key_type,
+        key_size=key_size,
+        key_usage=_key_usage(cert),
+        eku=tuple(sorted(oid.dotted_string for oid in eku_ext)) if eku_ext else (),
+        ski=_hex(ski_ext.digest) if ski_ext else None,
+        aki=_hex(aki_ext.key_identifier) if aki_ext and aki_ext.key_identifier else None,
+        is_ca=bool(bc and bc.ca),
+        signature_algorithm=_signature_algorithm(cert),
+        public_key_sha256=spki_digest,
+    )
+
+
+def load_certificate(data: bytes | str, *, source: str = "input") -> x509.Certificate:
+    """Load one certificate from PEM or DER bytes; CertParseError names `source` on failure."""
+    raw = data.encode() if isinstance(data, str) else data
+    if not raw.strip():
+        raise CertParseError(f"{source}: empty input, expected a PEM or DER certificate")
+    try:
+        if b"-----BEGIN" in raw:
+            if b"-----BEGIN CERTIFICATE-----" not in raw:
+                kind = raw.split(b"-----BEGIN", 1)[1].split(b"-----", 1)[0].strip()
+                raise CertParseError(
+                    f"{source}: PEM block is '{kind.decode(errors='replace')}', "
+                    "expected 'CERTIFICATE'"
+                )
+            if b"-----END CERTIFICATE-----" not in raw:
+                raise CertParseError(f"{source}: PEM certificate is truncated (no END line)")
+            return x509.load_pem_x509_certificate(raw)
+        return x509.load_der_x509_certificate(raw)
+    except CertParseError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise CertParseError(
+            f"{source}: not a readable X.509 certificate ({exc}); "
+            "check the file is a complete PEM or DER certificate"
+        ) from exc
+
+
+def load_certificates(data: bytes | str, *, source: str = "input") -> list[x509.Certificate]:
+    """Load every certificate of a PEM bundle (or one DER certificate), in file order."""
+    raw = data.encode() if isinstance(data, str) else data
+    if b"-----BEGIN" not in raw:
+        return [load_certificate(raw, source=source)]
+    marker = b"-----BEGIN CERTIFICATE-----"
+    if marker not in raw:
+        return [load_certificate(raw, source=source)]  # raises the clear error
+    certs = []
+    for i, chunk in enumerate(raw.split(marker)[1:], start=1):
+        certs.append(load_certificate(marker + chunk, source=f"{source} (certificate #{i})"))
+    return certs
+
+
+def parse_facts(data: bytes | str, *, source: str = "input") -> CertFacts:
+    """Facts of the first certificate in PEM or DER bytes; CertParseError on anything odd."""
+    cert = load_certificate(data, source=source)
+    try:
+        return facts_from_x509(cert)
+    except CertParseError as exc:
+        raise CertParseError(f"{source}: {exc}") from exc
+
+
+def diff_facts(old: CertFacts, new: CertFacts) -> FactsDiff:
+    """What a renewal or an unexpected change altered: SANs, EKU, AKI, issuer, key."""
+    old_sans, new_sans = set(old.sans), set(new.sans)
+    old_eku, new_eku = set(old.eku), set(new.eku)
+    return FactsDiff(
+        sans_added=tuple(sorted(new_sans - old_sans)),
+        sans_removed=tuple(sorted(old_sans - new_sans)),
+        eku_added=tuple(sorted(new_eku - old_eku)),
+        eku_removed=tuple(sorted(old_eku - new_eku)),
+        aki_changed=old.aki != new.aki,
+        issuer_changed=old.issuer != new.issuer,
+        key_changed=old.public_key_sha256 != new.public_key_sha256,
+        cert_changed=old.sha256 != new.sha256,
+    )
+
+
+def is_ip_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
