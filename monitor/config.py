@@ -112,6 +112,7 @@ class DaemonConfig:
     listen_host: str = "127.0.0.1"
     listen_port: int = 9464
     state: str = ""  # SQLAlchemy URL
+    data_dir: Path = Path(".")  # private files the tool keeps (ACME account keys ...), 0700
     poll_interval: timedelta = timedelta(minutes=5)
     probe_timeout: timedelta = timedelta(seconds=10)
     concurrency: int = 64
@@ -130,6 +131,7 @@ class Config:
     path: Path
     daemon: DaemonConfig
     expressways: tuple[ExpresswayConfig, ...]
+    cas: Mapping[str, Any] = field(default_factory=dict)  # name -> CA config (config_ca.py)
 
     def target(self, name: str) -> ExpresswayConfig:
         for exp in self.expressways:
@@ -142,15 +144,17 @@ class Config:
         return [e.password for e in self.expressways if e.password is not None]
 
 
-def default_state_url() -> str:
-    """SQLite under systemd's STATE_DIRECTORY, else the XDG state directory."""
+def default_data_dir() -> Path:
     base = os.environ.get("STATE_DIRECTORY")
     if base:
-        directory = Path(base.split(":")[0])
-    else:
-        xdg = os.environ.get("XDG_STATE_HOME")
-        directory = (Path(xdg) if xdg else Path.home() / ".local" / "state") / "expressway-certd"
-    return f"sqlite+aiosqlite:///{directory / 'state.db'}"
+        return Path(base.split(":")[0])
+    xdg = os.environ.get("XDG_STATE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "state") / "expressway-certd"
+
+
+def default_state_url() -> str:
+    """SQLite under systemd's STATE_DIRECTORY, else the XDG state directory."""
+    return f"sqlite+aiosqlite:///{default_data_dir() / 'state.db'}"
 
 
 def state_url(value: str, base_dir: Path) -> str:
@@ -193,7 +197,9 @@ class _Section:
     def has(self, key: str) -> bool:
         return key in self.table
 
-    def get_str(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
+    def get_str(
+        self, key: str, default: str | None = None, *, required: bool = False
+    ) -> str | None:
         if key not in self.table:
             if required:
                 raise self.error(key, "is required")
@@ -253,6 +259,14 @@ class _Section:
         return Secret(value, self.key(key), base_dir)
 
 
+def _data_dir(s: _Section, base: Path) -> Path:
+    value = s.get_str("data_dir")
+    if value is None:
+        return default_data_dir()
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
 def _parse_listen(section: _Section, value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
@@ -268,7 +282,7 @@ def _parse_daemon(file: Path, table: Mapping[str, Any]) -> DaemonConfig:
         {
             "listen", "state", "poll_interval", "probe_timeout", "concurrency", "jitter",
             "expiry_windows", "history", "audit_retention", "trust_bundle", "system_roots",
-            "log_level", "log_format",
+            "log_level", "log_format", "data_dir",
         },
     )  # fmt: skip
     base = file.parent
@@ -300,6 +314,7 @@ def _parse_daemon(file: Path, table: Mapping[str, Any]) -> DaemonConfig:
         listen_host=host,
         listen_port=port,
         state=state_url(state, base) if state else default_state_url(),
+        data_dir=_data_dir(s, base),
         poll_interval=poll,
         probe_timeout=timeout,
         concurrency=s.get_int("concurrency", 64, maximum=4096),
@@ -424,7 +439,7 @@ def _parse_expressway(file: Path, index: int, table: Any) -> ExpresswayConfig:
     )
 
 
-KNOWN_TOP_LEVEL = {"daemon", "expressway"}
+KNOWN_TOP_LEVEL = {"daemon", "expressway", "ca"}
 
 
 def parse_config(file: Path, data: Mapping[str, Any]) -> Config:
@@ -441,7 +456,14 @@ def parse_config(file: Path, data: Mapping[str, Any]) -> Config:
     for name in names:
         if names.count(name) > 1:
             raise s.error("expressway", f"name {name!r} is used twice; names must be unique")
-    return Config(path=file, daemon=_parse_daemon(file, daemon_table), expressways=expressways)
+    from monitor.config_ca import parse_cas  # noqa: PLC0415 - config_ca imports this module
+
+    return Config(
+        path=file,
+        daemon=_parse_daemon(file, daemon_table),
+        expressways=expressways,
+        cas=parse_cas(file, data.get("ca", {})),
+    )
 
 
 def load_config(path: str | Path) -> Config:

@@ -1,0 +1,47 @@
+"""`expressway-certd check-config FILE`: validate a config file and summarise it (no secrets)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from monitor.config import load_config
+from monitor.durations import format_duration
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "check-config",
+        help="validate a config file",
+        description="Validate a config file; with --secrets also check that every secret resolves.",
+    )
+    p.add_argument("file", help="TOML config file")
+    p.add_argument(
+        "--secrets",
+        action="store_true",
+        help="also read every env:/file: secret (values are never printed)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    if args.secrets:
+        for secret in config.secrets():
+            secret.reveal()
+    d = config.daemon
+    print(f"{config.path}: OK")
+    print(f"  listen        {d.listen_host}:{d.listen_port}")
+    print(f"  state         {d.state}")
+    print(
+        f"  poll interval {format_duration(d.poll_interval)} (timeout {format_duration(d.probe_timeout)})"
+    )
+    for exp in config.expressways:
+        role = {"c": "Expressway-C", "e": "Expressway-E"}.get(exp.role or "", "role unknown")
+        ports = ", ".join(
+            f"{ep.address}{' starttls' if ep.starttls else ''}" for ep in exp.endpoints
+        )
+        print(f"  {exp.name} ({role}, {exp.address}): {ports}")
+    for name, ca in config.cas.items():
+        print(f"  CA {name}: {getattr(ca, 'kind', '?')}")
+    return 0
