@@ -114,18 +114,29 @@ class LabListener:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             return
         if self.mode == "xmpp":
-            await reader.readuntil(b">")  # the client's stream header
+            await _read_element(reader, b"<stream:stream")  # the client's stream header
             writer.write(_XMPP_FEATURES)
             await writer.drain()
-            request = await reader.readuntil(b">")
-            if b"starttls" not in request:
-                return
+            await _read_element(reader, b"<starttls")
             writer.write(_XMPP_PROCEED)
             await writer.drain()
         assert self.context is not None
         await writer.start_tls(self.context)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(reader.read(1024), 30)
+
+
+async def _read_element(reader: asyncio.StreamReader, start: bytes) -> bytes:
+    """Read until the opening tag `start...>` has arrived (XML declarations are skipped)."""
+    data = b""
+    while True:
+        index = data.find(start)
+        if index >= 0 and b">" in data[index:]:
+            return data
+        chunk = await reader.read(4096)
+        if not chunk or len(data) > 65536:
+            raise ConnectionResetError("client went away during XMPP negotiation")
+        data += chunk
 
 
 async def closed_port(host: str = "127.0.0.1") -> int:

@@ -1,0 +1,397 @@
+"""TLS probing: one handshake per endpoint captures the served chain, verifies it and times it.
+
+Direct TLS and XMPP STARTTLS (RFC 6120). A global semaphore bounds concurrency and every probe
+runs under a hard deadline, so an endpoint that accepts TCP and never answers, or trickles bytes,
+costs one slot for at most `timeout` seconds and never delays the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import socket
+import ssl
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.verification import (
+    ExtensionPolicy,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
+
+from monitor.config import Endpoint
+from monitor.errors import CertParseError, ConfigError
+from monitor.facts import CertFacts, facts_from_x509, load_certificates
+
+
+class ErrorClass(StrEnum):
+    """Why a probe failed; also the `reason` operators see in metrics and the CLI."""
+
+    REFUSED = "refused"
+    TIMEOUT = "timeout"
+    TLS_ALERT = "tls_alert"
+    NOT_TLS = "not_tls"
+    STARTTLS = "starttls_failed"
+    DNS = "dns"
+    NETWORK = "network"
+    BAD_CERT = "bad_certificate"
+    VERIFY = "verification_failed"
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one probe of one endpoint saw."""
+
+    target: str
+    endpoint: Endpoint
+    time: datetime
+    ok: bool
+    error_class: str | None = None
+    error: str | None = None
+    duration: float = 0.0  # seconds: TCP connect + STARTTLS + TLS handshake
+    tls_version: str | None = None
+    chain_der: tuple[bytes, ...] = ()  # leaf first, as served
+    chain_verified: bool | None = None  # None: nothing to verify (probe failed)
+    verify_error: str | None = None
+    facts: CertFacts | None = None
+    chain_facts: tuple[CertFacts, ...] = field(default=(), compare=False)
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.target, self.endpoint.host, self.endpoint.port)
+
+    def chain_pem(self) -> str:
+        return "".join(
+            x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM).decode()
+            for der in self.chain_der
+        )
+
+
+class TrustStore:
+    """The trust anchors served chains are verified against (bundle files + system roots)."""
+
+    def __init__(self, bundles: Sequence[Path] = (), *, system_roots: bool = False) -> None:
+        anchors: list[x509.Certificate] = []
+        for bundle in bundles:
+            try:
+                anchors.extend(load_certificates(bundle.read_bytes(), source=str(bundle)))
+            except OSError as exc:
+                raise ConfigError(f"trust bundle {bundle}: {exc.strerror}") from exc
+        if system_roots:
+            anchors.extend(_system_roots())
+        self.anchors = anchors
+        self.description = (
+            ", ".join(str(b) for b in bundles) + (" + system roots" if system_roots else "")
+        ) or "no trust anchors"
+        self._store = Store(anchors) if anchors else None
+
+    def verify(self, chain: Sequence[x509.Certificate], now: datetime) -> tuple[bool, str | None]:
+        """Does the chain build from its leaf to an anchor, valid at `now`? Names and EKU are
+        checked elsewhere (an Expressway serves by address and may legitimately be serverAuth-only).
+        """
+        if self._store is None:
+            return False, "no trust anchors configured (give a CA bundle)"
+        verifier = (
+            PolicyBuilder()
+            .store(self._store)
+            .time(now)
+            .extension_policies(
+                ca_policy=ExtensionPolicy.webpki_defaults_ca(),
+                ee_policy=ExtensionPolicy.permit_all(),
+            )
+            .build_client_verifier()
+        )
+        try:
+            verifier.verify(chain[0], list(chain[1:]))
+        except VerificationError as exc:
+            return False, _short_verify_error(exc)
+        return True, None
+
+
+def _short_verify_error(exc: VerificationError) -> str:
+    text = str(exc)
+    text = text.removeprefix("validation failed: ")
+    return text.split(" (encountered processing", 1)[0]
+
+
+def _system_roots() -> list[x509.Certificate]:
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile, "/etc/ssl/certs/ca-certificates.crt"):
+        if candidate and Path(candidate).is_file():
+            pems = x509.load_pem_x509_certificates(Path(candidate).read_bytes())
+            return list(pems)
+    return []
+
+
+def _client_context() -> ssl.SSLContext:
+    # We capture whatever the server presents and verify it ourselves (one handshake).
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1  # see what old boxes serve, do not refuse them
+    with contextlib.suppress(ssl.SSLError):
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    return ctx
+
+
+def served_chain_der(ssl_object: ssl.SSLObject) -> list[bytes]:
+    """The chain as the server sent it, leaf first (3.13 API, or the private one on 3.11/3.12)."""
+    getter = getattr(ssl_object, "get_unverified_chain", None)
+    if getter is not None:
+        return [bytes(c) for c in getter()]
+    raw = ssl_object._sslobj.get_unverified_chain()  # type: ignore[attr-defined]
+    if not raw:
+        der = ssl_object.getpeercert(binary_form=True)
+        return [der] if der else []
+    return [c.public_bytes(ssl._ssl.ENCODING_DER) for c in raw]  # type: ignore[attr-defined]
+
+
+_XMPP_OPEN = (
+    "<?xml version='1.0'?><stream:stream to='{domain}' xmlns='jabber:client' "
+    "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
+)
+_XMPP_STARTTLS = b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"
+
+
+async def _read_until(reader: asyncio.StreamReader, needles: Iterable[bytes], limit: int) -> bytes:
+    data = b""
+    needles = tuple(needles)
+    while not any(n in data for n in needles):
+        chunk = await reader.read(4096)
+        if not chunk:
+            raise ConnectionResetError("server closed the connection during STARTTLS")
+        data += chunk
+        if len(data) > limit:
+            raise ValueError("server sent too much before STARTTLS")
+    return data
+
+
+async def xmpp_starttls(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, domain: str
+) -> None:
+    """Negotiate XMPP STARTTLS up to <proceed/> (RFC 6120 section 5.4)."""
+    writer.write(_XMPP_OPEN.format(domain=domain).encode())
+    await writer.drain()
+    features = await _read_until(reader, (b"</stream:features>", b"<stream:error"), 65536)
+    if b"<stream:error" in features or b"urn:ietf:params:xml:ns:xmpp-tls" not in features:
+        raise _StartTLSRefused("server does not offer STARTTLS in its stream features")
+    writer.write(_XMPP_STARTTLS)
+    await writer.drain()
+    answer = await _read_until(reader, (b"<proceed", b"<failure"), 65536)
+    if b"<proceed" not in answer:
+        raise _StartTLSRefused("server answered STARTTLS with <failure/>")
+
+
+class _StartTLSRefused(Exception):
+    pass
+
+
+class _FactsCache:
+    """Parsed facts and verification results per served chain, so an unchanged certificate
+    costs no parsing on the next poll; verification is redone once `ttl` seconds old."""
+
+    def __init__(self, size: int = 4096, ttl: float = 3600.0) -> None:
+        self._items: OrderedDict[bytes, tuple[float, tuple[CertFacts, ...], bool, str | None]] = (
+            OrderedDict()
+        )
+        self._size = size
+        self._ttl = ttl
+
+    def get(self, key: bytes, now: float) -> tuple[tuple[CertFacts, ...], bool, str | None] | None:
+        item = self._items.get(key)
+        if item is None or now - item[0] > self._ttl:
+            return None
+        self._items.move_to_end(key)
+        return item[1], item[2], item[3]
+
+    def put(
+        self, key: bytes, now: float, facts: tuple[CertFacts, ...], ok: bool, err: str | None
+    ) -> None:
+        self._items[key] = (now, facts, ok, err)
+        self._items.move_to_end(key)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Prober:
+    """Probes endpoints under one global concurrency bound and a hard per-probe deadline."""
+
+    def __init__(
+        self,
+        trust: TrustStore,
+        *,
+        concurrency: int = 64,
+        timeout: float = 10.0,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.trust = trust
+        self.timeout = timeout
+        self._slots = asyncio.Semaphore(concurrency)
+        self._ctx = _client_context()
+        self._clock = clock
+        self._cache = _FactsCache()
+
+    async def probe(
+        self, target: str, endpoint: Endpoint, *, trust: TrustStore | None = None
+    ) -> Observation:
+        async with self._slots:
+            return await self._probe_now(target, endpoint, trust or self.trust)
+
+    async def probe_many(
+        self,
+        items: Sequence[tuple[str, Endpoint]],
+        on_done: Callable[[Observation], Awaitable[None] | None] | None = None,
+    ) -> list[Observation]:
+        """Probe all concurrently (within the global bound); results in input order."""
+
+        async def one(target: str, endpoint: Endpoint) -> Observation:
+            obs = await self.probe(target, endpoint)
+            if on_done is not None:
+                result = on_done(obs)
+                if result is not None:
+                    await result
+            return obs
+
+        return list(await asyncio.gather(*(one(t, e) for t, e in items)))
+
+    async def _probe_now(self, target: str, endpoint: Endpoint, trust: TrustStore) -> Observation:
+        started = time.monotonic()
+        when = self._clock()
+        writer: asyncio.StreamWriter | None = None
+
+        def failed(error_class: ErrorClass, message: str) -> Observation:
+            return Observation(
+                target=target,
+                endpoint=endpoint,
+                time=when,
+                ok=False,
+                error_class=error_class.value,
+                error=message,
+                duration=time.monotonic() - started,
+            )
+
+        sni = endpoint.sni or (None if _is_ip(endpoint.host) else endpoint.host)
+        try:
+            async with asyncio.timeout(self.timeout):
+                if endpoint.starttls:
+                    reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
+                    await xmpp_starttls(reader, writer, sni or endpoint.host)
+                    await writer.start_tls(self._ctx, server_hostname=sni)
+                else:
+                    reader, writer = await asyncio.open_connection(
+                        endpoint.host, endpoint.port, ssl=self._ctx, server_hostname=sni
+                    )
+                duration = time.monotonic() - started
+                ssl_object = writer.get_extra_info("ssl_object")
+                chain = served_chain_der(ssl_object)
+                version = ssl_object.version()
+        except TimeoutError:
+            return failed(
+                ErrorClass.TIMEOUT,
+                f"no complete TLS handshake within {self.timeout:g}s "
+                "(port open but silent or too slow; check the service and firewalls)",
+            )
+        except ConnectionRefusedError:
+            return failed(ErrorClass.REFUSED, "connection refused (service down or port closed)")
+        except socket.gaierror as exc:
+            return failed(ErrorClass.DNS, f"cannot resolve {endpoint.host}: {exc.strerror}")
+        except _StartTLSRefused as exc:
+            return failed(ErrorClass.STARTTLS, str(exc))
+        except ssl.SSLError as exc:
+            return failed(*_classify_ssl_error(exc))
+        except (ConnectionError, OSError, ValueError, asyncio.IncompleteReadError) as exc:
+            message = str(exc) or type(exc).__name__
+            if endpoint.starttls:
+                return failed(ErrorClass.STARTTLS, f"STARTTLS negotiation failed: {message}")
+            return failed(ErrorClass.NETWORK, f"connection failed: {message}")
+        finally:
+            if writer is not None:
+                writer.transport.abort()  # we need nothing more; no close_notify round trip
+
+        if not chain:
+            return failed(ErrorClass.BAD_CERT, "server completed TLS without a certificate")
+        return self._analyse(target, endpoint, when, duration, version, chain, trust)
+
+    def _analyse(
+        self,
+        target: str,
+        endpoint: Endpoint,
+        when: datetime,
+        duration: float,
+        version: str | None,
+        chain: list[bytes],
+        trust: TrustStore,
+    ) -> Observation:
+        key = hashlib.sha256(b"".join(chain) + trust.description.encode()).digest()
+        now = time.monotonic()
+        cached = self._cache.get(key, now)
+        if cached is None:
+            try:
+                certs = [x509.load_der_x509_certificate(der) for der in chain]
+                facts = tuple(facts_from_x509(c) for c in certs)
+            except (ValueError, CertParseError) as exc:
+                return Observation(
+                    target=target,
+                    endpoint=endpoint,
+                    time=when,
+                    ok=False,
+                    error_class=ErrorClass.BAD_CERT.value,
+                    error=f"served certificate is unreadable: {exc}",
+                    duration=duration,
+                    tls_version=version,
+                    chain_der=tuple(chain),
+                )
+            verified, verify_error = trust.verify(certs, when)
+            self._cache.put(key, now, facts, verified, verify_error)
+        else:
+            facts, verified, verify_error = cached
+        return Observation(
+            target=target,
+            endpoint=endpoint,
+            time=when,
+            ok=True,
+            duration=duration,
+            tls_version=version,
+            chain_der=tuple(chain),
+            chain_verified=verified,
+            verify_error=verify_error,
+            facts=facts[0],
+            chain_facts=facts,
+        )
+
+
+def _classify_ssl_error(exc: ssl.SSLError) -> tuple[ErrorClass, str]:
+    reason = getattr(exc, "reason", None) or str(exc)
+    text = str(reason).upper()
+    if any(s in text for s in ("WRONG_VERSION_NUMBER", "RECORD_LAYER", "PACKET_LENGTH_TOO_LONG")):
+        return ErrorClass.NOT_TLS, f"the service does not speak TLS on this port ({reason})"
+    if "ALERT" in text:
+        return ErrorClass.TLS_ALERT, f"server sent a TLS alert: {reason}"
+    if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        return ErrorClass.TLS_ALERT, "server closed the connection during the TLS handshake"
+    return ErrorClass.TLS_ALERT, f"TLS handshake failed: {reason}"
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+    except OSError:
+        return False
+    return True
