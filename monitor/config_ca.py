@@ -1,24 +1,324 @@
-"""Parsing of the `[ca.NAME]` tables (CA connectors: acme, est, adcs)."""
+"""Parsing of the `[ca.NAME]` tables into one frozen config per CA connector (acme, est, adcs).
+
+The connectors in renewers/ca/ take these dataclasses; this module only validates the file.
+"""
 
 from __future__ import annotations
 
+import re
+import shlex
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from monitor.config import Secret, _Section
 from monitor.errors import ConfigError
 
 CA_KINDS = ("acme", "est", "adcs")
+ACME_CHALLENGES = ("dns-01", "http-01", "hook")
+ADCS_AUTH = ("basic", "ntlm", "kerberos")
+EST_OPERATIONS = ("simpleenroll", "simplereenroll")
+TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1")
+EKU_NAMES = ("serverAuth", "clientAuth")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_COMMON = {"kind", "trust_anchor", "timeout"}
 
 
-def parse_cas(file: Path, table: Any) -> Mapping[str, Any]:
+@dataclass(frozen=True)
+class RFC2136Config:
+    """Where and how DNS-01 TXT records are written (RFC 2136 dynamic update, TSIG)."""
+
+    server: str
+    port: int
+    zone: str | None  # None: found from the SOA of the name
+    tsig_key: str
+    tsig_secret: Secret
+    tsig_algorithm: str = "hmac-sha256"
+    propagation_timeout: timedelta = timedelta(minutes=2)
+    ttl: int = 60
+
+
+@dataclass(frozen=True)
+class ACMEConfig:
+    name: str
+    directory: str
+    challenge: str = "dns-01"
+    trust_anchor: Path | None = None
+    timeout: timedelta = timedelta(seconds=30)
+    email: str | None = None
+    eab_kid: str | None = None
+    eab_hmac: Secret | None = None
+    profile: str | None = None
+    hook: tuple[str, ...] = ()
+    hook_timeout: timedelta = timedelta(minutes=5)
+    http01_listen: tuple[str, int] = ("0.0.0.0", 80)  # noqa: S104 - the port ACME dials
+    rfc2136: RFC2136Config | None = None
+    kind: str = "acme"
+
+
+@dataclass(frozen=True)
+class ESTConfig:
+    name: str
+    url: str
+    trust_anchor: Path | None = None
+    timeout: timedelta = timedelta(seconds=30)
+    username: str | None = None
+    password: Secret | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    operation: str = "simpleenroll"
+    ekus: frozenset[str] | None = None
+    kind: str = "est"
+
+
+@dataclass(frozen=True)
+class ADCSConfig:
+    name: str
+    url: str
+    template: str
+    auth: str = "ntlm"
+    trust_anchor: Path | None = None
+    timeout: timedelta = timedelta(seconds=30)
+    username: str | None = None
+    password: Secret | None = None
+    ekus: frozenset[str] | None = None
+    kind: str = "adcs"
+
+
+CAConfig = ACMEConfig | ESTConfig | ADCSConfig
+
+
+def _https_url(s: _Section, key: str, must_contain: str, example: str) -> str:
+    url = (s.get_str(key, required=True) or "").rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise s.error(key, f"must be an https:// URL like {example!r}, got {url!r}")
+    if must_contain and must_contain not in parts.path:
+        raise s.error(key, f"must include {must_contain!r}, like {example!r}; got {url!r}")
+    return url
+
+
+def _ekus(s: _Section) -> frozenset[str] | None:
+    value = s.table.get("ekus")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(v in EKU_NAMES for v in value):
+        raise s.error(
+            "ekus",
+            f"must list what the CA puts in certificates, from {list(EKU_NAMES)}; got {value!r}",
+        )
+    return frozenset(value)
+
+
+def _host_port(s: _Section, key: str, value: str, default_port: int) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = value, str(default_port)
+    if not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        raise s.error(key, f"must be 'HOST[:PORT]', got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _rfc2136(file: Path, path: str, table: Any) -> RFC2136Config:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{file}: {path}: must be a table ([{path}])")
+    s = _Section(
+        file,
+        path,
+        table,
+        {
+            "server",
+            "zone",
+            "tsig_key",
+            "tsig_secret",
+            "tsig_algorithm",
+            "propagation_timeout",
+            "ttl",
+        },
+    )
+    host, port = _host_port(s, "server", s.get_str("server", required=True) or "", 53)
+    secret = s.get_secret("tsig_secret", file.parent)
+    if secret is None:
+        raise s.error("tsig_secret", "is required: the base64 TSIG secret as env:/file: reference")
+    algorithm = (s.get_str("tsig_algorithm", "hmac-sha256") or "").lower()
+    if algorithm not in TSIG_ALGORITHMS:
+        raise s.error("tsig_algorithm", f"must be one of {', '.join(TSIG_ALGORITHMS)}")
+    zone = s.get_str("zone")
+    return RFC2136Config(
+        server=host,
+        port=port,
+        zone=zone.rstrip(".") + "." if zone else None,
+        tsig_key=s.get_str("tsig_key", required=True) or "",
+        tsig_secret=secret,
+        tsig_algorithm=algorithm,
+        propagation_timeout=s.get_duration("propagation_timeout", timedelta(minutes=2)),
+        ttl=s.get_int("ttl", 60, maximum=86400),
+    )
+
+
+def _acme(file: Path, name: str, s: _Section) -> ACMEConfig:
+    directory = (s.get_str("directory", required=True) or "").rstrip("/")
+    if urlsplit(directory).scheme != "https":
+        raise s.error(
+            "directory", f"must be the https:// directory URL of the CA, got {directory!r}"
+        )
+    challenge = s.get_str("challenge", "dns-01") or ""
+    if challenge not in ACME_CHALLENGES:
+        raise s.error(
+            "challenge", f"must be one of {', '.join(ACME_CHALLENGES)}; got {challenge!r}"
+        )
+    hook: tuple[str, ...] = ()
+    if challenge == "hook":
+        raw = s.get_str("hook")
+        if raw is None:
+            raise s.error(
+                "hook",
+                "is required with challenge = 'hook': a command called as "
+                "'COMMAND present|cleanup DOMAIN TXT_NAME TXT_VALUE'",
+            )
+        hook = tuple(shlex.split(raw))
+    elif s.has("hook"):
+        raise s.error("hook", f"is only used with challenge = 'hook' (challenge is {challenge!r})")
+    rfc2136 = None
+    if challenge == "dns-01":
+        if "rfc2136" not in s.table:
+            raise s.error(
+                "rfc2136",
+                "is required with challenge = 'dns-01': add a [ca." + name + ".rfc2136] table "
+                "with server, tsig_key and tsig_secret",
+            )
+        rfc2136 = _rfc2136(file, s.key("rfc2136"), s.table["rfc2136"])
+    elif "rfc2136" in s.table:
+        raise s.error(
+            "rfc2136", f"is only used with challenge = 'dns-01' (challenge is {challenge!r})"
+        )
+    eab_kid = s.get_str("eab_kid")
+    eab_hmac = s.get_secret("eab_hmac", file.parent)
+    if (eab_kid is None) != (eab_hmac is None):
+        raise s.error("eab_hmac" if eab_hmac is None else "eab_kid", "set both or neither (EAB)")
+    listen = _host_port(s, "http01_listen", s.get_str("http01_listen", "0.0.0.0:80") or "", 80)
+    return ACMEConfig(
+        name=name,
+        directory=directory,
+        challenge=challenge,
+        trust_anchor=s.get_file("trust_anchor", file.parent),
+        timeout=s.get_duration("timeout", timedelta(seconds=30)),
+        email=s.get_str("email"),
+        eab_kid=eab_kid,
+        eab_hmac=eab_hmac,
+        profile=s.get_str("profile"),
+        hook=hook,
+        hook_timeout=s.get_duration("hook_timeout", timedelta(minutes=5)),
+        http01_listen=listen,
+        rfc2136=rfc2136,
+    )
+
+
+def _est(file: Path, name: str, s: _Section) -> ESTConfig:
+    url = _https_url(s, "url", "/.well-known/est", "https://est.example.com/.well-known/est")
+    username = s.get_str("username")
+    password = s.get_secret("password", file.parent)
+    if (username is None) != (password is None):
+        raise s.error("password" if password is None else "username", "set both or neither")
+    client_cert = s.get_file("client_cert", file.parent)
+    client_key = s.get_file("client_key", file.parent)
+    if (client_cert is None) != (client_key is None):
+        raise s.error("client_key" if client_key is None else "client_cert", "set both or neither")
+    if username is None and client_cert is None:
+        raise s.error(
+            "username",
+            "EST needs credentials: username + password (HTTP Basic) or client_cert + client_key",
+        )
+    operation = s.get_str("operation", "simpleenroll") or ""
+    if operation not in EST_OPERATIONS:
+        raise s.error("operation", f"must be one of {', '.join(EST_OPERATIONS)}")
+    return ESTConfig(
+        name=name,
+        url=url,
+        trust_anchor=s.get_file("trust_anchor", file.parent),
+        timeout=s.get_duration("timeout", timedelta(seconds=30)),
+        username=username,
+        password=password,
+        client_cert=client_cert,
+        client_key=client_key,
+        operation=operation,
+        ekus=_ekus(s),
+    )
+
+
+def _adcs(file: Path, name: str, s: _Section) -> ADCSConfig:
+    url = _https_url(s, "url", "/certsrv", "https://ca.corp.example/certsrv")
+    auth = (s.get_str("auth", "ntlm") or "").lower()
+    if auth not in ADCS_AUTH:
+        raise s.error("auth", f"must be one of {', '.join(ADCS_AUTH)}; got {auth!r}")
+    username = s.get_str("username")
+    password = s.get_secret("password", file.parent)
+    if auth != "kerberos" and (username is None or password is None):
+        raise s.error(
+            "password" if username else "username",
+            f"auth = {auth!r} needs username (DOMAIN\\user or user@domain) and password",
+        )
+    if (username is None) != (password is None):
+        raise s.error("password" if password is None else "username", "set both or neither")
+    return ADCSConfig(
+        name=name,
+        url=url,
+        template=s.get_str("template", required=True) or "",
+        auth=auth,
+        trust_anchor=s.get_file("trust_anchor", file.parent),
+        timeout=s.get_duration("timeout", timedelta(seconds=30)),
+        username=username,
+        password=password,
+        ekus=_ekus(s),
+    )
+
+
+_KEYS = {
+    "acme": _COMMON
+    | {
+        "directory", "challenge", "hook", "hook_timeout", "email", "eab_kid", "eab_hmac",
+        "profile", "http01_listen", "rfc2136",
+    },
+    "est": _COMMON
+    | {"url", "username", "password", "client_cert", "client_key", "operation", "ekus"},
+    "adcs": _COMMON | {"url", "template", "auth", "username", "password", "ekus"},
+}  # fmt: skip
+
+
+def parse_ca(file: Path, name: str, table: Any) -> CAConfig:
+    path = f"ca.{name}"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{file}: {path}: must be a table ([{path}])")
+    if not _NAME.match(name):
+        raise ConfigError(f"{file}: {path}: CA names are letters, digits, '-', '_' and '.'")
+    kind = table.get("kind")
+    if kind not in CA_KINDS:
+        raise ConfigError(
+            f"{file}: {path}.kind: must be one of {', '.join(CA_KINDS)}; got {kind!r}"
+        )
+    s = _Section(file, path, table, _KEYS[kind])
+    if kind == "acme":
+        return _acme(file, name, s)
+    if kind == "est":
+        return _est(file, name, s)
+    return _adcs(file, name, s)
+
+
+def parse_cas(file: Path, table: Any) -> Mapping[str, CAConfig]:
     """Validate every `[ca.NAME]` table; returns name -> CA config object."""
     if not isinstance(table, dict):
         raise ConfigError(f"{file}: ca: must be tables like [ca.corp-adcs]")
-    if table:
-        name = next(iter(table))
-        raise ConfigError(
-            f"{file}: ca.{name}: CA connectors are not available in this version; "
-            "remove the [ca.*] tables"
-        )
-    return {}
+    return {name: parse_ca(file, name, sub) for name, sub in table.items()}
+
+
+def ca_secrets(ca: CAConfig) -> list[Secret]:
+    """Every secret reference of one CA (for `check-config --secrets`)."""
+    out: list[Secret | None] = []
+    if isinstance(ca, ACMEConfig):
+        out = [ca.eab_hmac, ca.rfc2136.tsig_secret if ca.rfc2136 else None]
+    else:
+        out = [ca.password]
+    return [s for s in out if s is not None]

@@ -1,0 +1,153 @@
+"""Events: small frozen records of what happened, and the in-process bus that delivers them.
+
+Every event is appended to the store's audit log by a subscriber the daemon wires in; notifiers
+(alerts/) subscribe the same way. A failing subscriber is logged and never stops the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+import structlog
+
+log = structlog.get_logger("monitor.events")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """Base: which target, when, and the renewal it belongs to (if any)."""
+
+    type: ClassVar[str] = "Event"
+    severity: ClassVar[str] = "info"
+    target: str
+    time: datetime
+    renewal_id: str | None = None
+
+    def payload(self) -> dict[str, Any]:
+        """Fields beyond target/time/renewal_id, JSON-ready."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name in ("target", "time", "renewal_id"):
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def summary(self) -> str:
+        return self.type
+
+
+@dataclass(frozen=True, kw_only=True)
+class EndpointEvent(Event):
+    endpoint: str  # "host:port"
+    service: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeFailed(EndpointEvent):
+    type: ClassVar[str] = "ProbeFailed"
+    severity: ClassVar[str] = "warning"
+    error_class: str
+    error: str
+
+    def summary(self) -> str:
+        return f"{self.target} {self.endpoint}: probe failed ({self.error_class}): {self.error}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeRecovered(EndpointEvent):
+    type: ClassVar[str] = "ProbeRecovered"
+    previous_error_class: str
+
+    def summary(self) -> str:
+        return f"{self.target} {self.endpoint}: probe recovered (was {self.previous_error_class})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CertChanged(EndpointEvent):
+    type: ClassVar[str] = "CertChanged"
+    old_sha256: str
+    new_sha256: str
+    new_not_after: str
+
+    def summary(self) -> str:
+        return (
+            f"{self.target} {self.endpoint}: serves a new certificate "
+            f"{self.new_sha256[:16]} (not after {self.new_not_after})"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class SANsChanged(EndpointEvent):
+    type: ClassVar[str] = "SANsChanged"
+    severity: ClassVar[str] = "warning"
+    added: tuple[str, ...] = field(default=())
+    removed: tuple[str, ...] = field(default=())
+
+    def summary(self) -> str:
+        return (
+            f"{self.target} {self.endpoint}: SANs changed "
+            f"(added {', '.join(self.added) or 'none'}; removed {', '.join(self.removed) or 'none'})"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class IssuerChanged(EndpointEvent):
+    type: ClassVar[str] = "IssuerChanged"
+    severity: ClassVar[str] = "warning"
+    old_issuer: str
+    new_issuer: str
+    old_aki: str | None
+    new_aki: str | None
+
+    def summary(self) -> str:
+        return (
+            f"{self.target} {self.endpoint}: issuer changed from {self.old_issuer} to "
+            f"{self.new_issuer}; traversal peers and Unified CM must trust the new CA"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExpiryWindowEntered(EndpointEvent):
+    type: ClassVar[str] = "ExpiryWindowEntered"
+    severity: ClassVar[str] = "warning"
+    window_days: int
+    days_left: float
+    not_after: str
+    sha256: str
+
+    def summary(self) -> str:
+        return (
+            f"{self.target} {self.endpoint}: certificate expires in {self.days_left:.1f} days "
+            f"({self.not_after}), inside the {self.window_days}-day window"
+        )
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.type: cls
+    for cls in (ProbeFailed, ProbeRecovered, CertChanged, SANsChanged, IssuerChanged,
+                ExpiryWindowEntered)
+}  # fmt: skip
+
+Subscriber = Callable[[Event], Awaitable[None]]
+
+
+class EventBus:
+    """Delivers each published event to every subscriber, in subscription order."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.append(subscriber)
+
+    async def publish(self, event: Event) -> None:
+        for subscriber in self._subscribers:
+            try:
+                await subscriber(event)
+            except Exception:  # one broken notifier must not stop the rest
+                log.exception("event subscriber failed", event=event.type, target=event.target)

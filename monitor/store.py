@@ -1,0 +1,352 @@
+"""The state store: latest observation per endpoint, bounded history, and the audit log.
+
+SQLAlchemy 2 async Core. SQLite (aiosqlite) by default, PostgreSQL (asyncpg) for HA; only
+portable types and ON CONFLICT upserts that both dialects speak. The schema is versioned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from monitor.errors import StoreError
+from monitor.events import Event
+
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+# One row per endpoint: the status of the latest probe, and the cert of the latest good one.
+endpoint_state = sa.Table(
+    "endpoint_state",
+    metadata,
+    sa.Column("target", sa.String(255), primary_key=True),
+    sa.Column("host", sa.String(255), primary_key=True),
+    sa.Column("port", sa.Integer, primary_key=True),
+    sa.Column("service", sa.String(64), nullable=False),
+    sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("error_class", sa.String(64)),
+    sa.Column("error", sa.Text),
+    sa.Column("duration", sa.Float, nullable=False, default=0.0),
+    sa.Column("tls_version", sa.String(32)),
+    sa.Column("ok_observed_at", sa.DateTime(timezone=True)),
+    sa.Column("sha256", sa.String(64)),
+    sa.Column("not_after", sa.DateTime(timezone=True)),
+    sa.Column("chain_pem", sa.Text),
+    sa.Column("chain_verified", sa.Boolean),
+    sa.Column("verify_error", sa.Text),
+    sa.Column("last_change_at", sa.DateTime(timezone=True)),
+)
+
+# Kept on every change of what an endpoint serves or of its probe status, bounded per endpoint.
+observation_history = sa.Table(
+    "observation_history",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("target", sa.String(255), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("port", sa.Integer, nullable=False),
+    sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("error_class", sa.String(64)),
+    sa.Column("sha256", sa.String(64)),
+    sa.Column("not_after", sa.DateTime(timezone=True)),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Index("ix_history_endpoint", "target", "host", "port", "id"),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("target", sa.String(255), nullable=False),
+    sa.Column("renewal_id", sa.String(64)),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Index("ix_audit_target_time", "target", "time"),
+)
+
+
+@dataclass(frozen=True)
+class EndpointRow:
+    """One endpoint_state row as read back."""
+
+    target: str
+    host: str
+    port: int
+    service: str
+    observed_at: datetime
+    ok: bool
+    error_class: str | None
+    error: str | None
+    duration: float
+    tls_version: str | None
+    ok_observed_at: datetime | None
+    sha256: str | None
+    not_after: datetime | None
+    chain_pem: str | None
+    chain_verified: bool | None
+    verify_error: str | None
+    last_change_at: datetime | None
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    target: str
+    host: str
+    port: int
+    observed_at: datetime
+    ok: bool
+    error_class: str | None
+    sha256: str | None
+    not_after: datetime | None
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    id: int
+    time: datetime
+    type: str
+    target: str
+    renewal_id: str | None
+    severity: str
+    summary: str
+    payload: dict[str, Any]
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything we store is UTC.
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _redact_url(url: str) -> str:
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "<unparseable database URL>"
+
+
+class Store:
+    """Async access to the state database. Create with `await Store.open(url)`."""
+
+    def __init__(self, engine: AsyncEngine, url: str, history: int) -> None:
+        self._engine = engine
+        self.url = _redact_url(url)
+        self.history = history
+
+    @classmethod
+    async def open(cls, url: str, *, history: int = 100) -> Store:
+        _prepare_sqlite_file(url)
+        try:
+            engine = create_async_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise StoreError(f"state: unusable database URL {_redact_url(url)}: {exc}") from exc
+        store = cls(engine, url, history)
+        await store._migrate()
+        return store
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    async def ping(self) -> bool:
+        try:
+            async with self._engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        except (sa.exc.SQLAlchemyError, OSError):
+            return False
+        return True
+
+    async def _migrate(self) -> None:
+        try:
+            async with self._engine.begin() as conn:
+                await conn.run_sync(metadata.create_all)
+                current = (await conn.execute(sa.select(schema_version.c.version))).scalar()
+                if current is None:
+                    await conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
+                elif current > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"state: database {self.url} has schema {current}, newer than this "
+                        f"expressway-certd ({SCHEMA_VERSION}); upgrade expressway-certd"
+                    )
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            raise StoreError(f"state: cannot open {self.url}: {exc}") from exc
+
+    def _upsert(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> Any:
+        dialect = conn.dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = insert(endpoint_state).values(rows)
+        keys = {"target", "host", "port"}
+        return stmt.on_conflict_do_update(
+            index_elements=["target", "host", "port"],
+            set_={c.name: stmt.excluded[c.name] for c in endpoint_state.c if c.name not in keys},
+        )
+
+    async def save_endpoints(
+        self, rows: Sequence[EndpointRow], history: Sequence[HistoryRow] = ()
+    ) -> None:
+        """Upsert endpoint rows and append history rows (pruned to `history` per endpoint)."""
+        if not rows and not history:
+            return
+        async with self._engine.begin() as conn:
+            if rows:
+                values = [r.__dict__.copy() for r in rows]
+                await conn.execute(self._upsert(conn, values))
+            for h in history:
+                entry = h.__dict__.copy()
+                entry["detail"] = json.dumps(h.detail, sort_keys=True)
+                await conn.execute(observation_history.insert().values(**entry))
+                await self._prune_history(conn, h.target, h.host, h.port)
+
+    async def _prune_history(
+        self, conn: AsyncConnection, target: str, host: str, port: int
+    ) -> None:
+        t = observation_history
+        same = sa.and_(t.c.target == target, t.c.host == host, t.c.port == port)
+        keep_from = (
+            sa.select(t.c.id).where(same).order_by(t.c.id.desc()).offset(self.history).limit(1)
+        ).scalar_subquery()
+        await conn.execute(t.delete().where(same, t.c.id <= keep_from))
+
+    async def load_endpoints(self) -> list[EndpointRow]:
+        async with self._engine.connect() as conn:
+            result = await conn.execute(sa.select(endpoint_state))
+            rows = []
+            for r in result.mappings():
+                data = dict(r)
+                for k in ("observed_at", "ok_observed_at", "not_after", "last_change_at"):
+                    data[k] = _aware(data[k])
+                rows.append(EndpointRow(**data))
+            return rows
+
+    async def delete_endpoints_except(self, keep: Iterable[tuple[str, str, int]]) -> int:
+        """Forget endpoints no longer configured; returns how many were removed."""
+        keep_set = set(keep)
+        existing = await self.load_endpoints()
+        gone = [
+            (r.target, r.host, r.port)
+            for r in existing
+            if (r.target, r.host, r.port) not in keep_set
+        ]
+        if not gone:
+            return 0
+        t = endpoint_state
+        async with self._engine.begin() as conn:
+            for target, host, port in gone:
+                await conn.execute(
+                    t.delete().where(t.c.target == target, t.c.host == host, t.c.port == port)
+                )
+        return len(gone)
+
+    async def history_for(self, target: str, host: str, port: int) -> list[HistoryRow]:
+        t = observation_history
+        query = (
+            sa.select(t)
+            .where(t.c.target == target, t.c.host == host, t.c.port == port)
+            .order_by(t.c.id)
+        )
+        async with self._engine.connect() as conn:
+            out = []
+            for r in (await conn.execute(query)).mappings():
+                out.append(
+                    HistoryRow(
+                        target=r["target"],
+                        host=r["host"],
+                        port=r["port"],
+                        observed_at=_aware(r["observed_at"]) or datetime.now(UTC),
+                        ok=r["ok"],
+                        error_class=r["error_class"],
+                        sha256=r["sha256"],
+                        not_after=_aware(r["not_after"]),
+                        detail=json.loads(r["detail"]),
+                    )
+                )
+            return out
+
+    async def append_event(self, event: Event) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                audit_log.insert().values(
+                    time=event.time,
+                    type=event.type,
+                    target=event.target,
+                    renewal_id=event.renewal_id,
+                    severity=event.severity,
+                    summary=event.summary(),
+                    payload=json.dumps(event.payload(), sort_keys=True, default=str),
+                )
+            )
+
+    async def events(
+        self, *, target: str | None = None, types: Sequence[str] = (), limit: int = 100
+    ) -> list[AuditRow]:
+        """Most recent events first."""
+        query = sa.select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
+        if target is not None:
+            query = query.where(audit_log.c.target == target)
+        if types:
+            query = query.where(audit_log.c.type.in_(list(types)))
+        async with self._engine.connect() as conn:
+            return [
+                AuditRow(
+                    id=r["id"],
+                    time=_aware(r["time"]) or datetime.now(UTC),
+                    type=r["type"],
+                    target=r["target"],
+                    renewal_id=r["renewal_id"],
+                    severity=r["severity"],
+                    summary=r["summary"],
+                    payload=json.loads(r["payload"]),
+                )
+                for r in (await conn.execute(query)).mappings()
+            ]
+
+    async def prune_audit(self, older_than: timedelta, now: datetime) -> int:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                audit_log.delete().where(audit_log.c.time < now - older_than)
+            )
+            return int(result.rowcount or 0)
+
+
+def _prepare_sqlite_file(url: str) -> None:
+    """Create the SQLite file's directory (0700) and the file itself (0600) before first use."""
+    if not (url.startswith("sqlite") and ":///" in url):
+        return
+    path = Path(url.split(":///", 1)[1])
+    if str(path) in ("", ":memory:"):
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not path.exists():
+            path.touch(mode=0o600)
+    except OSError as exc:
+        raise StoreError(
+            f"state: cannot create {path}: {exc.strerror}; set [daemon] state to a writable path"
+        ) from exc
+
+
+def secure_file(path: Path) -> None:
+    """Make a file holding private material readable by its owner only."""
+    os.chmod(path, 0o600)
