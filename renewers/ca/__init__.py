@@ -1,0 +1,1 @@
+"""CA connectors (ACME, EST, Microsoft AD CS) behind one interface (see base.py)."""

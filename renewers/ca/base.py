@@ -1,0 +1,292 @@
+"""The one interface every CA connector implements, and the types and helpers they share.
+
+A connector takes a PKCS#10 CSR made on the Expressway and returns `Issued` (leaf + chain)
+or `Pending` (a JSON-serialisable handle and when to ask again); `poll(handle)` continues a
+request, also in a later process. Errors:
+
+CAError (monitor.errors)
+ +-- CARequestError    one request to the CA failed; `reason` labels
+                       expressway_ca_errors_total, `retryable` says whether trying later may help
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import ssl
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from monitor.errors import CAError
+from renewers.ca.metrics import CA_ERRORS, CA_REQUEST_DURATION
+
+SERVER_AUTH = ExtendedKeyUsageOID.SERVER_AUTH.dotted_string
+CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH.dotted_string
+EKU_NAMES = {"serverAuth": SERVER_AUTH, "clientAuth": CLIENT_AUTH}
+
+HANDLE_VERSION = 1
+
+
+class CARequestError(CAError):
+    """A request to a CA failed; the message names the CA, the step and the fix."""
+
+    def __init__(self, message: str, *, reason: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class Issued:
+    """The CA issued the certificate: the leaf, and the chain above it (issuing CA first)."""
+
+    leaf: x509.Certificate
+    chain: tuple[x509.Certificate, ...]
+    profile: str | None = None
+
+
+@dataclass(frozen=True)
+class Pending:
+    """The CA has not issued yet; persist `handle` (plain JSON) and poll it at `retry_at`."""
+
+    handle: dict[str, Any]
+    retry_at: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a CA will put in a certificate, as far as the connector knows before asking."""
+
+    kind: str
+    profile: str | None = None
+    ekus: frozenset[str] | None = None  # dotted OIDs; None when the CA decides unseen
+    note: str = ""
+
+    def delivers(self, eku: str) -> bool | None:
+        """True/False when known, None when only the issued certificate will tell."""
+        return None if self.ekus is None else eku in self.ekus
+
+
+@dataclass(frozen=True)
+class RenewalWindow:
+    """A CA-suggested renewal window (ACME ARI), with when to ask again."""
+
+    start: datetime
+    end: datetime
+    retry_after: datetime
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One line of `ca-check`: what was checked and what was found."""
+
+    step: str
+    ok: bool
+    detail: str
+
+
+@runtime_checkable
+class CAConnector(Protocol):
+    """A CA the pipeline can submit CSRs to. Every method raises only CAError."""
+
+    name: str
+    kind: str
+
+    async def submit(self, csr: x509.CertificateSigningRequest) -> Issued | Pending:
+        """Send a new request. Raises CAError when the CA refuses or cannot be reached."""
+        ...
+
+    async def poll(self, handle: Mapping[str, Any]) -> Issued | Pending:
+        """Continue the request a handle from `Pending` names; never submits it again."""
+        ...
+
+    async def ca_chain(self) -> tuple[x509.Certificate, ...]:
+        """The CA certificates (issuing CA first) as the CA publishes them."""
+        ...
+
+    def capabilities(self) -> Capabilities:
+        """Profile and EKUs the CA will issue, when known from config or protocol."""
+        ...
+
+    async def renewal_window(self, leaf: x509.Certificate) -> RenewalWindow | None:
+        """The CA's suggested renewal window for a certificate (ACME ARI), else None."""
+        ...
+
+    async def check(self) -> list[CheckResult]:
+        """Reachability, authentication and chain, for `ca-check`."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and listeners."""
+        ...
+
+
+@dataclass
+class ConnectorBase:
+    """Naming, errors, metrics and handles shared by the connectors."""
+
+    name: str
+    kind: str
+    _ops: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def error(
+        self, step: str, problem: str, fix: str, *, reason: str, retryable: bool = False
+    ) -> CARequestError:
+        return CARequestError(
+            f"CA {self.name!r}: {step}: {problem}; {fix}", reason=reason, retryable=retryable
+        )
+
+    @contextlib.contextmanager
+    def measure(self, op: str) -> Iterator[None]:
+        """Time one request and count its failure by reason."""
+        started = time.perf_counter()
+        self._ops[op] = self._ops.get(op, 0) + 1
+        try:
+            yield
+        except CARequestError as exc:
+            CA_ERRORS.labels(self.name, self.kind, exc.reason).inc()
+            raise
+        except Exception as exc:
+            CA_ERRORS.labels(self.name, self.kind, type(exc).__name__).inc()
+            raise
+        finally:
+            CA_REQUEST_DURATION.labels(self.name, self.kind, op).observe(
+                time.perf_counter() - started
+            )
+
+    def request_count(self, op: str) -> int:
+        """How many requests of one kind this instance sent (tests and `sign` progress)."""
+        return self._ops.get(op, 0)
+
+    def new_handle(self, **fields: Any) -> dict[str, Any]:
+        return {"v": HANDLE_VERSION, "ca": self.name, "kind": self.kind, **fields}
+
+    def check_handle(self, handle: Mapping[str, Any], *required: str) -> None:
+        if handle.get("ca") != self.name or handle.get("kind") != self.kind:
+            raise self.error(
+                "poll",
+                f"the handle belongs to CA {handle.get('ca')!r} ({handle.get('kind')})",
+                "poll it with the connector it came from",
+                reason="bad_handle",
+            )
+        missing = [key for key in required if key not in handle]
+        if missing or handle.get("v") != HANDLE_VERSION:
+            raise self.error(
+                "poll",
+                f"the handle is incomplete or from another version (missing {missing})",
+                "submit the CSR again",
+                reason="bad_handle",
+            )
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def retry_at(seconds: float) -> datetime:
+    return utcnow() + timedelta(seconds=max(0.0, seconds))
+
+
+def parse_retry_after(value: str | None, default: float) -> float:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date)."""
+    if not value:
+        return default
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    from email.utils import parsedate_to_datetime  # noqa: PLC0415 - rare path
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return default
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - utcnow()).total_seconds())
+
+
+def csr_pem(csr: x509.CertificateSigningRequest) -> bytes:
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
+def cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def load_pem_certs(data: bytes) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError:
+        return []
+
+
+def order_chain(
+    leaf: x509.Certificate, others: list[x509.Certificate]
+) -> tuple[x509.Certificate, ...]:
+    """Put the CA certificates in issuing order above `leaf` (issuer first, root last)."""
+    pool = [c for c in others if c != leaf]
+    chain: list[x509.Certificate] = []
+    current = leaf
+    while pool:
+        parent = next((c for c in pool if c.subject == current.issuer), None)
+        if parent is None:
+            break
+        chain.append(parent)
+        pool.remove(parent)
+        if parent.subject == parent.issuer:
+            break
+        current = parent
+    return tuple(chain + pool)
+
+
+def pick_leaf(
+    certs: list[x509.Certificate], csr: x509.CertificateSigningRequest | None
+) -> x509.Certificate | None:
+    """The end-entity certificate: the one with the CSR's key, else the first non-CA one."""
+
+    def is_ca(c: x509.Certificate) -> bool:
+        try:
+            return bool(c.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+        except x509.ExtensionNotFound:
+            return False
+
+    if csr is not None:
+        key = csr.public_key()
+        for cert in certs:
+            if cert.public_key() == key:
+                return cert
+    return next((c for c in certs if not is_ca(c)), None)
+
+
+def client_ssl_context(
+    trust_anchor: Path | None, client_cert: Path | None = None, client_key: Path | None = None
+) -> ssl.SSLContext:
+    """Verify the CA's TLS server against the configured anchor (system roots when None)."""
+    ctx = ssl.create_default_context(cafile=str(trust_anchor) if trust_anchor else None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if client_cert is not None:
+        ctx.load_cert_chain(str(client_cert), str(client_key) if client_key else None)
+    return ctx
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file only the service user can read (0600), in a 0700 directory."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)

@@ -1,0 +1,76 @@
+"""One aiohttp request for the HTTP-based connectors (EST, AD CS): TLS, timeouts and transport
+errors turned into CARequestError that name the CA and say what to fix."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+
+import aiohttp
+from multidict import CIMultiDictProxy
+
+from renewers.ca.base import ConnectorBase
+
+BROWSER_USER_AGENT = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0 Safari/537.36 expressway-certd"
+)
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    peer_cert: bytes | None  # DER of the server's TLS certificate (channel binding)
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+
+    def text(self, limit: int = 300) -> str:
+        return " ".join(self.body[:limit].decode("utf-8", "replace").split())
+
+
+async def send(
+    owner: ConnectorBase,
+    session: aiohttp.ClientSession,
+    step: str,
+    method: str,
+    url: str,
+    *,
+    trust_fix: str,
+    **kwargs: object,
+) -> Reply:
+    """Send one request; transport and TLS failures become CARequestError."""
+    try:
+        async with session.request(method, url, **kwargs) as resp:  # type: ignore[arg-type]
+            peer = None
+            if resp.connection is not None and resp.connection.transport is not None:
+                ssl_object = resp.connection.transport.get_extra_info("ssl_object")
+                if isinstance(ssl_object, ssl.SSLObject):
+                    peer = ssl_object.getpeercert(binary_form=True)
+            body = await resp.read()
+            return Reply(resp.status, resp.headers, body, peer)
+    except aiohttp.ClientConnectorCertificateError as exc:
+        raise owner.error(
+            step,
+            f"the TLS certificate of {url} does not verify ({exc.certificate_error})",
+            trust_fix,
+            reason="tls_verify",
+        ) from None
+    except aiohttp.ClientSSLError as exc:
+        raise owner.error(
+            step,
+            f"TLS handshake with {url} failed ({exc})",
+            "check the URL points at the CA's HTTPS port and that client_cert/client_key match",
+            reason="tls",
+        ) from None
+    except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+        raise owner.error(
+            step,
+            f"cannot reach {url} ({type(exc).__name__}: {exc or 'timed out'})",
+            "check the URL, DNS and firewall; the request is retried later",
+            reason="unreachable",
+            retryable=True,
+        ) from None
