@@ -1,0 +1,194 @@
+"""The daemon: wires config, store, prober, monitor, scheduler, metrics and HTTP, once.
+
+Runs until SIGTERM/SIGINT sets the stop event (no polling sleeps); on the way out it stops the
+scheduler, cancels in-flight polls, closes the HTTP server and the store, in that order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from prometheus_client import CollectorRegistry, gc_collector, platform_collector, process_collector
+
+from alerts.metrics import StateCollector
+from monitor import __version__
+from monitor.config import Config, ExpresswayConfig
+from monitor.errors import CertdError
+from monitor.events import Event, EventBus
+from monitor.http import build_app
+from monitor.probe import Prober, TrustStore
+from monitor.store import Store
+from monitor.watch import Monitor
+
+log = structlog.get_logger("monitor.daemon")
+
+
+class Daemon:
+    """One running expressway-certd service."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.bus = EventBus()
+        self.store: Store | None = None
+        self.monitor: Monitor | None = None
+        self.scheduler: AsyncIOScheduler | None = None
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._runner: web.AppRunner | None = None
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self.http_port: int | None = None
+
+    async def start(self) -> None:
+        cfg = self.config
+        d = cfg.daemon
+        self.store = await Store.open(d.state, history=d.history)
+        self.bus.subscribe(self._audit)
+        trust = TrustStore([d.trust_bundle] if d.trust_bundle else [], system_roots=d.system_roots)
+        prober = Prober(trust, concurrency=d.concurrency, timeout=d.probe_timeout.total_seconds())
+        self.monitor = Monitor(cfg, prober, self.store, self.bus)
+        await self.monitor.load()
+        monitor = self.monitor
+        self.registry.register(
+            StateCollector(lambda: monitor.states, lambda: cfg.expressways, __version__)
+        )
+        process_collector.ProcessCollector(registry=self.registry)
+        platform_collector.PlatformCollector(registry=self.registry)
+        gc_collector.GCCollector(registry=self.registry)
+        await self._start_http()
+        self._start_scheduler()
+        log.info(
+            "expressway-certd started",
+            version=__version__,
+            targets=len(cfg.expressways),
+            endpoints=sum(len(e.endpoints) for e in cfg.expressways),
+            listen=f"{d.listen_host}:{self.http_port}",
+            state=self.store.url,
+        )
+
+    def _start_scheduler(self) -> None:
+        d = self.config.daemon
+        interval = d.poll_interval.total_seconds()
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        now = datetime.now(UTC)
+        first_spread = min(interval * max(d.jitter, 0.01), 5.0)
+        rng = random.Random()
+        for exp in self.config.expressways:
+            scheduler.add_job(
+                self._poll_job,
+                IntervalTrigger(seconds=interval, jitter=interval * d.jitter or None, timezone=UTC),
+                args=[exp],
+                id=f"poll:{exp.name}",
+                name=f"poll {exp.name}",
+                next_run_time=now + timedelta(seconds=rng.uniform(0, first_spread)),
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=int(interval),
+            )
+        scheduler.add_job(
+            self._prune_audit, IntervalTrigger(hours=24, timezone=UTC), id="prune-audit"
+        )
+        scheduler.start()
+        self.scheduler = scheduler
+
+    async def _start_http(self) -> None:
+        assert self.monitor is not None
+        d = self.config.daemon
+        app = build_app(self.monitor, self.registry, self.ready)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, d.listen_host, d.listen_port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise CertdError(
+                f"daemon: cannot listen on {d.listen_host}:{d.listen_port}: {exc.strerror}; "
+                "set [daemon] listen to a free address"
+            ) from exc
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.http_port = sockets[0].getsockname()[1] if sockets else d.listen_port
+
+    async def ready(self) -> tuple[bool, dict[str, Any]]:
+        store_ok = self.store is not None and await self.store.ping()
+        scheduler_ok = self.scheduler is not None and self.scheduler.running
+        detail = {
+            "store": store_ok,
+            "scheduler": scheduler_ok,
+            "polls_completed": self.monitor.polls_completed if self.monitor else 0,
+        }
+        return bool(store_ok and scheduler_ok), detail
+
+    async def _poll_job(self, exp: ExpresswayConfig) -> None:
+        assert self.monitor is not None
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+        try:
+            await self.monitor.poll(exp)
+        except CertdError as exc:
+            log.error("poll failed", target=exp.name, error=str(exc))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("poll crashed", target=exp.name)
+        finally:
+            if task is not None:
+                self._inflight.discard(task)
+
+    async def poll_all(self) -> None:
+        """Poll every target once, now (used by `demo` and tests)."""
+        assert self.monitor is not None
+        await asyncio.gather(*(self.monitor.poll(e) for e in self.config.expressways))
+
+    async def _prune_audit(self) -> None:
+        assert self.store is not None
+        removed = await self.store.prune_audit(
+            self.config.daemon.audit_retention, datetime.now(UTC)
+        )
+        if removed:
+            log.info("pruned audit log", removed=removed)
+
+    async def _audit(self, event: Event) -> None:
+        assert self.store is not None
+        await self.store.append_event(event)
+
+    async def stop(self) -> None:
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        for task in list(self._inflight):
+            task.cancel()
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.store is not None:
+            await self.store.close()
+        log.info("expressway-certd stopped")
+
+
+async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
+    """Run the daemon until SIGTERM/SIGINT (or `stop` is set)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    daemon = Daemon(config)
+    try:
+        await daemon.start()
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await daemon.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
