@@ -3,7 +3,6 @@ errors turned into CARequestError that name the CA and say what to fix."""
 
 from __future__ import annotations
 
-import ssl
 from dataclasses import dataclass
 
 import aiohttp
@@ -22,7 +21,6 @@ class Reply:
     status: int
     headers: CIMultiDictProxy[str]
     body: bytes
-    peer_cert: bytes | None  # DER of the server's TLS certificate (channel binding)
 
     @property
     def content_type(self) -> str:
@@ -45,13 +43,8 @@ async def send(
     """Send one request; transport and TLS failures become CARequestError."""
     try:
         async with session.request(method, url, **kwargs) as resp:  # type: ignore[arg-type]
-            peer = None
-            if resp.connection is not None and resp.connection.transport is not None:
-                ssl_object = resp.connection.transport.get_extra_info("ssl_object")
-                if isinstance(ssl_object, ssl.SSLObject):
-                    peer = ssl_object.getpeercert(binary_form=True)
             body = await resp.read()
-            return Reply(resp.status, resp.headers, body, peer)
+            return Reply(resp.status, resp.headers, body)
     except aiohttp.ClientConnectorCertificateError as exc:
         raise owner.error(
             step,
