@@ -174,8 +174,17 @@ def state_url(value: str, base_dir: Path) -> str:
 class _Section:
     """Typed reads from one TOML table with errors naming file and key path."""
 
-    def __init__(self, file: Path, path: str, table: Mapping[str, Any], known: set[str]) -> None:
+    def __init__(
+        self,
+        file: Path,
+        path: str,
+        table: Mapping[str, Any],
+        known: set[str],
+        *,
+        check_files: bool = True,  # off only to lint example configs whose paths exist elsewhere
+    ) -> None:
         self.file = file
+        self.check_files = check_files
         self.path = path
         self.table = table
         for key in table:
@@ -238,7 +247,7 @@ class _Section:
         path = Path(value).expanduser()
         if not path.is_absolute():
             path = base_dir / path
-        if not path.is_file():
+        if self.check_files and not path.is_file():
             raise self.error(key, f"file {path} does not exist; give the path of a PEM file")
         return path
 
@@ -274,7 +283,7 @@ def _parse_listen(section: _Section, value: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - operator asked for all
 
 
-def _parse_daemon(file: Path, table: Mapping[str, Any]) -> DaemonConfig:
+def _parse_daemon(file: Path, table: Mapping[str, Any], check_files: bool) -> DaemonConfig:
     s = _Section(
         file,
         "daemon",
@@ -284,6 +293,7 @@ def _parse_daemon(file: Path, table: Mapping[str, Any]) -> DaemonConfig:
             "expiry_windows", "history", "audit_retention", "trust_bundle", "system_roots",
             "log_level", "log_format", "data_dir",
         },
+        check_files=check_files,
     )  # fmt: skip
     base = file.parent
     host, port = _parse_listen(s, s.get_str("listen", DEFAULT_LISTEN) or DEFAULT_LISTEN)
@@ -381,7 +391,7 @@ def _parse_endpoint(file: Path, path: str, item: Any, address: str) -> Endpoint:
     )
 
 
-def _parse_expressway(file: Path, index: int, table: Any) -> ExpresswayConfig:
+def _parse_expressway(file: Path, index: int, table: Any, check_files: bool) -> ExpresswayConfig:
     path = f"expressway[{index}]"
     if not isinstance(table, dict):
         raise ConfigError(f"{file}: {path}: must be a table ([[expressway]])")
@@ -393,6 +403,7 @@ def _parse_expressway(file: Path, index: int, table: Any) -> ExpresswayConfig:
             "name", "address", "role", "endpoints", "cluster", "version", "username",
             "password", "api_port", "api_ca_file", "ca_file",
         },
+        check_files=check_files,
     )  # fmt: skip
     name = s.get_str("name", required=True) or ""
     s.path = f"expressway[{index}] ({name})"
@@ -442,7 +453,7 @@ def _parse_expressway(file: Path, index: int, table: Any) -> ExpresswayConfig:
 KNOWN_TOP_LEVEL = {"daemon", "expressway", "ca"}
 
 
-def parse_config(file: Path, data: Mapping[str, Any]) -> Config:
+def parse_config(file: Path, data: Mapping[str, Any], *, check_files: bool = True) -> Config:
     """Validate an already parsed TOML document."""
     s = _Section(file, "", data, KNOWN_TOP_LEVEL)
     daemon_table = data.get("daemon", {})
@@ -451,7 +462,7 @@ def parse_config(file: Path, data: Mapping[str, Any]) -> Config:
     raw = data.get("expressway", [])
     if not isinstance(raw, list):
         raise s.error("expressway", "must be an array of tables: write [[expressway]]")
-    expressways = tuple(_parse_expressway(file, i, t) for i, t in enumerate(raw))
+    expressways = tuple(_parse_expressway(file, i, t, check_files) for i, t in enumerate(raw))
     names = [e.name for e in expressways]
     for name in names:
         if names.count(name) > 1:
@@ -460,14 +471,17 @@ def parse_config(file: Path, data: Mapping[str, Any]) -> Config:
 
     return Config(
         path=file,
-        daemon=_parse_daemon(file, daemon_table),
+        daemon=_parse_daemon(file, daemon_table, check_files),
         expressways=expressways,
         cas=parse_cas(file, data.get("ca", {})),
     )
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a config file; ConfigError explains any problem."""
+def load_config(path: str | Path, *, check_files: bool = True) -> Config:
+    """Read and validate a config file; ConfigError explains any problem.
+
+    `check_files=False` skips the existence checks of referenced files (for linting examples).
+    """
     file = Path(path).expanduser().resolve()
     try:
         text = file.read_bytes()
@@ -479,4 +493,4 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: TOML syntax error: {exc}") from exc
-    return parse_config(file, data)
+    return parse_config(file, data, check_files=check_files)
