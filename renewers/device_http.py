@@ -1,0 +1,221 @@
+"""HTTPS plumbing shared by the device clients: verified TLS, Basic auth, CSRF header on
+mutating calls, timeouts, and retries with backoff on connection errors and 5xx only.
+
+Raises DeviceError (monitor.errors) with the target, the step and what to do; never includes
+the password. Timeouts and TLS verification failures are not retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import structlog
+
+from monitor.errors import ConfigError, DeviceError
+
+log = structlog.get_logger(__name__)
+
+CSRF_HEADER = "X-CSRF-Header"
+CSRF_VALUE = "expressway-certd"
+MUTATING = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One HTTP answer: status, body text, and the `Message` of a JSON body when present."""
+
+    status: int
+    text: str
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.text)
+        except ValueError:
+            return None
+
+    @property
+    def message(self) -> str:
+        body = self.json()
+        if isinstance(body, dict):
+            for key in ("Message", "message", "error", "Error"):
+                if isinstance(body.get(key), str):
+                    return str(body[key])
+        return self.text.strip()[:200]
+
+
+@dataclass(frozen=True)
+class FilePart:
+    """A multipart form field carrying a file."""
+
+    field: str
+    filename: str
+    data: bytes
+    content_type: str = "application/x-pem-file"
+
+
+def tls_context(target: str, ca_file: Path | None, key: str = "api_ca_file") -> ssl.SSLContext:
+    """A verifying client context: `ca_file` when given, else the system trust store."""
+    try:
+        if ca_file is None:
+            return ssl.create_default_context()
+        return ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"{target}: {key} {ca_file} cannot be loaded as a PEM CA bundle ({exc}); "
+            "give a file with the CA certificate(s) that issued the management certificate"
+        ) from exc
+
+
+class HttpApi:
+    """A retrying HTTPS client bound to one device; open with `async with`."""
+
+    def __init__(
+        self,
+        *,
+        target: str,
+        base_url: str,
+        username: str,
+        password: str,
+        ca_file: Path | None,
+        timeout: float,
+        retries: int,
+        backoff: float,
+        product: str,
+    ) -> None:
+        self.target = target
+        self.base_url = base_url.rstrip("/")
+        self._auth = aiohttp.encode_basic_auth(username, password)
+        self._ssl = tls_context(target, ca_file)
+        self._ca_file = ca_file
+        self._timeout = timeout
+        self._retries = retries
+        self._backoff = backoff
+        self._product = product
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"HttpApi(target={self.target!r}, base_url={self.base_url!r})"
+
+    async def open(self) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl),
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
+            )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def error(self, step: str, problem: str, fix: str) -> DeviceError:
+        return DeviceError(f"{self.target}: {step}: {problem}; {fix}")
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        step: str,
+        json_body: Any = None,
+        files: list[FilePart] | None = None,
+        expect: tuple[int, ...] = (200, 201, 202, 204),
+        allow: tuple[int, ...] = (),
+        deadline: float | None = None,
+        retries: int | None = None,
+    ) -> Reply:
+        """Send one request; statuses in `expect` or `allow` are returned, others raise."""
+        await self.open()
+        assert self._session is not None
+        url = self.base_url + path
+        headers = {"Authorization": self._auth, "Accept": "application/json, text/plain, */*"}
+        if method in MUTATING:
+            headers[CSRF_HEADER] = CSRF_VALUE
+        attempts = (self._retries if retries is None else retries) + 1
+        client_timeout = aiohttp.ClientTimeout(total=deadline or self._timeout)
+        reply: Reply | None = None
+        for attempt in range(1, attempts + 1):
+            data: aiohttp.FormData | None = None
+            if files:
+                data = aiohttp.FormData()
+                for part in files:
+                    data.add_field(
+                        part.field,
+                        part.data,
+                        filename=part.filename,
+                        content_type=part.content_type,
+                    )
+            try:
+                async with self._session.request(
+                    method, url, headers=headers, json=json_body, data=data, timeout=client_timeout
+                ) as resp:
+                    reply = Reply(resp.status, await resp.text(errors="replace"))
+            except aiohttp.ClientSSLError as exc:
+                where = (
+                    f"api_ca_file {self._ca_file}" if self._ca_file else "the system trust store"
+                )
+                raise self.error(
+                    step,
+                    f"TLS verification of {url} failed ({exc.__class__.__name__}: {_short(exc)})",
+                    f"check that {where} holds the CA that issued the {self._product}'s "
+                    "management certificate and that the address matches its names",
+                ) from exc
+            except TimeoutError as exc:
+                raise self.error(
+                    step,
+                    f"no answer from {url} within {client_timeout.total:g}s",
+                    f"check the {self._product} is up and not overloaded; the operation was "
+                    "not retried because it may still complete",
+                ) from exc
+            except aiohttp.ClientConnectionError as exc:
+                if attempt < attempts:
+                    await self._pause(step, attempt, f"connection error: {_short(exc)}")
+                    continue
+                raise self.error(
+                    step,
+                    f"cannot reach {url} after {attempts} attempts ({_short(exc)})",
+                    f"check the address, the port and that the {self._product} is running",
+                ) from exc
+            if reply.status >= 500 and attempt < attempts:
+                await self._pause(step, attempt, f"HTTP {reply.status}")
+                continue
+            break
+        assert reply is not None
+        if reply.status in expect or reply.status in allow:
+            return reply
+        raise self._status_error(step, method, path, reply)
+
+    async def _pause(self, step: str, attempt: int, reason: str) -> None:
+        delay = self._backoff * (2 ** (attempt - 1))
+        log.warning("device.retry", target=self.target, step=step, attempt=attempt, reason=reason)
+        await asyncio.sleep(delay)
+
+    def _status_error(self, step: str, method: str, path: str, reply: Reply) -> DeviceError:
+        said = f"{self._product} answered HTTP {reply.status}"
+        if reply.message:
+            said += f" ({reply.message!r})"
+        if reply.status == 401:
+            fix = (
+                "check the username and the password secret, and that API access is enabled "
+                "for this administrator account"
+            )
+        elif reply.status == 403:
+            fix = "check the account's access level (read-write administrator) and CSRF settings"
+        elif reply.status == 404:
+            fix = f"{method} {path} does not exist on this box; check its version"
+        elif reply.status >= 500:
+            fix = f"the {self._product} failed internally; look at its event log and retry later"
+        else:
+            fix = f"the {self._product} refused {method} {path}; see its message"
+        return self.error(step, said, fix)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or exc.__class__.__name__
+    return text if len(text) < 200 else text[:197] + "..."

@@ -1,0 +1,592 @@
+"""Expressway REST client: read and renew the server certificate of one Cisco Expressway node.
+
+Shape (like a lego provider): `ExpresswayClientConfig`, one validating constructor
+`ExpresswayClient(config)`, and the private HTTP plumbing in renewers/device_http.py.
+Every operation is first looked up in the box's `/api/raml`; a missing one raises
+OperationUnsupported naming the operation and the box's version. There is deliberately no
+operation that discards a pending CSR (reference/expressway.md, step B).
+
+Exceptions (all monitor.errors.DeviceError, messages name target, step and fix):
+
+    DeviceError
+     +-- OperationUnsupported   the box's /api/raml lacks the operation
+     +-- PendingCsrConflict     a CSR is already pending (carries it; never discarded)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from cryptography import x509
+
+from monitor.config import ExpresswayConfig
+from monitor.errors import ConfigError, DeviceError
+from renewers.device_http import FilePart, HttpApi
+from renewers.device_ssh import SshTarget, run_command
+
+log = structlog.get_logger(__name__)
+
+PEM_CERT = "-----BEGIN CERTIFICATE-----"
+PEM_CSR = "-----BEGIN CERTIFICATE REQUEST-----"
+_METHODS = ("get", "post", "put", "delete", "patch")
+
+# operation -> (method, path under /api). Paths from reference/expressway.md; the zone status
+# path is an assumption checked against /api/raml at run time.
+OPERATIONS: dict[str, tuple[str, str]] = {
+    "read system information": ("GET", "/provisioning/sysinfo"),
+    "read server certificate": ("GET", "/provisioning/certs/server"),
+    "upload server certificate": ("POST", "/provisioning/certs/server"),
+    "read pending CSR": ("GET", "/provisioning/certs/generate_csr"),
+    "generate CSR": ("POST", "/provisioning/certs/generate_csr"),
+    "read trusted CA certificates": ("GET", "/provisioning/certs/root"),
+    "add trusted CA certificates": ("POST", "/provisioning/certs/root"),
+    "restart": ("POST", "/provisioning/restart"),
+    "read cluster peers": ("GET", "/provisioning/common/cluster/peers"),
+    "read zone status": ("GET", "/status/common/zone"),
+}
+# Cisco's examples read cluster peers under the /api/v1 prefix.
+_V1_OPERATIONS = {"read cluster peers"}
+
+
+class OperationUnsupported(DeviceError):
+    """The box does not list the operation in /api/raml."""
+
+
+class PendingCsrConflict(DeviceError):
+    """A CSR is already pending on the box; `csr` is it (the tool never discards it)."""
+
+    def __init__(self, message: str, csr: x509.CertificateSigningRequest | None) -> None:
+        super().__init__(message)
+        self.csr = csr
+
+
+@dataclass(frozen=True)
+class ExpresswayClientConfig:
+    """How to reach one Expressway node; `password` is the revealed secret (never printed)."""
+
+    name: str
+    host: str
+    username: str
+    password: str = field(repr=False)
+    api_port: int = 443
+    api_ca_file: Path | None = None  # None: the system trust store
+    ssh_port: int = 22
+    ssh_known_hosts: Path | None = None  # None: ~/.ssh/known_hosts
+    timeout: float = 30.0
+    retries: int = 3
+    backoff: float = 0.5
+    restart_timeout: float = 900.0  # until the API answers again after a restart
+    restart_down_grace: float = 120.0  # until the box must have gone down after a restart
+    poll_interval: float = 2.0
+
+    @classmethod
+    def from_target(cls, target: ExpresswayConfig, **overrides: Any) -> ExpresswayClientConfig:
+        """Build from a config `[[expressway]]` entry, reading its password secret now."""
+        if target.username is None or target.password is None:
+            raise ConfigError(
+                f"{target.name}: the API needs credentials; set username and password "
+                "(password = 'env:NAME' or 'file:PATH') in its [[expressway]] entry"
+            )
+        values: dict[str, Any] = {
+            "name": target.name,
+            "host": target.address,
+            "username": target.username,
+            "password": target.password.reveal(),
+            "api_port": target.api_port,
+            "api_ca_file": target.api_ca_file,
+        }
+        for key in ("ssh_port", "ssh_known_hosts"):
+            if getattr(target, key, None) is not None:
+                values[key] = getattr(target, key)
+        values.update(overrides)
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class SystemInfo:
+    name: str
+    version: str  # as the box reports it, e.g. "X15.4"
+    role: str | None  # "c", "e", or None when the box does not tell
+
+
+@dataclass(frozen=True)
+class ZoneState:
+    name: str
+    kind: str
+    state: str  # "Active", "Failed", ...
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class CsrRequest:
+    """What 'Generate CSR' asks for; `additional_fqdns` without the 'DNS:' prefix."""
+
+    additional_fqdns: tuple[str, ...] = ()
+    key_length: int = 4096
+    digest: str = "sha256"
+    country: str | None = None
+    province: str | None = None
+    locality: str | None = None
+    organization: str | None = None
+    organizational_unit: str | None = None
+    email: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "Additional_FQDNS": list(self.additional_fqdns),
+            "KeyLength": self.key_length,
+            "DigestAlgorithm": self.digest,
+        }
+        optional = {
+            "Country": self.country,
+            "Province": self.province,
+            "Locality": self.locality,
+            "Organization": self.organization,
+            "OrganizationalUnit": self.organizational_unit,
+            "Email": self.email,
+        }
+        body.update({k: v for k, v in optional.items() if v})
+        return body
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What /api/raml lists: (METHOD, path under /api) pairs, and a version if it gives one."""
+
+    operations: frozenset[tuple[str, str]]
+    raml_version: str | None = None
+
+    def supports(self, operation: str) -> bool:
+        return OPERATIONS[operation] in self.operations
+
+    def role(self) -> str | None:
+        paths = {path for _, path in self.operations}
+        edge = any(p.startswith("/provisioning/edge/") for p in paths)
+        controller = any(p.startswith("/provisioning/controller/") for p in paths)
+        if edge != controller:
+            return "e" if edge else "c"
+        return None
+
+
+def parse_raml(text: str) -> Capabilities:
+    """Resource paths and methods from a RAML 0.8 document (nested or flat resources)."""
+    operations: set[tuple[str, str]] = set()
+    stack: list[tuple[int, str]] = []  # (indent, full path) of open resources
+    version = None
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#") or ":" not in stripped:
+            continue
+        indent = len(raw) - len(raw.lstrip(" "))
+        key, _, value = stripped.partition(":")
+        key = key.strip().strip("'\"")
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        if key.startswith("/"):
+            parent = stack[-1][1] if stack else ""
+            stack.append((indent, parent + key.rstrip("/")))
+        elif key.lower() in _METHODS and stack:
+            path = stack[-1][1]
+            path = path.removeprefix("/v1") if path.startswith("/v1/") else path
+            operations.add((key.upper(), path))
+        elif key == "version" and indent == 0:
+            version = value.strip().strip("'\"") or None
+    return Capabilities(frozenset(operations), version)
+
+
+class ExpresswayClient:
+    """The REST API of one Expressway node. Use as `async with ExpresswayClient(cfg) as c:`."""
+
+    def __init__(self, config: ExpresswayClientConfig) -> None:
+        _validate(config)
+        self.config = config
+        self.target = config.name
+        self._api = HttpApi(
+            target=config.name,
+            base_url=f"https://{_host(config.host)}:{config.api_port}/api",
+            username=config.username,
+            password=config.password,
+            ca_file=config.api_ca_file,
+            timeout=config.timeout,
+            retries=config.retries,
+            backoff=config.backoff,
+            product="Expressway",
+        )
+        self._caps: Capabilities | None = None
+        self._info: SystemInfo | None = None
+
+    def __repr__(self) -> str:
+        return f"ExpresswayClient({self.target!r}, host={self.config.host!r})"
+
+    async def __aenter__(self) -> ExpresswayClient:
+        await self._api.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    # ---- discovery -------------------------------------------------------------------------
+
+    async def capabilities(self) -> Capabilities:
+        """Parse /api/raml once per client."""
+        if self._caps is None:
+            reply = await self._api.request(
+                "GET", "/raml", step="discover API (GET /api/raml)", allow=(404,)
+            )
+            if reply.status == 404:
+                raise OperationUnsupported(
+                    f"{self.target}: discover API: the box does not serve /api/raml, so its "
+                    "operations cannot be checked; the REST API needs Expressway X8.11 or later"
+                )
+            self._caps = parse_raml(reply.text)
+        return self._caps
+
+    async def system_info(self) -> SystemInfo:
+        """Name, version and role (role from the role-specific resources in /api/raml)."""
+        if self._info is None:
+            caps = await self.capabilities()
+            if not caps.supports("read system information"):
+                raise self._unsupported(
+                    "read system information", caps.raml_version or "version unknown"
+                )
+            body = (await self._call("read system information")).json()
+            if not isinstance(body, dict):
+                raise self._api.error(
+                    "read system information",
+                    "sysinfo did not return a JSON object",
+                    "check the box's API with a browser; this client expects JSON",
+                )
+            version = _first(body, ("SoftwareVersion", "Version", "version", "SWVersion"))
+            if version is None:
+                raise self._api.error(
+                    "read system information",
+                    f"sysinfo has no version field (keys: {', '.join(sorted(body)) or 'none'})",
+                    "set 'version' in the [[expressway]] entry or report this box's sysinfo",
+                )
+            name = _first(body, ("SystemName", "Name", "name")) or self.target
+            self._info = SystemInfo(name=name, version=version, role=caps.role())
+        return self._info
+
+    # ---- certificates ----------------------------------------------------------------------
+
+    async def server_certificate(self) -> x509.Certificate:
+        """The installed server certificate (served after the next restart if just uploaded)."""
+        reply = await self._call("read server certificate")
+        return self._load_certs(reply.text, "read server certificate")[0]
+
+    async def pending_csr(self) -> x509.CertificateSigningRequest | None:
+        """The CSR generated on the box and not yet used, or None."""
+        reply = await self._call("read pending CSR", allow=(404,))
+        if reply.status == 404 or PEM_CSR not in reply.text:
+            return None
+        return self._load_csr(reply.text, "read pending CSR")
+
+    async def generate_csr(self, request: CsrRequest) -> x509.CertificateSigningRequest:
+        """Generate a CSR on the box (its key stays there). Raises PendingCsrConflict when one is
+        already pending: the caller decides whether to reuse it; it is never discarded."""
+        step = "generate CSR"
+        reply = await self._call(step, json_body=request.body(), allow=(409,))
+        if reply.status == 409 or reply.message.strip().lower() == "conflict":
+            pending = await self.pending_csr()
+            raise PendingCsrConflict(
+                f"{self.target}: {step}: a CSR is already pending on the box; it is kept (a "
+                "certificate signed for a discarded CSR cannot be installed): get it signed "
+                "and install it, or discard it by hand on the box if it is really unwanted",
+                pending,
+            )
+        csr = await self.pending_csr()
+        if csr is None:
+            raise self._api.error(
+                step,
+                "the box accepted the request but shows no pending CSR",
+                "look at Maintenance > Security > Server certificate on the box",
+            )
+        log.info("expressway.csr_generated", target=self.target, sans=csr_sans(csr))
+        return csr
+
+    async def trusted_cas(self) -> list[x509.Certificate]:
+        reply = await self._call("read trusted CA certificates")
+        if PEM_CERT not in reply.text:
+            return []
+        return self._load_certs(reply.text, "read trusted CA certificates")
+
+    async def add_trusted_cas(self, certs: list[x509.Certificate]) -> list[x509.Certificate]:
+        """Add the CA certificates the box does not trust yet; returns those added.
+        Lists before and after, so running it twice is harmless and a silent refusal shows."""
+        step = "add trusted CA certificates"
+        present = await self.trusted_cas()
+        missing = [c for c in certs if c not in present]
+        if not missing:
+            return []
+        pem = "".join(_pem(c) for c in missing).encode()
+        await self._call(step, files=[FilePart("file", "trusted-ca.pem", pem)])
+        after = await self.trusted_cas()
+        still = [c for c in missing if c not in after]
+        if still:
+            names = ", ".join(c.subject.rfc4514_string() for c in still)
+            raise self._api.error(
+                step,
+                f"the box accepted the upload but does not list {names}",
+                "add them by hand at Maintenance > Security > Trusted CA certificate",
+            )
+        log.info("expressway.trusted_cas_added", target=self.target, count=len(missing))
+        return missing
+
+    async def upload_server_certificate(self, cert: x509.Certificate | bytes | str) -> None:
+        """Upload the signed server certificate (PEM, leaf only). It becomes active only after
+        a restart. A chain, a private key or DER is refused here, before the box sees it."""
+        step = "upload server certificate"
+        pem = _pem(cert) if isinstance(cert, x509.Certificate) else _text(cert)
+        if PEM_CERT not in pem:
+            raise DeviceError(
+                f"{self.target}: {step}: the certificate is not PEM; the Expressway takes a "
+                "Base64 (PEM) server certificate: convert it with 'openssl x509 -inform der'"
+            )
+        if "PRIVATE KEY-----" in pem:
+            raise DeviceError(
+                f"{self.target}: {step}: refusing to send a private key; the key of a CSR "
+                "generated on the box stays on the box"
+            )
+        if pem.count(PEM_CERT) > 1:
+            raise DeviceError(
+                f"{self.target}: {step}: the file holds {pem.count(PEM_CERT)} certificates; "
+                "upload the server certificate only and add the CA certificates to the "
+                "trusted CA list"
+            )
+        self._load_certs(pem, step)
+        reply = await self._call(
+            step, files=[FilePart("file", "server.pem", pem.encode())], allow=(400, 409)
+        )
+        if reply.status in (400, 409):
+            raise self._api.error(
+                step,
+                f"the box refused the certificate ({reply.message!r})",
+                "the certificate must be signed for the CSR pending on this box (or for its "
+                "current key); if the CSR was regenerated or discarded, request a new "
+                "certificate for the pending CSR",
+            )
+        log.info("expressway.server_cert_uploaded", target=self.target)
+
+    # ---- restart, peers, zones ---------------------------------------------------------------
+
+    async def restart(self, *, wait: bool = True) -> str:
+        """Restart the box: REST when /api/raml lists it, else SSH `xCommand Boot`.
+        With `wait`, return once the API has gone down and answers again. Returns 'api'/'ssh'."""
+        caps = await self.capabilities()
+        how = "ssh"
+        if caps.supports("restart"):
+            reply = await self._call("restart", allow=(404, 405))
+            if reply.status not in (404, 405):
+                how = "api"
+        if how == "ssh":
+            await self._restart_over_ssh()
+        log.info("expressway.restart_requested", target=self.target, via=how)
+        if wait:
+            await self.wait_until_restarted()
+        return how
+
+    async def _restart_over_ssh(self) -> None:
+        cfg = self.config
+        ssh = SshTarget(
+            cfg.name,
+            cfg.host,
+            cfg.ssh_port,
+            cfg.username,
+            cfg.password,
+            cfg.ssh_known_hosts,
+            cfg.timeout,
+        )
+        step = "restart over SSH (xCommand Boot)"
+        output = await run_command(ssh, "xCommand Boot", step=step, until=("\nOK", "ERROR"))
+        if "status=OK" not in output:
+            tail = " | ".join(output.strip().splitlines()[-3:]) or "no output"
+            raise DeviceError(
+                f"{self.target}: {step}: the CLI did not confirm the restart ({tail}); "
+                "restart the box from its web interface"
+            )
+
+    async def wait_until_restarted(self) -> None:
+        """Poll until the API has been seen down and then answers again."""
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        start = loop.time()
+        seen_down = False
+        while True:
+            up = await self._api_answers()
+            now = loop.time() - start
+            if not up:
+                seen_down = True
+            elif seen_down:
+                log.info("expressway.restarted", target=self.target, seconds=round(now, 1))
+                self._info = None
+                return
+            elif now > cfg.restart_down_grace:
+                raise DeviceError(
+                    f"{self.target}: restart: the box accepted the restart but its API did "
+                    f"not go down within {cfg.restart_down_grace:g}s; check its event log "
+                    "and restart it by hand"
+                )
+            if now > cfg.restart_timeout:
+                raise DeviceError(
+                    f"{self.target}: restart: the API did not answer again within "
+                    f"{cfg.restart_timeout:g}s; check the box's console"
+                )
+            await asyncio.sleep(cfg.poll_interval)
+
+    async def _api_answers(self) -> bool:
+        method, path = OPERATIONS["read system information"]
+        try:
+            reply = await self._api.request(
+                method,
+                path,
+                step="wait for restart",
+                allow=tuple(range(300, 600)),
+                retries=0,
+                deadline=max(1.0, min(self.config.timeout, 5.0)),
+            )
+        except DeviceError:
+            return False
+        return reply.status < 500
+
+    async def cluster_peers(self) -> list[str]:
+        """Addresses of every peer of the cluster, this node included."""
+        body = (await self._call("read cluster peers")).json()
+        items = body if isinstance(body, list) else []
+        peers = [
+            str(item.get("PeerAddress") or item.get("Address") or "")
+            for item in items
+            if isinstance(item, dict)
+        ]
+        return [p for p in peers if p]
+
+    async def zones(self) -> list[ZoneState]:
+        """State of every zone the box reports (traversal and Unified CM neighbor zones)."""
+        body = (await self._call("read zone status")).json()
+        if not isinstance(body, list):
+            raise self._api.error(
+                "read zone status",
+                "the zone status is not a JSON list",
+                "report this box's answer; zone checks cannot run",
+            )
+        return [
+            ZoneState(
+                name=str(item.get("Name", "")),
+                kind=str(item.get("Type", "")),
+                state=str(item.get("Status", "")),
+                reason=str(item.get("StatusReason", "") or ""),
+            )
+            for item in body
+            if isinstance(item, dict)
+        ]
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    async def _call(self, operation: str, **kwargs: Any) -> Any:
+        caps = await self.capabilities()
+        if not caps.supports(operation):
+            raise self._unsupported(operation, await self._version_for_errors(caps))
+        method, path = OPERATIONS[operation]
+        if operation in _V1_OPERATIONS:
+            path = "/v1" + path
+        return await self._api.request(method, path, step=operation, **kwargs)
+
+    async def _version_for_errors(self, caps: Capabilities) -> str:
+        if caps.supports("read system information"):
+            try:
+                return (await self.system_info()).version
+            except DeviceError:
+                pass
+        return caps.raml_version or "version unknown"
+
+    def _unsupported(self, operation: str, version: str) -> OperationUnsupported:
+        method, path = OPERATIONS[operation]
+        return OperationUnsupported(
+            f"{self.target}: {operation}: this Expressway ({version}) does not offer "
+            f"{method} /api{path} (checked /api/raml); do this step by hand on the box or "
+            "upgrade it"
+        )
+
+    def _load_certs(self, text: str, step: str) -> list[x509.Certificate]:
+        try:
+            return x509.load_pem_x509_certificates(text.encode())
+        except ValueError as exc:
+            raise self._api.error(
+                step, f"the answer is not PEM certificate data ({exc})", "check the box's API"
+            ) from exc
+
+    def _load_csr(self, text: str, step: str) -> x509.CertificateSigningRequest:
+        start = text.index(PEM_CSR)
+        try:
+            return x509.load_pem_x509_csr(text[start:].encode())
+        except ValueError as exc:
+            raise self._api.error(
+                step, f"the pending CSR is not readable PEM ({exc})", "check the box's API"
+            ) from exc
+
+
+def _validate(config: ExpresswayClientConfig) -> None:
+    problems = []
+    if not config.host.strip():
+        problems.append("host is empty")
+    if not config.username.strip():
+        problems.append("username is empty")
+    if not config.password:
+        problems.append("the password secret is empty")
+    if not 0 < config.api_port < 65536 or not 0 < config.ssh_port < 65536:
+        problems.append("ports must be 1-65535")
+    if config.timeout <= 0 or config.retries < 0 or config.backoff < 0:
+        problems.append("timeout must be positive, retries and backoff not negative")
+    if config.api_ca_file is not None and not Path(config.api_ca_file).is_file():
+        problems.append(f"api_ca_file {config.api_ca_file} does not exist")
+    if problems:
+        raise ConfigError(f"{config.name}: Expressway client: {'; '.join(problems)}")
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _first(body: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        value = body.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def _pem(cert: x509.Certificate) -> str:
+    from cryptography.hazmat.primitives.serialization import Encoding  # noqa: PLC0415
+
+    return cert.public_bytes(Encoding.PEM).decode()
+
+
+def _text(data: bytes | str) -> str:
+    return data if isinstance(data, str) else data.decode("ascii", "replace")
+
+
+def csr_sans(csr: x509.CertificateSigningRequest) -> list[str]:
+    """SANs of a CSR as 'DNS:name' / 'IP:addr' strings (the scan/inspect format)."""
+    try:
+        ext = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    out = [f"DNS:{n}" for n in ext.value.get_values_for_type(x509.DNSName)]
+    out += [f"IP:{a}" for a in ext.value.get_values_for_type(x509.IPAddress)]
+    return out
+
+
+_VERSION_RE = re.compile(r"^[XxVv](\d+)\.(\d+)")
+
+
+def version_tuple(version: str) -> tuple[int, int] | None:
+    """'X15.4.1' -> (15, 4); None when the text is not an Expressway version."""
+    match = _VERSION_RE.match(version.strip())
+    return (int(match.group(1)), int(match.group(2))) if match else None
