@@ -98,8 +98,10 @@ class LabListener:
             return
         if self.mode == "trickle":
             await reader.read(1)
-            for _ in range(7200):  # a byte at a time, forever, never a full TLS record
-                writer.write(b"\x16")
+            # A handshake record header announcing 16 KiB, then its body a byte at a time.
+            writer.write(b"\x16\x03\x03\x40\x00")
+            for _ in range(7200):
+                writer.write(b"\x00")
                 await writer.drain()
                 await asyncio.sleep(self.trickle_interval)
             return
