@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import pytest
+
+from lab.pki import CLIENT_AUTH, SERVER_AUTH
+from monitor.eku import client_auth_required, eku_problem, parse_version
+from monitor.facts import facts_from_x509
+
+
+@pytest.mark.parametrize(
+    ("version", "parsed"),
+    [
+        ("X15.4", (15, 4, 0)),
+        ("x14.3.2", (14, 3, 2)),
+        ("X8.11", (8, 11, 0)),
+        ("", None),
+        ("abc", None),
+    ],
+)
+def test_parse_version(version, parsed):
+    assert parse_version(version) == parsed
+
+
+@pytest.mark.parametrize(
+    ("version", "role", "required"),
+    [
+        (None, None, True),  # unknown: the safe answer
+        ("X14.3", "c", True),
+        ("X14.3", "e", True),
+        ("X15.0", "e", True),
+        ("X15.3.1", "e", True),
+        ("X15.4", "c", True),  # C still uses its cert as a client towards E and CUCM
+        ("X15.4", "e", False),  # MRA on E accepts serverAuth-only
+        ("X15.4", None, True),
+        ("X15.5", "c", False),  # separate client certificate
+        ("X15.5", "e", False),
+        ("X16.0", "c", False),
+    ],
+)
+def test_client_auth_required(version, role, required):
+    assert client_auth_required(version, role) is required
+
+
+@pytest.mark.parametrize(
+    ("eku", "version", "role", "problem"),
+    [
+        ([SERVER_AUTH, CLIENT_AUTH], "X14.3", "c", None),
+        ([SERVER_AUTH], "X14.3", "c", "missing TLS Web Client Authentication"),
+        ([SERVER_AUTH], "X15.4", "e", None),
+        ([CLIENT_AUTH], "X15.5", "e", "missing TLS Web Server Authentication"),
+        ([], "X14.3", "c", None),  # no EKU extension: unrestricted
+    ],
+)
+def test_eku_problem(make_cert, eku, version, role, problem):
+    facts = facts_from_x509(make_cert(eku=eku))
+    result = eku_problem(facts, version, role)
+    if problem is None:
+        assert result is None
+    else:
+        assert result is not None and problem in result and "FN74362" in result
