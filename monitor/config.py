@@ -105,6 +105,27 @@ class ExpresswayConfig:
     api_port: int = 443
     api_ca_file: Path | None = None
     ca_file: Path | None = None
+    ssh_port: int = 22  # for `xCommand Boot` when the REST API cannot restart
+    ssh_known_hosts: Path | None = None  # None: ~/.ssh/known_hosts
+    traversal_peer: str | None = None  # name of the [[expressway]] at the other end
+    unified_cm: str | None = None  # name of the [[unified_cm]] behind this Expressway-C
+
+
+@dataclass(frozen=True)
+class UnifiedCMConfig:
+    """One `[[unified_cm]]` entry: the Unified CM cluster an Expressway-C talks TLS to."""
+
+    name: str
+    nodes: tuple[str, ...]  # every node's hostname; each has its own trust stores
+    username: str
+    password: Secret
+    api_port: int = 443  # platformcom certmgr REST API
+    soap_port: int = 8443  # Control Center Services SOAP
+    ssh_port: int = 22  # platform CLI (Cisco Tomcat restart)
+    api_ca_file: Path | None = None
+    ssh_known_hosts: Path | None = None
+    trust_stores: tuple[str, ...] = ("tomcat", "callmanager")
+    restart_services: tuple[str, ...] = ("Cisco CallManager", "Cisco Tomcat")
 
 
 @dataclass(frozen=True)
@@ -132,6 +153,7 @@ class Config:
     daemon: DaemonConfig
     expressways: tuple[ExpresswayConfig, ...]
     cas: Mapping[str, Any] = field(default_factory=dict)  # name -> CA config (config_ca.py)
+    unified_cms: tuple[UnifiedCMConfig, ...] = ()
 
     def target(self, name: str) -> ExpresswayConfig:
         for exp in self.expressways:
@@ -141,7 +163,16 @@ class Config:
         raise ConfigError(f"{self.path}: no [[expressway]] named {name!r} (configured: {known})")
 
     def secrets(self) -> list[Secret]:
-        return [e.password for e in self.expressways if e.password is not None]
+        return [e.password for e in self.expressways if e.password is not None] + [
+            u.password for u in self.unified_cms
+        ]
+
+    def unified_cm(self, name: str) -> UnifiedCMConfig:
+        for ucm in self.unified_cms:
+            if ucm.name == name:
+                return ucm
+        known = ", ".join(u.name for u in self.unified_cms) or "none"
+        raise ConfigError(f"{self.path}: no [[unified_cm]] named {name!r} (configured: {known})")
 
 
 def default_data_dir() -> Path:
@@ -401,7 +432,8 @@ def _parse_expressway(file: Path, index: int, table: Any, check_files: bool) -> 
         table,
         {
             "name", "address", "role", "endpoints", "cluster", "version", "username",
-            "password", "api_port", "api_ca_file", "ca_file",
+            "password", "api_port", "api_ca_file", "ca_file", "ssh_port", "ssh_known_hosts",
+            "traversal_peer", "unified_cm",
         },
         check_files=check_files,
     )  # fmt: skip
@@ -447,10 +479,121 @@ def _parse_expressway(file: Path, index: int, table: Any, check_files: bool) -> 
         api_port=s.get_int("api_port", 443, maximum=65535),
         api_ca_file=s.get_file("api_ca_file", file.parent),
         ca_file=s.get_file("ca_file", file.parent),
+        ssh_port=s.get_int("ssh_port", 22, maximum=65535),
+        ssh_known_hosts=_known_hosts(s, file.parent),
+        traversal_peer=s.get_str("traversal_peer"),
+        unified_cm=s.get_str("unified_cm"),
     )
 
 
-KNOWN_TOP_LEVEL = {"daemon", "expressway", "ca"}
+def _known_hosts(s: _Section, base_dir: Path) -> Path | None:
+    value = s.get_str("ssh_known_hosts")
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    if s.check_files and not path.is_file():
+        raise s.error(
+            "ssh_known_hosts",
+            f"file {path} does not exist; write the device's host key line there "
+            "(ssh-keyscan, after checking the fingerprint on its console)",
+        )
+    return path
+
+
+def _str_list(s: _Section, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    value = s.table.get(key, list(default))
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, str) and v.strip() for v in value)
+    ):
+        raise s.error(key, f"must be a non-empty list of strings, got {value!r}")
+    return tuple(v.strip() for v in value)
+
+
+UCM_TRUST_STORES = ("tomcat", "callmanager", "ipsec", "capf", "tvs")
+
+
+def _parse_unified_cm(file: Path, index: int, table: Any, check_files: bool) -> UnifiedCMConfig:
+    path = f"unified_cm[{index}]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{file}: {path}: must be a table ([[unified_cm]])")
+    s = _Section(
+        file,
+        path,
+        table,
+        {
+            "name", "nodes", "username", "password", "api_port", "soap_port", "ssh_port",
+            "api_ca_file", "ssh_known_hosts", "trust_stores", "restart_services",
+        },
+        check_files=check_files,
+    )  # fmt: skip
+    name = s.get_str("name", required=True) or ""
+    s.path = f"unified_cm[{index}] ({name})"
+    if "nodes" not in table:
+        raise s.error("nodes", "is required: list every node's hostname, publisher first")
+    nodes = _str_list(s, "nodes", ())
+    stores = _str_list(s, "trust_stores", ("tomcat", "callmanager"))
+    for store in stores:
+        if store not in UCM_TRUST_STORES:
+            raise s.error(
+                "trust_stores", f"unknown store {store!r}; one of {', '.join(UCM_TRUST_STORES)}"
+            )
+    password = s.get_secret("password", file.parent)
+    if password is None:
+        raise s.error("password", "is required: 'env:NAME' or 'file:PATH'")
+    return UnifiedCMConfig(
+        name=name,
+        nodes=nodes,
+        username=s.get_str("username", required=True) or "",
+        password=password,
+        api_port=s.get_int("api_port", 443, maximum=65535),
+        soap_port=s.get_int("soap_port", 8443, maximum=65535),
+        ssh_port=s.get_int("ssh_port", 22, maximum=65535),
+        api_ca_file=s.get_file("api_ca_file", file.parent),
+        ssh_known_hosts=_known_hosts(s, file.parent),
+        trust_stores=stores,
+        restart_services=_str_list(s, "restart_services", ("Cisco CallManager", "Cisco Tomcat")),
+    )
+
+
+def _check_links(
+    file: Path, expressways: tuple[ExpresswayConfig, ...], ucms: tuple[UnifiedCMConfig, ...]
+) -> None:
+    by_name = {e.name: e for e in expressways}
+    ucm_names = {u.name for u in ucms}
+    for i, exp in enumerate(expressways):
+        where = f"{file}: expressway[{i}] ({exp.name})"
+        peer_name = exp.traversal_peer
+        if peer_name is not None:
+            peer = by_name.get(peer_name)
+            if peer is None or peer is exp:
+                known = ", ".join(n for n in by_name if n != exp.name) or "none"
+                raise ConfigError(
+                    f"{where}.traversal_peer: {peer_name!r} is not another [[expressway]] "
+                    f"(configured: {known})"
+                )
+            if exp.role and peer.role and exp.role == peer.role:
+                raise ConfigError(
+                    f"{where}.traversal_peer: {peer_name!r} has the same role "
+                    f"({exp.role.upper()}); a traversal zone links an Expressway-C and an "
+                    "Expressway-E"
+                )
+        if exp.unified_cm is not None:
+            if exp.unified_cm not in ucm_names:
+                raise ConfigError(
+                    f"{where}.unified_cm: no [[unified_cm]] named {exp.unified_cm!r} "
+                    f"(configured: {', '.join(sorted(ucm_names)) or 'none'})"
+                )
+            if exp.role == "e":
+                raise ConfigError(
+                    f"{where}.unified_cm: only an Expressway-C talks to Unified CM; "
+                    "set it on the Expressway-C entry"
+                )
+
+
+KNOWN_TOP_LEVEL = {"daemon", "expressway", "ca", "unified_cm"}
 
 
 def parse_config(file: Path, data: Mapping[str, Any], *, check_files: bool = True) -> Config:
@@ -467,6 +610,15 @@ def parse_config(file: Path, data: Mapping[str, Any], *, check_files: bool = Tru
     for name in names:
         if names.count(name) > 1:
             raise s.error("expressway", f"name {name!r} is used twice; names must be unique")
+    raw_ucm = data.get("unified_cm", [])
+    if not isinstance(raw_ucm, list):
+        raise s.error("unified_cm", "must be an array of tables: write [[unified_cm]]")
+    unified_cms = tuple(_parse_unified_cm(file, i, t, check_files) for i, t in enumerate(raw_ucm))
+    ucm_names = [u.name for u in unified_cms]
+    for name in ucm_names:
+        if ucm_names.count(name) > 1:
+            raise s.error("unified_cm", f"name {name!r} is used twice; names must be unique")
+    _check_links(file, expressways, unified_cms)
     from monitor.config_ca import parse_cas  # noqa: PLC0415 - config_ca imports this module
 
     return Config(
@@ -474,6 +626,7 @@ def parse_config(file: Path, data: Mapping[str, Any], *, check_files: bool = Tru
         daemon=_parse_daemon(file, daemon_table, check_files),
         expressways=expressways,
         cas=parse_cas(file, data.get("ca", {})),
+        unified_cms=unified_cms,
     )
 
 
