@@ -1,0 +1,470 @@
+"""Alert rules, their promtool unit tests, the example Prometheus config and the dashboard.
+
+promtool (Debian package `prometheus`) checks and unit-tests the rules, breaks them on purpose
+to show the unit tests notice, and evaluates every dashboard query against a healthy fleet.
+The pure tests check names, labels, annotations, runbook anchors and dashboard structure
+without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PROM_DIR = ROOT / "deploy" / "prometheus"
+RULES = PROM_DIR / "expressway-certd.rules.yml"
+RULE_TESTS = sorted((PROM_DIR / "tests").glob("*.yml"))
+EXAMPLE_CONFIG = PROM_DIR / "prometheus.example.yml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "expressway-certd.json"
+ALERTS_DOC = ROOT / "docs" / "alerts.md"
+
+# The daemon's metric interface (alerts/metrics.py): rules and dashboard may use these only,
+# so renaming a metric on either side breaks this test.
+DAEMON_METRICS = frozenset(
+    {
+        "expressway_cert_not_after_timestamp_seconds",
+        "expressway_cert_not_before_timestamp_seconds",
+        "expressway_cert_info",
+        "expressway_cert_eku_ok",
+        "expressway_cert_san_ok",
+        "expressway_cert_chain_ok",
+        "expressway_probe_success",
+        "expressway_probe_duration_seconds",
+        "expressway_cert_last_change_timestamp_seconds",
+        "expressway_certd_build_info",
+    }
+)
+PROMETHEUS_METRICS = frozenset({"up"})
+ENDPOINT_LABELS = ("target", "host", "port", "service")
+
+# alert -> (severity, `for`, labels its description must name)
+ALERTS: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
+    "ExpresswayCertExpiringSoon": ("warning", "1h", ENDPOINT_LABELS),
+    "ExpresswayCertExpiringCritical": ("critical", None, ENDPOINT_LABELS),
+    "ExpresswayCertExpired": ("critical", None, ENDPOINT_LABELS),
+    "ExpresswayProbeFailing": ("warning", "10m", ENDPOINT_LABELS),
+    "ExpresswayCertdAbsent": ("critical", "5m", ("job", "instance")),
+    "ExpresswayChainNotVerified": ("warning", "15m", ENDPOINT_LABELS),
+    "ExpresswayCertSANNotOK": ("warning", "15m", ENDPOINT_LABELS),
+    "ExpresswayCertEKUNotOK": ("warning", "15m", ENDPOINT_LABELS),
+    "ExpresswayClusterPeersDifferentCA": ("warning", "30m", ("cluster", "target", "host", "aki")),
+    "ExpresswayEndpointsServeDifferentCerts": ("warning", "30m", (*ENDPOINT_LABELS, "sha256")),
+}
+
+CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        if CI:
+            pytest.fail("promtool not found; CI must install the Debian package 'prometheus'")
+        pytest.skip("promtool not found (Debian package 'prometheus')")
+    return path
+
+
+def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, timeout=60, cwd=cwd, check=False
+    )
+
+
+# --- reading the rules file without a YAML library -------------------------------------------
+
+
+def rule_blocks(text: str) -> dict[str, str]:
+    """Rule name (alert or record) -> the YAML text of that rule."""
+    starts = list(re.finditer(r"^\s*- (?:alert|record): *(\S+)\s*$", text, re.M))
+    ends = [m.start() for m in starts[1:]] + [len(text)]
+    return {m.group(1): text[m.start() : end] for m, end in zip(starts, ends, strict=True)}
+
+
+def scalar(block: str, key: str) -> str | None:
+    """The value of `key` in a rule block: plain, quoted, or a `|` / `>` block scalar."""
+    lines = block.splitlines()
+    for i, line in enumerate(lines):
+        m = re.match(rf"^(\s*){re.escape(key)}: *(.*)$", line)
+        if m is None:
+            continue
+        indent, value = len(m.group(1)), m.group(2).strip()
+        if value[:1] not in ("|", ">"):
+            return value.strip("'\"")
+        body = []
+        for nxt in lines[i + 1 :]:
+            if nxt.strip() and len(nxt) - len(nxt.lstrip()) <= indent:
+                break
+            body.append(nxt.strip())
+        sep = "\n" if value.startswith("|") else " "
+        return sep.join(b for b in body if b)
+    return None
+
+
+def rule_exprs() -> dict[str, str]:
+    blocks = rule_blocks(RULES.read_text())
+    exprs = {name: scalar(block, "expr") for name, block in blocks.items()}
+    missing = [name for name, expr in exprs.items() if not expr]
+    assert not missing, f"rules without expr: {missing}"
+    return {name: expr for name, expr in exprs.items() if expr}
+
+
+# --- metric names in PromQL ------------------------------------------------------------------
+
+PROMQL_KEYWORDS = frozenset(
+    {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring"}
+    | {"group_left", "group_right", "inf", "nan", "atan2", "start", "end"}
+)
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """Metric names an expression selects (functions, keywords and labels left out)."""
+    s = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`', '""', expr)
+    s = re.sub(r"\{[^}]*\}", " ", s)  # label matchers
+    s = re.sub(r"\[[^\]]*\]", " ", s)  # ranges and subqueries
+    s = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", s)
+    names = set()
+    for m in re.finditer(r"(?<![\w.$])[a-zA-Z_:][\w:]*", s):
+        if re.match(r"\s*\(", s[m.end() :]) or m.group(0).lower() in PROMQL_KEYWORDS:
+            continue  # a function or aggregation, or a keyword
+        names.add(m.group(0))
+    return names
+
+
+def test_metric_name_extractor() -> None:
+    expr = (
+        'sum by (target) (rate(foo_total{a="b",c=~"$x"}[5m])) / on (x) group_left (y) '
+        'bar:ratio offset 5m > bool 1e3 or label_replace(baz, "d", "$1", "s", "(.*)") '
+        'unless absent(qux{job="j"}) and topk(5, -quux) < 30 * 86400'
+    )
+    assert promql_metric_names(expr) == {"foo_total", "bar:ratio", "baz", "qux", "quux"}
+    assert promql_metric_names("vector(1) unless on () count(up == 0)") == {"up"}
+
+
+# --- the dashboard ---------------------------------------------------------------------------
+
+
+def load_dashboard() -> dict[str, Any]:
+    return json.loads(DASHBOARD.read_text())  # type: ignore[no-any-return]
+
+
+def all_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for p in panels:
+        yield p
+        yield from all_panels(p.get("panels", []))  # collapsed rows nest their panels
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(where, expr) for every panel target, and `label_values` variables as a selector."""
+    dash = load_dashboard()
+    queries = [
+        (f"panel {p['id']} {p.get('title')!r} {t.get('refId')}", t["expr"])
+        for p in all_panels(dash["panels"])
+        if p.get("type") != "row"
+        for t in p.get("targets", [])
+    ]
+    for var in dash["templating"]["list"]:
+        if var.get("type") != "query":
+            continue
+        q = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
+        m = re.fullmatch(r"\s*label_values\(\s*(.+?)\s*,\s*(\w+)\s*\)\s*", q)
+        assert m, f"variable {var['name']}: expected label_values(metric, label), got {q!r}"
+        queries.append((f"variable {var['name']}", f"group by ({m.group(2)}) ({m.group(1)})"))
+    return queries
+
+
+def test_dashboard_panels_have_datasource_and_queries() -> None:
+    dash = load_dashboard()
+    assert 36 <= dash["schemaVersion"] <= 41
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    ds_var = variables["DS_PROMETHEUS"]
+    assert (ds_var["type"], ds_var["query"]) == ("datasource", "prometheus")
+    target = variables["target"]
+    q = target["query"]["query"] if isinstance(target["query"], dict) else target["query"]
+    assert re.sub(r"\s", "", q) == "label_values(expressway_cert_info,target)"
+    assert target["multi"] and target["includeAll"] and target["allValue"] == ".*"
+    assert target["datasource"]["uid"] == "${DS_PROMETHEUS}"
+
+    panels = [p for p in all_panels(dash["panels"]) if p.get("type") != "row"]
+    assert len(panels) >= 7
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    for p in panels:
+        where = f"panel {p['id']} {p.get('title')!r}"
+        assert p.get("datasource", {}).get("uid") == "${DS_PROMETHEUS}", where
+        assert p.get("targets"), f"{where}: no queries"
+        refs = [t.get("refId") for t in p["targets"]]
+        assert all(refs) and len(refs) == len(set(refs)), f"{where}: refIds {refs}"
+        for t in p["targets"]:
+            assert t.get("datasource", {}).get("uid") == "${DS_PROMETHEUS}", where
+            assert t.get("expr", "").strip(), f"{where} {t.get('refId')}: empty expr"
+
+
+def test_dashboard_queries_filter_by_target() -> None:
+    for where, expr in dashboard_queries():
+        if where.startswith("variable"):
+            continue
+        names = promql_metric_names(expr)
+        assert names, f"{where}: selects no metric: {expr}"
+        for m in re.finditer(r"\b(expressway_\w+)(\{[^}]*\})?", expr):
+            assert m.group(2) and 'target=~"$target"' in m.group(2), (
+                f'{where}: {m.group(1)} must be selected with target=~"$target": {expr}'
+            )
+
+
+@pytest.mark.parametrize("source", ["rules", "dashboard"])
+def test_only_daemon_metric_names_are_used(source: str) -> None:
+    queries = list(rule_exprs().items()) if source == "rules" else dashboard_queries()
+    used: set[str] = set()
+    for where, expr in queries:
+        names = promql_metric_names(expr)
+        unknown = names - DAEMON_METRICS - PROMETHEUS_METRICS
+        assert not unknown, f"{source}, {where}: unknown metric names {sorted(unknown)}: {expr}"
+        used |= names
+    assert used & DAEMON_METRICS, f"{source} uses none of the daemon's metrics"
+
+
+# --- rule structure and runbooks -------------------------------------------------------------
+
+
+def markdown_anchors(text: str) -> set[str]:
+    """GitHub-style anchors of the headings of a Markdown document."""
+    anchors = set()
+    for m in re.finditer(r"^#{1,6} +(.+?) *$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+        anchors.add(slug)
+    return anchors
+
+
+def test_alerts_have_severity_annotations_and_runbook() -> None:
+    blocks = rule_blocks(RULES.read_text())
+    alerts = {name: b for name, b in blocks.items() if re.search(r"- alert:", b)}
+    assert set(alerts) == set(ALERTS)
+    anchors = markdown_anchors(ALERTS_DOC.read_text())
+    for name, block in alerts.items():
+        severity, for_, named = ALERTS[name]
+        assert scalar(block, "severity") == severity, name
+        assert scalar(block, "for") == for_, name
+        assert scalar(block, "summary"), f"{name}: no summary"
+        description = scalar(block, "description") or ""
+        for label in named:
+            assert f"$labels.{label}" in description, f"{name}: description lacks {label}"
+        runbook = scalar(block, "runbook") or ""
+        assert runbook == f"docs/alerts.md#{name.lower()}", f"{name}: runbook {runbook!r}"
+        assert name.lower() in anchors, f"docs/alerts.md has no section for {name}"
+
+
+def test_alerts_doc_sections_are_complete() -> None:
+    sections = re.split(r"^## ", ALERTS_DOC.read_text(), flags=re.M)[1:]
+    by_name = {s.split("\n", 1)[0].strip(): s for s in sections}
+    assert set(ALERTS) <= set(by_name)
+    for name in ALERTS:
+        for part in ("**What it means.**", "**Likely causes.**", "**What to do.**"):
+            assert part in by_name[name], f"docs/alerts.md, {name}: missing {part}"
+
+
+ALERT_CASE = re.compile(
+    r"^(?P<i> *)- eval_time: *\S+ *\n(?P=i)  alertname: *(?P<name>\w+) *\n"
+    r"(?P<firing>(?P=i)  exp_alerts: *\n(?P=i)    - )?",
+    re.M,
+)
+
+
+def test_every_alert_has_firing_and_silent_cases() -> None:
+    firing: set[str] = set()
+    silent: set[str] = set()
+    for path in RULE_TESTS:
+        text = path.read_text()
+        cases = list(ALERT_CASE.finditer(text))
+        assert len(cases) == text.count("alertname:"), (
+            f"{path.name}: write alert_rule_test entries as eval_time, alertname, exp_alerts"
+        )
+        for case in cases:
+            (firing if case.group("firing") else silent).add(case.group("name"))
+    assert set(ALERTS) <= firing, f"no firing case for {sorted(set(ALERTS) - firing)}"
+    assert set(ALERTS) <= silent, f"no silent case for {sorted(set(ALERTS) - silent)}"
+    assert firing | silent <= set(ALERTS), f"tests for unknown alerts: {firing | silent}"
+
+
+# --- promtool --------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_promtool_check_rules(promtool: str) -> None:
+    out = run(promtool, "check", "rules", "--lint=all", "--lint-fatal", RULES)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"SUCCESS: {len(rule_blocks(RULES.read_text()))} rules found" in out.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("test_file", RULE_TESTS, ids=lambda p: p.name)
+def test_promtool_rule_unit_tests(promtool: str, test_file: Path) -> None:
+    out = run(promtool, "test", "rules", test_file)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "SUCCESS" in out.stdout
+
+
+@pytest.mark.integration
+def test_promtool_check_example_config(promtool: str, tmp_path: Path) -> None:
+    rule_files = re.findall(r"^rule_files:\n((?:\s+- .+\n)+)", EXAMPLE_CONFIG.read_text(), re.M)
+    assert rule_files and "- expressway-certd.rules.yml" in rule_files[0]
+    text = EXAMPLE_CONFIG.read_text()
+    assert re.search(r"- job_name: expressway-certd\n", text)
+    assert '"127.0.0.1:9464"' in text
+    # From another directory: the rule file path must resolve relative to the config file.
+    out = run(promtool, "check", "config", EXAMPLE_CONFIG, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "SUCCESS: 1 rule files found" in out.stdout
+    assert f"SUCCESS: {len(rule_blocks(RULES.read_text()))} rules found" in out.stdout
+
+
+# Each mutation breaks one rule the way a careless edit would; the unit tests must notice.
+# (old, new, which occurrence; -1: all of them)
+MUTATIONS = [
+    ("< 30 * 86400", "< 31 * 86400", 0),
+    ("< 30 * 86400", "<= 30 * 86400", 0),
+    (">= 7 * 86400", "> 7 * 86400", 0),
+    ("< 7 * 86400 >= 0", "<= 7 * 86400 >= 0", 0),
+    ("< 7 * 86400 >= 0", "< 7 * 86400 > 0", 0),
+    (
+        "expressway_cert_not_after_timestamp_seconds) > 0",
+        "expressway_cert_not_after_timestamp_seconds) >= 0",
+        0,
+    ),
+    ("for: 1h", "for: 59m", 0),
+    ("for: 10m", "for: 9m", 0),
+    ("for: 5m", "for: 4m", 0),
+    ("for: 15m", "for: 14m", 0),
+    ("for: 15m", "for: 14m", 1),
+    ("for: 15m", "for: 14m", 2),
+    ("for: 30m", "for: 20m", 0),
+    ("for: 30m", "for: 20m", 1),
+    ("or on (job)", "or", 0),
+    ("expressway_cert_chain_ok == 0", "expressway_cert_san_ok == 0", 0),
+    ("expressway_cert_san_ok == 0", "expressway_cert_eku_ok == 0", 0),
+    ("expressway_cert_eku_ok == 0", "expressway_cert_chain_ok == 0", 0),
+    ("expressway_probe_success == 0", "expressway_probe_success == 1", 0),
+    ('expressway_cert_info{cluster!=""}', "expressway_cert_info", -1),
+    ("group by (cluster, aki)", "group by (cluster, target, aki)", 0),
+    ("group by (target, sha256)", "group by (target, port, sha256)", 0),
+    ("(expressway_cert_info)) > 1)", "(expressway_cert_info)) > 0)", 0),
+    ("severity: critical", "severity: warning", 0),
+    ("runbook: docs/alerts.md#expresswaycertexpired", "runbook: docs/alerts.md#expired", 0),
+]
+
+
+def mutate(text: str, old: str, new: str, occurrence: int) -> str:
+    starts = [m.start() for m in re.finditer(re.escape(old), text)]
+    assert len(starts) > max(occurrence, 0), f"mutation target {old!r} not in the rules"
+    if occurrence == -1:
+        return text.replace(old, new)
+    at = starts[occurrence]
+    return text[:at] + new + text[at + len(old) :]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("old", "new", "occurrence"), MUTATIONS)
+def test_rule_unit_tests_catch_broken_rules(
+    promtool: str, tmp_path: Path, old: str, new: str, occurrence: int
+) -> None:
+    (tmp_path / RULES.name).write_text(mutate(RULES.read_text(), old, new, occurrence))
+    shutil.copytree(PROM_DIR / "tests", tmp_path / "tests")
+    check = run(promtool, "check", "rules", tmp_path / RULES.name)
+    assert check.returncode == 0, f"mutation must stay valid PromQL: {check.stderr}"
+    out = run(promtool, "test", "rules", *sorted((tmp_path / "tests").glob("*.yml")))
+    assert out.returncode != 0, f"unit tests pass with {old!r} -> {new!r} (#{occurrence})"
+
+
+# --- dashboard queries against a healthy fleet -----------------------------------------------
+
+
+def healthy_fleet_series() -> list[dict[str, str]]:
+    """What a running daemon exports for three healthy Expressways (values held for 20m)."""
+    job = 'job="expressway-certd",instance="127.0.0.1:9464"'
+    nodes = [
+        ("expe-c1", "expc1.example.com", "expc.example.com", "c", "c1c1", ("443", "5061")),
+        ("expe-c2", "expc2.example.com", "expc.example.com", "c", "c2c2", ("443", "5061")),
+        ("expe-e1", "expe1.example.com", "", "e", "e1e1", ("443", "5061", "7001", "8443")),
+    ]
+    service = {"443": "https", "5061": "sip-tls", "7001": "traversal", "8443": "mra"}
+    series = [(f"up{{{job}}}", "1"), (f'expressway_certd_build_info{{{job},version="0.1.0"}}', "1")]
+    for target, host, cluster, role, sha, ports in nodes:
+        for port in ports:
+            ep = f'{job},target="{target}",host="{host}",port="{port}",service="{service[port]}"'
+            info = (
+                f'cluster="{cluster}",role="{role}",subject="CN={host}",issuer="CN=Corp CA",'
+                f'serial="01",sha256="{sha}",aki="11:aa"'
+            )
+            series += [
+                (f"expressway_cert_info{{{ep},{info}}}", "1"),
+                (f"expressway_cert_not_after_timestamp_seconds{{{ep}}}", str(90 * 86400)),
+                (f"expressway_cert_not_before_timestamp_seconds{{{ep}}}", str(-86400)),
+                (f"expressway_cert_last_change_timestamp_seconds{{{ep}}}", str(-86400)),
+                (f"expressway_cert_eku_ok{{{ep}}}", "1"),
+                (f"expressway_cert_san_ok{{{ep}}}", "1"),
+                (f"expressway_cert_chain_ok{{{ep}}}", "1"),
+                (f"expressway_probe_success{{{ep}}}", "1"),
+                (f"expressway_probe_duration_seconds{{{ep}}}", "0.05"),
+            ]
+    return [{"series": s, "values": f"{v}+0x20"} for s, v in series]
+
+
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("target", [".*", "expe-e1"], ids=["all-targets", "one-target"])
+def test_dashboard_queries_return_data_for_healthy_fleet(
+    promtool: str, tmp_path: Path, target: str
+) -> None:
+    # Each query becomes an alert that fires when the query is empty; a healthy fleet must
+    # silence them all. A query for a target that does not exist proves the harness notices.
+    rules = []
+    cases: list[dict[str, Any]] = []
+    queries = [*dashboard_queries(), ("control", 'expressway_probe_success{target="nope"}')]
+    for n, (where, query) in enumerate(queries):
+        expr = query
+        for var, value in {"$target": target, **GRAFANA_VARIABLES}.items():
+            expr = expr.replace(var, value)
+        assert "$" not in expr, f"{where}: unknown Grafana variable in {expr}"
+        name = f"EmptyQuery{n}"
+        rules.append({"alert": name, "expr": f"vector(1) unless on () count({expr})"})
+        case: dict[str, Any] = {"eval_time": "10m", "alertname": name}
+        if where == "control":
+            case["exp_alerts"] = [{"exp_labels": {}}]
+        cases.append(case)
+    # JSON is YAML: promtool reads these files as they are.
+    (tmp_path / "dashboard.rules.json").write_text(
+        json.dumps({"groups": [{"name": "dashboard", "rules": rules}]})
+    )
+    (tmp_path / "dashboard.test.json").write_text(
+        json.dumps(
+            {
+                "rule_files": ["dashboard.rules.json"],
+                "evaluation_interval": "1m",
+                "tests": [
+                    {
+                        "interval": "1m",
+                        "input_series": healthy_fleet_series(),
+                        "alert_rule_test": cases,
+                    }
+                ],
+            }
+        )
+    )
+    check = run(promtool, "check", "rules", tmp_path / "dashboard.rules.json")
+    assert check.returncode == 0, f"invalid PromQL in the dashboard: {check.stdout}{check.stderr}"
+    out = run(promtool, "test", "rules", tmp_path / "dashboard.test.json")
+    failed = sorted({int(n) for n in re.findall(r"alertname: EmptyQuery(\d+),", out.stderr)})
+    empty = "\n".join(f"  {queries[n][0]}: {rules[n]['expr']}" for n in failed)
+    assert out.returncode == 0, (
+        f"dashboard queries wrong for a healthy fleet:\n{empty or out.stdout + out.stderr}"
+    )
