@@ -309,7 +309,7 @@ def _data_dir(s: _Section, base: Path) -> Path:
 
 def _parse_listen(section: _Section, value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:  # 0: any free port
         raise section.error("listen", f"must be 'HOST:PORT' like {DEFAULT_LISTEN!r}, got {value!r}")
     return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - operator asked for all
 
