@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import contextvars
 import hashlib
 import itertools
 import os
@@ -32,6 +33,8 @@ from multidict import CIMultiDict
 from lab.est import ThreadedHTTPS, lab_server_context
 from lab.pki import CA, CLIENT_AUTH, SERVER_AUTH, cert_pem
 
+# The authenticated user of the request being handled (set by the auth middleware).
+USER: contextvars.ContextVar[str] = contextvars.ContextVar("user", default="")
 TEMPLATES: dict[str, list[x509.ObjectIdentifier]] = {
     "WebServer": [SERVER_AUTH],
     "CollabServerClient": [SERVER_AUTH, CLIENT_AUTH],
@@ -225,7 +228,7 @@ class ADCSSimulator:
         # a connection, not a request.
         conn = request.transport
         if conn in self._authed:
-            request["user"] = self._authed[conn]
+            USER.set(self._authed[conn])
             return await self._with_agent_quirk(request, handler)
         header = request.headers.get("Authorization", "")
         scheme, _, value = header.partition(" ")
@@ -234,7 +237,7 @@ class ADCSSimulator:
             user, _, password = base64.b64decode(value).decode("utf-8", "replace").partition(":")
             if not user or self.users.get(user) != password:
                 raise self._challenge()
-            request["user"] = user
+            USER.set(user)
             return await self._with_agent_quirk(request, handler)
         if scheme in ("ntlm", "negotiate") and scheme in self.auth:
             ctx = self._contexts.get(conn)
@@ -261,7 +264,7 @@ class ADCSSimulator:
             user = str(ctx.client_principal)
             self._authed[conn] = user
             self.principals.append(user)
-            request["user"] = user
+            USER.set(user)
             return await self._with_agent_quirk(request, handler)
         raise self._challenge()
 
@@ -324,7 +327,7 @@ class ADCSSimulator:
                     message="Error Parsing Request  ASN1 bad tag value met. 0x8009310b (ASN: 267 CRYPT_E_ASN1_BADTAG)"
                 ),
             )
-        req = CertRequest(next(self._ids), csr, template, str(request["user"]))
+        req = CertRequest(next(self._ids), csr, template, USER.get())
         self.requests[req.req_id] = req
         if template not in TEMPLATES:
             req.status = "denied"

@@ -40,7 +40,7 @@ from renewers.ca.base import (
     order_chain,
     retry_at,
 )
-from renewers.ca.httpclient import BROWSER_USER_AGENT, Reply, send
+from renewers.ca.httpclient import BROWSER_USER_AGENT, Reply, basic_auth, send
 
 PENDING_POLL = timedelta(minutes=5)
 _ISSUED = re.compile(r"certnew\.cer\?ReqID=(\d+)&")
@@ -118,13 +118,14 @@ class ADCSConnector(ConnectorBase):
     # --- transport -----------------------------------------------------------
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            auth = None
+            headers = {"User-Agent": BROWSER_USER_AGENT}
             if self.config.auth == "basic":
                 assert self.config.username is not None and self.config.password is not None
-                auth = aiohttp.BasicAuth(self.config.username, self.config.password.reveal())
+                headers["Authorization"] = basic_auth(
+                    self.config.username, self.config.password.reveal()
+                )
             self._session = aiohttp.ClientSession(
-                auth=auth,
-                headers={"User-Agent": BROWSER_USER_AGENT},
+                headers=headers,
                 timeout=aiohttp.ClientTimeout(total=self.config.timeout.total_seconds()),
                 # One connection: NTLM/Negotiate authenticate it, not each request.
                 connector=aiohttp.TCPConnector(ssl=self._ssl, limit=1),

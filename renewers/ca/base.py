@@ -290,3 +290,50 @@ def write_private(path: Path, data: bytes) -> None:
         os.close(fd)
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class Presentation:
+    """One ACME challenge answer to publish: for dns-01 a TXT record, for http-01 a file."""
+
+    domain: str
+    token: str
+    key_authorization: str
+    txt_value: str  # base64url(SHA-256(key_authorization)), the dns-01 TXT value
+
+    @property
+    def txt_name(self) -> str:
+        return f"_acme-challenge.{self.domain.removeprefix('*.')}."
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "domain": self.domain,
+            "token": self.token,
+            "key_authorization": self.key_authorization,
+            "txt_value": self.txt_value,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Presentation:
+        return cls(
+            str(data["domain"]),
+            str(data["token"]),
+            str(data["key_authorization"]),
+            str(data["txt_value"]),
+        )
+
+
+class ChallengeSolver(Protocol):
+    """Publishes ACME challenge answers. Raises CAError naming the CA, step and fix."""
+
+    challenge_type: str  # "dns-01" or "http-01"
+
+    async def present(self, item: Presentation) -> None:
+        """Publish the answer and return once the CA can see it. Idempotent."""
+        ...
+
+    async def cleanup(self, item: Presentation) -> None:
+        """Remove the answer; never raises for an answer already gone."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -33,7 +33,7 @@ from renewers.ca.base import (
     pick_leaf,
     retry_at,
 )
-from renewers.ca.httpclient import Reply, send
+from renewers.ca.httpclient import Reply, basic_auth, send
 
 _OID_NAMES = {
     "1.2.840.113549.1.9.14": "extensionRequest",
@@ -147,11 +147,13 @@ class ESTConnector(ConnectorBase):
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            auth = None
+            headers: dict[str, str] = {}
             if self.config.username is not None and self.config.password is not None:
-                auth = aiohttp.BasicAuth(self.config.username, self.config.password.reveal())
+                headers["Authorization"] = basic_auth(
+                    self.config.username, self.config.password.reveal()
+                )
             self._session = aiohttp.ClientSession(
-                auth=auth,
+                headers=headers,
                 timeout=aiohttp.ClientTimeout(total=self.config.timeout.total_seconds()),
                 connector=aiohttp.TCPConnector(ssl=self._ssl),
             )

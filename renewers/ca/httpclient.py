@@ -3,6 +3,7 @@ errors turned into CARequestError that name the CA and say what to fix."""
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 
 import aiohttp
@@ -14,6 +15,11 @@ BROWSER_USER_AGENT = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/124.0 Safari/537.36 expressway-certd"
 )
+
+
+def basic_auth(username: str, password: str) -> str:
+    """The value of an HTTP Basic Authorization header (RFC 7617, UTF-8)."""
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 
 
 @dataclass(frozen=True)

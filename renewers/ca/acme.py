@@ -1,0 +1,479 @@
+"""ACME connector (RFC 8555, ARI RFC 9773) on the `acme` library, run in a worker thread.
+
+The account key is created once under data_dir/acme/<ca>/ (0600) and reused; EAB when the
+CA wants it. An order is submitted once; its URL (and the CSR, for finalize) is the handle, so
+a later process resumes it by URL. Challenges are answered by a solver: RFC 2136 (dns01.py),
+a hook command (hook.py) or the HTTP-01 responder (http01.py). badNonce is retried, rate
+limits and Retry-After become Pending with the CA's time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+from acme import challenges, client, errors, messages
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from josepy.jwa import ES256
+from josepy.jwk import JWKEC
+
+from monitor import __version__
+from monitor.config_ca import ACMEConfig
+from renewers.ca.base import (
+    SERVER_AUTH,
+    Capabilities,
+    CARequestError,
+    ChallengeSolver,
+    CheckResult,
+    ConnectorBase,
+    Issued,
+    Pending,
+    Presentation,
+    RenewalWindow,
+    csr_pem,
+    load_pem_certs,
+    parse_retry_after,
+    pick_leaf,
+    retry_at,
+    utcnow,
+    write_private,
+)
+from renewers.ca.dns01 import RFC2136Solver
+from renewers.ca.hook import HookSolver
+from renewers.ca.http01 import HTTP01Responder
+
+T = TypeVar("T")
+BAD_NONCE_RETRIES = 8
+# Public profiles known to issue serverAuth only (Let's Encrypt "classic"/"tlsserver" after
+# the clientAuth sunset); other profiles: the issued certificate tells.
+SERVER_ONLY_PROFILES = frozenset({"tlsserver", "shortlived", "classic"})
+DEFAULT_POLL = 2.0
+
+
+class _Network(client.ClientNetwork):
+    """ClientNetwork that remembers the last Retry-After header (for rate limits)."""
+
+    last_retry_after: str | None = None
+
+    def _send_request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+        response = super()._send_request(method, url, *args, **kwargs)
+        self.last_retry_after = response.headers.get("Retry-After")
+        return response
+
+
+def _has(directory: messages.Directory, field: str) -> bool:
+    try:
+        directory[field]
+    except KeyError:
+        return False
+    return True
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def ari_cert_id(cert: x509.Certificate) -> str:
+    """RFC 9773 CertID: base64url(AKI keyIdentifier) '.' base64url(serial DER integer)."""
+    aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    serial = cert.serial_number
+    raw = serial.to_bytes((serial.bit_length() + 8) // 8, "big")
+    return f"{_b64url(aki.key_identifier or b'')}.{_b64url(raw)}"
+
+
+class ACMEConnector(ConnectorBase):
+    """An ACME CA. `wait` bounds how long submit/poll keep going before returning Pending."""
+
+    def __init__(
+        self,
+        config: ACMEConfig,
+        *,
+        data_dir: Path,
+        solver: ChallengeSolver | None = None,
+        wait: timedelta = timedelta(minutes=2),
+    ) -> None:
+        super().__init__(config.name, "acme")
+        self.config = config
+        self.wait = wait.total_seconds()
+        if not config.directory.startswith("https://"):
+            raise self.error(
+                "config",
+                f"directory {config.directory!r} is not https",
+                "use the CA's https:// directory URL",
+                reason="config",
+            )
+        if config.trust_anchor is not None and not config.trust_anchor.is_file():
+            raise self.error(
+                "config",
+                f"trust_anchor {config.trust_anchor} is missing",
+                "give a PEM file",
+                reason="config",
+            )
+        self.state_dir = data_dir / "acme" / config.name
+        self.solver: ChallengeSolver = solver or self._make_solver()
+        self._client: client.ClientV2 | None = None
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"ACMEConnector(name={self.name!r}, directory={self.config.directory!r}, solver={self.solver!r})"
+
+    def _make_solver(self) -> ChallengeSolver:
+        if self.config.challenge == "dns-01":
+            if self.config.rfc2136 is None:
+                raise self.error(
+                    "config", "dns-01 needs [rfc2136] settings", "add them", reason="config"
+                )
+            return RFC2136Solver(self, self.config.rfc2136)
+        if self.config.challenge == "hook":
+            return HookSolver(self, self.config.hook, self.config.hook_timeout)
+        host, port = self.config.http01_listen
+        return HTTP01Responder(self, host, port)
+
+    # --- account (worker thread) --------------------------------------------
+    def _account_key(self) -> JWKEC:
+        path = self.state_dir / "account.key"
+        if path.exists():
+            key = serialization.load_pem_private_key(path.read_bytes(), None)
+            assert isinstance(key, ec.EllipticCurvePrivateKey)
+        else:
+            key = ec.generate_private_key(ec.SECP256R1())
+            write_private(
+                path,
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                ),
+            )
+        return JWKEC(key=key)
+
+    def _connect(self) -> client.ClientV2:
+        """Directory, account key and account URL; registers the account the first time."""
+        if self._client is not None:
+            return self._client
+        key = self._account_key()
+        verify: bool | str = str(self.config.trust_anchor) if self.config.trust_anchor else True
+        net = _Network(
+            key,
+            alg=ES256,
+            verify_ssl=verify,  # type: ignore[arg-type]  # requests takes a CA file path too
+            user_agent=f"expressway-certd/{__version__} acme-python",
+            timeout=int(self.config.timeout.total_seconds()),
+        )
+        directory = client.ClientV2.get_directory(self.config.directory, net)
+        acme = client.ClientV2(directory, net)
+        account_file = self.state_dir / "account.json"
+        saved: dict[str, Any] = {}
+        if account_file.exists():
+            saved = json.loads(account_file.read_text())
+        if saved.get("directory") == self.config.directory and saved.get("uri"):
+            net.account = messages.RegistrationResource(
+                uri=saved["uri"], body=messages.Registration()
+            )
+        else:
+            eab = None
+            if self.config.eab_kid and self.config.eab_hmac:
+                eab = messages.ExternalAccountBinding.from_data(
+                    account_public_key=key.public_key(),
+                    kid=self.config.eab_kid,
+                    hmac_key=self.config.eab_hmac.reveal(),
+                    directory=directory,
+                )
+            elif acme.external_account_required():
+                raise self.error(
+                    "account",
+                    "the CA requires External Account Binding",
+                    "set eab_kid and eab_hmac from the CA's account page",
+                    reason="eab_required",
+                )
+            contact = (f"mailto:{self.config.email}",) if self.config.email else ()
+            registration = messages.NewRegistration.from_data(
+                terms_of_service_agreed=True, external_account_binding=eab
+            ).update(contact=contact)
+            try:
+                regr = acme.new_account(registration)
+            except errors.ConflictError as exc:  # key already registered: reuse it
+                regr = messages.RegistrationResource(uri=exc.location, body=messages.Registration())
+            net.account = regr
+            write_private(
+                account_file,
+                json.dumps({"directory": self.config.directory, "uri": regr.uri}).encode(),
+            )
+        self._client = acme
+        return acme
+
+    # --- one request with retries and error mapping --------------------------
+    async def _call(self, op: str, fn: Callable[[], T]) -> T:
+        async with self._lock:
+            with self.measure(op):
+                for attempt in range(BAD_NONCE_RETRIES):
+                    try:
+                        return await asyncio.to_thread(fn)
+                    except messages.Error as exc:
+                        if exc.code == "badNonce" and attempt + 1 < BAD_NONCE_RETRIES:
+                            continue
+                        raise self._problem(op, exc) from None
+                    except requests.exceptions.SSLError as exc:
+                        raise self.error(
+                            op,
+                            f"TLS certificate of {self.config.directory} does not verify ({exc})",
+                            "set trust_anchor to the PEM of the CA that signed the ACME server's "
+                            "TLS certificate",
+                            reason="tls_verify",
+                        ) from None
+                    except requests.exceptions.RequestException as exc:
+                        raise self.error(
+                            op,
+                            f"cannot reach {self.config.directory} ({type(exc).__name__})",
+                            "check the URL, DNS and proxy settings; retried later",
+                            reason="unreachable",
+                            retryable=True,
+                        ) from None
+                    except errors.Error as exc:
+                        raise self.error(
+                            op,
+                            f"ACME client error: {exc}",
+                            "retried later",
+                            reason="acme_client",
+                            retryable=True,
+                        ) from None
+                raise AssertionError("unreachable")
+
+    def _problem(self, op: str, exc: messages.Error) -> CARequestError:
+        code = exc.code or "error"
+        fixes = {
+            "rateLimited": "wait for the CA's rate limit to pass; the request is retried then",
+            "badNonce": "the CA kept rejecting nonces; retried later",
+            "externalAccountRequired": "set eab_kid and eab_hmac",
+            "unauthorized": "check the account is allowed to order these names",
+            "rejectedIdentifier": "the CA will not issue for one of the CSR's names: remove it",
+            "badCSR": "the CA rejects the CSR (key type or size, or names): generate another",
+            "accountDoesNotExist": f"remove {self.state_dir / 'account.json'} to register again",
+            "invalidProfile": "set profile to one the directory lists",
+        }
+        return self.error(
+            op,
+            f"the ACME server answered {code}: {exc.detail or exc.description or ''}".rstrip(": "),
+            fixes.get(code, "see the CA's message"),
+            reason=code,
+            retryable=code in ("rateLimited", "badNonce", "serverInternal"),
+        )
+
+    def _post_as_get(self, url: str) -> requests.Response:
+        acme = self._connect()
+        return acme.net.post(url, None, new_nonce_url=acme.directory["newNonce"])
+
+    # --- protocol ------------------------------------------------------------
+    async def submit(self, csr: x509.CertificateSigningRequest) -> Issued | Pending:
+        handle = self.new_handle(
+            csr=csr_pem(csr).decode(), order_url=None, profile=self.config.profile, presented=[]
+        )
+        return await self._advance(handle)
+
+    async def poll(self, handle: Mapping[str, Any]) -> Issued | Pending:
+        self.check_handle(handle, "csr", "order_url")
+        return await self._advance(json.loads(json.dumps(dict(handle))))
+
+    async def _new_order(self, handle: dict[str, Any]) -> Pending | None:
+        profile = handle.get("profile")
+        try:
+            orderr = await self._call(
+                "new_order",
+                lambda: self._connect().new_order(handle["csr"].encode(), profile=profile),
+            )
+        except CARequestError as exc:
+            if exc.reason != "rateLimited":
+                raise
+            wait = self._retry_after(3600.0)
+            return Pending(
+                handle, retry_at(wait), f"rate limited by the CA; new order in {wait:.0f}s"
+            )
+        handle["order_url"] = orderr.uri
+        return None
+
+    def _retry_after(self, default: float) -> float:
+        net = self._client.net if self._client is not None else None
+        return parse_retry_after(getattr(net, "last_retry_after", None), default)
+
+    async def _advance(self, handle: dict[str, Any]) -> Issued | Pending:
+        """Move the order forward until issued, or until `wait` has passed."""
+        deadline = time.monotonic() + self.wait
+        if handle.get("order_url") is None and (pending := await self._new_order(handle)):
+            return pending
+        csr = x509.load_pem_x509_csr(handle["csr"].encode())
+        while True:
+            response = await self._call("order", lambda: self._post_as_get(handle["order_url"]))
+            order = messages.Order.from_json(response.json())
+            if order.status == messages.STATUS_PENDING:
+                await self._answer(handle, order)
+            elif order.status == messages.STATUS_READY:
+                await self._call("finalize", lambda order=order: self._finalize(order, csr))  # type: ignore[misc]
+                continue
+            elif order.status == messages.STATUS_VALID and order.certificate:
+                issued = await self._download(order.certificate, csr, handle)
+                await self._cleanup(handle)
+                return issued
+            elif order.status == messages.STATUS_INVALID:
+                await self._cleanup(handle)
+                raise self.error(
+                    "order",
+                    f"the order failed: {self._order_error(order)}",
+                    "fix what the CA reports (challenge answer not visible, names not allowed), "
+                    "then submit the CSR again",
+                    reason="order_invalid",
+                )
+            remaining = deadline - time.monotonic()
+            wait = (
+                self._retry_after(DEFAULT_POLL)
+                if order.status == messages.STATUS_PROCESSING
+                else DEFAULT_POLL
+            )
+            if remaining <= 0:
+                return Pending(handle, retry_at(wait), f"order {order.status}")
+            await asyncio.sleep(min(wait, remaining, DEFAULT_POLL))
+
+    def _order_error(self, order: messages.Order) -> str:
+        if order.error is not None:
+            return str(order.error.detail or order.error.code)
+        for url in order.authorizations:
+            authz = messages.Authorization.from_json(self._post_as_get(url).json())
+            for challb in authz.challenges:
+                if challb.error is not None:
+                    return f"{authz.identifier.value}: {challb.error.detail or challb.error.code}"
+        return "no reason given"
+
+    def _finalize(self, order: messages.Order, csr: x509.CertificateSigningRequest) -> None:
+        self._connect().net.post(order.finalize, messages.CertificateRequest(csr=csr))
+
+    async def _answer(self, handle: dict[str, Any], order: messages.Order) -> None:
+        """Present and answer every pending authorization's challenge of the solver's type."""
+        for url in order.authorizations:
+            response = await self._call("authorization", lambda url=url: self._post_as_get(url))  # type: ignore[misc]
+            authz = messages.Authorization.from_json(response.json())
+            if authz.status != messages.STATUS_PENDING:
+                continue
+            challb = next(
+                (c for c in authz.challenges if c.chall.typ == self.solver.challenge_type), None
+            )
+            if challb is None:
+                offered = ", ".join(c.chall.typ for c in authz.challenges)
+                raise self.error(
+                    "challenge",
+                    f"{authz.identifier.value}: the CA offers no {self.solver.challenge_type} (offers {offered})",
+                    "choose another challenge in the config",
+                    reason="challenge_unsupported",
+                )
+            item = self._presentation(authz.identifier.value, challb)
+            await self.solver.present(item)
+            if item.to_json() not in handle["presented"]:
+                handle["presented"].append(item.to_json())
+            if challb.status == messages.STATUS_PENDING:
+                await self._call(
+                    "challenge",
+                    lambda challb=challb: self._connect().answer_challenge(  # type: ignore[misc]
+                        challb, challb.chall.response(self._connect().net.key)
+                    ),
+                )
+
+    def _presentation(self, domain: str, challb: messages.ChallengeBody) -> Presentation:
+        chall = challb.chall
+        assert isinstance(chall, challenges.KeyAuthorizationChallenge)
+        key = self._connect().net.key
+        assert key is not None
+        key_authz = chall.key_authorization(key)
+        txt = chall.validation(key) if isinstance(chall, challenges.DNS01) else ""
+        return Presentation(domain, chall.encode("token"), key_authz, str(txt))
+
+    async def _cleanup(self, handle: dict[str, Any]) -> None:
+        for data in handle.get("presented", []):
+            # A stale TXT record or file harms nothing; the next order adds its own.
+            with contextlib.suppress(CARequestError):
+                await self.solver.cleanup(Presentation.from_json(data))
+        handle["presented"] = []
+
+    async def _download(
+        self, url: str, csr: x509.CertificateSigningRequest, handle: Mapping[str, Any]
+    ) -> Issued:
+        response = await self._call("certificate", lambda: self._post_as_get(url))
+        certs = load_pem_certs(response.content)
+        leaf = pick_leaf(certs, csr)
+        if leaf is None or leaf.public_key() != csr.public_key():
+            raise self.error(
+                "certificate",
+                "the certificate chain does not hold a certificate for the CSR's key",
+                "report it to the CA; submit again",
+                reason="bad_response",
+            )
+        chain = tuple(c for c in certs if c != leaf)
+        return Issued(leaf, chain, handle.get("profile"))
+
+    async def ca_chain(self) -> tuple[x509.Certificate, ...]:
+        """ACME publishes the chain with each certificate; without one, nothing to fetch."""
+        return ()
+
+    def capabilities(self) -> Capabilities:
+        profile = self.config.profile
+        if profile in SERVER_ONLY_PROFILES:
+            return Capabilities(
+                "acme", profile, frozenset({SERVER_AUTH}), "public profile: serverAuth only"
+            )
+        return Capabilities("acme", profile, None, "the CA's profile decides the EKUs")
+
+    async def directory_info(self) -> dict[str, Any]:
+        acme = await self._call("directory", self._connect)
+        meta = acme.directory.meta
+        return {
+            "profiles": dict(meta.profiles or {}),
+            "ari": _has(acme.directory, "renewalInfo"),
+            "eab_required": bool(meta.external_account_required),
+            "terms": meta.terms_of_service,
+        }
+
+    async def renewal_window(self, leaf: x509.Certificate) -> RenewalWindow | None:
+        acme = await self._call("directory", self._connect)
+        if not _has(acme.directory, "renewalInfo"):
+            return None
+        url = f"{acme.directory['renewalInfo'].rstrip('/')}/{ari_cert_id(leaf)}"
+        response = await self._call("renewal_info", lambda: acme.net.get(url))
+        info = messages.RenewalInfo.from_json(response.json())
+        window = info.suggested_window
+        wait = parse_retry_after(response.headers.get("Retry-After"), 6 * 3600)
+        return RenewalWindow(
+            window.start.astimezone(UTC),
+            window.end.astimezone(UTC),
+            utcnow() + timedelta(seconds=wait),
+        )
+
+    async def check(self) -> list[CheckResult]:
+        info = await self.directory_info()
+        results = [
+            CheckResult(
+                "directory",
+                True,
+                f"{self.config.directory}: ARI {'yes' if info['ari'] else 'no'}, "
+                f"profiles {', '.join(info['profiles']) or 'none'}",
+            ),
+            CheckResult("account", True, f"account key in {self.state_dir} (0600)"),
+        ]
+        if self.config.profile and info["profiles"] and self.config.profile not in info["profiles"]:
+            results.append(
+                CheckResult(
+                    "profile",
+                    False,
+                    f"{self.config.profile!r} not offered; choose one of {', '.join(info['profiles'])}",
+                )
+            )
+        return results
+
+    async def aclose(self) -> None:
+        await self.solver.aclose()

@@ -1,0 +1,379 @@
+"""Real CA servers and lab simulators for the CA connector tests: BIND9 (RFC 2136 + TSIG),
+Pebble (ACME) pointed at that BIND9, the lab EST CA and the lab AD CS certsrv.
+
+Pebble and BIND9 start once per session; simulators per test. Import the fixtures you use.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.tsigkeyring
+import dns.update
+import pytest
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from lab.adcs import ADCSSimulator
+from lab.est import ESTSimulator
+from lab.pki import CA, SERVER_AUTH, write_key_and_chain
+from monitor.config import Secret
+from monitor.config_ca import ACMEConfig, ADCSConfig, ESTConfig, RFC2136Config
+from renewers.ca.acme import ACMEConnector
+from renewers.ca.adcs import ADCSConnector
+from renewers.ca.est import ESTConnector
+from tests.conftest import need_binary
+
+ZONE = "lab.test"
+TSIG_KEY = "certd-key"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_port(
+    port: int, proc: subprocess.Popen[bytes], what: str, log: Path, timeout: float = 15
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited early: {log.read_text()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on {port}: {log.read_text()[-2000:]}")
+
+
+def make_csr(
+    *names: str, key: ec.EllipticCurvePrivateKey | None = None
+) -> x509.CertificateSigningRequest:
+    """A CSR as the Expressway makes it: CN = first name, every name in the SAN."""
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    return (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, names[0])]))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+@dataclass
+class Bind9:
+    port: int
+    tsig_secret: str
+    directory: Path
+    proc: subprocess.Popen[bytes] = field(repr=False)
+
+    def add_a(self, name: str, address: str = "127.0.0.1") -> None:
+
+        update = dns.update.UpdateMessage(
+            ZONE + ".",
+            keyring=dns.tsigkeyring.from_text({TSIG_KEY: self.tsig_secret}),
+            keyalgorithm="hmac-sha256",
+        )
+        update.replace(name.removesuffix("." + ZONE), 60, "A", address)
+        dns.query.tcp(update, "127.0.0.1", port=self.port, timeout=5)
+
+    def txt(self, name: str) -> list[str]:
+
+        response = dns.query.tcp(
+            dns.message.make_query(name, "TXT"), "127.0.0.1", port=self.port, timeout=5
+        )
+        return [b"".join(r.strings).decode() for rrset in response.answer for r in rrset]
+
+
+@pytest.fixture(scope="session")
+def bind9(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bind9]:
+    named = need_binary("named")
+    directory = tmp_path_factory.mktemp("bind9")
+    port = free_port()
+    secret = base64.b64encode(secrets.token_bytes(32)).decode()
+    (directory / f"{ZONE}.zone").write_text(
+        f"$TTL 60\n@ IN SOA ns.{ZONE}. admin.{ZONE}. 1 60 60 600 60\n"
+        f"@ IN NS ns.{ZONE}.\nns IN A 127.0.0.1\n"
+    )
+    conf = directory / "named.conf"
+    conf.write_text(
+        f"""
+key "{TSIG_KEY}" {{ algorithm hmac-sha256; secret "{secret}"; }};
+options {{
+    directory "{directory}";
+    pid-file "{directory}/named.pid";
+    session-keyfile "{directory}/session.key";
+    managed-keys-directory "{directory}";
+    listen-on port {port} {{ 127.0.0.1; }};
+    listen-on-v6 {{ none; }};
+    recursion no;
+    dnssec-validation no;
+    notify no;
+}};
+controls {{ }};
+zone "{ZONE}" {{ type primary; file "{directory}/{ZONE}.zone"; allow-update {{ key "{TSIG_KEY}"; }}; }};
+"""
+    )
+    log = directory / "named.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [named, "-g", "-n", "1", "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_port(port, proc, "named", log)
+        yield Bind9(port, secret, directory, proc)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@dataclass
+class Pebble:
+    directory_url: str
+    management_url: str
+    trust_anchor: Path  # verifies Pebble's own HTTPS
+    http_port: int
+    eab_kid: str | None
+    eab_hmac: str | None
+    proc: subprocess.Popen[bytes] = field(repr=False)
+
+    def roots(self) -> list[x509.Certificate]:
+        text = requests.get(f"{self.management_url}/roots/0", verify=False, timeout=5).text
+        return x509.load_pem_x509_certificates(text.encode())
+
+
+def start_pebble(
+    directory: Path, bind9: Bind9, *, env: dict[str, str] | None = None, eab: bool = False
+) -> Pebble:
+    pebble = need_binary("pebble")
+    ca = CA.create("Pebble HTTPS test CA")
+    leaf, key = ca.issue(
+        "localhost", ["localhost", "127.0.0.1"], eku=[SERVER_AUTH], key_kind="ec", key_size=256
+    )
+    assert key is not None
+    cert_file, key_file = write_key_and_chain(directory, "pebble-https", leaf, key, [])
+    anchor = ca.write_bundle(directory / "pebble-https-root.pem")
+    port, mport, http_port = free_port(), free_port(), free_port()
+    kid, hmac = (
+        ("certd-kid", base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode())
+        if eab
+        else (None, None)
+    )
+    config: dict[str, object] = {
+        "listenAddress": f"127.0.0.1:{port}",
+        "managementListenAddress": f"127.0.0.1:{mport}",
+        "certificate": str(cert_file),
+        "privateKey": str(key_file),
+        "httpPort": http_port,
+        "tlsPort": free_port(),
+        "ocspResponderURL": "",
+        "externalAccountBindingRequired": eab,
+    }
+    if eab:
+        config["externalAccountMACKeys"] = {kid: hmac}
+    conf = directory / "pebble.json"
+    conf.write_text(json.dumps({"pebble": config}))
+    log = directory / "pebble.log"
+    full_env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_AUTHZREUSE": "0", **(env or {})}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [pebble, "-config", str(conf), "-dnsserver", f"127.0.0.1:{bind9.port}", "-strict"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+        )
+    wait_port(port, proc, "pebble", log)
+    wait_port(mport, proc, "pebble management", log)
+    return Pebble(
+        f"https://127.0.0.1:{port}/dir",
+        f"https://127.0.0.1:{mport}",
+        anchor,
+        http_port,
+        kid,
+        hmac,
+        proc,
+    )
+
+
+@pytest.fixture(scope="session")
+def pebble(tmp_path_factory: pytest.TempPathFactory, bind9: Bind9) -> Iterator[Pebble]:
+    server = start_pebble(tmp_path_factory.mktemp("pebble"), bind9, eab=True)
+    try:
+        yield server
+    finally:
+        server.proc.terminate()
+        server.proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def pebble_nonce_reject(tmp_path_factory: pytest.TempPathFactory, bind9: Bind9) -> Iterator[Pebble]:
+    server = start_pebble(
+        tmp_path_factory.mktemp("pebble-nonce"), bind9, env={"PEBBLE_WFE_NONCEREJECT": "40"}
+    )
+    try:
+        yield server
+    finally:
+        server.proc.terminate()
+        server.proc.wait(10)
+
+
+@dataclass
+class Harness:
+    """One CA connector kind against its server, as the contract suite drives it."""
+
+    kind: str
+    name: str
+    server: object
+    data_dir: Path
+    make_config: object  # (password_env, trust_anchor) -> config
+    set_manual: object  # (bool) -> None
+    approve: object  # () -> None
+    ca_submissions: object  # () -> int | None (None when the CA cannot tell)
+    submit_op: str = "submit"  # the metric op of a new submission
+    secret: str = ""  # the right value of the secret under password_env
+    connectors: list[object] = field(default_factory=list)
+
+    def names(self) -> list[str]:
+        host = f"exp-{secrets.token_hex(4)}.{ZONE}"
+        return [host, f"alt-{secrets.token_hex(3)}.{ZONE}"]
+
+    def connector(
+        self,
+        *,
+        wait: float = 30,
+        password_env: str = "CERTD_TEST_SECRET",
+        trust_anchor: Path | None = None,
+    ):  # type: ignore[no-untyped-def]
+
+        config = self.make_config(password_env, trust_anchor)  # type: ignore[operator]
+        if self.kind == "acme":
+            conn: object = ACMEConnector(
+                config, data_dir=self.data_dir, wait=timedelta(seconds=wait)
+            )
+        elif self.kind == "est":
+            conn = ESTConnector(config, data_dir=self.data_dir)
+        else:
+            conn = ADCSConnector(config, data_dir=self.data_dir)
+        self.connectors.append(conn)
+        return conn
+
+
+def est_harness(tmp_path: Path) -> Iterator[Harness]:
+
+    with ESTSimulator() as sim:
+
+        def config(env: str, anchor: Path | None) -> ESTConfig:
+            return ESTConfig(
+                "lab-est",
+                sim.url,
+                trust_anchor=anchor or sim.trust_anchor,
+                username="est",
+                password=Secret(f"env:{env}"),
+            )
+
+        def manual(on: bool) -> None:
+            sim.manual_approval = on
+
+        yield Harness(
+            "est",
+            "lab-est",
+            sim,
+            tmp_path,
+            config,
+            manual,
+            sim.approve_all,
+            lambda: sim.submissions,
+            "simpleenroll",
+            "est-secret",
+        )
+
+
+def adcs_harness(tmp_path: Path, auth: str = "ntlm") -> Iterator[Harness]:
+
+    with ADCSSimulator(extended_protection=True) as sim:
+
+        def config(env: str, anchor: Path | None) -> ADCSConfig:
+            return ADCSConfig(
+                "corp-adcs",
+                sim.url,
+                "CollabServerClient",
+                auth=auth,
+                trust_anchor=anchor or sim.trust_anchor,
+                username="CORP\\certd",
+                password=Secret(f"env:{env}"),
+            )
+
+        def manual(on: bool) -> None:
+            sim.manager_approval = on
+
+        yield Harness(
+            "adcs",
+            "corp-adcs",
+            sim,
+            tmp_path,
+            config,
+            manual,
+            sim.issue,
+            lambda: sim.submissions,
+            "submit",
+            "Adcs-Secret1",
+        )
+
+
+def acme_harness(tmp_path: Path, server: Pebble, bind9: Bind9, name: str = "pebble") -> Harness:
+
+    os.environ["CERTD_TEST_TSIG"] = bind9.tsig_secret
+    if server.eab_hmac:
+        os.environ["CERTD_TEST_EAB"] = server.eab_hmac
+    state = {"manual": False}
+
+    def config(env: str, anchor: Path | None) -> ACMEConfig:
+        return ACMEConfig(
+            name,
+            server.directory_url,
+            challenge="dns-01",
+            trust_anchor=anchor or server.trust_anchor,
+            eab_kid=server.eab_kid,
+            eab_hmac=Secret(f"env:{env}") if server.eab_hmac else None,
+            rfc2136=RFC2136Config(
+                "127.0.0.1",
+                bind9.port,
+                ZONE + ".",
+                TSIG_KEY,
+                Secret("env:CERTD_TEST_TSIG"),
+                propagation_timeout=timedelta(seconds=10),
+            ),
+        )
+
+    def manual(on: bool) -> None:
+        state["manual"] = on
+
+    return Harness(
+        "acme",
+        name,
+        server,
+        tmp_path,
+        config,
+        manual,
+        lambda: None,
+        lambda: None,
+        "new_order",
+        server.eab_hmac or "",
+    )
