@@ -1,1 +1,28 @@
 """CA connectors (ACME, EST, Microsoft AD CS) behind one interface (see base.py)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from monitor.config_ca import ACMEConfig, ADCSConfig, CAConfig, ESTConfig
+from renewers.ca.base import CAConnector
+
+
+def build_connector(
+    config: CAConfig, data_dir: Path, *, wait: timedelta = timedelta(minutes=2)
+) -> CAConnector:
+    """The connector for one `[ca.NAME]` table; `wait` bounds an ACME submit/poll call."""
+    if isinstance(config, ACMEConfig):
+        from renewers.ca.acme import ACMEConnector  # noqa: PLC0415 - loads acme/requests
+
+        return ACMEConnector(config, data_dir=data_dir, wait=wait)
+    if isinstance(config, ESTConfig):
+        from renewers.ca.est import ESTConnector  # noqa: PLC0415
+
+        return ESTConnector(config, data_dir=data_dir)
+    if isinstance(config, ADCSConfig):
+        from renewers.ca.adcs import ADCSConnector  # noqa: PLC0415
+
+        return ADCSConnector(config, data_dir=data_dir)
+    raise TypeError(f"unknown CA config {type(config).__name__}")

@@ -1,11 +1,14 @@
 """Real CA servers and lab simulators for the CA connector tests: BIND9 (RFC 2136 + TSIG),
 Pebble (ACME) pointed at that BIND9, the lab EST CA and the lab AD CS certsrv.
 
-Pebble and BIND9 start once per session; simulators per test. Import the fixtures you use.
+Pebble and BIND9 start once per session; simulators per test. A test module imports the
+fixture functions it uses (`bind9_server`, `pebble_server`, `harness_fixture`, ...); their
+fixture names are `bind9`, `pebble`, `harness`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -35,6 +38,7 @@ from monitor.config import Secret
 from monitor.config_ca import ACMEConfig, ADCSConfig, ESTConfig, RFC2136Config
 from renewers.ca.acme import ACMEConnector
 from renewers.ca.adcs import ADCSConnector
+from renewers.ca.base import CAConnector, Issued, Pending
 from renewers.ca.est import ESTConnector
 from tests.conftest import need_binary
 
@@ -102,8 +106,8 @@ class Bind9:
         return [b"".join(r.strings).decode() for rrset in response.answer for r in rrset]
 
 
-@pytest.fixture(scope="session")
-def bind9(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bind9]:
+@pytest.fixture(scope="session", name="bind9")
+def bind9_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bind9]:
     named = need_binary("named")
     directory = tmp_path_factory.mktemp("bind9")
     port = free_port()
@@ -212,8 +216,8 @@ def start_pebble(
     )
 
 
-@pytest.fixture(scope="session")
-def pebble(tmp_path_factory: pytest.TempPathFactory, bind9: Bind9) -> Iterator[Pebble]:
+@pytest.fixture(scope="session", name="pebble")
+def pebble_server(tmp_path_factory: pytest.TempPathFactory, bind9: Bind9) -> Iterator[Pebble]:
     server = start_pebble(tmp_path_factory.mktemp("pebble"), bind9, eab=True)
     try:
         yield server
@@ -222,8 +226,10 @@ def pebble(tmp_path_factory: pytest.TempPathFactory, bind9: Bind9) -> Iterator[P
         server.proc.wait(10)
 
 
-@pytest.fixture(scope="session")
-def pebble_nonce_reject(tmp_path_factory: pytest.TempPathFactory, bind9: Bind9) -> Iterator[Pebble]:
+@pytest.fixture(scope="session", name="pebble_nonce_reject")
+def pebble_nonce_reject_server(
+    tmp_path_factory: pytest.TempPathFactory, bind9: Bind9
+) -> Iterator[Pebble]:
     server = start_pebble(
         tmp_path_factory.mktemp("pebble-nonce"), bind9, env={"PEBBLE_WFE_NONCEREJECT": "40"}
     )
@@ -248,7 +254,14 @@ class Harness:
     ca_submissions: object  # () -> int | None (None when the CA cannot tell)
     submit_op: str = "submit"  # the metric op of a new submission
     secret: str = ""  # the right value of the secret under password_env
+
+    toml: str = ""  # the [ca.NAME] table(s) for a config file, secrets as env: references
     connectors: list[object] = field(default_factory=list)
+
+    def write_config(self, directory: Path) -> Path:
+        path = directory / "certd.toml"
+        path.write_text(f'[daemon]\ndata_dir = "{self.data_dir}"\n\n{self.toml}')
+        return path
 
     def names(self) -> list[str]:
         host = f"exp-{secrets.token_hex(4)}.{ZONE}"
@@ -291,6 +304,13 @@ def est_harness(tmp_path: Path) -> Iterator[Harness]:
         def manual(on: bool) -> None:
             sim.manual_approval = on
 
+        toml = f"""[ca.lab-est]
+kind = "est"
+url = "{sim.url}"
+trust_anchor = "{sim.trust_anchor}"
+username = "est"
+password = "env:CERTD_TEST_SECRET"
+"""
         yield Harness(
             "est",
             "lab-est",
@@ -302,6 +322,7 @@ def est_harness(tmp_path: Path) -> Iterator[Harness]:
             lambda: sim.submissions,
             "simpleenroll",
             "est-secret",
+            toml,
         )
 
 
@@ -323,6 +344,15 @@ def adcs_harness(tmp_path: Path, auth: str = "ntlm") -> Iterator[Harness]:
         def manual(on: bool) -> None:
             sim.manager_approval = on
 
+        toml = f"""[ca.corp-adcs]
+kind = "adcs"
+url = "{sim.url}"
+template = "CollabServerClient"
+auth = "{auth}"
+username = 'CORP\\certd'
+password = "env:CERTD_TEST_SECRET"
+trust_anchor = "{sim.trust_anchor}"
+"""
         yield Harness(
             "adcs",
             "corp-adcs",
@@ -334,6 +364,7 @@ def adcs_harness(tmp_path: Path, auth: str = "ntlm") -> Iterator[Harness]:
             lambda: sim.submissions,
             "submit",
             "Adcs-Secret1",
+            toml,
         )
 
 
@@ -342,7 +373,7 @@ def acme_harness(tmp_path: Path, server: Pebble, bind9: Bind9, name: str = "pebb
     os.environ["CERTD_TEST_TSIG"] = bind9.tsig_secret
     if server.eab_hmac:
         os.environ["CERTD_TEST_EAB"] = server.eab_hmac
-    state = {"manual": False}
+    state = {"manual": False}  # ACME has no approval: wait=0 leaves the order pending
 
     def config(env: str, anchor: Path | None) -> ACMEConfig:
         return ACMEConfig(
@@ -365,6 +396,24 @@ def acme_harness(tmp_path: Path, server: Pebble, bind9: Bind9, name: str = "pebb
     def manual(on: bool) -> None:
         state["manual"] = on
 
+    eab = (
+        f'eab_kid = "{server.eab_kid}"\neab_hmac = "env:CERTD_TEST_SECRET"\n'
+        if server.eab_kid
+        else ""
+    )
+    toml = f"""[ca.{name}]
+kind = "acme"
+directory = "{server.directory_url}"
+trust_anchor = "{server.trust_anchor}"
+challenge = "dns-01"
+{eab}
+[ca.{name}.rfc2136]
+server = "127.0.0.1:{bind9.port}"
+zone = "{ZONE}"
+tsig_key = "{TSIG_KEY}"
+tsig_secret = "env:CERTD_TEST_TSIG"
+propagation_timeout = "10s"
+"""
     return Harness(
         "acme",
         name,
@@ -376,4 +425,40 @@ def acme_harness(tmp_path: Path, server: Pebble, bind9: Bind9, name: str = "pebb
         lambda: None,
         "new_order",
         server.eab_hmac or "",
+        toml,
     )
+
+
+@pytest.fixture(params=["est", "adcs", "acme"], name="harness")
+def harness_fixture(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Harness]:
+    """Each connector against its server (ACME: session Pebble + BIND9)."""
+    gen: Iterator[Harness] = iter(())
+    if request.param == "est":
+        gen = est_harness(tmp_path)
+        h = next(gen)
+    elif request.param == "adcs":
+        gen = adcs_harness(tmp_path)
+        h = next(gen)
+    else:
+        h = acme_harness(
+            tmp_path, request.getfixturevalue("pebble"), request.getfixturevalue("bind9")
+        )
+    monkeypatch.setenv("CERTD_TEST_SECRET", h.secret)
+    yield h
+    for conn in h.connectors:
+        asyncio.run(conn.aclose())  # type: ignore[attr-defined]
+    for _ in gen:
+        pass
+
+
+async def until_issued(conn: CAConnector, result: Issued | Pending, timeout: float = 30) -> Issued:
+    """Poll a pending result until issued (fails the test after `timeout`)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while isinstance(result, Pending):
+        assert loop.time() < deadline, f"still pending: {result.reason}"
+        await asyncio.sleep(0.2)
+        result = await conn.poll(result.handle)
+    return result

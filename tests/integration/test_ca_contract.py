@@ -3,9 +3,7 @@ against real Pebble answering DNS-01 through a real BIND9."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,51 +12,17 @@ from prometheus_client import REGISTRY
 
 from lab.pki import CA
 from monitor.errors import CAError
-from renewers.ca.base import CAConnector, Capabilities, Issued, Pending
-from tests.integration.ca_servers import (
+from renewers.ca.base import CAConnector, Capabilities, Pending
+from tests.integration.ca_servers import (  # noqa: F401 - fixtures
     Harness,
-    acme_harness,
-    adcs_harness,
-    bind9,  # noqa: F401 - fixture
-    est_harness,
+    bind9_server,
+    harness_fixture,
     make_csr,
-    pebble,  # noqa: F401 - fixture
+    pebble_server,
+    until_issued,
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(params=["est", "adcs", "acme"])
-def harness(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Harness]:
-    if request.param == "est":
-        gen: Iterator[Harness] = est_harness(tmp_path)
-        h = next(gen)
-    elif request.param == "adcs":
-        gen = adcs_harness(tmp_path)
-        h = next(gen)
-    else:
-        gen = iter(())
-        h = acme_harness(
-            tmp_path, request.getfixturevalue("pebble"), request.getfixturevalue("bind9")
-        )
-    monkeypatch.setenv("CERTD_TEST_SECRET", h.secret)
-    yield h
-    for conn in h.connectors:
-        asyncio.run(conn.aclose())  # type: ignore[attr-defined]
-    for _ in gen:
-        pass
-
-
-async def until_issued(conn: CAConnector, result: Issued | Pending, timeout: float = 30) -> Issued:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while isinstance(result, Pending):
-        assert loop.time() < deadline, f"still pending: {result.reason}"
-        await asyncio.sleep(0.2)
-        result = await conn.poll(result.handle)
-    return result
 
 
 def sans(cert: x509.Certificate) -> set[str]:
