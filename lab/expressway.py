@@ -300,6 +300,12 @@ class ExpresswaySim:
         finally:
             self.restarting = False
 
+    def install_now(self, cert: x509.Certificate, key: PrivateKey) -> None:
+        """Shortcut for tests and the demo: install and activate a cert without a restart."""
+        self.installed = self.active = _Keyed(cert, key)
+        for listener in self._listeners:
+            listener.context = self._tls()
+
     def _spawn_restart(self) -> None:
         task = asyncio.create_task(self.restart())
         self._tasks.add(task)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,23 +126,33 @@ class HttpApi:
         step: str,
         json_body: Any = None,
         files: list[FilePart] | None = None,
+        text_body: str | None = None,
+        content_type: str = "text/plain",
+        extra_headers: dict[str, str] | None = None,
+        final: Callable[[Reply], bool] | None = None,
         expect: tuple[int, ...] = (200, 201, 202, 204),
         allow: tuple[int, ...] = (),
         deadline: float | None = None,
         retries: int | None = None,
     ) -> Reply:
-        """Send one request; statuses in `expect` or `allow` are returned, others raise."""
+        """Send one request; statuses in `expect` or `allow` are returned, others raise.
+
+        5xx answers are retried unless `final(reply)` says the answer is the last word
+        (a SOAP fault, for instance)."""
         await self.open()
         assert self._session is not None
         url = self.base_url + path
         headers = {"Authorization": self._auth, "Accept": "application/json, text/plain, */*"}
         if method in MUTATING:
             headers[CSRF_HEADER] = CSRF_VALUE
+        if text_body is not None:
+            headers["Content-Type"] = content_type
+        headers.update(extra_headers or {})
         attempts = (self._retries if retries is None else retries) + 1
         client_timeout = aiohttp.ClientTimeout(total=deadline or self._timeout)
         reply: Reply | None = None
         for attempt in range(1, attempts + 1):
-            data: aiohttp.FormData | None = None
+            data: aiohttp.FormData | str | None = text_body
             if files:
                 data = aiohttp.FormData()
                 for part in files:
@@ -182,7 +193,7 @@ class HttpApi:
                     f"cannot reach {url} after {attempts} attempts ({_short(exc)})",
                     f"check the address, the port and that the {self._product} is running",
                 ) from exc
-            if reply.status >= 500 and attempt < attempts:
+            if reply.status >= 500 and attempt < attempts and not (final and final(reply)):
                 await self._pause(step, attempt, f"HTTP {reply.status}")
                 continue
             break

@@ -99,10 +99,9 @@ class ExpresswayClientConfig:
             "password": target.password.reveal(),
             "api_port": target.api_port,
             "api_ca_file": target.api_ca_file,
+            "ssh_port": target.ssh_port,
+            "ssh_known_hosts": target.ssh_known_hosts,
         }
-        for key in ("ssh_port", "ssh_known_hosts"):
-            if getattr(target, key, None) is not None:
-                values[key] = getattr(target, key)
         values.update(overrides)
         return cls(**values)
 
