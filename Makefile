@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+# pip prints a warning per package for this machine's unused local indexes; hide only those.
+QUIET_PIP := { grep -v '^WARNING: Location' || true; }
 
 .PHONY: demo test lint bench debs venv clean
 
@@ -10,13 +14,14 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
+	$(PY) -m pip install -q -e '.[test]' 2>&1 | $(QUIET_PIP)
+	$(PY) -c 'import monitor, acme, spnego, dns'
 	touch $(STAMP)
 
 # Debian packages the tests start on loopback (installed once, services not auto-started).
 debs:
-	bash scripts/install-debs.sh prometheus prometheus-alertmanager
+	bash scripts/install-debs.sh prometheus prometheus-alertmanager postgresql pebble bind9
 
 lint: venv
 	$(VENV)/bin/ruff check monitor renewers alerts lab tests
