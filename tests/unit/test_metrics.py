@@ -1,0 +1,73 @@
+"""The state collector: series come from current state and vanish with it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from alerts.metrics import StateCollector
+from monitor.config import Endpoint, ExpresswayConfig
+from monitor.facts import facts_from_x509
+from monitor.watch import EndpointState
+
+
+def state(target: str, port: int, facts=None, ok: bool = True) -> EndpointState:
+    now = datetime.now(UTC)
+    return EndpointState(
+        target=target, endpoint=Endpoint("10.0.0.1", port, "mra"), observed_at=now, ok=ok,
+        error_class=None if ok else "timeout", error=None, duration=0.012, tls_version="TLSv1.3",
+        ok_observed_at=now if facts else None, facts=facts, chain_verified=bool(facts),
+        last_change_at=now if facts else None,
+        eku_problem="missing clientAuth" if target == "bad-eku" else None,
+    )  # fmt: skip
+
+
+def render(states, targets) -> str:
+    registry = CollectorRegistry()
+    registry.register(StateCollector(lambda: states, lambda: targets, "1.2.3"))
+    return generate_latest(registry).decode()
+
+
+def test_series_follow_state_and_config(make_cert):
+    facts = facts_from_x509(make_cert("expe.example.com", ["expe.example.com"]))
+    targets = [
+        ExpresswayConfig("expe", "expe.example.com", "e", (), cluster="edge.example.com"),
+        ExpresswayConfig("bad-eku", "b.example.com", "c", ()),
+    ]
+    states = {
+        ("expe", "10.0.0.1", 8443): state("expe", 8443, facts),
+        ("expe", "10.0.0.1", 7001): state("expe", 7001, None, ok=False),
+        ("bad-eku", "10.0.0.1", 443): state("bad-eku", 443, facts),
+        ("gone", "10.0.0.1", 443): state("gone", 443, facts),  # no longer configured
+    }
+    text = render(states, targets)
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+
+    def value(name: str, target: str, port: int) -> float | None:
+        labels = {"host": "10.0.0.1", "port": str(port), "service": "mra", "target": target}
+        return samples.get((name, tuple(sorted(labels.items()))))
+
+    assert value("expressway_cert_not_after_timestamp_seconds", "expe", 8443) == pytest.approx(
+        facts.not_after.timestamp()
+    )
+    assert value("expressway_probe_success", "expe", 8443) == 1.0
+    assert value("expressway_cert_chain_ok", "expe", 8443) == 1.0
+    assert value("expressway_probe_duration_seconds", "expe", 8443) == pytest.approx(0.012)
+    # a failing endpoint that never served a cert: probe series only
+    assert value("expressway_probe_success", "expe", 7001) == 0.0
+    assert value("expressway_cert_not_after_timestamp_seconds", "expe", 7001) is None
+    assert value("expressway_cert_eku_ok", "bad-eku", 443) == 0.0
+    assert value("expressway_cert_eku_ok", "expe", 8443) == 1.0
+    assert f'sha256="{facts.sha256}"' in text and 'cluster="edge.example.com"' in text
+    assert 'target="gone"' not in text
+    assert 'expressway_certd_build_info{version="1.2.3"} 1.0' in text
+
+    del states[("expe", "10.0.0.1", 8443)]
+    assert 'port="8443"' not in render(states, targets)
