@@ -21,6 +21,8 @@ COMMAND_MODULES = (
     "monitor.cmd_run",
     "monitor.cmd_demo",
     "renewers.cmd_ca",
+    "renewers.cmd_device",
+    "lab.cmd_lab",
 )
 
 
