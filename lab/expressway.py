@@ -462,7 +462,6 @@ class ExpresswaySim:
                 "SystemName": self.name,
                 "SoftwareVersion": self.version,
                 "ProductName": f"Cisco Expressway-{self.role.upper()}",
-                "RestartRequired": self.installed.cert != self.active.cert,
             }
         )
 

@@ -413,11 +413,13 @@ class ExpresswayClient:
             )
 
     async def wait_until_restarted(self) -> None:
-        """Poll until the API has been seen down and then answers again."""
+        """Poll until the API has been seen down and then answers again. Polls start at
+        0.1 s and double up to `poll_interval`, so a quick restart is not missed."""
         loop = asyncio.get_running_loop()
         cfg = self.config
         start = loop.time()
         seen_down = False
+        pause = min(0.1, cfg.poll_interval)
         while True:
             up = await self._api_answers()
             now = loop.time() - start
@@ -438,7 +440,8 @@ class ExpresswayClient:
                     f"{self.target}: restart: the API did not answer again within "
                     f"{cfg.restart_timeout:g}s; check the box's console"
                 )
-            await asyncio.sleep(cfg.poll_interval)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, cfg.poll_interval)
 
     async def _api_answers(self) -> bool:
         method, path = OPERATIONS["read system information"]

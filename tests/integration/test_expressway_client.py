@@ -297,6 +297,23 @@ async def test_simulator_requires_csrf_header_on_restart(sim: ExpresswaySim) -> 
     assert sim.restart_count == 0
 
 
+async def test_simulator_before_x14_2_restarts_without_csrf_header(tmp_path: Path) -> None:
+    box = await ExpresswaySim("expe-old", version="X12.7", workdir=tmp_path).start()
+    try:
+        status, _ = await raw_post(box, "/provisioning/restart")
+        assert status == 200
+        assert box.restart_count == 1
+    finally:
+        await box.stop()
+
+
+async def test_quick_restart_is_not_missed_with_a_slow_poll_interval(sim: ExpresswaySim) -> None:
+    sim.restart_seconds = 0.4
+    async with ExpresswayClient(client_config(sim, poll_interval=5.0)) as c:
+        await asyncio.wait_for(c.restart(), 5)
+    assert sim.restart_count == 1
+
+
 async def test_every_mutating_call_carries_the_csrf_header(
     sim: ExpresswaySim, client: ExpresswayClient
 ) -> None:
@@ -387,7 +404,7 @@ async def test_dropped_connections_are_retried(
 async def test_slow_answer_times_out_and_is_not_retried(sim: ExpresswaySim) -> None:
     async with ExpresswayClient(client_config(sim, timeout=0.5)) as c:
         await c.capabilities()
-        sim.inject_fault("slow", path="/api/provisioning/certs/generate_csr", delay=2.0)
+        sim.inject_fault("slow", path="/api/provisioning/certs/generate_csr", delay=1.0)
         with pytest.raises(DeviceError, match="no answer"):
             await c.generate_csr(CsrRequest(key_length=2048))
     assert len(paths(sim, "POST", "/generate_csr")) == 1
