@@ -127,10 +127,108 @@ class ExpiryWindowEntered(EndpointEvent):
         )
 
 
+@dataclass(frozen=True, kw_only=True)
+class RenewalDue(Event):
+    """The renewal policy says this target's certificate must be renewed."""
+
+    type: ClassVar[str] = "RenewalDue"
+    reason: str
+    message: str
+
+    def summary(self) -> str:
+        return f"{self.target}: renewal due ({self.reason}): {self.message}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageEvent(Event):
+    """Base of the renewal pipeline's stage events; `stage` is a pipeline stage name."""
+
+    stage: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageStarted(StageEvent):
+    type: ClassVar[str] = "StageStarted"
+
+    def summary(self) -> str:
+        return f"{self.target}: renewal {self.renewal_id} stage {self.stage} started"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageSucceeded(StageEvent):
+    type: ClassVar[str] = "StageSucceeded"
+    detail: str = ""
+
+    def summary(self) -> str:
+        extra = f": {self.detail}" if self.detail else ""
+        return f"{self.target}: renewal {self.renewal_id} stage {self.stage} done{extra}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageWaiting(StageEvent):
+    type: ClassVar[str] = "StageWaiting"
+    until: str  # ISO 8601 UTC
+    why: str
+
+    def summary(self) -> str:
+        return f"{self.target}: renewal {self.renewal_id} {self.stage} waits until {self.until}: {self.why}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageFailed(StageEvent):
+    type: ClassVar[str] = "StageFailed"
+    severity: ClassVar[str] = "critical"
+    why: str
+    retry_at: str | None = None  # ISO 8601 UTC; None when an operator must act
+
+    def summary(self) -> str:
+        retry = f"; retry at {self.retry_at}" if self.retry_at else ""
+        return (
+            f"{self.target}: renewal {self.renewal_id} stage {self.stage} failed: {self.why}{retry}"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RenewalBlocked(StageEvent):
+    type: ClassVar[str] = "RenewalBlocked"
+    severity: ClassVar[str] = "critical"
+    why: str
+
+    def summary(self) -> str:
+        return f"{self.target}: renewal {self.renewal_id} blocked at {self.stage}: {self.why}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalRequired(StageEvent):
+    type: ClassVar[str] = "ApprovalRequired"
+    severity: ClassVar[str] = "warning"
+    why: str
+
+    def summary(self) -> str:
+        return (
+            f"{self.target}: renewal {self.renewal_id} awaits approval ({self.why}); "
+            f"run: expressway-certd approve {self.renewal_id}"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RenewalCompleted(Event):
+    type: ClassVar[str] = "RenewalCompleted"
+    new_sha256: str
+    not_after: str
+
+    def summary(self) -> str:
+        return (
+            f"{self.target}: renewal {self.renewal_id} complete; serving {self.new_sha256[:16]} "
+            f"until {self.not_after}"
+        )
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (ProbeFailed, ProbeRecovered, CertChanged, SANsChanged, IssuerChanged,
-                ExpiryWindowEntered)
+                ExpiryWindowEntered, RenewalDue, StageStarted, StageSucceeded, StageWaiting,
+                StageFailed, RenewalBlocked, ApprovalRequired, RenewalCompleted)
 }  # fmt: skip
 
 Subscriber = Callable[[Event], Awaitable[None]]
