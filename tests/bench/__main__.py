@@ -1,0 +1,40 @@
+"""`python -m tests.bench [NAME ...]`: run every `bench_*.py` module's `main()`, or the named ones
+(`probe` or `bench_probe`). Benchmarks print their figures; they never fail on a timing."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+import sys
+import time
+from pathlib import Path
+
+
+def available() -> list[str]:
+    here = str(Path(__file__).parent)
+    return sorted(m.name for m in pkgutil.iter_modules([here]) if m.name.startswith("bench_"))
+
+
+def main(argv: list[str]) -> int:
+    names = available()
+    wanted = [a if a.startswith("bench_") else f"bench_{a}" for a in argv] or names
+    unknown = [w for w in wanted if w not in names]
+    if unknown:
+        print(f"unknown benchmark {', '.join(unknown)}; available: {', '.join(names)}")
+        return 2
+    for name in wanted:
+        print(f"== {name}", flush=True)
+        started = time.monotonic()
+        entry = importlib.import_module(f"tests.bench.{name}").main
+        # main(argv) gets no options (its defaults); a main() without parameters is fine too.
+        if inspect.signature(entry).parameters:
+            entry([])
+        else:
+            entry()
+        print(f"== {name}: {time.monotonic() - started:.0f} s\n", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,232 @@
+"""The daemon at scale: RSS while monitoring 10,000 endpoints polled every minute, and the time to
+render /metrics for them.
+
+2,000 simulated Expressway-Es x 5 endpoints (four direct TLS ports and XMPP STARTTLS), each box
+serving its own RSA-2048 leaf by SNI from the farm process, all on loopback addresses
+127.0.0.1..127.0.0.H. The daemon runs as `expressway-certd run` in its own process with SQLite
+state; RSS and CPU are read from /proc after each full poll cycle. A baseline daemon monitoring
+one box gives what the interpreter and libraries cost before any endpoint state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.bench.farm import PORTS_PER_HOST, Farm, target_name
+from tests.bench.measure import cpu_seconds, free_port, http_get, machine, rss_bytes, table
+
+MiB = 1024 * 1024
+SERVICES = ("https", "sip-tls", "traversal", "mra", "xmpp")
+
+
+def config_toml(
+    farm: Farm, targets: int, *, listen: str, state: Path, poll_interval: str, concurrency: int
+) -> str:
+    lines = [
+        "[daemon]",
+        f'listen = "{listen}"',
+        f'state = "{state}"',
+        f'poll_interval = "{poll_interval}"',
+        'probe_timeout = "10s"',
+        f"concurrency = {concurrency}",
+        f'trust_bundle = "{farm.bundle}"',
+        'log_level = "warning"',
+        "",
+    ]
+    per_host = len(PORTS_PER_HOST)
+    hosts = len(farm.ports) // per_host
+    for i in range(targets):
+        name = target_name(i)
+        ports = farm.ports[(i % hosts) * per_host : (i % hosts + 1) * per_host]
+        lines += [
+            "[[expressway]]",
+            f'name = "{name.split(".")[0]}"',
+            'role = "e"',
+            'version = "X15.4"',
+            f'address = "{name}"',
+            "endpoints = [",
+        ]
+        for (host, port, mode), service in zip(ports, SERVICES, strict=True):
+            starttls = ', starttls = "xmpp"' if mode == "xmpp" else ""
+            lines.append(
+                f'  {{ host = "{host}", port = {port}, service = "{service}", '
+                f'sni = "{name}"{starttls} }},'
+            )
+        lines += ["]", ""]
+    return "\n".join(lines)
+
+
+@dataclass
+class Daemon:
+    """`expressway-certd run` in a child process."""
+
+    directory: Path
+    process: subprocess.Popen[bytes]
+    port: int
+    started: float
+    log: Path
+    cycles: list[dict[str, float]] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, farm: Farm, directory: Path, targets: int, concurrency: int) -> Daemon:
+        directory.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        config = directory / "certd.toml"
+        config.write_text(
+            config_toml(
+                farm,
+                targets,
+                listen=f"127.0.0.1:{port}",
+                state=directory / "state.db",
+                poll_interval="1m",
+                concurrency=concurrency,
+            )
+        )
+        log = directory / "daemon.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "monitor.cli", "run", "--config", str(config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        return cls(directory, process, port, time.monotonic(), log)
+
+    def polls_completed(self) -> int:
+        if self.process.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"daemon exited with {self.process.returncode}:\n{tail}")
+        try:
+            _, body, _ = http_get("127.0.0.1", self.port, "/readyz", timeout=10)
+        except (OSError, TimeoutError):
+            return -1  # not listening yet
+        return int(json.loads(body).get("polls_completed", 0))
+
+    def wait_polls(self, count: int, timeout: float) -> float:
+        """Seconds since start until `count` target polls completed."""
+        deadline = time.monotonic() + timeout
+        while self.polls_completed() < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"daemon completed fewer than {count} polls in {timeout:g}s")
+            time.sleep(0.25)
+        return time.monotonic() - self.started
+
+    def metrics(self, times: int) -> tuple[list[float], int, int]:
+        """Render /metrics `times` times: (seconds each, body bytes, sample lines)."""
+        seconds = []
+        body = b""
+        for _ in range(times):
+            status, body, took = http_get("127.0.0.1", self.port, "/metrics", timeout=60)
+            if status != 200:
+                raise RuntimeError(f"/metrics answered {status}")
+            seconds.append(took)
+        samples = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+        return seconds, len(body), samples
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def bench(targets: int, hosts: int, cycles: int, concurrency: int, renders: int) -> str:
+    endpoints = targets * len(PORTS_PER_HOST)
+    directory = Path(tempfile.mkdtemp(prefix="certd-bench-daemon-"))
+    result: dict[str, Any] = {}
+    try:
+        with Farm.start(directory / "farm", targets=targets, hosts=hosts) as farm:
+            base = Daemon.start(farm, directory / "baseline", 1, concurrency)
+            try:
+                base.wait_polls(1, 60)
+                result["base_rss"] = rss_bytes(base.process.pid)[0]
+            finally:
+                base.stop()
+
+            daemon = Daemon.start(farm, directory / "full", targets, concurrency)
+            try:
+                pid = daemon.process.pid
+                cpu = 0.0
+                for n in range(1, cycles + 1):
+                    took = daemon.wait_polls(n * targets, 60 * n + 120)
+                    rss, hwm = rss_bytes(pid)
+                    cpu_now = cpu_seconds(pid)
+                    daemon.cycles.append({"at": took, "rss": rss, "hwm": hwm, "cpu": cpu_now - cpu})
+                    cpu = cpu_now
+                    print(
+                        f"  poll cycle {n}/{cycles} done {took:.1f}s after start: "
+                        f"RSS {rss / MiB:.1f} MiB (peak {hwm / MiB:.1f}), "
+                        f"daemon CPU {daemon.cycles[-1]['cpu']:.1f}s",
+                        flush=True,
+                    )
+                    if n == 1:
+                        result["render"] = daemon.metrics(renders)
+            finally:
+                daemon.stop()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+    first, last = daemon.cycles[0], daemon.cycles[-1]
+    seconds, size, samples = result["render"]
+    render_ms = 1000 * statistics.median(seconds)
+    per_endpoint = (last["rss"] - result["base_rss"]) / endpoints
+    cycle = f"poll cycle {len(daemon.cycles)}"
+    rows = [
+        ("endpoints (targets x endpoints)", f"{endpoints} ({targets} x 5)", ""),
+        ("first poll cycle completed", f"{first['at']:.1f} s after start", "< 60 s"),
+        (
+            f"RSS after {cycle}",
+            f"{last['rss'] / MiB:.1f} MiB (peak {last['hwm'] / MiB:.1f})",
+            "< 150 MiB",
+        ),
+        ("RSS after poll cycle 1", f"{first['rss'] / MiB:.1f} MiB", ""),
+        ("RSS of a daemon watching 1 target", f"{result['base_rss'] / MiB:.1f} MiB", ""),
+        ("RSS per endpoint beyond that", f"{per_endpoint / 1024:.1f} KiB", ""),
+        (
+            f"daemon CPU in {cycle}",
+            f"{last['cpu']:.1f} s ({1000 * last['cpu'] / endpoints:.2f} ms per endpoint)",
+            "",
+        ),
+        (
+            f"GET /metrics (median of {len(seconds)})",
+            f"{render_ms:.0f} ms (min {1000 * min(seconds):.0f}, max {1000 * max(seconds):.0f})",
+            "< 250 ms",
+        ),
+        ("/metrics size", f"{size / MiB:.1f} MiB, {samples} samples", ""),
+    ]
+    title = (
+        f"Daemon at scale: {endpoints} endpoints polled every minute, concurrency {concurrency}\n"
+        f"machine: {machine()}"
+    )
+    return table(title, ["", "expressway-certd", "target"], rows)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="bench_daemon", description=__doc__)
+    parser.add_argument("--targets", type=int, default=2000, help="Expressways, 5 endpoints each")
+    parser.add_argument("--hosts", type=int, default=4, help="loopback addresses to spread over")
+    parser.add_argument("--cycles", type=int, default=2, help="poll cycles to wait for")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--renders", type=int, default=7, help="GET /metrics this many times")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    print(bench(args.targets, args.hosts, args.cycles, args.concurrency, args.renders))
+
+
+if __name__ == "__main__":
+    main()
