@@ -291,11 +291,15 @@ class ExpresswaySim:
                 self._site = None
             for listener in self._listeners:
                 await listener.stop()
+            if self._ssh is not None:
+                await self._ssh.stop()
             await asyncio.sleep(self.restart_seconds)
             self.active = self.installed
             for listener in self._listeners:
                 listener.context = self._tls()
                 await listener.start()
+            if self._ssh is not None:
+                await self._ssh.start()
             await self._start_site()
         finally:
             self.restarting = False

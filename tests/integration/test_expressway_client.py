@@ -244,6 +244,9 @@ async def test_restart_takes_listeners_down(sim: ExpresswaySim, client: Expressw
     await asyncio.sleep(0.2)
     with pytest.raises(OSError):
         await served_cert(sim.listeners[0])
+    for port in (sim.api_port, sim.ssh_port):
+        with pytest.raises(OSError):
+            await asyncio.open_connection(sim.host, port)
     await client.wait_until_restarted()
     assert await served_cert(sim.listeners[0]) == sim.active.cert
 
