@@ -12,9 +12,10 @@ Usage (demo, tests, `expressway-certd lab`)::
         print(lab.describe())                # addresses and credentials
 
 `Lab(workdir, *, version="X15.4", c_version=None, e_version=None, restart_seconds=2.0,
-service_restart_seconds=1.0, port_base=None, host="127.0.0.1", ca=None)`: `port_base` gives
-fixed ports (C from port_base, E from port_base+10, Unified CM from port_base+20), else
-random free ports. Imports nothing from monitor/, renewers/ or alerts/.
+service_restart_seconds=1.0, port_base=None, host="127.0.0.1", ca=None, cert_days=365)`:
+`port_base` gives fixed ports (C from port_base, E from port_base+10, Unified CM from
+port_base+20), else random free ports; `cert_days` is the lifetime left on the initial server
+certificates (short to make the monitor renew them); `ca` lets the caller share a CA. Imports nothing from monitor/, renewers/ or alerts/.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Lab:
         port_base: int | None = None,
         host: str = "127.0.0.1",
         ca: CA | None = None,
+        cert_days: float = 365,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -67,6 +69,7 @@ class Lab:
             api_port=port(0),
             ssh_port=port(9),
             restart_seconds=restart_seconds,
+            cert_days=cert_days,
             workdir=self.workdir / "expe-c1",
         )
         self.expressway_e = ExpresswaySim(
@@ -81,6 +84,7 @@ class Lab:
             api_port=port(10),
             ssh_port=port(19),
             restart_seconds=restart_seconds,
+            cert_days=cert_days,
             workdir=self.workdir / "expe-e1",
         )
         self.cucm = CucmSim(
@@ -121,6 +125,10 @@ class Lab:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+    @property
+    def expressways(self) -> list[ExpresswaySim]:
+        return [self.expressway_c, self.expressway_e]
 
     @property
     def ca_bundle_path(self) -> Path:
