@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from monitor.durations import parse_duration
+from monitor.durations import Fraction, parse_duration, parse_duration_or_fraction
 from monitor.errors import ConfigError
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
@@ -90,6 +90,34 @@ class Endpoint:
         return f"{host}:{self.port}"
 
 
+APPROVAL_MODES = ("auto", "manual", "manual-if-ca-changed")
+DEFAULT_RENEW_BEFORE = Fraction(1, 3)
+
+
+@dataclass(frozen=True)
+class MaintenanceWindow:
+    """When restarts may happen: a cron expression (start) in a time zone, for a duration."""
+
+    cron: str
+    timezone: str = "UTC"
+    duration: timedelta = timedelta(hours=2)
+
+
+@dataclass(frozen=True)
+class RenewalConfig:
+    """How one Expressway's certificate is renewed (keys of its `[expressway.renewal]`)."""
+
+    ca: str
+    renew_before: timedelta | Fraction = DEFAULT_RENEW_BEFORE
+    approval: str = "auto"
+    maintenance_window: MaintenanceWindow | None = None  # None: restart at once
+    extra_sans: tuple[str, ...] = ()
+    key_length: int = 4096
+    digest: str = "sha256"
+    subject: tuple[tuple[str, str], ...] = ()  # Country, Province, Locality, Organization ...
+    verify_timeout: timedelta = timedelta(minutes=10)
+
+
 @dataclass(frozen=True)
 class ExpresswayConfig:
     """One `[[expressway]]` entry: a box, how to reach its API and which TLS ports to watch."""
@@ -109,6 +137,7 @@ class ExpresswayConfig:
     ssh_known_hosts: Path | None = None  # None: ~/.ssh/known_hosts
     traversal_peer: str | None = None  # name of the [[expressway]] at the other end
     unified_cm: str | None = None  # name of the [[unified_cm]] behind this Expressway-C
+    renewal: RenewalConfig | None = None  # None: monitored only, never renewed
 
 
 @dataclass(frozen=True)
@@ -433,7 +462,7 @@ def _parse_expressway(file: Path, index: int, table: Any, check_files: bool) -> 
         {
             "name", "address", "role", "endpoints", "cluster", "version", "username",
             "password", "api_port", "api_ca_file", "ca_file", "ssh_port", "ssh_known_hosts",
-            "traversal_peer", "unified_cm",
+            "traversal_peer", "unified_cm", "renewal",
         },
         check_files=check_files,
     )  # fmt: skip
@@ -483,7 +512,102 @@ def _parse_expressway(file: Path, index: int, table: Any, check_files: bool) -> 
         ssh_known_hosts=_known_hosts(s, file.parent),
         traversal_peer=s.get_str("traversal_peer"),
         unified_cm=s.get_str("unified_cm"),
+        renewal=_parse_renewal(s, table.get("renewal"), check_files),
     )
+
+
+CSR_SUBJECT_KEYS = (
+    "Country",
+    "Province",
+    "Locality",
+    "Organization",
+    "OrganizationalUnit",
+    "Email",
+)
+
+
+def _parse_renewal(parent: _Section, table: Any, check_files: bool) -> RenewalConfig | None:
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise parent.error("renewal", "must be a table: [expressway.renewal] after the entry")
+    s = _Section(
+        parent.file,
+        f"{parent.path}.renewal",
+        table,
+        {
+            "ca", "renew_before", "approval", "maintenance_window", "extra_sans", "key_length",
+            "digest", "subject", "verify_timeout",
+        },
+        check_files=check_files,
+    )  # fmt: skip
+    ca = s.get_str("ca", required=True) or ""
+    renew_before: timedelta | Fraction = DEFAULT_RENEW_BEFORE
+    if s.has("renew_before"):
+        try:
+            renew_before = parse_duration_or_fraction(table["renew_before"])
+        except ValueError as exc:
+            raise s.error("renew_before", f"{exc}; e.g. '30d' or '1/3' (of the lifetime)") from exc
+    approval = s.get_str("approval", "auto") or "auto"
+    if approval not in APPROVAL_MODES:
+        raise s.error("approval", f"must be one of {', '.join(APPROVAL_MODES)}, got {approval!r}")
+    extra = table.get("extra_sans", [])
+    if not isinstance(extra, list) or not all(isinstance(x, str) and x for x in extra):
+        raise s.error("extra_sans", "must be a list of DNS names")
+    key_length = s.get_int("key_length", 4096, minimum=2048, maximum=8192)
+    if key_length not in (2048, 3072, 4096, 8192):
+        raise s.error("key_length", f"must be 2048, 3072, 4096 or 8192, got {key_length}")
+    digest = (s.get_str("digest", "sha256") or "sha256").lower()
+    if digest not in ("sha256", "sha384", "sha512"):
+        raise s.error(
+            "digest", f"must be sha256, sha384 or sha512 (SHA-1 is not offered), got {digest!r}"
+        )
+    subject = table.get("subject", {})
+    if not isinstance(subject, dict) or not all(
+        k in CSR_SUBJECT_KEYS and isinstance(v, str) for k, v in subject.items()
+    ):
+        raise s.error(
+            "subject", f"must be a table with string values for {', '.join(CSR_SUBJECT_KEYS)}"
+        )
+    return RenewalConfig(
+        ca=ca,
+        renew_before=renew_before,
+        approval=approval,
+        maintenance_window=_parse_window(s, table.get("maintenance_window")),
+        extra_sans=tuple(x.lower() for x in extra),
+        key_length=key_length,
+        digest=digest,
+        subject=tuple(sorted(subject.items())),
+        verify_timeout=s.get_duration("verify_timeout", timedelta(minutes=10)),
+    )
+
+
+def _parse_window(parent: _Section, table: Any) -> MaintenanceWindow | None:
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise parent.error(
+            "maintenance_window", "must be a table like { cron = '0 2 * * 6', timezone = 'UTC' }"
+        )
+    s = _Section(parent.file, f"{parent.path}.maintenance_window", table,
+                 {"cron", "timezone", "duration"})  # fmt: skip
+    cron = s.get_str("cron", required=True) or ""
+    tz = s.get_str("timezone", "UTC") or "UTC"
+    try:
+        from zoneinfo import ZoneInfo  # noqa: PLC0415
+
+        ZoneInfo(tz)
+    except (KeyError, ValueError) as exc:
+        raise s.error(
+            "timezone", f"unknown time zone {tz!r}; use an IANA name like 'Europe/Berlin'"
+        ) from exc
+    try:
+        from apscheduler.triggers.cron import CronTrigger  # noqa: PLC0415
+
+        CronTrigger.from_crontab(cron, timezone=tz)
+    except ValueError as exc:
+        raise s.error("cron", f"not a 5-field cron expression ({exc}); e.g. '0 2 * * 6'") from exc
+    return MaintenanceWindow(cron, tz, s.get_duration("duration", timedelta(hours=2)))
 
 
 def _known_hosts(s: _Section, base_dir: Path) -> Path | None:
@@ -621,11 +745,19 @@ def parse_config(file: Path, data: Mapping[str, Any], *, check_files: bool = Tru
     _check_links(file, expressways, unified_cms)
     from monitor.config_ca import parse_cas  # noqa: PLC0415 - config_ca imports this module
 
+    cas = parse_cas(file, data.get("ca", {}))
+    for i, exp in enumerate(expressways):
+        if exp.renewal is not None and exp.renewal.ca not in cas:
+            known = ", ".join(sorted(cas)) or "none"
+            raise ConfigError(
+                f"{file}: expressway[{i}] ({exp.name}).renewal.ca: no [ca.{exp.renewal.ca}] "
+                f"table (configured CAs: {known}); add it or fix the name"
+            )
     return Config(
         path=file,
         daemon=_parse_daemon(file, daemon_table, check_files),
         expressways=expressways,
-        cas=parse_cas(file, data.get("ca", {})),
+        cas=cas,
         unified_cms=unified_cms,
     )
 
