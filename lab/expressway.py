@@ -127,6 +127,7 @@ class ExpresswaySim:
     peers: Sequence[str] = ()  # other cluster peers' addresses
     without: Iterable[str] = ()  # resources (relative to /api) this box lacks
     eku_checking: bool = True  # X15.5 'ExtendedKeyUsage Checking Mode' (False = Off)
+    sysinfo_version_key: str | None = "SoftwareVersion"  # None: sysinfo omits the version
     workdir: Path | None = None
 
     def __post_init__(self) -> None:
@@ -461,13 +462,10 @@ class ExpresswaySim:
     # ---- resources -------------------------------------------------------------------------
 
     async def _sysinfo(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {
-                "SystemName": self.name,
-                "SoftwareVersion": self.version,
-                "ProductName": f"Cisco Expressway-{self.role.upper()}",
-            }
-        )
+        body = {"SystemName": self.name, "ProductName": f"Cisco Expressway-{self.role.upper()}"}
+        if self.sysinfo_version_key:
+            body[self.sysinfo_version_key] = self.version
+        return web.json_response(body)
 
     async def _get_server_cert(self, request: web.Request) -> web.Response:
         return web.Response(body=cert_pem(self.installed.cert), content_type="text/plain")

@@ -83,6 +83,7 @@ class ExpresswayClientConfig:
     restart_timeout: float = 900.0  # until the API answers again after a restart
     restart_down_grace: float = 120.0  # until the box must have gone down after a restart
     poll_interval: float = 2.0
+    version: str | None = None  # configured version, used only when sysinfo has none
 
     @classmethod
     def from_target(cls, target: ExpresswayConfig, **overrides: Any) -> ExpresswayClientConfig:
@@ -101,6 +102,7 @@ class ExpresswayClientConfig:
             "api_ca_file": target.api_ca_file,
             "ssh_port": target.ssh_port,
             "ssh_known_hosts": target.ssh_known_hosts,
+            "version": target.version,
         }
         values.update(overrides)
         return cls(**values)
@@ -264,6 +266,7 @@ class ExpresswayClient:
                     "check the box's API with a browser; this client expects JSON",
                 )
             version = _first(body, ("SoftwareVersion", "Version", "version", "SWVersion"))
+            version = version or self.config.version
             if version is None:
                 raise self._api.error(
                     "read system information",

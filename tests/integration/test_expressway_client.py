@@ -113,6 +113,21 @@ async def test_system_info_reports_version_role_and_name(
         await box.stop()
 
 
+async def test_version_missing_from_sysinfo_uses_config_or_says_so(tmp_path: Path) -> None:
+    box = ExpresswaySim("expe-c1", version="X15.5", sysinfo_version_key=None, workdir=tmp_path)
+    await box.start()
+    try:
+        async with ExpresswayClient(client_config(box, version="X15.5")) as c:
+            assert (await c.system_info()).version == "X15.5"
+        async with ExpresswayClient(client_config(box)) as c:
+            with pytest.raises(DeviceError) as err:
+                await c.system_info()
+        assert "no version field" in str(err.value)
+        assert "SystemName" in str(err.value)
+    finally:
+        await box.stop()
+
+
 async def test_server_certificate_is_the_installed_one(
     sim: ExpresswaySim, client: ExpresswayClient
 ) -> None:
