@@ -45,6 +45,10 @@ def register(subparsers: Any) -> None:
     sign.add_argument("--handle-out", type=Path, help="write the pending handle (JSON) here")
     sign.add_argument("--wait", default="10m", help="how long to wait for issuance (default 10m)")
     sign.add_argument("--no-wait", action="store_true", help="submit once and return")
+    sign.add_argument(
+        "--poll-every",
+        help="ask the CA this often while waiting (default: when the CA suggests, at most 1m)",
+    )
     sign.set_defaults(func=run_sign)
 
     check = subparsers.add_parser(
@@ -109,6 +113,7 @@ async def _sign(args: argparse.Namespace) -> int:
     connector: CAConnector = build_connector(
         ca_config, config.daemon.data_dir, wait=min(budget, POLL_SLICE)
     )
+    every = parse_duration(args.poll_every).total_seconds() if args.poll_every else 60.0
     started = time.monotonic()
     try:
         csr = None
@@ -124,7 +129,7 @@ async def _sign(args: argparse.Namespace) -> int:
                 _save_handle(args, result)
                 return EXIT_PENDING
             pause = max(0.5, (result.retry_at - utcnow()).total_seconds())
-            pause = min(pause, budget.total_seconds() - elapsed)
+            pause = min(pause, every, budget.total_seconds() - elapsed)
             print(
                 f"waiting for CA {args.ca!r}: {result.reason} "
                 f"({format_duration(timedelta(seconds=int(elapsed)))} so far, next check in {pause:.0f}s)",

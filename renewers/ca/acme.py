@@ -311,6 +311,7 @@ class ACMEConnector(ConnectorBase):
         if handle.get("order_url") is None and (pending := await self._new_order(handle)):
             return pending
         csr = x509.load_pem_x509_csr(handle["csr"].encode())
+        backoff = 0.2
         while True:
             response = await self._call("order", lambda: self._post_as_get(handle["order_url"]))
             order = messages.Order.from_json(response.json())
@@ -333,14 +334,15 @@ class ACMEConnector(ConnectorBase):
                     reason="order_invalid",
                 )
             remaining = deadline - time.monotonic()
-            wait = (
-                self._retry_after(DEFAULT_POLL)
-                if order.status == messages.STATUS_PROCESSING
-                else DEFAULT_POLL
-            )
+            if order.status == messages.STATUS_PROCESSING:
+                pause = self._retry_after(DEFAULT_POLL)
+            else:
+                pause = DEFAULT_POLL
             if remaining <= 0:
-                return Pending(handle, retry_at(wait), f"order {order.status}")
-            await asyncio.sleep(min(wait, remaining, DEFAULT_POLL))
+                return Pending(handle, retry_at(pause), f"order {order.status}")
+            # Validation usually takes well under a second: look again soon, then back off.
+            await asyncio.sleep(min(pause, remaining, backoff))
+            backoff = min(backoff * 2, DEFAULT_POLL)
 
     def _order_error(self, order: messages.Order) -> str:
         if order.error is not None:
@@ -353,7 +355,12 @@ class ACMEConnector(ConnectorBase):
         return "no reason given"
 
     def _finalize(self, order: messages.Order, csr: x509.CertificateSigningRequest) -> None:
-        self._connect().net.post(order.finalize, messages.CertificateRequest(csr=csr))
+        acme = self._connect()
+        acme.net.post(
+            order.finalize,
+            messages.CertificateRequest(csr=csr),
+            new_nonce_url=acme.directory["newNonce"],
+        )
 
     async def _answer(self, handle: dict[str, Any], order: messages.Order) -> None:
         """Present and answer every pending authorization's challenge of the solver's type."""

@@ -159,7 +159,7 @@ class Pebble:
     proc: subprocess.Popen[bytes] = field(repr=False)
 
     def roots(self) -> list[x509.Certificate]:
-        text = requests.get(f"{self.management_url}/roots/0", verify=False, timeout=5).text
+        text = requests.get(f"{self.management_url}/roots/0", verify=str(self.trust_anchor), timeout=5).text
         return x509.load_pem_x509_certificates(text.encode())
 
 
