@@ -37,6 +37,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--restart-seconds", type=float, default=5.0, help="how long a simulated restart takes"
     )
+    p.add_argument("--c-peers", type=int, default=1, help="Expressway-C cluster size (default 1)")
     p.add_argument(
         "--port-base",
         type=int,
@@ -64,6 +65,7 @@ async def serve(args: argparse.Namespace, workdir: Path) -> None:
         version=args.version,
         restart_seconds=args.restart_seconds,
         port_base=args.port_base,
+        c_peers=args.c_peers,
     )
     async with lab:
         print(lab.describe())

@@ -595,19 +595,20 @@ class ExpresswaySim:
         return web.json_response([own, *({"PeerAddress": p} for p in self.peers)])
 
     async def _zone_status(self, request: web.Request) -> web.Response:
-        out = []
+        # Connections of one zone (from several cluster peers) show as one zone.
+        out: dict[str, dict[str, str]] = {}
         for item in self.zones:
             state, reason = item.zone.status()
-            out.append(
-                {
-                    "Name": item.zone.name,
-                    "Type": item.zone.kind,
-                    "Peer": item.peer_name,
-                    "Status": state,
-                    "StatusReason": reason,
-                }
+            entry = out.setdefault(
+                item.zone.name,
+                {"Name": item.zone.name, "Type": item.zone.kind, "Peer": "", "Status": "Active"},
             )
-        return web.json_response(out)
+            entry["Peer"] = ", ".join(p for p in (entry["Peer"], item.peer_name) if p)
+            if state != "Active" and entry["Status"] == "Active":
+                entry["Status"], entry["StatusReason"] = state, reason
+        for entry in out.values():
+            entry.setdefault("StatusReason", "")
+        return web.json_response(list(out.values()))
 
     def _zone_config(self, path: str) -> list[dict[str, str]]:
         kind = "Neighbor" if path.endswith("neighborzone") else "Traversal"

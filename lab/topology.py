@@ -14,7 +14,9 @@ Usage (demo, tests, `expressway-certd lab`)::
 `Lab(workdir, *, version="X15.4", c_version=None, e_version=None, restart_seconds=2.0,
 service_restart_seconds=1.0, port_base=None, host="127.0.0.1", ca=None, cert_days=365)`:
 `port_base` gives fixed ports (C from port_base, E from port_base+10, Unified CM from
-port_base+20), else random free ports; `cert_days` is the lifetime left on the initial server
+port_base+20), else random free ports (further C peers from port_base+30, +40, ...); `c_peers` makes the C a
+cluster of that many peers (expe-c1, expe-c2, ...; `expressway_c` is the first, all in
+`expressway_c_peers`, each with its own key and the cluster name in its SANs); `cert_days` is the lifetime left on the initial server
 certificates (short to make the monitor renew them); `ca` lets the caller share a CA. Imports nothing from monitor/, renewers/ or alerts/.
 """
 
@@ -30,6 +32,7 @@ from lab.pki import CA, cert_pem
 from lab.zones import Zone, secure_zone, traversal_zone
 
 C_SERVICES = ("https", "sip-tls")
+C_CLUSTER = "expressway-c.lab.example"
 E_SERVICES = ("https", "sip-tls", "traversal", "mra", "xmpp")
 
 
@@ -49,6 +52,7 @@ class Lab:
         host: str = "127.0.0.1",
         ca: CA | None = None,
         cert_days: float = 365,
+        c_peers: int = 1,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -57,21 +61,32 @@ class Lab:
         def port(offset: int) -> int:
             return 0 if port_base is None else port_base + offset
 
-        self.expressway_c = ExpresswaySim(
-            "expe-c1",
-            role="c",
-            version=c_version or version,
-            ca=self.ca,
-            sans=["expe-c1.lab.example", "expressway-c.lab.example"],
-            listener_modes=("tls",) * len(C_SERVICES),
-            listener_ports=[port(1 + i) for i in range(len(C_SERVICES))],
-            host=host,
-            api_port=port(0),
-            ssh_port=port(9),
-            restart_seconds=restart_seconds,
-            cert_days=cert_days,
-            workdir=self.workdir / "expe-c1",
-        )
+        if c_peers < 1:
+            raise ValueError("c_peers must be at least 1")
+        c_fqdns = [f"expe-c{i + 1}.lab.example" for i in range(c_peers)]
+        self.expressway_c_peers: list[ExpresswaySim] = []
+        for i, fqdn in enumerate(c_fqdns):
+            base = 0 if i == 0 else 30 + 10 * (i - 1)
+            self.expressway_c_peers.append(
+                ExpresswaySim(
+                    fqdn.split(".")[0],
+                    role="c",
+                    version=c_version or version,
+                    ca=self.ca,
+                    fqdn=fqdn,
+                    sans=[fqdn, C_CLUSTER],
+                    listener_modes=("tls",) * len(C_SERVICES),
+                    listener_ports=[port(base + 1 + j) for j in range(len(C_SERVICES))],
+                    host=host,
+                    api_port=port(base),
+                    ssh_port=port(base + 9),
+                    restart_seconds=restart_seconds,
+                    cert_days=cert_days,
+                    peers=[f for f in c_fqdns if f != fqdn],
+                    workdir=self.workdir / fqdn.split(".")[0],
+                )
+            )
+        self.expressway_c = self.expressway_c_peers[0]
         self.expressway_e = ExpresswaySim(
             "expe-e1",
             role="e",
@@ -97,22 +112,29 @@ class Lab:
             service_restart_seconds=service_restart_seconds,
             workdir=self.workdir / "cucm1",
         )
-        self.traversal_zone: Zone = traversal_zone(
-            "UCTraversal", self.expressway_c, self.expressway_e
-        )
-        self.secure_zone: Zone = secure_zone("CUCMNeighbor", self.expressway_c, self.cucm)
-        self.expressway_c.add_zone(self.traversal_zone, str(self.expressway_e.fqdn))
-        self.expressway_e.add_zone(self.traversal_zone, str(self.expressway_c.fqdn))
-        self.expressway_c.add_zone(self.secure_zone, str(self.cucm.fqdn))
+        # One connection per C peer; the E reports them as one zone (Failed if any fails).
+        self.traversal_zones: list[Zone] = []
+        self.secure_zones: list[Zone] = []
+        for c in self.expressway_c_peers:
+            t_zone = traversal_zone("UCTraversal", c, self.expressway_e)
+            s_zone = secure_zone("CUCMNeighbor", c, self.cucm)
+            c.add_zone(t_zone, str(self.expressway_e.fqdn))
+            self.expressway_e.add_zone(t_zone, str(c.fqdn))
+            c.add_zone(s_zone, str(self.cucm.fqdn))
+            self.traversal_zones.append(t_zone)
+            self.secure_zones.append(s_zone)
+        self.traversal_zone = self.traversal_zones[0]
+        self.secure_zone = self.secure_zones[0]
 
     async def start(self) -> Lab:
-        await self.expressway_c.start()
-        await self.expressway_e.start()
+        for sim in self.expressways:
+            await sim.start()
         await self.cucm.start()
         return self
 
     async def stop(self) -> None:
-        for sim in (self.cucm, self.expressway_e, self.expressway_c):
+        await self.cucm.stop()
+        for sim in reversed(self.expressways):
             await sim.stop()
 
     async def __aenter__(self) -> Lab:
@@ -128,7 +150,8 @@ class Lab:
 
     @property
     def expressways(self) -> list[ExpresswaySim]:
-        return [self.expressway_c, self.expressway_e]
+        """Every Expressway simulator: the C peers, then the E."""
+        return [*self.expressway_c_peers, self.expressway_e]
 
     @property
     def ca_bundle_path(self) -> Path:
@@ -142,7 +165,7 @@ class Lab:
         """known_hosts pinning the SSH host keys of all three simulators."""
         path = self.workdir / "known_hosts"
         lines = []
-        for sim in (self.expressway_c, self.expressway_e, self.cucm):
+        for sim in (*self.expressways, self.cucm):
             pinned = sim.ssh_known_hosts_path
             if pinned is not None:
                 lines.append(pinned.read_text(encoding="utf-8"))
@@ -160,7 +183,7 @@ class Lab:
     def write_config(self, path: Path) -> Path:
         """Write an expressway-certd TOML config for the running lab (passwords go to 0600
         files next to it, referenced as `file:`). Valid while the lab keeps its ports."""
-        c, e, ucm = self.expressway_c, self.expressway_e, self.cucm
+        e, ucm = self.expressway_e, self.cucm
         bundle = self.ca_bundle_path
         known_hosts = self.known_hosts_path
         lines = [
@@ -172,10 +195,14 @@ class Lab:
             f'trust_bundle = "{bundle}"',
             "",
         ]
-        for sim, services, extra in (
-            (c, C_SERVICES, [f'traversal_peer = "{e.name}"', f'unified_cm = "{ucm.name}"']),
-            (e, E_SERVICES, [f'traversal_peer = "{c.name}"']),
-        ):
+        c_extra = [
+            f'cluster = "{C_CLUSTER}"',
+            f'traversal_peer = "{e.name}"',
+            f'unified_cm = "{ucm.name}"',
+        ]
+        entries = [(c, C_SERVICES, c_extra) for c in self.expressway_c_peers]
+        entries.append((e, E_SERVICES, [f'traversal_peer = "{self.expressway_c.name}"']))
+        for sim, services, extra in entries:
             endpoints = []
             for address, service in zip(sim.listeners, services, strict=True):
                 host, _, port = address.rpartition(":")
@@ -220,7 +247,8 @@ class Lab:
     def describe(self) -> str:
         """Addresses, credentials and zone states, for a human."""
         out = [f"Lab CA bundle: {self.ca_bundle_path}", f"SSH known_hosts: {self.known_hosts_path}"]
-        for sim, services in ((self.expressway_c, C_SERVICES), (self.expressway_e, E_SERVICES)):
+        for sim in self.expressways:
+            services = E_SERVICES if sim.role == "e" else C_SERVICES
             out.append(
                 f"{sim.name} (Expressway-{sim.role.upper()} {sim.version}, {sim.fqdn})\n"
                 f"  API      {sim.api_url}  user {sim.username}  password {sim.password}\n"
@@ -237,7 +265,8 @@ class Lab:
             f"  SOAP     {ucm.soap_url}\n"
             f"  SSH      {ucm.host}:{ucm.ssh_port}  (admin: prompt)\n"
         )
-        for zone in (self.traversal_zone, self.secure_zone):
+        for zone in (*self.traversal_zones, *self.secure_zones):
             state, reason = zone.status()
-            out.append(f"zone {zone.name}: {state}{f' ({reason})' if reason else ''}")
+            where = f"{zone.client.name} -> {zone.server.name}"
+            out.append(f"zone {zone.name} ({where}): {state}{f' ({reason})' if reason else ''}")
         return "\n".join(out)

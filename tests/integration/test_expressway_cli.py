@@ -104,7 +104,7 @@ async def test_lab_verb_prints_credentials_writes_config_and_stops_on_sigint(
             assert line, f"lab exited early: {seen}"
             seen += line.decode()
         assert "password" in seen
-        assert "zone UCTraversal: Active" in seen
+        assert "zone UCTraversal (expe-c1 -> expe-e1): Active" in seen
         code, out, err = await run_cli("inspect", "expe-e1", "--config", str(config), "--json")
         assert code == 0, err
         assert json.loads(out)["role"] == "e"

@@ -8,6 +8,9 @@ import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cryptography import x509
+
+from lab.pki import CA
 from lab.topology import Lab
 from monitor.config import load_config
 from renewers.cucm import CucmClient, CucmClientConfig
@@ -66,4 +69,34 @@ async def test_port_base_gives_fixed_ports(tmp_path: Path) -> None:
             base + 21,
             base + 22,
         )
-        assert "zone UCTraversal: Active" in lab.describe()
+        assert "zone UCTraversal (expe-c1 -> expe-e1): Active" in lab.describe()
+
+
+async def test_expressway_c_cluster(tmp_path: Path) -> None:
+    async with Lab(tmp_path / "lab", restart_seconds=0.2, c_peers=2) as lab:
+        c1, c2 = lab.expressway_c_peers
+        config = load_config(lab.write_config(tmp_path / "certd.toml"))
+        assert [e.name for e in config.expressways] == ["expe-c1", "expe-c2", "expe-e1"]
+        assert config.target("expe-c2").cluster == "expressway-c.lab.example"
+        async with ExpresswayClient(
+            ExpresswayClientConfig.from_target(config.target("expe-c2"))
+        ) as c:
+            assert await c.cluster_peers() == ["expe-c2.lab.example", "expe-c1.lab.example"]
+            cert = await c.server_certificate()
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert names.get_values_for_type(x509.DNSName) == [
+            "expe-c2.lab.example",
+            "expressway-c.lab.example",
+        ]
+        assert c1.active.key != c2.active.key  # every peer has its own key
+        # A peer with a cert from a CA the E does not trust fails the E's one traversal zone.
+        other = CA.create("Other CA")
+        cert2, key2 = other.issue(str(c2.fqdn), [str(c2.fqdn), "expressway-c.lab.example"])
+        assert key2 is not None
+        c2.install_now(cert2, key2)
+        e_config = ExpresswayClientConfig.from_target(config.target("expe-e1"))
+        async with ExpresswayClient(e_config) as e:
+            zones = await e.zones()
+        assert [(z.name, z.state) for z in zones] == [("UCTraversal", "Failed")]
+        assert "expe-c2" in zones[0].reason
+        assert lab.traversal_zones[0].status() == ("Active", "")
