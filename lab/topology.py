@@ -11,13 +11,21 @@ Usage (demo, tests, `expressway-certd lab`)::
         config = lab.write_config(Path("/tmp/lab/certd.toml"))  # a config for the daemon/CLI
         print(lab.describe())                # addresses and credentials
 
-`Lab(workdir, *, version="X15.4", c_version=None, e_version=None, restart_seconds=2.0,
-service_restart_seconds=1.0, port_base=None, host="127.0.0.1", ca=None, cert_days=365)`:
-`port_base` gives fixed ports (C from port_base, E from port_base+10, Unified CM from
-port_base+20), else random free ports (further C peers from port_base+30, +40, ...); `c_peers` makes the C a
-cluster of that many peers (expe-c1, expe-c2, ...; `expressway_c` is the first, all in
-`expressway_c_peers`, each with its own key and the cluster name in its SANs); `cert_days` is the lifetime left on the initial server
-certificates (short to make the monitor renew them); `ca` lets the caller share a CA. Imports nothing from monitor/, renewers/ or alerts/.
+Signature::
+
+    Lab(workdir, *, version="X15.4", c_version=None, e_version=None, restart_seconds=2.0,
+        service_restart_seconds=1.0, port_base=None, host="127.0.0.1", ca=None,
+        cert_days=365, c_peers=1)
+
+- `port_base`: fixed ports (C from port_base, E from +10, Unified CM from +20, further C
+  peers from +30, +40, ...); default random free ports.
+- `c_peers`: the C as a cluster of that many peers (expe-c1, expe-c2, ...; `expressway_c` is
+  the first, all are in `expressway_c_peers`, each with its own key and the cluster name
+  in its SANs; zones per peer in `traversal_zones` / `secure_zones`).
+- `cert_days`: lifetime left on the initial server certificates (short to make the monitor
+  renew them); `ca`: share a CA with the caller.
+
+Imports nothing from monitor/, renewers/ or alerts/.
 """
 
 from __future__ import annotations
