@@ -221,6 +221,7 @@ class ACMEConnector(ConnectorBase):
                         return await asyncio.to_thread(fn)
                     except messages.Error as exc:
                         if exc.code == "badNonce" and attempt + 1 < BAD_NONCE_RETRIES:
+                            self._ops["bad_nonce_retry"] = self.request_count("bad_nonce_retry") + 1
                             continue
                         raise self._problem(op, exc) from None
                     except requests.exceptions.SSLError as exc:

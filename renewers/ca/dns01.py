@@ -75,6 +75,10 @@ class RFC2136Solver:
             return await dns.asyncquery.tcp(
                 message, self.config.server, port=self.config.port, timeout=10
             )
+        except dns.tsig.PeerError as exc:
+            raise self._error(
+                step, f"TSIG rejected ({exc})", _RCODE_FIX[dns.rcode.NOTAUTH], "dns_tsig"
+            ) from None
         except (OSError, dns.exception.DNSException) as exc:
             raise self._error(
                 step,
@@ -99,12 +103,7 @@ class RFC2136Solver:
         else:
             update.delete(relative, dns.rdatatype.TXT, value)
         step = "update" if add else "cleanup"
-        try:
-            response = await self._query(update, step)
-        except dns.tsig.PeerError as exc:
-            raise self._error(
-                step, f"TSIG rejected ({exc})", _RCODE_FIX[dns.rcode.NOTAUTH], "dns_tsig"
-            ) from None
+        response = await self._query(update, step)
         rcode = response.rcode()
         if rcode != dns.rcode.NOERROR:
             raise self._error(

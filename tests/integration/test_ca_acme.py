@@ -1,0 +1,189 @@
+"""ACME against real Pebble: DNS-01 through BIND9 (RFC 2136 + TSIG), the hook solver, the
+HTTP-01 responder, random badNonce rejections, EAB and the persisted account key."""
+
+from __future__ import annotations
+
+import secrets
+import stat
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from monitor.config import Secret
+from monitor.config_ca import ACMEConfig, RFC2136Config
+from monitor.errors import CAError
+from renewers.ca.acme import ACMEConnector
+from renewers.ca.base import Issued
+from tests.integration.ca_servers import (  # noqa: F401 - fixtures
+    TSIG_KEY,
+    ZONE,
+    Bind9,
+    Pebble,
+    bind9_server,
+    make_csr,
+    pebble_nonce_reject_server,
+    pebble_server,
+    until_issued,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def rfc2136(bind9: Bind9, secret_env: str = "CERTD_TEST_TSIG") -> RFC2136Config:
+    return RFC2136Config(
+        "127.0.0.1", bind9.port, None, TSIG_KEY, Secret(f"env:{secret_env}"),
+        propagation_timeout=timedelta(seconds=5),
+    )  # fmt: skip
+
+
+def acme_config(pebble: Pebble, bind9: Bind9, **changes: object) -> ACMEConfig:
+    base: dict[str, object] = {
+        "name": "pebble",
+        "directory": pebble.directory_url,
+        "trust_anchor": pebble.trust_anchor,
+        "eab_kid": pebble.eab_kid,
+        "eab_hmac": Secret("env:CERTD_TEST_EAB") if pebble.eab_hmac else None,
+        "rfc2136": rfc2136(bind9),
+    }
+    base.update(changes)
+    return ACMEConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+def _secrets(monkeypatch: pytest.MonkeyPatch, bind9: Bind9, pebble: Pebble) -> None:
+    monkeypatch.setenv("CERTD_TEST_TSIG", bind9.tsig_secret)
+    monkeypatch.setenv("CERTD_TEST_EAB", pebble.eab_hmac or "")
+
+
+def names() -> list[str]:
+    return [f"acme-{secrets.token_hex(4)}.{ZONE}"]
+
+
+async def test_dns01_record_is_removed_after_issuance(
+    pebble: Pebble, bind9: Bind9, tmp_path: Path
+) -> None:
+    conn = ACMEConnector(acme_config(pebble, bind9), data_dir=tmp_path)
+    host = names()[0]
+    issued = await conn.submit(make_csr(host))
+    assert isinstance(issued, Issued)
+    assert bind9.txt(f"_acme-challenge.{host}") == []
+    issued.leaf.verify_directly_issued_by(issued.chain[0])
+    await conn.aclose()
+
+
+async def test_account_key_is_created_once_0600_and_reused(
+    pebble: Pebble, bind9: Bind9, tmp_path: Path
+) -> None:
+    first = ACMEConnector(acme_config(pebble, bind9), data_dir=tmp_path)
+    await until_issued(first, await first.submit(make_csr(*names())))
+    key_file = tmp_path / "acme" / "pebble" / "account.key"
+    account = tmp_path / "acme" / "pebble" / "account.json"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(account.stat().st_mode) == 0o600
+    assert stat.S_IMODE(key_file.parent.stat().st_mode) == 0o700
+    key_before, account_before = key_file.read_bytes(), account.read_text()
+
+    second = ACMEConnector(acme_config(pebble, bind9), data_dir=tmp_path)
+    await until_issued(second, await second.submit(make_csr(*names())))
+    assert key_file.read_bytes() == key_before
+    assert account.read_text() == account_before
+    assert second.request_count("directory") == 0  # no registration round trip needed
+
+
+async def test_eab_required_without_eab_says_what_to_set(
+    pebble: Pebble, bind9: Bind9, tmp_path: Path
+) -> None:
+    conn = ACMEConnector(acme_config(pebble, bind9, eab_kid=None, eab_hmac=None), data_dir=tmp_path)
+    with pytest.raises(
+        CAError, match="CA 'pebble': account: the CA requires External Account Binding; set eab_kid"
+    ):
+        await conn.submit(make_csr(*names()))
+
+
+async def test_wrong_tsig_secret_names_the_dns_step_and_fix(
+    pebble: Pebble, bind9: Bind9, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CERTD_TEST_BADTSIG", "c2VjcmV0LXRoYXQtaXMtbm90LXRoZS1rZXk=")
+    conn = ACMEConnector(
+        acme_config(pebble, bind9, rfc2136=rfc2136(bind9, "CERTD_TEST_BADTSIG")), data_dir=tmp_path
+    )
+    with pytest.raises(CAError) as info:
+        await conn.submit(make_csr(*names()))
+    message = str(info.value)
+    assert message.startswith("CA 'pebble': dns-01 ")
+    assert "tsig" in message.lower()
+    assert "c2VjcmV0" not in message
+
+
+async def test_hook_solver_runs_present_and_cleanup(
+    pebble: Pebble, bind9: Bind9, tmp_path: Path
+) -> None:
+    log = tmp_path / "hook.log"
+    hook = tmp_path / "hook.py"
+    hook.write_text(
+        f"""import sys, dns.query, dns.tsigkeyring, dns.update, os
+action, domain, name, value = sys.argv[1:5]
+open({str(log)!r}, "a").write(f"{{action}} {{domain}} {{name}} {{value}}\\n")
+u = dns.update.UpdateMessage("{ZONE}.", keyring=dns.tsigkeyring.from_text({{"{TSIG_KEY}": os.environ["CERTD_TEST_TSIG"]}}), keyalgorithm="hmac-sha256")
+(u.add if action == "present" else u.delete)(name, *( [60, "TXT", value] if action == "present" else ["TXT", value]))
+dns.query.tcp(u, "127.0.0.1", port={bind9.port}, timeout=5)
+"""
+    )
+    config = acme_config(
+        pebble, bind9, challenge="hook", rfc2136=None, hook=(sys.executable, str(hook))
+    )
+    conn = ACMEConnector(config, data_dir=tmp_path)
+    host = names()[0]
+    await until_issued(conn, await conn.submit(make_csr(host)))
+    actions = [line.split()[:3] for line in log.read_text().splitlines()]
+    assert actions == [
+        ["present", host, f"_acme-challenge.{host}."],
+        ["cleanup", host, f"_acme-challenge.{host}."],
+    ]
+
+
+async def test_failing_hook_reports_its_output(
+    pebble: Pebble, bind9: Bind9, tmp_path: Path
+) -> None:
+    hook = tmp_path / "hook.sh"
+    hook.write_text("#!/bin/sh\necho 'zone is locked' >&2\nexit 4\n")
+    hook.chmod(0o755)
+    config = acme_config(pebble, bind9, challenge="hook", rfc2136=None, hook=(str(hook),))
+    conn = ACMEConnector(config, data_dir=tmp_path)
+    with pytest.raises(CAError, match=r"hook present: .* exited with 4: zone is locked"):
+        await conn.submit(make_csr(*names()))
+
+
+async def test_http01_responder_answers_pebble(
+    pebble: Pebble, bind9: Bind9, tmp_path: Path
+) -> None:
+    host = names()[0]
+    bind9.add_a(host)
+    config = acme_config(
+        pebble,
+        bind9,
+        challenge="http-01",
+        rfc2136=None,
+        http01_listen=("127.0.0.1", pebble.http_port),
+    )
+    conn = ACMEConnector(config, data_dir=tmp_path)
+    try:
+        issued = await until_issued(conn, await conn.submit(make_csr(host)))
+        assert issued.leaf.public_key() is not None
+    finally:
+        await conn.aclose()
+
+
+async def test_issues_while_pebble_rejects_nonces_at_random(
+    pebble_nonce_reject: Pebble, bind9: Bind9, tmp_path: Path
+) -> None:
+    config = acme_config(pebble_nonce_reject, bind9, name="pebble-nonce")
+    retries = 0
+    for _ in range(2):
+        conn = ACMEConnector(config, data_dir=tmp_path)
+        issued = await until_issued(conn, await conn.submit(make_csr(*names())))
+        assert isinstance(issued, Issued)
+        retries += conn.request_count("bad_nonce_retry")
+    assert retries > 0, "Pebble rejects 40% of nonces; the connector must have retried"
