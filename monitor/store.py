@@ -86,6 +86,76 @@ audit_log = sa.Table(
 )
 
 
+# One row per renewal attempt of a target; `data` is the stage context as JSON.
+renewals = sa.Table(
+    "renewals",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("target", sa.String(255), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("stage", sa.String(32), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("next_at", sa.DateTime(timezone=True)),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("message", sa.Text, nullable=False, default=""),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Index("ix_renewals_target", "target", "created_at"),
+)
+ACTIVE_STATUSES = ("running", "waiting", "failed", "blocked")
+# At most one active renewal per target, enforced by the database itself (both dialects).
+sa.Index(
+    "ux_renewals_one_active",
+    renewals.c.target,
+    unique=True,
+    sqlite_where=renewals.c.status.in_(ACTIVE_STATUSES),
+    postgresql_where=renewals.c.status.in_(ACTIVE_STATUSES),
+)
+
+renewal_steps = sa.Table(
+    "renewal_steps",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("renewal_id", sa.String(32), nullable=False),
+    sa.Column("stage", sa.String(32), nullable=False),
+    sa.Column("result", sa.String(16), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("seconds", sa.Float, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Index("ix_steps_renewal", "renewal_id", "id"),
+)
+
+
+@dataclass(frozen=True)
+class RenewalRow:
+    id: str
+    target: str
+    status: str  # running, waiting, failed (retrying), blocked (operator), done, cancelled
+    stage: str
+    reason: str
+    created_at: datetime
+    updated_at: datetime
+    next_at: datetime | None
+    attempts: int
+    message: str
+    data: dict[str, Any]
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+
+@dataclass(frozen=True)
+class StepRow:
+    renewal_id: str
+    stage: str
+    result: str
+    at: datetime
+    seconds: float
+    message: str
+
+
 @dataclass(frozen=True)
 class EndpointRow:
     """One endpoint_state row as read back."""
@@ -322,12 +392,106 @@ class Store:
                 for r in (await conn.execute(query)).mappings()
             ]
 
+    # ---- renewals ------------------------------------------------------------------------
+
+    async def create_renewal(self, row: RenewalRow) -> RenewalRow:
+        """Insert a renewal unless the target already has an active one (then return that)."""
+        async with self._engine.begin() as conn:
+            existing = (
+                (
+                    await conn.execute(
+                        sa.select(renewals)
+                        .where(
+                            renewals.c.target == row.target, renewals.c.status.in_(ACTIVE_STATUSES)
+                        )
+                        .limit(1)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if existing is not None:
+                return _renewal(existing)
+            values = row.__dict__.copy()
+            values["data"] = json.dumps(row.data, sort_keys=True)
+            await conn.execute(renewals.insert().values(**values))
+        return row
+
+    async def save_renewal(self, row: RenewalRow, step: StepRow | None = None) -> None:
+        """Persist a renewal's new state (and the step that led to it) in one transaction."""
+        values = row.__dict__.copy()
+        values["data"] = json.dumps(row.data, sort_keys=True)
+        del values["id"]
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                renewals.update().where(renewals.c.id == row.id).values(**values)
+            )
+            if result.rowcount != 1:
+                raise StoreError(f"renewal {row.id}: not found in {self.url}")
+            if step is not None:
+                await conn.execute(renewal_steps.insert().values(**step.__dict__))
+
+    async def renewal(self, renewal_id: str) -> RenewalRow | None:
+        async with self._engine.connect() as conn:
+            r = (
+                (await conn.execute(sa.select(renewals).where(renewals.c.id == renewal_id)))
+                .mappings()
+                .first()
+            )
+            return _renewal(r) if r is not None else None
+
+    async def renewals_for(
+        self, target: str | None = None, *, active_only: bool = False, limit: int = 50
+    ) -> list[RenewalRow]:
+        """Newest first."""
+        query = sa.select(renewals).order_by(renewals.c.created_at.desc()).limit(limit)
+        if target is not None:
+            query = query.where(renewals.c.target == target)
+        if active_only:
+            query = query.where(renewals.c.status.in_(ACTIVE_STATUSES))
+        async with self._engine.connect() as conn:
+            return [_renewal(r) for r in (await conn.execute(query)).mappings()]
+
+    async def steps(self, renewal_id: str) -> list[StepRow]:
+        t = renewal_steps
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(t).where(t.c.renewal_id == renewal_id).order_by(t.c.id)
+            )
+            return [
+                StepRow(
+                    renewal_id=r["renewal_id"],
+                    stage=r["stage"],
+                    result=r["result"],
+                    at=_aware(r["at"]) or datetime.now(UTC),
+                    seconds=r["seconds"],
+                    message=r["message"],
+                )
+                for r in rows.mappings()
+            ]
+
     async def prune_audit(self, older_than: timedelta, now: datetime) -> int:
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 audit_log.delete().where(audit_log.c.time < now - older_than)
             )
             return int(result.rowcount or 0)
+
+
+def _renewal(r: Any) -> RenewalRow:
+    return RenewalRow(
+        id=r["id"],
+        target=r["target"],
+        status=r["status"],
+        stage=r["stage"],
+        reason=r["reason"],
+        created_at=_aware(r["created_at"]) or datetime.now(UTC),
+        updated_at=_aware(r["updated_at"]) or datetime.now(UTC),
+        next_at=_aware(r["next_at"]),
+        attempts=r["attempts"],
+        message=r["message"],
+        data=json.loads(r["data"]),
+    )
 
 
 def _prepare_sqlite_file(url: str) -> None:

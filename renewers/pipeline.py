@@ -1,0 +1,749 @@
+"""The renewal pipeline: Cisco's procedure (steps A to E) as a persisted state machine.
+
+Each stage is a small async function `(Context) -> Advance | Wait | Blocked | Failed`. The
+runner persists the outcome (and the stage context) BEFORE anything else happens, so a kill -9
+at any point resumes from the last persisted stage; every stage first reads the box's state,
+so running it twice does no harm (a pending CSR is reused, never discarded; trust is listed
+before it is added; the installed certificate is compared before an upload; the served
+certificate is checked before a restart).
+
+    snapshot -> preflight -> csr -> submit -> issued -> validate -> trust -> approve
+             -> install -> restart -> verify -> done
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from monitor.config import Config, ExpresswayConfig, UnifiedCMConfig
+from monitor.errors import CAError, CertdError, DeviceError
+from monitor.events import (
+    ApprovalRequired,
+    Event,
+    EventBus,
+    RenewalBlocked,
+    RenewalCompleted,
+    StageFailed,
+    StageStarted,
+    StageSucceeded,
+    StageWaiting,
+)
+from monitor.facts import facts_from_x509
+from monitor.probe import Prober
+from monitor.store import RenewalRow, StepRow, Store
+from renewers.ca.base import CAConnector, CARequestError, Issued, Pending
+from renewers.cucm import CucmClient, CucmClientConfig
+from renewers.expressway import (
+    CsrRequest,
+    ExpresswayClient,
+    ExpresswayClientConfig,
+    OperationUnsupported,
+    csr_sans,
+)
+from renewers.maintenance import next_window_start
+from renewers.validate import Issuance, Plan, make_plan, preflight, validate
+
+log = structlog.get_logger("renewers.pipeline")
+
+STAGES = (
+    "snapshot",
+    "preflight",
+    "csr",
+    "submit",
+    "issued",
+    "validate",
+    "trust",
+    "approve",
+    "install",
+    "restart",
+    "verify",
+)
+RETRY_BACKOFF = (
+    timedelta(minutes=1),
+    timedelta(minutes=5),
+    timedelta(minutes=15),
+    timedelta(hours=1),
+)
+
+
+# ---- outcomes ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Advance:
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Wait:
+    until: datetime
+    why: str
+    approval: bool = False  # waiting for an operator's `approve`
+
+
+@dataclass(frozen=True)
+class Blocked:
+    why: str  # what the operator must do
+
+
+@dataclass(frozen=True)
+class Failed:
+    why: str
+    retry_at: datetime
+
+
+Outcome = Advance | Wait | Blocked | Failed
+
+
+# ---- collaborators -------------------------------------------------------------------------
+
+
+class Devices(Protocol):
+    """Makes the device clients (real ones against boxes or simulators; fakes in unit tests)."""
+
+    def expressway(
+        self, target: ExpresswayConfig
+    ) -> AbstractAsyncContextManager[ExpresswayClient]: ...
+
+    def unified_cm(self, ucm: UnifiedCMConfig) -> AbstractAsyncContextManager[CucmClient]: ...
+
+
+class ConfiguredDevices:
+    """Clients built from the config: credentials are read from their secret references."""
+
+    def __init__(self, overrides: Mapping[str, Any] | None = None) -> None:
+        self._overrides = dict(overrides or {})
+
+    def expressway(self, target: ExpresswayConfig) -> ExpresswayClient:
+        return ExpresswayClient(ExpresswayClientConfig.from_target(target, **self._overrides))
+
+    def unified_cm(self, ucm: UnifiedCMConfig) -> CucmClient:
+        return CucmClient(CucmClientConfig.from_config(ucm))
+
+
+@dataclass
+class Context:
+    """What a stage works with; `data` is persisted after every stage."""
+
+    renewal_id: str
+    target: ExpresswayConfig
+    config: Config
+    devices: Devices
+    ca: CAConnector
+    ca_name: str
+    prober: Prober
+    now: Callable[[], datetime]
+    data: dict[str, Any]
+    cluster_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    @property
+    def plan(self) -> Plan:
+        raw = dict(self.data["plan"])
+        for key in ("sans", "required_eku", "zones", "notes"):
+            raw[key] = tuple(raw.get(key, ()))
+        return Plan(**raw)
+
+    def csr(self) -> x509.CertificateSigningRequest:
+        return x509.load_pem_x509_csr(self.data["csr_pem"].encode())
+
+    def leaf(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(self.data["issued"]["leaf_pem"].encode())
+
+    def chain(self) -> list[x509.Certificate]:
+        pem = self.data["issued"]["chain_pem"]
+        return list(x509.load_pem_x509_certificates(pem.encode())) if pem else []
+
+
+def _pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _sha256(cert: x509.Certificate) -> str:
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def _retry(ctx: Context, why: str) -> Failed:
+    attempts = int(ctx.data.get("_attempts", 0))
+    delay = RETRY_BACKOFF[min(attempts, len(RETRY_BACKOFF) - 1)]
+    return Failed(why, ctx.now() + delay)
+
+
+# ---- stages --------------------------------------------------------------------------------
+
+
+async def stage_snapshot(ctx: Context) -> Outcome:
+    """Step A: record the current certificate's facts, the version, role and zones."""
+    async with ctx.devices.expressway(ctx.target) as box:
+        info = await box.system_info()
+        current = await box.server_certificate()
+        try:
+            zones = [dataclasses.asdict(z) for z in await box.zones()]
+        except OperationUnsupported:
+            zones = []
+    facts = facts_from_x509(current)
+    role = ctx.target.role or info.role
+    ctx.data["snapshot"] = {
+        "version": info.version or ctx.target.version,
+        "role": role,
+        "cert_pem": _pem(current),
+        "sha256": facts.sha256,
+        "aki": facts.aki,
+        "issuer": facts.issuer,
+        "not_after": facts.not_after.isoformat(),
+        "sans": [str(s) for s in facts.sans],
+        "zones": zones,
+    }
+    return Advance(
+        f"{info.version} Expressway-{(role or '?').upper()}, serving {facts.sha256[:16]} "
+        f"(AKI {(facts.aki or '-')[:16]}, {len(facts.dns_names)} DNS SANs)"
+    )
+
+
+def _zone_kinds(role: str | None, zones: list[dict[str, Any]]) -> list[str]:
+    kinds = []
+    for z in zones:
+        kind = str(z.get("kind", "")).lower()
+        if "traversal" in kind and role == "c":
+            kinds.append("traversal-client")
+        if "unified" in kind or "neighbo" in kind:
+            kinds.append("unified-cm")
+    return sorted(set(kinds))
+
+
+async def stage_preflight(ctx: Context) -> Outcome:
+    """Decide the SANs and the EKU the new certificate needs; refuse a CA that cannot deliver."""
+    snap = ctx.data["snapshot"]
+    current = x509.load_pem_x509_certificate(snap["cert_pem"].encode())
+    renewal = ctx.target.renewal
+    assert renewal is not None
+    plan = make_plan(
+        ctx.target.name,
+        facts_from_x509(current),
+        role=snap["role"],
+        version=snap["version"],
+        cluster_fqdn=ctx.target.cluster,
+        extra_sans=renewal.extra_sans,
+        zones=_zone_kinds(snap["role"], snap["zones"]),
+    )
+    ctx.data["plan"] = dataclasses.asdict(plan)
+    problems = preflight(plan, ctx.ca_name, ctx.ca.capabilities().ekus)
+    if problems:
+        return Blocked("; ".join(p.message for p in problems))
+    names = {"1.3.6.1.5.5.7.3.1": "serverAuth", "1.3.6.1.5.5.7.3.2": "clientAuth"}
+    ekus = "+".join(names.get(e, e) for e in plan.required_eku)
+    return Advance(f"SANs {', '.join(plan.sans)}; EKU {ekus}")
+
+
+def _csr_fits(csr: x509.CertificateSigningRequest, plan: Plan) -> bool:
+    return {n.lower() for n in csr_sans(csr) if not n.startswith("IP:")} == set(plan.sans)
+
+
+async def stage_csr(ctx: Context) -> Outcome:
+    """Step B: one CSR pending on the box with every planned SAN; reuse, never discard."""
+    plan = ctx.plan
+    renewal = ctx.target.renewal
+    assert renewal is not None
+    async with ctx.devices.expressway(ctx.target) as box:
+        pending = await box.pending_csr()
+        if pending is not None:
+            if _csr_fits(pending, plan):
+                reused = (
+                    ctx.data.get("csr_pem")
+                    == pending.public_bytes(serialization.Encoding.PEM).decode()
+                )
+                ctx.data["csr_pem"] = pending.public_bytes(serialization.Encoding.PEM).decode()
+                return Advance(
+                    "CSR already generated" if reused else "reused the CSR pending on the box"
+                )
+            return Blocked(
+                f"{ctx.target.name}: a CSR is pending on the box for {', '.join(csr_sans(pending))}, "
+                f"not the planned {', '.join(plan.sans)}; it is kept (a certificate signed for a "
+                "discarded CSR cannot be installed): get it signed and installed by hand, or "
+                "discard it on the box (Maintenance > Security > Server certificate), then run "
+                f"'expressway-certd renew {ctx.target.name} --now'"
+            )
+        subject = dict(renewal.subject)
+        csr = await box.generate_csr(
+            CsrRequest(
+                additional_fqdns=plan.sans,
+                key_length=renewal.key_length,
+                digest=renewal.digest,
+                country=subject.get("Country"),
+                province=subject.get("Province"),
+                locality=subject.get("Locality"),
+                organization=subject.get("Organization"),
+                organizational_unit=subject.get("OrganizationalUnit"),
+                email=subject.get("Email"),
+            )
+        )
+    ctx.data["csr_pem"] = csr.public_bytes(serialization.Encoding.PEM).decode()
+    return Advance(f"CSR generated on the box for {len(plan.sans)} names")
+
+
+def _store_issued(ctx: Context, issued: Issued) -> str:
+    ctx.data["issued"] = {
+        "leaf_pem": _pem(issued.leaf),
+        "chain_pem": "".join(_pem(c) for c in issued.chain),
+        "profile": issued.profile,
+    }
+    ctx.data.pop("handle", None)
+    return f"issued {_sha256(issued.leaf)[:16]}"
+
+
+async def stage_submit(ctx: Context) -> Outcome:
+    """Send the CSR to the CA once; a handle or the issued certificate is persisted."""
+    if "issued" in ctx.data or "handle" in ctx.data:
+        return Advance("already submitted")
+    result = await ctx.ca.submit(ctx.csr())
+    if isinstance(result, Issued):
+        return Advance(_store_issued(ctx, result))
+    ctx.data["handle"] = result.handle
+    ctx.data["retry_at"] = result.retry_at.isoformat()
+    return Advance(f"pending at the CA: {result.reason}")
+
+
+async def stage_issued(ctx: Context) -> Outcome:
+    """Ask the CA again (by the persisted handle) until it issues."""
+    if "issued" in ctx.data:
+        return Advance("certificate at hand")
+    if "retry_at" in ctx.data:
+        retry_at = datetime.fromisoformat(ctx.data["retry_at"])
+        if retry_at > ctx.now():
+            return Wait(retry_at, "the CA has not issued yet")
+    result = await ctx.ca.poll(ctx.data["handle"])
+    if isinstance(result, Pending):
+        ctx.data["handle"] = result.handle
+        ctx.data["retry_at"] = result.retry_at.isoformat()
+        return Wait(result.retry_at, f"pending at the CA: {result.reason}")
+    ctx.data.pop("retry_at", None)
+    return Advance(_store_issued(ctx, result))
+
+
+async def stage_validate(ctx: Context) -> Outcome:
+    """Step C: nothing that fails these checks is ever installed."""
+    chain = ctx.chain()
+    if not any(c.subject == c.issuer for c in chain):
+        # Many CAs return the chain without its root; the trust stage needs the root too.
+        for ca_cert in await ctx.ca.ca_chain():
+            if ca_cert.subject == ca_cert.issuer and ca_cert not in chain:
+                chain.append(ca_cert)
+        ctx.data["issued"]["chain_pem"] = "".join(_pem(c) for c in chain)
+    issuance = Issuance(ctx.leaf(), tuple(chain), ctx.csr(), ctx.ca_name)
+    problems = validate(ctx.plan, issuance, ctx.now())
+    if problems:
+        return Blocked(
+            "; ".join(p.message for p in problems)
+            + f"; nothing was installed; fix the CA side, then run 'expressway-certd renew {ctx.target.name} --now'"
+        )
+    facts = facts_from_x509(issuance.leaf)
+    return Advance(
+        f"SANs, EKU, KU, key, validity and chain OK; not after {facts.not_after:%Y-%m-%d}"
+    )
+
+
+async def stage_trust(ctx: Context) -> Outcome:
+    """Step D: a new CA (AKI differs) is trusted by every TLS peer BEFORE the cert goes live."""
+    leaf = facts_from_x509(ctx.leaf())
+    old_aki = ctx.data["snapshot"]["aki"]
+    ctx.data["ca_changed"] = leaf.aki != old_aki
+    if not ctx.data["ca_changed"]:
+        return Advance(f"same CA (AKI {(leaf.aki or '-')[:16]}): no trust changes needed")
+    cas = [c for c in ctx.chain() if facts_from_x509(c).is_ca]
+    if not cas:
+        return Blocked(
+            f"{ctx.target.name}: the CA changed but its chain has no CA certificates to distribute; "
+            "configure the CA's trust_anchor"
+        )
+    done: list[str] = []
+    boxes = [ctx.target]
+    if ctx.target.traversal_peer:
+        boxes.append(ctx.config.target(ctx.target.traversal_peer))
+    for box_cfg in boxes:
+        async with ctx.devices.expressway(box_cfg) as box:
+            added = await box.add_trusted_cas(cas)
+        done.append(f"{box_cfg.name} (+{len(added)})")
+    role = ctx.data["snapshot"]["role"]
+    if role == "c" and ctx.target.unified_cm:
+        ucm = ctx.config.unified_cm(ctx.target.unified_cm)
+        async with ctx.devices.unified_cm(ucm) as cm:
+            for node in ucm.nodes:
+                await cm.add_trust(
+                    node, cas, stores=ucm.trust_stores, description="expressway-certd: new CA"
+                )
+                # Restart once per renewal and node; a crash before this stage is persisted
+                # means one more restart, never none.
+                restarted = ctx.data.setdefault("cucm_restarted", [])
+                if node not in restarted:
+                    await cm.restart_services(node, list(ucm.restart_services))
+                    restarted.append(node)
+                done.append(f"{ucm.name}/{node} ({', '.join(ucm.trust_stores)})")
+    return Advance("new CA trusted by " + ", ".join(done))
+
+
+async def stage_approve(ctx: Context) -> Outcome:
+    """Optional gate before anything on the box changes."""
+    renewal = ctx.target.renewal
+    assert renewal is not None
+    mode = renewal.approval
+    if mode == "auto":
+        return Advance("approval mode auto")
+    if mode == "manual-if-ca-changed" and not ctx.data.get("ca_changed"):
+        return Advance("same CA: no approval needed")
+    if ctx.data.get("approved_by"):
+        return Advance(f"approved by {ctx.data['approved_by']}")
+    why = "the CA changed" if ctx.data.get("ca_changed") else "approval mode manual"
+    return Wait(ctx.now() + timedelta(hours=1), why, approval=True)
+
+
+async def stage_install(ctx: Context) -> Outcome:
+    """Step E (upload): the leaf only, PEM; compared with what is installed first."""
+    leaf = ctx.leaf()
+    async with ctx.devices.expressway(ctx.target) as box:
+        installed = await box.server_certificate()
+        if installed == leaf:
+            ctx.data["installed_sha256"] = _sha256(leaf)
+            return Advance("already installed")
+        await box.upload_server_certificate(leaf)
+        if await box.server_certificate() != leaf:
+            return _retry(ctx, "the box accepted the upload but does not show the new certificate")
+    ctx.data["installed_sha256"] = _sha256(leaf)
+    return Advance(f"uploaded {_sha256(leaf)[:16]} (active after restart)")
+
+
+async def _served_everywhere(ctx: Context, sha256: str) -> tuple[bool, list[str]]:
+    observations = await asyncio.gather(
+        *(ctx.prober.probe(ctx.target.name, ep) for ep in ctx.target.endpoints)
+    )
+    stale = [
+        f"{o.endpoint.address} ({o.error_class or (o.facts.sha256[:12] if o.facts else '?')})"
+        for o in observations
+        if not (o.ok and o.facts is not None and o.facts.sha256 == sha256)
+    ]
+    return not stale, stale
+
+
+async def stage_restart(ctx: Context) -> Outcome:
+    """Step E (restart) inside the maintenance window; cluster peers one at a time."""
+    sha = ctx.data["installed_sha256"]
+    serving, _ = await _served_everywhere(ctx, sha)
+    if serving:
+        return Advance("already serving the new certificate")
+    renewal = ctx.target.renewal
+    assert renewal is not None
+    now = ctx.now()
+    if renewal.maintenance_window is not None:
+        start = next_window_start(renewal.maintenance_window, now)
+        if start > now:
+            return Wait(
+                start,
+                f"outside the maintenance window ({renewal.maintenance_window.cron} {renewal.maintenance_window.timezone})",
+            )
+    lock = ctx.cluster_locks.setdefault(ctx.target.cluster or ctx.target.name, asyncio.Lock())
+    async with lock:  # one peer of a cluster restarts at a time, each back before the next
+        async with ctx.devices.expressway(ctx.target) as box:
+            how = await box.restart(wait=True)
+        deadline = time.monotonic() + renewal.verify_timeout.total_seconds()
+        while True:
+            serving, stale = await _served_everywhere(ctx, sha)
+            if serving:
+                break
+            if time.monotonic() > deadline:
+                return _retry(
+                    ctx,
+                    f"restarted (via {how}) but not serving the new certificate on {', '.join(stale)}",
+                )
+            await asyncio.sleep(0.5)
+    return Advance(f"restarted via {how}; serving the new certificate on every endpoint")
+
+
+async def stage_verify(ctx: Context) -> Outcome:
+    """Every endpoint serves the new fingerprint and the traversal / Unified CM zones are Active."""
+    sha = ctx.data["installed_sha256"]
+    serving, stale = await _served_everywhere(ctx, sha)
+    problems = [] if serving else [f"not serving the new certificate on {', '.join(stale)}"]
+    async with ctx.devices.expressway(ctx.target) as box:
+        try:
+            zones = await box.zones()
+        except OperationUnsupported:
+            zones = []
+    problems += [
+        f"zone {z.name} is {z.state}: {z.reason}" for z in zones if z.state.lower() != "active"
+    ]
+    if not problems:
+        return Advance(
+            f"{len(ctx.target.endpoints)} endpoints serve {sha[:16]}; {len(zones)} zones Active"
+        )
+    renewal = ctx.target.renewal
+    assert renewal is not None
+    deadline = datetime.fromisoformat(
+        ctx.data.setdefault("verify_deadline", (ctx.now() + renewal.verify_timeout).isoformat())
+    )
+    if ctx.now() < deadline:
+        return Wait(ctx.now() + timedelta(seconds=5), "; ".join(problems))
+    return Blocked(
+        f"{ctx.target.name}: after installing, "
+        + "; ".join(problems)
+        + ": check the traversal peer's trusted CA list and the box's alarms"
+    )
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[Context], Awaitable[Outcome]]] = {
+    "snapshot": stage_snapshot,
+    "preflight": stage_preflight,
+    "csr": stage_csr,
+    "submit": stage_submit,
+    "issued": stage_issued,
+    "validate": stage_validate,
+    "trust": stage_trust,
+    "approve": stage_approve,
+    "install": stage_install,
+    "restart": stage_restart,
+    "verify": stage_verify,
+}
+
+
+# ---- the runner ----------------------------------------------------------------------------
+
+StageObserver = Callable[[str, str, str, float], None]  # target, stage, result, seconds
+
+
+class Pipeline:
+    """Starts, runs and resumes renewals; one at a time per target."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        bus: EventBus,
+        prober: Prober,
+        connectors: Mapping[str, CAConnector],
+        *,
+        devices: Devices | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        observe: StageObserver | None = None,
+        stop_after: Callable[[str], bool] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.bus = bus
+        self.prober = prober
+        self.connectors = connectors
+        self.devices: Devices = devices or ConfiguredDevices()
+        self.clock = clock
+        self.observe = observe
+        self._stop_after = stop_after
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._cluster_locks: dict[str, asyncio.Lock] = {}
+        self.latest: dict[str, RenewalRow] = {}
+
+    async def load(self) -> None:
+        for row in reversed(await self.store.renewals_for(limit=10_000)):
+            self.latest[row.target] = row
+
+    async def start(self, target: str, reason: str) -> RenewalRow:
+        """Create a renewal for `target` unless one is active (then that one is returned)."""
+        exp = self.config.target(target)
+        if exp.renewal is None:
+            raise CertdError(
+                f"{target}: renewal is not configured; add an [expressway.renewal] table with ca = ..."
+            )
+        now = self.clock()
+        row = RenewalRow(
+            id=now.strftime("%Y%m%d") + "-" + secrets.token_hex(4),
+            target=target,
+            status="running",
+            stage=STAGES[0],
+            reason=reason,
+            created_at=now,
+            updated_at=now,
+            next_at=None,
+            attempts=0,
+            message="",
+            data={},
+        )
+        stored = await self.store.create_renewal(row)
+        self.latest[target] = stored
+        if stored.id == row.id:
+            log.info("renewal started", target=target, renewal=row.id, reason=reason)
+        return stored
+
+    async def approve(self, renewal_id: str, who: str) -> RenewalRow:
+        row = await self._get(renewal_id)
+        if row.stage != "approve" or row.status != "waiting":
+            raise CertdError(
+                f"renewal {renewal_id}: not awaiting approval (stage {row.stage}, {row.status})"
+            )
+        data = {**row.data, "approved_by": who}
+        row = dataclasses.replace(row, data=data, next_at=self.clock(), updated_at=self.clock())
+        await self.store.save_renewal(row)
+        self.latest[row.target] = row
+        return row
+
+    async def retry_now(self, renewal_id: str) -> RenewalRow:
+        """Operator says the cause of a blocked/failed stage is fixed: run that stage again."""
+        row = await self._get(renewal_id)
+        if not row.active:
+            raise CertdError(f"renewal {renewal_id}: already {row.status}")
+        row = dataclasses.replace(row, status="running", next_at=None, updated_at=self.clock())
+        await self.store.save_renewal(row)
+        self.latest[row.target] = row
+        return row
+
+    async def _get(self, renewal_id: str) -> RenewalRow:
+        row = await self.store.renewal(renewal_id)
+        if row is None:
+            raise CertdError(
+                f"renewal {renewal_id}: no such renewal (see 'expressway-certd status')"
+            )
+        return row
+
+    async def run(self, renewal_id: str) -> RenewalRow:
+        """Run stages until the renewal waits, blocks, fails or is done."""
+        row = await self._get(renewal_id)
+        lock = self._locks.setdefault(row.target, asyncio.Lock())
+        async with lock:
+            while True:
+                row = await self._get(renewal_id)
+                self.latest[row.target] = row
+                if not row.active or row.status == "blocked":
+                    return row
+                if row.next_at is not None and row.next_at > self.clock():
+                    return row
+                row = await self._step(row)
+                if self._stop_after is not None and self._stop_after(row.stage):
+                    return row
+
+    async def run_due(self) -> None:
+        """Resume every active renewal whose time has come (the scheduler calls this)."""
+        for row in await self.store.renewals_for(active_only=True, limit=10_000):
+            if row.status == "blocked":
+                continue
+            if row.next_at is None or row.next_at <= self.clock():
+                try:
+                    await self.run(row.id)
+                except CertdError as exc:
+                    log.error("renewal run failed", renewal=row.id, error=str(exc))
+
+    async def _step(self, row: RenewalRow) -> RenewalRow:
+        exp = self.config.target(row.target)
+        assert exp.renewal is not None
+        ca_name = exp.renewal.ca
+        data = dict(row.data)
+        data["_attempts"] = row.attempts
+        ctx = Context(
+            renewal_id=row.id,
+            target=exp,
+            config=self.config,
+            devices=self.devices,
+            ca=self.connectors[ca_name],
+            ca_name=ca_name,
+            prober=self.prober,
+            now=self.clock,
+            data=data,
+            cluster_locks=self._cluster_locks,
+        )
+        stage = row.stage
+        common = {"target": row.target, "renewal_id": row.id, "stage": stage}
+        if row.attempts == 0 and row.status == "running":
+            await self.bus.publish(StageStarted(time=self.clock(), **common))
+        started = time.monotonic()
+        try:
+            outcome = await STAGE_FUNCTIONS[stage](ctx)
+        except CARequestError as exc:
+            outcome = _retry(ctx, str(exc)) if exc.retryable else Blocked(str(exc))
+        except (DeviceError, CAError) as exc:
+            outcome = _retry(ctx, str(exc))
+        except CertdError as exc:
+            outcome = Blocked(str(exc))
+        except (OSError, TimeoutError) as exc:
+            outcome = _retry(ctx, f"{row.target}: {stage}: {type(exc).__name__}: {exc}")
+        seconds = time.monotonic() - started
+        data.pop("_attempts", None)
+        now = self.clock()
+        event: Event | None
+        if isinstance(outcome, Advance):
+            index = STAGES.index(stage)
+            done = index == len(STAGES) - 1
+            new = dataclasses.replace(
+                row,
+                status="done" if done else "running",
+                stage=stage if done else STAGES[index + 1],
+                attempts=0,
+                next_at=None,
+                message=outcome.detail,
+                data=data,
+                updated_at=now,
+            )
+            result, message = "advance", outcome.detail
+            event = StageSucceeded(time=now, detail=outcome.detail, **common)
+        elif isinstance(outcome, Wait):
+            new = dataclasses.replace(
+                row, status="waiting", next_at=outcome.until, message=outcome.why, data=data,
+                updated_at=now, attempts=row.attempts + 1,
+            )  # fmt: skip
+            result, message = "wait", outcome.why
+            if row.status == "waiting":
+                event = None  # announced when the wait began
+            elif outcome.approval:
+                event = ApprovalRequired(time=now, why=outcome.why, **common)
+            else:
+                event = StageWaiting(
+                    time=now, until=outcome.until.isoformat(), why=outcome.why, **common
+                )
+        elif isinstance(outcome, Blocked):
+            new = dataclasses.replace(
+                row, status="blocked", next_at=None, message=outcome.why, data=data,
+                updated_at=now, attempts=row.attempts + 1,
+            )  # fmt: skip
+            result, message = "blocked", outcome.why
+            event = RenewalBlocked(time=now, why=outcome.why, **common)
+        else:
+            new = dataclasses.replace(
+                row, status="failed", next_at=outcome.retry_at, message=outcome.why, data=data,
+                updated_at=now, attempts=row.attempts + 1,
+            )  # fmt: skip
+            result, message = "failed", outcome.why
+            event = StageFailed(
+                time=now, why=outcome.why, retry_at=outcome.retry_at.isoformat(), **common
+            )
+        # Persist first: whatever happens next, a new process resumes from here.
+        await self.store.save_renewal(
+            new, StepRow(row.id, stage, result, now, round(seconds, 3), message)
+        )
+        self.latest[row.target] = new
+        if self.observe is not None:
+            self.observe(row.target, stage, result, seconds)
+        log.info(
+            "renewal stage",
+            target=row.target,
+            renewal=row.id,
+            stage=stage,
+            result=result,
+            detail=message,
+        )
+        if event is not None:
+            await self.bus.publish(event)
+        if new.status == "done":
+            leaf = x509.load_pem_x509_certificate(data["issued"]["leaf_pem"].encode())
+            await self.bus.publish(
+                RenewalCompleted(
+                    target=row.target,
+                    time=now,
+                    renewal_id=row.id,
+                    new_sha256=_sha256(leaf),
+                    not_after=leaf.not_valid_after_utc.isoformat(),
+                )
+            )
+        return new
