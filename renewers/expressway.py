@@ -16,6 +16,7 @@ Exceptions (all monitor.errors.DeviceError, messages name target, step and fix):
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,14 +283,15 @@ class ExpresswayClient:
     async def server_certificate(self) -> x509.Certificate:
         """The installed server certificate (served after the next restart if just uploaded)."""
         reply = await self._call("read server certificate")
-        return self._load_certs(reply.text, "read server certificate")[0]
+        return self._load_certs(pem_text(reply.text), "read server certificate")[0]
 
     async def pending_csr(self) -> x509.CertificateSigningRequest | None:
         """The CSR generated on the box and not yet used, or None."""
         reply = await self._call("read pending CSR", allow=(404,))
-        if reply.status == 404 or PEM_CSR not in reply.text:
+        text = pem_text(reply.text)
+        if reply.status == 404 or PEM_CSR not in text:
             return None
-        return self._load_csr(reply.text, "read pending CSR")
+        return self._load_csr(text, "read pending CSR")
 
     async def generate_csr(self, request: CsrRequest) -> x509.CertificateSigningRequest:
         """Generate a CSR on the box (its key stays there). Raises PendingCsrConflict when one is
@@ -316,9 +318,10 @@ class ExpresswayClient:
 
     async def trusted_cas(self) -> list[x509.Certificate]:
         reply = await self._call("read trusted CA certificates")
-        if PEM_CERT not in reply.text:
+        text = pem_text(reply.text)
+        if PEM_CERT not in text:
             return []
-        return self._load_certs(reply.text, "read trusted CA certificates")
+        return self._load_certs(text, "read trusted CA certificates")
 
     async def add_trusted_cas(self, certs: list[x509.Certificate]) -> list[x509.Certificate]:
         """Add the CA certificates the box does not trust yet; returns those added.
@@ -557,6 +560,31 @@ def _validate(config: ExpresswayClientConfig) -> None:
 
 def _host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def pem_text(text: str) -> str:
+    """PEM blocks of an answer: the body itself, or the PEM strings inside a JSON answer
+    (Cisco documents PEM; some versions may wrap it in JSON)."""
+    if "-----BEGIN" in text and not text.lstrip().startswith(("{", "[")):
+        return text
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str) and "-----BEGIN" in value:
+            found.append(value.strip() + "\n")
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(body)
+    return "".join(found) if found else text
 
 
 def _first(body: dict[str, Any], keys: tuple[str, ...]) -> str | None:

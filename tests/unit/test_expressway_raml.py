@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from renewers.expressway import OPERATIONS, parse_raml, version_tuple
+from renewers.expressway import OPERATIONS, parse_raml, pem_text, version_tuple
 
 NESTED = """#%RAML 0.8
 title: Expressway
@@ -63,3 +63,11 @@ def test_version_tuple() -> None:
     assert version_tuple("X15.4.1") == (15, 4)
     assert version_tuple("x14.3") == (14, 3)
     assert version_tuple("15.0") is None
+
+
+def test_pem_is_found_inside_json_answers() -> None:
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"
+    assert pem_text(pem) == pem
+    assert pem_text('{"Certificate": "' + pem.replace("\n", "\\n") + '"}') == pem + "\n"
+    assert pem_text('[{"PEM": "' + pem.replace("\n", "\\n") + '"}, {"x": 1}]') == pem + "\n"
+    assert pem_text('{"Message": "none"}') == '{"Message": "none"}'
