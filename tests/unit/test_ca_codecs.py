@@ -1,0 +1,153 @@
+"""Encodings the connectors must read: EST bodies (base64 with line breaks, binary, PEM),
+CsrAttrs, Retry-After, ARI CertIDs, the channel binding token, chain ordering."""
+
+from __future__ import annotations
+
+import base64
+import stat
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs7
+from prometheus_client import REGISTRY
+
+from lab.pki import CA
+from monitor.errors import CAError
+from renewers.ca.acme import ari_cert_id
+from renewers.ca.adcs import channel_binding_token
+from renewers.ca.base import (
+    SERVER_AUTH,
+    Capabilities,
+    CARequestError,
+    ConnectorBase,
+    order_chain,
+    parse_retry_after,
+    write_private,
+)
+from renewers.ca.est import decode_body, parse_csrattrs
+
+
+@pytest.fixture(scope="module")
+def chain() -> list[x509.Certificate]:
+    root = CA.create("Codec Root")
+    issuing = CA.create("Codec Issuing", parent=root)
+    leaf, _ = issuing.issue("expe.example.com", key_kind="ec", key_size=256)
+    return [leaf, issuing.cert, root.cert]
+
+
+def test_est_body_in_every_encoding_servers_use(chain: list[x509.Certificate]) -> None:
+    der = pkcs7.serialize_certificates(chain, serialization.Encoding.DER)
+    lines = base64.encodebytes(der)
+    variants = {
+        "base64 with CRLF": (lines.replace(b"\n", b"\r\n"), "base64"),
+        "base64 one line, no header": (base64.b64encode(der), None),
+        "binary DER": (der, "binary"),
+        "DER without header": (der, None),
+        "PEM": (pkcs7.serialize_certificates(chain, serialization.Encoding.PEM), None),
+    }
+    for name, (body, cte) in variants.items():
+        assert decode_body(body, cte) == der, name
+
+
+def test_csrattrs_lists_oids_and_attribute_types() -> None:
+    # SEQUENCE { OID ecdsa-with-SHA384, SEQUENCE { OID extensionRequest, SET {} }, OID challengePassword }
+    ecdsa384 = bytes.fromhex("06082a8648ce3d040303")
+    ext_req = bytes.fromhex("301106092a864886f70d01090e310406025504")
+    challenge = bytes.fromhex("06092a864886f70d010907")
+    body = ecdsa384 + ext_req + challenge
+    der = bytes([0x30, len(body)]) + body
+    assert parse_csrattrs(der) == ["ecdsa-with-SHA384", "extensionRequest", "challengePassword"]
+
+
+def test_retry_after_seconds_date_and_garbage() -> None:
+    assert parse_retry_after("120", 5) == 120
+    when = datetime.now(UTC) + timedelta(seconds=90)
+    assert 80 <= parse_retry_after(format_datetime(when, usegmt=True), 5) <= 90
+    assert parse_retry_after("soon", 5) == 5
+    assert parse_retry_after(None, 7) == 7
+
+
+def test_ari_cert_id_matches_rfc_9773_example() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "ari")])
+    aki = bytes.fromhex("69885B6B87464041E1B37B847BA0AE2CDE01C8D4")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(0x87654321)
+        .not_valid_before(datetime.now(UTC))
+        .not_valid_after(datetime.now(UTC) + timedelta(days=1))
+        .add_extension(x509.AuthorityKeyIdentifier(aki, None, None), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    assert ari_cert_id(cert) == "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
+
+
+def test_channel_binding_is_tls_server_end_point(chain: list[x509.Certificate]) -> None:
+    der = chain[0].public_bytes(serialization.Encoding.DER)
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(der)
+    assert channel_binding_token(der) == b"tls-server-end-point:" + digest.finalize()
+
+
+def test_order_chain_puts_issuer_first(chain: list[x509.Certificate]) -> None:
+    leaf, issuing, root = chain
+    assert order_chain(leaf, [root, leaf, issuing]) == (issuing, root)
+
+
+def test_write_private_is_0600_in_a_0700_directory(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "acme" / "ca" / "account.key"
+    write_private(path, b"secret")
+    write_private(path, b"secret2")
+    assert path.read_bytes() == b"secret2"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_capabilities_say_what_is_known() -> None:
+    assert Capabilities("acme", "tlsserver", frozenset({SERVER_AUTH})).delivers(SERVER_AUTH) is True
+    assert (
+        Capabilities("acme", "tlsserver", frozenset({SERVER_AUTH})).delivers("1.3.6.1.5.5.7.3.2")
+        is False
+    )
+    assert Capabilities("est").delivers(SERVER_AUTH) is None
+
+
+def test_errors_name_ca_step_fix_and_are_counted() -> None:
+    base = ConnectorBase("unit-ca", "est")
+    before = (
+        REGISTRY.get_sample_value(
+            "expressway_ca_errors_total", {"ca": "unit-ca", "kind": "est", "reason": "auth"}
+        )
+        or 0
+    )
+    with pytest.raises(CARequestError) as info, base.measure("simpleenroll"):
+        raise base.error("simpleenroll", "HTTP 401", "check username", reason="auth")
+    assert str(info.value) == "CA 'unit-ca': simpleenroll: HTTP 401; check username"
+    assert isinstance(info.value, CAError)
+    after = REGISTRY.get_sample_value(
+        "expressway_ca_errors_total", {"ca": "unit-ca", "kind": "est", "reason": "auth"}
+    )
+    assert after == before + 1
+    count = REGISTRY.get_sample_value(
+        "expressway_ca_request_duration_seconds_count",
+        {"ca": "unit-ca", "kind": "est", "op": "simpleenroll"},
+    )
+    assert count is not None and count >= 1
+
+
+def test_handles_from_elsewhere_are_refused() -> None:
+    base = ConnectorBase("unit-ca", "adcs")
+    handle = base.new_handle(req_id=7)
+    base.check_handle(handle, "req_id")
+    with pytest.raises(CAError, match="incomplete or from another version"):
+        base.check_handle({**handle, "v": 99}, "req_id")
+    with pytest.raises(CAError, match="belongs to CA 'b'"):
+        base.check_handle({**handle, "ca": "b"}, "req_id")

@@ -1,0 +1,147 @@
+"""`[ca.NAME]` tables: one valid config per connector kind, and errors that name key and fix."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from monitor.config import parse_config
+from monitor.config_ca import ACMEConfig, ADCSConfig, ESTConfig, ca_secrets, parse_cas
+from monitor.errors import ConfigError
+
+ACME = """
+[ca.le]
+kind = "acme"
+directory = "https://acme.example.net/directory"
+email = "pki@example.com"
+eab_kid = "kid-1"
+eab_hmac = "env:EAB_HMAC"
+profile = "tlsserver"
+[ca.le.rfc2136]
+server = "10.0.0.53"
+zone = "example.com"
+tsig_key = "certd"
+tsig_secret = "file:tsig.secret"
+"""
+
+EST = """
+[ca.corp-est]
+kind = "est"
+url = "https://est.example.com/.well-known/est/expressway"
+username = "certd"
+password = "env:EST_PASSWORD"
+ekus = ["serverAuth", "clientAuth"]
+"""
+
+ADCS = """
+[ca.corp-adcs]
+kind = "adcs"
+url = "https://ca01.corp.example.com/certsrv"
+template = "CollabServerClient"
+auth = "ntlm"
+username = 'CORP\\svc-certd'
+password = "env:ADCS_PASSWORD"
+"""
+
+
+def cas(text: str, file: Path = Path("/etc/certd.toml")) -> dict[str, object]:
+    return dict(parse_cas(file, tomllib.loads(text)["ca"]))
+
+
+def test_each_kind_parses_to_its_config() -> None:
+    parsed = cas(ACME + EST + ADCS)
+    acme, est, adcs = parsed["le"], parsed["corp-est"], parsed["corp-adcs"]
+    assert (
+        isinstance(acme, ACMEConfig) and acme.challenge == "dns-01" and acme.profile == "tlsserver"
+    )
+    assert acme.rfc2136 is not None and (acme.rfc2136.server, acme.rfc2136.port) == (
+        "10.0.0.53",
+        53,
+    )
+    assert acme.rfc2136.zone == "example.com."
+    assert isinstance(est, ESTConfig) and est.ekus == frozenset({"serverAuth", "clientAuth"})
+    assert isinstance(adcs, ADCSConfig) and adcs.username == "CORP\\svc-certd"
+    assert [s.ref for s in ca_secrets(acme)] == ["env:EAB_HMAC", "file:tsig.secret"]
+    assert "EST_PASSWORD" in repr(est) and "EAB_HMAC" in repr(acme)
+
+
+def test_whole_config_carries_the_cas() -> None:
+    config = parse_config(Path("/etc/certd.toml"), tomllib.loads(EST))
+    assert isinstance(config.cas["corp-est"], ESTConfig)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[ca.x]\nkind = "scep"', r"ca.x.kind: must be one of acme, est, adcs"),
+        (
+            '[ca.x]\nkind = "est"\nurl = "http://est/.well-known/est"\nusername = "u"\npassword = "env:P"',
+            r"ca.x.url: must be an https:// URL",
+        ),
+        (
+            '[ca.x]\nkind = "est"\nurl = "https://est.example.com/est"\nusername = "u"\npassword = "env:P"',
+            r"must include '/.well-known/est'",
+        ),
+        (
+            '[ca.x]\nkind = "est"\nurl = "https://e/.well-known/est"\nusername = "u"\npassword = "hunter2"',
+            r"ca.x.password: must be a secret reference",
+        ),
+        ('[ca.x]\nkind = "est"\nurl = "https://e/.well-known/est"', r"EST needs credentials"),
+        (
+            '[ca.x]\nkind = "adcs"\nurl = "https://ca/certsrv"\ntemplate = "T"\nauth = "digest"\nusername = "u"\npassword = "env:P"',
+            r"ca.x.auth: must be one of basic, ntlm, kerberos",
+        ),
+        (
+            '[ca.x]\nkind = "adcs"\nurl = "https://ca/certsrv"\nauth = "basic"\nusername = "u"\npassword = "env:P"',
+            r"ca.x.template: is required",
+        ),
+        (
+            '[ca.x]\nkind = "adcs"\nurl = "https://ca/certsrv"\ntemplate = "T"\nauth = "ntlm"',
+            r"needs username",
+        ),
+        (
+            '[ca.x]\nkind = "acme"\ndirectory = "https://a/dir"',
+            r"ca.x.rfc2136: is required with challenge = 'dns-01'",
+        ),
+        (
+            '[ca.x]\nkind = "acme"\ndirectory = "https://a/dir"\nchallenge = "hook"',
+            r"ca.x.hook: is required with challenge = 'hook'",
+        ),
+        (
+            '[ca.x]\nkind = "acme"\ndirectory = "https://a/dir"\nchallenge = "http-01"\neab_kid = "k"',
+            r"ca.x.eab_hmac: set both or neither",
+        ),
+        (
+            '[ca.x]\nkind = "acme"\ndirectory = "https://a/dir"\nchallenge = "tls-alpn-01"',
+            r"ca.x.challenge: must be one of dns-01, http-01, hook",
+        ),
+        (
+            '[ca.x]\nkind = "acme"\ndirectory = "https://a/dir"\nchalenge = "http-01"',
+            r"ca.x.chalenge: unknown key; did you mean 'challenge'\?",
+        ),
+        (
+            '[ca.x]\nkind = "acme"\ndirectory = "https://a/dir"\n[ca.x.rfc2136]\nserver = "ns1"\ntsig_key = "k"\ntsig_secret = "env:T"\ntsig_algorithm = "md5"',
+            r"ca.x.rfc2136.tsig_algorithm: must be one of",
+        ),
+        (
+            '[ca.x]\nkind = "est"\nurl = "https://e/.well-known/est"\nusername = "u"\npassword = "env:P"\nekus = ["codeSigning"]',
+            r"ca.x.ekus: must list",
+        ),
+    ],
+)
+def test_mistakes_name_file_key_and_fix(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected) as info:
+        cas(text)
+    assert str(info.value).startswith("/etc/certd.toml: ca.x")
+    assert "hunter2" not in str(info.value)
+
+
+def test_hook_is_split_like_a_shell_command() -> None:
+    parsed = cas(
+        '[ca.h]\nkind = "acme"\ndirectory = "https://a/dir"\nchallenge = "hook"\nhook = "/usr/local/bin/dns-hook --zone \'corp zone\'"'
+    )
+    acme = parsed["h"]
+    assert isinstance(acme, ACMEConfig)
+    assert acme.hook == ("/usr/local/bin/dns-hook", "--zone", "corp zone")
