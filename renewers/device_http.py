@@ -184,7 +184,7 @@ class HttpApi:
                     f"check the {self._product} is up and not overloaded; the operation was "
                     "not retried because it may still complete",
                 ) from exc
-            except aiohttp.ClientConnectionError as exc:
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
                 if attempt < attempts:
                     await self._pause(step, attempt, f"connection error: {_short(exc)}")
                     continue
@@ -192,6 +192,12 @@ class HttpApi:
                     step,
                     f"cannot reach {url} after {attempts} attempts ({_short(exc)})",
                     f"check the address, the port and that the {self._product} is running",
+                ) from exc
+            except aiohttp.ClientError as exc:
+                raise self.error(
+                    step,
+                    f"the HTTP exchange with {url} failed ({exc.__class__.__name__}: {_short(exc)})",
+                    f"check that {self.base_url} is the {self._product}'s HTTPS API",
                 ) from exc
             if reply.status >= 500 and attempt < attempts and not (final and final(reply)):
                 await self._pause(step, attempt, f"HTTP {reply.status}")
