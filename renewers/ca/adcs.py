@@ -380,21 +380,19 @@ class ADCSConnector(ConnectorBase):
                 "the server wants a browser-like User-Agent; a proxy may be rewriting it",
                 reason="bad_response",
             )
-        if "Taken Under Submission" in message or (
-            "pending" in page.lower() and "denied" not in page.lower()
-        ):
-            handle = handle or self.new_handle(req_id=req_id, template=self.config.template)
-            return Pending(
-                handle,
-                retry_at(PENDING_POLL.total_seconds()),
-                f"request {req_id}: {message or 'pending'}",
-            )
         if "CRYPT_E_NOT_FOUND" in message or "Cannot find" in message:
             raise self.error(
                 "retrieve",
                 f"request {req_id} is not in the CA database ({message})",
                 "submit the CSR again",
                 reason="not_found",
+            )
+        if "Taken Under Submission" in message or (not message and "pending" in page.lower()):
+            handle = handle or self.new_handle(req_id=req_id, template=self.config.template)
+            return Pending(
+                handle,
+                retry_at(PENDING_POLL.total_seconds()),
+                f"request {req_id}: {message or 'pending'}",
             )
         raise self.error(
             "retrieve",
