@@ -1,0 +1,87 @@
+"""Builds a renewal environment on the lab: C/E pair + Unified CM simulators, an EST CA whose
+root differs from the lab's (so the AKI changes), and the real pipeline wired to them."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.est import ESTSimulator
+from lab.topology import Lab
+from monitor.config import Config, load_config
+from monitor.events import Event, EventBus
+from monitor.probe import Prober, TrustStore
+from monitor.store import Store
+from renewers.ca import build_connector
+from renewers.pipeline import Pipeline
+
+
+def add_renewal(config_text: str, target: str, renewal: str) -> str:
+    """Insert `renewal = {...}` into one [[expressway]] block of a lab config."""
+    pattern = re.compile(rf'(name = "{re.escape(target)}"\n)')
+    assert pattern.search(config_text), target
+    return pattern.sub(rf"\1renewal = {{ {renewal} }}\n", config_text, count=1)
+
+
+def est_section(est: ESTSimulator, directory: Path, name: str = "lab-est") -> str:
+    secret = directory / f"{name}.password"
+    secret.write_text("est-secret\n")
+    os.chmod(secret, 0o600)
+    return (
+        f'\n[ca.{name}]\nkind = "est"\nurl = "{est.url}"\ntrust_anchor = "{est.trust_anchor}"\n'
+        f'username = "est"\npassword = "file:{secret}"\n'
+    )
+
+
+@dataclass
+class Env:
+    lab: Lab
+    est: ESTSimulator
+    config: Config
+    store: Store
+    pipeline: Pipeline
+    events: list[Event]
+
+
+@asynccontextmanager
+async def renewal_env(
+    tmp_path: Path,
+    *,
+    renewal: str = 'ca = "lab-est"',
+    version: str = "X15.4",
+    target: str = "expe-c1",
+) -> AsyncIterator[Env]:
+    est = ESTSimulator().start()
+    try:
+        async with Lab(tmp_path / "lab", version=version, restart_seconds=0.3) as lab:
+            path = lab.write_config(tmp_path / "certd.toml")
+            text = add_renewal(path.read_text(), target, renewal) + est_section(est, tmp_path)
+            path.write_text(text)
+            config = load_config(path)
+            store = await Store.open(config.daemon.state)
+            bus = EventBus()
+            events: list[Event] = []
+
+            async def record(event: Event) -> None:
+                events.append(event)
+
+            bus.subscribe(record)
+            bus.subscribe(store.append_event)
+            trust = TrustStore([lab.ca_bundle_path, est.trust_anchor])
+            prober = Prober(trust, timeout=3)
+            connectors = {
+                name: build_connector(ca, config.daemon.data_dir) for name, ca in config.cas.items()
+            }
+            pipeline = Pipeline(config, store, bus, prober, connectors)
+            try:
+                yield Env(lab, est, config, store, pipeline, events)
+            finally:
+                for connector in connectors.values():
+                    await connector.aclose()
+                await store.close()
+    finally:
+        est.stop()
