@@ -101,6 +101,7 @@ class ACMEConnector(ConnectorBase):
         data_dir: Path,
         solver: ChallengeSolver | None = None,
         wait: timedelta = timedelta(minutes=2),
+        acme_client: client.ClientV2 | None = None,
     ) -> None:
         super().__init__(config.name, "acme")
         self.config = config
@@ -121,7 +122,7 @@ class ACMEConnector(ConnectorBase):
             )
         self.state_dir = data_dir / "acme" / config.name
         self.solver: ChallengeSolver = solver or self._make_solver()
-        self._client: client.ClientV2 | None = None
+        self._client = acme_client  # normally connected on first use
         self._lock = asyncio.Lock()
 
     def __repr__(self) -> str:
