@@ -101,6 +101,8 @@ renewals = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("message", sa.Text, nullable=False, default=""),
     sa.Column("data", sa.Text, nullable=False),
+    sa.Column("lease_owner", sa.String(64)),  # the process running it now (HA-safe claim)
+    sa.Column("lease_until", sa.DateTime(timezone=True)),
     sa.Index("ix_renewals_target", "target", "created_at"),
 )
 ACTIVE_STATUSES = ("running", "waiting", "failed", "blocked")
@@ -431,6 +433,31 @@ class Store:
             if step is not None:
                 await conn.execute(renewal_steps.insert().values(**step.__dict__))
 
+    async def claim_renewal(
+        self, renewal_id: str, owner: str, now: datetime, ttl: timedelta
+    ) -> bool:
+        """Take (or extend) the lease on a renewal; False when another process holds it."""
+        r = renewals.c
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                renewals.update()
+                .where(
+                    r.id == renewal_id,
+                    sa.or_(r.lease_until.is_(None), r.lease_until < now, r.lease_owner == owner),
+                )
+                .values(lease_owner=owner, lease_until=now + ttl)
+            )
+            return bool(result.rowcount == 1)
+
+    async def release_renewal(self, renewal_id: str, owner: str) -> None:
+        r = renewals.c
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                renewals.update()
+                .where(r.id == renewal_id, r.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None)
+            )
+
     async def renewal(self, renewal_id: str) -> RenewalRow | None:
         async with self._engine.connect() as conn:
             r = (
@@ -479,7 +506,7 @@ class Store:
 
 
 def _renewal(r: Any) -> RenewalRow:
-    return RenewalRow(
+    return RenewalRow(  # lease columns stay in the database: they are nobody else's business
         id=r["id"],
         target=r["target"],
         status=r["status"],

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -70,6 +72,7 @@ STAGES = (
     "restart",
     "verify",
 )
+LEASE = timedelta(minutes=30)  # longer than the longest stage (a restart waits up to 15 min)
 RETRY_BACKOFF = (
     timedelta(minutes=1),
     timedelta(minutes=5),
@@ -547,6 +550,9 @@ class Pipeline:
         self._locks: dict[str, asyncio.Lock] = {}
         self._cluster_locks: dict[str, asyncio.Lock] = {}
         self.latest: dict[str, RenewalRow] = {}
+        # Leases make the database the arbiter when several processes (CLI, daemon, HA peers)
+        # could run the same renewal: only the holder runs stages.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
     async def load(self) -> None:
         for row in reversed(await self.store.renewals_for(limit=10_000)):
@@ -614,16 +620,24 @@ class Pipeline:
         row = await self._get(renewal_id)
         lock = self._locks.setdefault(row.target, asyncio.Lock())
         async with lock:
-            while True:
-                row = await self._get(renewal_id)
-                self.latest[row.target] = row
-                if not row.active or row.status == "blocked":
-                    return row
-                if row.next_at is not None and row.next_at > self.clock():
-                    return row
-                row = await self._step(row)
-                if self._stop_after is not None and self._stop_after(row.stage):
-                    return row
+            try:
+                while True:
+                    row = await self._get(renewal_id)
+                    self.latest[row.target] = row
+                    if not row.active or row.status == "blocked":
+                        return row
+                    if row.next_at is not None and row.next_at > self.clock():
+                        return row
+                    if not await self.store.claim_renewal(
+                        renewal_id, self.owner, self.clock(), LEASE
+                    ):
+                        log.info("renewal run by another process", renewal=renewal_id)
+                        return row
+                    row = await self._step(row)
+                    if self._stop_after is not None and self._stop_after(row.stage):
+                        return row
+            finally:
+                await self.store.release_renewal(renewal_id, self.owner)
 
     async def run_due(self) -> None:
         """Resume every active renewal whose time has come (the scheduler calls this)."""
