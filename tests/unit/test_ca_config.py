@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -145,3 +146,16 @@ def test_hook_is_split_like_a_shell_command() -> None:
     acme = parsed["h"]
     assert isinstance(acme, ACMEConfig)
     assert acme.hook == ("/usr/local/bin/dns-hook", "--zone", "corp zone")
+
+
+def test_every_example_in_the_ca_docs_is_a_valid_config(tmp_path: Path) -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "ca-connectors.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", doc, re.S)
+    assert len(blocks) >= 5
+    for referenced in set(re.findall(r"/etc/expressway-certd/([\w.-]+)", doc)):
+        (tmp_path / referenced).write_text("placeholder\n")
+    kinds = set()
+    for block in blocks:
+        for ca in cas(block.replace("/etc/expressway-certd/", f"{tmp_path}/")).values():
+            kinds.add(type(ca).__name__)
+    assert kinds == {"ACMEConfig", "ESTConfig", "ADCSConfig"}
