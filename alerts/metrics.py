@@ -8,11 +8,14 @@ CA requests) live with the code that counts them and are registered beside this 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
 
+from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from monitor.config import ExpresswayConfig
+from monitor.store import RenewalRow
 from monitor.watch import EndpointState, Key
 
 ENDPOINT_LABELS = ["target", "host", "port", "service"]
@@ -133,3 +136,106 @@ class StateCollector(Collector):
             not_after, not_before, info, eku_ok, san_ok, chain_ok, last_change,
             success, duration, last_probe,
         )  # fmt: skip
+
+
+# ---- renewals -------------------------------------------------------------------------------
+
+RENEWAL_STATES = ("idle", "running", "waiting", "awaiting_approval", "failed", "blocked", "done")
+
+RENEWAL_STAGE_TOTAL = Counter(
+    "expressway_renewal_stage_total",
+    "Renewal stage runs by outcome (advance, wait, blocked, failed).",
+    ["target", "stage", "result"],
+    registry=None,
+)
+RENEWAL_STAGE_DURATION = Histogram(
+    "expressway_renewal_stage_duration_seconds",
+    "How long one run of a renewal stage took.",
+    ["stage"],
+    buckets=(0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
+    registry=None,
+)
+
+
+def observe_stage(target: str, stage: str, result: str, seconds: float) -> None:
+    RENEWAL_STAGE_TOTAL.labels(target, stage, result).inc()
+    RENEWAL_STAGE_DURATION.labels(stage).observe(seconds)
+
+
+def renewal_state(row: RenewalRow | None) -> str:
+    if row is None:
+        return "idle"
+    if row.status == "waiting" and row.stage == "approve":
+        return "awaiting_approval"
+    return row.status if row.status in RENEWAL_STATES else "idle"
+
+
+class RenewalCollector(Collector):
+    """The renewal state families, from the manager's view of every renewable target."""
+
+    def __init__(
+        self,
+        targets: Callable[[], Iterable[ExpresswayConfig]],
+        latest: Callable[[], Mapping[str, RenewalRow]],
+        next_due: Callable[[], Mapping[str, datetime | None]],
+        last_success: Callable[[], Mapping[str, datetime]],
+    ) -> None:
+        self._targets = targets
+        self._latest = latest
+        self._next_due = next_due
+        self._last_success = last_success
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        state = GaugeMetricFamily(
+            "expressway_renewal_state",
+            "1 for the current renewal state of a target (stage: the stage it is at).",
+            labels=["target", "state", "stage"],
+        )
+        updated = GaugeMetricFamily(
+            "expressway_renewal_updated_timestamp_seconds",
+            "When the target's latest renewal last changed state.",
+            labels=["target"],
+        )
+        next_ts = GaugeMetricFamily(
+            "expressway_renewal_next_timestamp_seconds",
+            "When the next renewal step (or, when idle, the next renewal) is due.",
+            labels=["target"],
+        )
+        last_ok = GaugeMetricFamily(
+            "expressway_renewal_last_success_timestamp_seconds",
+            "When a renewal of the target last completed.",
+            labels=["target"],
+        )
+        installed = GaugeMetricFamily(
+            "expressway_renewal_installed_info",
+            "The certificate this tool installed on the target last (always 1).",
+            labels=["target", "sha256"],
+        )
+        latest, due, success = self._latest(), self._next_due(), self._last_success()
+        for exp in self._targets():
+            if exp.renewal is None:
+                continue
+            row = latest.get(exp.name)
+            current = renewal_state(row)
+            if row is not None and current == "done":
+                current = "idle"
+            for name in RENEWAL_STATES:
+                stage = row.stage if row is not None and row.active else ""
+                state.add_metric(
+                    [exp.name, name, stage if name == current else ""],
+                    1.0 if name == current else 0.0,
+                )
+            if row is not None:
+                updated.add_metric([exp.name], row.updated_at.timestamp())
+                sha = row.data.get("installed_sha256")
+                if sha:
+                    installed.add_metric([exp.name, sha], 1.0)
+            when = row.next_at if row is not None and row.active else due.get(exp.name)
+            if when is not None:
+                next_ts.add_metric([exp.name], when.timestamp())
+            if exp.name in success:
+                last_ok.add_metric([exp.name], success[exp.name].timestamp())
+        yield from (state, updated, next_ts, last_ok, installed)

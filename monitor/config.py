@@ -174,6 +174,8 @@ class DaemonConfig:
     system_roots: bool = False
     log_level: str = "info"
     log_format: str = "json"
+    api_token: Secret | None = None  # bearer token for the mutating API calls (approve, renew)
+    renewal_check: timedelta = timedelta(seconds=15)  # how often waiting renewals are resumed
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,7 @@ class Config:
     expressways: tuple[ExpresswayConfig, ...]
     cas: Mapping[str, Any] = field(default_factory=dict)  # name -> CA config (config_ca.py)
     unified_cms: tuple[UnifiedCMConfig, ...] = ()
+    notifiers: tuple[Any, ...] = ()  # [[notifier]] entries (alerts/config.py)
 
     def target(self, name: str) -> ExpresswayConfig:
         for exp in self.expressways:
@@ -192,9 +195,17 @@ class Config:
         raise ConfigError(f"{self.path}: no [[expressway]] named {name!r} (configured: {known})")
 
     def secrets(self) -> list[Secret]:
-        return [e.password for e in self.expressways if e.password is not None] + [
-            u.password for u in self.unified_cms
-        ]
+        """Every secret reference in the file (for `check-config --secrets`)."""
+        if self.daemon.api_token is not None:
+            return [self.daemon.api_token, *self._device_secrets()]
+        return self._device_secrets()
+
+    def _device_secrets(self) -> list[Secret]:
+        return (
+            [e.password for e in self.expressways if e.password is not None]
+            + [u.password for u in self.unified_cms]
+            + [s for n in self.notifiers for s in n.secrets()]
+        )
 
     def unified_cm(self, name: str) -> UnifiedCMConfig:
         for ucm in self.unified_cms:
@@ -351,7 +362,7 @@ def _parse_daemon(file: Path, table: Mapping[str, Any], check_files: bool) -> Da
         {
             "listen", "state", "poll_interval", "probe_timeout", "concurrency", "jitter",
             "expiry_windows", "history", "audit_retention", "trust_bundle", "system_roots",
-            "log_level", "log_format", "data_dir",
+            "log_level", "log_format", "data_dir", "api_token", "renewal_check",
         },
         check_files=check_files,
     )  # fmt: skip
@@ -396,6 +407,8 @@ def _parse_daemon(file: Path, table: Mapping[str, Any], check_files: bool) -> Da
         system_roots=s.get_bool("system_roots", False),
         log_level=level,
         log_format=fmt,
+        api_token=s.get_secret("api_token", base),
+        renewal_check=s.get_duration("renewal_check", timedelta(seconds=15)),
     )
 
 
@@ -717,7 +730,7 @@ def _check_links(
                 )
 
 
-KNOWN_TOP_LEVEL = {"daemon", "expressway", "ca", "unified_cm"}
+KNOWN_TOP_LEVEL = {"daemon", "expressway", "ca", "unified_cm", "notifier"}
 
 
 def parse_config(file: Path, data: Mapping[str, Any], *, check_files: bool = True) -> Config:
@@ -753,12 +766,15 @@ def parse_config(file: Path, data: Mapping[str, Any], *, check_files: bool = Tru
                 f"{file}: expressway[{i}] ({exp.name}).renewal.ca: no [ca.{exp.renewal.ca}] "
                 f"table (configured CAs: {known}); add it or fix the name"
             )
+    from alerts.config import parse_notifiers  # noqa: PLC0415 - alerts imports this module
+
     return Config(
         path=file,
         daemon=_parse_daemon(file, daemon_table, check_files),
         expressways=expressways,
         cas=cas,
         unified_cms=unified_cms,
+        notifiers=parse_notifiers(file, data.get("notifier", []), check_files=check_files),
     )
 
 

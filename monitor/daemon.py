@@ -11,7 +11,7 @@ import contextlib
 import random
 import signal
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
@@ -29,13 +29,16 @@ from monitor.probe import Prober, TrustStore
 from monitor.store import Store
 from monitor.watch import Monitor
 
+if TYPE_CHECKING:
+    from renewers.manager import RenewalManager
+
 log = structlog.get_logger("monitor.daemon")
 
 
 class Daemon:
     """One running expressway-certd service."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, renewal_options: dict[str, Any] | None = None) -> None:
         self.config = config
         self.bus = EventBus()
         self.store: Store | None = None
@@ -45,6 +48,8 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
         self.http_port: int | None = None
+        self.renewals: RenewalManager | None = None
+        self._renewal_options: dict[str, Any] = dict(renewal_options or {})
 
     async def start(self) -> None:
         cfg = self.config
@@ -59,6 +64,8 @@ class Daemon:
         self.registry.register(
             StateCollector(lambda: monitor.states, lambda: cfg.expressways, __version__)
         )
+        if any(e.renewal is not None for e in cfg.expressways):
+            await self._start_renewals(prober)
         process_collector.ProcessCollector(registry=self.registry)
         platform_collector.PlatformCollector(registry=self.registry)
         gc_collector.GCCollector(registry=self.registry)
@@ -71,6 +78,39 @@ class Daemon:
             endpoints=sum(len(e.endpoints) for e in cfg.expressways),
             listen=f"{d.listen_host}:{self.http_port}",
             state=self.store.url,
+        )
+
+    async def _start_renewals(self, prober: Prober) -> None:
+        from alerts.metrics import (  # noqa: PLC0415 - only daemons that renew load these
+            RENEWAL_STAGE_DURATION,
+            RENEWAL_STAGE_TOTAL,
+            RenewalCollector,
+            observe_stage,
+        )
+        from renewers.ca.metrics import CA_ERRORS, CA_REQUEST_DURATION  # noqa: PLC0415
+        from renewers.manager import RenewalManager  # noqa: PLC0415
+
+        assert self.store is not None and self.monitor is not None
+        manager = RenewalManager(
+            self.config,
+            self.store,
+            self.bus,
+            prober,
+            observe=observe_stage,
+            **self._renewal_options,
+        )
+        await manager.load()
+        self.renewals = manager
+        self.monitor.on_polled.append(manager.after_poll)
+        for metric in (RENEWAL_STAGE_TOTAL, RENEWAL_STAGE_DURATION, CA_REQUEST_DURATION, CA_ERRORS):
+            self.registry.register(metric)
+        self.registry.register(
+            RenewalCollector(
+                lambda: self.config.expressways,
+                manager.latest,
+                lambda: manager.next_due,
+                lambda: manager.last_success,
+            )
         )
 
     def _start_scheduler(self) -> None:
@@ -95,13 +135,28 @@ class Daemon:
         scheduler.add_job(
             self._prune_audit, IntervalTrigger(hours=24, timezone=UTC), id="prune-audit"
         )
+        if self.renewals is not None:
+            scheduler.add_job(
+                self._run_renewals,
+                IntervalTrigger(seconds=d.renewal_check.total_seconds(), timezone=UTC),
+                id="renewals",
+                next_run_time=now,
+                max_instances=1,
+                coalesce=True,
+            )
         scheduler.start()
         self.scheduler = scheduler
 
     async def _start_http(self) -> None:
         assert self.monitor is not None
         d = self.config.daemon
-        app = build_app(self.monitor, self.registry, self.ready)
+        app = build_app(
+            self.monitor,
+            self.registry,
+            self.ready,
+            renewals=self.renewals,
+            api_token=d.api_token,
+        )
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, d.listen_host, d.listen_port, reuse_address=True)
@@ -149,6 +204,21 @@ class Daemon:
         assert self.monitor is not None
         await asyncio.gather(*(self.monitor.poll(e) for e in self.config.expressways))
 
+    async def _run_renewals(self) -> None:
+        assert self.renewals is not None
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+        try:
+            await self.renewals.run_due()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("renewal run crashed")
+        finally:
+            if task is not None:
+                self._inflight.discard(task)
+
     async def _prune_audit(self) -> None:
         assert self.store is not None
         removed = await self.store.prune_audit(
@@ -170,6 +240,8 @@ class Daemon:
             await asyncio.gather(*self._inflight, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.renewals is not None:
+            await self.renewals.aclose()
         if self.store is not None:
             await self.store.close()
         log.info("expressway-certd stopped")

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from monitor.config import Secret
+from monitor.errors import CertdError
+from monitor.store import RenewalRow, StepRow
 from monitor.watch import EndpointState, Monitor
+
+if TYPE_CHECKING:
+    from renewers.manager import RenewalManager
 
 Ready = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
 
@@ -57,8 +64,93 @@ def endpoint_json(state: EndpointState, now_ts: float | None = None) -> dict[str
     return out
 
 
-def build_app(monitor: Monitor, registry: CollectorRegistry, ready: Ready) -> web.Application:
+def renewal_json(row: RenewalRow, steps: list[StepRow] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": row.id,
+        "target": row.target,
+        "status": row.status,
+        "stage": row.stage,
+        "reason": row.reason,
+        "message": row.message,
+        "created_at": row.created_at.isoformat(),
+        "updated_at": row.updated_at.isoformat(),
+        "next_at": row.next_at.isoformat() if row.next_at else None,
+        "approved_by": row.data.get("approved_by"),
+        "ca_changed": row.data.get("ca_changed"),
+        "installed_sha256": row.data.get("installed_sha256"),
+        "csr_pem": row.data.get("csr_pem"),
+    }
+    if steps is not None:
+        out["steps"] = [
+            {
+                "stage": s.stage,
+                "result": s.result,
+                "at": s.at.isoformat(),
+                "seconds": s.seconds,
+                "message": s.message,
+            }
+            for s in steps
+        ]
+    return out
+
+
+def build_app(
+    monitor: Monitor,
+    registry: CollectorRegistry,
+    ready: Ready,
+    *,
+    renewals: RenewalManager | None = None,
+    api_token: Secret | None = None,
+) -> web.Application:
     app = web.Application()
+
+    def require_token(request: web.Request) -> None:
+        if api_token is None:
+            raise web.HTTPForbidden(
+                text="mutating API calls are disabled: set [daemon] api_token (a secret reference)"
+            )
+        header = request.headers.get("Authorization", "")
+        given = header.removeprefix("Bearer ").encode()
+        if not header.startswith("Bearer ") or not hmac.compare_digest(
+            given, api_token.reveal().encode()
+        ):
+            raise web.HTTPUnauthorized(
+                text="missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+            )
+
+    def manager() -> RenewalManager:
+        if renewals is None:
+            raise web.HTTPNotFound(text="no [expressway.renewal] is configured")
+        return renewals
+
+    async def list_renewals(request: web.Request) -> web.Response:
+        rows = await monitor.store.renewals_for(request.query.get("target"), limit=100)
+        return web.json_response([renewal_json(r) for r in rows])
+
+    async def get_renewal(request: web.Request) -> web.Response:
+        row = await monitor.store.renewal(request.match_info["id"])
+        if row is None:
+            raise web.HTTPNotFound(text="no such renewal")
+        return web.json_response(renewal_json(row, await monitor.store.steps(row.id)))
+
+    async def approve(request: web.Request) -> web.Response:
+        require_token(request)
+        who = request.query.get("by", "api")
+        try:
+            row = await manager().pipeline.approve(request.match_info["id"], who)
+        except CertdError as exc:
+            raise web.HTTPConflict(text=str(exc)) from None
+        manager().spawn(row.id)
+        return web.json_response(renewal_json(row))
+
+    async def renew(request: web.Request) -> web.Response:
+        require_token(request)
+        try:
+            row = await manager().pipeline.start(request.match_info["name"], "ManualRequest: API")
+        except CertdError as exc:
+            raise web.HTTPConflict(text=str(exc)) from None
+        manager().spawn(row.id)
+        return web.json_response(renewal_json(row), status=202)
 
     async def metrics(_: web.Request) -> web.Response:
         body = generate_latest(registry)
@@ -123,4 +215,8 @@ def build_app(monitor: Monitor, registry: CollectorRegistry, ready: Ready) -> we
     app.router.add_get("/api/v1/endpoints", endpoints)
     app.router.add_get("/api/v1/targets", targets)
     app.router.add_get("/api/v1/events", events)
+    app.router.add_get("/api/v1/renewals", list_renewals)
+    app.router.add_get("/api/v1/renewals/{id}", get_renewal)
+    app.router.add_post("/api/v1/renewals/{id}/approve", approve)
+    app.router.add_post("/api/v1/targets/{name}/renew", renew)
     return app

@@ -8,7 +8,7 @@ does not re-announce expiry windows or certificate changes it already announced.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TypedDict
@@ -97,6 +97,9 @@ class Monitor:
         self.clock = clock
         self.states: dict[Key, EndpointState] = {}
         self.polls_completed = 0
+        # Called after every poll with the target and the certificates it serves (renewal
+        # policy); failures are logged, never raised into the poll.
+        self.on_polled: list[Callable[[ExpresswayConfig, list[CertFacts]], Awaitable[None]]] = []
         self._trust: dict[str, TrustStore] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         base = [config.daemon.trust_bundle] if config.daemon.trust_bundle else []
@@ -186,6 +189,18 @@ class Monitor:
             for event in events:
                 log.info(event.type, target=event.target, summary=event.summary())
                 await self.bus.publish(event)
+            served = [
+                st.facts
+                for ep in exp.endpoints
+                if (st := self.states.get((exp.name, ep.host, ep.port))) is not None
+                and st.ok
+                and st.facts is not None
+            ]
+            for hook in self.on_polled:
+                try:
+                    await hook(exp, served)
+                except Exception:  # a renewal problem must not stop monitoring
+                    log.exception("after-poll hook failed", target=exp.name)
             return list(observations)
 
     def _apply(
