@@ -48,9 +48,6 @@ from renewers.ca.base import (
     utcnow,
     write_private,
 )
-from renewers.ca.dns01 import RFC2136Solver
-from renewers.ca.hook import HookSolver
-from renewers.ca.http01 import HTTP01Responder
 
 T = TypeVar("T")
 BAD_NONCE_RETRIES = 8
@@ -129,14 +126,21 @@ class ACMEConnector(ConnectorBase):
         return f"ACMEConnector(name={self.name!r}, directory={self.config.directory!r}, solver={self.solver!r})"
 
     def _make_solver(self) -> ChallengeSolver:
+        # Imported on demand: each solver pulls in its own stack (dnspython, aiohttp).
         if self.config.challenge == "dns-01":
+            from renewers.ca.dns01 import RFC2136Solver  # noqa: PLC0415
+
             if self.config.rfc2136 is None:
                 raise self.error(
                     "config", "dns-01 needs [rfc2136] settings", "add them", reason="config"
                 )
             return RFC2136Solver(self, self.config.rfc2136)
         if self.config.challenge == "hook":
+            from renewers.ca.hook import HookSolver  # noqa: PLC0415
+
             return HookSolver(self, self.config.hook, self.config.hook_timeout)
+        from renewers.ca.http01 import HTTP01Responder  # noqa: PLC0415
+
         host, port = self.config.http01_listen
         return HTTP01Responder(self, host, port)
 

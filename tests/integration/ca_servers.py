@@ -159,13 +159,16 @@ class Pebble:
     proc: subprocess.Popen[bytes] = field(repr=False)
 
     def roots(self) -> list[x509.Certificate]:
-        text = requests.get(f"{self.management_url}/roots/0", verify=str(self.trust_anchor), timeout=5).text
+        text = requests.get(
+            f"{self.management_url}/roots/0", verify=str(self.trust_anchor), timeout=5
+        ).text
         return x509.load_pem_x509_certificates(text.encode())
 
 
 def start_pebble(
-    directory: Path, bind9: Bind9, *, env: dict[str, str] | None = None, eab: bool = False
+    directory: Path, dns_port: int | None, *, env: dict[str, str] | None = None, eab: bool = False
 ) -> Pebble:
+    """Pebble on random loopback ports with its own HTTPS cert; `dns_port`: resolver for its VA."""
     pebble = need_binary("pebble")
     ca = CA.create("Pebble HTTPS test CA")
     leaf, key = ca.issue(
@@ -198,7 +201,8 @@ def start_pebble(
     full_env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_AUTHZREUSE": "0", **(env or {})}
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [pebble, "-config", str(conf), "-dnsserver", f"127.0.0.1:{bind9.port}", "-strict"],
+            [pebble, "-config", str(conf), "-strict"]
+            + (["-dnsserver", f"127.0.0.1:{dns_port}"] if dns_port else []),
             stdout=out,
             stderr=subprocess.STDOUT,
             env=full_env,
@@ -218,7 +222,7 @@ def start_pebble(
 
 @pytest.fixture(scope="session", name="pebble")
 def pebble_server(tmp_path_factory: pytest.TempPathFactory, bind9: Bind9) -> Iterator[Pebble]:
-    server = start_pebble(tmp_path_factory.mktemp("pebble"), bind9, eab=True)
+    server = start_pebble(tmp_path_factory.mktemp("pebble"), bind9.port, eab=True)
     try:
         yield server
     finally:
@@ -231,7 +235,7 @@ def pebble_nonce_reject_server(
     tmp_path_factory: pytest.TempPathFactory, bind9: Bind9
 ) -> Iterator[Pebble]:
     server = start_pebble(
-        tmp_path_factory.mktemp("pebble-nonce"), bind9, env={"PEBBLE_WFE_NONCEREJECT": "40"}
+        tmp_path_factory.mktemp("pebble-nonce"), bind9.port, env={"PEBBLE_WFE_NONCEREJECT": "40"}
     )
     try:
         yield server
