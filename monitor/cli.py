@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "monitor.cmd_config",
     "monitor.cmd_run",
     "monitor.cmd_demo",
+    "renewers.cmd_renew",
     "renewers.cmd_ca",
     "renewers.cmd_device",
     "lab.cmd_lab",

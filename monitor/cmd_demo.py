@@ -1,8 +1,11 @@
-"""`expressway-certd demo`: the monitor on the built-in lab, on its embedded defaults.
+"""`expressway-certd demo`: the whole renewal cycle on the built-in lab, on embedded defaults.
 
-Starts lab Expressway endpoints on loopback (certificates at varied expiry, one inside 7 days,
-one without the client-auth EKU an X14.3 box needs), runs the daemon on them with SQLite state,
-prints what it sees and the metrics URL, then stays up until Ctrl-C (or exits with --once).
+An Expressway-C/E pair linked by a traversal zone and a Unified CM behind the C, all simulated
+on loopback; the C's certificate is inside its renewal window and signed by the old lab CA.
+The daemon (SQLite state) notices, and the pipeline renews it from a lab EST CA with another
+root (the AKI changes): trust is pushed to the E and to Unified CM, the leaf is installed, the
+C restarts, and every endpoint and zone is verified, printed as a live stage timeline. Then
+the lab stays up until Ctrl-C (or exits with --once).
 """
 
 from __future__ import annotations
@@ -14,30 +17,36 @@ import signal
 import socket
 import sys
 import tempfile
-from datetime import UTC, datetime
+import time
 from pathlib import Path
 from typing import Any
 
-from lab.fleet import LabFleet
+from lab.est import ESTSimulator
+from lab.renewal import add_renewal, est_ca_section, set_daemon_keys
+from lab.topology import Lab
 from monitor.config import load_config
 from monitor.daemon import Daemon
+from monitor.events import Event, RenewalBlocked, RenewalCompleted
 from monitor.logging import configure_logging
-from monitor.watch import EndpointState
+
+DEMO_TARGET = "expe-c1"
 
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "demo",
-        help="run the monitor against the built-in lab",
-        description="Start lab endpoints on loopback and monitor them; Ctrl-C to stop.",
+        help="the full renewal cycle on the built-in lab",
+        description="Simulated Expressway-C/E + Unified CM on loopback; watch a renewal with a "
+        "CA change go through every stage. Ctrl-C to stop.",
     )
-    p.add_argument("--once", action="store_true", help="exit after the first report")
+    p.add_argument("--once", action="store_true", help="exit when the renewal is finished")
     p.add_argument(
         "--listen",
         default="127.0.0.1:9464",
         help="metrics/API address (default 127.0.0.1:9464; a free port when that is busy)",
     )
     p.add_argument("--dir", type=Path, help="keep lab files and state here (default: a temp dir)")
+    p.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
     p.set_defaults(func=run)
 
 
@@ -51,76 +60,95 @@ def _free(listen: str) -> str:
     return listen
 
 
-def _line(st: EndpointState, now: datetime) -> str:
-    ep = f"{st.target:<6} {st.endpoint.service:<9} {st.endpoint.address:<16}"
-    if st.facts is None:
-        return f"  {ep} FAILED  {st.error_class}: {st.error}"
-    days = st.facts.days_left(now)
-    flags = []
-    if days < 7:
-        flags.append("EXPIRES WITHIN 7 DAYS")
-    elif days < 30:
-        flags.append("expires within 30 days")
-    if st.eku_problem:
-        flags.append(f"EKU: {st.eku_problem}")
-    if st.san_problem:
-        flags.append(f"SAN: {st.san_problem}")
-    if not st.chain_verified:
-        flags.append(f"chain: {st.verify_error}")
-    cn = st.facts.common_name or st.facts.subject
-    return (
-        f"  {ep} {days:6.1f} d  {cn:<22} {st.facts.not_after:%Y-%m-%d}  {'; '.join(flags) or 'ok'}"
-    )
+async def _demo(directory: Path, listen: str, once: bool, limit: float) -> int:
+    from renewers.cmd_renew import timeline_line  # noqa: PLC0415 - the CLI's own printer
 
+    started = time.monotonic()
+    est = ESTSimulator().start()
+    finished = asyncio.Event()
+    outcome: dict[str, Event] = {}
 
-async def _demo(directory: Path, listen: str, once: bool) -> int:
-    fleet = await LabFleet.start(directory / "lab")
-    config_path = directory / "expressway-certd.toml"
-    config_path.write_text(
-        fleet.config_toml(listen=_free(listen), state=str(directory / "state.db"))
-    )
-    config = load_config(config_path)
-    daemon = Daemon(config)
+    async def show(event: Event) -> None:
+        line = timeline_line(event)
+        if line is not None:
+            print(f"  +{time.monotonic() - started:5.1f}s {line[10:]}", flush=True)
+        if isinstance(event, RenewalCompleted | RenewalBlocked):
+            outcome["last"] = event
+            finished.set()
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     try:
-        await daemon.start()
-        await daemon.poll_all()
-        assert daemon.monitor is not None
-        now = datetime.now(UTC)
-        print()
-        print(f"expressway-certd demo: {len(daemon.monitor.states)} lab endpoints on loopback")
-        print(f"  config   {config_path}")
-        print(f"  state    {config.daemon.state}")
-        states = daemon.monitor.states
-        for exp in config.expressways:
-            for ep in exp.endpoints:
-                st = states.get((exp.name, ep.host, ep.port))
-                if st is not None:
-                    print(_line(st, now))
-        base = f"http://{config.daemon.listen_host}:{daemon.http_port}"
-        print()
-        print(f"  metrics  {base}/metrics")
-        print(f"  API      {base}/api/v1/endpoints")
-        print(f"  scan     expressway-certd scan --ca-file {fleet.ca_bundle} 127.0.0.1:PORT")
-        sys.stdout.flush()
-        if not once:
-            print("Polling every 30 s; Ctrl-C to stop.")
+        async with Lab(directory / "lab", restart_seconds=1.0, cert_days=10) as lab:
+            path = lab.write_config(directory / "expressway-certd.toml")
+            text = add_renewal(path.read_text(), DEMO_TARGET, 'ca = "lab-est"')
+            text = set_daemon_keys(
+                text,
+                listen=_free(listen),
+                poll_interval="30s",
+                renewal_check="1s",
+                log_format="console",
+                log_level="warning",
+            )
+            path.write_text(text + est_ca_section(est, directory))
+            config = load_config(path)
+            c = lab.expressway_c
+            old = c.served_cert
+            print("expressway-certd demo: the lab on loopback")
+            print(lab.describe())
+            print(
+                f"\n{DEMO_TARGET}'s certificate expires {old.not_valid_after_utc:%Y-%m-%d} "
+                f"(inside its renewal window), issued by {old.issuer.rfc4514_string()}."
+            )
+            print(
+                f"The new one comes from the lab EST CA ({est.root.cert.subject.rfc4514_string()}).\n"
+            )
             sys.stdout.flush()
-            await stop.wait()
+            daemon = Daemon(config)
+            daemon.bus.subscribe(show)
+            await daemon.start()
+            try:
+                base = f"http://{config.daemon.listen_host}:{daemon.http_port}"
+                waiter = asyncio.create_task(finished.wait())
+                stopper = asyncio.create_task(stop.wait())
+                await asyncio.wait(
+                    {waiter, stopper}, timeout=limit, return_when=asyncio.FIRST_COMPLETED
+                )
+                waiter.cancel()
+                stopper.cancel()
+                last = outcome.get("last")
+                print()
+                if isinstance(last, RenewalCompleted):
+                    print(f"Renewed in {time.monotonic() - started:.1f} s.")
+                    print(f"  traversal zone  {' '.join(lab.traversal_zone.status()).strip()}")
+                    print(f"  Unified CM zone {' '.join(lab.secure_zone.status()).strip()}")
+                    print(f"  {DEMO_TARGET} now serves {c.served_cert.issuer.rfc4514_string()}")
+                    code = 0
+                else:
+                    why = last.summary() if last is not None else f"not finished within {limit:g} s"
+                    print(f"The renewal did not complete: {why}")
+                    code = 1
+                print(f"  metrics  {base}/metrics")
+                print(f"  API      {base}/api/v1/renewals")
+                print(f"  config   {path}")
+                sys.stdout.flush()
+                if not once and not stop.is_set():
+                    print("The lab stays up; Ctrl-C to stop.", flush=True)
+                    await stop.wait()
+            finally:
+                await daemon.stop()
     finally:
-        await daemon.stop()
-        await fleet.stop()
-    return 0
+        est.stop()
+    return code
 
 
 def run(args: argparse.Namespace) -> int:
     configure_logging("warning", "console")
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)
-        return asyncio.run(_demo(args.dir, args.listen, args.once))
+        return asyncio.run(_demo(args.dir, args.listen, args.once, args.timeout))
     with tempfile.TemporaryDirectory(prefix="expressway-certd-demo-") as tmp:
-        return asyncio.run(_demo(Path(tmp), args.listen, args.once))
+        return asyncio.run(_demo(Path(tmp), args.listen, args.once, args.timeout))

@@ -192,7 +192,7 @@ class Daemon:
         except CertdError as exc:
             log.error("poll failed", target=exp.name, error=str(exc))
         except asyncio.CancelledError:
-            raise
+            return  # shutting down
         except Exception:
             log.exception("poll crashed", target=exp.name)
         finally:
@@ -212,7 +212,7 @@ class Daemon:
         try:
             await self.renewals.run_due()
         except asyncio.CancelledError:
-            raise
+            return  # shutting down; the renewal resumes from its persisted stage next time
         except Exception:
             log.exception("renewal run crashed")
         finally:

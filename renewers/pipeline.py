@@ -644,6 +644,9 @@ class Pipeline:
         for row in await self.store.renewals_for(active_only=True, limit=10_000):
             if row.status == "blocked":
                 continue
+            lock = self._locks.get(row.target)
+            if lock is not None and lock.locked():
+                continue  # being run right now
             if row.next_at is None or row.next_at <= self.clock():
                 try:
                     await self.run(row.id)

@@ -3,14 +3,13 @@ root differs from the lab's (so the AKI changes), and the real pipeline wired to
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from lab.est import ESTSimulator
+from lab.renewal import add_renewal, est_ca_section
 from lab.topology import Lab
 from monitor.config import Config, load_config
 from monitor.events import Event, EventBus
@@ -18,23 +17,6 @@ from monitor.probe import Prober, TrustStore
 from monitor.store import Store
 from renewers.ca import build_connector
 from renewers.pipeline import Pipeline
-
-
-def add_renewal(config_text: str, target: str, renewal: str) -> str:
-    """Insert `renewal = {...}` into one [[expressway]] block of a lab config."""
-    pattern = re.compile(rf'(name = "{re.escape(target)}"\n)')
-    assert pattern.search(config_text), target
-    return pattern.sub(rf"\1renewal = {{ {renewal} }}\n", config_text, count=1)
-
-
-def est_section(est: ESTSimulator, directory: Path, name: str = "lab-est") -> str:
-    secret = directory / f"{name}.password"
-    secret.write_text("est-secret\n")
-    os.chmod(secret, 0o600)
-    return (
-        f'\n[ca.{name}]\nkind = "est"\nurl = "{est.url}"\ntrust_anchor = "{est.trust_anchor}"\n'
-        f'username = "est"\npassword = "file:{secret}"\n'
-    )
 
 
 @dataclass
@@ -59,7 +41,7 @@ async def renewal_env(
     try:
         async with Lab(tmp_path / "lab", version=version, restart_seconds=0.3) as lab:
             path = lab.write_config(tmp_path / "certd.toml")
-            text = add_renewal(path.read_text(), target, renewal) + est_section(est, tmp_path)
+            text = add_renewal(path.read_text(), target, renewal) + est_ca_section(est, tmp_path)
             path.write_text(text)
             config = load_config(path)
             store = await Store.open(config.daemon.state)

@@ -1,0 +1,39 @@
+"""Config text for renewal runs on the lab: adds `renewal = {...}` to an Expressway's entry and a
+`[ca.NAME]` table for the lab EST CA. Used by `demo` and the end-to-end tests.
+
+Imports nothing from monitor/, renewers/ or alerts/ (it only writes TOML text).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from lab.est import ESTSimulator
+
+
+def add_renewal(config_text: str, target: str, renewal: str) -> str:
+    """Insert `renewal = { ... }` into the [[expressway]] block named `target`."""
+    pattern = re.compile(rf'(name = "{re.escape(target)}"\n)')
+    if not pattern.search(config_text):
+        raise ValueError(f"no [[expressway]] named {target!r} in the lab config")
+    return pattern.sub(lambda m: f"{m.group(1)}renewal = {{ {renewal} }}\n", config_text, count=1)
+
+
+def est_ca_section(est: ESTSimulator, directory: Path, name: str = "lab-est") -> str:
+    """A `[ca.NAME]` table for the running EST simulator (password in a 0600 file)."""
+    secret = directory / f"{name}.password"
+    fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(est.users["est"] + "\n")
+    return (
+        f'\n[ca.{name}]\nkind = "est"\nurl = "{est.url}"\ntrust_anchor = "{est.trust_anchor}"\n'
+        f'username = "est"\npassword = "file:{secret}"\n'
+    )
+
+
+def set_daemon_keys(config_text: str, **keys: str) -> str:
+    """Add `key = "value"` lines right under [daemon]."""
+    lines = "".join(f'{k} = "{v}"\n' for k, v in keys.items())
+    return config_text.replace("[daemon]\n", "[daemon]\n" + lines, 1)

@@ -1,0 +1,388 @@
+"""Renewal verbs: `plan` (dry run), `renew` (run now, with a live stage timeline), `approve`,
+`status` (per target, with the stage timeline)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import getpass
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from monitor.config import Config, ExpresswayConfig, load_config
+from monitor.errors import CertdError, ConfigError
+from monitor.events import (
+    ApprovalRequired,
+    Event,
+    EventBus,
+    RenewalBlocked,
+    RenewalCompleted,
+    StageFailed,
+    StageSucceeded,
+    StageWaiting,
+)
+from monitor.facts import facts_from_x509
+from monitor.logging import configure_logging
+from monitor.probe import Prober, TrustStore
+from monitor.store import RenewalRow, Store
+from renewers.expressway import OperationUnsupported, csr_sans
+from renewers.maintenance import next_window_start
+from renewers.manager import RenewalManager
+from renewers.pipeline import STAGES, ConfiguredDevices, _zone_kinds
+from renewers.validate import EKU_NAMES, make_plan, preflight
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "plan",
+        help="dry run: what renewing a target would do",
+        description="Read the box and the CA, and print every step a renewal would take. "
+        "Changes nothing.",
+    )
+    p.add_argument("target")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_plan)
+
+    p = subparsers.add_parser(
+        "renew",
+        help="renew a target's certificate now, showing each stage",
+        description="Start (or resume) the target's renewal and run it in the foreground. "
+        "Without --now it starts only when the renewal policy says it is due.",
+    )
+    p.add_argument("target")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument("--now", action="store_true", help="renew even if not due yet")
+    p.set_defaults(func=run_renew)
+
+    p = subparsers.add_parser("approve", help="approve a renewal waiting at the approve stage")
+    p.add_argument("renewal", help="renewal id (see `status`)")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument("--by", default=None, help="who approves (default: your user name)")
+    p.set_defaults(func=run_approve)
+
+    p = subparsers.add_parser("status", help="renewal state per target, with the stage timeline")
+    p.add_argument("target", nargs="?")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_status)
+
+
+# ---- timeline -------------------------------------------------------------------------------
+
+
+def timeline_line(event: Event) -> str | None:
+    when = f"{event.time:%H:%M:%S}"
+    stage = getattr(event, "stage", "")
+    if isinstance(event, StageSucceeded):
+        return f"{when}  {event.target:<10} {stage:<10} ok      {event.detail}"
+    if isinstance(event, ApprovalRequired):
+        return f"{when}  {event.target:<10} {stage:<10} APPROVE {event.why}: expressway-certd approve {event.renewal_id}"
+    if isinstance(event, StageWaiting):
+        return (
+            f"{when}  {event.target:<10} {stage:<10} waits   until {event.until[:19]}: {event.why}"
+        )
+    if isinstance(event, StageFailed):
+        return (
+            f"{when}  {event.target:<10} {stage:<10} FAILED  {event.why} (retry {event.retry_at})"
+        )
+    if isinstance(event, RenewalBlocked):
+        return f"{when}  {event.target:<10} {stage:<10} BLOCKED {event.why}"
+    if isinstance(event, RenewalCompleted):
+        return f"{when}  {event.target:<10} done       {event.summary()}"
+    return None
+
+
+async def print_timeline(event: Event) -> None:
+    line = timeline_line(event)
+    if line is not None:
+        print(line, flush=True)
+
+
+# ---- helpers --------------------------------------------------------------------------------
+
+
+def _renewable(config: Config, name: str) -> ExpresswayConfig:
+    target = config.target(name)
+    if target.renewal is None:
+        raise ConfigError(
+            f'{config.path}: {name} has no [expressway.renewal] (renewal = {{ ca = "..." }}); '
+            "it is monitored only"
+        )
+    return target
+
+
+def _prober(config: Config) -> Prober:
+    d = config.daemon
+    bundles = [p for p in (d.trust_bundle,) if p is not None]
+    return Prober(
+        TrustStore(bundles, system_roots=d.system_roots), timeout=d.probe_timeout.total_seconds()
+    )
+
+
+# ---- plan -----------------------------------------------------------------------------------
+
+
+async def _plan(config: Config, name: str) -> dict[str, Any]:
+    target = _renewable(config, name)
+    renewal = target.renewal
+    assert renewal is not None
+    manager_ca = config.cas[renewal.ca]
+    from renewers.ca import build_connector  # noqa: PLC0415
+
+    connector = build_connector(manager_ca, config.daemon.data_dir)
+    try:
+        async with ConfiguredDevices().expressway(target) as box:
+            info = await box.system_info()
+            current = await box.server_certificate()
+            pending = await box.pending_csr()
+            try:
+                zones = [dataclasses.asdict(z) for z in await box.zones()]
+            except OperationUnsupported:
+                zones = []
+        facts = facts_from_x509(current)
+        role = target.role or info.role
+        plan = make_plan(
+            name, facts, role=role, version=info.version or target.version,
+            cluster_fqdn=target.cluster, extra_sans=renewal.extra_sans,
+            zones=_zone_kinds(role, zones),
+        )  # fmt: skip
+        problems = preflight(plan, renewal.ca, connector.capabilities().ekus)
+        try:
+            ca_chain = list(await connector.ca_chain())
+        except CertdError as exc:
+            ca_chain = []
+            problems_text = f"CA chain unavailable: {exc}"
+        else:
+            issuing_ski = None
+        if ca_chain:
+            issuing = facts_from_x509(ca_chain[0])
+            issuing_ski = issuing.ski
+        ca_change = None if issuing_ski is None else issuing_ski != facts.aki
+    finally:
+        await connector.aclose()
+    window = renewal.maintenance_window
+    now = datetime.now(UTC)
+    restart_at = next_window_start(window, now) if window else now
+    trust_parties = [name]
+    if target.traversal_peer:
+        trust_parties.append(target.traversal_peer)
+    if role == "c" and target.unified_cm:
+        ucm = config.unified_cm(target.unified_cm)
+        trust_parties += [f"{ucm.name}/{n} ({'+'.join(ucm.trust_stores)})" for n in ucm.nodes]
+    pending_text = None
+    if pending is not None:
+        fits = {n.lower() for n in csr_sans(pending) if not n.startswith("IP:")} == set(plan.sans)
+        pending_text = f"{', '.join(csr_sans(pending))} ({'reused' if fits else 'does NOT fit: renewal would block'})"
+    return {
+        "target": name,
+        "version": info.version,
+        "role": role,
+        "current": {
+            "sha256": facts.sha256,
+            "not_after": facts.not_after.isoformat(),
+            "aki": facts.aki,
+            "issuer": facts.issuer,
+        },
+        "sans": list(plan.sans),
+        "required_eku": [EKU_NAMES.get(e, e) for e in plan.required_eku],
+        "ca": {"name": renewal.ca, "kind": manager_ca.kind},
+        "pending_csr": pending_text,
+        "ca_change": ca_change,
+        "trust_to": trust_parties if ca_change else [],
+        "approval": renewal.approval,
+        "restart_at": restart_at.isoformat(),
+        "problems": [p.message for p in problems] + ([problems_text] if problems_text else []),
+        "steps": list(STAGES),
+    }
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    configure_logging("warning", "console")
+    config = load_config(args.config)
+    plan = asyncio.run(_plan(config, args.target))
+    if args.json:
+        print(json.dumps(plan, indent=2))
+        return 1 if plan["problems"] else 0
+    ca_change = {
+        True: "YES: new CA (AKI changes)",
+        False: "no (same CA)",
+        None: "unknown until issued",
+    }
+    print(
+        f"Renewal plan for {plan['target']} ({plan['version']} Expressway-{(plan['role'] or '?').upper()}); nothing is changed"
+    )
+    print(
+        f"  current     {plan['current']['sha256'][:16]}  not after {plan['current']['not_after']}  issuer {plan['current']['issuer']}"
+    )
+    print(f"  1 snapshot  record the facts above (AKI {plan['current']['aki']})")
+    print(
+        "  2 preflight "
+        + ("OK" if not plan["problems"] else "REFUSED: " + "; ".join(plan["problems"]))
+    )
+    print(
+        f"  3 csr       on the box, SANs: {', '.join(plan['sans'])}"
+        + (f"; pending CSR: {plan['pending_csr']}" if plan["pending_csr"] else "")
+    )
+    print(
+        f"  4 submit    to CA '{plan['ca']['name']}' ({plan['ca']['kind']}); required EKU: {' + '.join(plan['required_eku'])}"
+    )
+    print("  5 issued    wait for the CA (persisted handle)")
+    print("  6 validate  SANs equal the list above, EKU, KU, key = CSR key, validity, chain")
+    print(
+        f"  7 trust     CA change: {ca_change[plan['ca_change']]}"
+        + (f"; push chain to {', '.join(plan['trust_to'])}" if plan["trust_to"] else "")
+    )
+    print(f"  8 approve   mode {plan['approval']}")
+    print("  9 install   upload the leaf only (PEM)")
+    print(f" 10 restart   at {plan['restart_at'][:16]} UTC (maintenance window)")
+    print(" 11 verify    every endpoint serves the new certificate; zones Active")
+    return 1 if plan["problems"] else 0
+
+
+# ---- renew / approve / status -----------------------------------------------------------------
+
+
+async def _renew(config: Config, name: str, now_requested: bool) -> RenewalRow | None:
+    target = _renewable(config, name)
+    store = await Store.open(config.daemon.state, history=config.daemon.history)
+    bus = EventBus()
+    bus.subscribe(store.append_event)
+    bus.subscribe(print_timeline)
+    manager = RenewalManager(config, store, bus, _prober(config))
+    try:
+        await manager.load()
+        latest = manager.latest().get(name)
+        if latest is not None and latest.active:
+            print(
+                f"resuming renewal {latest.id} at stage {latest.stage} ({latest.status})",
+                flush=True,
+            )
+            row = (
+                await manager.pipeline.retry_now(latest.id)
+                if latest.status in ("blocked", "failed")
+                else latest
+            )
+        elif now_requested:
+            row = await manager.pipeline.start(name, "ManualRequest: expressway-certd renew --now")
+            print(f"renewal {row.id} started for {name}", flush=True)
+        else:
+            observations = await asyncio.gather(
+                *(manager.pipeline.prober.probe(name, ep) for ep in target.endpoints)
+            )
+            served = [o.facts for o in observations if o.facts is not None]
+            await manager.after_poll(target, served)
+            latest = manager.latest().get(name)
+            if latest is None or not latest.active:
+                due = manager.next_due.get(name)
+                print(
+                    f"{name}: not due (renewal due from {due:%Y-%m-%d %H:%M} UTC); use --now to renew anyway"
+                    if due
+                    else f"{name}: not due"
+                )
+                return None
+            row = latest
+        while True:
+            row = await manager.pipeline.run(row.id)
+            if row.status != "waiting" or row.next_at is None:
+                break
+            delay = (row.next_at - datetime.now(UTC)).total_seconds()
+            if delay > 30 or row.stage == "approve":
+                print(
+                    f"{name}: waits at {row.stage} until {row.next_at:%Y-%m-%d %H:%M} UTC; the daemon continues from there",
+                    flush=True,
+                )
+                break
+            await asyncio.sleep(max(delay, 0.2))
+        return row
+    finally:
+        await manager.aclose()
+        await store.close()
+
+
+def run_renew(args: argparse.Namespace) -> int:
+    configure_logging("warning", "console")
+    config = load_config(args.config)
+    row = asyncio.run(_renew(config, args.target, args.now))
+    if row is None:
+        return 0
+    return 0 if row.status in ("done", "waiting") else 1
+
+
+async def _approve(config: Config, renewal_id: str, who: str) -> RenewalRow:
+    store = await Store.open(config.daemon.state)
+    try:
+        manager_bus = EventBus()
+        manager_bus.subscribe(store.append_event)
+        from renewers.pipeline import Pipeline  # noqa: PLC0415
+
+        pipeline = Pipeline(config, store, manager_bus, _prober(config), {})
+        return await pipeline.approve(renewal_id, who)
+    finally:
+        await store.close()
+
+
+def run_approve(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    who = args.by or getpass.getuser()
+    row = asyncio.run(_approve(config, args.renewal, who))
+    print(f"renewal {row.id} of {row.target} approved by {who}; the daemon installs it next")
+    return 0
+
+
+async def _status(config: Config, target: str | None) -> list[dict[str, Any]]:
+    store = await Store.open(config.daemon.state)
+    try:
+        out = []
+        names = (
+            [target] if target else [e.name for e in config.expressways if e.renewal is not None]
+        )
+        for name in names:
+            config.target(name)
+            rows = await store.renewals_for(name, limit=1)
+            item: dict[str, Any] = {"target": name, "renewal": None}
+            if rows:
+                row = rows[0]
+                steps = await store.steps(row.id)
+                item["renewal"] = {
+                    "id": row.id, "status": row.status, "stage": row.stage, "reason": row.reason,
+                    "message": row.message, "next_at": row.next_at.isoformat() if row.next_at else None,
+                    "created_at": row.created_at.isoformat(),
+                    "csr_pem": row.data.get("csr_pem") if row.active else None,
+                    "steps": [
+                        {"stage": s.stage, "result": s.result, "at": s.at.isoformat(), "message": s.message}
+                        for s in steps
+                    ],
+                }  # fmt: skip
+            out.append(item)
+        return out
+    finally:
+        await store.close()
+
+
+def run_status(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    items = asyncio.run(_status(config, args.target))
+    if args.json:
+        print(json.dumps(items, indent=2))
+        return 0
+    if not items:
+        print("no Expressway has [expressway.renewal] configured")
+    for item in items:
+        r = item["renewal"]
+        if r is None:
+            print(f"{item['target']}: no renewal yet")
+            continue
+        nxt = f", next at {r['next_at'][:19]}" if r["next_at"] else ""
+        print(
+            f"{item['target']}: renewal {r['id']} {r['status']} at {r['stage']}{nxt} ({r['reason']})"
+        )
+        if r["message"] and r["status"] != "done":
+            print(f"  {r['message']}")
+        for s in r["steps"]:
+            print(f"  {s['at'][11:19]}  {s['stage']:<10} {s['result']:<8} {s['message']}")
+    sys.stdout.flush()
+    return 0
