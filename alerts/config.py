@@ -1,0 +1,293 @@
+"""Parsing of the `[[notifier]]` array of tables into one frozen config per notifier.
+
+The notifiers in alerts/notifiers/ take these dataclasses; this module only validates the file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from monitor.config import Secret, _Section
+from monitor.errors import ConfigError
+from monitor.events import EVENT_TYPES
+
+NOTIFIER_KINDS = ("alertmanager", "webex", "webhook", "email")
+SEVERITIES = ("info", "warning", "critical")
+DEFAULT_EVENTS = frozenset(t for t, cls in EVENT_TYPES.items() if cls.severity != "info")
+WEBEX_MESSAGES_URL = "https://webexapis.com/v1/messages"
+SIGNATURE_HEADER = "X-Certd-Signature"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")  # RFC 9110 token
+_ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Which events a notifier gets, how often, and how hard each delivery is tried."""
+
+    events: frozenset[str] | None = DEFAULT_EVENTS  # None: every event type ("*")
+    min_severity: str = "info"
+    throttle: timedelta = timedelta(hours=1)
+    timeout: timedelta = timedelta(seconds=10)
+    retries: int = 3
+
+    def selects(self, event_type: str, severity: str) -> bool:
+        if self.events is not None and event_type not in self.events:
+            return False
+        return SEVERITIES.index(severity) >= SEVERITIES.index(self.min_severity)
+
+
+@dataclass(frozen=True)
+class AlertmanagerConfig:
+    name: str
+    url: str  # base URL, e.g. http://alertmanager:9093 (the API path is added)
+    trust_anchor: Path | None = None
+    resolve_timeout: timedelta = timedelta(hours=24)
+    routing: Routing = field(default_factory=Routing)
+    kind: str = "alertmanager"
+
+    def secrets(self) -> list[Secret]:
+        return []
+
+
+@dataclass(frozen=True)
+class WebexConfig:
+    name: str
+    token: Secret
+    room_id: str
+    api_url: str = WEBEX_MESSAGES_URL
+    trust_anchor: Path | None = None
+    routing: Routing = field(default_factory=Routing)
+    kind: str = "webex"
+
+    def secrets(self) -> list[Secret]:
+        return [self.token]
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    name: str
+    url: str
+    secret: Secret | None = None  # HMAC-SHA256 key for the X-Certd-Signature header
+    headers: tuple[tuple[str, str | Secret], ...] = ()
+    trust_anchor: Path | None = None
+    routing: Routing = field(default_factory=Routing)
+    kind: str = "webhook"
+
+    def secrets(self) -> list[Secret]:
+        out = [v for _, v in self.headers if isinstance(v, Secret)]
+        return [self.secret, *out] if self.secret else out
+
+
+@dataclass(frozen=True)
+class EmailConfig:
+    name: str
+    host: str
+    sender: str  # `from` in the file
+    to: tuple[str, ...]
+    port: int = 587
+    starttls: bool = True
+    username: str | None = None
+    password: Secret | None = None
+    trust_anchor: Path | None = None
+    routing: Routing = field(default_factory=Routing)
+    kind: str = "email"
+
+    def secrets(self) -> list[Secret]:
+        return [self.password] if self.password else []
+
+
+NotifierConfig = AlertmanagerConfig | WebexConfig | WebhookConfig | EmailConfig
+
+_COMMON = {"name", "kind", "events", "min_severity", "throttle", "timeout", "retries"}
+_KEYS = {
+    "alertmanager": _COMMON | {"url", "trust_anchor", "resolve_timeout"},
+    "webex": _COMMON | {"token", "room_id", "api_url", "trust_anchor"},
+    "webhook": _COMMON | {"url", "secret", "headers", "trust_anchor"},
+    "email": _COMMON
+    | {"host", "port", "starttls", "username", "password", "from", "to", "trust_anchor"},
+}
+
+
+def _events(s: _Section) -> frozenset[str] | None:
+    value = s.table.get("events")
+    if value is None:
+        return DEFAULT_EVENTS
+    if value in ("*", ["*"]):
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise s.error("events", f'must be "*" or a list of event type names, got {value!r}')
+    for name in value:
+        if name not in EVENT_TYPES:
+            hint = difflib.get_close_matches(name, sorted(EVENT_TYPES), n=1)
+            fix = f"did you mean {hint[0]!r}?" if hint else f"known: {', '.join(EVENT_TYPES)}"
+            raise s.error("events", f"unknown event type {name!r}; {fix}")
+    return frozenset(value)
+
+
+def _routing(s: _Section) -> Routing:
+    severity = (s.get_str("min_severity", "info") or "info").lower()
+    if severity not in SEVERITIES:
+        raise s.error("min_severity", f"must be one of {', '.join(SEVERITIES)}; got {severity!r}")
+    return Routing(
+        events=_events(s),
+        min_severity=severity,
+        throttle=s.get_duration("throttle", timedelta(hours=1)),
+        timeout=s.get_duration("timeout", timedelta(seconds=10)),
+        retries=s.get_int("retries", 3, minimum=0, maximum=10),
+    )
+
+
+def _http_url(s: _Section, key: str, example: str, default: str | None = None) -> str:
+    url = s.get_str(key, default, required=default is None) or ""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        # The URL may carry a token (chat webhooks often do): name the key, not the value.
+        raise s.error(key, f"must be an http:// or https:// URL like {example!r}")
+    return url
+
+
+def _alertmanager(file: Path, name: str, s: _Section, routing: Routing) -> AlertmanagerConfig:
+    url = _http_url(s, "url", "http://alertmanager.example.com:9093").rstrip("/")
+    for suffix in ("/api/v2/alerts", "/api/v2"):
+        url = url.removesuffix(suffix)
+    return AlertmanagerConfig(
+        name=name,
+        url=url,
+        trust_anchor=s.get_file("trust_anchor", file.parent),
+        resolve_timeout=s.get_duration("resolve_timeout", timedelta(hours=24)),
+        routing=routing,
+    )
+
+
+def _webex(file: Path, name: str, s: _Section, routing: Routing) -> WebexConfig:
+    token = s.get_secret("token", file.parent)
+    if token is None:
+        raise s.error("token", "is required: the bot's access token as 'env:NAME' or 'file:PATH'")
+    return WebexConfig(
+        name=name,
+        token=token,
+        room_id=s.get_str("room_id", required=True) or "",
+        api_url=_http_url(s, "api_url", WEBEX_MESSAGES_URL, WEBEX_MESSAGES_URL),
+        trust_anchor=s.get_file("trust_anchor", file.parent),
+        routing=routing,
+    )
+
+
+def _headers(file: Path, s: _Section) -> tuple[tuple[str, str | Secret], ...]:
+    table = s.table.get("headers", {})
+    if not isinstance(table, dict):
+        raise s.error("headers", 'must be a table like { "X-Team" = "uc" }')
+    out: list[tuple[str, str | Secret]] = []
+    for header, value in table.items():
+        if not _HEADER.match(header):
+            raise s.error("headers", f"{header!r} is not a valid HTTP header name")
+        if header.lower() in ("content-type", "content-length", SIGNATURE_HEADER.lower()):
+            raise s.error("headers", f"{header} is set by expressway-certd; remove it")
+        if not isinstance(value, str) or not value or "\n" in value or "\r" in value:
+            raise s.error("headers", f"{header}: must be a one-line string")
+        if value.startswith(("env:", "file:")):
+            out.append((header, Secret(value, s.key(f"headers.{header}"), file.parent)))
+        else:
+            out.append((header, value))
+    return tuple(out)
+
+
+def _webhook(file: Path, name: str, s: _Section, routing: Routing) -> WebhookConfig:
+    return WebhookConfig(
+        name=name,
+        url=_http_url(s, "url", "https://hooks.example.com/certd"),
+        secret=s.get_secret("secret", file.parent),
+        headers=_headers(file, s),
+        trust_anchor=s.get_file("trust_anchor", file.parent),
+        routing=routing,
+    )
+
+
+def _address(s: _Section, key: str, value: Any) -> str:
+    if not isinstance(value, str) or not _ADDRESS.match(value.strip()):
+        raise s.error(key, f"must be an e-mail address like 'pki-team@example.com', got {value!r}")
+    return value.strip()
+
+
+def _email(file: Path, name: str, s: _Section, routing: Routing) -> EmailConfig:
+    starttls = s.get_bool("starttls", True)
+    username = s.get_str("username")
+    password = s.get_secret("password", file.parent)
+    if (username is None) != (password is None):
+        raise s.error("password" if password is None else "username", "set both or neither")
+    if username is not None and not starttls:
+        raise s.error(
+            "starttls", "must be true with username/password: the login would cross in clear"
+        )
+    if "from" not in s.table:
+        raise s.error("from", "is required: the sender address, e.g. 'certd@example.com'")
+    raw_to = s.table.get("to")
+    if isinstance(raw_to, str):
+        raw_to = [raw_to]
+    if not isinstance(raw_to, list) or not raw_to:
+        raise s.error("to", "is required: a list of recipient addresses")
+    return EmailConfig(
+        name=name,
+        host=s.get_str("host", required=True) or "",
+        port=s.get_int("port", 587 if starttls else 25, maximum=65535),
+        starttls=starttls,
+        username=username,
+        password=password,
+        sender=_address(s, "from", s.table["from"]),
+        to=tuple(_address(s, "to", v) for v in raw_to),
+        trust_anchor=s.get_file("trust_anchor", file.parent),
+        routing=routing,
+    )
+
+
+_PARSERS: dict[str, Callable[[Path, str, _Section, Routing], NotifierConfig]] = {
+    "alertmanager": _alertmanager,
+    "webex": _webex,
+    "webhook": _webhook,
+    "email": _email,
+}
+
+
+def parse_notifier(
+    file: Path, index: int, table: Any, *, check_files: bool = True
+) -> NotifierConfig:
+    path = f"notifier[{index}]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{file}: {path}: must be a table ([[notifier]])")
+    name = table.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(
+            f"{file}: {path}.name: is required: letters, digits, '-', '_' and '.', got {name!r}"
+        )
+    path = f"notifier[{index}] ({name})"
+    kind = table.get("kind")
+    if kind not in NOTIFIER_KINDS:
+        raise ConfigError(
+            f"{file}: {path}.kind: must be one of {', '.join(NOTIFIER_KINDS)}; got {kind!r}"
+        )
+    s = _Section(file, path, table, _KEYS[kind], check_files=check_files)
+    return _PARSERS[kind](file, name, s, _routing(s))
+
+
+def parse_notifiers(
+    file: Path, raw: Any, *, check_files: bool = True
+) -> tuple[NotifierConfig, ...]:
+    """Validate the `[[notifier]]` array; names must be unique."""
+    if not isinstance(raw, list):
+        raise ConfigError(f"{file}: notifier: must be an array of tables: write [[notifier]]")
+    out = tuple(parse_notifier(file, i, t, check_files=check_files) for i, t in enumerate(raw))
+    names = [n.name for n in out]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(
+                f"{file}: notifier: name {name!r} is used twice; names must be unique"
+            )
+    return out
