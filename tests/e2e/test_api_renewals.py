@@ -1,0 +1,90 @@
+"""The renewal API of a running daemon: list, detail, token-protected approve."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import aiohttp
+
+from lab.est import ESTSimulator
+from lab.renewal import add_renewal, est_ca_section, set_daemon_keys
+from lab.topology import Lab
+from monitor.config import load_config
+from monitor.daemon import Daemon
+
+TOKEN = "approve-token-0123456789"
+
+
+async def wait_for(session, url, predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        async with session.get(url) as resp:
+            body = await resp.json()
+        if predicate(body):
+            return body
+        assert time.monotonic() < deadline, body
+        await asyncio.sleep(0.2)
+
+
+async def test_approve_over_the_api(tmp_path):
+    est = ESTSimulator().start()
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    os.chmod(token_file, 0o600)
+    try:
+        async with Lab(tmp_path / "lab", restart_seconds=0.3, cert_days=10) as lab:
+            path = lab.write_config(tmp_path / "certd.toml")
+            text = add_renewal(path.read_text(), "expe-c1", 'ca = "lab-est", approval = "manual"')
+            text = set_daemon_keys(
+                text, listen="127.0.0.1:0", renewal_check="0.5s", api_token=f"file:{token_file}"
+            )
+            path.write_text(text + est_ca_section(est, tmp_path))
+            daemon = Daemon(load_config(path))
+            await daemon.start()
+            base = f"http://127.0.0.1:{daemon.http_port}/api/v1"
+            try:
+                async with aiohttp.ClientSession() as session:
+                    (row,) = await wait_for(
+                        session,
+                        f"{base}/renewals",
+                        lambda b: b and b[0]["stage"] == "approve" and b[0]["status"] == "waiting",
+                    )
+                    rid = row["id"]
+                    async with session.get(f"{base}/renewals/{rid}") as resp:
+                        detail = await resp.json()
+                    assert [s["stage"] for s in detail["steps"]][:7] == [
+                        "snapshot", "preflight", "csr", "submit", "issued", "validate", "trust",
+                    ]  # fmt: skip
+                    assert "BEGIN CERTIFICATE REQUEST" in detail["csr_pem"]
+                    url = f"{base}/renewals/{rid}/approve"
+                    async with session.post(url) as resp:
+                        assert resp.status == 401
+                    async with session.post(url, headers={"Authorization": "Bearer nope"}) as resp:
+                        assert resp.status == 401
+                    auth = {"Authorization": f"Bearer {TOKEN}"}
+                    async with session.post(url + "?by=bob", headers=auth) as resp:
+                        assert resp.status == 200, await resp.text()
+                    done = await wait_for(
+                        session, f"{base}/renewals/{rid}", lambda b: b["status"] == "done"
+                    )
+                    assert done["approved_by"] == "bob"
+                    async with session.post(url, headers=auth) as resp:
+                        assert resp.status == 409  # nothing to approve any more
+                    async with session.get(f"http://127.0.0.1:{daemon.http_port}/metrics") as resp:
+                        metrics = await resp.text()
+                    assert (
+                        'expressway_renewal_state{stage="",state="idle",target="expe-c1"} 1.0'
+                        in metrics
+                    )
+                    assert (
+                        'expressway_renewal_stage_total{result="advance",stage="verify",target="expe-c1"} 1.0'
+                        in metrics
+                    )
+                    assert "expressway_renewal_last_success_timestamp_seconds" in metrics
+                    assert TOKEN not in metrics
+            finally:
+                await daemon.stop()
+    finally:
+        est.stop()
