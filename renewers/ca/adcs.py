@@ -231,7 +231,6 @@ class ADCSConnector(ConnectorBase):
         """NTLM or Negotiate over the kept connection: token, challenge, answer."""
         import spnego  # noqa: PLC0415 - only NTLM/Kerberos sites need it
         import spnego.channel_bindings  # noqa: PLC0415
-        import spnego.exceptions  # noqa: PLC0415
 
         scheme = "NTLM" if self.config.auth == "ntlm" else "Negotiate"
         offered = [h.split(" ")[0].lower() for h in first.headers.getall("WWW-Authenticate", [])]
@@ -259,15 +258,16 @@ class ADCSConnector(ConnectorBase):
                 protocol="ntlm" if scheme == "NTLM" else "kerberos",
             )
             token = ctx.step()
-        except (spnego.exceptions.SpnegoError, ValueError, ImportError) as exc:
+        except Exception as exc:  # each backend (NTLM, gssapi, krb5) raises its own types
             raise self.error(
                 step,
                 f"cannot start {scheme} ({exc})",
                 _NTLM_HELP
                 if scheme == "NTLM"
                 else (
-                    "install gssapi and krb5 (Kerberos), run kinit or set KRB5_CLIENT_KTNAME, and "
-                    "check krb5.conf names the realm's KDC"
+                    "check username (user@REALM) and password, or give the service a ticket "
+                    "(kinit, or a keytab in KRB5_CLIENT_KTNAME); krb5.conf must name the realm's "
+                    "KDC; Kerberos needs the Python packages gssapi and krb5"
                 ),
                 reason="auth",
             ) from None
@@ -290,7 +290,7 @@ class ADCSConnector(ConnectorBase):
                 return reply
             try:
                 token = ctx.step(base64.b64decode(challenge))
-            except spnego.exceptions.SpnegoError as exc:
+            except Exception as exc:  # as above
                 raise self.error(
                     step, f"{scheme} handshake failed ({exc})", _NTLM_HELP, reason="auth"
                 ) from None

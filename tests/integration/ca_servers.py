@@ -466,3 +466,91 @@ async def until_issued(conn: CAConnector, result: Issued | Pending, timeout: flo
         await asyncio.sleep(0.2)
         result = await conn.poll(result.handle)
     return result
+
+
+REALM = "LAB.TEST"
+
+
+@dataclass
+class KDC:
+    """A real MIT KDC on loopback; `env` points krb5 at it (KRB5_CONFIG, a private ccache)."""
+
+    port: int
+    directory: Path
+    env: dict[str, str]
+    user: str
+    password: str
+    keytab: Path  # HTTP/127.0.0.1@LAB.TEST, for the AD CS simulator
+    proc: subprocess.Popen[bytes] = field(repr=False)
+
+
+@pytest.fixture(scope="session", name="kdc")
+def kdc_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KDC]:
+    krb5kdc, kdb5_util, kadmin = (need_binary(n) for n in ("krb5kdc", "kdb5_util", "kadmin.local"))
+    try:
+        import gssapi  # noqa: F401, PLC0415 - pyspnego's Kerberos backend
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("python-gssapi is not installed; `make test` should have installed it")
+        pytest.skip("python-gssapi not installed")
+    directory = tmp_path_factory.mktemp("kdc")
+    port = free_port()
+    (directory / "kdc.conf").write_text(
+        f"""[kdcdefaults]
+    kdc_listen = 127.0.0.1:{port}
+    kdc_tcp_listen = 127.0.0.1:{port}
+[realms]
+    {REALM} = {{
+        database_name = {directory}/principal
+        key_stash_file = {directory}/stash
+        acl_file = {directory}/kadm5.acl
+        max_life = 1h
+        supported_enctypes = aes256-cts-hmac-sha1-96:normal aes128-cts-hmac-sha1-96:normal
+    }}
+[logging]
+    kdc = FILE:{directory}/kdc.log
+"""
+    )
+    (directory / "krb5.conf").write_text(
+        f"""[libdefaults]
+    default_realm = {REALM}
+    dns_lookup_kdc = false
+    dns_lookup_realm = false
+    dns_canonicalize_hostname = false
+    rdns = false
+    udp_preference_limit = 1
+[realms]
+    {REALM} = {{
+        kdc = 127.0.0.1:{port}
+    }}
+[domain_realm]
+    127.0.0.1 = {REALM}
+"""
+    )
+    env = {
+        **os.environ,
+        "KRB5_CONFIG": str(directory / "krb5.conf"),
+        "KRB5_KDC_PROFILE": str(directory / "kdc.conf"),
+        "KRB5CCNAME": f"FILE:{directory}/ccache",
+    }
+    keytab = directory / "http.keytab"
+    password = "Kerb-Secret1"
+
+    def run(*cmd: str) -> None:
+        subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=30)
+
+    run(kdb5_util, "create", "-s", "-r", REALM, "-P", "master-" + secrets.token_hex(8))
+    run(kadmin, "-r", REALM, "-q", f"addprinc -pw {password} certd")
+    run(kadmin, "-r", REALM, "-q", "addprinc -randkey HTTP/127.0.0.1")
+    run(kadmin, "-r", REALM, "-q", f"ktadd -k {keytab} HTTP/127.0.0.1")
+    log = directory / "krb5kdc.out"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [krb5kdc, "-n", "-r", REALM], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_port(port, proc, "krb5kdc", log)
+        yield KDC(port, directory, env, f"certd@{REALM}", password, keytab, proc)
+    finally:
+        proc.terminate()
+        proc.wait(10)
