@@ -151,13 +151,13 @@ async def _plan(config: Config, name: str) -> dict[str, Any]:
             zones=_zone_kinds(role, zones),
         )  # fmt: skip
         problems = preflight(plan, renewal.ca, connector.capabilities().ekus)
+        problems_text = ""
         try:
             ca_chain = list(await connector.ca_chain())
         except CertdError as exc:
             ca_chain = []
             problems_text = f"CA chain unavailable: {exc}"
-        else:
-            issuing_ski = None
+        issuing_ski = None
         if ca_chain:
             issuing = facts_from_x509(ca_chain[0])
             issuing_ski = issuing.ski

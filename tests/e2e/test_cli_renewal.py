@@ -1,0 +1,72 @@
+"""The renewal verbs as an operator runs them: plan (no side effects), renew, status."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from lab.est import ESTSimulator
+from lab.renewal import add_renewal, est_ca_section
+from lab.topology import Lab
+from renewers.pipeline import STAGES
+
+
+async def cli(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "monitor.cli", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_plan_renew_status(tmp_path):
+    est = ESTSimulator().start()
+    try:
+        async with Lab(tmp_path / "lab", restart_seconds=0.3, cert_days=10) as lab:
+            path = lab.write_config(tmp_path / "certd.toml")
+            text = add_renewal(path.read_text(), "expe-c1", 'ca = "lab-est"')
+            path.write_text(text + est_ca_section(est, tmp_path))
+            c = lab.expressway_c
+            before = (c.served_cert, c.installed.cert, c.pending)
+
+            code, out, err = await cli("plan", "expe-c1", "--config", str(path), "--json")
+            assert code == 0, err
+            plan = json.loads(out)
+            assert plan["sans"] == ["expe-c1.lab.example", "expressway-c.lab.example"]
+            assert plan["required_eku"] == [
+                "TLS Web Server Authentication",
+                "TLS Web Client Authentication",
+            ]
+            assert plan["ca_change"] is True
+            assert plan["trust_to"][:2] == ["expe-c1", "expe-e1"] and "cucm1" in plan["trust_to"][2]
+            assert plan["problems"] == []
+            assert (c.served_cert, c.installed.cert, c.pending) == before  # a dry run
+            assert est.submissions == 0
+
+            code, out, err = await cli("plan", "expe-c1", "--config", str(path))
+            assert code == 0 and "7 trust     CA change: YES" in out
+
+            code, out, err = await cli("renew", "expe-c1", "--config", str(path))
+            assert code == 0, out + err
+            for stage in STAGES:
+                assert f"expe-c1    {stage:<10} ok" in out, stage
+            assert c.served_cert != before[0]
+
+            code, out, err = await cli("status", "expe-c1", "--config", str(path), "--json")
+            (item,) = json.loads(out)
+            assert item["renewal"]["status"] == "done"
+            assert [s["stage"] for s in item["renewal"]["steps"]] == list(STAGES)
+
+            code, out, err = await cli("renew", "expe-c1", "--config", str(path))
+            assert code == 0 and "not due" in out  # the new certificate is fresh
+            assert est.submissions == 1
+
+            code, out, err = await cli("approve", "nope", "--config", str(path))
+            assert code == 2 and "no such renewal" in err
+            code, out, err = await cli("renew", "expe-e1", "--config", str(path))
+            assert code == 2 and "monitored only" in err
+    finally:
+        est.stop()
