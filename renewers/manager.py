@@ -88,11 +88,16 @@ class RenewalManager:
         if latest is not None and latest.active:
             self.next_due[exp.name] = latest.next_at
             return
-        current = min(served, key=lambda f: f.not_after)
+        # What this tool installed last: if the box serves something else now, someone
+        # replaced it (or rolled it back): the policy treats that as a reason to renew.
+        installed = latest.data.get("installed_sha256") if latest is not None else None
+        differing = [f for f in served if installed and f.sha256 != installed]
+        current = differing[0] if differing else min(served, key=lambda f: f.not_after)
         decision = evaluate(
             PolicyInput(
                 now=self.clock(),
                 served=current,
+                installed_sha256=installed,
                 renew_before=exp.renewal.renew_before,
                 ari_window=await self._ari_window(exp, current),
                 jitter=stable_jitter(exp.name, current.sha256),
