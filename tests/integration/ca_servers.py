@@ -16,10 +16,11 @@ import secrets
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dns.message
 import dns.query
@@ -35,7 +36,7 @@ from lab.adcs import ADCSSimulator
 from lab.est import ESTSimulator
 from lab.pki import CA, SERVER_AUTH, write_key_and_chain
 from monitor.config import Secret
-from monitor.config_ca import ACMEConfig, ADCSConfig, ESTConfig, RFC2136Config
+from monitor.config_ca import ACMEConfig, ADCSConfig, CAConfig, ESTConfig, RFC2136Config
 from renewers.ca.acme import ACMEConnector
 from renewers.ca.adcs import ADCSConnector
 from renewers.ca.base import CAConnector, Issued, Pending
@@ -250,17 +251,16 @@ class Harness:
 
     kind: str
     name: str
-    server: object
+    server: Any  # ESTSimulator, ADCSSimulator or Pebble
     data_dir: Path
-    make_config: object  # (password_env, trust_anchor) -> config
-    set_manual: object  # (bool) -> None
-    approve: object  # () -> None
-    ca_submissions: object  # () -> int | None (None when the CA cannot tell)
+    make_config: Callable[[str, Path | None], CAConfig]  # (password env var, trust anchor)
+    set_manual: Callable[[bool], None]  # CA approval needed from now on
+    approve: Callable[[], None]  # approve what is waiting
+    ca_submissions: Callable[[], int | None]  # None when the CA cannot tell
     submit_op: str = "submit"  # the metric op of a new submission
     secret: str = ""  # the right value of the secret under password_env
-
     toml: str = ""  # the [ca.NAME] table(s) for a config file, secrets as env: references
-    connectors: list[object] = field(default_factory=list)
+    connectors: list[Any] = field(default_factory=list)
 
     def write_config(self, directory: Path) -> Path:
         path = directory / "certd.toml"
@@ -277,14 +277,12 @@ class Harness:
         wait: float = 30,
         password_env: str = "CERTD_TEST_SECRET",
         trust_anchor: Path | None = None,
-    ):  # type: ignore[no-untyped-def]
-
-        config = self.make_config(password_env, trust_anchor)  # type: ignore[operator]
-        if self.kind == "acme":
-            conn: object = ACMEConnector(
-                config, data_dir=self.data_dir, wait=timedelta(seconds=wait)
-            )
-        elif self.kind == "est":
+    ) -> Any:  # the concrete connector, so tests can read request_count()
+        config = self.make_config(password_env, trust_anchor)
+        conn: ACMEConnector | ESTConnector | ADCSConnector
+        if isinstance(config, ACMEConfig):
+            conn = ACMEConnector(config, data_dir=self.data_dir, wait=timedelta(seconds=wait))
+        elif isinstance(config, ESTConfig):
             conn = ESTConnector(config, data_dir=self.data_dir)
         else:
             conn = ADCSConnector(config, data_dir=self.data_dir)
@@ -452,7 +450,7 @@ def harness_fixture(
     monkeypatch.setenv("CERTD_TEST_SECRET", h.secret)
     yield h
     for conn in h.connectors:
-        asyncio.run(conn.aclose())  # type: ignore[attr-defined]
+        asyncio.run(conn.aclose())
     for _ in gen:
         pass
 

@@ -53,7 +53,7 @@ async def test_submit_issues_leaf_for_the_csr_key_with_a_chain_that_verifies(
 async def test_pending_handle_is_json_and_a_new_instance_finishes_without_resubmitting(
     harness: Harness,
 ) -> None:
-    harness.set_manual(True)  # type: ignore[operator]
+    harness.set_manual(True)
     first = harness.connector(wait=0)
     csr = make_csr(*harness.names())
     result = await first.submit(csr)
@@ -63,15 +63,15 @@ async def test_pending_handle_is_json_and_a_new_instance_finishes_without_resubm
     assert harness.name in json.dumps(handle)
     await first.aclose()
 
-    harness.approve()  # type: ignore[operator]
+    harness.approve()
     second = harness.connector(wait=30)
     issued = await until_issued(second, await second.poll(handle))
     assert issued.leaf.public_key() == csr.public_key()
-    assert first.request_count(harness.submit_op) == 1  # type: ignore[attr-defined]
+    assert first.request_count(harness.submit_op) == 1
     if harness.kind != "est":  # EST continues a request by resending the same CSR
-        assert second.request_count(harness.submit_op) == 0  # type: ignore[attr-defined]
-    if harness.ca_submissions() is not None:  # type: ignore[operator]
-        assert harness.ca_submissions() == 1  # type: ignore[operator]
+        assert second.request_count(harness.submit_op) == 0
+    if harness.ca_submissions() is not None:
+        assert harness.ca_submissions() == 1
 
 
 async def test_a_handle_from_another_ca_is_refused_with_the_ca_named(harness: Harness) -> None:

@@ -50,7 +50,7 @@ def write_csr(tmp_path: Path, harness: Harness) -> tuple[Path, x509.CertificateS
 async def test_next_process_finishes_the_request_without_a_second_submission(
     harness: Harness, tmp_path: Path
 ) -> None:
-    harness.set_manual(True)  # type: ignore[operator]
+    harness.set_manual(True)
     config = harness.write_config(tmp_path)
     csr_file, csr = write_csr(tmp_path, harness)
     handle_file = tmp_path / "handle.json"
@@ -61,20 +61,20 @@ async def test_next_process_finishes_the_request_without_a_second_submission(
     assert "pending" in first.stderr and "--resume" in first.stderr
     handle = json.loads(handle_file.read_text())
 
-    harness.approve()  # type: ignore[operator]
+    harness.approve()
     conn = harness.connector()
     issued = await until_issued(conn, await conn.poll(handle))
     assert isinstance(issued, Issued)
     assert issued.leaf.public_key() == csr.public_key()
     if harness.kind == "acme":
         # The order the first process created is the one that was finalized.
-        assert conn.request_count("new_order") == 0  # type: ignore[attr-defined]
+        assert conn.request_count("new_order") == 0
         assert handle["order_url"] and handle["presented"]
-        assert harness.server.roots()  # type: ignore[attr-defined]
+        assert harness.server.roots()
     else:
-        assert harness.ca_submissions() == 1  # type: ignore[operator]
+        assert harness.ca_submissions() == 1
     if harness.kind == "adcs":
-        assert conn.request_count("submit") == 0  # type: ignore[attr-defined]
+        assert conn.request_count("submit") == 0
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
@@ -87,14 +87,14 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int,
 def test_sign_resume_writes_leaf_and_chain(
     harness: Harness, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    harness.set_manual(True)  # type: ignore[operator]
+    harness.set_manual(True)
     config = harness.write_config(tmp_path)
     csr_file, csr = write_csr(tmp_path, harness)
     handle_file = tmp_path / "handle.json"
     code, _, err = run_cli(capsys, "sign", "--config", config, "--ca", harness.name,
                            "--csr", csr_file, "--no-wait", "--handle-out", handle_file)  # fmt: skip
     assert code == 3, err
-    harness.approve()  # type: ignore[operator]
+    harness.approve()
     out, chain_out = tmp_path / "leaf.pem", tmp_path / "chain.pem"
     code, _, err = run_cli(capsys, "sign", "--config", config, "--ca", harness.name,
                            "--resume", handle_file, "--out", out, "--chain-out", chain_out,
@@ -105,17 +105,17 @@ def test_sign_resume_writes_leaf_and_chain(
     chain = x509.load_pem_x509_certificates(chain_out.read_bytes())
     leaf.verify_directly_issued_by(chain[0])
     assert "issued by CA" in err
-    if harness.ca_submissions() is not None:  # type: ignore[operator]
-        assert harness.ca_submissions() == 1  # type: ignore[operator]
+    if harness.ca_submissions() is not None:
+        assert harness.ca_submissions() == 1
 
 
 def test_sign_waits_with_progress(
     harness: Harness, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    harness.set_manual(True)  # type: ignore[operator]
+    harness.set_manual(True)
     config = harness.write_config(tmp_path)
     csr_file, _ = write_csr(tmp_path, harness)
-    approver = threading.Timer(1.0, harness.approve)  # type: ignore[arg-type]
+    approver = threading.Timer(1.0, harness.approve)
     approver.start()  # a CA manager approves while the command waits
     code, out, err = run_cli(capsys, "sign", "--config", config, "--ca", harness.name,
                              "--csr", csr_file, "--wait", "30s", "--poll-every", "1s")  # fmt: skip
