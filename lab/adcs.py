@@ -391,3 +391,28 @@ class ADCSSimulator:
         der = pkcs7.serialize_certificates(certs, serialization.Encoding.DER)
         body = base64.encodebytes(der) if request.query.get("Enc") == "b64" else der
         return web.Response(body=body, content_type="application/x-pkcs7-certificates")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the certsrv simulator in the foreground: `python -m lab.adcs [--approval]`."""
+    import argparse  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="python -m lab.adcs")
+    parser.add_argument("--approval", action="store_true", help="CA manager approval mode")
+    args = parser.parse_args(argv)
+    sim = ADCSSimulator(manager_approval=args.approval).start()
+    print(
+        f"AD CS certsrv at {sim.url} (CORP\\certd / Adcs-Secret1, Basic or NTLM; templates "
+        f"{', '.join(TEMPLATES)}), trust anchor {sim.trust_anchor}"
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        sim.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
