@@ -7,6 +7,7 @@ from alerts.notifiers._http import JSONPoster
 from alerts.notify import Notice, NotifyError
 from monitor.errors import ConfigError
 
+MAX_MARKDOWN = 7000  # the API refuses messages over 7,439 bytes
 ICONS = {"firing": "\N{WARNING SIGN}", "resolved": "\N{WHITE HEAVY CHECK MARK}", "info": ""}
 
 
@@ -16,7 +17,10 @@ def markdown(notice: Notice) -> str:
         icon = "\N{POLICE CARS REVOLVING LIGHT}"
     lines = [f"{icon} **{notice.title()}**".strip()]
     lines += [f"- {k}: `{v}`" for k, v in notice.details()]
-    return "\n".join(lines)
+    text = "\n".join(lines)
+    if len(text.encode()) > MAX_MARKDOWN:
+        text = text.encode()[: MAX_MARKDOWN - 4].decode("utf-8", "ignore") + " ..."
+    return text
 
 
 class WebexNotifier:

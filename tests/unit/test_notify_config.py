@@ -197,3 +197,17 @@ def test_secret_values_are_never_echoed(tmp_path):
     with pytest.raises(ConfigError) as err:
         load(tmp_path, '[[notifier]]\nname = "n"\nkind = "webhook"\nurl = "hxxps://h/T0KEN123"\n')
     assert "T0KEN123" not in str(err.value)
+
+
+def test_documented_example_loads(tmp_path):
+    doc = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    section = doc[doc.index("## Notifiers (`[[notifier]]`)") :]
+    example = section[section.index("```toml\n") + 8 :]
+    example = example[: example.index("```")]
+    cfg = load(tmp_path, example)
+    assert [(n.name, n.kind) for n in cfg.notifiers] == [
+        ("alertmanager", "alertmanager"),
+        ("uc-room", "webex"),
+        ("itsm", "webhook"),
+        ("pki-team", "email"),
+    ]

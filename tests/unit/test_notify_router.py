@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from alerts.config import Routing
+from alerts.notifiers.webex import MAX_MARKDOWN, markdown
 from alerts.notify import AlertKey, Notice, NotifyError, Router, resolutions
 from monitor.events import (
     ApprovalRequired,
@@ -372,3 +373,10 @@ async def test_counter_is_on_the_given_registry_only():
     )
     Router([Recorder()], registry=CollectorRegistry())  # a second router: no clash
     await router.aclose()
+
+
+def test_webex_markdown_stays_under_the_api_limit():
+    long = StageFailed(target="expc1", time=T0, renewal_id="r1", stage="csr", why="é" * 9000)
+    text = markdown(Notice(long))
+    assert len(text.encode()) <= MAX_MARKDOWN
+    assert text.startswith("\N{POLICE CARS REVOLVING LIGHT} **[CRITICAL] expc1: renewal r1")
