@@ -205,6 +205,7 @@ class ACMEConnector(ConnectorBase):
             registration = messages.NewRegistration.from_data(
                 terms_of_service_agreed=True, external_account_binding=eab
             ).update(contact=contact)
+            self._ops["new_account"] = self.request_count("new_account") + 1
             try:
                 regr = acme.new_account(registration)
             except errors.ConflictError as exc:  # key already registered: reuse it

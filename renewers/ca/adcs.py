@@ -109,7 +109,6 @@ class ADCSConnector(ConnectorBase):
                 reason="config",
             ) from None
         self._session: aiohttp.ClientSession | None = None
-        self._authenticated = False
         self._peer_cert: bytes | None = None
 
     def __repr__(self) -> str:
@@ -130,7 +129,6 @@ class ADCSConnector(ConnectorBase):
                 # One connection: NTLM/Negotiate authenticate it, not each request.
                 connector=aiohttp.TCPConnector(ssl=self._ssl, limit=1),
             )
-            self._authenticated = False
         return self._session
 
     async def aclose(self) -> None:
@@ -276,7 +274,6 @@ class ADCSConnector(ConnectorBase):
             headers = {"Authorization": f"{scheme} {base64.b64encode(token or b'').decode()}"}
             reply = await self._send(step, method, path, headers, **kw)
             if reply.status != 401:
-                self._authenticated = True
                 return reply
             challenge = next(
                 (

@@ -89,7 +89,8 @@ async def test_account_key_is_created_once_0600_and_reused(
     await until_issued(second, await second.submit(make_csr(*names())))
     assert key_file.read_bytes() == key_before
     assert account.read_text() == account_before
-    assert second.request_count("directory") == 0  # no registration round trip needed
+    assert first.request_count("new_account") == 1
+    assert second.request_count("new_account") == 0  # the saved account is used as it is
 
 
 async def test_eab_required_without_eab_says_what_to_set(
