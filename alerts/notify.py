@@ -135,7 +135,7 @@ class Notice:
 
     @property
     def status(self) -> str:
-        """ "resolved", "firing" (warning/critical) or "info"."""
+        """One of "resolved", "firing" (a warning or critical event) or "info"."""
         if self.resolves:
             return "resolved"
         return "info" if self.event.severity == "info" else "firing"

@@ -41,9 +41,10 @@ from alerts.config import (
 from alerts.notify import Router, build_router
 from lab.pki import CA, write_key_and_chain
 from lab.tls import server_context
-from monitor.config import Secret
+from monitor.config import Secret, load_config
 from monitor.events import (
     Event,
+    EventBus,
     ProbeFailed,
     ProbeRecovered,
     RenewalCompleted,
@@ -629,3 +630,77 @@ async def test_webex_wrong_token_is_not_retried(
     ]
     assert "expired-token-123" not in repr(logs)
     assert sent(registry, config, "failed") == 1
+
+
+async def test_config_file_to_deliveries_through_the_bus(
+    tmp_path: Path,
+    alertmanager: str,
+    http_stub: HTTPStub,
+    mailbox: tuple[Mailbox, int],
+    smtp_tls: tuple[Path, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the daemon does: load [[notifier]] tables, build the router, subscribe it."""
+    monkeypatch.setenv("CERTD_TEST_HOOK_SECRET", HOOK_SECRET)
+    monkeypatch.setenv("CERTD_TEST_HOOK_AUTH", HOOK_AUTH)
+    monkeypatch.setenv("CERTD_TEST_SMTP_PASSWORD", SMTP_PASSWORD)
+    box, smtp_port = mailbox
+    (tmp_path / "webex.token").write_text(WEBEX_TOKEN + "\n")
+    (tmp_path / "webex.token").chmod(0o600)
+    config = tmp_path / "certd.toml"
+    config.write_text(
+        f"""
+[[expressway]]
+name = "expc1"
+address = "expc1.example.com"
+
+[[notifier]]
+name = "am"
+kind = "alertmanager"
+url = "{alertmanager}"
+
+[[notifier]]
+name = "room"
+kind = "webex"
+token = "file:webex.token"
+room_id = "room-1"
+api_url = "http://127.0.0.1:{http_stub.port}/v1/messages"
+
+[[notifier]]
+name = "itsm"
+kind = "webhook"
+url = "http://127.0.0.1:{http_stub.port}/hooks/T0KENINPATH"
+secret = "env:CERTD_TEST_HOOK_SECRET"
+headers = {{ "Authorization" = "env:CERTD_TEST_HOOK_AUTH", "X-Team" = "uc" }}
+
+[[notifier]]
+name = "mail"
+kind = "email"
+host = "127.0.0.1"
+port = {smtp_port}
+username = "certd"
+password = "env:CERTD_TEST_SMTP_PASSWORD"
+trust_anchor = "{smtp_tls[0]}"
+from = "certd@example.com"
+to = ["noc@example.com"]
+"""
+    )
+    cfg = load_config(config)
+    registry = CollectorRegistry()
+    router = build_router(cfg.notifiers, registry=registry)
+    bus = EventBus()
+    bus.subscribe(router.publish)
+    target = unique_target()
+    try:
+        await bus.publish(failed(target))
+        await router.join()
+    finally:
+        await router.aclose()
+    for n in cfg.notifiers:
+        labels = {"notifier": n.name, "kind": n.kind, "result": "sent"}
+        assert registry.get_sample_value("expressway_notifications_total", labels) == 1, n.name
+    assert len(await active_alerts(alertmanager, target)) == 1
+    assert len(await WebexReceiver(http_stub).deliveries(target)) == 1
+    assert len(await WebhookReceiver(http_stub).deliveries(target)) == 1
+    assert len(await EmailReceiver(box, smtp_port, smtp_tls[0]).deliveries(target)) == 1
+    assert http_stub.rejected == []
