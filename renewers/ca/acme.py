@@ -285,11 +285,11 @@ class ACMEConnector(ConnectorBase):
         handle = self.new_handle(
             csr=csr_pem(csr).decode(), order_url=None, profile=self.config.profile, presented=[]
         )
-        return await self._advance(handle)
+        return self.outcome("submit", await self._advance(handle))
 
     async def poll(self, handle: Mapping[str, Any]) -> Issued | Pending:
         self.check_handle(handle, "csr", "order_url")
-        return await self._advance(json.loads(json.dumps(dict(handle))))
+        return self.outcome("poll", await self._advance(json.loads(json.dumps(dict(handle)))))
 
     async def _new_order(self, handle: dict[str, Any]) -> Pending | None:
         profile = handle.get("profile")

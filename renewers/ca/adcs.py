@@ -295,6 +295,9 @@ class ADCSConnector(ConnectorBase):
 
     # --- protocol ------------------------------------------------------------
     async def submit(self, csr: x509.CertificateSigningRequest) -> Issued | Pending:
+        return self.outcome("submit", await self._submit(csr))
+
+    async def _submit(self, csr: x509.CertificateSigningRequest) -> Issued | Pending:
         form = {
             "Mode": "newreq",
             "CertRequest": csr_pem(csr).decode(),
@@ -332,7 +335,7 @@ class ADCSConnector(ConnectorBase):
 
     async def poll(self, handle: Mapping[str, Any]) -> Issued | Pending:
         self.check_handle(handle, "req_id")
-        return await self._fetch(int(handle["req_id"]), None, dict(handle))
+        return self.outcome("poll", await self._fetch(int(handle["req_id"]), None, dict(handle)))
 
     async def _fetch(
         self,

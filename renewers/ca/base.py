@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -33,6 +34,7 @@ CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH.dotted_string
 EKU_NAMES = {"serverAuth": SERVER_AUTH, "clientAuth": CLIENT_AUTH}
 
 HANDLE_VERSION = 1
+log = structlog.get_logger("renewers.ca")
 
 
 class CARequestError(CAError):
@@ -145,6 +147,31 @@ class ConnectorBase:
             f"CA {self.name!r}: {step}: {problem}; {fix}", reason=reason, retryable=retryable
         )
 
+    def outcome(self, step: str, result: Issued | Pending) -> Issued | Pending:
+        """Log what a submit or poll came to (never secrets: handles hold none)."""
+        if isinstance(result, Issued):
+            log.info(
+                "ca.issued",
+                ca=self.name,
+                kind=self.kind,
+                step=step,
+                serial=f"{result.leaf.serial_number:x}",
+                not_after=result.leaf.not_valid_after_utc.isoformat(),
+                subject=result.leaf.subject.rfc4514_string(),
+            )
+        else:
+            ids = {k: v for k, v in result.handle.items() if k in ("req_id", "order_url")}
+            log.info(
+                "ca.pending",
+                ca=self.name,
+                kind=self.kind,
+                step=step,
+                reason=result.reason,
+                retry_at=result.retry_at.isoformat(),
+                **ids,
+            )
+        return result
+
     @contextlib.contextmanager
     def measure(self, op: str) -> Iterator[None]:
         """Time one request and count its failure by reason."""
@@ -154,6 +181,7 @@ class ConnectorBase:
             yield
         except CARequestError as exc:
             CA_ERRORS.labels(self.name, self.kind, exc.reason).inc()
+            log.warning("ca.request_failed", ca=self.name, kind=self.kind, op=op, error=str(exc))
             raise
         except Exception as exc:
             CA_ERRORS.labels(self.name, self.kind, type(exc).__name__).inc()

@@ -246,12 +246,12 @@ class ESTConnector(ConnectorBase):
     async def submit(self, csr: x509.CertificateSigningRequest) -> Issued | Pending:
         der_b64 = base64.b64encode(csr.public_bytes(serialization.Encoding.DER)).decode()
         handle = self.new_handle(csr=der_b64, operation=self.config.operation)
-        return await self._enroll(handle, csr)
+        return self.outcome("submit", await self._enroll(handle, csr))
 
     async def poll(self, handle: Mapping[str, Any]) -> Issued | Pending:
         self.check_handle(handle, "csr", "operation")
         csr = x509.load_der_x509_csr(base64.b64decode(handle["csr"]))
-        return await self._enroll(dict(handle), csr)
+        return self.outcome("poll", await self._enroll(dict(handle), csr))
 
     async def _enroll(
         self, handle: dict[str, Any], csr: x509.CertificateSigningRequest

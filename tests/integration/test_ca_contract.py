@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
 
 from lab.pki import CA
 from monitor.errors import CAError
@@ -56,7 +57,11 @@ async def test_pending_handle_is_json_and_a_new_instance_finishes_without_resubm
     harness.set_manual(True)
     first = harness.connector(wait=0)
     csr = make_csr(*harness.names())
-    result = await first.submit(csr)
+    with capture_logs() as logs:
+        result = await first.submit(csr)
+    assert [(e["event"], e["ca"], e["step"]) for e in logs if e["event"].startswith("ca.")] == [
+        ("ca.pending", harness.name, "submit")
+    ]
     assert isinstance(result, Pending), result
     assert result.retry_at.tzinfo is not None
     handle = json.loads(json.dumps(result.handle))
@@ -121,10 +126,11 @@ async def test_wrong_secret_is_refused_and_never_shown(
     )
     monkeypatch.setenv("CERTD_TEST_WRONG", wrong)
     conn = harness.connector(password_env="CERTD_TEST_WRONG")
-    with pytest.raises(CAError) as info:
+    with capture_logs() as logs, pytest.raises(CAError) as info:
         await conn.submit(make_csr(*harness.names()))
     assert f"CA '{harness.name}'" in str(info.value)
-    for text in (str(info.value), repr(conn), repr(getattr(conn, "config", ""))):
+    assert any(e["event"] == "ca.request_failed" and e["ca"] == harness.name for e in logs)
+    for text in (str(info.value), repr(conn), repr(getattr(conn, "config", "")), repr(logs)):
         assert wrong not in text
         assert harness.secret not in text
 
