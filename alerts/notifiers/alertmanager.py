@@ -6,7 +6,7 @@ seen (daemon down at the time) still ends; a repeat after the throttle window ex
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from alerts.config import AlertmanagerConfig
@@ -17,7 +17,7 @@ API_PATH = "/api/v2/alerts"
 
 
 def _ts(when: datetime) -> str:
-    return when.isoformat().replace("+00:00", "Z")
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class AlertmanagerNotifier:

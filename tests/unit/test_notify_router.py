@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
-from alerts.config import Routing
+from alerts.config import AlertmanagerConfig, Routing
+from alerts.notifiers.alertmanager import AlertmanagerNotifier
 from alerts.notifiers.webex import MAX_MARKDOWN, markdown
 from alerts.notify import AlertKey, Notice, NotifyError, Router, resolutions
 from monitor.events import (
@@ -380,3 +381,25 @@ def test_webex_markdown_stays_under_the_api_limit():
     text = markdown(Notice(long))
     assert len(text.encode()) <= MAX_MARKDOWN
     assert text.startswith("\N{POLICE CARS REVOLVING LIGHT} **[CRITICAL] expc1: renewal r1")
+
+
+def test_alertmanager_alert_shapes():
+    config = AlertmanagerConfig(name="am", url="http://am:9093", resolve_timeout=timedelta(hours=2))
+    am = AlertmanagerNotifier(config)
+    local = datetime(2026, 11, 1, 13, 0, tzinfo=timezone(timedelta(hours=1)))
+    event = StageFailed(target="expc1", time=local, renewal_id="r1", stage="csr", why="x")
+    (firing,) = am.alerts(Notice(event))
+    assert (firing["startsAt"], firing["endsAt"]) == (
+        "2026-11-01T12:00:00Z",
+        "2026-11-01T14:00:00Z",
+    )
+    assert firing["labels"]["alertname"] == "ExpresswayStageFailed"
+    ok = stage_ok("csr", rid="r1")
+    resolved = am.alerts(Notice(ok, (AlertKey.of(event),)))
+    assert resolved == [
+        {
+            "labels": AlertKey.of(event).labels(),
+            "annotations": {"summary": f"resolved: {ok.summary()}"},
+            "endsAt": "2026-11-01T12:00:00Z",
+        }
+    ]
