@@ -18,6 +18,7 @@ from monitor.config import Config, load_config
 from monitor.config_ca import CAConfig
 from monitor.durations import format_duration, parse_duration
 from monitor.errors import CAError, ConfigError
+from monitor.logging import configure_logging
 from renewers.ca import build_connector
 from renewers.ca.base import CAConnector, Issued, Pending, cert_pem, utcnow
 
@@ -49,6 +50,7 @@ def register(subparsers: Any) -> None:
         "--poll-every",
         help="ask the CA this often while waiting (default: when the CA suggests, at most 1m)",
     )
+    sign.add_argument("-v", "--verbose", action="store_true", help="log each CA request result")
     sign.set_defaults(func=run_sign)
 
     check = subparsers.add_parser(
@@ -58,6 +60,7 @@ def register(subparsers: Any) -> None:
     )
     check.add_argument("name", help="name of the [ca.NAME] table")
     check.add_argument("--config", required=True, help="TOML config file")
+    check.add_argument("-v", "--verbose", action="store_true", help="log each CA request result")
     check.set_defaults(func=run_check)
 
 
@@ -157,6 +160,7 @@ async def _sign(args: argparse.Namespace) -> int:
 
 
 def run_sign(args: argparse.Namespace) -> int:
+    configure_logging("info" if args.verbose else "warning", "console")  # stderr: stdout is the PEM
     return asyncio.run(_sign(args))
 
 
@@ -184,4 +188,5 @@ async def _check(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    configure_logging("info" if args.verbose else "warning", "console")
     return asyncio.run(_check(args))

@@ -121,6 +121,7 @@ class ACMEConnector(ConnectorBase):
         self.solver: ChallengeSolver = solver or self._make_solver()
         self._client = acme_client  # normally connected on first use
         self._lock = asyncio.Lock()
+        self._live: set[str] = set()  # challenge tokens presented by this process
 
     def __repr__(self) -> str:
         return f"ACMEConnector(name={self.name!r}, directory={self.config.directory!r}, solver={self.solver!r})"
@@ -388,7 +389,11 @@ class ACMEConnector(ConnectorBase):
                     reason="challenge_unsupported",
                 )
             item = self._presentation(authz.identifier.value, challb)
-            await self.solver.present(item)
+            if item.token not in self._live:
+                # Once per process: a new process re-presents (an HTTP-01 answer lived in
+                # the old one's memory); solvers make presenting twice harmless.
+                await self.solver.present(item)
+                self._live.add(item.token)
             if item.to_json() not in handle["presented"]:
                 handle["presented"].append(item.to_json())
             if challb.status == messages.STATUS_PENDING:
@@ -410,9 +415,11 @@ class ACMEConnector(ConnectorBase):
 
     async def _cleanup(self, handle: dict[str, Any]) -> None:
         for data in handle.get("presented", []):
+            item = Presentation.from_json(data)
+            self._live.discard(item.token)
             # A stale TXT record or file harms nothing; the next order adds its own.
             with contextlib.suppress(CARequestError):
-                await self.solver.cleanup(Presentation.from_json(data))
+                await self.solver.cleanup(item)
         handle["presented"] = []
 
     async def _download(

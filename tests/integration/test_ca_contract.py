@@ -4,9 +4,11 @@ against real Pebble answering DNS-01 through a real BIND9."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from cryptography import x509
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
@@ -24,6 +26,15 @@ from tests.integration.ca_servers import (  # noqa: F401 - fixtures
 )
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _default_structlog() -> Iterator[None]:
+    """Log at every level here, whatever an earlier CLI test configured."""
+    saved = structlog.get_config()
+    structlog.reset_defaults()
+    yield
+    structlog.configure(**saved)
 
 
 def sans(cert: x509.Certificate) -> set[str]:
