@@ -329,7 +329,9 @@ class ACMEConnector(ConnectorBase):
                 await self._call("finalize", lambda order=order: self._finalize(order, csr))  # type: ignore[misc]
                 continue
             elif order.status == messages.STATUS_VALID and order.certificate:
-                issued = await self._download(order.certificate, csr, handle)
+                # The profile the CA says it used, else the one we asked for.
+                profile = order.profile or handle.get("profile")
+                issued = await self._download(order.certificate, csr, profile)
                 await self._cleanup(handle)
                 return issued
             elif order.status == messages.STATUS_INVALID:
@@ -423,7 +425,7 @@ class ACMEConnector(ConnectorBase):
         handle["presented"] = []
 
     async def _download(
-        self, url: str, csr: x509.CertificateSigningRequest, handle: Mapping[str, Any]
+        self, url: str, csr: x509.CertificateSigningRequest, profile: str | None
     ) -> Issued:
         response = await self._call("certificate", lambda: self._post_as_get(url))
         certs = load_pem_certs(response.content)
@@ -436,7 +438,7 @@ class ACMEConnector(ConnectorBase):
                 reason="bad_response",
             )
         chain = tuple(c for c in certs if c != leaf)
-        return Issued(leaf, chain, handle.get("profile"))
+        return Issued(leaf, chain, profile)
 
     async def ca_chain(self) -> tuple[x509.Certificate, ...]:
         """ACME publishes the chain with each certificate; without one, nothing to fetch."""
