@@ -13,6 +13,8 @@ QUIET_PIP := { grep -v '^WARNING: Location' || true; }
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
+	# gssapi/krb5 (Kerberos tests) build against the MIT Kerberos headers.
+	bash scripts/install-debs.sh libkrb5-dev gcc
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
 	$(PY) -m pip install -q -e '.[test]' 2>&1 | $(QUIET_PIP)
@@ -21,7 +23,8 @@ $(STAMP): pyproject.toml
 
 # Debian packages the tests start on loopback (installed once, services not auto-started).
 debs:
-	bash scripts/install-debs.sh prometheus prometheus-alertmanager postgresql pebble bind9
+	bash scripts/install-debs.sh prometheus prometheus-alertmanager postgresql pebble bind9 \
+		krb5-kdc krb5-admin-server krb5-user
 
 lint: venv
 	$(VENV)/bin/ruff check monitor renewers alerts lab tests

@@ -30,6 +30,7 @@ from monitor.store import Store
 from monitor.watch import Monitor
 
 if TYPE_CHECKING:
+    from alerts.notify import Router
     from renewers.manager import RenewalManager
 
 log = structlog.get_logger("monitor.daemon")
@@ -49,6 +50,7 @@ class Daemon:
         self._inflight: set[asyncio.Task[Any]] = set()
         self.http_port: int | None = None
         self.renewals: RenewalManager | None = None
+        self.notifications: Router | None = None
         self._renewal_options: dict[str, Any] = dict(renewal_options or {})
 
     async def start(self) -> None:
@@ -56,6 +58,11 @@ class Daemon:
         d = cfg.daemon
         self.store = await Store.open(d.state, history=d.history)
         self.bus.subscribe(self._audit)
+        if cfg.notifiers:
+            from alerts.notify import build_router  # noqa: PLC0415 - only when configured
+
+            self.notifications = build_router(cfg.notifiers, registry=self.registry)
+            self.bus.subscribe(self.notifications.publish)
         trust = TrustStore([d.trust_bundle] if d.trust_bundle else [], system_roots=d.system_roots)
         prober = Prober(trust, concurrency=d.concurrency, timeout=d.probe_timeout.total_seconds())
         self.monitor = Monitor(cfg, prober, self.store, self.bus)
@@ -238,6 +245,8 @@ class Daemon:
             task.cancel()
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
+        if self.notifications is not None:
+            await self.notifications.aclose()  # waits briefly for queued notices
         if self._runner is not None:
             await self._runner.cleanup()
         if self.renewals is not None:

@@ -248,4 +248,4 @@ class EventBus:
             try:
                 await subscriber(event)
             except Exception:  # one broken notifier must not stop the rest
-                log.exception("event subscriber failed", event=event.type, target=event.target)
+                log.exception("event subscriber failed", event_type=event.type, target=event.target)
