@@ -22,6 +22,7 @@ from tests.integration.ca_servers import (  # noqa: F401 - fixtures
     Bind9,
     Pebble,
     bind9_server,
+    free_port,
     make_csr,
     pebble_nonce_reject_server,
     pebble_server,
@@ -188,3 +189,23 @@ async def test_issues_while_pebble_rejects_nonces_at_random(
         assert isinstance(issued, Issued)
         retries += conn.request_count("bad_nonce_retry")
     assert retries > 0, "Pebble rejects 40% of nonces; the connector must have retried"
+
+
+async def test_failed_validation_reports_the_ca_reason_and_cleans_up(
+    pebble: Pebble, bind9: Bind9, tmp_path: Path
+) -> None:
+    host = names()[0]
+    bind9.add_a(host)
+    wrong_port = free_port()  # Pebble dials http_port; nothing answers there for this name
+    config = acme_config(
+        pebble, bind9, challenge="http-01", rfc2136=None, http01_listen=("127.0.0.1", wrong_port)
+    )
+    conn = ACMEConnector(config, data_dir=tmp_path, wait=timedelta(seconds=20))
+    try:
+        with pytest.raises(CAError) as info:
+            await conn.submit(make_csr(host))
+    finally:
+        await conn.aclose()
+    message = str(info.value)
+    assert message.startswith("CA 'pebble': order: the order failed: ")
+    assert host in message or "connection" in message.lower()
