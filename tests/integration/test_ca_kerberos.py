@@ -14,6 +14,7 @@ from monitor.config_ca import ADCSConfig
 from monitor.errors import CAError
 from renewers.ca.adcs import ADCSConnector
 from renewers.ca.base import Issued
+from tests.conftest import need_binary
 from tests.integration.ca_servers import KDC, REALM, kdc_server, make_csr  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -48,7 +49,7 @@ async def test_kerberos_with_password(certsrv: ADCSSimulator, kdc: KDC) -> None:
 
 async def test_kerberos_with_a_ticket_from_kinit(certsrv: ADCSSimulator, kdc: KDC) -> None:
     kinit = await asyncio.create_subprocess_exec(
-        "kinit", kdc.user, env=kdc.env, stdin=asyncio.subprocess.PIPE,
+        need_binary("kinit"), kdc.user, env=kdc.env, stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     await kinit.communicate(kdc.password.encode() + b"\n")
