@@ -42,6 +42,20 @@ def run(args: argparse.Namespace) -> int:
             f"{ep.address}{' starttls' if ep.starttls else ''}" for ep in exp.endpoints
         )
         print(f"  {exp.name} ({role}, {exp.address}): {ports}")
+        if exp.renewal is not None:
+            r = exp.renewal
+            window = (
+                f"window {r.maintenance_window.cron} {r.maintenance_window.timezone}"
+                if r.maintenance_window
+                else "restart at once"
+            )
+            print(
+                f"    renewal: CA {r.ca}, renew_before {r.renew_before}, approval {r.approval}, {window}"
+            )
     for name, ca in config.cas.items():
         print(f"  CA {name}: {getattr(ca, 'kind', '?')}")
+    for ucm in config.unified_cms:
+        print(f"  Unified CM {ucm.name}: {', '.join(ucm.nodes)}")
+    for notifier in config.notifiers:
+        print(f"  notifier {notifier.name}: {notifier.kind}")
     return 0

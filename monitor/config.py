@@ -758,7 +758,7 @@ def parse_config(file: Path, data: Mapping[str, Any], *, check_files: bool = Tru
     _check_links(file, expressways, unified_cms)
     from monitor.config_ca import parse_cas  # noqa: PLC0415 - config_ca imports this module
 
-    cas = parse_cas(file, data.get("ca", {}))
+    cas = parse_cas(file, data.get("ca", {}), check_files=check_files)
     for i, exp in enumerate(expressways):
         if exp.renewal is not None and exp.renewal.ca not in cas:
             known = ", ".join(sorted(cas)) or "none"

@@ -288,7 +288,7 @@ _KEYS = {
 }  # fmt: skip
 
 
-def parse_ca(file: Path, name: str, table: Any) -> CAConfig:
+def parse_ca(file: Path, name: str, table: Any, *, check_files: bool = True) -> CAConfig:
     path = f"ca.{name}"
     if not isinstance(table, dict):
         raise ConfigError(f"{file}: {path}: must be a table ([{path}])")
@@ -299,7 +299,7 @@ def parse_ca(file: Path, name: str, table: Any) -> CAConfig:
         raise ConfigError(
             f"{file}: {path}.kind: must be one of {', '.join(CA_KINDS)}; got {kind!r}"
         )
-    s = _Section(file, path, table, _KEYS[kind])
+    s = _Section(file, path, table, _KEYS[kind], check_files=check_files)
     if kind == "acme":
         return _acme(file, name, s)
     if kind == "est":
@@ -307,11 +307,13 @@ def parse_ca(file: Path, name: str, table: Any) -> CAConfig:
     return _adcs(file, name, s)
 
 
-def parse_cas(file: Path, table: Any) -> Mapping[str, CAConfig]:
+def parse_cas(file: Path, table: Any, *, check_files: bool = True) -> Mapping[str, CAConfig]:
     """Validate every `[ca.NAME]` table; returns name -> CA config object."""
     if not isinstance(table, dict):
         raise ConfigError(f"{file}: ca: must be tables like [ca.corp-adcs]")
-    return {name: parse_ca(file, name, sub) for name, sub in table.items()}
+    return {
+        name: parse_ca(file, name, sub, check_files=check_files) for name, sub in table.items()
+    }
 
 
 def ca_secrets(ca: CAConfig) -> list[Secret]:
