@@ -311,9 +311,7 @@ def parse_cas(file: Path, table: Any, *, check_files: bool = True) -> Mapping[st
     """Validate every `[ca.NAME]` table; returns name -> CA config object."""
     if not isinstance(table, dict):
         raise ConfigError(f"{file}: ca: must be tables like [ca.corp-adcs]")
-    return {
-        name: parse_ca(file, name, sub, check_files=check_files) for name, sub in table.items()
-    }
+    return {name: parse_ca(file, name, sub, check_files=check_files) for name, sub in table.items()}
 
 
 def ca_secrets(ca: CAConfig) -> list[Secret]:
