@@ -16,6 +16,9 @@ while one is pending is a Conflict; an uploaded certificate must match the pendi
 and becomes active only after a restart; a restart takes `restart_seconds`, during which the
 API and the TLS listeners are down; `X-CSRF-Header` is required on restart from X14.2;
 `/api/raml` lists the resources served; faults can be injected with `inject_fault`.
+Counters for tests: `csr_generated` (CSRs made), `uploads` (server certificates accepted),
+`restart_count`, and `restarts` (one `Restart` per restart: when it went down, came back up,
+and what it served then).
 Imports nothing from monitor/, renewers/ or alerts/.
 """
 
@@ -29,6 +32,7 @@ import json
 import secrets
 import ssl
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +94,15 @@ class Fault:
 class _Zone:
     zone: Zone
     peer_name: str
+
+
+@dataclass(frozen=True)
+class Restart:
+    """One restart as the box lived it (`time.monotonic()` seconds)."""
+
+    down_at: float
+    up_at: float
+    served_sha256: str  # the server certificate served once back up
 
 
 @dataclass
@@ -156,6 +169,9 @@ class ExpresswaySim:
         self.zones: list[_Zone] = []
         self.faults: list[Fault] = []
         self.restart_count = 0
+        self.restarts: list[Restart] = []
+        self.csr_generated = 0
+        self.uploads = 0
         self.requests: list[tuple[str, str, dict[str, str]]] = []  # (method, path, headers)
         self.restarting = False
         self.running = False
@@ -287,6 +303,7 @@ class ExpresswaySim:
         self.restart_count += 1
         try:
             await asyncio.sleep(0.05)  # let the answer to the restart request leave
+            down_at = time.monotonic()
             if self._site is not None:
                 await self._site.stop()
                 self._site = None
@@ -302,6 +319,8 @@ class ExpresswaySim:
             if self._ssh is not None:
                 await self._ssh.start()
             await self._start_site()
+            served = self.active.cert.fingerprint(hashes.SHA256()).hex()
+            self.restarts.append(Restart(down_at, time.monotonic(), served))
         finally:
             self.restarting = False
 
@@ -525,6 +544,7 @@ class ExpresswaySim:
             .sign(key, digests[digest_name])
         )
         self.pending = _PendingCsr(csr, key)
+        self.csr_generated += 1
         return _message(200, "CSR generated")
 
     async def _upload_server_cert(self, request: web.Request) -> web.Response:
@@ -556,6 +576,7 @@ class ExpresswaySim:
             return _message(400, f"The certificate does not match the private key of {where}")
         self.installed = _Keyed(cert, key)
         self.pending = None
+        self.uploads += 1
         return _message(200, "Server certificate uploaded; restart the system to use it")
 
     async def _get_trusted(self, request: web.Request) -> web.Response:

@@ -434,20 +434,36 @@ class Store:
                 await conn.execute(renewal_steps.insert().values(**step.__dict__))
 
     async def claim_renewal(
-        self, renewal_id: str, owner: str, now: datetime, ttl: timedelta
+        self,
+        renewal_id: str,
+        owner: str,
+        now: datetime,
+        ttl: timedelta,
+        *,
+        take_from: str | None = None,
     ) -> bool:
-        """Take (or extend) the lease on a renewal; False when another process holds it."""
+        """Take (or extend) the lease on a renewal; False when another process holds it.
+        `take_from`: also take it while that owner (a process known to be gone) holds it."""
         r = renewals.c
+        free = [r.lease_until.is_(None), r.lease_until < now, r.lease_owner == owner]
+        if take_from is not None:
+            free.append(r.lease_owner == take_from)
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 renewals.update()
-                .where(
-                    r.id == renewal_id,
-                    sa.or_(r.lease_until.is_(None), r.lease_until < now, r.lease_owner == owner),
-                )
+                .where(r.id == renewal_id, sa.or_(*free))
                 .values(lease_owner=owner, lease_until=now + ttl)
             )
             return bool(result.rowcount == 1)
+
+    async def renewal_lease_owner(self, renewal_id: str) -> str | None:
+        """Who holds the renewal's lease (expired or not); None when nobody."""
+        r = renewals.c
+        async with self._engine.connect() as conn:
+            owner = (
+                await conn.execute(sa.select(r.lease_owner).where(r.id == renewal_id))
+            ).scalar_one_or_none()
+            return str(owner) if owner is not None else None
 
     async def release_renewal(self, renewal_id: str, owner: str) -> None:
         r = renewals.c

@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import os
 import secrets
+import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -79,6 +80,16 @@ RETRY_BACKOFF = (
     timedelta(minutes=15),
     timedelta(hours=1),
 )
+# Test hook (tests/e2e/test_renewal_crash.py), inert unless this variable is set: the process
+# SIGKILLs itself right after persisting "start" (a new renewal) or a stage's outcome, for any
+# target ("csr") or one ("expe-c2:csr").
+KILL_AFTER_ENV = "EXPRESSWAY_CERTD_TEST_KILL_AFTER"
+
+
+def _test_kill_after(target: str, point: str) -> None:
+    wanted = os.environ.get(KILL_AFTER_ENV)
+    if wanted and wanted in (point, f"{target}:{point}"):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # ---- outcomes ------------------------------------------------------------------------------
@@ -519,6 +530,23 @@ STAGE_FUNCTIONS: dict[str, Callable[[Context], Awaitable[Outcome]]] = {
 
 # ---- the runner ----------------------------------------------------------------------------
 
+
+def _gone_from_this_host(owner: str) -> bool:
+    """True when a lease owner ("host:pid:token") is a process of this host that has ended.
+    Holders on other hosts are never judged: their lease runs out instead."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False  # our own pid: another pipeline of this process (tests), alive
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # alive, owned by another user
+    return False
+
+
 StageObserver = Callable[[str, str, str, float], None]  # target, stage, result, seconds
 
 
@@ -583,6 +611,7 @@ class Pipeline:
         self.latest[target] = stored
         if stored.id == row.id:
             log.info("renewal started", target=target, renewal=row.id, reason=reason)
+            _test_kill_after(target, "start")
         return stored
 
     async def approve(self, renewal_id: str, who: str) -> RenewalRow:
@@ -628,9 +657,7 @@ class Pipeline:
                         return row
                     if row.next_at is not None and row.next_at > self.clock():
                         return row
-                    if not await self.store.claim_renewal(
-                        renewal_id, self.owner, self.clock(), LEASE
-                    ):
+                    if not await self._claim(renewal_id):
                         log.info("renewal run by another process", renewal=renewal_id)
                         return row
                     row = await self._step(row)
@@ -638,6 +665,21 @@ class Pipeline:
                         return row
             finally:
                 await self.store.release_renewal(renewal_id, self.owner)
+
+    async def _claim(self, renewal_id: str) -> bool:
+        if await self.store.claim_renewal(renewal_id, self.owner, self.clock(), LEASE):
+            return True
+        # A killed process never releases its lease: without this, a daemon restarted on the
+        # same host would wait out the whole LEASE before resuming the renewal.
+        holder = await self.store.renewal_lease_owner(renewal_id)
+        if holder is None or not _gone_from_this_host(holder):
+            return False
+        log.warning(
+            "taking over the lease of a process that is gone", renewal=renewal_id, holder=holder
+        )
+        return await self.store.claim_renewal(
+            renewal_id, self.owner, self.clock(), LEASE, take_from=holder
+        )
 
     async def run_due(self) -> None:
         """Resume every active renewal whose time has come (the scheduler calls this)."""
@@ -739,6 +781,7 @@ class Pipeline:
         await self.store.save_renewal(
             new, StepRow(row.id, stage, result, now, round(seconds, 3), message)
         )
+        _test_kill_after(row.target, stage)
         self.latest[row.target] = new
         if self.observe is not None:
             self.observe(row.target, stage, result, seconds)

@@ -1,0 +1,153 @@
+"""The daemon as a real process (`python -m monitor.cli run`) renewing certificates of the lab,
+whose simulators live in the test process: config for a fast daemon, the renewal API as the
+tests read it, and the simulators' counters to assert exact counts on."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from lab.expressway import ExpresswaySim
+from lab.renewal import add_renewal, set_daemon_keys
+from lab.topology import Lab
+from tests.helpers import DaemonProcess, free_port
+
+API_TOKEN_ENV = "CERTD_TEST_API_TOKEN"
+
+
+def daemon_config(
+    lab: Lab,
+    directory: Path,
+    renewals: dict[str, str],
+    ca_toml: str,
+    *,
+    port: int,
+    poll_interval: str = "1s",
+) -> Path:
+    """The lab's config with `renewal = {...}` per target, the CA tables, and a daemon that
+    polls and resumes renewals every second or faster (API token from API_TOKEN_ENV)."""
+    path = lab.write_config(directory / "certd.toml")
+    text = path.read_text()
+    for target, renewal in renewals.items():
+        text = add_renewal(text, target, renewal)
+    text = set_daemon_keys(
+        text,
+        listen=f"127.0.0.1:{port}",
+        poll_interval=poll_interval,
+        probe_timeout="0.9s",
+        renewal_check="0.5s",
+        api_token=f"env:{API_TOKEN_ENV}",
+        log_level="info",
+    )
+    text = text.replace("[daemon]\n", "[daemon]\njitter = 0.0\n", 1)
+    path.write_text(text + ca_toml)
+    return path
+
+
+@dataclass(frozen=True)
+class BoxCounts:
+    """What one Expressway simulator has done so far."""
+
+    csrs: int
+    uploads: int
+    restarts: int
+
+    @classmethod
+    def of(cls, sim: ExpresswaySim) -> BoxCounts:
+        return cls(sim.csr_generated, sim.uploads, sim.restart_count)
+
+    def since(self, before: BoxCounts) -> BoxCounts:
+        return BoxCounts(
+            self.csrs - before.csrs, self.uploads - before.uploads, self.restarts - before.restarts
+        )
+
+
+class LabDaemon(DaemonProcess):
+    """A daemon subprocess with helpers for the renewal API."""
+
+    def __init__(self, config: Path, port: int, env: dict[str, str] | None = None) -> None:
+        self.token = secrets.token_urlsafe(16)
+        super().__init__(config, port, env={API_TOKEN_ENV: self.token, **(env or {})})
+
+    async def ready(self, timeout: float = 30.0) -> LabDaemon:
+        await self.wait_for("/healthz", lambda status, _: status == 200, timeout)
+        return self
+
+    async def renewals(self, target: str | None = None) -> list[dict[str, Any]]:
+        status, body = await self.get("/api/v1/renewals" + (f"?target={target}" if target else ""))
+        assert status == 200, body
+        return list(body)
+
+    async def renewal(self, renewal_id: str) -> dict[str, Any]:
+        status, body = await self.get(f"/api/v1/renewals/{renewal_id}")
+        assert status == 200, body
+        return dict(body)
+
+    async def renew(self, target: str) -> dict[str, Any] | None:
+        """POST /api/v1/targets/TARGET/renew; None when the daemon died answering it."""
+        headers = {"Authorization": f"Bearer {self.token}"}
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(f"{self.base}/api/v1/targets/{target}/renew", headers=headers) as resp,
+            ):
+                assert resp.status == 202, await resp.text()
+                return dict(await resp.json())
+        except (aiohttp.ClientError, ConnectionError):
+            return None
+
+    async def wait_renewal(
+        self,
+        renewal_id: str,
+        statuses: tuple[str, ...],
+        stage: str | None = None,
+        timeout: float = 30,
+    ) -> dict[str, Any]:
+        """The renewal (with its steps) once its status is one of `statuses` (at `stage`)."""
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.returncode is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.output()}")
+            try:
+                last = await self.renewal(renewal_id)
+            except aiohttp.ClientError:
+                pass
+            else:
+                if last["status"] in statuses and stage in (None, last["stage"]):
+                    return last
+                if last["status"] == "blocked" and "blocked" not in statuses:
+                    raise AssertionError(f"renewal blocked: {last['message']}")
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"renewal {renewal_id} still {last}\n{self.output()[-4000:]}")
+
+    async def wait_killed(self, timeout: float = 30) -> int:
+        """Wait until the test hook killed the daemon; its return code (-SIGKILL)."""
+        assert self.proc is not None
+        try:
+            code = await asyncio.wait_for(self.proc.wait(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"daemon was not killed by the hook\n{self.output()}") from None
+        self._log_file.close()
+        return code
+
+    async def __aenter__(self) -> LabDaemon:
+        await self.start()
+        return await self.ready()
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            await self.stop(signal.SIGTERM)
+
+
+def daemon_port() -> int:
+    return free_port()

@@ -1,0 +1,97 @@
+"""Crash safety of the daemon's renewals: the daemon (a real process) is SIGKILLed right after it
+persisted each point of a renewal (its creation, then every stage), restarted, and each renewal
+still finishes exactly once: one renewal row, every stage done once, one CSR generated on the
+box, one CA submission, one upload and one restart.
+
+One renewal per kill point, alternating between the two Expressway-C peers of the lab. Daemon k
+is started with the kill hook armed for renewal k only; it first finishes renewal k-1 (killed
+by daemon k-1), then runs renewal k into its kill point. The last daemon finishes the last
+renewal. The lab and the EST CA run in the test process, so they outlive every daemon.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+
+from lab.est import ESTSimulator
+from lab.expressway import ExpresswaySim
+from lab.renewal import est_ca_section
+from lab.topology import Lab
+from renewers.pipeline import KILL_AFTER_ENV, STAGES
+from tests.e2e.daemon_lab import BoxCounts, LabDaemon, daemon_config
+from tests.helpers import free_port
+
+KILL_POINTS = ("start", *STAGES)
+
+
+def sha256(sim: ExpresswaySim) -> str:
+    return sim.served_cert.fingerprint(hashes.SHA256()).hex()
+
+
+async def test_sigkill_at_every_stage_boundary_renews_exactly_once(tmp_path: Path) -> None:
+    est = ESTSimulator().start()
+    try:
+        async with Lab(
+            tmp_path / "lab", c_peers=2, restart_seconds=0.3, service_restart_seconds=0.05
+        ) as lab:
+            peers = lab.expressway_c_peers
+            renewal = 'ca = "lab-est", key_length = 2048'
+            port = free_port()  # every daemon listens here in turn
+            config = daemon_config(
+                lab,
+                tmp_path,
+                {p.name: renewal for p in peers},
+                est_ca_section(est, tmp_path),
+                port=port,
+            )
+            # renewal k: (kill point, box, counts before, EST submissions before, id)
+            runs: list[tuple[str, ExpresswaySim, BoxCounts, int, str | None]] = []
+            for k, point in enumerate((*KILL_POINTS, None)):
+                env = {} if point is None else {KILL_AFTER_ENV: f"{peers[k % 2].name}:{point}"}
+                daemon = LabDaemon(config, port, env)
+                async with daemon:
+                    if runs:
+                        await finish_previous(daemon, runs[-1], est)
+                    if point is None:
+                        rows = await daemon.renewals()
+                        assert [r["status"] for r in rows] == ["done"] * len(KILL_POINTS)
+                        break
+                    box = peers[k % 2]
+                    before = BoxCounts.of(box)
+                    submissions = est.submissions
+                    started = await daemon.renew(box.name)
+                    assert (started is None) == (point == "start")
+                    code = await daemon.wait_killed()
+                    assert code == -9, f"killed after {point}: exit {code}\n{daemon.output()}"
+                    runs.append(
+                        (point, box, before, submissions, started["id"] if started else None)
+                    )
+            assert len(runs) == len(KILL_POINTS)
+    finally:
+        est.stop()
+
+
+async def finish_previous(
+    daemon: LabDaemon,
+    run: tuple[str, ExpresswaySim, BoxCounts, int, str | None],
+    est: ESTSimulator,
+) -> None:
+    """The restarted daemon finishes the renewal killed after `point`, exactly once."""
+    point, box, before, submissions, renewal_id = run
+    rows = await daemon.renewals(box.name)
+    active = [r for r in rows if r["status"] not in ("done", "cancelled")]
+    assert len(active) <= 1, rows
+    if renewal_id is None:  # killed in the API call that created it
+        assert len(active) == 1, f"killed after {point}: {rows}"
+        renewal_id = active[0]["id"]
+    done = await daemon.wait_renewal(renewal_id, ("done",))
+    where = f"killed after {point}"
+    advanced = [s["stage"] for s in done["steps"] if s["result"] == "advance"]
+    assert advanced == list(STAGES), f"{where}: {done['steps']}"
+    assert not [s for s in done["steps"] if s["result"] in ("failed", "blocked")], where
+    assert BoxCounts.of(box).since(before) == BoxCounts(csrs=1, uploads=1, restarts=1), where
+    assert est.submissions - submissions == 1, where
+    assert done["installed_sha256"] == sha256(box), where
+    assert box.served_cert.issuer == est.issuing.cert.subject, where
