@@ -8,6 +8,7 @@ import asyncio
 import secrets
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import aiohttp
 from lab.expressway import ExpresswaySim
 from lab.renewal import add_renewal, set_daemon_keys
 from lab.topology import Lab
-from tests.helpers import DaemonProcess, free_port
+from tests.helpers import DaemonProcess
 
 API_TOKEN_ENV = "CERTD_TEST_API_TOKEN"
 
@@ -149,5 +150,10 @@ class LabDaemon(DaemonProcess):
             await self.stop(signal.SIGTERM)
 
 
-def daemon_port() -> int:
-    return free_port()
+async def until(condition: Callable[[], bool], what: str, timeout: float = 20) -> None:
+    """Wait until `condition()` holds (the simulators live in this process: poll them)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
