@@ -38,7 +38,7 @@ demo: venv
 	$(VENV)/bin/expressway-certd demo
 
 bench: venv
-	bash scripts/install-debs.sh prometheus-blackbox-exporter
+	bash scripts/install-debs.sh prometheus-blackbox-exporter certbot pebble bind9
 	$(PY) -m tests.bench
 
 clean:

@@ -201,8 +201,11 @@ class Config:
         return self._device_secrets()
 
     def _device_secrets(self) -> list[Secret]:
+        from monitor.config_ca import ca_secrets  # noqa: PLC0415 - config_ca imports this module
+
         return (
-            [e.password for e in self.expressways if e.password is not None]
+            [s for ca in self.cas.values() for s in ca_secrets(ca)]
+            + [e.password for e in self.expressways if e.password is not None]
             + [u.password for u in self.unified_cms]
             + [s for n in self.notifiers for s in n.secrets()]
         )

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from lab.pki import CA, CLIENT_AUTH, SERVER_AUTH, write_key_and_chain
 from lab.tls import LabListener, server_context
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """A test that runs a CLI verb in process configures structlog; undo it afterwards."""
+    yield
+    structlog.reset_defaults()
 
 
 def need_binary(name: str) -> str:
