@@ -383,7 +383,15 @@ async def stage_trust(ctx: Context) -> Outcome:
     done: list[str] = []
     boxes = [ctx.target]
     if ctx.target.traversal_peer:
-        boxes.append(ctx.config.target(ctx.target.traversal_peer))
+        peer = ctx.config.target(ctx.target.traversal_peer)
+        cluster = (peer.cluster or "").lower()
+        # Every peer of the traversal peer's cluster has its own zone connection to this box.
+        boxes += [
+            e
+            for e in ctx.config.expressways
+            if e.name != ctx.target.name
+            and (e.name == peer.name or (cluster and (e.cluster or "").lower() == cluster))
+        ]
     for box_cfg in boxes:
         async with ctx.devices.expressway(box_cfg) as box:
             added = await box.add_trusted_cas(cas)
