@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from monitor.config import Secret, _Section
 from monitor.errors import ConfigError
 
-CA_KINDS = ("acme", "est", "adcs")
+CA_KINDS = ("acme", "est", "adcs", "manual")
 ACME_CHALLENGES = ("dns-01", "http-01", "hook")
 ADCS_AUTH = ("basic", "ntlm", "kerberos")
 EST_OPERATIONS = ("simpleenroll", "simplereenroll")
@@ -88,7 +88,21 @@ class ADCSConfig:
     kind: str = "adcs"
 
 
-CAConfig = ACMEConfig | ESTConfig | ADCSConfig
+@dataclass(frozen=True)
+class ManualConfig:
+    """A CA without automation (a web portal): the operator signs and `provide`s the cert."""
+
+    name: str
+    csr_dir: Path | None = None  # None: data_dir/manual/NAME
+    chain: Path | None = None  # PEM bundle of the CA chain (intermediates + root)
+    poll: timedelta = timedelta(minutes=5)
+    ekus: frozenset[str] | None = None
+    trust_anchor: Path | None = None
+    timeout: timedelta = timedelta(seconds=30)
+    kind: str = "manual"
+
+
+CAConfig = ACMEConfig | ESTConfig | ADCSConfig | ManualConfig
 
 
 def _https_url(s: _Section, key: str, must_contain: str, example: str) -> str:
@@ -285,6 +299,7 @@ _KEYS = {
     "est": _COMMON
     | {"url", "username", "password", "client_cert", "client_key", "operation", "ekus"},
     "adcs": _COMMON | {"url", "template", "auth", "username", "password", "ekus"},
+    "manual": _COMMON | {"csr_dir", "chain", "poll", "ekus"},
 }  # fmt: skip
 
 
@@ -304,7 +319,22 @@ def parse_ca(file: Path, name: str, table: Any, *, check_files: bool = True) -> 
         return _acme(file, name, s)
     if kind == "est":
         return _est(file, name, s)
+    if kind == "manual":
+        return _manual(file, name, s)
     return _adcs(file, name, s)
+
+
+def _manual(file: Path, name: str, s: _Section) -> ManualConfig:
+    csr_dir = s.get_str("csr_dir")
+    return ManualConfig(
+        name=name,
+        csr_dir=None if csr_dir is None else file.parent / Path(csr_dir).expanduser(),
+        chain=s.get_file("chain", file.parent),
+        poll=s.get_duration("poll", timedelta(minutes=5)),
+        ekus=_ekus(s),
+        trust_anchor=s.get_file("trust_anchor", file.parent),
+        timeout=s.get_duration("timeout", timedelta(seconds=30)),
+    )
 
 
 def parse_cas(file: Path, table: Any, *, check_files: bool = True) -> Mapping[str, CAConfig]:
@@ -319,6 +349,8 @@ def ca_secrets(ca: CAConfig) -> list[Secret]:
     out: list[Secret | None] = []
     if isinstance(ca, ACMEConfig):
         out = [ca.eab_hmac, ca.rfc2136.tsig_secret if ca.rfc2136 else None]
+    elif isinstance(ca, ManualConfig):
+        out = []
     else:
         out = [ca.password]
     return [s for s in out if s is not None]

@@ -10,7 +10,10 @@ import getpass
 import json
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+from cryptography import x509
 
 from monitor.config import Config, ExpresswayConfig, load_config
 from monitor.errors import CertdError, ConfigError
@@ -24,7 +27,7 @@ from monitor.events import (
     StageSucceeded,
     StageWaiting,
 )
-from monitor.facts import facts_from_x509
+from monitor.facts import facts_from_x509, load_certificate, load_certificates
 from monitor.logging import configure_logging
 from monitor.probe import Prober, TrustStore
 from monitor.store import RenewalRow, Store
@@ -63,6 +66,18 @@ def register(subparsers: Any) -> None:
     p.add_argument("--config", "-c", required=True)
     p.add_argument("--by", default=None, help="who approves (default: your user name)")
     p.set_defaults(func=run_approve)
+
+    p = subparsers.add_parser(
+        "provide",
+        help="hand in the signed certificate for a renewal (CAs signed by hand)",
+        description="Give a renewal waiting for its certificate (a `manual` CA, or a request "
+        "completed by hand) the signed leaf; the daemon validates it and carries on.",
+    )
+    p.add_argument("renewal", help="renewal id (see `status`)")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument("--cert", required=True, type=Path, help="the signed server certificate (PEM)")
+    p.add_argument("--chain", type=Path, help="intermediate and root CA certificates (PEM)")
+    p.set_defaults(func=run_provide)
 
     p = subparsers.add_parser("status", help="renewal state per target, with the stage timeline")
     p.add_argument("target", nargs="?")
@@ -330,6 +345,56 @@ def run_approve(args: argparse.Namespace) -> int:
     who = args.by or getpass.getuser()
     row = asyncio.run(_approve(config, args.renewal, who))
     print(f"renewal {row.id} of {row.target} approved by {who}; the daemon installs it next")
+    return 0
+
+
+async def _provide(
+    config: Config, renewal_id: str, leaf: x509.Certificate, given: list[x509.Certificate] | None
+) -> RenewalRow:
+    store = await Store.open(config.daemon.state)
+    try:
+        from renewers.ca import build_connector  # noqa: PLC0415
+        from renewers.pipeline import Pipeline  # noqa: PLC0415
+
+        row = await store.renewal(renewal_id)
+        if row is None:
+            raise CertdError(
+                f"renewal {renewal_id}: no such renewal (see 'expressway-certd status')"
+            )
+        renewal = config.target(row.target).renewal
+        if given is not None:
+            chain_certs = given
+        elif renewal is not None:
+            connector = build_connector(config.cas[renewal.ca], config.daemon.data_dir)
+            try:
+                chain_certs = list(await connector.ca_chain())
+            finally:
+                await connector.aclose()
+        else:
+            chain_certs = []
+        if not chain_certs:
+            raise ConfigError(
+                f"provide: no CA chain: give --chain CHAIN.pem (intermediates and root), or set "
+                f"chain = ... on the CA of {row.target}"
+            )
+        pipeline = Pipeline(config, store, EventBus(), _prober(config), {})
+        return await pipeline.provide(renewal_id, leaf, chain_certs)
+    finally:
+        await store.close()
+
+
+def run_provide(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    for path in (args.cert, args.chain):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"provide: {path} does not exist")
+    leaf = load_certificate(args.cert.read_bytes(), source=str(args.cert))
+    chain = (
+        load_certificates(args.chain.read_bytes(), source=str(args.chain)) if args.chain else None
+    )
+    row = asyncio.run(_provide(config, args.renewal, leaf, chain))
+    print(f"renewal {row.id} of {row.target}: certificate accepted; validation, trust, install, "
+          "restart and verify follow")  # fmt: skip
     return 0
 
 

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import structlog
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 
 from monitor.config import Config, ExpresswayConfig, UnifiedCMConfig
@@ -188,6 +189,16 @@ def _sha256(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 
 
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
 def _retry(ctx: Context, why: str) -> Failed:
     attempts = int(ctx.data.get("_attempts", 0))
     delay = RETRY_BACKOFF[min(attempts, len(RETRY_BACKOFF) - 1)]
@@ -325,7 +336,8 @@ async def stage_submit(ctx: Context) -> Outcome:
         return Advance(_store_issued(ctx, result))
     ctx.data["handle"] = result.handle
     ctx.data["retry_at"] = result.retry_at.isoformat()
-    return Advance(f"pending at the CA: {result.reason}")
+    ctx.data["pending_reason"] = result.reason.replace("RENEWAL", ctx.renewal_id)
+    return Advance(f"pending at the CA: {ctx.data['pending_reason']}")
 
 
 async def stage_issued(ctx: Context) -> Outcome:
@@ -335,12 +347,13 @@ async def stage_issued(ctx: Context) -> Outcome:
     if "retry_at" in ctx.data:
         retry_at = datetime.fromisoformat(ctx.data["retry_at"])
         if retry_at > ctx.now():
-            return Wait(retry_at, "the CA has not issued yet")
+            return Wait(retry_at, ctx.data.get("pending_reason") or "the CA has not issued yet")
     result = await ctx.ca.poll(ctx.data["handle"])
     if isinstance(result, Pending):
         ctx.data["handle"] = result.handle
         ctx.data["retry_at"] = result.retry_at.isoformat()
-        return Wait(result.retry_at, f"pending at the CA: {result.reason}")
+        ctx.data["pending_reason"] = result.reason.replace("RENEWAL", ctx.renewal_id)
+        return Wait(result.retry_at, f"pending at the CA: {ctx.data['pending_reason']}")
     ctx.data.pop("retry_at", None)
     return Advance(_store_issued(ctx, result))
 
@@ -353,6 +366,11 @@ async def stage_validate(ctx: Context) -> Outcome:
         for ca_cert in await ctx.ca.ca_chain():
             if ca_cert.subject == ca_cert.issuer and ca_cert not in chain:
                 chain.append(ca_cert)
+        if not any(c.subject == c.issuer for c in chain):
+            # ACME never sends its root: take it from the daemon's trust anchors.
+            top = chain[-1] if chain else ctx.leaf()
+            roots = [a for a in ctx.prober.trust.anchors if a.subject == a.issuer]
+            chain += [r for r in roots if _issued_by(top, r)][:1]
         ctx.data["issued"]["chain_pem"] = "".join(_pem(c) for c in chain)
     issuance = Issuance(ctx.leaf(), tuple(chain), ctx.csr(), ctx.ca_name)
     problems = validate(ctx.plan, issuance, ctx.now())
@@ -631,6 +649,50 @@ class Pipeline:
         data = {**row.data, "approved_by": who}
         row = dataclasses.replace(row, data=data, next_at=self.clock(), updated_at=self.clock())
         await self.store.save_renewal(row)
+        self.latest[row.target] = row
+        return row
+
+    async def provide(
+        self, renewal_id: str, leaf: x509.Certificate, chain: list[x509.Certificate]
+    ) -> RenewalRow:
+        """An operator hands in the certificate for the renewal's CSR (manual CAs, or any CA
+        whose request was completed by hand). Validation still runs before anything else."""
+        row = await self._get(renewal_id)
+        if not row.active or row.stage not in ("submit", "issued"):
+            raise CertdError(
+                f"renewal {renewal_id}: not waiting for a certificate (stage {row.stage}, {row.status})"
+            )
+        csr_pem = row.data.get("csr_pem")
+        if not csr_pem:
+            raise CertdError(f"renewal {renewal_id}: no CSR yet")
+        csr = x509.load_pem_x509_csr(csr_pem.encode())
+        spki = serialization.PublicFormat.SubjectPublicKeyInfo
+        if leaf.public_key().public_bytes(
+            serialization.Encoding.DER, spki
+        ) != csr.public_key().public_bytes(serialization.Encoding.DER, spki):
+            raise CertdError(
+                f"renewal {renewal_id}: the certificate is not for this renewal's CSR (public keys "
+                f"differ); sign the CSR shown by 'expressway-certd status {row.target}'"
+            )
+        if not await self.store.claim_renewal(renewal_id, self.owner, self.clock(), LEASE):
+            raise CertdError(
+                f"renewal {renewal_id}: busy in another process; try again in a moment"
+            )
+        try:
+            data = dict(row.data)
+            data["issued"] = {
+                "leaf_pem": _pem(leaf),
+                "chain_pem": "".join(_pem(c) for c in chain),
+                "profile": "provided",
+            }
+            data.pop("retry_at", None)
+            row = dataclasses.replace(
+                row, stage="issued", status="running", next_at=None, data=data,
+                updated_at=self.clock(),
+            )  # fmt: skip
+            await self.store.save_renewal(row)
+        finally:
+            await self.store.release_renewal(renewal_id, self.owner)
         self.latest[row.target] = row
         return row
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from monitor.config_ca import ACMEConfig, ADCSConfig, CAConfig, ESTConfig
+from monitor.config_ca import ACMEConfig, ADCSConfig, CAConfig, ESTConfig, ManualConfig
 from renewers.ca.base import CAConnector
 
 
@@ -25,4 +25,8 @@ def build_connector(
         from renewers.ca.adcs import ADCSConnector  # noqa: PLC0415
 
         return ADCSConnector(config, data_dir=data_dir)
+    if isinstance(config, ManualConfig):
+        from renewers.ca.manual import ManualConnector  # noqa: PLC0415
+
+        return ManualConnector(config, data_dir=data_dir)
     raise TypeError(f"unknown CA config {type(config).__name__}")

@@ -1,0 +1,96 @@
+"""A CA without automation: the CSR lands in a file, the operator signs it by hand and runs
+`provide`; validation, trust, install, restart and verify then continue by themselves."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from cryptography import x509
+
+from lab.pki import CA, cert_pem
+from lab.renewal import add_renewal
+from lab.topology import Lab
+from monitor.config import load_config
+from monitor.events import EventBus
+from monitor.probe import Prober, TrustStore
+from monitor.store import Store
+from renewers.ca import build_connector
+from renewers.pipeline import Pipeline
+
+
+async def cli(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "monitor.cli", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_manual_ca_with_provide(tmp_path):
+    portal_root = CA.create("Portal Root CA")
+    portal = CA.create("Portal Issuing CA", parent=portal_root)
+    csr_dir = tmp_path / "csrs"
+    chain_file = tmp_path / "portal-chain.pem"
+    chain_file.write_bytes(cert_pem(portal.cert) + cert_pem(portal_root.cert))
+    async with Lab(tmp_path / "lab", restart_seconds=0.3) as lab:
+        path = lab.write_config(tmp_path / "certd.toml")
+        text = add_renewal(path.read_text(), "expe-c1", 'ca = "portal"')
+        text += f'\n[ca.portal]\nkind = "manual"\ncsr_dir = "{csr_dir}"\nchain = "{chain_file}"\n'
+        path.write_text(text)
+        config = load_config(path)
+        store = await Store.open(config.daemon.state)
+        bus = EventBus()
+        events = []
+
+        async def record(event):
+            events.append(event)
+
+        bus.subscribe(record)
+        connectors = {"portal": build_connector(config.cas["portal"], config.daemon.data_dir)}
+        pipeline = Pipeline(
+            config, store, bus, Prober(TrustStore([lab.ca_bundle_path])), connectors
+        )
+        try:
+            row = await pipeline.start("expe-c1", "test")
+            row = await pipeline.run(row.id)
+            assert (row.status, row.stage) == ("waiting", "issued")
+            (csr_file,) = csr_dir.glob("*.csr")
+            waiting = [e for e in events if e.type == "StageWaiting"]
+            assert str(csr_file) in waiting[0].why and "provide" in waiting[0].why
+
+            code, out, _ = await cli("status", "expe-c1", "--config", str(path), "--json")
+            assert "BEGIN CERTIFICATE REQUEST" in out
+
+            # The operator signs the CSR on the portal ...
+            csr = x509.load_pem_x509_csr(csr_file.read_bytes())
+            names = [
+                n.value
+                for n in csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            ]
+            leaf, _ = portal.issue(names[0], names, public_key=csr.public_key())
+            wrong, _ = portal.issue(names[0], names)
+            (tmp_path / "leaf.pem").write_bytes(cert_pem(leaf))
+            (tmp_path / "wrong.pem").write_bytes(cert_pem(wrong))
+
+            # ... a certificate for another key is refused at once
+            code, _, err = await cli(
+                "provide", row.id, "--config", str(path), "--cert", str(tmp_path / "wrong.pem")
+            )
+            assert code == 2 and "not for this renewal's CSR" in err
+            code, out, err = await cli(
+                "provide", row.id, "--config", str(path), "--cert", str(tmp_path / "leaf.pem")
+            )
+            assert code == 0, err
+
+            row = await pipeline.run(row.id)
+            assert row.status == "done", row.message
+            assert lab.expressway_c.served_cert == leaf
+            assert portal_root.cert in lab.expressway_e.trusted_cas
+            assert lab.traversal_zone.status()[0] == "Active"
+        finally:
+            for connector in connectors.values():
+                await connector.aclose()
+            await store.close()
