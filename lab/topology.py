@@ -15,7 +15,7 @@ Signature::
 
     Lab(workdir, *, version="X15.4", c_version=None, e_version=None, restart_seconds=2.0,
         service_restart_seconds=1.0, port_base=None, host="127.0.0.1", ca=None,
-        cert_days=365, c_peers=1)
+        cert_days=365, c_peers=1, domain="lab.example")
 
 - `port_base`: fixed ports (C from port_base, E from +10, Unified CM from +20, further C
   peers from +30, +40, ...); default random free ports.
@@ -24,6 +24,9 @@ Signature::
   in its SANs; zones per peer in `traversal_zones` / `secure_zones`).
 - `cert_days`: lifetime left on the initial server certificates (short to make the monitor
   renew them); `ca`: share a CA with the caller.
+- `domain`: the DNS domain of every box name (expe-c1.DOMAIN, the cluster name
+  expressway-c.DOMAIN, expe-e1.DOMAIN, collab-edge.DOMAIN, cucm1.DOMAIN), e.g. a zone a test
+  DNS server answers for ACME DNS-01.
 
 Imports nothing from monitor/, renewers/ or alerts/.
 """
@@ -40,7 +43,7 @@ from lab.pki import CA, cert_pem
 from lab.zones import Zone, secure_zone, traversal_zone
 
 C_SERVICES = ("https", "sip-tls")
-C_CLUSTER = "expressway-c.lab.example"
+C_CLUSTER = "expressway-c.lab.example"  # the cluster name with the default domain
 E_SERVICES = ("https", "sip-tls", "traversal", "mra", "xmpp")
 
 
@@ -61,6 +64,7 @@ class Lab:
         ca: CA | None = None,
         cert_days: float = 365,
         c_peers: int = 1,
+        domain: str = "lab.example",
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -71,7 +75,9 @@ class Lab:
 
         if c_peers < 1:
             raise ValueError("c_peers must be at least 1")
-        c_fqdns = [f"expe-c{i + 1}.lab.example" for i in range(c_peers)]
+        self.domain = domain
+        self.cluster_fqdn = f"expressway-c.{domain}"
+        c_fqdns = [f"expe-c{i + 1}.{domain}" for i in range(c_peers)]
         self.expressway_c_peers: list[ExpresswaySim] = []
         for i, fqdn in enumerate(c_fqdns):
             base = 0 if i == 0 else 30 + 10 * (i - 1)
@@ -82,7 +88,7 @@ class Lab:
                     version=c_version or version,
                     ca=self.ca,
                     fqdn=fqdn,
-                    sans=[fqdn, C_CLUSTER],
+                    sans=[fqdn, self.cluster_fqdn],
                     listener_modes=("tls",) * len(C_SERVICES),
                     listener_ports=[port(base + 1 + j) for j in range(len(C_SERVICES))],
                     host=host,
@@ -100,7 +106,8 @@ class Lab:
             role="e",
             version=e_version or version,
             ca=self.ca,
-            sans=["expe-e1.lab.example", "collab-edge.lab.example"],
+            fqdn=f"expe-e1.{domain}",
+            sans=[f"expe-e1.{domain}", f"collab-edge.{domain}"],
             listener_modes=tuple("xmpp" if s == "xmpp" else "tls" for s in E_SERVICES),
             listener_ports=[port(11 + i) for i in range(len(E_SERVICES))],
             host=host,
@@ -113,6 +120,7 @@ class Lab:
         self.cucm = CucmSim(
             "cucm1",
             ca=self.ca,
+            fqdn=f"cucm1.{domain}",
             host=host,
             api_port=port(20),
             soap_port=port(21),
@@ -204,7 +212,7 @@ class Lab:
             "",
         ]
         c_extra = [
-            f'cluster = "{C_CLUSTER}"',
+            f'cluster = "{self.cluster_fqdn}"',
             f'traversal_peer = "{e.name}"',
             f'unified_cm = "{ucm.name}"',
         ]

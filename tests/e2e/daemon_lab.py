@@ -8,12 +8,14 @@ import asyncio
 import secrets
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from lab.expressway import ExpresswaySim
 from lab.renewal import add_renewal, set_daemon_keys
@@ -31,11 +33,18 @@ def daemon_config(
     *,
     port: int,
     poll_interval: str = "1s",
+    trust: Sequence[x509.Certificate] = (),
 ) -> Path:
     """The lab's config with `renewal = {...}` per target, the CA tables, and a daemon that
-    polls and resumes renewals every second or faster (API token from API_TOKEN_ENV)."""
+    polls and resumes renewals every second or faster (API token from API_TOKEN_ENV);
+    `trust`: roots added to the lab CA in the daemon's trust_bundle."""
     path = lab.write_config(directory / "certd.toml")
     text = path.read_text()
+    if trust:
+        bundle = directory / "trust-bundle.pem"
+        pems = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in trust)
+        bundle.write_bytes(lab.ca_bundle_path.read_bytes() + pems)
+        text = text.replace(f'trust_bundle = "{lab.ca_bundle_path}"', f'trust_bundle = "{bundle}"')
     for target, renewal in renewals.items():
         text = add_renewal(text, target, renewal)
     text = set_daemon_keys(

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes
 
 from lab.est import ESTSimulator
 from lab.renewal import est_ca_section
-from lab.topology import C_CLUSTER, Lab
+from lab.topology import Lab
 from renewers.pipeline import STAGES
 from tests.e2e.daemon_lab import BoxCounts, LabDaemon, daemon_config
 from tests.helpers import free_port
@@ -55,7 +55,7 @@ async def test_cluster_peers_restart_one_at_a_time(tmp_path: Path) -> None:
                 assert renewal["installed_sha256"] == new.fingerprint(hashes.SHA256()).hex()
                 sans = new.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
                 assert sorted(sans.get_values_for_type(x509.DNSName)) == sorted(
-                    [str(peer.fqdn), C_CLUSTER]
+                    [str(peer.fqdn), lab.cluster_fqdn]
                 )
             assert est.submissions == 2
             assert peers[0].served_cert.public_key() != peers[1].served_cert.public_key()
