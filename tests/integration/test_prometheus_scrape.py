@@ -1,67 +1,78 @@
-"""A real Prometheus (Debian `prometheus`) scrapes a running daemon that monitors lab endpoints;
-every Grafana panel's query must parse and return data through Prometheus' HTTP API."""
+"""A real Prometheus (Debian `prometheus`) scrapes a running daemon that monitors the lab and has
+renewed the Expressway-C's certificate from the lab EST CA; every Grafana panel's query must
+parse and return data through Prometheus' HTTP API, and the daemon must export every metric
+name the rules and the dashboard may use."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
+from lab.est import ESTSimulator
+from lab.renewal import add_renewal, est_ca_section, set_daemon_keys
+from lab.topology import Lab
 from tests.conftest import need_binary
 from tests.helpers import DaemonProcess, free_port
-from tests.integration.test_promtool_rules import GRAFANA_VARIABLES, dashboard_queries
+from tests.integration.test_promtool_rules import (
+    DAEMON_METRICS,
+    GRAFANA_VARIABLES,
+    dashboard_queries,
+    rule_exprs,
+)
 
 pytestmark = pytest.mark.integration
 
+RENEWING = "expe-c1"  # the lab's Expressway-C: renewal configured, certificate due at once
+# Empty in a healthy fleet: no CA request has failed (the panel shows its 0 fallback).
+MAY_BE_FALLBACK = ("expressway_ca_errors_total",)
 
-async def prom_query(session: aiohttp.ClientSession, base: str, expr: str) -> dict:
+
+async def prom_query(session: aiohttp.ClientSession, base: str, expr: str) -> dict[str, Any]:
     async with session.get(f"{base}/api/v1/query", params={"query": expr}) as resp:
         body = await resp.json()
         assert resp.status == 200 and body["status"] == "success", f"{expr}: {body}"
-        return body["data"]
+        return body["data"]  # type: ignore[no-any-return]
 
 
-async def test_dashboard_queries_return_data_from_a_real_prometheus(
-    tmp_path: Path, served, trust_bundle
-):
+def is_fallback(sample: dict[str, Any]) -> bool:
+    """The `or on () label_replace(vector(0), "x", "none", "", "")` sample of an empty panel."""
+    return list(sample["metric"].values()) == ["none"] and sample["value"][1] == "0"
+
+
+@pytest.mark.timeout(300)
+async def test_dashboard_queries_return_data_from_a_real_prometheus(tmp_path: Path) -> None:
     prometheus = need_binary("prometheus")
-    c = await served(cn="expc1.example.com", sans=["expc1.example.com", "expc.example.com"])
-    e = await served(cn="expe1.example.com", sans=["expe1.example.com"], days=20)
-    x = await served("xmpp", cn="expe1.example.com", sans=["expe1.example.com"], days=20)
     port = free_port()
-    cfg = tmp_path / "certd.toml"
-    cfg.write_text(
-        f"""
-[daemon]
-listen = "127.0.0.1:{port}"
-state = "{tmp_path / "state.db"}"
-poll_interval = "2s"
-probe_timeout = "1s"
-trust_bundle = "{trust_bundle}"
+    est = ESTSimulator().start()
+    try:
+        async with Lab(tmp_path / "lab", restart_seconds=1.0, cert_days=10) as lab:
+            cfg = lab.write_config(tmp_path / "certd.toml")
+            text = add_renewal(cfg.read_text(), RENEWING, 'ca = "lab-est"')
+            text = set_daemon_keys(
+                text,
+                listen=f"127.0.0.1:{port}",
+                poll_interval="2s",
+                probe_timeout="1s",
+                renewal_check="1s",
+            )
+            cfg.write_text(text + est_ca_section(est, tmp_path))
+            endpoints = sum(len(sim.listeners) for sim in lab.expressways)
+            await run_prometheus_against_daemon(prometheus, tmp_path, cfg, port, endpoints)
+    finally:
+        est.stop()
 
-[[expressway]]
-name = "expc1"
-role = "c"
-address = "expc1.example.com"
-cluster = "expc.example.com"
-endpoints = [{{ host = "127.0.0.1", port = {c.port}, service = "https", sni = "expc1.example.com" }}]
 
-[[expressway]]
-name = "expe1"
-role = "e"
-address = "expe1.example.com"
-endpoints = [
-  {{ host = "127.0.0.1", port = {e.port}, service = "mra", sni = "expe1.example.com" }},
-  {{ host = "127.0.0.1", port = {x.port}, service = "xmpp", starttls = "xmpp", sni = "expe1.example.com" }},
-]
-"""
-    )
-    daemon = await DaemonProcess(cfg, port).start()
+async def run_prometheus_against_daemon(
+    prometheus: str, tmp_path: Path, cfg: Path, port: int, endpoints: int
+) -> None:
     prom_port = free_port()
     prom_dir = tmp_path / "prometheus"
     prom_dir.mkdir()
@@ -84,34 +95,95 @@ scrape_configs:
         stdout=asyncio.subprocess.DEVNULL,
         stderr=(prom_dir / "prometheus.log").open("wb"),
     )
+    daemon = await DaemonProcess(cfg, port).start()
     base = f"http://127.0.0.1:{prom_port}"
     try:
-        await daemon.wait_for("/api/v1/endpoints", lambda s, b: s == 200 and len(b) == 3)
+        renewals = await daemon.wait_for(
+            f"/api/v1/renewals?target={RENEWING}",
+            lambda s, b: s == 200 and any(r["status"] in ("done", "blocked") for r in b),
+            timeout=150,
+        )
+        assert [r["status"] for r in renewals] == ["done"], renewals
         async with aiohttp.ClientSession() as session:
-            deadline = time.monotonic() + 60
-            while True:
-                with contextlib.suppress(aiohttp.ClientError, AssertionError):
-                    data = await prom_query(session, base, "count(expressway_cert_info)")
-                    if data["result"] and data["result"][0]["value"][1] == "3":
-                        break
-                if prom.returncode is not None or time.monotonic() > deadline:
-                    log = (prom_dir / "prometheus.log").read_text(errors="replace")
-                    pytest.fail(f"Prometheus never saw the daemon's metrics:\n{log[-3000:]}")
-                await asyncio.sleep(0.5)
+            # Every endpoint's certificate, and the finished renewal, seen by Prometheus; then
+            # a few more scrapes so that rate() and increase() have two samples.
+            await wait_for_prometheus(
+                session,
+                base,
+                prom,
+                prom_dir,
+                {
+                    "count(expressway_cert_info)": str(endpoints),
+                    f'count(expressway_renewal_state{{target="{RENEWING}",state="idle"}} == 1)': "1",
+                    "count(expressway_renewal_last_success_timestamp_seconds)": "1",
+                    "count(expressway_renewal_next_timestamp_seconds)": "1",
+                },
+            )
+            await asyncio.sleep(3)
             up = await prom_query(session, base, 'up{job="expressway-certd"}')
             assert up["result"][0]["value"][1] == "1"
 
+            names = await prom_query(
+                session, base, 'group by (__name__) ({job="expressway-certd"})'
+            )
+            exported = {r["metric"]["__name__"] for r in names["result"]}
+            missing = DAEMON_METRICS - exported - set(MAY_BE_FALLBACK)
+            assert not missing, f"the daemon does not export {sorted(missing)}"
+
+            # The renewal alerts stay silent after a good renewal; the installed certificate's
+            # fingerprint is written as the served one's (else RestartPending would always fire).
+            served = await prom_query(
+                session,
+                base,
+                "expressway_renewal_installed_info and on (target, sha256) expressway_cert_info",
+            )
+            assert [r["metric"]["target"] for r in served["result"]] == [RENEWING], served
+            for name, expr in rule_exprs().items():
+                if name.startswith(("ExpresswayRenewal", "ExpresswayRestart", "ExpresswayCA")):
+                    result = (await prom_query(session, base, expr))["result"]
+                    assert not result, f"{name} would fire after a good renewal: {result}"
+
             queries = dashboard_queries()
-            assert len(queries) >= 8
-            for target in (".*", "expe1"):
+            assert len(queries) >= 14
+            for target in (".*", RENEWING):
                 for where, template in queries:
                     expr = template
                     for var, value in {"$target": target, **GRAFANA_VARIABLES}.items():
                         expr = expr.replace(var, value)
-                    data = await prom_query(session, base, expr)
-                    assert data["result"], f"{where} returned no data for target={target}: {expr}"
+                    result = (await prom_query(session, base, expr))["result"]
+                    assert result, f"{where} returned no data for target={target}: {expr}"
+                    values = [float(r["value"][1]) for r in result]
+                    assert not all(math.isnan(v) for v in values), (
+                        f"{where} returned only NaN for target={target}: {expr}"
+                    )
+                    if not any(m in template for m in MAY_BE_FALLBACK):
+                        assert not all(is_fallback(r) for r in result), (
+                            f"{where} shows 'none' after a renewal, target={target}: {expr}"
+                        )
     finally:
         if prom.returncode is None:
             prom.send_signal(signal.SIGTERM)
             await asyncio.wait_for(prom.wait(), 20)
         assert await daemon.stop() == 0
+
+
+async def wait_for_prometheus(
+    session: aiohttp.ClientSession,
+    base: str,
+    prom: asyncio.subprocess.Process,
+    prom_dir: Path,
+    expected: dict[str, str],
+) -> None:
+    deadline = time.monotonic() + 60
+    last: dict[str, Any] = {}
+    while True:
+        with contextlib.suppress(aiohttp.ClientError, AssertionError):
+            for expr, value in expected.items():
+                data = await prom_query(session, base, expr)
+                last[expr] = data["result"]
+                assert data["result"] and data["result"][0]["value"][1] == value
+            return
+        if prom.returncode is not None or time.monotonic() > deadline:
+            log = (prom_dir / "prometheus.log").read_text(errors="replace")
+            pytest.fail(f"Prometheus never saw the daemon's metrics: {last}\n{log[-3000:]}")
+        await asyncio.sleep(0.5)

@@ -41,12 +41,40 @@ DAEMON_METRICS = frozenset(
         "expressway_probe_duration_seconds",
         "expressway_cert_last_change_timestamp_seconds",
         "expressway_certd_build_info",
+        # renewals: only for targets with `renewal = { ca = "..." }`
+        "expressway_renewal_state",
+        "expressway_renewal_updated_timestamp_seconds",
+        "expressway_renewal_next_timestamp_seconds",
+        "expressway_renewal_last_success_timestamp_seconds",
+        "expressway_renewal_installed_info",
+        "expressway_renewal_stage_total",
+        "expressway_renewal_stage_duration_seconds_bucket",
+        "expressway_renewal_stage_duration_seconds_sum",
+        "expressway_renewal_stage_duration_seconds_count",
+        "expressway_ca_request_duration_seconds_bucket",
+        "expressway_ca_request_duration_seconds_sum",
+        "expressway_ca_request_duration_seconds_count",
+        "expressway_ca_errors_total",
+    }
+)
+# Daemon metrics without a `target` label: dashboard panels show them for all targets.
+METRICS_WITHOUT_TARGET = frozenset(
+    {
+        "expressway_certd_build_info",
+        "expressway_renewal_stage_duration_seconds_bucket",
+        "expressway_renewal_stage_duration_seconds_sum",
+        "expressway_renewal_stage_duration_seconds_count",
+        "expressway_ca_request_duration_seconds_bucket",
+        "expressway_ca_request_duration_seconds_sum",
+        "expressway_ca_request_duration_seconds_count",
+        "expressway_ca_errors_total",
     }
 )
 PROMETHEUS_METRICS = frozenset({"up"})
 ENDPOINT_LABELS = ("target", "host", "port", "service")
 
-# alert -> (severity, `for`, labels its description must name)
+# alert -> (severity, `for`, labels its description must name); "a/b": a label template that
+# gives one or the other (the promtool tests check which one when)
 ALERTS: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
     "ExpresswayCertExpiringSoon": ("warning", "1h", ENDPOINT_LABELS),
     "ExpresswayCertExpiringCritical": ("critical", None, ENDPOINT_LABELS),
@@ -58,6 +86,11 @@ ALERTS: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
     "ExpresswayCertEKUNotOK": ("warning", "15m", ENDPOINT_LABELS),
     "ExpresswayClusterPeersDifferentCA": ("warning", "30m", ("cluster", "target", "host", "aki")),
     "ExpresswayEndpointsServeDifferentCerts": ("warning", "30m", (*ENDPOINT_LABELS, "sha256")),
+    "ExpresswayRenewalFailed": ("warning/critical", "5m", ("target", "stage")),
+    "ExpresswayRenewalStuck": ("warning", "15m", ("target", "state", "stage")),
+    "ExpresswayRenewalAwaitingApproval": ("warning", "15m", ("target", "stage")),
+    "ExpresswayRestartPending": ("warning", "1h", ("target", "sha256")),
+    "ExpresswayCAErrors": ("warning", None, ("ca", "kind", "reason")),
 }
 
 CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
@@ -215,6 +248,8 @@ def test_dashboard_queries_filter_by_target() -> None:
         names = promql_metric_names(expr)
         assert names, f"{where}: selects no metric: {expr}"
         for m in re.finditer(r"\b(expressway_\w+)(\{[^}]*\})?", expr):
+            if m.group(1) in METRICS_WITHOUT_TARGET:
+                continue
             assert m.group(2) and 'target=~"$target"' in m.group(2), (
                 f'{where}: {m.group(1)} must be selected with target=~"$target": {expr}'
             )
@@ -251,7 +286,12 @@ def test_alerts_have_severity_annotations_and_runbook() -> None:
     anchors = markdown_anchors(ALERTS_DOC.read_text())
     for name, block in alerts.items():
         severity, for_, named = ALERTS[name]
-        assert scalar(block, "severity") == severity, name
+        if "/" in severity:
+            template = scalar(block, "severity") or ""
+            assert "{{" in template, f"{name}: severity {template!r} is no template"
+            assert all(s in template for s in severity.split("/")), f"{name}: {template!r}"
+        else:
+            assert scalar(block, "severity") == severity, name
         assert scalar(block, "for") == for_, name
         assert scalar(block, "summary"), f"{name}: no summary"
         description = scalar(block, "description") or ""
@@ -358,6 +398,35 @@ MUTATIONS = [
     ("(expressway_cert_info)) > 1)", "(expressway_cert_info)) > 0)", 0),
     ("severity: critical", "severity: warning", 0),
     ("runbook: docs/alerts.md#expresswaycertexpired", "runbook: docs/alerts.md#expired", 0),
+    # renewals
+    ('state=~"failed|blocked"}', 'state=~"failed"}', 0),
+    ('state=~"failed|blocked"} == 1', 'state=~"failed|blocked"} >= 0', 0),
+    ('eq $labels.state "blocked" }}critical', 'eq $labels.state "failed" }}critical', 0),
+    ("for: 5m", "for: 4m", 1),
+    ("> 6 * 3600", "> 7 * 3600", 0),
+    ("> time() - 3600", "> time()", 0),
+    ('state=~"running|waiting"}', 'state=~"running|waiting|awaiting_approval"}', 0),
+    ("group_left (state, stage)", "group_left (state)", 0),
+    ("for: 15m", "for: 14m", 3),
+    ('state="awaiting_approval"}', 'state=~"awaiting_approval|running"}', 0),
+    ("for: 15m", "for: 14m", 4),
+    ("unless on (job, instance, target, sha256)", "unless on (job, instance, target)", 0),
+    (
+        "group by (job, instance, target) (expressway_cert_info)",
+        "group by (job, instance, target) (expressway_renewal_installed_info)",
+        0,
+    ),
+    ('stage="restart"} == 1', 'stage="verify"} == 1', 0),
+    (
+        "expressway_renewal_next_timestamp_seconds > time()\n",
+        "expressway_renewal_next_timestamp_seconds >= time()\n",
+        0,
+    ),
+    ("for: 1h", "for: 59m", 1),
+    ("unless expressway_ca_errors_total offset 15m", "unless expressway_ca_errors_total", 0),
+    ("(up offset 15m)", "(up)", 0),
+    ("increase(expressway_ca_errors_total[15m])", "increase(expressway_ca_errors_total[5m])", 0),
+    ("[15m])\n          ) > 0", "[15m])\n          ) > 1", 0),
 ]
 
 
@@ -386,8 +455,28 @@ def test_rule_unit_tests_catch_broken_rules(
 # --- dashboard queries against a healthy fleet -----------------------------------------------
 
 
+RENEWAL_STATES = ("idle", "running", "waiting", "awaiting_approval", "failed", "blocked", "done")
+STAGES = ("snapshot", "preflight", "csr", "submit", "issued", "validate", "trust", "approve")
+STAGES += ("install", "restart", "verify")
+
+
+def histogram(name: str, labels: str, seconds: float, count: int) -> list[tuple[str, str]]:
+    """The series of a histogram holding `count` observations of `seconds` (le as exported)."""
+    buckets = ("0.05", "0.1", "0.5", "1.0", "2.5", "5.0", "10.0", "30.0", "60.0", "300.0", "+Inf")
+    series = [
+        (f'{name}_bucket{{{labels},le="{le}"}}', str(count if seconds <= float(le) else 0))
+        for le in buckets
+    ]
+    return [
+        *series,
+        (f"{name}_count{{{labels}}}", str(count)),
+        (f"{name}_sum{{{labels}}}", str(seconds * count)),
+    ]
+
+
 def healthy_fleet_series() -> list[dict[str, str]]:
-    """What a running daemon exports for three healthy Expressways (values held for 20m)."""
+    """What a running daemon exports for three healthy Expressways (values held for 90m): every
+    node was renewed by this daemon process 30 days ago; no CA request failed."""
     job = 'job="expressway-certd",instance="127.0.0.1:9464"'
     nodes = [
         ("expe-c1", "expc1.example.com", "expc.example.com", "c", "c1c1", ("443", "5061")),
@@ -414,7 +503,38 @@ def healthy_fleet_series() -> list[dict[str, str]]:
                 (f"expressway_probe_success{{{ep}}}", "1"),
                 (f"expressway_probe_duration_seconds{{{ep}}}", "0.05"),
             ]
-    return [{"series": s, "values": f"{v}+0x20"} for s, v in series]
+        tg = f'{job},target="{target}"'
+        series += [
+            (
+                f'expressway_renewal_state{{{tg},state="{state}",stage=""}}',
+                str(int(state == "idle")),
+            )
+            for state in RENEWAL_STATES
+        ]
+        series += [
+            (f"expressway_renewal_updated_timestamp_seconds{{{tg}}}", str(-30 * 86400)),
+            (f"expressway_renewal_last_success_timestamp_seconds{{{tg}}}", str(-30 * 86400)),
+            (f"expressway_renewal_next_timestamp_seconds{{{tg}}}", str(60 * 86400)),
+            (f'expressway_renewal_installed_info{{{tg},sha256="{sha}"}}', "1"),
+        ]
+        series += [
+            (f'expressway_renewal_stage_total{{{tg},stage="{stage}",result="advance"}}', "1")
+            for stage in STAGES
+        ]
+        series.append((f'expressway_renewal_stage_total{{{tg},stage="issued",result="wait"}}', "2"))
+    for stage in STAGES:
+        duration = 90.0 if stage == "restart" else 0.3
+        series += histogram(
+            "expressway_renewal_stage_duration_seconds", f'{job},stage="{stage}"', duration, 3
+        )
+    for op in ("cacerts", "submit"):
+        series += histogram(
+            "expressway_ca_request_duration_seconds",
+            f'{job},ca="corp-est",kind="est",op="{op}"',
+            0.2,
+            3,
+        )
+    return [{"series": s, "values": f"{v}+0x90"} for s, v in series]
 
 
 GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
@@ -422,11 +542,14 @@ GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("target", [".*", "expe-e1"], ids=["all-targets", "one-target"])
+@pytest.mark.parametrize("at", ["10m", "80m"], ids=["renewed-in-range", "renewed-before-range"])
 def test_dashboard_queries_return_data_for_healthy_fleet(
-    promtool: str, tmp_path: Path, target: str
+    promtool: str, tmp_path: Path, target: str, at: str
 ) -> None:
-    # Each query becomes an alert that fires when the query is empty; a healthy fleet must
-    # silence them all. A query for a target that does not exist proves the harness notices.
+    # Each query becomes an alert that fires when the query is empty or only NaN; a healthy
+    # fleet must silence them all. A query for a target that does not exist proves the
+    # harness notices. At 10m the renewals' counters appeared within the dashboard range
+    # ($__range, 1h); at 80m they are older and flat.
     rules = []
     cases: list[dict[str, Any]] = []
     queries = [*dashboard_queries(), ("control", 'expressway_probe_success{target="nope"}')]
@@ -436,8 +559,9 @@ def test_dashboard_queries_return_data_for_healthy_fleet(
             expr = expr.replace(var, value)
         assert "$" not in expr, f"{where}: unknown Grafana variable in {expr}"
         name = f"EmptyQuery{n}"
-        rules.append({"alert": name, "expr": f"vector(1) unless on () count({expr})"})
-        case: dict[str, Any] = {"eval_time": "10m", "alertname": name}
+        nan_free = f"({expr}) == ({expr})"  # NaN == NaN is false
+        rules.append({"alert": name, "expr": f"vector(1) unless on () count({nan_free})"})
+        case: dict[str, Any] = {"eval_time": at, "alertname": name}
         if where == "control":
             case["exp_alerts"] = [{"exp_labels": {}}]
         cases.append(case)
