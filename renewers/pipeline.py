@@ -82,8 +82,9 @@ RETRY_BACKOFF = (
     timedelta(hours=1),
 )
 # Test hook (tests/e2e/test_renewal_crash.py), inert unless this variable is set: the process
-# SIGKILLs itself right after persisting "start" (a new renewal) or a stage's outcome, for any
-# target ("csr") or one ("expe-c2:csr").
+# SIGKILLs itself right after persisting "start" (a new renewal) or a stage's outcome ("csr"),
+# or when a stage has run but its outcome is not persisted yet ("csr-unsaved"); for any target
+# ("csr") or one ("expe-c2:csr").
 KILL_AFTER_ENV = "EXPRESSWAY_CERTD_TEST_KILL_AFTER"
 
 
@@ -272,7 +273,8 @@ async def stage_preflight(ctx: Context) -> Outcome:
 
 
 def _csr_fits(csr: x509.CertificateSigningRequest, plan: Plan) -> bool:
-    return {n.lower() for n in csr_sans(csr) if not n.startswith("IP:")} == set(plan.sans)
+    names = {n.removeprefix("DNS:").lower() for n in csr_sans(csr) if n.startswith("DNS:")}
+    return names == set(plan.sans)
 
 
 async def stage_csr(ctx: Context) -> Outcome:
@@ -847,6 +849,7 @@ class Pipeline:
             event = StageFailed(
                 time=now, why=outcome.why, retry_at=outcome.retry_at.isoformat(), **common
             )
+        _test_kill_after(row.target, f"{stage}-unsaved")
         # Persist first: whatever happens next, a new process resumes from here.
         await self.store.save_renewal(
             new, StepRow(row.id, stage, result, now, round(seconds, 3), message)

@@ -1,16 +1,22 @@
 """Crash safety of the daemon's renewals: the daemon (a real process) is SIGKILLed right after it
 persisted each point of a renewal (its creation, then every stage), restarted, and each renewal
 still finishes exactly once: one renewal row, every stage done once, one CSR generated on the
-box, one CA submission, one upload and one restart.
+box, one CA submission, one upload and one restart. Three more kills fall between a stage's
+work on the box and its persisting (CSR generated, certificate uploaded, box restarted): the
+stage runs again and finds its work already done.
 
-One renewal per kill point, alternating between the two Expressway-C peers of the lab. Daemon k
+One renewal per kill point, alternating between the two Expressway-C peers of a lab. Daemon k
 is started with the kill hook armed for renewal k only; it first finishes renewal k-1 (killed
 by daemon k-1), then runs renewal k into its kill point. The last daemon finishes the last
-renewal. The lab and the EST CA run in the test process, so they outlive every daemon.
+renewal. The labs and the EST CAs run in the test process, so they outlive every daemon; two
+such chains (two labs, two CAs, two state databases) share the kill points and run side by
+side to keep the test short.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
@@ -23,7 +29,13 @@ from renewers.pipeline import KILL_AFTER_ENV, STAGES
 from tests.e2e.daemon_lab import BoxCounts, LabDaemon, daemon_config
 from tests.helpers import free_port
 
-KILL_POINTS = ("start", *STAGES)
+# killed before the outcome was persisted: the stage runs again and says so
+UNSAVED = {
+    "csr-unsaved": ("csr", "reused the CSR pending on the box"),
+    "install-unsaved": ("install", "already installed"),
+    "restart-unsaved": ("restart", "already serving the new certificate"),
+}
+KILL_POINTS = ("start", *STAGES, *UNSAVED)
 
 
 def sha256(sim: ExpresswaySim) -> str:
@@ -31,10 +43,16 @@ def sha256(sim: ExpresswaySim) -> str:
 
 
 async def test_sigkill_at_every_stage_boundary_renews_exactly_once(tmp_path: Path) -> None:
+    chains = (KILL_POINTS[0::2], KILL_POINTS[1::2])
+    await asyncio.gather(*(kill_chain(tmp_path / f"chain{i}", c) for i, c in enumerate(chains)))
+
+
+async def kill_chain(tmp_path: Path, kill_points: Sequence[str]) -> None:
+    """One renewal per kill point on one lab, each killed there and finished by the next daemon."""
     est = ESTSimulator().start()
     try:
         async with Lab(
-            tmp_path / "lab", c_peers=2, restart_seconds=0.3, service_restart_seconds=0.05
+            tmp_path / "lab", c_peers=2, restart_seconds=0.2, service_restart_seconds=0.05
         ) as lab:
             peers = lab.expressway_c_peers
             renewal = 'ca = "lab-est", key_length = 2048'
@@ -48,7 +66,7 @@ async def test_sigkill_at_every_stage_boundary_renews_exactly_once(tmp_path: Pat
             )
             # renewal k: (kill point, box, counts before, EST submissions before, id)
             runs: list[tuple[str, ExpresswaySim, BoxCounts, int, str | None]] = []
-            for k, point in enumerate((*KILL_POINTS, None)):
+            for k, point in enumerate((*kill_points, None)):
                 env = {} if point is None else {KILL_AFTER_ENV: f"{peers[k % 2].name}:{point}"}
                 daemon = LabDaemon(config, port, env)
                 async with daemon:
@@ -56,7 +74,7 @@ async def test_sigkill_at_every_stage_boundary_renews_exactly_once(tmp_path: Pat
                         await finish_previous(daemon, runs[-1], est)
                     if point is None:
                         rows = await daemon.renewals()
-                        assert [r["status"] for r in rows] == ["done"] * len(KILL_POINTS)
+                        assert [r["status"] for r in rows] == ["done"] * len(kill_points)
                         break
                     box = peers[k % 2]
                     before = BoxCounts.of(box)
@@ -68,7 +86,7 @@ async def test_sigkill_at_every_stage_boundary_renews_exactly_once(tmp_path: Pat
                     runs.append(
                         (point, box, before, submissions, started["id"] if started else None)
                     )
-            assert len(runs) == len(KILL_POINTS)
+            assert [run[0] for run in runs] == list(kill_points)
     finally:
         est.stop()
 
@@ -95,3 +113,6 @@ async def finish_previous(
     assert est.submissions - submissions == 1, where
     assert done["installed_sha256"] == sha256(box), where
     assert box.served_cert.issuer == est.issuing.cert.subject, where
+    if point in UNSAVED:
+        stage, message = UNSAVED[point]
+        assert [s["message"] for s in done["steps"] if s["stage"] == stage] == [message], where
