@@ -618,9 +618,9 @@ def _parse_window(parent: _Section, table: Any) -> MaintenanceWindow | None:
             "timezone", f"unknown time zone {tz!r}; use an IANA name like 'Europe/Berlin'"
         ) from exc
     try:
-        from apscheduler.triggers.cron import CronTrigger  # noqa: PLC0415
+        from monitor.cron import crontab_trigger  # noqa: PLC0415 - loads APScheduler
 
-        CronTrigger.from_crontab(cron, timezone=tz)
+        crontab_trigger(cron, tz)
     except ValueError as exc:
         raise s.error("cron", f"not a 5-field cron expression ({exc}); e.g. '0 2 * * 6'") from exc
     return MaintenanceWindow(cron, tz, s.get_duration("duration", timedelta(hours=2)))

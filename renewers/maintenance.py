@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from apscheduler.triggers.cron import CronTrigger
-
 from monitor.config import MaintenanceWindow
+from monitor.cron import crontab_trigger
 
 
 def next_window_start(window: MaintenanceWindow, now: datetime) -> datetime:
-    """`now` when inside a window, else when the next one opens (aware UTC either way)."""
-    trigger = CronTrigger.from_crontab(window.cron, timezone=window.timezone)
+    """`now` when inside a window, else when the next one opens (aware, in now's zone)."""
+    trigger = crontab_trigger(window.cron, window.timezone)
     # The latest start not after `now` that still covers it: look from now - duration.
     candidate = trigger.get_next_fire_time(None, now - window.duration)
     if candidate is not None and candidate <= now < candidate + window.duration:
