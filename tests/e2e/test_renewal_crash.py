@@ -8,9 +8,9 @@ stage runs again and finds its work already done.
 One renewal per kill point, alternating between the two Expressway-C peers of a lab. Daemon k
 is started with the kill hook armed for renewal k only; it first finishes renewal k-1 (killed
 by daemon k-1), then runs renewal k into its kill point. The last daemon finishes the last
-renewal. The labs and the EST CAs run in the test process, so they outlive every daemon; two
-such chains (two labs, two CAs, two state databases) share the kill points and run side by
-side to keep the test short.
+renewal. The labs and the EST CAs run in the test process, so they outlive every daemon; three
+such chains (each with its own lab, CA and state database) share the kill points and run side
+by side to keep the test short.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def sha256(sim: ExpresswaySim) -> str:
 
 
 async def test_sigkill_at_every_stage_boundary_renews_exactly_once(tmp_path: Path) -> None:
-    chains = (KILL_POINTS[0::2], KILL_POINTS[1::2])
+    chains = [KILL_POINTS[i::3] for i in range(3)]
     await asyncio.gather(*(kill_chain(tmp_path / f"chain{i}", c) for i, c in enumerate(chains)))
 
 
