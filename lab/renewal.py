@@ -37,3 +37,14 @@ def set_daemon_keys(config_text: str, **keys: str) -> str:
     """Add `key = "value"` lines right under [daemon]."""
     lines = "".join(f'{k} = "{v}"\n' for k, v in keys.items())
     return config_text.replace("[daemon]\n", "[daemon]\n" + lines, 1)
+
+
+def trust_also(config_text: str, directory: Path, *extra_pem: bytes) -> str:
+    """Point [daemon] trust_bundle at a copy of the lab bundle plus `extra_pem` (e.g. the EST
+    root, so chains served after a renewal verify too)."""
+    match = re.search(r'^trust_bundle = "([^"]+)"$', config_text, flags=re.MULTILINE)
+    if match is None:
+        raise ValueError("the lab config has no [daemon] trust_bundle")
+    combined = directory / "trust-bundle.pem"
+    combined.write_bytes(Path(match.group(1)).read_bytes() + b"".join(extra_pem))
+    return config_text.replace(match.group(0), f'trust_bundle = "{combined}"', 1)

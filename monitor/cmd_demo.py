@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from lab.est import ESTSimulator
-from lab.renewal import add_renewal, est_ca_section, set_daemon_keys
+from lab.pki import cert_pem
+from lab.renewal import add_renewal, est_ca_section, set_daemon_keys, trust_also
 from lab.topology import Lab
 from monitor.config import load_config
 from monitor.daemon import Daemon
@@ -85,6 +86,7 @@ async def _demo(directory: Path, listen: str, once: bool, limit: float) -> int:
         async with Lab(directory / "lab", restart_seconds=1.0, cert_days=10) as lab:
             path = lab.write_config(directory / "expressway-certd.toml")
             text = add_renewal(path.read_text(), DEMO_TARGET, 'ca = "lab-est"')
+            text = trust_also(text, directory, cert_pem(est.root.cert))
             text = set_daemon_keys(
                 text,
                 listen=_free(listen),

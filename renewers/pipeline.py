@@ -755,7 +755,17 @@ class Pipeline:
 
     async def run_due(self) -> None:
         """Resume every active renewal whose time has come (the scheduler calls this)."""
-        for row in await self.store.renewals_for(active_only=True, limit=10_000):
+        active = await self.store.renewals_for(active_only=True, limit=10_000)
+        # A renewal another process finished (CLI `renew`, an HA peer) is no longer active:
+        # refresh what this process believes, so metrics and the policy see it.
+        active_ids = {r.id for r in active}
+        for target, cached in list(self.latest.items()):
+            if cached.active and cached.id not in active_ids:
+                fresh = await self.store.renewal(cached.id)
+                if fresh is not None:
+                    self.latest[target] = fresh
+        for row in active:
+            self.latest[row.target] = row
             if row.status == "blocked":
                 continue
             lock = self._locks.get(row.target)

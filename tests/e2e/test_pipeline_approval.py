@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from renewers.pipeline import STAGES
+from monitor.events import EventBus
+from renewers.pipeline import STAGES, Pipeline
 from tests.e2e.pipeline_env import renewal_env
 
 
@@ -46,3 +47,16 @@ async def test_second_start_returns_the_active_renewal(tmp_path):
         second = await env.pipeline.start("expe-c1", "two")
         assert second.id == first.id
         assert len(await env.store.renewals_for("expe-c1")) == 1
+
+
+async def test_a_renewal_finished_by_another_process_is_seen(tmp_path):
+    async with renewal_env(tmp_path, renewal='ca = "lab-est", approval = "manual"') as env:
+        first = env.pipeline
+        row = await first.run((await first.start("expe-c1", "t")).id)
+        assert first.latest["expe-c1"].status == "waiting"
+        # another process (the CLI) approves and finishes it
+        other = Pipeline(env.config, env.store, EventBus(), first.prober, first.connectors)
+        await other.approve(row.id, "carol")
+        assert (await other.run(row.id)).status == "done"
+        await first.run_due()
+        assert first.latest["expe-c1"].status == "done"
