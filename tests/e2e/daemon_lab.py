@@ -44,7 +44,9 @@ def daemon_config(
         bundle = directory / "trust-bundle.pem"
         pems = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in trust)
         bundle.write_bytes(lab.ca_bundle_path.read_bytes() + pems)
-        text = text.replace(f'trust_bundle = "{lab.ca_bundle_path}"', f'trust_bundle = "{bundle}"')
+        line = f'trust_bundle = "{lab.ca_bundle_path}"'
+        assert line in text, "the lab config names its CA bundle differently"
+        text = text.replace(line, f'trust_bundle = "{bundle}"')
     for target, renewal in renewals.items():
         text = add_renewal(text, target, renewal)
     text = set_daemon_keys(
