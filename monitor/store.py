@@ -101,7 +101,7 @@ renewals = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("message", sa.Text, nullable=False, default=""),
     sa.Column("data", sa.Text, nullable=False),
-    sa.Column("lease_owner", sa.String(64)),  # the process running it now (HA-safe claim)
+    sa.Column("lease_owner", sa.String(255)),  # the process running it now (HA-safe claim)
     sa.Column("lease_until", sa.DateTime(timezone=True)),
     sa.Index("ix_renewals_target", "target", "created_at"),
 )

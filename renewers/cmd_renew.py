@@ -34,7 +34,7 @@ from monitor.store import RenewalRow, Store
 from renewers.expressway import OperationUnsupported, csr_sans
 from renewers.maintenance import next_window_start
 from renewers.manager import RenewalManager
-from renewers.pipeline import STAGES, ConfiguredDevices, _zone_kinds
+from renewers.pipeline import STAGES, ConfiguredDevices, _zone_kinds, csr_fits, trust_boxes
 from renewers.validate import EKU_NAMES, make_plan, preflight
 
 
@@ -182,15 +182,13 @@ async def _plan(config: Config, name: str) -> dict[str, Any]:
     window = renewal.maintenance_window
     now = datetime.now(UTC)
     restart_at = next_window_start(window, now) if window else now
-    trust_parties = [name]
-    if target.traversal_peer:
-        trust_parties.append(target.traversal_peer)
+    trust_parties = [box.name for box in trust_boxes(config, target)]
     if role == "c" and target.unified_cm:
         ucm = config.unified_cm(target.unified_cm)
         trust_parties += [f"{ucm.name}/{n} ({'+'.join(ucm.trust_stores)})" for n in ucm.nodes]
     pending_text = None
     if pending is not None:
-        fits = {n.lower() for n in csr_sans(pending) if not n.startswith("IP:")} == set(plan.sans)
+        fits = csr_fits(pending, plan)
         pending_text = f"{', '.join(csr_sans(pending))} ({'reused' if fits else 'does NOT fit: renewal would block'})"
     return {
         "target": name,

@@ -272,7 +272,7 @@ async def stage_preflight(ctx: Context) -> Outcome:
     return Advance(f"SANs {', '.join(plan.sans)}; EKU {ekus}")
 
 
-def _csr_fits(csr: x509.CertificateSigningRequest, plan: Plan) -> bool:
+def csr_fits(csr: x509.CertificateSigningRequest, plan: Plan) -> bool:
     names = {n.removeprefix("DNS:").lower() for n in csr_sans(csr) if n.startswith("DNS:")}
     return names == set(plan.sans)
 
@@ -285,7 +285,7 @@ async def stage_csr(ctx: Context) -> Outcome:
     async with ctx.devices.expressway(ctx.target) as box:
         pending = await box.pending_csr()
         if pending is not None:
-            if _csr_fits(pending, plan):
+            if csr_fits(pending, plan):
                 reused = (
                     ctx.data.get("csr_pem")
                     == pending.public_bytes(serialization.Encoding.PEM).decode()
@@ -387,6 +387,22 @@ async def stage_validate(ctx: Context) -> Outcome:
     )
 
 
+def trust_boxes(config: Config, target: ExpresswayConfig) -> list[ExpresswayConfig]:
+    """The Expressways that must trust a new CA of `target`: itself, its traversal peer, and
+    every peer of the traversal peer's cluster (each has its own zone connection)."""
+    boxes = [target]
+    if target.traversal_peer:
+        peer = config.target(target.traversal_peer)
+        cluster = (peer.cluster or "").lower()
+        boxes += [
+            e
+            for e in config.expressways
+            if e.name != target.name
+            and (e.name == peer.name or (cluster and (e.cluster or "").lower() == cluster))
+        ]
+    return boxes
+
+
 async def stage_trust(ctx: Context) -> Outcome:
     """Step D: a new CA (AKI differs) is trusted by every TLS peer BEFORE the cert goes live."""
     leaf = facts_from_x509(ctx.leaf())
@@ -401,18 +417,7 @@ async def stage_trust(ctx: Context) -> Outcome:
             "configure the CA's trust_anchor"
         )
     done: list[str] = []
-    boxes = [ctx.target]
-    if ctx.target.traversal_peer:
-        peer = ctx.config.target(ctx.target.traversal_peer)
-        cluster = (peer.cluster or "").lower()
-        # Every peer of the traversal peer's cluster has its own zone connection to this box.
-        boxes += [
-            e
-            for e in ctx.config.expressways
-            if e.name != ctx.target.name
-            and (e.name == peer.name or (cluster and (e.cluster or "").lower() == cluster))
-        ]
-    for box_cfg in boxes:
+    for box_cfg in trust_boxes(ctx.config, ctx.target):
         async with ctx.devices.expressway(box_cfg) as box:
             added = await box.add_trusted_cas(cas)
         done.append(f"{box_cfg.name} (+{len(added)})")

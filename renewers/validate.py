@@ -282,7 +282,8 @@ def check_chain(
     if not roots:
         return Problem(
             "chain-incomplete",
-            f"{plan.target}: the CA's chain has no root certificate; configure its trust_anchor",
+            f"{plan.target}: the CA's chain has no root certificate and no trust anchor matches; "
+            "add the CA's root certificate to [daemon] trust_bundle",
         )
     intermediates = [c for c in chain if c.subject != c.issuer]
     verifier = (
