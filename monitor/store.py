@@ -105,6 +105,16 @@ renewals = sa.Table(
     sa.Column("lease_until", sa.DateTime(timezone=True)),
     sa.Index("ix_renewals_target", "target", "created_at"),
 )
+# Named leases between processes, e.g. "restart:<cluster>" so that only one peer of a
+# cluster restarts at a time even when a CLI and a daemon (or two HA daemons) run renewals.
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("owner", sa.String(255), nullable=False),
+    sa.Column("until", sa.DateTime(timezone=True), nullable=False),
+)
+
 ACTIVE_STATUSES = ("running", "waiting", "failed", "blocked")
 # At most one active renewal per target, enforced by the database itself (both dialects).
 sa.Index(
@@ -464,6 +474,40 @@ class Store:
                 await conn.execute(sa.select(r.lease_owner).where(r.id == renewal_id))
             ).scalar_one_or_none()
             return str(owner) if owner is not None else None
+
+    async def claim_lease(self, name: str, owner: str, now: datetime, ttl: timedelta) -> bool:
+        """Take the named lease when free or expired (or extend our own); False when held."""
+        t = leases.c
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                leases.update()
+                .where(t.name == name, sa.or_(t.until < now, t.owner == owner))
+                .values(owner=owner, until=now + ttl)
+            )
+            if result.rowcount == 1:
+                return True
+            exists = (await conn.execute(sa.select(t.name).where(t.name == name))).first()
+            if exists is not None:
+                return False
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(leases.insert().values(name=name, owner=owner, until=now + ttl))
+        except sa.exc.IntegrityError:
+            return False  # another process inserted it first
+        return True
+
+    async def lease_owner(self, name: str) -> str | None:
+        async with self._engine.connect() as conn:
+            owner = (
+                await conn.execute(sa.select(leases.c.owner).where(leases.c.name == name))
+            ).scalar_one_or_none()
+            return str(owner) if owner is not None else None
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                leases.delete().where(leases.c.name == name, leases.c.owner == owner)
+            )
 
     async def release_renewal(self, renewal_id: str, owner: str) -> None:
         r = renewals.c

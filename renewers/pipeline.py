@@ -163,6 +163,8 @@ class Context:
     now: Callable[[], datetime]
     data: dict[str, Any]
     cluster_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    store: Store | None = None  # for leases shared with other processes
+    owner: str = ""
 
     @property
     def plan(self) -> Plan:
@@ -497,21 +499,38 @@ async def stage_restart(ctx: Context) -> Outcome:
                 start,
                 f"outside the maintenance window ({renewal.maintenance_window.cron} {renewal.maintenance_window.timezone})",
             )
-    lock = ctx.cluster_locks.setdefault(ctx.target.cluster or ctx.target.name, asyncio.Lock())
-    async with lock:  # one peer of a cluster restarts at a time, each back before the next
-        async with ctx.devices.expressway(ctx.target) as box:
-            how = await box.restart(wait=True)
-        deadline = time.monotonic() + renewal.verify_timeout.total_seconds()
-        while True:
-            serving, stale = await _served_everywhere(ctx, sha)
-            if serving:
-                break
-            if time.monotonic() > deadline:
-                return _retry(
-                    ctx,
-                    f"restarted (via {how}) but not serving the new certificate on {', '.join(stale)}",
-                )
-            await asyncio.sleep(0.5)
+    group = ctx.target.cluster or ctx.target.name
+    lock = ctx.cluster_locks.setdefault(group, asyncio.Lock())
+    lease = f"restart:{group}"
+    # One peer of a cluster restarts at a time, each back and serving before the next: an
+    # in-process lock, and a lease in the database for other processes (CLI, HA peers).
+    async with lock:
+        if ctx.store is not None and not await ctx.store.claim_lease(
+            lease, ctx.owner, ctx.now(), LEASE
+        ):
+            holder = await ctx.store.lease_owner(lease)
+            return Wait(
+                ctx.now() + timedelta(seconds=15),
+                f"another process ({holder}) is restarting a peer of {group}",
+            )
+        try:
+            async with ctx.devices.expressway(ctx.target) as box:
+                how = await box.restart(wait=True)
+            deadline = time.monotonic() + renewal.verify_timeout.total_seconds()
+            while True:
+                serving, stale = await _served_everywhere(ctx, sha)
+                if serving:
+                    break
+                if time.monotonic() > deadline:
+                    return _retry(
+                        ctx,
+                        f"restarted (via {how}) but not serving the new certificate on "
+                        f"{', '.join(stale)}",
+                    )
+                await asyncio.sleep(0.5)
+        finally:
+            if ctx.store is not None:
+                await ctx.store.release_lease(lease, ctx.owner)
     return Advance(f"restarted via {how}; serving the new certificate on every endpoint")
 
 
@@ -799,6 +818,8 @@ class Pipeline:
             now=self.clock,
             data=data,
             cluster_locks=self._cluster_locks,
+            store=self.store,
+            owner=self.owner,
         )
         stage = row.stage
         common = {"target": row.target, "renewal_id": row.id, "stage": stage}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from renewers.expressway import CsrRequest
 from renewers.pipeline import ConfiguredDevices
 from tests.e2e.pipeline_env import renewal_env
@@ -52,3 +54,20 @@ async def test_transient_box_errors_are_retried(tmp_path):
         await env.pipeline.retry_now(row.id)
         row = await env.pipeline.run(row.id)
         assert row.status == "done", row.message
+
+
+async def test_restart_waits_while_another_process_restarts_a_peer(tmp_path):
+    async with renewal_env(tmp_path) as env:
+        c = env.lab.expressway_c
+        group = env.config.target("expe-c1").cluster or "expe-c1"
+        held = await env.store.claim_lease(
+            f"restart:{group}", "other-host:1:x", env.pipeline.clock(), timedelta(minutes=5)
+        )
+        assert held
+        row = await env.pipeline.run((await env.pipeline.start("expe-c1", "t")).id)
+        assert (row.status, row.stage) == ("waiting", "restart")
+        assert "other-host:1:x" in row.message and c.restart_count == 0
+        await env.store.release_lease(f"restart:{group}", "other-host:1:x")
+        await env.pipeline.retry_now(row.id)
+        row = await env.pipeline.run(row.id)
+        assert row.status == "done" and c.restart_count == 1

@@ -29,7 +29,7 @@ async def store(request, tmp_path):
     yield s
     # leave PostgreSQL clean for the next test
     async with s._engine.begin() as conn:
-        for table in ("endpoint_state", "observation_history", "audit_log"):
+        for table in ("endpoint_state", "observation_history", "audit_log", "leases"):
             await conn.execute(sa.text(f"DELETE FROM {table}"))
     await s.close()
 
@@ -102,3 +102,19 @@ async def test_bad_urls_give_clear_errors(tmp_path):
         await Store.open(f"sqlite+aiosqlite:///{blocker}/sub/state.db")
     with pytest.raises(StoreError, match=r"cannot open postgresql\+asyncpg://certd:\*\*\*@"):
         await Store.open("postgresql+asyncpg://certd:topsecret@127.0.0.1:1/none")
+
+
+async def test_named_leases(store):
+    now = datetime.now(UTC)
+    assert await store.claim_lease("restart:c", "a", now, timedelta(minutes=5))
+    assert not await store.claim_lease("restart:c", "b", now, timedelta(minutes=5))
+    assert await store.lease_owner("restart:c") == "a"
+    assert await store.claim_lease("restart:c", "a", now, timedelta(minutes=5))  # extend
+    # expired: anyone may take it
+    assert await store.claim_lease(
+        "restart:c", "b", now + timedelta(minutes=6), timedelta(minutes=5)
+    )
+    await store.release_lease("restart:c", "a")  # not a's any more: no effect
+    assert await store.lease_owner("restart:c") == "b"
+    await store.release_lease("restart:c", "b")
+    assert await store.lease_owner("restart:c") is None
