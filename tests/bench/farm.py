@@ -118,9 +118,11 @@ async def _child(args: argparse.Namespace) -> None:
         info = await _serve_direct(directory, args.direct)
     info["bundle"] = str(directory / "bench-root.pem")
     print(json.dumps(info), flush=True)
-    # Serve until the parent closes our stdin (it exits or calls Farm.stop()).
+    # Serve until the parent closes our stdin (it exits or calls Farm.stop()), then leave at
+    # once: tearing down hundreds of half-closed lab connections only prints cancellation noise.
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.read)
+    os._exit(0)
 
 
 @dataclass
