@@ -1,5 +1,6 @@
 """`python -m tests.bench [NAME ...]`: run every `bench_*.py` module's `main()`, or the named ones
-(`probe` or `bench_probe`). Benchmarks print their figures; they never fail on a timing."""
+(`probe` or `bench_probe`). Benchmarks print their figures; they never fail on a timing, and
+one that crashes is reported after the others have run."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import inspect
 import pkgutil
 import sys
 import time
+import traceback
 from pathlib import Path
 
 
@@ -23,17 +25,24 @@ def main(argv: list[str]) -> int:
     if unknown:
         print(f"unknown benchmark {', '.join(unknown)}; available: {', '.join(names)}")
         return 2
+    crashed = []
     for name in wanted:
         print(f"== {name}", flush=True)
         started = time.monotonic()
-        entry = importlib.import_module(f"tests.bench.{name}").main
-        # main(argv) gets no options (its defaults); a main() without parameters is fine too.
-        if inspect.signature(entry).parameters:
-            entry([])
-        else:
-            entry()
+        try:
+            entry = importlib.import_module(f"tests.bench.{name}").main
+            # main(argv) gets no options (its defaults); a main() without parameters is fine too.
+            if inspect.signature(entry).parameters:
+                entry([])
+            else:
+                entry()
+        except Exception:  # one broken benchmark must not hide the others' figures
+            traceback.print_exc()
+            crashed.append(name)
         print(f"== {name}: {time.monotonic() - started:.0f} s\n", flush=True)
-    return 0
+    if crashed:
+        print(f"benchmarks that crashed (no figures): {', '.join(crashed)}")
+    return 1 if crashed else 0
 
 
 if __name__ == "__main__":
