@@ -72,7 +72,7 @@ def config_toml(
 
 
 @dataclass
-class Daemon:
+class DaemonProcess:
     """`expressway-certd run` in a child process."""
 
     directory: Path
@@ -82,7 +82,7 @@ class Daemon:
     log: Path
 
     @classmethod
-    def start(cls, farm: Farm, directory: Path, targets: int, concurrency: int) -> Daemon:
+    def start(cls, farm: Farm, directory: Path, targets: int, concurrency: int) -> DaemonProcess:
         directory.mkdir(parents=True, exist_ok=True)
         port = free_port()
         config = directory / "certd.toml"
@@ -172,14 +172,14 @@ def bench(targets: int, hosts: int, window: float, concurrency: int, renders: in
     r: dict[str, Any] = {}
     try:
         with Farm.start(directory / "farm", targets=targets, hosts=hosts) as farm:
-            base = Daemon.start(farm, directory / "baseline", 1, concurrency)
+            base = DaemonProcess.start(farm, directory / "baseline", 1, concurrency)
             try:
                 base.wait_polls(1, 60)
                 r["base_rss"] = rss_bytes(base.process.pid)[0]
             finally:
                 base.stop()
 
-            daemon = Daemon.start(farm, directory / "full", targets, concurrency)
+            daemon = DaemonProcess.start(farm, directory / "full", targets, concurrency)
             try:
                 pid = daemon.process.pid
                 r["first_at"], r["first_polls"] = daemon.wait_polls(targets, 240)

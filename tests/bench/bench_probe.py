@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import shutil
 import subprocess
@@ -108,7 +109,11 @@ class Blackbox:
             ],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        wait_http("127.0.0.1", self.port, "/-/healthy")
+        try:
+            wait_http("127.0.0.1", self.port, "/-/healthy")
+        except RuntimeError:
+            self.stop()
+            raise
         self.targets = [f"{h}:{p}" for h, p, _ in farm.ports]
         self.concurrency = concurrency
         self.driver_cpu = 0.0  # this process asking for the probes, as Prometheus would
@@ -154,27 +159,28 @@ def bench(endpoints: int, concurrency: int, probes: int, runs: int, warmup: int)
         )
     directory = Path(tempfile.mkdtemp(prefix="certd-bench-probe-"))
     try:
-        with Farm.start(directory / "farm", direct=endpoints) as farm:
+        with (
+            Farm.start(directory / "farm", direct=endpoints) as farm,
+            contextlib.ExitStack() as running,
+        ):
             ours = OurProber(farm, concurrency)
+            running.callback(ours.stop)
             blackbox = Blackbox(farm, directory, concurrency)
-            try:
-                ours.run(warmup)
-                blackbox.run(warmup)
-                blackbox.driver_cpu = 0.0
-                mine, theirs = Totals(), Totals()
-                farm_cpu = cpu_seconds(farm.pid)
-                for n in range(runs):
-                    mine.add(*ours.run(probes))
-                    theirs.add(*blackbox.run(probes))
-                    print(
-                        f"  run {n + 1}/{runs}: ours {mine.rate:7.0f}/s {mine.cpu_ms:.3f} ms, "
-                        f"blackbox {theirs.rate:7.0f}/s {theirs.cpu_ms:.3f} ms (cumulative)",
-                        flush=True,
-                    )
-                farm_cpu = cpu_seconds(farm.pid) - farm_cpu
-            finally:
-                ours.stop()
-                blackbox.stop()
+            running.callback(blackbox.stop)
+            ours.run(warmup)
+            blackbox.run(warmup)
+            blackbox.driver_cpu = 0.0
+            mine, theirs = Totals(), Totals()
+            farm_cpu = cpu_seconds(farm.pid)
+            for n in range(runs):
+                mine.add(*ours.run(probes))
+                theirs.add(*blackbox.run(probes))
+                print(
+                    f"  run {n + 1}/{runs}: ours {mine.rate:7.0f}/s {mine.cpu_ms:.3f} ms, "
+                    f"blackbox {theirs.rate:7.0f}/s {theirs.cpu_ms:.3f} ms (cumulative)",
+                    flush=True,
+                )
+            farm_cpu = cpu_seconds(farm.pid) - farm_cpu
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     farm_ms = 1000 * farm_cpu / (mine.probes + theirs.probes)
