@@ -4,15 +4,16 @@ render /metrics for them.
 2,000 simulated Expressway-Es x 5 endpoints (four direct TLS ports and XMPP STARTTLS), each box
 serving its own RSA-2048 leaf by SNI from the farm process, all on loopback addresses
 127.0.0.1..127.0.0.H. The daemon runs as `expressway-certd run` in its own process with SQLite
-state; RSS and CPU are read from /proc after each full poll cycle. A baseline daemon monitoring
-one box gives what the interpreter and libraries cost before any endpoint state.
+state. Measured: when /readyz first counts a poll per target; then, over a window of steady
+polling, target polls per minute and the daemon's CPU (/proc); RSS after it; GET /metrics, median
+of several; errors in the daemon's log. A daemon watching one box gives what the interpreter and
+libraries cost before any endpoint state.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import signal
@@ -266,7 +267,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--renders", type=int, default=7, help="GET /metrics this many times")
     args = parser.parse_args(argv)
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     print(bench(args.targets, args.hosts, args.window, args.concurrency, args.renders))
 
 
