@@ -1,8 +1,8 @@
-"""Prometheus metrics: a collector that reads the monitor's state at scrape time.
+"""Prometheus metrics read from the daemon's state at scrape time, plus stage counters.
 
 No label set outlives the state it describes: an endpoint removed from the config (and so from
 the state) has no series at the next scrape. Counters of things that happen (stage outcomes,
-CA requests) live with the code that counts them and are registered beside this collector.
+CA requests) live with the code that counts them and are registered in the daemon's registry.
 """
 
 from __future__ import annotations
@@ -22,8 +22,67 @@ ENDPOINT_LABELS = ["target", "host", "port", "service"]
 INFO_LABELS = [*ENDPOINT_LABELS, "cluster", "role", "subject", "issuer", "serial", "sha256", "aki"]
 
 
-class StateCollector(Collector):
-    """Yields the cert and probe families from the current endpoint state."""
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(names: Iterable[str], values: Iterable[str]) -> str:
+    """Label text in name order (as prometheus_client writes it)."""
+    pairs = sorted(zip(names, values, strict=True))
+    return ",".join(f'{n}="{_escape(v)}"' for n, v in pairs)
+
+
+def _num(value: float) -> str:
+    return repr(float(value))
+
+
+# (name, help) of the state families, in exposition order.
+STATE_FAMILIES = (
+    ("expressway_certd_build_info", "Build of the running expressway-certd."),
+    (
+        "expressway_cert_not_after_timestamp_seconds",
+        "Expiry of the certificate the endpoint served at the latest successful probe.",
+    ),
+    (
+        "expressway_cert_not_before_timestamp_seconds",
+        "Start of validity of the served certificate.",
+    ),
+    ("expressway_cert_info", "Identity of the served certificate (always 1)."),
+    (
+        "expressway_cert_eku_ok",
+        "1 when the served certificate carries the EKUs its version and role need (FN74362).",
+    ),
+    (
+        "expressway_cert_san_ok",
+        "1 when the SANs include the probed name and cluster FQDN, without wildcards.",
+    ),
+    (
+        "expressway_cert_chain_ok",
+        "1 when the served chain verifies against the configured trust anchors.",
+    ),
+    (
+        "expressway_cert_last_change_timestamp_seconds",
+        "When the endpoint was first seen serving its current certificate.",
+    ),
+    (
+        "expressway_probe_success",
+        "1 when the latest probe completed a TLS handshake and got a certificate.",
+    ),
+    (
+        "expressway_probe_duration_seconds",
+        "Duration of the latest probe: connect, STARTTLS and TLS handshake.",
+    ),
+    ("expressway_probe_last_timestamp_seconds", "When the endpoint was last probed."),
+)
+
+
+class StateExposition:
+    """Renders the cert and probe families from the current endpoint state, at scrape time.
+
+    Written straight to the text format: at 10,000 endpoints prometheus_client's family
+    objects and per-sample label validation cost over a second of event-loop time; here the
+    label text of an endpoint (and of a certificate's info series) is built once and reused.
+    """
 
     def __init__(
         self,
@@ -34,108 +93,85 @@ class StateCollector(Collector):
         self._states = states
         self._targets = targets
         self._version = version
+        self._endpoint_labels: dict[tuple[str, str, int, str], str] = {}
+        self._info_labels: dict[tuple[str, str, int, str, str, str | None, str | None], str] = {}
 
-    def describe(self) -> Iterator[Metric]:
-        return iter(())  # state-driven: nothing to check at registration
+    def _endpoint(self, st: EndpointState) -> str:
+        ep = st.endpoint
+        key = (st.target, ep.host, ep.port, ep.service)
+        text = self._endpoint_labels.get(key)
+        if text is None:
+            text = _labels(ENDPOINT_LABELS, [st.target, ep.host, str(ep.port), ep.service])
+            self._endpoint_labels[key] = text
+        return text
 
-    def collect(self) -> Iterator[Metric]:
-        build = GaugeMetricFamily(
-            "expressway_certd_build_info",
-            "Build of the running expressway-certd.",
-            labels=["version"],
-        )
-        build.add_metric([self._version], 1)
-        yield build
+    def _info(self, st: EndpointState, exp: ExpresswayConfig) -> str:
+        facts = st.facts
+        assert facts is not None
+        ep = st.endpoint
+        key = (st.target, ep.host, ep.port, facts.sha256, ep.service, exp.cluster, exp.role)
+        text = self._info_labels.get(key)
+        if text is None:
+            text = _labels(
+                INFO_LABELS,
+                [st.target, ep.host, str(ep.port), ep.service, exp.cluster or "", exp.role or "",
+                 facts.subject, facts.issuer, facts.serial, facts.sha256, facts.aki or ""],
+            )  # fmt: skip
+            self._info_labels[key] = text
+        return text
 
-        g = GaugeMetricFamily
-        not_after = g(
-            "expressway_cert_not_after_timestamp_seconds",
-            "Expiry of the certificate the endpoint served at the latest successful probe.",
-            labels=ENDPOINT_LABELS,
-        )
-        not_before = g(
-            "expressway_cert_not_before_timestamp_seconds",
-            "Start of validity of the served certificate.",
-            labels=ENDPOINT_LABELS,
-        )
-        info = g(
-            "expressway_cert_info",
-            "Identity of the served certificate (always 1).",
-            labels=INFO_LABELS,
-        )
-        eku_ok = g(
-            "expressway_cert_eku_ok",
-            "1 when the served certificate carries the EKUs its version and role need (FN74362).",
-            labels=ENDPOINT_LABELS,
-        )
-        san_ok = g(
-            "expressway_cert_san_ok",
-            "1 when the SANs include the probed name and cluster FQDN, without wildcards.",
-            labels=ENDPOINT_LABELS,
-        )
-        chain_ok = g(
-            "expressway_cert_chain_ok",
-            "1 when the served chain verifies against the configured trust anchors.",
-            labels=ENDPOINT_LABELS,
-        )
-        last_change = g(
-            "expressway_cert_last_change_timestamp_seconds",
-            "When the endpoint was first seen serving its current certificate.",
-            labels=ENDPOINT_LABELS,
-        )
-        success = g(
-            "expressway_probe_success",
-            "1 when the latest probe completed a TLS handshake and got a certificate.",
-            labels=ENDPOINT_LABELS,
-        )
-        duration = g(
-            "expressway_probe_duration_seconds",
-            "Duration of the latest probe: connect, STARTTLS and TLS handshake.",
-            labels=ENDPOINT_LABELS,
-        )
-        last_probe = g(
-            "expressway_probe_last_timestamp_seconds",
-            "When the endpoint was last probed.",
-            labels=ENDPOINT_LABELS,
-        )
+    def render(self) -> str:
+        rows: dict[str, list[str]] = {name: [] for name, _ in STATE_FAMILIES}
+        rows["expressway_certd_build_info"].append(f'{{version="{_escape(self._version)}"}} 1.0')
         targets = {t.name: t for t in self._targets()}
-        states = self._states()
-        for key, st in states.items():
+        live_endpoints: set[tuple[str, str, int, str]] = set()
+        live_info: set[tuple[str, str, int, str, str, str | None, str | None]] = set()
+        for key, st in self._states().items():
             exp = targets.get(key[0])
             if exp is None:
                 continue  # not configured any more
+            labels = self._endpoint(st)
             ep = st.endpoint
-            labels = [st.target, ep.host, str(ep.port), ep.service]
-            success.add_metric(labels, 1.0 if st.ok else 0.0)
-            duration.add_metric(labels, st.duration)
-            last_probe.add_metric(labels, st.observed_at.timestamp())
+            live_endpoints.add((st.target, ep.host, ep.port, ep.service))
+            rows["expressway_probe_success"].append(f"{{{labels}}} {1.0 if st.ok else 0.0}")
+            rows["expressway_probe_duration_seconds"].append(f"{{{labels}}} {_num(st.duration)}")
+            rows["expressway_probe_last_timestamp_seconds"].append(
+                f"{{{labels}}} {_num(st.observed_at.timestamp())}"
+            )
             facts = st.facts
             if facts is None:
                 continue
-            not_after.add_metric(labels, facts.not_after.timestamp())
-            not_before.add_metric(labels, facts.not_before.timestamp())
-            info.add_metric(
-                [
-                    *labels,
-                    exp.cluster or "",
-                    exp.role or "",
-                    facts.subject,
-                    facts.issuer,
-                    facts.serial,
-                    facts.sha256,
-                    facts.aki or "",
-                ],
-                1.0,
+            live_info.add(
+                (st.target, ep.host, ep.port, facts.sha256, ep.service, exp.cluster, exp.role)
             )
-            eku_ok.add_metric(labels, 0.0 if st.eku_problem else 1.0)
-            san_ok.add_metric(labels, 0.0 if st.san_problem else 1.0)
-            chain_ok.add_metric(labels, 1.0 if st.chain_verified else 0.0)
+            rows["expressway_cert_not_after_timestamp_seconds"].append(
+                f"{{{labels}}} {_num(facts.not_after.timestamp())}"
+            )
+            rows["expressway_cert_not_before_timestamp_seconds"].append(
+                f"{{{labels}}} {_num(facts.not_before.timestamp())}"
+            )
+            rows["expressway_cert_info"].append(f"{{{self._info(st, exp)}}} 1.0")
+            rows["expressway_cert_eku_ok"].append(f"{{{labels}}} {0.0 if st.eku_problem else 1.0}")
+            rows["expressway_cert_san_ok"].append(f"{{{labels}}} {0.0 if st.san_problem else 1.0}")
+            rows["expressway_cert_chain_ok"].append(
+                f"{{{labels}}} {1.0 if st.chain_verified else 0.0}"
+            )
             if st.last_change_at is not None:
-                last_change.add_metric(labels, st.last_change_at.timestamp())
-        yield from (
-            not_after, not_before, info, eku_ok, san_ok, chain_ok, last_change,
-            success, duration, last_probe,
-        )  # fmt: skip
+                rows["expressway_cert_last_change_timestamp_seconds"].append(
+                    f"{{{labels}}} {_num(st.last_change_at.timestamp())}"
+                )
+        # forget label text of endpoints and certificates that are gone
+        if len(self._endpoint_labels) > len(live_endpoints):
+            self._endpoint_labels = {
+                k: v for k, v in self._endpoint_labels.items() if k in live_endpoints
+            }
+        if len(self._info_labels) > len(live_info):
+            self._info_labels = {k: v for k, v in self._info_labels.items() if k in live_info}
+        out: list[str] = []
+        for name, help_text in STATE_FAMILIES:
+            out.append(f"# HELP {name} {help_text}\n# TYPE {name} gauge\n")
+            out.extend(f"{name}{row}\n" for row in rows[name])
+        return "".join(out)
 
 
 # ---- renewals -------------------------------------------------------------------------------

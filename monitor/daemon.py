@@ -19,7 +19,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry, gc_collector, platform_collector, process_collector
 
-from alerts.metrics import StateCollector
+from alerts.metrics import StateExposition
 from monitor import __version__
 from monitor.config import Config, ExpresswayConfig
 from monitor.errors import CertdError
@@ -52,6 +52,10 @@ class Daemon:
         self.renewals: RenewalManager | None = None
         self.notifications: Router | None = None
         self._renewal_options: dict[str, Any] = dict(renewal_options or {})
+        # Bounds how many targets are polled at once (their probes share `concurrency` slots):
+        # thousands of polls starting together cost memory that the heap never gives back.
+        self._poll_slots = asyncio.Semaphore(max(1, config.daemon.concurrency // 4))
+        self.exposition: StateExposition | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -68,8 +72,8 @@ class Daemon:
         self.monitor = Monitor(cfg, prober, self.store, self.bus)
         await self.monitor.load()
         monitor = self.monitor
-        self.registry.register(
-            StateCollector(lambda: monitor.states, lambda: cfg.expressways, __version__)
+        self.exposition = StateExposition(
+            lambda: monitor.states, lambda: cfg.expressways, __version__
         )
         if any(e.renewal is not None for e in cfg.expressways):
             await self._start_renewals(prober)
@@ -155,12 +159,13 @@ class Daemon:
         self.scheduler = scheduler
 
     async def _start_http(self) -> None:
-        assert self.monitor is not None
+        assert self.monitor is not None and self.exposition is not None
         d = self.config.daemon
         app = build_app(
             self.monitor,
             self.registry,
             self.ready,
+            exposition=self.exposition.render,
             renewals=self.renewals,
             api_token=d.api_token,
         )
@@ -195,7 +200,8 @@ class Daemon:
         if task is not None:
             self._inflight.add(task)
         try:
-            await self.monitor.poll(exp)
+            async with self._poll_slots:
+                await self.monitor.poll(exp)
         except CertdError as exc:
             log.error("poll failed", target=exp.name, error=str(exc))
         except asyncio.CancelledError:

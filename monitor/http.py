@@ -101,6 +101,7 @@ def build_app(
     *,
     renewals: RenewalManager | None = None,
     api_token: Secret | None = None,
+    exposition: Callable[[], str] | None = None,
 ) -> web.Application:
     app = web.Application()
 
@@ -154,6 +155,8 @@ def build_app(
 
     async def metrics(_: web.Request) -> web.Response:
         body = generate_latest(registry)
+        if exposition is not None:
+            body = exposition().encode() + body
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_: web.Request) -> web.Response:

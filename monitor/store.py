@@ -6,9 +6,11 @@ portable types and ON CONFLICT upserts that both dialects speak. The schema is v
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -237,6 +239,20 @@ class Store:
         self._engine = engine
         self.url = _redact_url(url)
         self.history = history
+        # SQLite has one writer at a time; queueing writes here beats "database is locked".
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._write_lock = asyncio.Lock()
+        self._upsert_stmt: Any = None
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction; serialised in-process on SQLite."""
+        if self._sqlite:
+            async with self._write_lock, self._engine.begin() as conn:
+                yield conn
+        else:
+            async with self._engine.begin() as conn:
+                yield conn
 
     @classmethod
     async def open(cls, url: str, *, history: int = 100) -> Store:
@@ -262,7 +278,7 @@ class Store:
 
     async def _migrate(self) -> None:
         try:
-            async with self._engine.begin() as conn:
+            async with self._write() as conn:
                 await conn.run_sync(metadata.create_all)
                 current = (await conn.execute(sa.select(schema_version.c.version))).scalar()
                 if current is None:
@@ -275,15 +291,19 @@ class Store:
         except (sa.exc.SQLAlchemyError, OSError) as exc:
             raise StoreError(f"state: cannot open {self.url}: {exc}") from exc
 
-    def _upsert(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> Any:
-        dialect = conn.dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        stmt = insert(endpoint_state).values(rows)
-        keys = {"target", "host", "port"}
-        return stmt.on_conflict_do_update(
-            index_elements=["target", "host", "port"],
-            set_={c.name: stmt.excluded[c.name] for c in endpoint_state.c if c.name not in keys},
-        )
+    def _upsert(self) -> Any:
+        """One INSERT ... ON CONFLICT statement, built once and executed with many rows."""
+        if self._upsert_stmt is None:
+            insert = sqlite.insert if self._sqlite else postgresql.insert
+            stmt = insert(endpoint_state)
+            keys = {"target", "host", "port"}
+            self._upsert_stmt = stmt.on_conflict_do_update(
+                index_elements=["target", "host", "port"],
+                set_={
+                    c.name: stmt.excluded[c.name] for c in endpoint_state.c if c.name not in keys
+                },
+            )
+        return self._upsert_stmt
 
     async def save_endpoints(
         self, rows: Sequence[EndpointRow], history: Sequence[HistoryRow] = ()
@@ -291,10 +311,9 @@ class Store:
         """Upsert endpoint rows and append history rows (pruned to `history` per endpoint)."""
         if not rows and not history:
             return
-        async with self._engine.begin() as conn:
+        async with self._write() as conn:
             if rows:
-                values = [r.__dict__.copy() for r in rows]
-                await conn.execute(self._upsert(conn, values))
+                await conn.execute(self._upsert(), [r.__dict__ for r in rows])
             for h in history:
                 entry = h.__dict__.copy()
                 entry["detail"] = json.dumps(h.detail, sort_keys=True)
@@ -334,7 +353,7 @@ class Store:
         if not gone:
             return 0
         t = endpoint_state
-        async with self._engine.begin() as conn:
+        async with self._write() as conn:
             for target, host, port in gone:
                 await conn.execute(
                     t.delete().where(t.c.target == target, t.c.host == host, t.c.port == port)
@@ -367,7 +386,7 @@ class Store:
             return out
 
     async def append_event(self, event: Event) -> None:
-        async with self._engine.begin() as conn:
+        async with self._write() as conn:
             await conn.execute(
                 audit_log.insert().values(
                     time=event.time,
@@ -408,7 +427,7 @@ class Store:
 
     async def create_renewal(self, row: RenewalRow) -> RenewalRow:
         """Insert a renewal unless the target already has an active one (then return that)."""
-        async with self._engine.begin() as conn:
+        async with self._write() as conn:
             existing = (
                 (
                     await conn.execute(
@@ -434,7 +453,7 @@ class Store:
         values = row.__dict__.copy()
         values["data"] = json.dumps(row.data, sort_keys=True)
         del values["id"]
-        async with self._engine.begin() as conn:
+        async with self._write() as conn:
             result = await conn.execute(
                 renewals.update().where(renewals.c.id == row.id).values(**values)
             )
@@ -458,7 +477,7 @@ class Store:
         free = [r.lease_until.is_(None), r.lease_until < now, r.lease_owner == owner]
         if take_from is not None:
             free.append(r.lease_owner == take_from)
-        async with self._engine.begin() as conn:
+        async with self._write() as conn:
             result = await conn.execute(
                 renewals.update()
                 .where(r.id == renewal_id, sa.or_(*free))
@@ -478,7 +497,7 @@ class Store:
     async def claim_lease(self, name: str, owner: str, now: datetime, ttl: timedelta) -> bool:
         """Take the named lease when free or expired (or extend our own); False when held."""
         t = leases.c
-        async with self._engine.begin() as conn:
+        async with self._write() as conn:
             result = await conn.execute(
                 leases.update()
                 .where(t.name == name, sa.or_(t.until < now, t.owner == owner))
@@ -490,7 +509,7 @@ class Store:
             if exists is not None:
                 return False
         try:
-            async with self._engine.begin() as conn:
+            async with self._write() as conn:
                 await conn.execute(leases.insert().values(name=name, owner=owner, until=now + ttl))
         except sa.exc.IntegrityError:
             return False  # another process inserted it first
@@ -504,14 +523,14 @@ class Store:
             return str(owner) if owner is not None else None
 
     async def release_lease(self, name: str, owner: str) -> None:
-        async with self._engine.begin() as conn:
+        async with self._write() as conn:
             await conn.execute(
                 leases.delete().where(leases.c.name == name, leases.c.owner == owner)
             )
 
     async def release_renewal(self, renewal_id: str, owner: str) -> None:
         r = renewals.c
-        async with self._engine.begin() as conn:
+        async with self._write() as conn:
             await conn.execute(
                 renewals.update()
                 .where(r.id == renewal_id, r.lease_owner == owner)
@@ -558,7 +577,7 @@ class Store:
             ]
 
     async def prune_audit(self, older_than: timedelta, now: datetime) -> int:
-        async with self._engine.begin() as conn:
+        async with self._write() as conn:
             result = await conn.execute(
                 audit_log.delete().where(audit_log.c.time < now - older_than)
             )

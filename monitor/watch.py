@@ -101,6 +101,7 @@ class Monitor:
         # policy); failures are logged, never raised into the poll.
         self.on_polled: list[Callable[[ExpresswayConfig, list[CertFacts]], Awaitable[None]]] = []
         self._trust: dict[str, TrustStore] = {}
+        self._pems: dict[tuple[str, ...], str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         base = [config.daemon.trust_bundle] if config.daemon.trust_bundle else []
         for exp in config.expressways:
@@ -151,6 +152,18 @@ class Monitor:
                 last_change_at=row.last_change_at,
             )
             self.states[key] = self._with_checks(state, exp)
+
+    def _shared_pem(self, obs: Observation) -> str:
+        """One PEM string per served chain: the endpoints of a box serve the same chain, and
+        at 10,000 endpoints a copy each is tens of MiB."""
+        key = tuple(f.sha256 for f in obs.chain_facts)
+        pem = self._pems.get(key)
+        if pem is None:
+            if len(self._pems) > 2 * max(len(self.states), 64):
+                live = {tuple(f.sha256 for f in st.chain) for st in self.states.values()}
+                self._pems = {k: v for k, v in self._pems.items() if k in live}
+            pem = self._pems[key] = obs.chain_pem()
+        return pem
 
     def _with_checks(self, state: EndpointState, exp: ExpresswayConfig) -> EndpointState:
         if state.facts is None:
@@ -267,10 +280,7 @@ class Monitor:
                         sha256=obs.facts.sha256,
                     )
                 )
-        same_chain = prev is not None and [f.sha256 for f in prev.chain] == [
-            f.sha256 for f in obs.chain_facts
-        ]
-        chain_pem = prev.chain_pem if same_chain and prev is not None else obs.chain_pem()
+        chain_pem = self._shared_pem(obs)
         state = EndpointState(
             target=exp.name,
             endpoint=ep,

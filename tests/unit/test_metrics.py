@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from alerts.metrics import StateCollector
+from alerts.metrics import StateExposition
 from monitor.config import Endpoint, ExpresswayConfig
 from monitor.facts import facts_from_x509
 from monitor.watch import EndpointState
@@ -26,9 +26,7 @@ def state(target: str, port: int, facts=None, ok: bool = True) -> EndpointState:
 
 
 def render(states, targets) -> str:
-    registry = CollectorRegistry()
-    registry.register(StateCollector(lambda: states, lambda: targets, "1.2.3"))
-    return generate_latest(registry).decode()
+    return StateExposition(lambda: states, lambda: targets, "1.2.3").render()
 
 
 def test_series_follow_state_and_config(make_cert):
@@ -71,3 +69,15 @@ def test_series_follow_state_and_config(make_cert):
 
     del states[("expe", "10.0.0.1", 8443)]
     assert 'port="8443"' not in render(states, targets)
+
+
+def test_label_values_are_escaped(make_cert):
+    facts = facts_from_x509(make_cert("expe.example.com", ["expe.example.com"]))
+    odd = dataclasses.replace(facts, subject='CN=a "quoted" \\ name\nline')
+    targets = [ExpresswayConfig("expe", "expe.example.com", "e", ())]
+    text = render({("expe", "10.0.0.1", 443): state("expe", 443, odd)}, targets)
+    (info,) = [
+        s for fam in text_string_to_metric_families(text) for s in fam.samples
+        if s.name == "expressway_cert_info"
+    ]  # fmt: skip
+    assert info.labels["subject"] == odd.subject
