@@ -200,6 +200,64 @@ class _StartTLSRefused(Exception):
     pass
 
 
+class _Handshake(asyncio.Protocol):
+    """Just a TLS client handshake over memory BIOs, nothing after it.
+
+    asyncio's SSL transport sets up buffers and an application-data machinery a probe never
+    uses; driving the handshake directly costs about a sixth less CPU per probe.
+    """
+
+    def __init__(
+        self, ctx: ssl.SSLContext, server_hostname: str | None, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self.tls = ctx.wrap_bio(self._incoming, self._outgoing, server_hostname=server_hostname)
+        self.done: asyncio.Future[None] = loop.create_future()
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._advance()
+
+    def data_received(self, data: bytes) -> None:
+        self._incoming.write(data)
+        self._advance()
+
+    def eof_received(self) -> bool | None:
+        self._fail(ssl.SSLEOFError(ssl.SSL_ERROR_EOF, "EOF occurred in violation of protocol"))
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(exc or ConnectionResetError("connection closed during the TLS handshake"))
+
+    def _fail(self, exc: BaseException) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+    def _advance(self) -> None:
+        if self.done.done():
+            return
+        try:
+            self.tls.do_handshake()
+            finished = True
+        except ssl.SSLWantReadError:
+            finished = False
+        except ssl.SSLError as exc:
+            self._flush()  # let the server see our alert
+            self._fail(exc)
+            return
+        self._flush()
+        if finished:
+            self.done.set_result(None)
+
+    def _flush(self) -> None:
+        data = self._outgoing.read()
+        if data and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+
 class _FactsCache:
     """Parsed facts and verification results per served chain, so an unchanged certificate
     costs no parsing on the next poll; verification is redone once `ttl` seconds old."""
@@ -279,6 +337,7 @@ class Prober:
         started = time.monotonic()
         when = self._clock()
         writer: asyncio.StreamWriter | None = None
+        transport: asyncio.BaseTransport | None = None
 
         def failed(error_class: ErrorClass, message: str) -> Observation:
             return Observation(
@@ -298,12 +357,15 @@ class Prober:
                     reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
                     await xmpp_starttls(reader, writer, sni or endpoint.host)
                     await writer.start_tls(self._ctx, server_hostname=sni)
+                    ssl_object = writer.get_extra_info("ssl_object")
                 else:
-                    reader, writer = await asyncio.open_connection(
-                        endpoint.host, endpoint.port, ssl=self._ctx, server_hostname=sni
+                    loop = asyncio.get_running_loop()
+                    transport, handshake = await loop.create_connection(
+                        lambda: _Handshake(self._ctx, sni, loop), endpoint.host, endpoint.port
                     )
+                    await handshake.done
+                    ssl_object = handshake.tls
                 duration = time.monotonic() - started
-                ssl_object = writer.get_extra_info("ssl_object")
                 chain = served_chain_der(ssl_object)
                 version = ssl_object.version()
         except TimeoutError:
@@ -326,8 +388,11 @@ class Prober:
                 return failed(ErrorClass.STARTTLS, f"STARTTLS negotiation failed: {message}")
             return failed(ErrorClass.NETWORK, f"connection failed: {message}")
         finally:
+            # We need nothing more from the server: no close_notify round trip.
             if writer is not None:
-                writer.transport.abort()  # we need nothing more; no close_notify round trip
+                writer.transport.abort()
+            if transport is not None:
+                transport.abort()  # type: ignore[attr-defined]
 
         if not chain:
             return failed(ErrorClass.BAD_CERT, "server completed TLS without a certificate")
