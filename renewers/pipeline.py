@@ -14,13 +14,14 @@ certificate is checked before a restart).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import secrets
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -426,18 +427,26 @@ async def stage_trust(ctx: Context) -> Outcome:
     role = ctx.data["snapshot"]["role"]
     if role == "c" and ctx.target.unified_cm:
         ucm = ctx.config.unified_cm(ctx.target.unified_cm)
-        async with ctx.devices.unified_cm(ucm) as cm:
-            for node in ucm.nodes:
-                await cm.add_trust(
-                    node, cas, stores=ucm.trust_stores, description="expressway-certd: new CA"
+        # The C peers of a cluster share their Unified CM: one renewal at a time changes its
+        # trust and restarts its services (two Tomcat restarts at once fail each other).
+        async with _exclusive(ctx, f"cucm:{ucm.name}") as holder:
+            if holder is not None:
+                return Wait(
+                    ctx.now() + timedelta(seconds=15),
+                    f"another renewal ({holder}) is updating Unified CM {ucm.name}",
                 )
-                # Restart once per renewal and node; a crash before this stage is persisted
-                # means one more restart, never none.
-                restarted = ctx.data.setdefault("cucm_restarted", [])
-                if node not in restarted:
-                    await cm.restart_services(node, list(ucm.restart_services))
-                    restarted.append(node)
-                done.append(f"{ucm.name}/{node} ({', '.join(ucm.trust_stores)})")
+            async with ctx.devices.unified_cm(ucm) as cm:
+                for node in ucm.nodes:
+                    await cm.add_trust(
+                        node, cas, stores=ucm.trust_stores, description="expressway-certd: new CA"
+                    )
+                    # Restart once per renewal and node; a crash before this stage is
+                    # persisted means one more restart, never none.
+                    restarted = ctx.data.setdefault("cucm_restarted", [])
+                    if node not in restarted:
+                        await cm.restart_services(node, list(ucm.restart_services))
+                        restarted.append(node)
+                    done.append(f"{ucm.name}/{node} ({', '.join(ucm.trust_stores)})")
     return Advance("new CA trusted by " + ", ".join(done))
 
 
@@ -483,6 +492,24 @@ async def _served_everywhere(ctx: Context, sha256: str) -> tuple[bool, list[str]
     return not stale, stale
 
 
+@contextlib.asynccontextmanager
+async def _exclusive(ctx: Context, name: str) -> AsyncIterator[str | None]:
+    """Hold `name` against other renewals: an in-process lock, and a lease in the database
+    for other processes (CLI, HA peers). Yields None when held, else who holds it."""
+    lock = ctx.cluster_locks.setdefault(name, asyncio.Lock())
+    async with lock:
+        if ctx.store is not None and not await ctx.store.claim_lease(
+            name, ctx.owner, ctx.now(), LEASE
+        ):
+            yield await ctx.store.lease_owner(name) or "another process"
+            return
+        try:
+            yield None
+        finally:
+            if ctx.store is not None:
+                await ctx.store.release_lease(name, ctx.owner)
+
+
 async def stage_restart(ctx: Context) -> Outcome:
     """Step E (restart) inside the maintenance window; cluster peers one at a time."""
     sha = ctx.data["installed_sha256"]
@@ -500,37 +527,27 @@ async def stage_restart(ctx: Context) -> Outcome:
                 f"outside the maintenance window ({renewal.maintenance_window.cron} {renewal.maintenance_window.timezone})",
             )
     group = ctx.target.cluster or ctx.target.name
-    lock = ctx.cluster_locks.setdefault(group, asyncio.Lock())
-    lease = f"restart:{group}"
-    # One peer of a cluster restarts at a time, each back and serving before the next: an
-    # in-process lock, and a lease in the database for other processes (CLI, HA peers).
-    async with lock:
-        if ctx.store is not None and not await ctx.store.claim_lease(
-            lease, ctx.owner, ctx.now(), LEASE
-        ):
-            holder = await ctx.store.lease_owner(lease)
+    # One peer of a cluster restarts at a time, each back and serving before the next.
+    async with _exclusive(ctx, f"restart:{group}") as holder:
+        if holder is not None:
             return Wait(
                 ctx.now() + timedelta(seconds=15),
                 f"another process ({holder}) is restarting a peer of {group}",
             )
-        try:
-            async with ctx.devices.expressway(ctx.target) as box:
-                how = await box.restart(wait=True)
-            deadline = time.monotonic() + renewal.verify_timeout.total_seconds()
-            while True:
-                serving, stale = await _served_everywhere(ctx, sha)
-                if serving:
-                    break
-                if time.monotonic() > deadline:
-                    return _retry(
-                        ctx,
-                        f"restarted (via {how}) but not serving the new certificate on "
-                        f"{', '.join(stale)}",
-                    )
-                await asyncio.sleep(0.5)
-        finally:
-            if ctx.store is not None:
-                await ctx.store.release_lease(lease, ctx.owner)
+        async with ctx.devices.expressway(ctx.target) as box:
+            how = await box.restart(wait=True)
+        deadline = time.monotonic() + renewal.verify_timeout.total_seconds()
+        while True:
+            serving, stale = await _served_everywhere(ctx, sha)
+            if serving:
+                break
+            if time.monotonic() > deadline:
+                return _retry(
+                    ctx,
+                    f"restarted (via {how}) but not serving the new certificate on "
+                    f"{', '.join(stale)}",
+                )
+            await asyncio.sleep(0.5)
     return Advance(f"restarted via {how}; serving the new certificate on every endpoint")
 
 
