@@ -24,14 +24,14 @@ $(STAMP): pyproject.toml
 # Debian packages the tests start on loopback (installed once, services not auto-started).
 debs:
 	bash scripts/install-debs.sh prometheus prometheus-alertmanager postgresql pebble bind9 \
-		krb5-kdc krb5-admin-server krb5-user
+		krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc
 
 lint: venv
 	$(VENV)/bin/ruff check monitor renewers alerts lab tests
 	$(VENV)/bin/ruff format --check monitor renewers alerts lab tests
 	$(VENV)/bin/mypy
 
-test: venv debs lint
+test: debs venv lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 demo: venv
