@@ -75,7 +75,32 @@ STAGES = (
     "restart",
     "verify",
 )
-LEASE = timedelta(minutes=30)  # longer than the longest stage (a restart waits up to 15 min)
+# Leases are renewed every LEASE / 3 while their holder works, so a holder that died without
+# releasing one (on another host) blocks the others for at most LEASE.
+LEASE = timedelta(minutes=3)
+
+
+@contextlib.asynccontextmanager
+async def keep_alive(renew: Callable[[], Awaitable[object]]) -> AsyncIterator[None]:
+    """Call `renew` every LEASE / 3 while the body runs."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(LEASE.total_seconds() / 3)
+            try:
+                await renew()
+            except Exception:  # a missed heartbeat is retried at the next one
+                log.warning("lease heartbeat failed", exc_info=True)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 RETRY_BACKOFF = (
     timedelta(minutes=1),
     timedelta(minutes=5),
@@ -503,11 +528,16 @@ async def _exclusive(ctx: Context, name: str) -> AsyncIterator[str | None]:
         ):
             yield await ctx.store.lease_owner(name) or "another process"
             return
+        store = ctx.store
         try:
-            yield None
+            if store is None:
+                yield None
+            else:
+                async with keep_alive(lambda: store.claim_lease(name, ctx.owner, ctx.now(), LEASE)):
+                    yield None
         finally:
-            if ctx.store is not None:
-                await ctx.store.release_lease(name, ctx.owner)
+            if store is not None:
+                await store.release_lease(name, ctx.owner)
 
 
 async def stage_restart(ctx: Context) -> Outcome:
@@ -773,7 +803,12 @@ class Pipeline:
                     if not await self._claim(renewal_id):
                         log.info("renewal run by another process", renewal=renewal_id)
                         return row
-                    row = await self._step(row)
+                    async with keep_alive(
+                        lambda: self.store.claim_renewal(
+                            renewal_id, self.owner, self.clock(), LEASE
+                        )
+                    ):
+                        row = await self._step(row)
                     if self._stop_after is not None and self._stop_after(row.stage):
                         return row
             finally:
