@@ -32,7 +32,7 @@ from cryptography.x509.verification import (
 
 from monitor.config import Endpoint
 from monitor.errors import CertParseError, ConfigError
-from monitor.facts import CertFacts, facts_from_x509, load_certificates
+from monitor.facts import CertFacts, facts_from_x509, is_ip_address, load_certificates
 
 
 class ErrorClass(StrEnum):
@@ -350,7 +350,7 @@ class Prober:
                 duration=time.monotonic() - started,
             )
 
-        sni = endpoint.sni or (None if _is_ip(endpoint.host) else endpoint.host)
+        sni = endpoint.sni or (None if is_ip_address(endpoint.host) else endpoint.host)
         try:
             async with asyncio.timeout(self.timeout):
                 if endpoint.starttls:
@@ -456,11 +456,3 @@ def _classify_ssl_error(exc: ssl.SSLError) -> tuple[ErrorClass, str]:
     if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
         return ErrorClass.TLS_ALERT, "server closed the connection during the TLS handshake"
     return ErrorClass.TLS_ALERT, f"TLS handshake failed: {reason}"
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
-    except OSError:
-        return False
-    return True

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -615,8 +614,3 @@ def _prepare_sqlite_file(url: str) -> None:
         raise StoreError(
             f"state: cannot create {path}: {exc.strerror}; set [daemon] state to a writable path"
         ) from exc
-
-
-def secure_file(path: Path) -> None:
-    """Make a file holding private material readable by its owner only."""
-    os.chmod(path, 0o600)
