@@ -241,6 +241,8 @@ def _est(file: Path, name: str, s: _Section) -> ESTConfig:
     client_key = s.get_file("client_key", file.parent)
     if (client_cert is None) != (client_key is None):
         raise s.error("client_key" if client_key is None else "client_cert", "set both or neither")
+    if client_key is not None and s.check_files:
+        _private_file(s, "client_key", client_key)
     if username is None and client_cert is None:
         raise s.error(
             "username",
@@ -261,6 +263,17 @@ def _est(file: Path, name: str, s: _Section) -> ESTConfig:
         operation=operation,
         ekus=_ekus(s),
     )
+
+
+def _private_file(s: _Section, key: str, path: Path) -> None:
+    """A private key file must be readable by the service user only (mode 0600 or 0400)."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise s.error(
+            key,
+            f"{path} is readable by group or others (mode {mode:04o}); it holds a private key: "
+            f"run chmod 600 {path}",
+        )
 
 
 def _adcs(file: Path, name: str, s: _Section) -> ADCSConfig:
