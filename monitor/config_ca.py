@@ -69,6 +69,7 @@ class ESTConfig:
     password: Secret | None = None
     client_cert: Path | None = None
     client_key: Path | None = None
+    client_key_password: Secret | None = None  # for an encrypted client_key
     operation: str = "simpleenroll"
     ekus: frozenset[str] | None = None
     kind: str = "est"
@@ -243,6 +244,9 @@ def _est(file: Path, name: str, s: _Section) -> ESTConfig:
         raise s.error("client_key" if client_key is None else "client_cert", "set both or neither")
     if client_key is not None and s.check_files:
         _private_file(s, "client_key", client_key)
+    client_key_password = s.get_secret("client_key_password", file.parent)
+    if client_key_password is not None and client_key is None:
+        raise s.error("client_key_password", "set only with client_key (an encrypted key)")
     if username is None and client_cert is None:
         raise s.error(
             "username",
@@ -260,6 +264,7 @@ def _est(file: Path, name: str, s: _Section) -> ESTConfig:
         password=password,
         client_cert=client_cert,
         client_key=client_key,
+        client_key_password=client_key_password,
         operation=operation,
         ekus=_ekus(s),
     )
@@ -310,7 +315,16 @@ _KEYS = {
         "profile", "http01_listen", "rfc2136",
     },
     "est": _COMMON
-    | {"url", "username", "password", "client_cert", "client_key", "operation", "ekus"},
+    | {
+        "url",
+        "username",
+        "password",
+        "client_cert",
+        "client_key",
+        "client_key_password",
+        "operation",
+        "ekus",
+    },
     "adcs": _COMMON | {"url", "template", "auth", "username", "password", "ekus"},
     "manual": _COMMON | {"csr_dir", "chain", "poll", "ekus"},
 }  # fmt: skip

@@ -440,14 +440,27 @@ def pick_leaf(
 
 
 def client_ssl_context(
-    trust_anchor: Path | None, client_cert: Path | None = None, client_key: Path | None = None
+    trust_anchor: Path | None,
+    client_cert: Path | None = None,
+    client_key: Path | None = None,
+    key_password: str | None = None,
 ) -> ssl.SSLContext:
-    """Verify the CA's TLS server against the configured anchor (system roots when None)."""
+    """Verify the CA's TLS server against the configured anchor (system roots when None);
+    present `client_cert` (PEM, with its key, encrypted when `key_password`) when given."""
     ctx = ssl.create_default_context(cafile=str(trust_anchor) if trust_anchor else None)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if client_cert is not None:
-        ctx.load_cert_chain(str(client_cert), str(client_key) if client_key else None)
+        ctx.load_cert_chain(
+            str(client_cert),
+            str(client_key) if client_key else None,
+            password=key_password if key_password is not None else _no_password,
+        )
     return ctx
+
+
+def _no_password() -> str:
+    # Without a callback OpenSSL would prompt on the terminal for an encrypted key.
+    raise ssl.SSLError("the client key is encrypted and no client_key_password is set")
 
 
 def write_private(path: Path, data: bytes) -> None:

@@ -163,16 +163,21 @@ class ESTConnector(ConnectorBase):
                 "set username + password or client_cert + client_key",
                 reason="config",
             )
+        password = config.client_key_password
         try:
             self._ssl = client_ssl_context(
-                config.trust_anchor, config.client_cert, config.client_key
+                config.trust_anchor,
+                config.client_cert,
+                config.client_key,
+                password.reveal() if password is not None else None,
             )
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             raise self.error(
                 "config",
                 f"cannot load trust_anchor or client_cert/client_key ({exc})",
                 "give PEM files: the CA certificate that signed the EST server's TLS "
-                "certificate, and a matching client certificate and key",
+                "certificate, and a client certificate with its key (client_key_password "
+                "when the key is encrypted)",
                 reason="config",
             ) from None
         self._session: aiohttp.ClientSession | None = None

@@ -320,6 +320,36 @@ async def test_est_ra_certificate_required_in_the_handshake_with_pop(
         await basic_only.aclose()
 
 
+async def test_est_encrypted_ra_key_with_client_key_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client_ca = CA.create("EST RA CA")
+    leaf, key = client_ca.issue("certd-ra", eku=[CLIENT_AUTH, CMC_RA], key_kind="ec", key_size=256)
+    assert key is not None
+    cert_file, key_file = write_key_and_chain(tmp_path, "ra", leaf, key, [])
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"Ra-Key-Pass1"),
+        )
+    )
+    with ESTSimulator(client_ca=client_ca, require_client_cert=True, http_auth=False) as sim:
+        fields = {"username": None, "password": None, "client_cert": cert_file,
+                  "client_key": key_file}  # fmt: skip
+        with pytest.raises(CARequestError, match="client_key_password") as info:
+            est_conn(sim, **fields)
+        assert info.value.reason == "config"
+        monkeypatch.setenv("CERTD_RA_KEY_PASSWORD", "Wrong-Pass2")
+        with pytest.raises(CARequestError) as info:
+            est_conn(sim, **fields, client_key_password=Secret("env:CERTD_RA_KEY_PASSWORD"))
+        assert "Wrong-Pass2" not in str(info.value)
+        monkeypatch.setenv("CERTD_RA_KEY_PASSWORD", "Ra-Key-Pass1")
+        conn = est_conn(sim, **fields, client_key_password=Secret("env:CERTD_RA_KEY_PASSWORD"))
+        assert isinstance(await conn.submit(make_csr("expe.example.com")), Issued)
+        await conn.aclose()
+
+
 async def test_est_pop_server_refusal_says_how_to_get_past_it(est: ESTSimulator) -> None:
     est.require_pop = True
     conn = est_conn(est)
@@ -402,11 +432,16 @@ def test_est_client_key_readable_by_others_is_refused(tmp_path: Path) -> None:
         f'[daemon]\ndata_dir = "{tmp_path}"\n\n[ca.lab-est]\nkind = "est"\n'
         'url = "https://est.example.com/.well-known/est"\n'
         f'client_cert = "{cert_file}"\nclient_key = "{key_file}"\n'
+        'client_key_password = "env:CERTD_RA_KEY_PASSWORD"\n'
     )
     with pytest.raises(ConfigError, match=r"client_key: .*mode 0644.*chmod 600"):
         load_config(config)
     key_file.chmod(0o600)
-    assert load_config(config).cas["lab-est"].client_key == key_file
+    parsed = load_config(config).cas["lab-est"]
+    assert isinstance(parsed, ESTConfig)
+    assert parsed.client_key == key_file
+    assert parsed.client_key_password is not None
+    assert parsed.client_key_password.ref == "env:CERTD_RA_KEY_PASSWORD"
 
 
 def _sign(config: Path, csr_file: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
