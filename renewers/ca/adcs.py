@@ -275,6 +275,8 @@ class ADCSConnector(ConnectorBase):
             method,
             f"{self._url}/{path}",
             trust_fix="set trust_anchor to the PEM of the CA that signed the IIS server certificate",
+            tls_fix="check the url points at IIS's HTTPS port; this connector sends no client "
+            "certificate, so IIS SSL settings for certsrv must not require one",
             headers=headers,
             **kw,
         )

@@ -51,6 +51,7 @@ async def send(
     url: str,
     *,
     trust_fix: str,
+    tls_fix: str = _TLS_FIX,
     **kwargs: object,
 ) -> Reply:
     """Send one request; transport and TLS failures become CARequestError."""
@@ -67,7 +68,7 @@ async def send(
         ) from None
     except aiohttp.ClientSSLError as exc:
         raise owner.error(
-            step, f"TLS handshake with {url} failed ({exc})", _TLS_FIX, reason="tls"
+            step, f"TLS handshake with {url} failed ({exc})", tls_fix, reason="tls"
         ) from None
     except aiohttp.ClientConnectorError as exc:
         if exc.ssl is not None and isinstance(exc.os_error, ConnectionResetError):
@@ -75,14 +76,14 @@ async def send(
             raise owner.error(
                 step,
                 f"{url} closed the connection during the TLS handshake",
-                _TLS_FIX,
+                tls_fix,
                 reason="tls",
             ) from None
         raise _unreachable(owner, step, url, exc) from None
     except (aiohttp.ClientConnectionError, TimeoutError) as exc:
         if "certificate required" in str(exc).lower():  # TLS 1.3: alert after the handshake
             raise owner.error(
-                step, f"{url} requires a TLS client certificate ({exc})", _TLS_FIX, reason="tls"
+                step, f"{url} requires a TLS client certificate ({exc})", tls_fix, reason="tls"
             ) from None
         raise _unreachable(owner, step, url, exc) from None
 
