@@ -49,6 +49,7 @@ def test_est_body_in_every_encoding_servers_use(chain: list[x509.Certificate]) -
     lines = base64.encodebytes(der)
     variants = {
         "base64 with CRLF": (lines.replace(b"\n", b"\r\n"), "base64"),
+        "base64 with bare CR, 64 columns": (encode_body(der).replace(b"\r\n", b"\r"), "base64"),
         "base64 one line, no header": (base64.b64encode(der), None),
         "binary DER": (der, "binary"),
         "DER without header": (der, None),
