@@ -89,6 +89,7 @@ class Daemon:
             endpoints=sum(len(e.endpoints) for e in cfg.expressways),
             listen=f"{d.listen_host}:{self.http_port}",
             state=self.store.url,
+            **_schema_fields(self.store),
         )
 
     async def _start_renewals(self, prober: Prober) -> None:
@@ -260,6 +261,17 @@ class Daemon:
         if self.store is not None:
             await self.store.close()
         log.info("expressway-certd stopped")
+
+
+def _schema_fields(store: Store) -> dict[str, Any]:
+    """The schema revision for the start-up log line, and what it was when migrations ran."""
+    after, before = store.schema, store.schema_before
+    if after is None:
+        return {}
+    fields: dict[str, Any] = {"schema": after.current}
+    if before is not None and before != after:
+        fields["schema_upgraded_from"] = "0.1" if before.legacy else (before.current or "empty")
+    return fields
 
 
 async def serve(config: Config, stop: asyncio.Event | None = None) -> None:

@@ -92,7 +92,9 @@ async def test_daemon_end_to_end(tmp_path, served, trust_bundle):
     out = daemon.output()
     assert SECRET not in out and SECRET not in metrics
     log_lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    assert any(line.get("event") == "expressway-certd started" for line in log_lines)
+    started = [line for line in log_lines if line.get("event") == "expressway-certd started"]
+    assert started and started[0]["schema"] == "0001"
+    assert started[0]["schema_upgraded_from"] == "empty"  # a new database: migrated at start
     assert any(line.get("event") == "expressway-certd stopped" for line in log_lines)
     assert (tmp_path / "state.db").stat().st_mode & 0o077 == 0
 
@@ -107,6 +109,8 @@ async def test_daemon_end_to_end(tmp_path, served, trust_bundle):
         assert f'port="{good.port}"' in metrics2  # restored from the store before any poll
     finally:
         assert await daemon2.stop(signal.SIGINT) == 0
+    restarted = [json.loads(line) for line in daemon2.output().splitlines() if "started" in line]
+    assert restarted[-1]["schema"] == "0001" and "schema_upgraded_from" not in restarted[-1]
 
 
 async def test_hanging_endpoint_does_not_hold_shutdown(tmp_path, served, trust_bundle):
