@@ -315,8 +315,14 @@ async def test_replicas_starting_together_migrate_once(request):
 
 
 def test_the_wheel_ships_the_migrations(tmp_path):
+    src = tmp_path / "src"  # a copy: setuptools leaves build/ behind in the tree it builds
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    for package in ("monitor", "renewers", "alerts", "lab"):
+        shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(src)],
         check=True,
         capture_output=True,
     )
