@@ -142,6 +142,20 @@ renewal_steps = sa.Table(
     sa.Index("ix_steps_renewal", "renewal_id", "id"),
 )
 
+# Running daemons sharing a PostgreSQL database (monitor/replicas.py); times are the
+# database's clock, so that hosts with skewed clocks agree on who is alive.
+replicas = sa.Table(
+    "replicas",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("version", sa.String(32), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_replicas_heartbeat", "heartbeat_at"),
+)
+
 
 @dataclass(frozen=True)
 class RenewalRow:
@@ -279,6 +293,11 @@ class Store:
 
     async def close(self) -> None:
         await self._engine.dispose()
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """For modules that own their tables' queries (monitor/replicas.py)."""
+        return self._engine
 
     async def ping(self) -> bool:
         try:

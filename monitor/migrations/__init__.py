@@ -137,11 +137,12 @@ def status_sync(conn: sa.Connection, url: str) -> SchemaStatus:
     return SchemaStatus(None, head, legacy=False, pending=tuple(chain))
 
 
-def upgrade_sync(conn: sa.Connection, url: str) -> tuple[SchemaStatus, SchemaStatus]:
-    """Bring the database to the newest revision, in the caller's transaction.
-
-    Returns the status before and after. On PostgreSQL a transaction-scoped advisory lock
-    serialises processes that start together; SQLite's write lock does the same there.
+def upgrade_sync(
+    conn: sa.Connection, url: str, destination: str = "head"
+) -> tuple[SchemaStatus, SchemaStatus]:
+    """Bring the database to the newest revision (or `destination`), in the caller's
+    transaction. Returns the status before and after. On PostgreSQL a transaction-scoped
+    advisory lock serialises processes that start together; SQLite's write lock does the same.
     """
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_MIGRATION_LOCK})
@@ -153,15 +154,16 @@ def upgrade_sync(conn: sa.Connection, url: str) -> tuple[SchemaStatus, SchemaSta
         MigrationContext.configure(conn).stamp(script, RELEASE_0_1)
 
     def steps(revision: Any, context: MigrationContext) -> Iterable[Any]:
-        return script._upgrade_revs("head", revision)
+        return script._upgrade_revs(destination, revision)
 
-    env = EnvironmentContext(_alembic_config(), script, fn=steps, destination_rev="head")
+    env = EnvironmentContext(_alembic_config(), script, fn=steps, destination_rev=destination)
     with env:
         # batch mode: SQLite cannot ALTER most things in place; Alembic copies the table.
         env.configure(connection=conn, render_as_batch=True)
         with env.begin_transaction():
             env.run_migrations()
-    applied = len(_revisions_from_base(script))
+    chain = _revisions_from_base(script)
+    applied = len(chain) if destination == "head" else chain.index(destination) + 1
     conn.execute(sa.text("UPDATE schema_version SET version = :v"), {"v": applied})
     return before, status_sync(conn, url)
 

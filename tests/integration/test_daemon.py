@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 
 from lab.tls import closed_port
+from monitor import migrations
 from tests.helpers import DaemonProcess, free_port
 
 SECRET = "Adm1n-Secret-Value-42"
@@ -93,7 +94,8 @@ async def test_daemon_end_to_end(tmp_path, served, trust_bundle):
     assert SECRET not in out and SECRET not in metrics
     log_lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     started = [line for line in log_lines if line.get("event") == "expressway-certd started"]
-    assert started and started[0]["schema"] == "0001"
+    head = migrations.script_directory().get_current_head()
+    assert started and started[0]["schema"] == head
     assert started[0]["schema_upgraded_from"] == "empty"  # a new database: migrated at start
     assert any(line.get("event") == "expressway-certd stopped" for line in log_lines)
     assert (tmp_path / "state.db").stat().st_mode & 0o077 == 0
@@ -110,7 +112,7 @@ async def test_daemon_end_to_end(tmp_path, served, trust_bundle):
     finally:
         assert await daemon2.stop(signal.SIGINT) == 0
     restarted = [json.loads(line) for line in daemon2.output().splitlines() if "started" in line]
-    assert restarted[-1]["schema"] == "0001" and "schema_upgraded_from" not in restarted[-1]
+    assert restarted[-1]["schema"] == head and "schema_upgraded_from" not in restarted[-1]
 
 
 async def test_hanging_endpoint_does_not_hold_shutdown(tmp_path, served, trust_bundle):

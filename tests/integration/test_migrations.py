@@ -199,7 +199,7 @@ async def test_revision_0001_creates_exactly_the_0_1_schema(db_url):
     engine = create_async_engine(db_url)
     try:
         async with engine.begin() as conn:
-            await conn.run_sync(migrations.upgrade_sync, "db")
+            await conn.run_sync(migrations.upgrade_sync, "db", migrations.RELEASE_0_1)
             assert await conn.run_sync(_diff, v01.metadata) == []
     finally:
         await engine.dispose()
@@ -257,8 +257,8 @@ NEXT_REVISION = '''
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "9001"
+down_revision = "{head}"
 
 
 def upgrade() -> None:
@@ -276,14 +276,19 @@ async def test_adding_a_column_is_one_new_file_and_older_releases_then_refuse(
     await run_sync(db_url, fill_0_1)
     scripts = tmp_path / "migrations"
     shutil.copytree(migrations.SCRIPTS, scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "0002_endpoint_note.py").write_text(NEXT_REVISION)
+    head = migrations.script_directory().get_current_head()
+    chain = migrations._revisions_from_base(migrations.script_directory())
+    (scripts / "versions" / "9001_endpoint_note.py").write_text(
+        NEXT_REVISION.replace("{head}", str(head))
+    )
 
     with monkeypatch.context() as m:
         m.setattr(migrations, "SCRIPTS", scripts)  # "the next release"
         store = await Store.open(db_url)
         try:
-            assert store.schema is not None and store.schema.current == "0002"
-            assert store.schema_before is not None and store.schema_before.pending == ("0002",)
+            assert store.schema is not None and store.schema.current == "9001"
+            assert store.schema_before is not None
+            assert store.schema_before.pending == (*chain[1:], "9001")
             assert len(await store.load_endpoints()) == 2  # rows survived the table rebuild
         finally:
             await store.close()
@@ -293,8 +298,8 @@ async def test_adding_a_column_is_one_new_file_and_older_releases_then_refuse(
         return version, [c["name"] for c in sa.inspect(conn).get_columns("endpoint_state")]
 
     version, cols = await run_sync(db_url, columns)
-    assert "note" in cols and version == 2  # a 0.1 binary (knows 1) now refuses it
-    with pytest.raises(StoreError, match="schema revision 0002, newer than this"):
+    assert "note" in cols and version == len(chain) + 1  # a 0.1 binary (knows 1) refuses it
+    with pytest.raises(StoreError, match="schema revision 9001, newer than this"):
         await Store.open(db_url)  # this release knows only 0001
 
 
