@@ -10,6 +10,9 @@ import signal
 import socket
 from pathlib import Path
 
+import pytest
+
+from monitor.errors import ConfigError
 from tests.helpers import DaemonProcess, free_port
 
 SECRET = "Adm1n-Secret-Value-42"
@@ -173,3 +176,46 @@ async def test_without_notify_socket_nothing_is_sent(tmp_path, served, trust_bun
     finally:
         assert await daemon.stop(signal.SIGTERM) == 0
     assert "cannot notify systemd" not in daemon.output()
+
+
+async def test_reload_updates_the_scheduler_jobs(tmp_path, served, trust_bundle, monkeypatch):
+    from monitor.config import load_config  # noqa: PLC0415
+    from monitor.daemon import Daemon  # noqa: PLC0415
+
+    monkeypatch.setenv("CERTD_TEST_SECRET", SECRET)
+    a = await served(cn="expe.example.com", sans=["expe.example.com"])
+    b = await served(cn="expe.example.com", sans=["expe.example.com"])
+    cfg = tmp_path / "certd.toml"
+    write(cfg, tmp_path, trust_bundle, 0, target("keep", [a.port]) + target("gone", [b.port]))
+    daemon = Daemon(load_config(cfg))
+    await daemon.start()
+    try:
+        assert daemon.scheduler is not None
+        jobs = {j.id for j in daemon.scheduler.get_jobs()}
+        assert {"poll:keep", "poll:gone"} <= jobs
+        write(
+            cfg, tmp_path, trust_bundle, 0,
+            target("keep", [a.port, b.port]) + target("new", [b.port]),
+        )  # fmt: skip
+        plan = await daemon.reload(load_config(cfg))
+        assert (plan.added, plan.removed, plan.changed) == (("new",), ("gone",), ("keep",))
+        jobs_after = {j.id: j for j in daemon.scheduler.get_jobs()}
+        assert "poll:gone" not in jobs_after and "poll:new" in jobs_after
+        keep = jobs_after["poll:keep"].args[0]
+        assert [ep.port for ep in keep.endpoints] == [a.port, b.port]  # the new settings
+        assert [e.name for e in daemon.config.expressways] == ["keep", "new"]
+
+        # a reload the running service cannot apply changes nothing
+        before = daemon.config
+        text = (
+            cfg.read_text()
+            + '\n[ca.x]\nkind = "est"\nurl = "https://est.example.com/.well-known/est"\n'
+            + 'username = "u"\npassword = "env:CERTD_TEST_SECRET"\n'
+        )
+        cfg.write_text(text.replace("endpoints = [", 'renewal = { ca = "x" }\nendpoints = [', 1))
+        with pytest.raises(ConfigError, match="restart it to start renewing"):
+            await daemon.reload(load_config(cfg, check_files=False))
+        assert daemon.config is before
+        assert {j.id for j in daemon.scheduler.get_jobs()} == set(jobs_after)
+    finally:
+        await daemon.stop()
