@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "monitor.cmd_scan",
     "monitor.cmd_config",
     "monitor.cmd_run",
+    "monitor.cmd_db",
     "monitor.cmd_demo",
     "renewers.cmd_renew",
     "renewers.cmd_ca",
