@@ -6,15 +6,23 @@ Secrets are written as `env:NAME` or `file:PATH` and held as `Secret`, which nev
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
+import re
 import stat
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from monitor.cron import crontab_trigger
 from monitor.durations import Fraction, parse_duration, parse_duration_or_fraction
 from monitor.errors import ConfigError
 
@@ -32,6 +40,8 @@ SERVICE_BY_PORT = {
     5222: "xmpp",
 }
 STARTTLS_PROTOCOLS = ("xmpp",)
+# Shortest duration any key takes: below it a timer turns into a busy loop.
+MIN_DURATION = timedelta(milliseconds=100)
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,11 @@ class Secret:
                     f"{self.key_path}: environment variable {rest} is not set; "
                     f"export it before starting expressway-certd"
                 )
+            if not value.strip():
+                raise ConfigError(
+                    f"{self.key_path}: environment variable {rest} is empty; "
+                    "give it the secret's value"
+                )
             return value
         path = Path(rest) if Path(rest).is_absolute() else self.base_dir / rest
         try:
@@ -70,6 +85,10 @@ class Secret:
             raise ConfigError(
                 f"{self.key_path}: secret file {path} is readable by group or others "
                 f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
+            )
+        if not value.strip():
+            raise ConfigError(
+                f"{self.key_path}: secret file {path} is empty; write the secret there"
             )
         return value
 
@@ -175,6 +194,7 @@ class DaemonConfig:
     log_level: str = "info"
     log_format: str = "json"
     api_token: Secret | None = None  # bearer token for the mutating API calls (approve, renew)
+    api_read_token: Secret | None = None  # when set, /api/v1/* reads need it (or api_token)
     renewal_check: timedelta = timedelta(seconds=15)  # how often waiting renewals are resumed
 
 
@@ -231,6 +251,20 @@ def default_state_url() -> str:
     return f"sqlite+aiosqlite:///{default_data_dir() / 'state.db'}"
 
 
+STATE_DIALECTS = ("sqlite", "postgresql")
+
+
+def _state_url(s: _Section, value: str, base_dir: Path) -> str:
+    url = state_url(value, base_dir)
+    if "://" in value and url.split("://", 1)[0].split("+", 1)[0] not in STATE_DIALECTS:
+        raise s.error(
+            "state",
+            "must be a file path, 'sqlite:///PATH' or 'postgresql://USER@HOST/DB' "
+            f"(the databases the store speaks), got a {url.split('://', 1)[0]!r} URL",
+        )
+    return url
+
+
 def state_url(value: str, base_dir: Path) -> str:
     """Accept a SQLAlchemy URL or a plain file path (taken as SQLite)."""
     if "://" in value:
@@ -272,7 +306,7 @@ class _Section:
                 raise self.error(key, f"unknown key; {fix}")
 
     def key(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
+        return f"{self.path}.{key}" if self.path and key else self.path or key
 
     def error(self, key: str, message: str) -> ConfigError:
         return ConfigError(f"{self.file}: {self.key(key)}: {message}")
@@ -306,13 +340,20 @@ class _Section:
             raise self.error(key, f"must be true or false, got {value!r}")
         return value
 
-    def get_duration(self, key: str, default: timedelta) -> timedelta:
+    def get_duration(
+        self, key: str, default: timedelta, *, minimum: timedelta = MIN_DURATION
+    ) -> timedelta:
         if key not in self.table:
             return default
         try:
-            return parse_duration(self.table[key])
+            value = parse_duration(self.table[key])
         except ValueError as exc:
             raise self.error(key, str(exc)) from exc
+        if value < minimum:
+            raise self.error(
+                key, f"must be at least {minimum.total_seconds():g}s, got {self.table[key]!r}"
+            )
+        return value
 
     def get_file(self, key: str, base_dir: Path) -> Path | None:
         value = self.get_str(key)
@@ -342,19 +383,75 @@ class _Section:
         return Secret(value, self.key(key), base_dir)
 
 
-def _data_dir(s: _Section, base: Path) -> Path:
+def _data_dir(s: _Section, base: Path, state: str) -> Path:
+    """`data_dir` as written; else the directory of a SQLite state file; else the default.
+
+    Two daemons with their own state files must not share an ACME account by surprise, so the
+    private files follow the state file rather than a per-user directory elsewhere.
+    """
     value = s.get_str("data_dir")
-    if value is None:
-        return default_data_dir()
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else base / path
+    if value is not None:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else base / path
+    state_file = sqlite_path(state)
+    return state_file.parent if state_file is not None else default_data_dir()
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite state URL (None for other databases and in-memory SQLite)."""
+    if not (url.startswith("sqlite") and ":///" in url):
+        return None
+    rest = url.split(":///", 1)[1].split("?", 1)[0]
+    return None if rest in ("", ":memory:") else Path(rest)
+
+
+_PORT = re.compile(r"^[0-9]{1,5}$")
+_DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
+
+
+def port_number(text: str, *, allow_zero: bool = False) -> int | None:
+    """A TCP port written as ASCII digits, or None."""
+    if not _PORT.match(text):
+        return None
+    port = int(text)
+    return port if (allow_zero or port > 0) and port < 65536 else None
+
+
+def host_problem(host: str, *, ip: bool = True) -> str | None:
+    """Why `host` is not a DNS name (or, when `ip`, an IP address); None when it is fine."""
+    try:
+        ipaddress.ip_address(host)
+        return None if ip else f"{host!r} is an IP address; a DNS name is needed here"
+    except ValueError:
+        pass
+    if ip and ":" in host:
+        return f"{host!r} is not a valid IPv6 address"
+    name = host.removesuffix(".")
+    if not name or len(name) > 253:
+        return f"{host!r} is not a host name"
+    if not all(_DNS_LABEL.match(label) for label in name.split(".")):
+        if not host.isascii():
+            return f"{host!r} is not a host name; write international names as 'xn--' (punycode)"
+        return f"{host!r} is not a host name (letters, digits, '-' and '.' only)"
+    return None
+
+
+def _check_host(s: _Section, key: str, host: str, *, ip: bool = True) -> str:
+    problem = host_problem(host, ip=ip)
+    if problem is not None:
+        raise s.error(key, problem)
+    return host
 
 
 def _parse_listen(section: _Section, value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:  # 0: any free port
+    host, sep, port_text = value.rpartition(":")
+    port = port_number(port_text, allow_zero=True)  # 0: any free port
+    if not sep or port is None:
         raise section.error("listen", f"must be 'HOST:PORT' like {DEFAULT_LISTEN!r}, got {value!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - operator asked for all
+    if host.startswith("[") != host.endswith("]"):
+        raise section.error("listen", f"must be 'HOST:PORT' like {DEFAULT_LISTEN!r}, got {value!r}")
+    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - operator asked for all
+    return _check_host(section, "listen", host), port
 
 
 def _parse_daemon(file: Path, table: Mapping[str, Any], check_files: bool) -> DaemonConfig:
@@ -365,7 +462,8 @@ def _parse_daemon(file: Path, table: Mapping[str, Any], check_files: bool) -> Da
         {
             "listen", "state", "poll_interval", "probe_timeout", "concurrency", "jitter",
             "expiry_windows", "history", "audit_retention", "trust_bundle", "system_roots",
-            "log_level", "log_format", "data_dir", "api_token", "renewal_check",
+            "log_level", "log_format", "data_dir", "api_token", "api_read_token",
+            "renewal_check",
         },
         check_files=check_files,
     )  # fmt: skip
@@ -394,11 +492,12 @@ def _parse_daemon(file: Path, table: Mapping[str, Any], check_files: bool) -> Da
     timeout = s.get_duration("probe_timeout", timedelta(seconds=10))
     if timeout >= poll:
         raise s.error("probe_timeout", "must be shorter than poll_interval")
+    url = _state_url(s, state, base) if state else default_state_url()
     return DaemonConfig(
         listen_host=host,
         listen_port=port,
-        state=state_url(state, base) if state else default_state_url(),
-        data_dir=_data_dir(s, base),
+        state=url,
+        data_dir=_data_dir(s, base, url),
         poll_interval=poll,
         probe_timeout=timeout,
         concurrency=s.get_int("concurrency", 64, maximum=4096),
@@ -411,6 +510,7 @@ def _parse_daemon(file: Path, table: Mapping[str, Any], check_files: bool) -> Da
         log_level=level,
         log_format=fmt,
         api_token=s.get_secret("api_token", base),
+        api_read_token=s.get_secret("api_read_token", base),
         renewal_check=s.get_duration("renewal_check", timedelta(seconds=15)),
     )
 
@@ -428,17 +528,24 @@ def default_endpoints(address: str, role: str | None) -> tuple[Endpoint, ...]:
 def _parse_host_port(s: _Section, key: str, text: str, default_host: str) -> tuple[str, int]:
     text = text.strip()
     if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest.lstrip(":")
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or not rest.startswith(":") or ":" not in host:
+            raise s.error(key, f"must be '[IPv6]:port', got {text!r}")
+        port_text = rest[1:]
     elif text.count(":") == 1:
         host, _, port_text = text.partition(":")
-    elif text.isdigit():
+    elif _PORT.match(text):
         host, port_text = default_host, text
     else:
         raise s.error(key, f"must be 'host:port' (IPv6 as '[addr]:port'), got {text!r}")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    port = port_number(port_text)
+    if port is None:
         raise s.error(key, f"port must be 1-65535 in {text!r}")
-    return host or default_host, int(port_text)
+    host = host or default_host
+    problem = host_problem(host)
+    if problem is not None:
+        raise s.error(key, f"{problem} in {text!r}")
+    return host, port
 
 
 def _parse_endpoint(file: Path, path: str, item: Any, address: str) -> Endpoint:
@@ -458,12 +565,13 @@ def _parse_endpoint(file: Path, path: str, item: Any, address: str) -> Endpoint:
         raise s.error("starttls", f"supported: {', '.join(STARTTLS_PROTOCOLS)}; got {starttls!r}")
     if s.has("starttls") is False and port == 5222:
         starttls = "xmpp"
+    sni = s.get_str("sni")
     return Endpoint(
-        host=s.get_str("host", address) or address,
+        host=_check_host(s, "host", s.get_str("host", address) or address),
         port=port,
         service=s.get_str("service", SERVICE_BY_PORT.get(port, f"tls-{port}")) or "",
         starttls=starttls,
-        sni=s.get_str("sni"),
+        sni=None if sni is None else _check_host(s, "sni", sni, ip=False),
     )
 
 
@@ -484,7 +592,7 @@ def _parse_expressway(file: Path, index: int, table: Any, check_files: bool) -> 
     )  # fmt: skip
     name = s.get_str("name", required=True) or ""
     s.path = f"expressway[{index}] ({name})"
-    address = s.get_str("address", required=True) or ""
+    address = _check_host(s, "address", s.get_str("address", required=True) or "")
     role = s.get_str("role")
     if role is not None:
         role = role.lower()
@@ -517,7 +625,7 @@ def _parse_expressway(file: Path, index: int, table: Any, check_files: bool) -> 
         address=address,
         role=role,
         endpoints=endpoints,
-        cluster=s.get_str("cluster"),
+        cluster=_optional_host(s, "cluster"),
         version=version.upper() if version else None,
         username=username,
         password=password,
@@ -532,6 +640,12 @@ def _parse_expressway(file: Path, index: int, table: Any, check_files: bool) -> 
     )
 
 
+def _optional_host(s: _Section, key: str) -> str | None:
+    value = s.get_str(key)
+    return None if value is None else _check_host(s, key, value, ip=False)
+
+
+# CSR subject field -> longest value X.520/RFC 5280 allow (ub-* upper bounds).
 CSR_SUBJECT_KEYS = (
     "Country",
     "Province",
@@ -540,6 +654,34 @@ CSR_SUBJECT_KEYS = (
     "OrganizationalUnit",
     "Email",
 )
+_SUBJECT_MAX = {"Province": 128, "Locality": 128, "Organization": 64,
+                "OrganizationalUnit": 64, "Email": 255}  # fmt: skip
+_COUNTRY = re.compile(r"^[A-Za-z]{2}$")
+
+
+def _subject(s: _Section, value: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict) or not all(
+        k in CSR_SUBJECT_KEYS and isinstance(v, str) for k, v in value.items()
+    ):
+        raise s.error(
+            "subject", f"must be a table with string values for {', '.join(CSR_SUBJECT_KEYS)}"
+        )
+    out: list[tuple[str, str]] = []
+    for field_name, raw in sorted(value.items()):
+        text = raw.strip()
+        if field_name == "Country":
+            if not _COUNTRY.match(text):
+                raise s.error(
+                    "subject.Country",
+                    f"must be a two-letter ISO 3166 code like 'CH' or 'US', got {text!r}",
+                )
+        elif not 0 < len(text) <= _SUBJECT_MAX[field_name]:
+            raise s.error(
+                f"subject.{field_name}",
+                f"must be 1 to {_SUBJECT_MAX[field_name]} characters, got {len(text)}",
+            )
+        out.append((field_name, text.upper() if field_name == "Country" else text))
+    return tuple(out)
 
 
 def _parse_renewal(parent: _Section, table: Any, check_files: bool) -> RenewalConfig | None:
@@ -570,6 +712,8 @@ def _parse_renewal(parent: _Section, table: Any, check_files: bool) -> RenewalCo
     extra = table.get("extra_sans", [])
     if not isinstance(extra, list) or not all(isinstance(x, str) and x for x in extra):
         raise s.error("extra_sans", "must be a list of DNS names")
+    for name in extra:
+        _check_host(s, "extra_sans", name, ip=False)
     key_length = s.get_int("key_length", 4096, minimum=2048, maximum=8192)
     if key_length not in (2048, 3072, 4096, 8192):
         raise s.error("key_length", f"must be 2048, 3072, 4096 or 8192, got {key_length}")
@@ -578,13 +722,7 @@ def _parse_renewal(parent: _Section, table: Any, check_files: bool) -> RenewalCo
         raise s.error(
             "digest", f"must be sha256, sha384 or sha512 (SHA-1 is not offered), got {digest!r}"
         )
-    subject = table.get("subject", {})
-    if not isinstance(subject, dict) or not all(
-        k in CSR_SUBJECT_KEYS and isinstance(v, str) for k, v in subject.items()
-    ):
-        raise s.error(
-            "subject", f"must be a table with string values for {', '.join(CSR_SUBJECT_KEYS)}"
-        )
+    subject = _subject(s, table.get("subject", {}))
     return RenewalConfig(
         ca=ca,
         renew_before=renew_before,
@@ -593,7 +731,7 @@ def _parse_renewal(parent: _Section, table: Any, check_files: bool) -> RenewalCo
         extra_sans=tuple(x.lower() for x in extra),
         key_length=key_length,
         digest=digest,
-        subject=tuple(sorted(subject.items())),
+        subject=subject,
         verify_timeout=s.get_duration("verify_timeout", timedelta(minutes=10)),
     )
 
@@ -610,19 +748,20 @@ def _parse_window(parent: _Section, table: Any) -> MaintenanceWindow | None:
     cron = s.get_str("cron", required=True) or ""
     tz = s.get_str("timezone", "UTC") or "UTC"
     try:
-        from zoneinfo import ZoneInfo  # noqa: PLC0415
-
-        ZoneInfo(tz)
-    except (KeyError, ValueError) as exc:
+        zone = ZoneInfo(tz)
+    except (KeyError, ValueError, OSError) as exc:  # OSError: a directory or unreadable file
         raise s.error(
             "timezone", f"unknown time zone {tz!r}; use an IANA name like 'Europe/Berlin'"
         ) from exc
     try:
-        from monitor.cron import crontab_trigger  # noqa: PLC0415 - loads APScheduler
-
-        crontab_trigger(cron, tz)
-    except ValueError as exc:
+        trigger = crontab_trigger(cron, tz)
+        first = trigger.get_next_fire_time(None, datetime.now(UTC).astimezone(zone))
+    except (ValueError, TypeError, OverflowError) as exc:
         raise s.error("cron", f"not a 5-field cron expression ({exc}); e.g. '0 2 * * 6'") from exc
+    if first is None:
+        raise s.error(
+            "cron", f"{cron!r} never fires (no such date); e.g. '0 2 * * 6' for Saturdays 02:00"
+        )
     return MaintenanceWindow(cron, tz, s.get_duration("duration", timedelta(hours=2)))
 
 
@@ -674,6 +813,8 @@ def _parse_unified_cm(file: Path, index: int, table: Any, check_files: bool) -> 
     if "nodes" not in table:
         raise s.error("nodes", "is required: list every node's hostname, publisher first")
     nodes = _str_list(s, "nodes", ())
+    for node in nodes:
+        _check_host(s, "nodes", node)
     stores = _str_list(s, "trust_stores", ("tomcat", "callmanager"))
     for store in stores:
         if store not in UCM_TRUST_STORES:
@@ -736,8 +877,42 @@ def _check_links(
 KNOWN_TOP_LEVEL = {"daemon", "expressway", "ca", "unified_cm", "notifier"}
 
 
+MAX_DEPTH = 16  # deeper than any key of this file goes; deeper input is refused, not walked
+
+
+def _check_tree(file: Path, data: Mapping[str, Any]) -> None:
+    """Refuse control characters in any key or string, and nesting deeper than MAX_DEPTH.
+
+    Done once over the whole document (iteratively, so depth cannot exhaust the stack) so
+    that no name, host or path with a NUL or an escape sequence reaches logs or devices.
+    """
+    stack: list[tuple[str, Any, int]] = [("", data, 0)]
+    while stack:
+        path, value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{file}: {path}: nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, str):
+            bad = next((c for c in value if unicodedata.category(c) == "Cc"), None)
+            if bad is not None:
+                raise ConfigError(
+                    f"{file}: {path}: contains the control character U+{ord(bad):04X}; "
+                    "remove it (write the value on one line, without escapes like \\u0000)"
+                )
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if any(unicodedata.category(c) == "Cc" for c in key):
+                    raise ConfigError(
+                        f"{file}: {path or '(top level)'}: a key contains a control character "
+                        f"({key.encode('unicode_escape').decode('ascii')[:60]}); remove it"
+                    )
+                stack.append((f"{path}.{key}" if path else key, item, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", item, depth + 1) for i, item in enumerate(value))
+
+
 def parse_config(file: Path, data: Mapping[str, Any], *, check_files: bool = True) -> Config:
     """Validate an already parsed TOML document."""
+    _check_tree(file, data)
     s = _Section(file, "", data, KNOWN_TOP_LEVEL)
     daemon_table = data.get("daemon", {})
     if not isinstance(daemon_table, dict):
@@ -761,6 +936,7 @@ def parse_config(file: Path, data: Mapping[str, Any], *, check_files: bool = Tru
     _check_links(file, expressways, unified_cms)
     from monitor.config_ca import parse_cas  # noqa: PLC0415 - config_ca imports this module
 
+    daemon = _parse_daemon(file, daemon_table, check_files)
     cas = parse_cas(file, data.get("ca", {}), check_files=check_files)
     for i, exp in enumerate(expressways):
         if exp.renewal is not None and exp.renewal.ca not in cas:
@@ -773,7 +949,7 @@ def parse_config(file: Path, data: Mapping[str, Any], *, check_files: bool = Tru
 
     return Config(
         path=file,
-        daemon=_parse_daemon(file, daemon_table, check_files),
+        daemon=daemon,
         expressways=expressways,
         cas=cas,
         unified_cms=unified_cms,
@@ -797,4 +973,122 @@ def load_config(path: str | Path, *, check_files: bool = True) -> Config:
         raise ConfigError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: TOML syntax error: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(
+            f"{file}: arrays or tables nested too deeply to read; "
+            f"this file needs at most {MAX_DEPTH} levels"
+        ) from None
     return parse_config(file, data, check_files=check_files)
+
+
+def check_runtime(config: Config) -> None:
+    """What `check-config` and `run` both verify beyond the file: secrets and the database driver.
+
+    Every secret reference is read (values are never shown) and the state database's driver is
+    imported; ConfigError lists every problem at once, so `run` refuses to start on exactly what
+    `check-config` reports.
+    """
+    problems: list[str] = []
+    for secret in config.secrets():
+        try:
+            secret.reveal()
+        except ConfigError as exc:
+            problems.append(str(exc))
+    problem = state_driver_problem(config.daemon.state)
+    if problem is not None:
+        problems.append(f"daemon.state: {problem}")
+    if problems:
+        raise ConfigError(f"{config.path}: " + f"\n{config.path}: ".join(problems))
+
+
+def state_driver_problem(url: str) -> str | None:
+    """Why the store could not open `url` (unknown database, driver missing, not asyncio)."""
+    scheme = url.split("://", 1)[0]
+    hint = "use 'sqlite:///PATH' or 'postgresql://USER@HOST/DB'"
+    if scheme.startswith("postgresql"):
+        hint = (
+            "use 'postgresql://USER@HOST/DB', whose driver (asyncpg) comes with: "
+            "pip install 'expressway-certd[postgres]'"
+        )
+    try:
+        # The dialect create_async_engine would pick (psycopg has a sync and an async one).
+        dialect = make_url(url).get_dialect(_is_async=True)
+    except (ArgumentError, NoSuchModuleError, ValueError):
+        return f"SQLAlchemy has no database driver {scheme!r}; {hint}"
+    if not dialect.is_async:
+        return f"driver {scheme!r} is not an asyncio driver; {hint}"
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        return f"the Python module {exc.name or scheme!r} of driver {scheme!r} is not installed; {hint}"
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def startup_warnings(config: Config) -> list[str]:
+    """Exposures `run` logs as warnings when it starts (the daemon still starts)."""
+    d = config.daemon
+    out: list[str] = []
+    if not _is_loopback(d.listen_host):
+        if d.api_token is None:
+            out.append(
+                f"daemon.listen: {d.listen_host}:{d.listen_port} is reachable from other "
+                "hosts and no api_token is set: approve and renew over the API are refused, "
+                "set [daemon] api_token to allow them only with a bearer token"
+            )
+        if d.api_read_token is None:
+            out.append(
+                f"daemon.listen: {d.listen_host}:{d.listen_port} is reachable from other "
+                "hosts and /api/v1/* (inventory, events, CSRs) needs no token; "
+                "set [daemon] api_read_token, or listen on 127.0.0.1 behind a proxy"
+            )
+    state_file = sqlite_path(d.state)
+    if state_file is not None:
+        try:
+            mode = stat.S_IMODE(state_file.stat().st_mode)
+        except OSError:
+            mode = 0
+        if mode & stat.S_IRWXO:
+            out.append(
+                f"daemon.state: {state_file} is readable by other users (mode {mode:04o}); "
+                f"it holds the inventory, CSRs and the audit log; run: chmod 600 {state_file}"
+            )
+    return out
+
+
+def make_private_dir(path: Path) -> None:
+    """Create `path` and each missing parent 0700 (`mkdir(parents=True)` would make them 0755)."""
+    missing: list[Path] = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+
+
+def ensure_private_dirs(data_dir: Path) -> list[str]:
+    """Create `data_dir` and `data_dir/acme` 0700; warnings for existing ones open to others."""
+    out: list[str] = []
+    for path in (data_dir, data_dir / "acme"):
+        try:
+            make_private_dir(path)
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError as exc:
+            raise ConfigError(
+                f"daemon.data_dir: cannot create {path}: {exc.strerror}; "
+                "set [daemon] data_dir to a directory the service user may write"
+            ) from exc
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            out.append(
+                f"daemon.data_dir: {path} is open to other users (mode {mode:04o}); "
+                f"it holds private keys; run: chmod 700 {path}"
+            )
+    return out

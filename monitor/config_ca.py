@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from monitor.config import Secret, _Section
+from monitor.config import Secret, _Section, host_problem, port_number
 from monitor.errors import ConfigError
 
 CA_KINDS = ("acme", "est", "adcs", "manual")
@@ -128,12 +128,17 @@ def _ekus(s: _Section) -> frozenset[str] | None:
 
 
 def _host_port(s: _Section, key: str, value: str, default_port: int) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep:
-        host, port = value, str(default_port)
-    if not port.isdigit() or not 0 < int(port) < 65536 or not host:
+    host, sep, port_text = value.rpartition(":")
+    if not sep or (value.startswith("[") and value.endswith("]")):
+        host, port_text = value, str(default_port)
+    port = port_number(port_text)
+    if port is None or not host:
         raise s.error(key, f"must be 'HOST[:PORT]', got {value!r}")
-    return host.strip("[]"), int(port)
+    host = host.removeprefix("[").removesuffix("]")
+    problem = host_problem(host)
+    if problem is not None:
+        raise s.error(key, f"{problem} in {value!r}")
+    return host, port
 
 
 def _rfc2136(file: Path, path: str, table: Any) -> RFC2136Config:
