@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from monitor.config import Secret, _Section, host_problem, port_number
+from monitor.config_base import Secret, Section, host_problem, port_number
 from monitor.errors import ConfigError
 
 CA_KINDS = ("acme", "est", "adcs", "manual")
@@ -105,7 +105,7 @@ class ManualConfig:
 CAConfig = ACMEConfig | ESTConfig | ADCSConfig | ManualConfig
 
 
-def _https_url(s: _Section, key: str, must_contain: str, example: str) -> str:
+def _https_url(s: Section, key: str, must_contain: str, example: str) -> str:
     url = (s.get_str(key, required=True) or "").rstrip("/")
     parts = urlsplit(url)
     if parts.scheme != "https" or not parts.hostname:
@@ -115,7 +115,7 @@ def _https_url(s: _Section, key: str, must_contain: str, example: str) -> str:
     return url
 
 
-def _ekus(s: _Section) -> frozenset[str] | None:
+def _ekus(s: Section) -> frozenset[str] | None:
     value = s.table.get("ekus")
     if value is None:
         return None
@@ -127,7 +127,7 @@ def _ekus(s: _Section) -> frozenset[str] | None:
     return frozenset(value)
 
 
-def _host_port(s: _Section, key: str, value: str, default_port: int) -> tuple[str, int]:
+def _host_port(s: Section, key: str, value: str, default_port: int) -> tuple[str, int]:
     host, sep, port_text = value.rpartition(":")
     if not sep or (value.startswith("[") and value.endswith("]")):
         host, port_text = value, str(default_port)
@@ -144,7 +144,7 @@ def _host_port(s: _Section, key: str, value: str, default_port: int) -> tuple[st
 def _rfc2136(file: Path, path: str, table: Any) -> RFC2136Config:
     if not isinstance(table, dict):
         raise ConfigError(f"{file}: {path}: must be a table ([{path}])")
-    s = _Section(
+    s = Section(
         file,
         path,
         table,
@@ -178,7 +178,7 @@ def _rfc2136(file: Path, path: str, table: Any) -> RFC2136Config:
     )
 
 
-def _acme(file: Path, name: str, s: _Section) -> ACMEConfig:
+def _acme(file: Path, name: str, s: Section) -> ACMEConfig:
     directory = (s.get_str("directory", required=True) or "").rstrip("/")
     if urlsplit(directory).scheme != "https":
         raise s.error(
@@ -236,7 +236,7 @@ def _acme(file: Path, name: str, s: _Section) -> ACMEConfig:
     )
 
 
-def _est(file: Path, name: str, s: _Section) -> ESTConfig:
+def _est(file: Path, name: str, s: Section) -> ESTConfig:
     url = _https_url(s, "url", "/.well-known/est", "https://est.example.com/.well-known/est")
     username = s.get_str("username")
     password = s.get_secret("password", file.parent)
@@ -268,7 +268,7 @@ def _est(file: Path, name: str, s: _Section) -> ESTConfig:
     )
 
 
-def _adcs(file: Path, name: str, s: _Section) -> ADCSConfig:
+def _adcs(file: Path, name: str, s: Section) -> ADCSConfig:
     url = _https_url(s, "url", "/certsrv", "https://ca.corp.example/certsrv")
     auth = (s.get_str("auth", "ntlm") or "").lower()
     if auth not in ADCS_AUTH:
@@ -319,7 +319,7 @@ def parse_ca(file: Path, name: str, table: Any, *, check_files: bool = True) -> 
         raise ConfigError(
             f"{file}: {path}.kind: must be one of {', '.join(CA_KINDS)}; got {kind!r}"
         )
-    s = _Section(file, path, table, _KEYS[kind], check_files=check_files)
+    s = Section(file, path, table, _KEYS[kind], check_files=check_files)
     if kind == "acme":
         return _acme(file, name, s)
     if kind == "est":
@@ -329,7 +329,7 @@ def parse_ca(file: Path, name: str, table: Any, *, check_files: bool = True) -> 
     return _adcs(file, name, s)
 
 
-def _manual(file: Path, name: str, s: _Section) -> ManualConfig:
+def _manual(file: Path, name: str, s: Section) -> ManualConfig:
     csr_dir = s.get_str("csr_dir")
     return ManualConfig(
         name=name,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from monitor.config import Secret
+from monitor.config_base import Secret
 from monitor.errors import CertdError
 from monitor.store import RenewalRow, StepRow
 from monitor.watch import EndpointState, Monitor
