@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from monitor.config_base import Secret, Section
 from monitor.errors import ConfigError
@@ -147,7 +146,7 @@ def _routing(s: Section) -> Routing:
 
 def _http_url(s: Section, key: str, example: str, default: str | None = None) -> str:
     url = s.get_str(key, default, required=default is None) or ""
-    parts = urlsplit(url)
+    parts = s.url_parts(key, url, example)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         # The URL may carry a token (chat webhooks often do): name the key, not the value.
         raise s.error(key, f"must be an http:// or https:// URL like {example!r}")

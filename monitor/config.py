@@ -205,6 +205,8 @@ STATE_DIALECTS = ("sqlite", "postgresql")
 
 
 def _state_url(s: Section, value: str, base_dir: Path) -> str:
+    if "://" not in value:
+        value = str(s.path_of("state", value, base_dir))
     url = state_url(value, base_dir)
     if "://" in value and url.split("://", 1)[0].split("+", 1)[0] not in STATE_DIALECTS:
         raise s.error(
@@ -237,8 +239,7 @@ def _data_dir(s: Section, base: Path, state: str) -> Path:
     """
     value = s.get_str("data_dir")
     if value is not None:
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else base / path
+        return s.path_of("data_dir", value, base)
     state_file = sqlite_path(state)
     return state_file.parent if state_file is not None else default_data_dir()
 
@@ -577,8 +578,7 @@ def _known_hosts(s: Section, base_dir: Path) -> Path | None:
     value = s.get_str("ssh_known_hosts")
     if value is None:
         return None
-    path = Path(value).expanduser()
-    path = path if path.is_absolute() else base_dir / path
+    path = s.path_of("ssh_known_hosts", value, base_dir)
     if s.check_files and not path.is_file():
         raise s.error(
             "ssh_known_hosts",
@@ -766,7 +766,10 @@ def load_config(path: str | Path, *, check_files: bool = True) -> Config:
 
     `check_files=False` skips the existence checks of referenced files (for linting examples).
     """
-    file = Path(path).expanduser().resolve()
+    try:
+        file = Path(path).expanduser().resolve()
+    except RuntimeError as exc:  # ~user of a user that does not exist
+        raise ConfigError(f"{path}: cannot expand the config file's path: {exc}") from exc
     try:
         text = file.read_bytes()
     except OSError as exc:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import SplitResult, urlsplit
 
 from monitor.durations import parse_duration
 from monitor.errors import ConfigError
@@ -149,13 +150,31 @@ class Section:
             )
         return value
 
+    def path_of(self, key: str, value: str, base_dir: Path) -> Path:
+        """`value` as a path: `~` expanded, relative to `base_dir` unless absolute."""
+        try:
+            path = Path(value).expanduser()
+        except RuntimeError as exc:  # ~user of a user that does not exist
+            raise self.error(
+                key, f"cannot expand {value!r}: {exc}; write an absolute path"
+            ) from exc
+        return path if path.is_absolute() else base_dir / path
+
+    def url_parts(self, key: str, url: str, example: str) -> SplitResult:
+        """`url` split into its parts; a malformed one (e.g. a broken IPv6 host) is an error."""
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError for a port out of range
+        except ValueError as exc:
+            # The URL may carry a token: name the key, not the value.
+            raise self.error(key, f"is not a valid URL ({exc}); write it like {example!r}") from exc
+        return parts
+
     def get_file(self, key: str, base_dir: Path) -> Path | None:
         value = self.get_str(key)
         if value is None:
             return None
-        path = Path(value).expanduser()
-        if not path.is_absolute():
-            path = base_dir / path
+        path = self.path_of(key, value, base_dir)
         if self.check_files and not path.is_file():
             raise self.error(key, f"file {path} does not exist; give the path of a PEM file")
         return path

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from monitor.config_base import Secret, Section, host_problem, port_number
 from monitor.errors import ConfigError
@@ -107,7 +106,7 @@ CAConfig = ACMEConfig | ESTConfig | ADCSConfig | ManualConfig
 
 def _https_url(s: Section, key: str, must_contain: str, example: str) -> str:
     url = (s.get_str(key, required=True) or "").rstrip("/")
-    parts = urlsplit(url)
+    parts = s.url_parts(key, url, example)
     if parts.scheme != "https" or not parts.hostname:
         raise s.error(key, f"must be an https:// URL like {example!r}, got {url!r}")
     if must_contain and must_contain not in parts.path:
@@ -180,7 +179,8 @@ def _rfc2136(file: Path, path: str, table: Any) -> RFC2136Config:
 
 def _acme(file: Path, name: str, s: Section) -> ACMEConfig:
     directory = (s.get_str("directory", required=True) or "").rstrip("/")
-    if urlsplit(directory).scheme != "https":
+    example = "https://acme-v02.api.letsencrypt.org/directory"
+    if s.url_parts("directory", directory, example).scheme != "https":
         raise s.error(
             "directory", f"must be the https:// directory URL of the CA, got {directory!r}"
         )
@@ -198,7 +198,12 @@ def _acme(file: Path, name: str, s: Section) -> ACMEConfig:
                 "is required with challenge = 'hook': a command called as "
                 "'COMMAND present|cleanup DOMAIN TXT_NAME TXT_VALUE'",
             )
-        hook = tuple(shlex.split(raw))
+        try:
+            hook = tuple(shlex.split(raw))
+        except ValueError as exc:
+            raise s.error("hook", f"cannot split the command into words: {exc}") from exc
+        if not hook:
+            raise s.error("hook", "is empty; give the command to run")
     elif s.has("hook"):
         raise s.error("hook", f"is only used with challenge = 'hook' (challenge is {challenge!r})")
     rfc2136 = None
@@ -333,7 +338,7 @@ def _manual(file: Path, name: str, s: Section) -> ManualConfig:
     csr_dir = s.get_str("csr_dir")
     return ManualConfig(
         name=name,
-        csr_dir=None if csr_dir is None else file.parent / Path(csr_dir).expanduser(),
+        csr_dir=None if csr_dir is None else s.path_of("csr_dir", csr_dir, file.parent),
         chain=s.get_file("chain", file.parent),
         poll=s.get_duration("poll", timedelta(minutes=5)),
         ekus=_ekus(s),

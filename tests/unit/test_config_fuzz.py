@@ -59,7 +59,7 @@ PLAUSIBLE = [
     "acme", "est", "adcs", "manual", "dns-01", "hook", "http-01", "https://ca.example/certsrv",
     "https://est.example/.well-known/est", "http://am:9093", "a@b.example", "Europe/Berlin",
     "sqlite:///x.db", "postgresql://u@db/x", "mysql://x", "CH", "CHE", "\u0000", "\x1b[31m",
-    "²", "\u0661\u0662s", "serverAuth", "auto", "manual-if-ca-changed", "tomcat", "json", "debug",
+    "²", "\u0661\u0662s", "a 'b", "~nouser/x", "http://[::1", "https://[x", "https://h:99999/", "serverAuth", "auto", "manual-if-ca-changed", "tomcat", "json", "debug",
 ]  # fmt: skip
 
 scalars = st.one_of(
@@ -130,7 +130,54 @@ def test_structures_of_the_config_shape(data, check_files):
 # --- one value of a valid file replaced: reaches every validator -----------------------------
 
 EXAMPLE = Path(__file__).parents[2] / "deploy" / "examples" / "full.toml"
+# The kinds full.toml does not show, so that their validators are reached too.
+OTHER_KINDS = """
+[ca.le]
+kind = "acme"
+directory = "https://acme.example.com/directory"
+email = "pki@example.com"
+eab_kid = "kid"
+eab_hmac = "env:EAB"
+[ca.le.rfc2136]
+server = "ns1.example.com:53"
+tsig_key = "certd"
+tsig_secret = "env:TSIG"
+[ca.hooked]
+kind = "acme"
+directory = "https://acme.example.com/directory"
+challenge = "hook"
+hook = "/usr/local/bin/dns-hook --zone example.com"
+[ca.web]
+kind = "acme"
+directory = "https://acme.example.com/directory"
+challenge = "http-01"
+http01_listen = "[::]:8080"
+[ca.est]
+kind = "est"
+url = "https://est.example.com/.well-known/est/uc"
+username = "certd"
+password = "env:EST"
+ekus = ["serverAuth", "clientAuth"]
+[ca.hand]
+kind = "manual"
+csr_dir = "csrs"
+poll = "10m"
+[[notifier]]
+name = "room"
+kind = "webex"
+token = "env:WEBEX"
+room_id = "abc"
+events = "*"
+[[notifier]]
+name = "hook"
+kind = "webhook"
+url = "https://hooks.example.com/x"
+secret = "env:HOOK"
+headers = { "X-Team" = "uc", "Authorization" = "env:AUTH" }
+"""
 BASE = tomllib.loads(EXAMPLE.read_text())
+BASE["ca"].update(tomllib.loads(OTHER_KINDS)["ca"])
+BASE["notifier"].extend(tomllib.loads(OTHER_KINDS)["notifier"])
 
 
 def key_paths(value: object, prefix: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
@@ -162,7 +209,7 @@ def replaced(path: tuple[object, ...], value: object) -> dict[str, object]:
 
 def test_the_example_itself_loads():
     assert isinstance(parse_config(FILE, BASE, check_files=False), Config)
-    assert len(PATHS) > 100
+    assert len(PATHS) > 150
 
 
 @settings(max_examples=600, deadline=None)

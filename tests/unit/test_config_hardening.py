@@ -84,6 +84,22 @@ def renewal(extra: str) -> str:
             renewal("maintenance_window = { cron = '0 2 * * 6', timezone = 'Europe/' }"),
             r"maintenance_window\.timezone: unknown time zone",
         ),
+        ("[daemon]\ndata_dir = '~certd-no-such-user/x'\n", r"daemon\.data_dir: cannot expand"),
+        ("[daemon]\nstate = '~certd-no-such-user/s.db'\n", r"daemon\.state: cannot expand"),
+        (
+            "[ca.x]\nkind = 'acme'\ndirectory = 'https://a.example/dir'\nchallenge = 'hook'\n"
+            'hook = "run \'unclosed"\n',
+            r"ca\.x\.hook: cannot split the command into words: No closing quotation",
+        ),
+        (
+            "[ca.x]\nkind = 'est'\nurl = 'https://[::1/.well-known/est'\nusername = 'u'\n"
+            "password = 'env:P'\n",
+            r"ca\.x\.url: is not a valid URL \(Invalid IPv6 URL\)",
+        ),
+        (
+            "[[notifier]]\nname = 'n'\nkind = 'webhook'\nurl = 'https://h.example:99999/t0ken'\n",
+            r"notifier\[0\] \(n\)\.url: is not a valid URL \(Port out of range",
+        ),
         (
             "[[unified_cm]]\nname = 'u'\nnodes = ['pub example']\nusername = 'a'\n"
             "password = 'env:X'\n",
