@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from monitor.config import Secret, _Section
+from monitor.config_base import Secret, Section
 from monitor.errors import ConfigError
 from monitor.events import EVENT_TYPES
 
@@ -116,7 +115,7 @@ _KEYS = {
 }
 
 
-def _events(s: _Section) -> frozenset[str] | None:
+def _events(s: Section) -> frozenset[str] | None:
     value = s.table.get("events")
     if value is None:
         return DEFAULT_EVENTS
@@ -132,7 +131,7 @@ def _events(s: _Section) -> frozenset[str] | None:
     return frozenset(value)
 
 
-def _routing(s: _Section) -> Routing:
+def _routing(s: Section) -> Routing:
     severity = (s.get_str("min_severity", "info") or "info").lower()
     if severity not in SEVERITIES:
         raise s.error("min_severity", f"must be one of {', '.join(SEVERITIES)}; got {severity!r}")
@@ -145,16 +144,16 @@ def _routing(s: _Section) -> Routing:
     )
 
 
-def _http_url(s: _Section, key: str, example: str, default: str | None = None) -> str:
+def _http_url(s: Section, key: str, example: str, default: str | None = None) -> str:
     url = s.get_str(key, default, required=default is None) or ""
-    parts = urlsplit(url)
+    parts = s.url_parts(key, url, example)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         # The URL may carry a token (chat webhooks often do): name the key, not the value.
         raise s.error(key, f"must be an http:// or https:// URL like {example!r}")
     return url
 
 
-def _alertmanager(file: Path, name: str, s: _Section, routing: Routing) -> AlertmanagerConfig:
+def _alertmanager(file: Path, name: str, s: Section, routing: Routing) -> AlertmanagerConfig:
     url = _http_url(s, "url", "http://alertmanager.example.com:9093").rstrip("/")
     for suffix in ("/api/v2/alerts", "/api/v2"):
         url = url.removesuffix(suffix)
@@ -167,7 +166,7 @@ def _alertmanager(file: Path, name: str, s: _Section, routing: Routing) -> Alert
     )
 
 
-def _webex(file: Path, name: str, s: _Section, routing: Routing) -> WebexConfig:
+def _webex(file: Path, name: str, s: Section, routing: Routing) -> WebexConfig:
     token = s.get_secret("token", file.parent)
     if token is None:
         raise s.error("token", "is required: the bot's access token as 'env:NAME' or 'file:PATH'")
@@ -181,7 +180,7 @@ def _webex(file: Path, name: str, s: _Section, routing: Routing) -> WebexConfig:
     )
 
 
-def _headers(file: Path, s: _Section) -> tuple[tuple[str, str | Secret], ...]:
+def _headers(file: Path, s: Section) -> tuple[tuple[str, str | Secret], ...]:
     table = s.table.get("headers", {})
     if not isinstance(table, dict):
         raise s.error("headers", 'must be a table like { "X-Team" = "uc" }')
@@ -200,7 +199,7 @@ def _headers(file: Path, s: _Section) -> tuple[tuple[str, str | Secret], ...]:
     return tuple(out)
 
 
-def _webhook(file: Path, name: str, s: _Section, routing: Routing) -> WebhookConfig:
+def _webhook(file: Path, name: str, s: Section, routing: Routing) -> WebhookConfig:
     return WebhookConfig(
         name=name,
         url=_http_url(s, "url", "https://hooks.example.com/certd"),
@@ -211,13 +210,13 @@ def _webhook(file: Path, name: str, s: _Section, routing: Routing) -> WebhookCon
     )
 
 
-def _address(s: _Section, key: str, value: Any) -> str:
+def _address(s: Section, key: str, value: Any) -> str:
     if not isinstance(value, str) or not _ADDRESS.match(value.strip()):
         raise s.error(key, f"must be an e-mail address like 'pki-team@example.com', got {value!r}")
     return value.strip()
 
 
-def _email(file: Path, name: str, s: _Section, routing: Routing) -> EmailConfig:
+def _email(file: Path, name: str, s: Section, routing: Routing) -> EmailConfig:
     starttls = s.get_bool("starttls", True)
     username = s.get_str("username")
     password = s.get_secret("password", file.parent)
@@ -248,7 +247,7 @@ def _email(file: Path, name: str, s: _Section, routing: Routing) -> EmailConfig:
     )
 
 
-_PARSERS: dict[str, Callable[[Path, str, _Section, Routing], NotifierConfig]] = {
+_PARSERS: dict[str, Callable[[Path, str, Section, Routing], NotifierConfig]] = {
     "alertmanager": _alertmanager,
     "webex": _webex,
     "webhook": _webhook,
@@ -273,7 +272,7 @@ def parse_notifier(
         raise ConfigError(
             f"{file}: {path}.kind: must be one of {', '.join(NOTIFIER_KINDS)}; got {kind!r}"
         )
-    s = _Section(file, path, table, _KEYS[kind], check_files=check_files)
+    s = Section(file, path, table, _KEYS[kind], check_files=check_files)
     return _PARSERS[kind](file, name, s, _routing(s))
 
 

@@ -1,11 +1,16 @@
-"""`expressway-certd check-config FILE`: validate a config file and summarise it (no secrets)."""
+"""`expressway-certd check-config FILE`: validate a config file and summarise it (no secrets).
+
+It checks what `run` checks before starting: the file, every secret reference (read, never
+printed) and the state database's driver; its warnings are the ones `run` logs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
-from monitor.config import load_config
+from monitor.config import check_runtime, load_config, startup_warnings
 from monitor.durations import format_duration
 
 
@@ -13,26 +18,28 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "check-config",
         help="validate a config file",
-        description="Validate a config file; with --secrets also check that every secret resolves.",
+        description="Validate a config file, resolve every secret reference (values are never "
+        "printed) and check the state database driver: what `run` checks before it starts.",
     )
     p.add_argument("file", help="TOML config file")
     p.add_argument(
         "--secrets",
         action="store_true",
-        help="also read every env:/file: secret (values are never printed)",
+        help="kept for scripts: secrets are always resolved now (values are never printed)",
     )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.file)
-    if args.secrets:
-        for secret in config.secrets():
-            secret.reveal()
+    check_runtime(config)
+    for warning in startup_warnings(config):
+        print(f"warning: {warning}", file=sys.stderr)
     d = config.daemon
     print(f"{config.path}: OK")
     print(f"  listen        {d.listen_host}:{d.listen_port}")
-    print(f"  state         {d.state}")
+    print(f"  state         {_redact_url(d.state)}")
+    print(f"  data_dir      {d.data_dir}")
     print(
         f"  poll interval {format_duration(d.poll_interval)} (timeout {format_duration(d.probe_timeout)})"
     )
@@ -59,3 +66,12 @@ def run(args: argparse.Namespace) -> int:
     for notifier in config.notifiers:
         print(f"  notifier {notifier.name}: {notifier.kind}")
     return 0
+
+
+def _redact_url(url: str) -> str:
+    """A database URL without its password, should one have been written into it."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"

@@ -6,7 +6,9 @@ import argparse
 import asyncio
 from typing import Any
 
-from monitor.config import load_config
+import structlog
+
+from monitor.config import check_runtime, ensure_private_dirs, load_config, startup_warnings
 from monitor.daemon import serve
 from monitor.logging import configure_logging
 
@@ -23,6 +25,10 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    check_runtime(config)  # refuse to start on anything check-config calls an error
     configure_logging(config.daemon.log_level, config.daemon.log_format)
+    log = structlog.get_logger("monitor.config")
+    for warning in [*ensure_private_dirs(config.daemon.data_dir), *startup_warnings(config)]:
+        log.warning("config_warning", message=warning)
     asyncio.run(serve(config))
     return 0

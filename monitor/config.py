@@ -5,17 +5,27 @@ Secrets are written as `env:NAME` or `file:PATH` and held as `Secret`, which nev
 
 from __future__ import annotations
 
-import difflib
+import ipaddress
 import os
+import re
 import stat
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from monitor.durations import Fraction, parse_duration, parse_duration_or_fraction
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from alerts.config import NotifierConfig, parse_notifiers
+from monitor.config_base import PORT_DIGITS, Secret, Section, check_host, host_problem, port_number
+from monitor.config_ca import CAConfig, ca_secrets, parse_cas
+from monitor.cron import crontab_trigger
+from monitor.durations import Fraction, parse_duration_or_fraction
 from monitor.errors import ConfigError
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
@@ -34,44 +44,17 @@ SERVICE_BY_PORT = {
 STARTTLS_PROTOCOLS = ("xmpp",)
 
 
-@dataclass(frozen=True)
-class Secret:
-    """A reference to a secret (`env:NAME` or `file:PATH`); `reveal()` reads it when needed."""
+def default_data_dir() -> Path:
+    base = os.environ.get("STATE_DIRECTORY")
+    if base:
+        return Path(base.split(":")[0])
+    xdg = os.environ.get("XDG_STATE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "state") / "expressway-certd"
 
-    ref: str
-    key_path: str = ""
-    base_dir: Path = field(default=Path("."), compare=False)
 
-    def __repr__(self) -> str:
-        return f"Secret({self.ref!r})"
-
-    __str__ = __repr__
-
-    def reveal(self) -> str:
-        scheme, _, rest = self.ref.partition(":")
-        if scheme == "env":
-            value = os.environ.get(rest)
-            if value is None:
-                raise ConfigError(
-                    f"{self.key_path}: environment variable {rest} is not set; "
-                    f"export it before starting expressway-certd"
-                )
-            return value
-        path = Path(rest) if Path(rest).is_absolute() else self.base_dir / rest
-        try:
-            mode = path.stat().st_mode
-            value = path.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            raise ConfigError(
-                f"{self.key_path}: cannot read secret file {path}: {exc.strerror}; "
-                "create it readable by the service user, mode 0600"
-            ) from exc
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(
-                f"{self.key_path}: secret file {path} is readable by group or others "
-                f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
-            )
-        return value
+def default_state_url() -> str:
+    """SQLite under systemd's STATE_DIRECTORY, else the XDG state directory."""
+    return f"sqlite+aiosqlite:///{default_data_dir() / 'state.db'}"
 
 
 @dataclass(frozen=True)
@@ -161,8 +144,10 @@ class UnifiedCMConfig:
 class DaemonConfig:
     listen_host: str = "127.0.0.1"
     listen_port: int = 9464
-    state: str = ""  # SQLAlchemy URL
-    data_dir: Path = Path(".")  # private files the tool keeps (ACME account keys ...), 0700
+    state: str = field(default_factory=default_state_url)  # SQLAlchemy URL
+    # Private files the tool keeps (ACME account keys ...), 0700. Parsing puts it next to a
+    # SQLite state file when `data_dir` is not written.
+    data_dir: Path = field(default_factory=default_data_dir)
     poll_interval: timedelta = timedelta(minutes=5)
     probe_timeout: timedelta = timedelta(seconds=10)
     concurrency: int = 64
@@ -175,6 +160,7 @@ class DaemonConfig:
     log_level: str = "info"
     log_format: str = "json"
     api_token: Secret | None = None  # bearer token for the mutating API calls (approve, renew)
+    api_read_token: Secret | None = None  # when set, /api/v1/* reads need it (or api_token)
     renewal_check: timedelta = timedelta(seconds=15)  # how often waiting renewals are resumed
 
 
@@ -183,9 +169,9 @@ class Config:
     path: Path
     daemon: DaemonConfig
     expressways: tuple[ExpresswayConfig, ...]
-    cas: Mapping[str, Any] = field(default_factory=dict)  # name -> CA config (config_ca.py)
+    cas: Mapping[str, CAConfig] = field(default_factory=dict)  # name -> CA config (config_ca.py)
     unified_cms: tuple[UnifiedCMConfig, ...] = ()
-    notifiers: tuple[Any, ...] = ()  # [[notifier]] entries (alerts/config.py)
+    notifiers: tuple[NotifierConfig, ...] = ()  # [[notifier]] entries (alerts/config.py)
 
     def target(self, name: str) -> ExpresswayConfig:
         for exp in self.expressways:
@@ -195,14 +181,11 @@ class Config:
         raise ConfigError(f"{self.path}: no [[expressway]] named {name!r} (configured: {known})")
 
     def secrets(self) -> list[Secret]:
-        """Every secret reference in the file (for `check-config --secrets`)."""
-        if self.daemon.api_token is not None:
-            return [self.daemon.api_token, *self._device_secrets()]
-        return self._device_secrets()
+        """Every secret reference in the file (what `check-config` and `run` resolve)."""
+        tokens = [self.daemon.api_token, self.daemon.api_read_token]
+        return [t for t in tokens if t is not None] + self._device_secrets()
 
     def _device_secrets(self) -> list[Secret]:
-        from monitor.config_ca import ca_secrets  # noqa: PLC0415 - config_ca imports this module
-
         return (
             [s for ca in self.cas.values() for s in ca_secrets(ca)]
             + [e.password for e in self.expressways if e.password is not None]
@@ -218,17 +201,20 @@ class Config:
         raise ConfigError(f"{self.path}: no [[unified_cm]] named {name!r} (configured: {known})")
 
 
-def default_data_dir() -> Path:
-    base = os.environ.get("STATE_DIRECTORY")
-    if base:
-        return Path(base.split(":")[0])
-    xdg = os.environ.get("XDG_STATE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".local" / "state") / "expressway-certd"
+STATE_DIALECTS = ("sqlite", "postgresql")
 
 
-def default_state_url() -> str:
-    """SQLite under systemd's STATE_DIRECTORY, else the XDG state directory."""
-    return f"sqlite+aiosqlite:///{default_data_dir() / 'state.db'}"
+def _state_url(s: Section, value: str, base_dir: Path) -> str:
+    if "://" not in value:
+        value = str(s.path_of("state", value, base_dir))
+    url = state_url(value, base_dir)
+    if "://" in value and url.split("://", 1)[0].split("+", 1)[0] not in STATE_DIALECTS:
+        raise s.error(
+            "state",
+            "must be a file path, 'sqlite:///PATH' or 'postgresql://USER@HOST/DB' "
+            f"(the databases the store speaks), got a {url.split('://', 1)[0]!r} URL",
+        )
+    return url
 
 
 def state_url(value: str, base_dir: Path) -> str:
@@ -245,173 +231,96 @@ def state_url(value: str, base_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
-class _Section:
-    """Typed reads from one TOML table with errors naming file and key path."""
+def _data_dir(s: Section, base: Path, state: str) -> Path:
+    """`data_dir` as written; else the directory of a SQLite state file; else the default.
 
-    def __init__(
-        self,
-        file: Path,
-        path: str,
-        table: Mapping[str, Any],
-        known: set[str],
-        *,
-        check_files: bool = True,  # off only to lint example configs whose paths exist elsewhere
-    ) -> None:
-        self.file = file
-        self.check_files = check_files
-        self.path = path
-        self.table = table
-        for key in table:
-            if key not in known:
-                hint = difflib.get_close_matches(key, sorted(known), n=1)
-                fix = (
-                    f"did you mean {hint[0]!r}?"
-                    if hint
-                    else f"known keys: {', '.join(sorted(known))}"
-                )
-                raise self.error(key, f"unknown key; {fix}")
-
-    def key(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def error(self, key: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.file}: {self.key(key)}: {message}")
-
-    def has(self, key: str) -> bool:
-        return key in self.table
-
-    def get_str(
-        self, key: str, default: str | None = None, *, required: bool = False
-    ) -> str | None:
-        if key not in self.table:
-            if required:
-                raise self.error(key, "is required")
-            return default
-        value = self.table[key]
-        if not isinstance(value, str) or not value.strip():
-            raise self.error(key, f"must be a non-empty string, got {value!r}")
-        return value.strip()
-
-    def get_int(self, key: str, default: int, *, minimum: int = 1, maximum: int = 1 << 31) -> int:
-        value = self.table.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(key, f"must be an integer, got {value!r}")
-        if not minimum <= value <= maximum:
-            raise self.error(key, f"must be between {minimum} and {maximum}, got {value}")
-        return value
-
-    def get_bool(self, key: str, default: bool) -> bool:
-        value = self.table.get(key, default)
-        if not isinstance(value, bool):
-            raise self.error(key, f"must be true or false, got {value!r}")
-        return value
-
-    def get_duration(self, key: str, default: timedelta) -> timedelta:
-        if key not in self.table:
-            return default
-        try:
-            return parse_duration(self.table[key])
-        except ValueError as exc:
-            raise self.error(key, str(exc)) from exc
-
-    def get_file(self, key: str, base_dir: Path) -> Path | None:
-        value = self.get_str(key)
-        if value is None:
-            return None
-        path = Path(value).expanduser()
-        if not path.is_absolute():
-            path = base_dir / path
-        if self.check_files and not path.is_file():
-            raise self.error(key, f"file {path} does not exist; give the path of a PEM file")
-        return path
-
-    def get_secret(self, key: str, base_dir: Path) -> Secret | None:
-        value = self.table.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value.startswith(("env:", "file:")):
-            # Never echo the value: it is probably the password itself.
-            raise self.error(
-                key,
-                "must be a secret reference 'env:VARIABLE' or 'file:/path/to/secret'; "
-                "do not write secrets into the config file",
-            )
-        scheme, _, rest = value.partition(":")
-        if not rest:
-            raise self.error(key, f"'{scheme}:' needs a name after the colon")
-        return Secret(value, self.key(key), base_dir)
-
-
-def _data_dir(s: _Section, base: Path) -> Path:
+    Two daemons with their own state files must not share an ACME account by surprise, so the
+    private files follow the state file rather than a per-user directory elsewhere.
+    """
     value = s.get_str("data_dir")
-    if value is None:
-        return default_data_dir()
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else base / path
+    if value is not None:
+        return s.path_of("data_dir", value, base)
+    state_file = sqlite_path(state)
+    return state_file.parent if state_file is not None else default_data_dir()
 
 
-def _parse_listen(section: _Section, value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:  # 0: any free port
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite state URL (None for other databases and in-memory SQLite)."""
+    if not (url.startswith("sqlite") and ":///" in url):
+        return None
+    rest = url.split(":///", 1)[1].split("?", 1)[0]
+    return None if rest in ("", ":memory:") else Path(rest)
+
+
+def _parse_listen(section: Section, value: str) -> tuple[str, int]:
+    host, sep, port_text = value.rpartition(":")
+    port = port_number(port_text, allow_zero=True)  # 0: any free port
+    if not sep or port is None:
         raise section.error("listen", f"must be 'HOST:PORT' like {DEFAULT_LISTEN!r}, got {value!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - operator asked for all
+    if host.startswith("[") != host.endswith("]"):
+        raise section.error("listen", f"must be 'HOST:PORT' like {DEFAULT_LISTEN!r}, got {value!r}")
+    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - operator asked for all
+    return check_host(section, "listen", host), port
 
 
 def _parse_daemon(file: Path, table: Mapping[str, Any], check_files: bool) -> DaemonConfig:
-    s = _Section(
+    s = Section(
         file,
         "daemon",
         table,
         {
             "listen", "state", "poll_interval", "probe_timeout", "concurrency", "jitter",
             "expiry_windows", "history", "audit_retention", "trust_bundle", "system_roots",
-            "log_level", "log_format", "data_dir", "api_token", "renewal_check",
+            "log_level", "log_format", "data_dir", "api_token", "api_read_token",
+            "renewal_check",
         },
         check_files=check_files,
     )  # fmt: skip
     base = file.parent
-    host, port = _parse_listen(s, s.get_str("listen", DEFAULT_LISTEN) or DEFAULT_LISTEN)
+    host, port = _parse_listen(s, s.get_str("listen") or DEFAULT_LISTEN)
     state = s.get_str("state")
-    jitter = s.table.get("jitter", 0.1)
+    jitter = s.table.get("jitter", DaemonConfig.jitter)
     if isinstance(jitter, bool) or not isinstance(jitter, int | float) or not 0 <= jitter <= 0.5:
         raise s.error(
             "jitter", f"must be a fraction of the poll interval, 0 to 0.5, got {jitter!r}"
         )
-    windows = s.table.get("expiry_windows", list(DEFAULT_EXPIRY_WINDOWS))
+    windows = s.table.get("expiry_windows", list(DaemonConfig.expiry_windows))
     if (
         not isinstance(windows, list)
         or not windows
         or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in windows)
     ):
         raise s.error("expiry_windows", f"must be a list of positive day counts, got {windows!r}")
-    level = (s.get_str("log_level", "info") or "info").lower()
+    level = (s.get_str("log_level") or DaemonConfig.log_level).lower()
     if level not in ("debug", "info", "warning", "error"):
         raise s.error("log_level", f"must be debug, info, warning or error, got {level!r}")
-    fmt = s.get_str("log_format", "json") or "json"
+    fmt = s.get_str("log_format") or DaemonConfig.log_format
     if fmt not in ("json", "console"):
         raise s.error("log_format", f"must be 'json' or 'console', got {fmt!r}")
-    poll = s.get_duration("poll_interval", timedelta(minutes=5))
-    timeout = s.get_duration("probe_timeout", timedelta(seconds=10))
+    poll = s.get_duration("poll_interval", DaemonConfig.poll_interval)
+    timeout = s.get_duration("probe_timeout", DaemonConfig.probe_timeout)
     if timeout >= poll:
         raise s.error("probe_timeout", "must be shorter than poll_interval")
+    url = _state_url(s, state, base) if state else default_state_url()
     return DaemonConfig(
         listen_host=host,
         listen_port=port,
-        state=state_url(state, base) if state else default_state_url(),
-        data_dir=_data_dir(s, base),
+        state=url,
+        data_dir=_data_dir(s, base, url),
         poll_interval=poll,
         probe_timeout=timeout,
-        concurrency=s.get_int("concurrency", 64, maximum=4096),
+        concurrency=s.get_int("concurrency", DaemonConfig.concurrency, maximum=4096),
         jitter=float(jitter),
         expiry_windows=tuple(sorted(set(windows), reverse=True)),
-        history=s.get_int("history", 100, maximum=100_000),
-        audit_retention=s.get_duration("audit_retention", timedelta(days=365)),
+        history=s.get_int("history", DaemonConfig.history, maximum=100_000),
+        audit_retention=s.get_duration("audit_retention", DaemonConfig.audit_retention),
         trust_bundle=s.get_file("trust_bundle", base),
-        system_roots=s.get_bool("system_roots", False),
+        system_roots=s.get_bool("system_roots", DaemonConfig.system_roots),
         log_level=level,
         log_format=fmt,
         api_token=s.get_secret("api_token", base),
-        renewal_check=s.get_duration("renewal_check", timedelta(seconds=15)),
+        api_read_token=s.get_secret("api_read_token", base),
+        renewal_check=s.get_duration("renewal_check", DaemonConfig.renewal_check),
     )
 
 
@@ -425,31 +334,38 @@ def default_endpoints(address: str, role: str | None) -> tuple[Endpoint, ...]:
     return tuple(Endpoint(address, port, SERVICE_BY_PORT[port], tls) for port, tls in ports)
 
 
-def _parse_host_port(s: _Section, key: str, text: str, default_host: str) -> tuple[str, int]:
+def _parse_host_port(s: Section, key: str, text: str, default_host: str) -> tuple[str, int]:
     text = text.strip()
     if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest.lstrip(":")
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or not rest.startswith(":") or ":" not in host:
+            raise s.error(key, f"must be '[IPv6]:port', got {text!r}")
+        port_text = rest[1:]
     elif text.count(":") == 1:
         host, _, port_text = text.partition(":")
-    elif text.isdigit():
+    elif PORT_DIGITS.match(text):
         host, port_text = default_host, text
     else:
         raise s.error(key, f"must be 'host:port' (IPv6 as '[addr]:port'), got {text!r}")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    port = port_number(port_text)
+    if port is None:
         raise s.error(key, f"port must be 1-65535 in {text!r}")
-    return host or default_host, int(port_text)
+    host = host or default_host
+    problem = host_problem(host)
+    if problem is not None:
+        raise s.error(key, f"{problem} in {text!r}")
+    return host, port
 
 
 def _parse_endpoint(file: Path, path: str, item: Any, address: str) -> Endpoint:
     if isinstance(item, str):
-        s = _Section(file, path, {}, set())
+        s = Section(file, path, {}, set())
         host, port = _parse_host_port(s, "", item, address)
         starttls = "xmpp" if port == 5222 else None
         return Endpoint(host, port, SERVICE_BY_PORT.get(port, f"tls-{port}"), starttls)
     if not isinstance(item, dict):
         raise ConfigError(f"{file}: {path}: must be 'host:port' or a table, got {item!r}")
-    s = _Section(file, path, item, {"host", "port", "service", "starttls", "sni"})
+    s = Section(file, path, item, {"host", "port", "service", "starttls", "sni"})
     if not s.has("port"):
         raise s.error("port", "is required")
     port = s.get_int("port", 0, minimum=1, maximum=65535)
@@ -458,12 +374,13 @@ def _parse_endpoint(file: Path, path: str, item: Any, address: str) -> Endpoint:
         raise s.error("starttls", f"supported: {', '.join(STARTTLS_PROTOCOLS)}; got {starttls!r}")
     if s.has("starttls") is False and port == 5222:
         starttls = "xmpp"
+    sni = s.get_str("sni")
     return Endpoint(
-        host=s.get_str("host", address) or address,
+        host=check_host(s, "host", s.get_str("host", address) or address),
         port=port,
         service=s.get_str("service", SERVICE_BY_PORT.get(port, f"tls-{port}")) or "",
         starttls=starttls,
-        sni=s.get_str("sni"),
+        sni=None if sni is None else check_host(s, "sni", sni, ip=False),
     )
 
 
@@ -471,7 +388,7 @@ def _parse_expressway(file: Path, index: int, table: Any, check_files: bool) -> 
     path = f"expressway[{index}]"
     if not isinstance(table, dict):
         raise ConfigError(f"{file}: {path}: must be a table ([[expressway]])")
-    s = _Section(
+    s = Section(
         file,
         path,
         table,
@@ -484,7 +401,7 @@ def _parse_expressway(file: Path, index: int, table: Any, check_files: bool) -> 
     )  # fmt: skip
     name = s.get_str("name", required=True) or ""
     s.path = f"expressway[{index}] ({name})"
-    address = s.get_str("address", required=True) or ""
+    address = check_host(s, "address", s.get_str("address", required=True) or "")
     role = s.get_str("role")
     if role is not None:
         role = role.lower()
@@ -517,14 +434,14 @@ def _parse_expressway(file: Path, index: int, table: Any, check_files: bool) -> 
         address=address,
         role=role,
         endpoints=endpoints,
-        cluster=s.get_str("cluster"),
+        cluster=_optional_host(s, "cluster"),
         version=version.upper() if version else None,
         username=username,
         password=password,
-        api_port=s.get_int("api_port", 443, maximum=65535),
+        api_port=s.get_int("api_port", ExpresswayConfig.api_port, maximum=65535),
         api_ca_file=s.get_file("api_ca_file", file.parent),
         ca_file=s.get_file("ca_file", file.parent),
-        ssh_port=s.get_int("ssh_port", 22, maximum=65535),
+        ssh_port=s.get_int("ssh_port", ExpresswayConfig.ssh_port, maximum=65535),
         ssh_known_hosts=_known_hosts(s, file.parent),
         traversal_peer=s.get_str("traversal_peer"),
         unified_cm=s.get_str("unified_cm"),
@@ -532,6 +449,12 @@ def _parse_expressway(file: Path, index: int, table: Any, check_files: bool) -> 
     )
 
 
+def _optional_host(s: Section, key: str) -> str | None:
+    value = s.get_str(key)
+    return None if value is None else check_host(s, key, value, ip=False)
+
+
+# CSR subject field -> longest value X.520/RFC 5280 allow (ub-* upper bounds).
 CSR_SUBJECT_KEYS = (
     "Country",
     "Province",
@@ -540,14 +463,42 @@ CSR_SUBJECT_KEYS = (
     "OrganizationalUnit",
     "Email",
 )
+_SUBJECT_MAX = {"Province": 128, "Locality": 128, "Organization": 64,
+                "OrganizationalUnit": 64, "Email": 255}  # fmt: skip
+_COUNTRY = re.compile(r"^[A-Za-z]{2}$")
 
 
-def _parse_renewal(parent: _Section, table: Any, check_files: bool) -> RenewalConfig | None:
+def _subject(s: Section, value: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict) or not all(
+        k in CSR_SUBJECT_KEYS and isinstance(v, str) for k, v in value.items()
+    ):
+        raise s.error(
+            "subject", f"must be a table with string values for {', '.join(CSR_SUBJECT_KEYS)}"
+        )
+    out: list[tuple[str, str]] = []
+    for field_name, raw in sorted(value.items()):
+        text = raw.strip()
+        if field_name == "Country":
+            if not _COUNTRY.match(text):
+                raise s.error(
+                    "subject.Country",
+                    f"must be a two-letter ISO 3166 code like 'CH' or 'US', got {text!r}",
+                )
+        elif not 0 < len(text) <= _SUBJECT_MAX[field_name]:
+            raise s.error(
+                f"subject.{field_name}",
+                f"must be 1 to {_SUBJECT_MAX[field_name]} characters, got {len(text)}",
+            )
+        out.append((field_name, text.upper() if field_name == "Country" else text))
+    return tuple(out)
+
+
+def _parse_renewal(parent: Section, table: Any, check_files: bool) -> RenewalConfig | None:
     if table is None:
         return None
     if not isinstance(table, dict):
         raise parent.error("renewal", "must be a table: [expressway.renewal] after the entry")
-    s = _Section(
+    s = Section(
         parent.file,
         f"{parent.path}.renewal",
         table,
@@ -564,27 +515,23 @@ def _parse_renewal(parent: _Section, table: Any, check_files: bool) -> RenewalCo
             renew_before = parse_duration_or_fraction(table["renew_before"])
         except ValueError as exc:
             raise s.error("renew_before", f"{exc}; e.g. '30d' or '1/3' (of the lifetime)") from exc
-    approval = s.get_str("approval", "auto") or "auto"
+    approval = s.get_str("approval") or RenewalConfig.approval
     if approval not in APPROVAL_MODES:
         raise s.error("approval", f"must be one of {', '.join(APPROVAL_MODES)}, got {approval!r}")
     extra = table.get("extra_sans", [])
     if not isinstance(extra, list) or not all(isinstance(x, str) and x for x in extra):
         raise s.error("extra_sans", "must be a list of DNS names")
-    key_length = s.get_int("key_length", 4096, minimum=2048, maximum=8192)
+    for name in extra:
+        check_host(s, "extra_sans", name, ip=False)
+    key_length = s.get_int("key_length", RenewalConfig.key_length, minimum=2048, maximum=8192)
     if key_length not in (2048, 3072, 4096, 8192):
         raise s.error("key_length", f"must be 2048, 3072, 4096 or 8192, got {key_length}")
-    digest = (s.get_str("digest", "sha256") or "sha256").lower()
+    digest = (s.get_str("digest") or RenewalConfig.digest).lower()
     if digest not in ("sha256", "sha384", "sha512"):
         raise s.error(
             "digest", f"must be sha256, sha384 or sha512 (SHA-1 is not offered), got {digest!r}"
         )
-    subject = table.get("subject", {})
-    if not isinstance(subject, dict) or not all(
-        k in CSR_SUBJECT_KEYS and isinstance(v, str) for k, v in subject.items()
-    ):
-        raise s.error(
-            "subject", f"must be a table with string values for {', '.join(CSR_SUBJECT_KEYS)}"
-        )
+    subject = _subject(s, table.get("subject", {}))
     return RenewalConfig(
         ca=ca,
         renew_before=renew_before,
@@ -593,45 +540,45 @@ def _parse_renewal(parent: _Section, table: Any, check_files: bool) -> RenewalCo
         extra_sans=tuple(x.lower() for x in extra),
         key_length=key_length,
         digest=digest,
-        subject=tuple(sorted(subject.items())),
-        verify_timeout=s.get_duration("verify_timeout", timedelta(minutes=10)),
+        subject=subject,
+        verify_timeout=s.get_duration("verify_timeout", RenewalConfig.verify_timeout),
     )
 
 
-def _parse_window(parent: _Section, table: Any) -> MaintenanceWindow | None:
+def _parse_window(parent: Section, table: Any) -> MaintenanceWindow | None:
     if table is None:
         return None
     if not isinstance(table, dict):
         raise parent.error(
             "maintenance_window", "must be a table like { cron = '0 2 * * 6', timezone = 'UTC' }"
         )
-    s = _Section(parent.file, f"{parent.path}.maintenance_window", table,
+    s = Section(parent.file, f"{parent.path}.maintenance_window", table,
                  {"cron", "timezone", "duration"})  # fmt: skip
     cron = s.get_str("cron", required=True) or ""
-    tz = s.get_str("timezone", "UTC") or "UTC"
+    tz = s.get_str("timezone") or MaintenanceWindow.timezone
     try:
-        from zoneinfo import ZoneInfo  # noqa: PLC0415
-
-        ZoneInfo(tz)
-    except (KeyError, ValueError) as exc:
+        zone = ZoneInfo(tz)
+    except (KeyError, ValueError, OSError) as exc:  # OSError: a directory or unreadable file
         raise s.error(
             "timezone", f"unknown time zone {tz!r}; use an IANA name like 'Europe/Berlin'"
         ) from exc
     try:
-        from monitor.cron import crontab_trigger  # noqa: PLC0415 - loads APScheduler
-
-        crontab_trigger(cron, tz)
-    except ValueError as exc:
+        trigger = crontab_trigger(cron, tz)
+        first = trigger.get_next_fire_time(None, datetime.now(UTC).astimezone(zone))
+    except (ValueError, TypeError, OverflowError) as exc:
         raise s.error("cron", f"not a 5-field cron expression ({exc}); e.g. '0 2 * * 6'") from exc
-    return MaintenanceWindow(cron, tz, s.get_duration("duration", timedelta(hours=2)))
+    if first is None:
+        raise s.error(
+            "cron", f"{cron!r} never fires (no such date); e.g. '0 2 * * 6' for Saturdays 02:00"
+        )
+    return MaintenanceWindow(cron, tz, s.get_duration("duration", MaintenanceWindow.duration))
 
 
-def _known_hosts(s: _Section, base_dir: Path) -> Path | None:
+def _known_hosts(s: Section, base_dir: Path) -> Path | None:
     value = s.get_str("ssh_known_hosts")
     if value is None:
         return None
-    path = Path(value).expanduser()
-    path = path if path.is_absolute() else base_dir / path
+    path = s.path_of("ssh_known_hosts", value, base_dir)
     if s.check_files and not path.is_file():
         raise s.error(
             "ssh_known_hosts",
@@ -641,7 +588,7 @@ def _known_hosts(s: _Section, base_dir: Path) -> Path | None:
     return path
 
 
-def _str_list(s: _Section, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+def _str_list(s: Section, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
     value = s.table.get(key, list(default))
     if (
         not isinstance(value, list)
@@ -659,7 +606,7 @@ def _parse_unified_cm(file: Path, index: int, table: Any, check_files: bool) -> 
     path = f"unified_cm[{index}]"
     if not isinstance(table, dict):
         raise ConfigError(f"{file}: {path}: must be a table ([[unified_cm]])")
-    s = _Section(
+    s = Section(
         file,
         path,
         table,
@@ -674,7 +621,9 @@ def _parse_unified_cm(file: Path, index: int, table: Any, check_files: bool) -> 
     if "nodes" not in table:
         raise s.error("nodes", "is required: list every node's hostname, publisher first")
     nodes = _str_list(s, "nodes", ())
-    stores = _str_list(s, "trust_stores", ("tomcat", "callmanager"))
+    for node in nodes:
+        check_host(s, "nodes", node)
+    stores = _str_list(s, "trust_stores", UnifiedCMConfig.trust_stores)
     for store in stores:
         if store not in UCM_TRUST_STORES:
             raise s.error(
@@ -688,13 +637,13 @@ def _parse_unified_cm(file: Path, index: int, table: Any, check_files: bool) -> 
         nodes=nodes,
         username=s.get_str("username", required=True) or "",
         password=password,
-        api_port=s.get_int("api_port", 443, maximum=65535),
-        soap_port=s.get_int("soap_port", 8443, maximum=65535),
-        ssh_port=s.get_int("ssh_port", 22, maximum=65535),
+        api_port=s.get_int("api_port", UnifiedCMConfig.api_port, maximum=65535),
+        soap_port=s.get_int("soap_port", UnifiedCMConfig.soap_port, maximum=65535),
+        ssh_port=s.get_int("ssh_port", UnifiedCMConfig.ssh_port, maximum=65535),
         api_ca_file=s.get_file("api_ca_file", file.parent),
         ssh_known_hosts=_known_hosts(s, file.parent),
         trust_stores=stores,
-        restart_services=_str_list(s, "restart_services", ("Cisco CallManager", "Cisco Tomcat")),
+        restart_services=_str_list(s, "restart_services", UnifiedCMConfig.restart_services),
     )
 
 
@@ -736,9 +685,43 @@ def _check_links(
 KNOWN_TOP_LEVEL = {"daemon", "expressway", "ca", "unified_cm", "notifier"}
 
 
+MAX_DEPTH = 16  # deeper than any key of this file goes; deeper input is refused, not walked
+
+
+def _check_tree(file: Path, data: Mapping[str, Any]) -> None:
+    """Refuse control characters in any key or string, and nesting deeper than MAX_DEPTH.
+
+    Done once over the whole document (iteratively, so depth cannot exhaust the stack) so
+    that no name, host or path with a NUL or an escape sequence reaches logs or devices.
+    """
+    stack: list[tuple[str, Any, int]] = [("", data, 0)]
+    while stack:
+        path, value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{file}: {path}: nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, str):
+            bad = next((c for c in value if unicodedata.category(c) == "Cc"), None)
+            if bad is not None:
+                raise ConfigError(
+                    f"{file}: {path}: contains the control character U+{ord(bad):04X}; "
+                    "remove it (write the value on one line, without escapes like \\u0000)"
+                )
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if any(unicodedata.category(c) == "Cc" for c in key):
+                    raise ConfigError(
+                        f"{file}: {path or '(top level)'}: a key contains a control character "
+                        f"({key.encode('unicode_escape').decode('ascii')[:60]}); remove it"
+                    )
+                stack.append((f"{path}.{key}" if path else key, item, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", item, depth + 1) for i, item in enumerate(value))
+
+
 def parse_config(file: Path, data: Mapping[str, Any], *, check_files: bool = True) -> Config:
     """Validate an already parsed TOML document."""
-    s = _Section(file, "", data, KNOWN_TOP_LEVEL)
+    _check_tree(file, data)
+    s = Section(file, "", data, KNOWN_TOP_LEVEL)
     daemon_table = data.get("daemon", {})
     if not isinstance(daemon_table, dict):
         raise s.error("daemon", "must be a table ([daemon])")
@@ -759,8 +742,7 @@ def parse_config(file: Path, data: Mapping[str, Any], *, check_files: bool = Tru
         if ucm_names.count(name) > 1:
             raise s.error("unified_cm", f"name {name!r} is used twice; names must be unique")
     _check_links(file, expressways, unified_cms)
-    from monitor.config_ca import parse_cas  # noqa: PLC0415 - config_ca imports this module
-
+    daemon = _parse_daemon(file, daemon_table, check_files)
     cas = parse_cas(file, data.get("ca", {}), check_files=check_files)
     for i, exp in enumerate(expressways):
         if exp.renewal is not None and exp.renewal.ca not in cas:
@@ -769,11 +751,9 @@ def parse_config(file: Path, data: Mapping[str, Any], *, check_files: bool = Tru
                 f"{file}: expressway[{i}] ({exp.name}).renewal.ca: no [ca.{exp.renewal.ca}] "
                 f"table (configured CAs: {known}); add it or fix the name"
             )
-    from alerts.config import parse_notifiers  # noqa: PLC0415 - alerts imports this module
-
     return Config(
         path=file,
-        daemon=_parse_daemon(file, daemon_table, check_files),
+        daemon=daemon,
         expressways=expressways,
         cas=cas,
         unified_cms=unified_cms,
@@ -786,7 +766,10 @@ def load_config(path: str | Path, *, check_files: bool = True) -> Config:
 
     `check_files=False` skips the existence checks of referenced files (for linting examples).
     """
-    file = Path(path).expanduser().resolve()
+    try:
+        file = Path(path).expanduser().resolve()
+    except RuntimeError as exc:  # ~user of a user that does not exist
+        raise ConfigError(f"{path}: cannot expand the config file's path: {exc}") from exc
     try:
         text = file.read_bytes()
     except OSError as exc:
@@ -797,4 +780,122 @@ def load_config(path: str | Path, *, check_files: bool = True) -> Config:
         raise ConfigError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: TOML syntax error: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(
+            f"{file}: arrays or tables nested too deeply to read; "
+            f"this file needs at most {MAX_DEPTH} levels"
+        ) from None
     return parse_config(file, data, check_files=check_files)
+
+
+def check_runtime(config: Config) -> None:
+    """What `check-config` and `run` both verify beyond the file: secrets and the database driver.
+
+    Every secret reference is read (values are never shown) and the state database's driver is
+    imported; ConfigError lists every problem at once, so `run` refuses to start on exactly what
+    `check-config` reports.
+    """
+    problems: list[str] = []
+    for secret in config.secrets():
+        try:
+            secret.reveal()
+        except ConfigError as exc:
+            problems.append(str(exc))
+    problem = state_driver_problem(config.daemon.state)
+    if problem is not None:
+        problems.append(f"daemon.state: {problem}")
+    if problems:
+        raise ConfigError(f"{config.path}: " + f"\n{config.path}: ".join(problems))
+
+
+def state_driver_problem(url: str) -> str | None:
+    """Why the store could not open `url` (unknown database, driver missing, not asyncio)."""
+    scheme = url.split("://", 1)[0]
+    hint = "use 'sqlite:///PATH' or 'postgresql://USER@HOST/DB'"
+    if scheme.startswith("postgresql"):
+        hint = (
+            "use 'postgresql://USER@HOST/DB', whose driver (asyncpg) comes with: "
+            "pip install 'expressway-certd[postgres]'"
+        )
+    try:
+        # The dialect create_async_engine would pick (psycopg has a sync and an async one).
+        dialect = make_url(url).get_dialect(_is_async=True)
+    except (ArgumentError, NoSuchModuleError, ValueError):
+        return f"SQLAlchemy has no database driver {scheme!r}; {hint}"
+    if not dialect.is_async:
+        return f"driver {scheme!r} is not an asyncio driver; {hint}"
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        return f"the Python module {exc.name or scheme!r} of driver {scheme!r} is not installed; {hint}"
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def startup_warnings(config: Config) -> list[str]:
+    """Exposures `run` logs as warnings when it starts (the daemon still starts)."""
+    d = config.daemon
+    out: list[str] = []
+    if not _is_loopback(d.listen_host):
+        if d.api_token is None:
+            out.append(
+                f"daemon.listen: {d.listen_host}:{d.listen_port} is reachable from other "
+                "hosts and no api_token is set: approve and renew over the API are refused, "
+                "set [daemon] api_token to allow them only with a bearer token"
+            )
+        if d.api_read_token is None:
+            out.append(
+                f"daemon.listen: {d.listen_host}:{d.listen_port} is reachable from other "
+                "hosts and /api/v1/* (inventory, events, CSRs) needs no token; "
+                "set [daemon] api_read_token, or listen on 127.0.0.1 behind a proxy"
+            )
+    state_file = sqlite_path(d.state)
+    if state_file is not None:
+        try:
+            mode = stat.S_IMODE(state_file.stat().st_mode)
+        except OSError:
+            mode = 0
+        if mode & stat.S_IRWXO:
+            out.append(
+                f"daemon.state: {state_file} is readable by other users (mode {mode:04o}); "
+                f"it holds the inventory, CSRs and the audit log; run: chmod 600 {state_file}"
+            )
+    return out
+
+
+def make_private_dir(path: Path) -> None:
+    """Create `path` and each missing parent 0700 (`mkdir(parents=True)` would make them 0755)."""
+    missing: list[Path] = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+
+
+def ensure_private_dirs(data_dir: Path) -> list[str]:
+    """Create `data_dir` and `data_dir/acme` 0700; warnings for existing ones open to others."""
+    out: list[str] = []
+    for path in (data_dir, data_dir / "acme"):
+        try:
+            make_private_dir(path)
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError as exc:
+            raise ConfigError(
+                f"daemon.data_dir: cannot create {path}: {exc.strerror}; "
+                "set [daemon] data_dir to a directory the service user may write"
+            ) from exc
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            out.append(
+                f"daemon.data_dir: {path} is open to other users (mode {mode:04o}); "
+                f"it holds private keys; run: chmod 700 {path}"
+            )
+    return out

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from monitor.config import Secret, _Section
+from monitor.config_base import Secret, Section, host_problem, port_number
 from monitor.errors import ConfigError
 
 CA_KINDS = ("acme", "est", "adcs", "manual")
@@ -106,9 +105,9 @@ class ManualConfig:
 CAConfig = ACMEConfig | ESTConfig | ADCSConfig | ManualConfig
 
 
-def _https_url(s: _Section, key: str, must_contain: str, example: str) -> str:
+def _https_url(s: Section, key: str, must_contain: str, example: str) -> str:
     url = (s.get_str(key, required=True) or "").rstrip("/")
-    parts = urlsplit(url)
+    parts = s.url_parts(key, url, example)
     if parts.scheme != "https" or not parts.hostname:
         raise s.error(key, f"must be an https:// URL like {example!r}, got {url!r}")
     if must_contain and must_contain not in parts.path:
@@ -116,7 +115,7 @@ def _https_url(s: _Section, key: str, must_contain: str, example: str) -> str:
     return url
 
 
-def _ekus(s: _Section) -> frozenset[str] | None:
+def _ekus(s: Section) -> frozenset[str] | None:
     value = s.table.get("ekus")
     if value is None:
         return None
@@ -128,19 +127,24 @@ def _ekus(s: _Section) -> frozenset[str] | None:
     return frozenset(value)
 
 
-def _host_port(s: _Section, key: str, value: str, default_port: int) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep:
-        host, port = value, str(default_port)
-    if not port.isdigit() or not 0 < int(port) < 65536 or not host:
+def _host_port(s: Section, key: str, value: str, default_port: int) -> tuple[str, int]:
+    host, sep, port_text = value.rpartition(":")
+    if not sep or (value.startswith("[") and value.endswith("]")):
+        host, port_text = value, str(default_port)
+    port = port_number(port_text)
+    if port is None or not host:
         raise s.error(key, f"must be 'HOST[:PORT]', got {value!r}")
-    return host.strip("[]"), int(port)
+    host = host.removeprefix("[").removesuffix("]")
+    problem = host_problem(host)
+    if problem is not None:
+        raise s.error(key, f"{problem} in {value!r}")
+    return host, port
 
 
 def _rfc2136(file: Path, path: str, table: Any) -> RFC2136Config:
     if not isinstance(table, dict):
         raise ConfigError(f"{file}: {path}: must be a table ([{path}])")
-    s = _Section(
+    s = Section(
         file,
         path,
         table,
@@ -174,9 +178,10 @@ def _rfc2136(file: Path, path: str, table: Any) -> RFC2136Config:
     )
 
 
-def _acme(file: Path, name: str, s: _Section) -> ACMEConfig:
+def _acme(file: Path, name: str, s: Section) -> ACMEConfig:
     directory = (s.get_str("directory", required=True) or "").rstrip("/")
-    if urlsplit(directory).scheme != "https":
+    example = "https://acme-v02.api.letsencrypt.org/directory"
+    if s.url_parts("directory", directory, example).scheme != "https":
         raise s.error(
             "directory", f"must be the https:// directory URL of the CA, got {directory!r}"
         )
@@ -194,7 +199,12 @@ def _acme(file: Path, name: str, s: _Section) -> ACMEConfig:
                 "is required with challenge = 'hook': a command called as "
                 "'COMMAND present|cleanup DOMAIN TXT_NAME TXT_VALUE'",
             )
-        hook = tuple(shlex.split(raw))
+        try:
+            hook = tuple(shlex.split(raw))
+        except ValueError as exc:
+            raise s.error("hook", f"cannot split the command into words: {exc}") from exc
+        if not hook:
+            raise s.error("hook", "is empty; give the command to run")
     elif s.has("hook"):
         raise s.error("hook", f"is only used with challenge = 'hook' (challenge is {challenge!r})")
     rfc2136 = None
@@ -232,7 +242,7 @@ def _acme(file: Path, name: str, s: _Section) -> ACMEConfig:
     )
 
 
-def _est(file: Path, name: str, s: _Section) -> ESTConfig:
+def _est(file: Path, name: str, s: Section) -> ESTConfig:
     url = _https_url(s, "url", "/.well-known/est", "https://est.example.com/.well-known/est")
     username = s.get_str("username")
     password = s.get_secret("password", file.parent)
@@ -270,7 +280,7 @@ def _est(file: Path, name: str, s: _Section) -> ESTConfig:
     )
 
 
-def _private_file(s: _Section, key: str, path: Path) -> None:
+def _private_file(s: Section, key: str, path: Path) -> None:
     """A private key file must be readable by the service user only (mode 0600 or 0400)."""
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
@@ -281,7 +291,7 @@ def _private_file(s: _Section, key: str, path: Path) -> None:
         )
 
 
-def _adcs(file: Path, name: str, s: _Section) -> ADCSConfig:
+def _adcs(file: Path, name: str, s: Section) -> ADCSConfig:
     url = _https_url(s, "url", "/certsrv", "https://ca.corp.example/certsrv")
     auth = (s.get_str("auth", "ntlm") or "").lower()
     if auth not in ADCS_AUTH:
@@ -341,7 +351,7 @@ def parse_ca(file: Path, name: str, table: Any, *, check_files: bool = True) -> 
         raise ConfigError(
             f"{file}: {path}.kind: must be one of {', '.join(CA_KINDS)}; got {kind!r}"
         )
-    s = _Section(file, path, table, _KEYS[kind], check_files=check_files)
+    s = Section(file, path, table, _KEYS[kind], check_files=check_files)
     if kind == "acme":
         return _acme(file, name, s)
     if kind == "est":
@@ -351,11 +361,11 @@ def parse_ca(file: Path, name: str, table: Any, *, check_files: bool = True) -> 
     return _adcs(file, name, s)
 
 
-def _manual(file: Path, name: str, s: _Section) -> ManualConfig:
+def _manual(file: Path, name: str, s: Section) -> ManualConfig:
     csr_dir = s.get_str("csr_dir")
     return ManualConfig(
         name=name,
-        csr_dir=None if csr_dir is None else file.parent / Path(csr_dir).expanduser(),
+        csr_dir=None if csr_dir is None else s.path_of("csr_dir", csr_dir, file.parent),
         chain=s.get_file("chain", file.parent),
         poll=s.get_duration("poll", timedelta(minutes=5)),
         ekus=_ekus(s),

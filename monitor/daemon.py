@@ -237,6 +237,7 @@ class Daemon:
             exposition=self.exposition.render,
             renewals=self.renewals,
             api_token=d.api_token,
+            api_read_token=d.api_read_token,
         )
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import timedelta
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_FRACTION = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.ASCII)
+_FRACTION = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$", re.ASCII)
+# Longer than anything an operator means (a retention of a century) and far below
+# timedelta's own limit, so arithmetic with "now" never overflows.
+MAX_DURATION = timedelta(days=36500)
 
 
 @dataclass(frozen=True)
@@ -31,18 +35,27 @@ def parse_duration(text: str | int | float) -> timedelta:
     if isinstance(text, bool):
         raise ValueError(f"expected a duration like '5m' or '30d', got {text!r}")
     if isinstance(text, int | float):
-        if text <= 0:
-            raise ValueError(f"duration must be positive, got {text!r}")
-        return timedelta(seconds=float(text))
-    match = _DURATION.match(text)
-    if not match:
-        raise ValueError(
-            f"expected a duration like '90s', '5m', '12h', '30d' or '2w', got {text!r}"
-        )
-    seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if seconds <= 0:
-        raise ValueError(f"duration must be positive, got {text!r}")
+        # Compared before float(): an integer of 400 digits does not convert.
+        seconds = math.inf if text > MAX_DURATION.total_seconds() else float(text)
+    elif isinstance(text, str):
+        match = _DURATION.match(text)
+        if not match:
+            raise ValueError(
+                f"expected a duration like '90s', '5m', '12h', '30d' or '2w', got {text[:40]!r}"
+            )
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    else:
+        raise ValueError(f"expected a duration like '5m' or '30d', got a {type(text).__name__}")
+    if math.isnan(seconds) or seconds <= 0:
+        raise ValueError(f"duration must be positive, got {_short(text)}")
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"duration must be at most {MAX_DURATION.days}d, got {_short(text)}")
     return timedelta(seconds=seconds)
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def parse_duration_or_fraction(text: str | int | float) -> timedelta | Fraction:

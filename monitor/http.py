@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from monitor.config import Secret
+from monitor.config_base import Secret
 from monitor.errors import CertdError
 from monitor.store import RenewalRow, StepRow
 from monitor.watch import EndpointState, Monitor
@@ -18,6 +18,24 @@ if TYPE_CHECKING:
     from renewers.manager import RenewalManager
 
 Ready = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+EVENTS_CAP = 1000  # most events one GET /api/v1/events returns
+
+
+def _bearer_matches(request: web.Request, tokens: tuple[Secret | None, ...]) -> bool:
+    """Whether the request carries `Authorization: Bearer T` for one of `tokens` (never empty)."""
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        return False
+    given = header.removeprefix("Bearer ").encode()
+    matched = False
+    for token in tokens:
+        if token is None:
+            continue
+        expected = token.reveal().encode()
+        # Secret.reveal refuses empty values; the length check keeps "Bearer " from ever passing.
+        matched |= bool(expected) and hmac.compare_digest(given, expected)
+    return matched
 
 
 def endpoint_json(state: EndpointState, now_ts: float | None = None) -> dict[str, Any]:
@@ -101,23 +119,39 @@ def build_app(
     *,
     renewals: RenewalManager | None = None,
     api_token: Secret | None = None,
+    api_read_token: Secret | None = None,
     exposition: Callable[[], str] | None = None,
 ) -> web.Application:
-    app = web.Application()
+    """The routes; `api_token` guards the mutating calls, `api_read_token` (when set) the reads.
+
+    /metrics, /healthz and /readyz stay open: Prometheus and load balancers scrape them.
+    """
 
     def require_token(request: web.Request) -> None:
         if api_token is None:
             raise web.HTTPForbidden(
                 text="mutating API calls are disabled: set [daemon] api_token (a secret reference)"
             )
-        header = request.headers.get("Authorization", "")
-        given = header.removeprefix("Bearer ").encode()
-        if not header.startswith("Bearer ") or not hmac.compare_digest(
-            given, api_token.reveal().encode()
-        ):
+        if not _bearer_matches(request, (api_token,)):
             raise web.HTTPUnauthorized(
                 text="missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
             )
+
+    @web.middleware
+    async def read_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if (
+            api_read_token is not None
+            and request.method in ("GET", "HEAD")
+            and request.path.startswith("/api/")
+            and not _bearer_matches(request, (api_read_token, api_token))
+        ):
+            raise web.HTTPUnauthorized(
+                text="the read API needs a bearer token: [daemon] api_read_token or api_token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return await handler(request)
+
+    app = web.Application(middlewares=[read_guard])
 
     def manager() -> RenewalManager:
         if renewals is None:
@@ -193,10 +227,12 @@ def build_app(
         return web.json_response(out)
 
     async def events(request: web.Request) -> web.Response:
-        try:
-            limit = min(int(request.query.get("limit", "100")), 1000)
-        except ValueError:
-            raise web.HTTPBadRequest(text="limit must be an integer") from None
+        text = request.query.get("limit", "100")
+        if not (text.isascii() and text.isdigit() and len(text) <= 9) or int(text) < 1:
+            raise web.HTTPBadRequest(
+                text=f"limit must be a positive whole number (at most {EVENTS_CAP} are returned)"
+            )
+        limit = min(int(text), EVENTS_CAP)
         rows = await monitor.store.events(target=request.query.get("target"), limit=limit)
         return web.json_response(
             [

@@ -28,6 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from monitor.config import make_private_dir
 from monitor.errors import CAError
 from renewers.ca.metrics import CA_ERRORS, CA_REQUEST_DURATION
 
@@ -465,7 +466,7 @@ def _no_password() -> str:
 
 def write_private(path: Path, data: bytes) -> None:
     """Write a file only the service user can read (0600), in a 0700 directory."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private_dir(path.parent)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
