@@ -128,6 +128,30 @@ class ExpiryWindowEntered(EndpointEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ServedCertDiffers(EndpointEvent):
+    """An endpoint serves another certificate than the one the box reports through its API:
+    a certificate uploaded without a restart, another box behind the port, or someone
+    intercepting it. Never a reason to renew (renewers/manager.py)."""
+
+    type: ClassVar[str] = "ServedCertDiffers"
+    severity: ClassVar[str] = "critical"
+    served_sha256: str
+    installed_sha256: str
+    served_verified: bool
+    served_issuer: str
+    served_not_after: str
+
+    def summary(self) -> str:
+        trust = "verifies" if self.served_verified else "does NOT verify"
+        return (
+            f"{self.target} {self.endpoint}: serves {self.served_sha256} (issuer "
+            f"{self.served_issuer}, {trust} against the trust bundle), but the box reports "
+            f"{self.installed_sha256} installed; a pending restart, another box behind this "
+            "port, or interception; no renewal is started because of it"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class RenewalDue(Event):
     """The renewal policy says this target's certificate must be renewed."""
 
@@ -227,8 +251,8 @@ class RenewalCompleted(Event):
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (ProbeFailed, ProbeRecovered, CertChanged, SANsChanged, IssuerChanged,
-                ExpiryWindowEntered, RenewalDue, StageStarted, StageSucceeded, StageWaiting,
-                StageFailed, RenewalBlocked, ApprovalRequired, RenewalCompleted)
+                ExpiryWindowEntered, ServedCertDiffers, RenewalDue, StageStarted, StageSucceeded,
+                StageWaiting, StageFailed, RenewalBlocked, ApprovalRequired, RenewalCompleted)
 }  # fmt: skip
 
 Subscriber = Callable[[Event], Awaitable[None]]

@@ -29,6 +29,7 @@ from monitor.events import (
 )
 from monitor.facts import facts_from_x509, load_certificate, load_certificates
 from monitor.logging import configure_logging
+from monitor.policy import ServedCert
 from monitor.probe import Prober, TrustStore
 from monitor.store import RenewalRow, Store
 from renewers.expressway import OperationUnsupported, csr_sans
@@ -286,7 +287,13 @@ async def _renew(config: Config, name: str, now_requested: bool) -> RenewalRow |
             observations = await asyncio.gather(
                 *(manager.pipeline.prober.probe(name, ep) for ep in target.endpoints)
             )
-            served = [o.facts for o in observations if o.facts is not None]
+            served = [
+                ServedCert(
+                    o.endpoint.address, o.endpoint.service, o.facts, o.chain_verified is True
+                )
+                for o in observations
+                if o.ok and o.facts is not None
+            ]
             await manager.after_poll(target, served)
             latest = manager.latest().get(name)
             if latest is None or not latest.active:
