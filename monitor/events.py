@@ -227,11 +227,29 @@ class ApprovalRequired(StageEvent):
     type: ClassVar[str] = "ApprovalRequired"
     severity: ClassVar[str] = "warning"
     why: str
+    # When the CA changes: SHA-256 of each CA certificate that goes to the trust stores.
+    new_ca_sha256: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        cas = f"; new CA SHA-256 {', '.join(self.new_ca_sha256)}" if self.new_ca_sha256 else ""
+        return (
+            f"{self.target}: renewal {self.renewal_id} awaits approval ({self.why}{cas}); "
+            f"run: expressway-certd approve {self.renewal_id}"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RenewalCancelled(Event):
+    """An operator ended an active renewal; `renew --now` starts afresh."""
+
+    type: ClassVar[str] = "RenewalCancelled"
+    severity: ClassVar[str] = "warning"
+    stage: str
+    by: str
 
     def summary(self) -> str:
         return (
-            f"{self.target}: renewal {self.renewal_id} awaits approval ({self.why}); "
-            f"run: expressway-certd approve {self.renewal_id}"
+            f"{self.target}: renewal {self.renewal_id} cancelled at stage {self.stage} by {self.by}"
         )
 
 
@@ -252,7 +270,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (ProbeFailed, ProbeRecovered, CertChanged, SANsChanged, IssuerChanged,
                 ExpiryWindowEntered, ServedCertDiffers, RenewalDue, StageStarted, StageSucceeded,
-                StageWaiting, StageFailed, RenewalBlocked, ApprovalRequired, RenewalCompleted)
+                StageWaiting, StageFailed, RenewalBlocked, ApprovalRequired, RenewalCancelled,
+                RenewalCompleted)
 }  # fmt: skip
 
 Subscriber = Callable[[Event], Awaitable[None]]
