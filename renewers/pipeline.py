@@ -568,9 +568,7 @@ async def _exclusive(ctx: Context, name: str) -> AsyncIterator[str | None]:
     for other processes (CLI, HA peers). Yields None when held, else who holds it."""
     lock = ctx.cluster_locks.setdefault(name, asyncio.Lock())
     async with lock:
-        if ctx.store is not None and not await ctx.store.claim_lease(
-            name, ctx.owner, ctx.now(), LEASE
-        ):
+        if ctx.store is not None and not await take_lease(ctx.store, name, ctx.owner, ctx.now()):
             yield await ctx.store.lease_owner(name) or "another process"
             return
         store = ctx.store
@@ -714,6 +712,35 @@ def _gone_from_this_host(owner: str) -> bool:
     except OSError:
         return False  # alive, owned by another user
     return False
+
+
+async def claim_or_take_over(
+    name: str,
+    claim: Callable[[str | None], Awaitable[bool]],
+    holder: Callable[[], Awaitable[str | None]],
+) -> bool:
+    """The one rule of every lock (a renewal's lease, `restart:<cluster>`, `cucm:<name>`):
+    take it when free or expired; take it at once from a holder that was a process of this
+    host and is gone (a killed process never releases its lease; without this the next one
+    would wait out the whole LEASE); otherwise leave it to its live holder, or to expiry
+    for holders on other hosts. `claim(None)` claims normally, `claim(owner)` also takes it
+    from `owner`."""
+    if await claim(None):
+        return True
+    gone = await holder()
+    if gone is None or not _gone_from_this_host(gone):
+        return False
+    log.warning("taking over the lease of a process that is gone", lease=name, holder=gone)
+    return await claim(gone)
+
+
+async def take_lease(store: Store, name: str, owner: str, now: datetime) -> bool:
+    """Claim the named lease (see claim_or_take_over)."""
+    return await claim_or_take_over(
+        name,
+        lambda gone: store.claim_lease(name, owner, now, LEASE, take_from=gone),
+        lambda: store.lease_owner(name),
+    )
 
 
 StageObserver = Callable[[str, str, str, float], None]  # target, stage, result, seconds
@@ -930,18 +957,11 @@ class Pipeline:
                 await self.store.release_renewal(renewal_id, self.owner)
 
     async def _claim(self, renewal_id: str) -> bool:
-        if await self.store.claim_renewal(renewal_id, self.owner, self.clock(), LEASE):
-            return True
-        # A killed process never releases its lease: without this, a daemon restarted on the
-        # same host would wait out the whole LEASE before resuming the renewal.
-        holder = await self.store.renewal_lease_owner(renewal_id)
-        if holder is None or not _gone_from_this_host(holder):
-            return False
-        log.warning(
-            "taking over the lease of a process that is gone", renewal=renewal_id, holder=holder
-        )
-        return await self.store.claim_renewal(
-            renewal_id, self.owner, self.clock(), LEASE, take_from=holder
+        store, owner, now = self.store, self.owner, self.clock()
+        return await claim_or_take_over(
+            f"renewal {renewal_id}",
+            lambda gone: store.claim_renewal(renewal_id, owner, now, LEASE, take_from=gone),
+            lambda: store.renewal_lease_owner(renewal_id),
         )
 
     async def run_due(self) -> None:
