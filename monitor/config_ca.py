@@ -23,7 +23,7 @@ EST_OPERATIONS = ("simpleenroll", "simplereenroll")
 TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1")
 EKU_NAMES = ("serverAuth", "clientAuth")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_COMMON = {"kind", "trust_anchor", "timeout"}
+_COMMON = {"kind", "trust_anchor", "trust_anchors", "timeout"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,8 @@ class ACMEConfig:
     directory: str
     challenge: str = "dns-01"
     trust_anchor: Path | None = None
+    # Roots this CA issues under, pinned: the only CA certificates trust may be pushed for.
+    trust_anchors: Path | None = None
     timeout: timedelta = timedelta(seconds=30)
     email: str | None = None
     eab_kid: str | None = None
@@ -63,6 +65,8 @@ class ESTConfig:
     name: str
     url: str
     trust_anchor: Path | None = None
+    # Roots this CA issues under, pinned: the only CA certificates trust may be pushed for.
+    trust_anchors: Path | None = None
     timeout: timedelta = timedelta(seconds=30)
     username: str | None = None
     password: Secret | None = None
@@ -81,6 +85,8 @@ class ADCSConfig:
     template: str
     auth: str = "ntlm"
     trust_anchor: Path | None = None
+    # Roots this CA issues under, pinned: the only CA certificates trust may be pushed for.
+    trust_anchors: Path | None = None
     timeout: timedelta = timedelta(seconds=30)
     username: str | None = None
     password: Secret | None = None
@@ -98,6 +104,8 @@ class ManualConfig:
     poll: timedelta = timedelta(minutes=5)
     ekus: frozenset[str] | None = None
     trust_anchor: Path | None = None
+    # Roots this CA issues under, pinned: the only CA certificates trust may be pushed for.
+    trust_anchors: Path | None = None
     timeout: timedelta = timedelta(seconds=30)
     kind: str = "manual"
 
@@ -230,6 +238,7 @@ def _acme(file: Path, name: str, s: Section) -> ACMEConfig:
         directory=directory,
         challenge=challenge,
         trust_anchor=s.get_file("trust_anchor", file.parent),
+        trust_anchors=s.get_file("trust_anchors", file.parent),
         timeout=s.get_duration("timeout", timedelta(seconds=30)),
         email=s.get_str("email"),
         eab_kid=eab_kid,
@@ -269,6 +278,7 @@ def _est(file: Path, name: str, s: Section) -> ESTConfig:
         name=name,
         url=url,
         trust_anchor=s.get_file("trust_anchor", file.parent),
+        trust_anchors=s.get_file("trust_anchors", file.parent),
         timeout=s.get_duration("timeout", timedelta(seconds=30)),
         username=username,
         password=password,
@@ -311,6 +321,7 @@ def _adcs(file: Path, name: str, s: Section) -> ADCSConfig:
         template=s.get_str("template", required=True) or "",
         auth=auth,
         trust_anchor=s.get_file("trust_anchor", file.parent),
+        trust_anchors=s.get_file("trust_anchors", file.parent),
         timeout=s.get_duration("timeout", timedelta(seconds=30)),
         username=username,
         password=password,
@@ -370,6 +381,7 @@ def _manual(file: Path, name: str, s: Section) -> ManualConfig:
         poll=s.get_duration("poll", timedelta(minutes=5)),
         ekus=_ekus(s),
         trust_anchor=s.get_file("trust_anchor", file.parent),
+        trust_anchors=s.get_file("trust_anchors", file.parent),
         timeout=s.get_duration("timeout", timedelta(seconds=30)),
     )
 

@@ -129,6 +129,7 @@ class Daemon:
                 manager.latest,
                 lambda: manager.next_due,
                 lambda: manager.last_success,
+                lambda: manager.drift,
             )
         )
 

@@ -178,6 +178,15 @@ def build_app(
         manager().spawn(row.id)
         return web.json_response(renewal_json(row))
 
+    async def cancel(request: web.Request) -> web.Response:
+        require_token(request)
+        who = request.query.get("by", "api")
+        try:
+            row = await manager().pipeline.cancel(request.match_info["id"], who)
+        except CertdError as exc:
+            raise web.HTTPConflict(text=str(exc)) from None
+        return web.json_response(renewal_json(row))
+
     async def renew(request: web.Request) -> web.Response:
         require_token(request)
         try:
@@ -257,5 +266,6 @@ def build_app(
     app.router.add_get("/api/v1/renewals", list_renewals)
     app.router.add_get("/api/v1/renewals/{id}", get_renewal)
     app.router.add_post("/api/v1/renewals/{id}/approve", approve)
+    app.router.add_post("/api/v1/renewals/{id}/cancel", cancel)
     app.router.add_post("/api/v1/targets/{name}/renew", renew)
     return app

@@ -530,13 +530,25 @@ class Store:
             ).scalar_one_or_none()
             return str(owner) if owner is not None else None
 
-    async def claim_lease(self, name: str, owner: str, now: datetime, ttl: timedelta) -> bool:
-        """Take the named lease when free or expired (or extend our own); False when held."""
+    async def claim_lease(
+        self,
+        name: str,
+        owner: str,
+        now: datetime,
+        ttl: timedelta,
+        *,
+        take_from: str | None = None,
+    ) -> bool:
+        """Take the named lease when free or expired (or extend our own); False when held.
+        `take_from`: also take it while that owner (a process known to be gone) holds it."""
         t = leases.c
+        free = [t.until < now, t.owner == owner]
+        if take_from is not None:
+            free.append(t.owner == take_from)
         async with self._write() as conn:
             result = await conn.execute(
                 leases.update()
-                .where(t.name == name, sa.or_(t.until < now, t.owner == owner))
+                .where(t.name == name, sa.or_(*free))
                 .values(owner=owner, until=now + ttl)
             )
             if result.rowcount == 1:

@@ -29,6 +29,7 @@ from monitor.events import (
     SANsChanged,
 )
 from monitor.facts import CertFacts, diff_facts, facts_from_x509
+from monitor.policy import ServedCert
 from monitor.probe import Observation, Prober, TrustStore
 from monitor.store import EndpointRow, HistoryRow, Store
 
@@ -97,9 +98,9 @@ class Monitor:
         self.clock = clock
         self.states: dict[Key, EndpointState] = {}
         self.polls_completed = 0
-        # Called after every poll with the target and the certificates it serves (renewal
-        # policy); failures are logged, never raised into the poll.
-        self.on_polled: list[Callable[[ExpresswayConfig, list[CertFacts]], Awaitable[None]]] = []
+        # Called after every poll with the target and the certificates it serves, verified or
+        # not (renewal policy); failures are logged, never raised into the poll.
+        self.on_polled: list[Callable[[ExpresswayConfig, list[ServedCert]], Awaitable[None]]] = []
         self._trust: dict[str, TrustStore] = {}
         self._pems: dict[tuple[str, ...], str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -212,7 +213,7 @@ class Monitor:
                 log.info(event.type, target=event.target, summary=event.summary())
                 await self.bus.publish(event)
             served = [
-                st.facts
+                ServedCert(ep.address, ep.service, st.facts, st.chain_verified is True)
                 for ep in exp.endpoints
                 if (st := self.states.get((exp.name, ep.host, ep.port))) is not None
                 and st.ok
