@@ -385,7 +385,7 @@ class ExpresswayClient:
         after = await self.trusted_cas()
         vanished = [c for c in present if c not in after]
         if vanished:
-            await self._restore_trusted(vanished, step)
+            await self._restore_trusted(vanished, missing, step)
         still = [c for c in missing if c not in after]
         if still:
             names = ", ".join(c.subject.rfc4514_string() for c in still)
@@ -397,9 +397,12 @@ class ExpresswayClient:
         log.info("expressway.trusted_cas_added", target=self.target, count=len(missing))
         return missing
 
-    async def _restore_trusted(self, vanished: list[x509.Certificate], step: str) -> None:
+    async def _restore_trusted(
+        self, vanished: list[x509.Certificate], added: list[x509.Certificate], step: str
+    ) -> None:
+        # One upload with everything that must be there, in case this box replaces its list.
         names = "; ".join(c.subject.rfc4514_string() for c in vanished)
-        pem = "".join(_pem(c) for c in vanished).encode()
+        pem = "".join(_pem(c) for c in [*vanished, *added]).encode()
         await self._call(step, files=[FilePart("file", "restore-trusted-ca.pem", pem)])
         still = [c for c in vanished if c not in await self.trusted_cas()]
         log.error("expressway.trusted_cas_lost", target=self.target, count=len(vanished))
