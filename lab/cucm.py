@@ -164,6 +164,11 @@ class CucmSim:
     def ssh_commands(self) -> list[str]:
         return self._ssh.commands if self._ssh else []
 
+    @property
+    def refused_without_pty(self) -> int:
+        """CLI sessions refused because they requested no terminal."""
+        return self._ssh.refused_without_pty if self._ssh else 0
+
     # ---- zone model view (lab.zones.TlsParty) ----------------------------------------------------
 
     @property
@@ -192,6 +197,7 @@ class CucmSim:
         app.router.add_get(TRUST_PATH, self._list_trust)
         app.router.add_post(TRUST_ADD_PATH, self._add_trust)
         app.router.add_post(SOAP_PATH, self._soap)
+        app.router.add_get(SOAP_PATH, self._wsdl)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         await self._open_ports()
@@ -346,6 +352,16 @@ class CucmSim:
                     status = "added"
                 result.append({"service": service, **_describe(cert, service), "status": status})
         return web.json_response(result, status=201)
+
+    async def _wsdl(self, request: web.Request) -> web.Response:
+        """`?wsdl` as Axis serves it: the service description (abridged)."""
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?><wsdl:definitions '
+            'xmlns:wsdl="http://schemas.xmlsoap.org/wsdl/" '
+            f'targetNamespace="{SOAP_NS}"><wsdl:service name="ControlCenterServices"/>'
+            "</wsdl:definitions>"
+        )
+        return web.Response(text=body, content_type="text/xml")
 
     async def _soap(self, request: web.Request) -> web.Response:
         try:
