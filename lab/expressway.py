@@ -306,6 +306,11 @@ class ExpresswaySim:
     def clear_faults(self) -> None:
         self.faults.clear()
 
+    def remove_resource(self, path: str) -> None:
+        """From now on the box lacks `path` (relative to /api): /api/raml stops listing it and
+        requests to it answer 404, as on a version without it."""
+        self._without.add(path.rstrip("/"))
+
     # ---- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> ExpresswaySim:
@@ -490,6 +495,8 @@ class ExpresswaySim:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path = self._api_path(request)
+        if path in self._without:
+            return _message(404, "Not found")
         routes: dict[tuple[str, str], Handler] = {
             ("GET", "/provisioning/sysinfo"): self._sysinfo,
             ("GET", "/provisioning/certs/server"): self._get_server_cert,

@@ -562,12 +562,13 @@ class ExpresswayClient:
         reply = await self._api.request("GET", path, step=CLIENT_CERT_OPERATION)
         return self._load_certs(pem_text(reply.text), CLIENT_CERT_OPERATION)[0]
 
-    async def acme_scheduler(self) -> bool | None:
-        """Is the box's own ACME scheduler on? False for an Expressway-C or a version before
-        X12.5; None when the box has ACME but its state cannot be read (unknown)."""
+    async def acme_scheduler(self, role: str | None = None) -> bool | None:
+        """Is the box's own ACME scheduler on? False for an Expressway-C (`role`, else the
+        role from /api/raml) or a version before X12.5; None when the box may have ACME but
+        its state cannot be read (unknown)."""
         info = await self.system_info()
         parsed = version_tuple(info.version)
-        role = info.role or None
+        role = role or info.role
         if role == "c" or (parsed is not None and parsed < ACME_FROM):
             return False
         caps = await self.capabilities()

@@ -51,14 +51,24 @@ from monitor.store import RenewalRow, StepRow, Store
 from renewers.ca.base import CAConnector, CARequestError, Issued, Pending
 from renewers.cucm import CucmClient, CucmClientConfig
 from renewers.expressway import (
+    CertificateEkuRefused,
     CsrRequest,
     ExpresswayClient,
     ExpresswayClientConfig,
     OperationUnsupported,
+    TrustedCasLost,
     csr_sans,
 )
 from renewers.maintenance import next_window_start
-from renewers.validate import Issuance, Plan, make_plan, preflight, validate
+from renewers.validate import (
+    Issuance,
+    Plan,
+    ZoneReading,
+    check_zones,
+    make_plan,
+    preflight,
+    validate,
+)
 
 log = structlog.get_logger("renewers.pipeline")
 
@@ -242,12 +252,12 @@ async def stage_snapshot(ctx: Context) -> Outcome:
     async with ctx.devices.expressway(ctx.target) as box:
         info = await box.system_info()
         current = await box.server_certificate()
-        try:
-            zones = [dataclasses.asdict(z) for z in await box.zones()]
-        except OperationUnsupported:
-            zones = []
+        # A box whose RAML lacks zone status raises OperationUnsupported: the renewal blocks
+        # naming it rather than checking nothing (issue 9).
+        zones = [dataclasses.asdict(z) for z in await box.zones()]
+        role = ctx.target.role or info.role
+        acme_scheduler = await box.acme_scheduler(role=role)
     facts = facts_from_x509(current)
-    role = ctx.target.role or info.role
     ctx.data["snapshot"] = {
         "version": info.version or ctx.target.version,
         "role": role,
@@ -258,6 +268,7 @@ async def stage_snapshot(ctx: Context) -> Outcome:
         "not_after": facts.not_after.isoformat(),
         "sans": [str(s) for s in facts.sans],
         "zones": zones,
+        "acme_scheduler": acme_scheduler,
     }
     return Advance(
         f"{info.version} Expressway-{(role or '?').upper()}, serving {facts.sha256[:16]} "
@@ -292,7 +303,9 @@ async def stage_preflight(ctx: Context) -> Outcome:
         zones=_zone_kinds(snap["role"], snap["zones"]),
     )
     ctx.data["plan"] = dataclasses.asdict(plan)
-    problems = preflight(plan, ctx.ca_name, ctx.ca.capabilities().ekus)
+    problems = preflight(
+        plan, ctx.ca_name, ctx.ca.capabilities().ekus, acme_scheduler=snap.get("acme_scheduler")
+    )
     if problems:
         return Blocked("; ".join(p.message for p in problems))
     names = {"1.3.6.1.5.5.7.3.1": "serverAuth", "1.3.6.1.5.5.7.3.2": "clientAuth"}
@@ -587,13 +600,10 @@ async def stage_verify(ctx: Context) -> Outcome:
     serving, stale = await _served_everywhere(ctx, sha)
     problems = [] if serving else [f"not serving the new certificate on {', '.join(stale)}"]
     async with ctx.devices.expressway(ctx.target) as box:
-        try:
-            zones = await box.zones()
-        except OperationUnsupported:
-            zones = []
-    problems += [
-        f"zone {z.name} is {z.state}: {z.reason}" for z in zones if z.state.lower() != "active"
-    ]
+        zones = await box.zones()
+    seen_before = [str(z.get("name", "")) for z in ctx.data["snapshot"].get("zones", [])]
+    readings = [ZoneReading(z.name, z.state, z.reason) for z in zones]
+    problems += [p.message for p in check_zones(ctx.target.name, readings, seen_before)]
     if not problems:
         return Advance(
             f"{len(ctx.target.endpoints)} endpoints serve {sha[:16]}; {len(zones)} zones Active"
@@ -882,6 +892,8 @@ class Pipeline:
             outcome = await STAGE_FUNCTIONS[stage](ctx)
         except CARequestError as exc:
             outcome = _retry(ctx, str(exc)) if exc.retryable else Blocked(str(exc))
+        except (OperationUnsupported, CertificateEkuRefused, TrustedCasLost) as exc:
+            outcome = Blocked(str(exc))  # retrying cannot help: the operator must act
         except (DeviceError, CAError) as exc:
             outcome = _retry(ctx, str(exc))
         except CertdError as exc:
