@@ -58,6 +58,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
 CLIENT_CERT_OPERATION = "read client certificate"
 EKU_SWITCH = "xConfiguration XCP TLS Certificate CVS EnableServerEkuUpload"
 ACME_FROM = (12, 5)  # built-in ACME on Expressway-E
+SERVER_EKU_UPLOAD_AT = (15, 4)  # the switch exists in X15.4 only (deprecated in X15.5)
 _CSR_PENDING = ("already pending", "already in progress", "already exists", "in progress")
 _EKU_WORDS = ("eku", "extended key usage", "client authentication", "server authentication")
 # What public scripts accept as "the reboot started" after `xCommand Boot`: the xAPI result
@@ -594,6 +595,18 @@ class ExpresswayClient:
             ssh, EKU_SWITCH, step="read EnableServerEkuUpload", until=("\nOK", "ERROR")
         )
         return switch_value(output, "EnableServerEkuUpload")
+
+    async def server_eku_upload_if_relevant(self, role: str | None) -> bool | None:
+        """The X15.4 switch for an X15.4 Expressway-E, else None (the rule does not use it).
+        An SSH failure reads as None (unknown), which keeps both EKUs required."""
+        info = await self.system_info()
+        if (role or info.role) != "e" or version_tuple(info.version) != SERVER_EKU_UPLOAD_AT:
+            return None
+        try:
+            return await self.server_eku_upload()
+        except DeviceError as exc:
+            log.warning("expressway.eku_switch_unread", target=self.target, error=str(exc))
+            return None
 
     async def cluster_peers(self) -> list[str]:
         """Addresses of every peer of the cluster, this node included."""

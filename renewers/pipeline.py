@@ -257,6 +257,8 @@ async def stage_snapshot(ctx: Context) -> Outcome:
         zones = [dataclasses.asdict(z) for z in await box.zones()]
         role = ctx.target.role or info.role
         acme_scheduler = await box.acme_scheduler(role=role)
+        server_eku_upload = await box.server_eku_upload_if_relevant(role)
+    peer_version = await _traversal_peer_version(ctx) if server_eku_upload else None
     facts = facts_from_x509(current)
     ctx.data["snapshot"] = {
         "version": info.version or ctx.target.version,
@@ -269,11 +271,26 @@ async def stage_snapshot(ctx: Context) -> Outcome:
         "sans": [str(s) for s in facts.sans],
         "zones": zones,
         "acme_scheduler": acme_scheduler,
+        "server_eku_upload": server_eku_upload,
+        "peer_version": peer_version,
     }
     return Advance(
         f"{info.version} Expressway-{(role or '?').upper()}, serving {facts.sha256[:16]} "
         f"(AKI {(facts.aki or '-')[:16]}, {len(facts.dns_names)} DNS SANs)"
     )
+
+
+async def _traversal_peer_version(ctx: Context) -> str | None:
+    """The traversal peer's version (FN74362: serverAuth-only needs C and E on the same one);
+    None when there is no peer configured or it cannot be read."""
+    if not ctx.target.traversal_peer:
+        return None
+    try:
+        async with ctx.devices.expressway(ctx.config.target(ctx.target.traversal_peer)) as peer:
+            return (await peer.system_info()).version
+    except DeviceError as exc:
+        log.warning("pipeline.peer_version_unread", target=ctx.target.name, error=str(exc))
+        return None
 
 
 def _zone_kinds(role: str | None, zones: list[dict[str, Any]]) -> list[str]:
@@ -301,6 +318,8 @@ async def stage_preflight(ctx: Context) -> Outcome:
         cluster_fqdn=ctx.target.cluster,
         extra_sans=renewal.extra_sans,
         zones=_zone_kinds(snap["role"], snap["zones"]),
+        server_eku_upload=snap.get("server_eku_upload"),
+        peer_version=snap.get("peer_version"),
     )
     ctx.data["plan"] = dataclasses.asdict(plan)
     problems = preflight(
@@ -310,7 +329,7 @@ async def stage_preflight(ctx: Context) -> Outcome:
         return Blocked("; ".join(p.message for p in problems))
     names = {"1.3.6.1.5.5.7.3.1": "serverAuth", "1.3.6.1.5.5.7.3.2": "clientAuth"}
     ekus = "+".join(names.get(e, e) for e in plan.required_eku)
-    return Advance(f"SANs {', '.join(plan.sans)}; EKU {ekus}")
+    return Advance(f"SANs {', '.join(plan.sans)}; EKU {ekus} (rule {plan.eku_rule})")
 
 
 def csr_fits(csr: x509.CertificateSigningRequest, plan: Plan) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.pipeline_env import renewal_env
 
 
@@ -36,3 +38,21 @@ async def test_a_ca_upload_that_drops_cas_blocks_and_restores_them(tmp_path: Pat
         assert "uploaded again" in row.message
         assert all(ca in c.trusted_cas for ca in before)
         assert c.uploads == 0  # nothing installed on a box that lost its trust
+
+
+@pytest.mark.parametrize(
+    ("switch", "rule", "eku"),
+    [
+        (False, "x15.4-e-switch-off", "serverAuth+clientAuth"),
+        (True, "x15.4-e-server-only-allowed", "serverAuth "),
+    ],
+)
+async def test_x15_4_e_preflight_reads_the_switch_and_names_the_rule(
+    tmp_path: Path, switch: bool, rule: str, eku: str
+) -> None:
+    async with renewal_env(tmp_path, target="expe-e1") as env:
+        env.lab.expressway_e.server_eku_upload = switch
+        row = await env.pipeline.run((await env.pipeline.start("expe-e1", "t")).id)
+        assert row.status == "done", row.message
+        (step,) = [s for s in await env.store.steps(row.id) if s.stage == "preflight"]
+        assert f"rule {rule}" in step.message and f"EKU {eku}" in step.message, step.message
