@@ -52,15 +52,25 @@ from monitor.store import RenewalRow, StepRow, Store
 from renewers.ca.base import CAConnector, CARequestError, Issued, Pending
 from renewers.cucm import CucmClient, CucmClientConfig
 from renewers.expressway import (
+    CertificateEkuRefused,
     CsrRequest,
     ExpresswayClient,
     ExpresswayClientConfig,
     OperationUnsupported,
+    TrustedCasLost,
     csr_sans,
 )
 from renewers.maintenance import next_window_start
 from renewers.trust import pinned_anchors, trust_path
-from renewers.validate import Issuance, Plan, make_plan, preflight, validate
+from renewers.validate import (
+    Issuance,
+    Plan,
+    ZoneReading,
+    check_zones,
+    make_plan,
+    preflight,
+    validate,
+)
 
 log = structlog.get_logger("renewers.pipeline")
 
@@ -244,12 +254,14 @@ async def stage_snapshot(ctx: Context) -> Outcome:
     async with ctx.devices.expressway(ctx.target) as box:
         info = await box.system_info()
         current = await box.server_certificate()
-        try:
-            zones = [dataclasses.asdict(z) for z in await box.zones()]
-        except OperationUnsupported:
-            zones = []
+        # A box whose RAML lacks zone status raises OperationUnsupported: the renewal blocks
+        # naming it rather than checking nothing (issue 9).
+        zones = [dataclasses.asdict(z) for z in await box.zones()]
+        role = ctx.target.role or info.role
+        acme_scheduler = await box.acme_scheduler(role=role)
+        server_eku_upload = await box.server_eku_upload_if_relevant(role)
+    peer_version = await _traversal_peer_version(ctx) if server_eku_upload else None
     facts = facts_from_x509(current)
-    role = ctx.target.role or info.role
     ctx.data["snapshot"] = {
         "version": info.version or ctx.target.version,
         "role": role,
@@ -260,11 +272,27 @@ async def stage_snapshot(ctx: Context) -> Outcome:
         "not_after": facts.not_after.isoformat(),
         "sans": [str(s) for s in facts.sans],
         "zones": zones,
+        "acme_scheduler": acme_scheduler,
+        "server_eku_upload": server_eku_upload,
+        "peer_version": peer_version,
     }
     return Advance(
         f"{info.version} Expressway-{(role or '?').upper()}, serving {facts.sha256[:16]} "
         f"(AKI {(facts.aki or '-')[:16]}, {len(facts.dns_names)} DNS SANs)"
     )
+
+
+async def _traversal_peer_version(ctx: Context) -> str | None:
+    """The traversal peer's version (FN74362: serverAuth-only needs C and E on the same one);
+    None when there is no peer configured or it cannot be read."""
+    if not ctx.target.traversal_peer:
+        return None
+    try:
+        async with ctx.devices.expressway(ctx.config.target(ctx.target.traversal_peer)) as peer:
+            return (await peer.system_info()).version
+    except DeviceError as exc:
+        log.warning("pipeline.peer_version_unread", target=ctx.target.name, error=str(exc))
+        return None
 
 
 def _zone_kinds(role: str | None, zones: list[dict[str, Any]]) -> list[str]:
@@ -292,14 +320,18 @@ async def stage_preflight(ctx: Context) -> Outcome:
         cluster_fqdn=ctx.target.cluster,
         extra_sans=renewal.extra_sans,
         zones=_zone_kinds(snap["role"], snap["zones"]),
+        server_eku_upload=snap.get("server_eku_upload"),
+        peer_version=snap.get("peer_version"),
     )
     ctx.data["plan"] = dataclasses.asdict(plan)
-    problems = preflight(plan, ctx.ca_name, ctx.ca.capabilities().ekus)
+    problems = preflight(
+        plan, ctx.ca_name, ctx.ca.capabilities().ekus, acme_scheduler=snap.get("acme_scheduler")
+    )
     if problems:
         return Blocked("; ".join(p.message for p in problems))
     names = {"1.3.6.1.5.5.7.3.1": "serverAuth", "1.3.6.1.5.5.7.3.2": "clientAuth"}
     ekus = "+".join(names.get(e, e) for e in plan.required_eku)
-    return Advance(f"SANs {', '.join(plan.sans)}; EKU {ekus}")
+    return Advance(f"SANs {', '.join(plan.sans)}; EKU {ekus} (rule {plan.eku_rule})")
 
 
 def csr_fits(csr: x509.CertificateSigningRequest, plan: Plan) -> bool:
@@ -630,13 +662,10 @@ async def stage_verify(ctx: Context) -> Outcome:
     serving, stale = await _served_everywhere(ctx, sha)
     problems = [] if serving else [f"not serving the new certificate on {', '.join(stale)}"]
     async with ctx.devices.expressway(ctx.target) as box:
-        try:
-            zones = await box.zones()
-        except OperationUnsupported:
-            zones = []
-    problems += [
-        f"zone {z.name} is {z.state}: {z.reason}" for z in zones if z.state.lower() != "active"
-    ]
+        zones = await box.zones()
+    seen_before = [str(z.get("name", "")) for z in ctx.data["snapshot"].get("zones", [])]
+    readings = [ZoneReading(z.name, z.state, z.reason) for z in zones]
+    problems += [p.message for p in check_zones(ctx.target.name, readings, seen_before)]
     if not problems:
         return Advance(
             f"{len(ctx.target.endpoints)} endpoints serve {sha[:16]}; {len(zones)} zones Active"
@@ -1017,6 +1046,8 @@ class Pipeline:
             outcome = await STAGE_FUNCTIONS[stage](ctx)
         except CARequestError as exc:
             outcome = _retry(ctx, str(exc)) if exc.retryable else Blocked(str(exc))
+        except (OperationUnsupported, CertificateEkuRefused, TrustedCasLost) as exc:
+            outcome = Blocked(str(exc))  # retrying cannot help: the operator must act
         except (DeviceError, CAError) as exc:
             outcome = _retry(ctx, str(exc))
         except CertdError as exc:
