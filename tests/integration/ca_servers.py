@@ -158,12 +158,30 @@ class Pebble:
     eab_kid: str | None
     eab_hmac: str | None
     proc: subprocess.Popen[bytes] = field(repr=False)
+    argv: list[str] = field(default_factory=list, repr=False)
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    log: Path = field(default=Path("/dev/null"), repr=False)
+
+    def restart(self) -> None:
+        """Stop and start Pebble on the same ports: it keeps accounts and orders in memory
+        only, so the new process has forgotten every account, as a reset CA has."""
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.proc = _spawn_pebble(self.argv, self.env, self.log)
+        for url in (self.directory_url, self.management_url):
+            port = int(url.split(":")[2].split("/")[0])
+            wait_port(port, self.proc, "pebble", self.log)
 
     def roots(self) -> list[x509.Certificate]:
         text = requests.get(
             f"{self.management_url}/roots/0", verify=str(self.trust_anchor), timeout=5
         ).text
         return x509.load_pem_x509_certificates(text.encode())
+
+
+def _spawn_pebble(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
 def start_pebble(
@@ -200,14 +218,10 @@ def start_pebble(
     conf.write_text(json.dumps({"pebble": config}))
     log = directory / "pebble.log"
     full_env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_AUTHZREUSE": "0", **(env or {})}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [pebble, "-config", str(conf), "-strict"]
-            + (["-dnsserver", f"127.0.0.1:{dns_port}"] if dns_port else []),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=full_env,
-        )
+    argv = [pebble, "-config", str(conf), "-strict"] + (
+        ["-dnsserver", f"127.0.0.1:{dns_port}"] if dns_port else []
+    )
+    proc = _spawn_pebble(argv, full_env, log)
     wait_port(port, proc, "pebble", log)
     wait_port(mport, proc, "pebble management", log)
     return Pebble(
@@ -218,6 +232,9 @@ def start_pebble(
         kid,
         hmac,
         proc,
+        argv,
+        full_env,
+        log,
     )
 
 
