@@ -50,6 +50,7 @@ from renewers.ca.base import (
     csr_pem,
     load_pem_certs,
     log,
+    order_chain,
     parse_retry_after,
     pick_leaf,
     retry_at,
@@ -536,8 +537,9 @@ class ACMEConnector(ConnectorBase):
                 "report it to the CA; submit again",
                 reason="bad_response",
             )
-        chain = tuple(c for c in certs if c != leaf)
-        return Issued(leaf, chain, profile)
+        # RFC 8555 7.4.2 puts the leaf first, then each issuer; a CA that does not is read
+        # by the names, as the pipeline and the Expressway expect the issuing order.
+        return Issued(leaf, order_chain(leaf, certs), profile)
 
     async def ca_chain(self) -> tuple[x509.Certificate, ...]:
         """ACME publishes the chain with each certificate; without one, nothing to fetch."""

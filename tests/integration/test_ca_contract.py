@@ -1,11 +1,19 @@
-"""One contract, three CA connectors: EST and AD CS against the lab simulators over HTTPS, ACME
-against real Pebble answering DNS-01 through a real BIND9."""
+"""One contract, every CA connector: EST and AD CS against the lab simulators over HTTPS, ACME
+against real Pebble answering DNS-01 through a real BIND9, and the fault cases (a CA that
+denies, drops a SAN, stalls, forgets its client, misorders the chain or certifies another key)
+against the CAs that can be made to misbehave."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -13,15 +21,33 @@ from cryptography import x509
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
+from lab.adcs import ADCSSimulator
 from lab.pki import CA
+from monitor.config import Secret
+from monitor.config_ca import ACMEConfig, RFC2136Config
 from monitor.errors import CAError
-from renewers.ca.base import CAConnector, Capabilities, Pending
+from renewers.ca.acme import ACMEConnector
+from renewers.ca.base import CAConnector, Capabilities, CARequestError, Issued, Pending, utcnow
+from renewers.validate import Issuance, Plan, validate
+from tests.integration.ca_faults import (
+    Fault,
+    FaultProxy,
+    order_turns_invalid,
+    rewrite_certificate,
+    stall_on,
+)
 from tests.integration.ca_servers import (  # noqa: F401 - fixtures
+    TSIG_KEY,
+    ZONE,
+    Bind9,
     Harness,
+    Pebble,
+    adcs_harness,
     bind9_server,
     harness_fixture,
     make_csr,
     pebble_server,
+    start_pebble,
     until_issued,
 )
 
@@ -168,3 +194,198 @@ async def test_capabilities_and_check(harness: Harness) -> None:
     assert results and all(r.ok for r in results), results
     chain = await conn.ca_chain()
     assert all(c.extensions.get_extension_for_class(x509.BasicConstraints).value.ca for c in chain)
+
+
+# --- A misbehaving CA ---------------------------------------------------------------------
+# Cases that are not about one protocol: what a CA may do wrong, and what every connector must
+# then do. Each case's fixture is parametrised over the CAs that can be made to do it: the lab
+# simulators through their own failure modes, Pebble through the fault proxy of ca_faults.py.
+
+
+@dataclass
+class Misbehaving:
+    """One CA that can be made to misbehave, as the fault cases drive it."""
+
+    name: str
+    connector: Callable[..., Any]  # (wait=seconds, timeout=seconds) -> connector
+    names: Callable[[], list[str]]
+    anchors: Callable[[], list[x509.Certificate]]  # roots the issued chains build to
+    deny: Callable[[dict[str, Any], str], None]  # the CA denies the pending request
+    fault: Callable[[Fault], None]  # the CA's answers go through this from now on
+    forget: Callable[[], None]  # the CA forgets its clients (accounts, sessions)
+
+
+@pytest.fixture(scope="session", name="pebble_chain")
+def pebble_chain_server(tmp_path_factory: pytest.TempPathFactory, bind9: Bind9) -> Iterator[Pebble]:
+    """Pebble issuing through two intermediates, so a chain has an order to get wrong."""
+    server = start_pebble(
+        tmp_path_factory.mktemp("pebble-chain"), bind9.port, env={"PEBBLE_CHAIN_LENGTH": "4"}
+    )
+    try:
+        yield server
+    finally:
+        server.proc.terminate()
+        server.proc.wait(10)
+
+
+def acme_misbehaving(tmp_path: Path, pebble: Pebble, bind9: Bind9) -> Iterator[Misbehaving]:
+    proxy = FaultProxy(pebble, tmp_path).start()
+    os.environ["CERTD_TEST_TSIG"] = bind9.tsig_secret
+    made: list[Any] = []
+
+    def connector(wait: float = 30, timeout: float = 30) -> Any:
+        config = ACMEConfig(
+            "faulty-acme",
+            proxy.directory_url,
+            trust_anchor=proxy.trust_anchor,
+            timeout=timedelta(seconds=timeout),
+            rfc2136=RFC2136Config(
+                "127.0.0.1", bind9.port, ZONE + ".", TSIG_KEY, Secret("env:CERTD_TEST_TSIG"),
+                propagation_timeout=timedelta(seconds=10),
+            ),
+        )  # fmt: skip
+        conn = ACMEConnector(config, data_dir=tmp_path, wait=timedelta(seconds=wait))
+        made.append(conn)
+        return conn
+
+    def deny(handle: dict[str, Any], why: str) -> None:
+        proxy.fault = order_turns_invalid(why, handle["order_url"])
+
+    def fault(new: Fault) -> None:
+        proxy.fault = new
+
+    try:
+        yield Misbehaving(
+            "faulty-acme", connector, lambda: [f"f-{secrets.token_hex(4)}.{ZONE}"], pebble.roots,
+            deny, fault, pebble.restart,
+        )  # fmt: skip
+    finally:
+        for conn in made:
+            asyncio.run(conn.aclose())
+        proxy.stop()
+
+
+def adcs_misbehaving(tmp_path: Path) -> Iterator[Misbehaving]:
+    for harness in adcs_harness(tmp_path):
+        sim: ADCSSimulator = harness.server
+        sim.manager_approval = True
+
+        def deny(handle: dict[str, Any], why: str, sim: ADCSSimulator = sim) -> None:
+            sim.deny(int(handle["req_id"]), why)
+
+        def unsupported(*_: object) -> None:
+            pytest.skip("the AD CS simulator has no such failure mode")
+
+        def connector(wait: float = 30, timeout: float = 30, h: Harness = harness) -> Any:
+            return h.connector(wait=wait)
+
+        yield Misbehaving(
+            "corp-adcs", connector, harness.names, lambda sim=sim: [sim.root.cert],
+            deny, unsupported, unsupported,
+        )  # fmt: skip
+
+
+@pytest.fixture(params=["adcs", "acme"], name="denying")
+def denying_fixture(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Misbehaving]:
+    """CAs that can answer pending, then denied."""
+    monkeypatch.setenv("CERTD_TEST_SECRET", "Adcs-Secret1")
+    if request.param == "adcs":
+        yield from adcs_misbehaving(tmp_path)
+    else:
+        yield from acme_misbehaving(
+            tmp_path, request.getfixturevalue("pebble_chain"), request.getfixturevalue("bind9")
+        )
+
+
+@pytest.fixture(params=["acme"], name="faulty")
+def faulty_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Misbehaving]:
+    """CAs whose answers can be rewritten: Pebble behind the fault proxy."""
+    yield from acme_misbehaving(
+        tmp_path, request.getfixturevalue("pebble_chain"), request.getfixturevalue("bind9")
+    )
+
+
+async def test_pending_then_denied_fails_naming_the_ca_and_its_reason(denying: Misbehaving) -> None:
+    conn = denying.connector(wait=0)
+    pending = await conn.submit(make_csr(*denying.names()))
+    assert isinstance(pending, Pending)
+    denying.deny(pending.handle, "Denied by the contract test")
+    with pytest.raises(CAError) as info:
+        await until_issued(conn, await conn.poll(pending.handle))
+    assert str(info.value).startswith(f"CA '{denying.name}': ")
+    assert "Denied by the contract test" in str(info.value)
+    assert getattr(info.value, "retryable", None) is False
+
+
+async def test_chain_in_the_wrong_order_is_returned_in_issuing_order(faulty: Misbehaving) -> None:
+    faulty.fault(rewrite_certificate(lambda certs: list(reversed(certs))))
+    csr = make_csr(*faulty.names())
+    conn = faulty.connector()
+    issued = await until_issued(conn, await conn.submit(csr))
+    assert issued.leaf.public_key() == csr.public_key()
+    assert len(issued.chain) >= 2, "Pebble was asked for two intermediates"
+    issued.leaf.verify_directly_issued_by(issued.chain[0])
+    for lower, upper in zip(issued.chain, issued.chain[1:], strict=False):
+        lower.verify_directly_issued_by(upper)
+
+
+async def test_certificate_for_a_different_key_is_refused(faulty: Misbehaving) -> None:
+    stranger = CA.create("Stranger CA")
+
+    def other_key(certs: list[x509.Certificate]) -> list[x509.Certificate]:
+        leaf, _ = stranger.issue("someone-else.lab.test", key_kind="ec", key_size=256)
+        return [leaf, stranger.cert]
+
+    faulty.fault(rewrite_certificate(other_key))
+    with pytest.raises(CAError) as info:
+        await faulty.connector().submit(make_csr(*faulty.names()))
+    message = str(info.value)
+    assert message.startswith(f"CA '{faulty.name}': certificate: ")
+    assert "CSR's key" in message
+
+
+async def test_a_dropped_san_reaches_the_pipeline_which_refuses_it(faulty: Misbehaving) -> None:
+    """Today's Issued has no "dropped" report: the leaf comes back as the CA made it, and
+    validate (the pipeline's step before anything is installed) refuses it."""
+    rewriter = CA.create("SAN-dropping CA")
+
+    def drop_last_san(certs: list[x509.Certificate]) -> list[x509.Certificate]:
+        leaf = certs[0]
+        kept = sans(leaf) - {max(sans(leaf))}
+        again, _ = rewriter.issue(min(kept), sorted(kept), public_key=leaf.public_key())
+        return [again, rewriter.cert]
+
+    faulty.fault(rewrite_certificate(drop_last_san))
+    names = [*faulty.names(), f"dropped-{secrets.token_hex(3)}.{ZONE}"]
+    csr = make_csr(*names)
+    issued = await faulty.connector().submit(csr)
+    assert isinstance(issued, Issued)
+    assert sans(issued.leaf) < set(names)
+    plan = Plan("expe", None, None, tuple(sorted(names)), ())
+    problems = validate(
+        plan, Issuance(issued.leaf, issued.chain, csr, faulty.name), utcnow(), [rewriter.cert]
+    )
+    assert [p.check for p in problems] == ["san-mismatch"]
+    assert max(names) in problems[0].message
+
+
+async def test_ca_slower_than_the_timeout_is_a_retryable_error(faulty: Misbehaving) -> None:
+    faulty.fault(stall_on("/my-order/", 3))
+    with pytest.raises(CARequestError) as info:
+        await faulty.connector(timeout=1).submit(make_csr(*faulty.names()))
+    assert str(info.value).startswith(f"CA '{faulty.name}': ")
+    assert info.value.retryable
+
+
+async def test_ca_that_forgot_its_client_is_used_again_without_an_operator(
+    faulty: Misbehaving,
+) -> None:
+    conn = faulty.connector()
+    await until_issued(conn, await conn.submit(make_csr(*faulty.names())))
+    faulty.forget()
+    csr = make_csr(*faulty.names())
+    issued = await until_issued(conn, await conn.submit(csr))
+    assert issued.leaf.public_key() == csr.public_key()
+    issued.leaf.verify_directly_issued_by(issued.chain[0])
