@@ -9,6 +9,8 @@ import asyncio
 import json
 import os
 import secrets
+import socket
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import structlog
 from cryptography import x509
 from prometheus_client import REGISTRY
@@ -27,7 +30,20 @@ from monitor.config import Secret
 from monitor.config_ca import ACMEConfig, RFC2136Config
 from monitor.errors import CAError
 from renewers.ca.acme import ACMEConnector
-from renewers.ca.base import CAConnector, Capabilities, CARequestError, Issued, Pending, utcnow
+from renewers.ca.base import (
+    CAConnector,
+    Capabilities,
+    CARequestError,
+    ChallengeSolver,
+    ConnectorBase,
+    Issued,
+    Pending,
+    Presentation,
+    utcnow,
+)
+from renewers.ca.dns01 import RFC2136Solver
+from renewers.ca.hook import HookSolver
+from renewers.ca.http01 import HTTP01Responder
 from renewers.validate import Issuance, Plan, validate
 from tests.integration.ca_faults import (
     Fault,
@@ -42,8 +58,10 @@ from tests.integration.ca_servers import (  # noqa: F401 - fixtures
     Bind9,
     Harness,
     Pebble,
+    acme_harness,
     adcs_harness,
     bind9_server,
+    ca_fixture,
     harness_fixture,
     make_csr,
     pebble_server,
@@ -72,14 +90,12 @@ def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-async def test_submit_issues_leaf_for_the_csr_key_with_a_chain_that_verifies(
-    harness: Harness,
-) -> None:
-    conn = harness.connector()
+async def test_submit_issues_leaf_for_the_csr_key_with_a_chain_that_verifies(ca: Harness) -> None:
+    conn = ca.connector()
     assert isinstance(conn, CAConnector)
-    names = harness.names()
+    names = ca.names()
     csr = make_csr(*names)
-    issued = await until_issued(conn, await conn.submit(csr))
+    issued = await ca.issued(conn, await conn.submit(csr))
     assert issued.leaf.public_key() == csr.public_key()
     assert sans(issued.leaf) == set(names)
     assert issued.chain, "the chain above the leaf is returned"
@@ -89,8 +105,9 @@ async def test_submit_issues_leaf_for_the_csr_key_with_a_chain_that_verifies(
 
 
 async def test_pending_handle_is_json_and_a_new_instance_finishes_without_resubmitting(
-    harness: Harness,
+    ca: Harness,
 ) -> None:
+    harness = ca
     harness.set_manual(True)
     first = harness.connector(wait=0)
     csr = make_csr(*harness.names())
@@ -107,16 +124,17 @@ async def test_pending_handle_is_json_and_a_new_instance_finishes_without_resubm
 
     harness.approve()
     second = harness.connector(wait=30)
-    issued = await until_issued(second, await second.poll(handle))
+    issued = await harness.issued(second, await second.poll(handle))
     assert issued.leaf.public_key() == csr.public_key()
     assert first.request_count(harness.submit_op) == 1
-    if harness.kind != "est":  # EST continues a request by resending the same CSR
-        assert second.request_count(harness.submit_op) == 0
+    # EST continues a request by sending the same CSR again (RFC 7030 4.2.3); others never do.
+    assert (second.request_count(harness.submit_op) > 0) == harness.poll_resubmits
     if harness.ca_submissions() is not None:
         assert harness.ca_submissions() == 1
 
 
-async def test_a_handle_from_another_ca_is_refused_with_the_ca_named(harness: Harness) -> None:
+async def test_a_handle_from_another_ca_is_refused_with_the_ca_named(ca: Harness) -> None:
+    harness = ca
     conn = harness.connector()
     with pytest.raises(
         CAError, match=f"CA '{harness.name}': poll: the handle belongs to CA 'other'"
@@ -156,11 +174,7 @@ async def test_wrong_trust_anchor_fails_naming_ca_step_and_fix(
 async def test_wrong_secret_is_refused_and_never_shown(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    wrong = (
-        "Wr0ng-" + "x" * 30
-        if harness.kind != "acme"
-        else "d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldC13cm9uZw"
-    )
+    wrong = harness.wrong_secret
     monkeypatch.setenv("CERTD_TEST_WRONG", wrong)
     conn = harness.connector(password_env="CERTD_TEST_WRONG")
     with capture_logs() as logs, pytest.raises(CAError) as info:
@@ -172,20 +186,22 @@ async def test_wrong_secret_is_refused_and_never_shown(
         assert harness.secret not in text
 
 
-async def test_request_durations_are_recorded(harness: Harness) -> None:
+async def test_request_durations_are_recorded(ca: Harness) -> None:
+    harness = ca
     conn = harness.connector()
     op = harness.submit_op
     before = metric(
         "expressway_ca_request_duration_seconds_count", ca=harness.name, kind=harness.kind, op=op
     )
-    await until_issued(conn, await conn.submit(make_csr(*harness.names())))
+    await harness.issued(conn, await conn.submit(make_csr(*harness.names())))
     after = metric(
         "expressway_ca_request_duration_seconds_count", ca=harness.name, kind=harness.kind, op=op
     )
     assert after == before + 1
 
 
-async def test_capabilities_and_check(harness: Harness) -> None:
+async def test_capabilities_and_check(ca: Harness) -> None:
+    harness = ca
     conn = harness.connector()
     caps = conn.capabilities()
     assert isinstance(caps, Capabilities)
@@ -389,3 +405,153 @@ async def test_ca_that_forgot_its_client_is_used_again_without_an_operator(
     issued = await until_issued(conn, await conn.submit(csr))
     assert issued.leaf.public_key() == csr.public_key()
     issued.leaf.verify_directly_issued_by(issued.chain[0])
+
+
+# --- Challenge solvers ----------------------------------------------------------------------
+# Every ACME challenge solver: what it publishes is what the CA reads (BIND9 for the DNS-01
+# solvers, an HTTP GET for HTTP-01), presenting twice is harmless, cleanup removes it and may be
+# repeated, a failure names the CA, and Pebble issues through it.
+
+
+@dataclass
+class SolverCase:
+    """One solver with its real verifier, as the solver contract drives it."""
+
+    solver: ChallengeSolver
+    broken: ChallengeSolver  # misconfigured: present must fail naming the CA
+    published: Callable[[Presentation], list[str]]  # what the CA would read for this answer
+    expected: Callable[[Presentation], str]  # the one value it must read
+    prepare: Callable[[str], None]  # make a name reachable for the CA (an A record for HTTP-01)
+
+
+def presentation(host: str) -> Presentation:
+    token = secrets.token_urlsafe(16)
+    return Presentation(host, token, f"{token}.thumbprint", secrets.token_urlsafe(32))
+
+
+def http_published(port: int) -> Callable[[Presentation], list[str]]:
+    def read(item: Presentation) -> list[str]:
+        url = f"http://127.0.0.1:{port}/.well-known/acme-challenge/{item.token}"
+        try:
+            response = requests.get(url, timeout=5)
+        except requests.ConnectionError:
+            return []
+        return [response.text] if response.status_code == 200 else []
+
+    return read
+
+
+def hook_script(directory: Path, bind9: Bind9) -> Path:
+    """An operator's DNS hook: RFC 2136 updates with dnspython, as a real one might be."""
+    hook = directory / "dns-hook.py"
+    hook.write_text(
+        f"""import os, sys, dns.query, dns.tsigkeyring, dns.update
+action, domain, name, value = sys.argv[1:5]
+u = dns.update.UpdateMessage("{ZONE}.", keyring=dns.tsigkeyring.from_text(
+    {{"{TSIG_KEY}": os.environ["CERTD_TEST_TSIG"]}}), keyalgorithm="hmac-sha256")
+if action == "present":
+    u.add(name, 60, "TXT", value)
+else:
+    u.delete(name, "TXT", value)
+dns.query.tcp(u, "127.0.0.1", port={bind9.port}, timeout=5)
+"""
+    )
+    return hook
+
+
+@pytest.fixture(params=["rfc2136", "hook", "http-01"], name="solver_case")
+def solver_case_fixture(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    bind9: Bind9,
+    pebble: Pebble,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[SolverCase]:
+    monkeypatch.setenv("CERTD_TEST_TSIG", bind9.tsig_secret)
+    monkeypatch.setenv("CERTD_TEST_BADTSIG", "c2VjcmV0LXRoYXQtaXMtbm90LXRoZS1rZXk=")
+    owner = ConnectorBase("solver-ca", "acme")
+
+    def txt(item: Presentation) -> list[str]:
+        return bind9.txt(item.txt_name)
+
+    def rfc2136(env: str) -> RFC2136Config:
+        return RFC2136Config(
+            "127.0.0.1", bind9.port, ZONE + ".", TSIG_KEY, Secret(f"env:{env}"),
+            propagation_timeout=timedelta(seconds=10),
+        )  # fmt: skip
+
+    case: SolverCase
+    if request.param == "rfc2136":
+        case = SolverCase(
+            RFC2136Solver(owner, rfc2136("CERTD_TEST_TSIG")),
+            RFC2136Solver(owner, rfc2136("CERTD_TEST_BADTSIG")),
+            txt, lambda item: item.txt_value, lambda host: None,
+        )  # fmt: skip
+    elif request.param == "hook":
+        hook = (sys.executable, str(hook_script(tmp_path, bind9)))
+        failing = tmp_path / "failing-hook.sh"
+        failing.write_text("#!/bin/sh\necho 'zone is locked' >&2\nexit 4\n")
+        failing.chmod(0o755)
+        case = SolverCase(
+            HookSolver(owner, hook, timedelta(seconds=30)),
+            HookSolver(owner, (str(failing),), timedelta(seconds=30)),
+            txt, lambda item: item.txt_value, lambda host: None,
+        )  # fmt: skip
+    else:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            busy_port = taken.getsockname()[1]
+            case = SolverCase(
+                HTTP01Responder(owner, "127.0.0.1", pebble.http_port),
+                HTTP01Responder(owner, "127.0.0.1", busy_port),
+                http_published(pebble.http_port), lambda item: item.key_authorization,
+                bind9.add_a,
+            )  # fmt: skip
+            yield case
+            asyncio.run(case.solver.aclose())
+            return
+    yield case
+    asyncio.run(case.solver.aclose())
+
+
+async def test_solver_publishes_what_the_ca_reads_once_and_cleans_up(
+    solver_case: SolverCase,
+) -> None:
+    item = presentation(f"s-{secrets.token_hex(4)}.{ZONE}")
+    solver = solver_case.solver
+
+    async def published() -> list[str]:  # read from a thread: the responder serves in this loop
+        return await asyncio.to_thread(solver_case.published, item)
+
+    assert await published() == []
+    await solver.present(item)
+    assert await published() == [solver_case.expected(item)]
+    await solver.present(item)  # a new process presents again: harmless
+    assert await published() == [solver_case.expected(item)]
+    await solver.cleanup(item)
+    assert await published() == []
+    await solver.cleanup(item)  # already gone: no error
+
+
+async def test_solver_failure_names_the_ca(solver_case: SolverCase) -> None:
+    item = presentation(f"s-{secrets.token_hex(4)}.{ZONE}")
+    with pytest.raises(CAError) as info:
+        await solver_case.broken.present(item)
+    assert str(info.value).startswith("CA 'solver-ca': ")
+    assert "c2VjcmV0" not in str(info.value)
+
+
+async def test_pebble_issues_through_the_solver(
+    solver_case: SolverCase, pebble: Pebble, bind9: Bind9, tmp_path: Path
+) -> None:
+    harness = acme_harness(tmp_path, pebble, bind9)
+    os.environ["CERTD_TEST_SECRET"] = harness.secret
+    config = harness.make_config("CERTD_TEST_SECRET", None)
+    conn = ACMEConnector(config, data_dir=tmp_path, solver=solver_case.solver)
+    host = f"s-{secrets.token_hex(4)}.{ZONE}"
+    solver_case.prepare(host)
+    csr = make_csr(host)
+    issued = await until_issued(conn, await conn.submit(csr))
+    assert issued.leaf.public_key() == csr.public_key()
+    assert sans(issued.leaf) == {host}
