@@ -64,6 +64,7 @@ BAD_NONCE_RETRIES = 8
 # the clientAuth sunset); other profiles: the issued certificate tells.
 SERVER_ONLY_PROFILES = frozenset({"tlsserver", "shortlived", "classic"})
 DEFAULT_POLL = 2.0
+RATE_LIMIT_WAIT = 3600.0  # when a rateLimited answer names no Retry-After
 # Account states after which the CA refuses every request signed with the account's key.
 DEAD_ACCOUNT = frozenset({"deactivated", "revoked"})
 
@@ -316,28 +317,34 @@ class ACMEConnector(ConnectorBase):
         self.check_handle(handle, "csr", "order_url")
         return self.outcome("poll", await self._advance(json.loads(json.dumps(dict(handle)))))
 
-    async def _new_order(self, handle: dict[str, Any]) -> Pending | None:
+    async def _new_order(self, handle: dict[str, Any]) -> None:
         profile = handle.get("profile")
-        try:
-            orderr = await self._call(
-                "new_order",
-                lambda: self._connect().new_order(handle["csr"].encode(), profile=profile),
-            )
-        except CARequestError as exc:
-            if exc.reason != "rateLimited":
-                raise
-            wait = self._retry_after(3600.0)
-            return Pending(
-                handle, retry_at(wait), f"rate limited by the CA; new order in {wait:.0f}s"
-            )
+        orderr = await self._call(
+            "new_order",
+            lambda: self._connect().new_order(handle["csr"].encode(), profile=profile),
+        )
         handle["order_url"] = orderr.uri
-        return None
 
     def _retry_after(self, default: float) -> float:
         net = self._client.net if self._client is not None else None
         return parse_retry_after(getattr(net, "last_retry_after", None), default)
 
     async def _advance(self, handle: dict[str, Any]) -> Issued | Pending:
+        """Move the order forward. A rate limit on any request is a wait until the CA's
+        Retry-After (RFC 8555 6.6), with the order kept: the next poll continues it."""
+        try:
+            return await self._advance_recovering(handle)
+        except CARequestError as exc:
+            if exc.reason != "rateLimited":
+                raise
+            wait = self._retry_after(RATE_LIMIT_WAIT)
+            return Pending(
+                handle,
+                retry_at(wait),
+                f"rate limited by the CA; asking again in {wait:.0f}s ({exc})",
+            )
+
+    async def _advance_recovering(self, handle: dict[str, Any]) -> Issued | Pending:
         """Move the order forward; once per call, recover an account the CA has lost."""
         try:
             return await self._advance_order(handle)
@@ -416,8 +423,8 @@ class ACMEConnector(ConnectorBase):
     async def _advance_order(self, handle: dict[str, Any]) -> Issued | Pending:
         """Move the order forward until issued, or until `wait` has passed."""
         deadline = time.monotonic() + self.wait
-        if handle.get("order_url") is None and (pending := await self._new_order(handle)):
-            return pending
+        if handle.get("order_url") is None:
+            await self._new_order(handle)
         csr = x509.load_pem_x509_csr(handle["csr"].encode())
         backoff = 0.2
         while True:

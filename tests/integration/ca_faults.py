@@ -85,6 +85,27 @@ def order_turns_invalid(detail: str, order_url: str) -> Fault:
     return fault
 
 
+def rate_limited_once(fragment: str, retry_after: str) -> Fault:
+    """The first request to a path containing `fragment` gets 429 `rateLimited` with
+    `Retry-After` (RFC 8555 6.6 and 7.3.3 say a CA may answer so to any request); later ones
+    pass. `hits` counts the refusals."""
+
+    def fault(method: str, path: str, answer: Answer) -> Answer:
+        if fragment not in path or fault.hits:  # type: ignore[attr-defined]
+            return answer
+        fault.hits += 1  # type: ignore[attr-defined]
+        problem = {
+            "type": "urn:ietf:params:acme:error:rateLimited",
+            "detail": "too many finalizations recently",
+        }
+        headers = {k: v for k, v in answer.headers.items() if k.lower() != "content-type"}
+        headers.update({"Content-Type": "application/problem+json", "Retry-After": retry_after})
+        return Answer(429, headers, json.dumps(problem).encode())
+
+    fault.hits = 0  # type: ignore[attr-defined]
+    return fault
+
+
 def stall_on(fragment: str, seconds: float) -> Fault:
     """Hold every answer to a path containing `fragment` for `seconds` (a CA past its timeout)."""
 

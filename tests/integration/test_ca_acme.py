@@ -23,7 +23,8 @@ from monitor.config_ca import ACMEConfig, RFC2136Config
 from monitor.errors import CAError
 from monitor.events import AcmeAccountRecreated, Event
 from renewers.ca.acme import ACMEConnector
-from renewers.ca.base import Issued, Pending
+from renewers.ca.base import Issued, Pending, utcnow
+from tests.integration.ca_faults import FaultProxy, rate_limited_once
 from tests.integration.ca_servers import (  # noqa: F401 - fixtures
     TSIG_KEY,
     ZONE,
@@ -339,3 +340,31 @@ async def test_deactivated_account_is_replaced_with_a_new_key(
     assert event.new_key is True
     assert event.new_account == uri_after
     await conn.aclose()
+
+
+async def test_rate_limited_finalize_waits_for_retry_after_then_finishes_the_same_order(
+    pebble: Pebble, bind9: Bind9, tmp_path: Path
+) -> None:
+    proxy = FaultProxy(pebble, tmp_path).start()
+    fault = rate_limited_once("finalize", "120")
+    proxy.fault = fault
+    config = acme_config(
+        pebble, bind9, directory=proxy.directory_url, trust_anchor=proxy.trust_anchor
+    )
+    conn = ACMEConnector(config, data_dir=tmp_path)
+    csr = make_csr(*names())
+    try:
+        pending = await conn.submit(csr)
+        assert isinstance(pending, Pending), pending
+        assert fault.hits == 1  # type: ignore[attr-defined]
+        assert "rate limited by the CA" in pending.reason
+        assert timedelta(seconds=100) < pending.retry_at - utcnow() <= timedelta(seconds=120)
+        order_url = pending.handle["order_url"]
+        assert order_url
+
+        issued = await until_issued(conn, await conn.poll(pending.handle))
+        assert issued.leaf.public_key() == csr.public_key()
+        assert conn.request_count("new_order") == 1  # the same order, finalized on the poll
+    finally:
+        await conn.aclose()
+        proxy.stop()
