@@ -64,6 +64,7 @@ from tests.integration.ca_servers import (  # noqa: F401 - fixtures
     ca_fixture,
     harness_fixture,
     make_csr,
+    make_harness,
     pebble_server,
     start_pebble,
     until_issued,
@@ -555,3 +556,61 @@ async def test_pebble_issues_through_the_solver(
     issued = await until_issued(conn, await conn.submit(csr))
     assert issued.leaf.public_key() == csr.public_key()
     assert sans(issued.leaf) == {host}
+
+
+# --- A CA that forgot a pending request -----------------------------------------------------
+
+
+@dataclass
+class Forgetful:
+    """A CA that can lose what it knew about a pending request (database restored, CA reset)."""
+
+    harness: Harness
+    forget: Callable[[], None]
+    # True: the connector gets the certificate anyway (EST sends the CSR again, ACME registers
+    # again and re-creates the order); False: it fails naming the CA and saying to submit again.
+    recovers: bool
+
+
+@pytest.fixture(params=["est", "adcs", "acme"], name="forgetful")
+def forgetful_fixture(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Forgetful]:
+    if request.param == "acme":
+        pebble = request.getfixturevalue("pebble_chain")
+        h = acme_harness(tmp_path, pebble, request.getfixturevalue("bind9"), name="forgetful")
+        yield Forgetful(h, pebble.restart, True)
+        for conn in h.connectors:
+            await_close(conn)
+        return
+    for h in make_harness(request.param, request, tmp_path, monkeypatch):
+        sim = h.server
+        yield Forgetful(h, sim.requests.clear, request.param == "est")
+
+
+def await_close(conn: Any) -> None:
+    asyncio.run(conn.aclose())
+
+
+async def test_a_forgotten_pending_request_is_recovered_or_reported(forgetful: Forgetful) -> None:
+    harness = forgetful.harness
+    harness.set_manual(True)
+    conn = harness.connector(wait=0)
+    csr = make_csr(*harness.names())
+    pending = await conn.submit(csr)
+    assert isinstance(pending, Pending)
+    forgetful.forget()
+    harness.set_manual(False)  # the reset CA issues what reaches it from now on
+    harness.approve()
+    outcome: Issued | CAError
+    try:
+        outcome = await until_issued(conn, await conn.poll(pending.handle))
+    except CAError as exc:
+        outcome = exc
+    if forgetful.recovers:
+        assert isinstance(outcome, Issued), outcome
+        assert outcome.leaf.public_key() == csr.public_key()
+    else:
+        assert isinstance(outcome, CAError)
+        assert str(outcome).startswith(f"CA '{harness.name}': ")
+        assert "submit the CSR again" in str(outcome)
