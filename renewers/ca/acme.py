@@ -594,7 +594,7 @@ class ACMEConnector(ConnectorBase):
                 f"{self.config.directory}: ARI {'yes' if info['ari'] else 'no'}, "
                 f"profiles {', '.join(info['profiles']) or 'none'}",
             ),
-            CheckResult("account", True, f"account key in {self.state_dir} (0600)"),
+            await self._check_account(),
         ]
         if self.config.profile and info["profiles"] and self.config.profile not in info["profiles"]:
             results.append(
@@ -605,6 +605,30 @@ class ACMEConnector(ConnectorBase):
                 )
             )
         return results
+
+    async def _check_account(self) -> CheckResult:
+        """Whether the CA still accepts the saved account; a lost one is only reported here
+        (the next order registers again), so `ca-check` changes nothing at the CA."""
+        acme = await self._call("directory", self._connect)
+        regr = acme.net.account
+        if regr is None:
+            return CheckResult("account", True, "no account yet: the first order registers one")
+        uri = regr.uri
+        try:
+            response = await self._call("account", lambda: self._post_as_get(uri))
+            status = str(response.json().get("status", "unknown"))
+        except CARequestError as exc:
+            if exc.reason not in ("accountDoesNotExist", "unauthorized"):
+                raise
+            status = exc.reason
+        if status == "valid":
+            return CheckResult("account", True, f"{uri} valid; key in {self.state_dir} (0600)")
+        return CheckResult(
+            "account",
+            True,
+            f"the CA no longer accepts {uri} ({status}); the next order registers again "
+            "(event AcmeAccountRecreated)",
+        )
 
     async def aclose(self) -> None:
         await self.solver.aclose()

@@ -267,6 +267,12 @@ async def test_pebble_restarted_between_two_orders_registers_again_with_the_same
     uri_before, key_before = saved_account(tmp_path)
 
     own_pebble.restart()  # Pebble keeps accounts in memory: this one is forgotten
+    config = own_config(own_pebble, bind9, monkeypatch)
+    [account] = [
+        r for r in await ACMEConnector(config, data_dir=tmp_path).check() if r.step == "account"
+    ]
+    assert "no longer accepts" in account.detail and "accountDoesNotExist" in account.detail
+    assert saved_account(tmp_path) == (uri_before, key_before)  # ca-check changes nothing
     csr = make_csr(*names())
     issued = await until_issued(conn, await conn.submit(csr))
 

@@ -30,6 +30,7 @@ class FakeResponse:
 
 class FakeNet:
     key = None
+    account: messages.RegistrationResource | None = None
     last_retry_after: str | None = None
 
     def __init__(self) -> None:
