@@ -266,12 +266,39 @@ class RenewalCompleted(Event):
         )
 
 
+@dataclass(frozen=True, kw_only=True)
+class AcmeAccountRecreated(Event):
+    """An ACME CA forgot or deactivated the daemon's account; a new one was registered.
+
+    `target` is `ca:NAME` (the account belongs to a CA, not to an Expressway). A warning: the
+    account URL changed, so CAA `accounturi` pins and CA-side allow-lists need the new one.
+    """
+
+    type: ClassVar[str] = "AcmeAccountRecreated"
+    severity: ClassVar[str] = "warning"
+    ca: str
+    directory: str
+    cause: str  # "accountDoesNotExist", "deactivated", "revoked" or "unauthorized"
+    old_account: str
+    new_account: str
+    new_key: bool
+    order: str  # what happened to the order in progress: "re-created" or "none"
+
+    def summary(self) -> str:
+        key = "a new account key" if self.new_key else "the same account key"
+        return (
+            f"ACME CA {self.ca!r} no longer knew account {self.old_account} ({self.cause}); "
+            f"registered {self.new_account} with {key}; order in progress: {self.order}. "
+            "Update CAA accounturi records that pin the old account"
+        )
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (ProbeFailed, ProbeRecovered, CertChanged, SANsChanged, IssuerChanged,
                 ExpiryWindowEntered, ServedCertDiffers, RenewalDue, StageStarted, StageSucceeded,
                 StageWaiting, StageFailed, RenewalBlocked, ApprovalRequired, RenewalCancelled,
-                RenewalCompleted)
+                RenewalCompleted, AcmeAccountRecreated)
 }  # fmt: skip
 
 Subscriber = Callable[[Event], Awaitable[None]]

@@ -59,7 +59,9 @@ class RenewalManager:
         used = {e.renewal.ca for e in config.expressways if e.renewal is not None}
         self.connectors: dict[str, CAConnector] = dict(connectors or {})
         for name in sorted(used - set(self.connectors)):
-            self.connectors[name] = build_connector(config.cas[name], config.daemon.data_dir)
+            self.connectors[name] = build_connector(
+                config.cas[name], config.daemon.data_dir, events=bus.publish
+            )
         self.pipeline = Pipeline(
             config, store, bus, prober, self.connectors, devices=devices, clock=clock,
             observe=observe,
