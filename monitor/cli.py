@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "renewers.cmd_renew",
     "renewers.cmd_ca",
     "renewers.cmd_device",
+    "renewers.cmd_check",
     "lab.cmd_lab",
 )
 
