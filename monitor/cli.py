@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "renewers.cmd_ca",
     "renewers.cmd_device",
     "renewers.cmd_check",
+    "renewers.cmd_trustmap",
     "lab.cmd_lab",
 )
 

@@ -15,6 +15,7 @@ from monitor.errors import CertdError
 from monitor.statuspage import (
     CONTENT_SECURITY_POLICY,
     PageView,
+    read_trust_map,
     render_page,
     renewal_views,
     target_views,
@@ -173,7 +174,12 @@ def build_app(
         states = {k: s for k, s in monitor.states.items() if k in configured}
         rows = await monitor.store.renewals_for(None, limit=20)
         steps = {r.id: await monitor.store.steps(r.id) for r in rows}
-        view = PageView(now, target_views(monitor.config, states, now), renewal_views(rows, steps))
+        view = PageView(
+            now,
+            target_views(monitor.config, states, now),
+            renewal_views(rows, steps),
+            trust_map_svg=read_trust_map(monitor.config.daemon.data_dir),
+        )
         return web.Response(
             text=render_page(view),
             content_type="text/html",

@@ -14,6 +14,7 @@ import html
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from monitor.config import Config
@@ -131,6 +132,21 @@ def renewal_views(
         )
         for r in rows
     )
+
+
+TRUST_MAP_FILE = "trust-map.svg"  # written by `expressway-certd trust-map`
+TRUST_MAP_MAX_BYTES = 4 * 1024 * 1024
+
+
+def read_trust_map(data_dir: Path) -> bytes | None:
+    """The latest trust map picture, when `trust-map` has written one (and it is not huge)."""
+    path = data_dir / TRUST_MAP_FILE
+    try:
+        if path.stat().st_size > TRUST_MAP_MAX_BYTES:
+            return None
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 # --- rendering ------------------------------------------------------------------------------

@@ -77,6 +77,7 @@ endpoints = [{{ host = "127.0.0.1", port = {port}, service = "https", sni = "{na
 [daemon]
 listen = "127.0.0.1:{listen}"
 state = "{tmp_path / "state.db"}"
+data_dir = "{tmp_path / "data"}"
 poll_interval = "2s"
 probe_timeout = "1s"
 trust_bundle = "{bundle}"
@@ -120,6 +121,12 @@ async def test_status_page_in_headless_chromium(tmp_path, served, trust_bundle):
     )
     now = datetime.now(UTC)
     await seed_renewal(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}", now)
+    # What `trust-map` leaves for the page: a picture with a red (broken) relation.
+    (tmp_path / "data").mkdir(mode=0o700, exist_ok=True)
+    (tmp_path / "data" / "trust-map.svg").write_text(
+        "<svg xmlns='http://www.w3.org/2000/svg' width='300' height='60'>"
+        "<text x='10' y='30' fill='red'>expe-c1 -&gt; expe-e1 broken</text></svg>"
+    )
     daemon = await DaemonProcess(config, port).start()
     try:
         await daemon.wait_for(
@@ -158,6 +165,9 @@ async def test_status_page_in_headless_chromium(tmp_path, served, trust_bundle):
     assert "<title>expressway-certd status</title>" in dom
     assert "<script>document.title='pwned'</script>\\u202eevil" in text
     assert "\u202e" not in dom
+    # The trust map picture, as an image (an <img> SVG runs nothing).
+    assert "Trust map" in text
+    assert "img" in parser.tags and "data:image/svg+xml;base64," in dom
     # A person sees a picture, saved as a test artefact.
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert screenshot.stat().st_size > 10_000
