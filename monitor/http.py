@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from alerts.trust import exposition as trust_exposition
 from monitor.config import Secret
 from monitor.errors import CertdError
 from monitor.statuspage import (
@@ -166,6 +167,7 @@ def build_app(
         body = generate_latest(registry)
         if exposition is not None:
             body = exposition().encode() + body
+        body = trust_exposition(monitor.config.daemon.data_dir).encode() + body
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def status_page(_: web.Request) -> web.Response:

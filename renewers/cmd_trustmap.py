@@ -22,6 +22,7 @@ from typing import Any
 
 from cryptography import x509
 
+from alerts.trust import TRUST_MAP_STATE
 from monitor.config import Config, load_config
 from monitor.errors import CertdError, ConfigError
 from monitor.printable import printable
@@ -165,9 +166,13 @@ def write_svg(dot_source: str, path: Path) -> Path:
     )
     if result.returncode != 0:
         raise ConfigError(f"trust-map: dot failed: {result.stderr.decode(errors='replace')[:300]}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(result.stdout)
+    return save_atomically(path, result.stdout)
+
+
+def save_atomically(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
     os.replace(tmp, path)
     return path
 
@@ -180,18 +185,22 @@ def run(args: argparse.Namespace) -> int:
         return await gather(config, devices, await pending_chains(config))
 
     parties, traversal, unified = asyncio.run(collect())
-    judgements = trust_map(parties, relations(parties, traversal, unified), datetime.now(UTC))
+    now = datetime.now(UTC)
+    judgements = trust_map(parties, relations(parties, traversal, unified), now)
     svg: Path | None = None
     if not args.no_svg:
         target = Path(args.svg) if args.svg else config.daemon.data_dir / SVG_NAME
         svg = write_svg(to_dot(parties, judgements), target)
+    first = earliest_break(judgements)
+    doc = {
+        "generated_at": now.isoformat(),
+        "relations": judgements_json(judgements),
+        "earliest_break": first.isoformat() if first else None,
+        "svg": str(svg) if svg else None,
+    }
+    # The daemon exports this at scrape time (alerts/trust.py).
+    save_atomically(config.daemon.data_dir / TRUST_MAP_STATE, json.dumps(doc).encode())
     if args.json:
-        first = earliest_break(judgements)
-        doc = {
-            "relations": judgements_json(judgements),
-            "earliest_break": first.isoformat() if first else None,
-            "svg": str(svg) if svg else None,
-        }
         print(json.dumps(doc, indent=2))
     else:
         print(render(judgements, svg))

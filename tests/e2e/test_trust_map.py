@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from alerts.trust import exposition
 from lab.topology import Lab
 
 
@@ -52,6 +53,12 @@ async def test_trust_map_breaks_and_heals(tmp_path: Path) -> None:
         assert got[("expe-c1", "expe-e1", "trusted-ca")] == "broken"
         assert got[("expe-e1", "expe-c1", "trusted-ca")] == "ok"
         assert b'stroke="red"' in svg.read_bytes()
+        # What the daemon exports at scrape time from the same run.
+        metrics = exposition(Path(config).parent / "lab" / "data")
+        assert (
+            'expressway_trust_relation_ok{from="expe-c1",to="expe-e1",relation="traversal"} 0.0'
+            in metrics
+        )
         code, text, _ = await cli("trust-map", "--config", config, "--no-svg")
         assert code == 1
         assert "broken: no trusted anchor" in text

@@ -127,14 +127,25 @@ async def test_status_page_in_headless_chromium(tmp_path, served, trust_bundle):
         "<svg xmlns='http://www.w3.org/2000/svg' width='300' height='60'>"
         "<text x='10' y='30' fill='red'>expe-c1 -&gt; expe-e1 broken</text></svg>"
     )
+    (tmp_path / "data" / "trust-map.json").write_text(
+        '{"generated_at": "2026-12-03T08:00:00+00:00", "relations": [{"from": "expe-c1", '
+        '"to": "expe-e1", "relation": "traversal", "status": "broken", '
+        '"breaks_at": "2026-12-03T08:00:00+00:00"}]}'
+    )
     daemon = await DaemonProcess(config, port).start()
     try:
         await daemon.wait_for(
             "/api/v1/endpoints",
             lambda status, body: status == 200 and len(body) == 2 and all(e["cert"] for e in body),
         )
-        status, _raw = await daemon.get("/")
+        status, _ = await daemon.get("/")
         assert status == 200
+        status, metrics = await daemon.get("/metrics")
+        assert status == 200
+        assert (
+            'expressway_trust_relation_ok{from="expe-c1",to="expe-e1",relation="traversal"} 0.0'
+            in metrics
+        )
         dom = await chromium(daemon.base + "/", tmp_path / "profile-dom", "--dump-dom")
         screenshot = tmp_path / "status-page.png"
         await chromium(
