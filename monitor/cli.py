@@ -24,6 +24,8 @@ COMMAND_MODULES = (
     "renewers.cmd_renew",
     "renewers.cmd_ca",
     "renewers.cmd_device",
+    "renewers.cmd_check",
+    "renewers.cmd_trustmap",
     "lab.cmd_lab",
 )
 

@@ -56,6 +56,10 @@ DAEMON_METRICS = frozenset(
         "expressway_ca_request_duration_seconds_sum",
         "expressway_ca_request_duration_seconds_count",
         "expressway_ca_errors_total",
+        # trust map: from the latest `trust-map` run (alerts/trust.py)
+        "expressway_trust_relation_ok",
+        "expressway_trust_relation_break_timestamp_seconds",
+        "expressway_trust_map_generated_timestamp_seconds",
     }
 )
 # Daemon metrics without a `target` label: dashboard panels show them for all targets.
@@ -69,6 +73,9 @@ METRICS_WITHOUT_TARGET = frozenset(
         "expressway_ca_request_duration_seconds_sum",
         "expressway_ca_request_duration_seconds_count",
         "expressway_ca_errors_total",
+        "expressway_trust_relation_ok",
+        "expressway_trust_relation_break_timestamp_seconds",
+        "expressway_trust_map_generated_timestamp_seconds",
     }
 )
 PROMETHEUS_METRICS = frozenset({"up"})
@@ -97,6 +104,8 @@ ALERTS: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
         "10m",
         ("target", "endpoint", "served_sha256", "installed_sha256", "verified"),
     ),
+    "ExpresswayTrustRelationBroken": ("critical", "15m", ("from", "to", "relation")),
+    "ExpresswayTrustRelationWillBreak": ("warning", None, ("from", "to", "relation")),
 }
 
 CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
