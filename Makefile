@@ -28,9 +28,10 @@ debs:
 		krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc systemd chromium graphviz
 
 lint: venv
-	$(VENV)/bin/ruff check monitor renewers alerts lab tests
-	$(VENV)/bin/ruff format --check monitor renewers alerts lab tests
+	$(VENV)/bin/ruff check expressway_certd monitor renewers alerts lab tests
+	$(VENV)/bin/ruff format --check expressway_certd monitor renewers alerts lab tests
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 test: debs venv lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider

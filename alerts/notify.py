@@ -16,12 +16,12 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter
 
-from alerts.config import NotifierConfig, Routing
+from monitor.config_notify import Routing
 from monitor.errors import CertdError
 from monitor.events import EVENT_TYPES, Event
 
@@ -375,17 +375,3 @@ class Router:
         for lane in self._lanes:
             with contextlib.suppress(Exception):
                 await lane.notifier.aclose()
-
-
-def build_notifier(config: NotifierConfig) -> Notifier:
-    """The notifier for one `[[notifier]]` entry."""
-    from alerts.notifiers import build  # noqa: PLC0415 - notifiers import this module
-
-    return build(config)
-
-
-def build_router(
-    configs: Sequence[NotifierConfig], *, registry: CollectorRegistry | None = None, **kwargs: Any
-) -> Router:
-    """A router over one notifier per config entry (what the daemon wires to its bus)."""
-    return Router([build_notifier(c) for c in configs], registry=registry, **kwargs)

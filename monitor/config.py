@@ -21,9 +21,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from alerts.config import NotifierConfig, parse_notifiers
 from monitor.config_base import PORT_DIGITS, Secret, Section, check_host, host_problem, port_number
 from monitor.config_ca import CAConfig, ca_secrets, parse_cas
+from monitor.config_notify import NotifierConfig, parse_notifiers
 from monitor.cron import crontab_trigger
 from monitor.durations import Fraction, parse_duration_or_fraction
 from monitor.errors import ConfigError
@@ -171,7 +171,7 @@ class Config:
     expressways: tuple[ExpresswayConfig, ...]
     cas: Mapping[str, CAConfig] = field(default_factory=dict)  # name -> CA config (config_ca.py)
     unified_cms: tuple[UnifiedCMConfig, ...] = ()
-    notifiers: tuple[NotifierConfig, ...] = ()  # [[notifier]] entries (alerts/config.py)
+    notifiers: tuple[NotifierConfig, ...] = ()  # [[notifier]] entries (monitor/config_notify.py)
 
     def target(self, name: str) -> ExpresswayConfig:
         for exp in self.expressways:

@@ -1,7 +1,7 @@
 """The building blocks of config parsing: secret references, typed reads of one TOML table with
 errors naming file and key path, and the host/port checks every section shares.
 
-monitor/config.py, monitor/config_ca.py and alerts/config.py build on it; it imports none of them.
+monitor/config.py, monitor/config_ca.py and monitor/config_notify.py build on it; it imports none of them.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Connects the monitor to the renewal pipeline: after each poll the renewal policy decides;
-due renewals start; waiting ones resume when their time comes. Wired by monitor/daemon.py."""
+due renewals start; waiting ones resume when their time comes. Wired by expressway_certd/daemon.py."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ class DaemonProcess:
     async def start(self) -> DaemonProcess:
         self._log_file = self.log.open("ab")
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "monitor.cli", "run", "--config", str(self.config),
+            sys.executable, "-m", "expressway_certd.cli", "run", "--config", str(self.config),
             stdout=self._log_file, stderr=self._log_file, env=self.env,
         )  # fmt: skip
         return self

@@ -1,21 +1,26 @@
-"""The notifiers, one module each, all of the same shape: a Config (alerts/config.py), one
+"""The notifiers, one module each, all of the same shape: a Config (monitor/config_notify.py), one
 constructor taking it, `send(notice)` raising NotifyError prefixed with the notifier's name.
 """
 
 from __future__ import annotations
 
-from alerts.config import (
+from collections.abc import Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from alerts.notifiers.alertmanager import AlertmanagerNotifier
+from alerts.notifiers.email import EmailNotifier
+from alerts.notifiers.webex import WebexNotifier
+from alerts.notifiers.webhook import WebhookNotifier
+from alerts.notify import Notifier, Router
+from monitor.config_notify import (
     AlertmanagerConfig,
     EmailConfig,
     NotifierConfig,
     WebexConfig,
     WebhookConfig,
 )
-from alerts.notifiers.alertmanager import AlertmanagerNotifier
-from alerts.notifiers.email import EmailNotifier
-from alerts.notifiers.webex import WebexNotifier
-from alerts.notifiers.webhook import WebhookNotifier
-from alerts.notify import Notifier
 
 __all__ = [
     "AlertmanagerNotifier",
@@ -23,6 +28,7 @@ __all__ = [
     "WebexNotifier",
     "WebhookNotifier",
     "build",
+    "build_router",
 ]
 
 
@@ -36,3 +42,10 @@ def build(config: NotifierConfig) -> Notifier:
     if isinstance(config, EmailConfig):
         return EmailNotifier(config)
     raise TypeError(f"not a notifier config: {type(config).__name__}")
+
+
+def build_router(
+    configs: Sequence[NotifierConfig], *, registry: CollectorRegistry | None = None, **kwargs: Any
+) -> Router:
+    """A router over one notifier per config entry (what the daemon wires to its bus)."""
+    return Router([build(c) for c in configs], registry=registry, **kwargs)

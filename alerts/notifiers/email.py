@@ -11,8 +11,8 @@ import ssl
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
-from alerts.config import EmailConfig
 from alerts.notify import Notice, NotifyError
+from monitor.config_notify import EmailConfig
 from monitor.errors import ConfigError
 
 SUBJECT_MAX = 200

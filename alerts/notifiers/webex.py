@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from alerts.config import WebexConfig
 from alerts.notifiers._http import JSONPoster
 from alerts.notify import Notice, NotifyError
+from monitor.config_notify import WebexConfig
 from monitor.errors import ConfigError
 
 MAX_MARKDOWN = 7000  # the API refuses messages over 7,439 bytes

@@ -10,10 +10,10 @@ import hmac
 import json
 from typing import Any
 
-from alerts.config import SIGNATURE_HEADER, WebhookConfig
 from alerts.notifiers._http import JSONPoster
 from alerts.notify import Notice, NotifyError
 from monitor.config_base import Secret
+from monitor.config_notify import SIGNATURE_HEADER, WebhookConfig
 from monitor.errors import ConfigError
 
 VERSION = 1

@@ -100,7 +100,7 @@ class DaemonProcess:
         log = directory / "daemon.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "monitor.cli", "run", "--config", str(config)],
+                [sys.executable, "-m", "expressway_certd.cli", "run", "--config", str(config)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )

@@ -1,4 +1,4 @@
-"""The daemon as a real process (`python -m monitor.cli run`) renewing certificates of the lab,
+"""The daemon as a real process (`python -m expressway_certd.cli run`) renewing certificates of the lab,
 whose simulators live in the test process: config for a fast daemon, the renewal API as the
 tests read it, and the simulators' counters to assert exact counts on."""
 

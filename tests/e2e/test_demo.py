@@ -10,7 +10,7 @@ from renewers.pipeline import STAGES
 
 def test_demo_once(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "monitor.cli", "demo", "--once", "--listen", "127.0.0.1:0",
+        [sys.executable, "-m", "expressway_certd.cli", "demo", "--once", "--listen", "127.0.0.1:0",
          "--dir", str(tmp_path)],
         capture_output=True, text=True, timeout=180, check=False,
     )  # fmt: skip

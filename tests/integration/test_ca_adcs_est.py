@@ -446,7 +446,7 @@ def test_est_client_key_readable_by_others_is_refused(tmp_path: Path) -> None:
 
 def _sign(config: Path, csr_file: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "monitor.cli", "sign", "--config", str(config), "--ca", "lab-est",
+        [sys.executable, "-m", "expressway_certd.cli", "sign", "--config", str(config), "--ca", "lab-est",
          "--csr", str(csr_file), "--out", str(out), *extra],
         capture_output=True, text=True, timeout=120, check=False,
         env={**os.environ, "CERTD_EST_PASSWORD": "est-secret"},

@@ -15,7 +15,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from monitor.cli import main
+from expressway_certd.cli import main
 from renewers.ca.base import Issued
 from tests.integration.ca_servers import (  # noqa: F401 - fixtures
     Harness,
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 
 def cli(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "monitor.cli", *map(str, args)],
+        [sys.executable, "-m", "expressway_certd.cli", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,

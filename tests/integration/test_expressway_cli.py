@@ -14,7 +14,7 @@ import pytest
 from lab.topology import Lab
 from renewers.expressway import CsrRequest, ExpresswayClient, ExpresswayClientConfig
 
-CLI = [sys.executable, "-m", "monitor.cli"]
+CLI = [sys.executable, "-m", "expressway_certd.cli"]
 
 
 async def run_cli(*args: str) -> tuple[int, str, str]:

@@ -343,7 +343,7 @@ def test_the_wheel_ships_the_migrations(tmp_path):
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "monitor.cli", *args],
+        [sys.executable, "-m", "expressway_certd.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,

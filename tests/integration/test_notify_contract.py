@@ -30,7 +30,12 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
-from alerts.config import (
+from alerts.notifiers import build_router
+from alerts.notify import Router
+from lab.pki import CA, write_key_and_chain
+from lab.tls import server_context
+from monitor.config import Secret, load_config
+from monitor.config_notify import (
     AlertmanagerConfig,
     EmailConfig,
     NotifierConfig,
@@ -38,10 +43,6 @@ from alerts.config import (
     WebexConfig,
     WebhookConfig,
 )
-from alerts.notify import Router, build_router
-from lab.pki import CA, write_key_and_chain
-from lab.tls import server_context
-from monitor.config import Secret, load_config
 from monitor.events import (
     Event,
     EventBus,

@@ -179,8 +179,8 @@ async def test_without_notify_socket_nothing_is_sent(tmp_path, served, trust_bun
 
 
 async def test_reload_updates_the_scheduler_jobs(tmp_path, served, trust_bundle, monkeypatch):
+    from expressway_certd.daemon import Daemon  # noqa: PLC0415
     from monitor.config import load_config  # noqa: PLC0415
-    from monitor.daemon import Daemon  # noqa: PLC0415
 
     monkeypatch.setenv("CERTD_TEST_SECRET", SECRET)
     a = await served(cn="expe.example.com", sans=["expe.example.com"])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.cli import main
+from expressway_certd.cli import main
 from monitor.config import Secret, load_config
 from monitor.durations import Fraction, format_duration, parse_duration, parse_duration_or_fraction
 from monitor.errors import ConfigError

@@ -216,7 +216,7 @@ def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "CERTD_SURELY_UNSET"}
     env["XDG_STATE_HOME"] = str(cwd / "xdg")
     return subprocess.run(
-        [sys.executable, "-m", "monitor.cli", *args],
+        [sys.executable, "-m", "expressway_certd.cli", *args],
         cwd=cwd,
         env=env,
         capture_output=True,

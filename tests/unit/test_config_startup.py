@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-import monitor.cmd_run as cmd_run
+import expressway_certd.cmd_run as cmd_run
 from monitor.config import ensure_private_dirs, load_config, startup_warnings
 from monitor.errors import ConfigError
 from renewers.ca.base import write_private

@@ -24,7 +24,7 @@ from monitor.errors import ConfigError
 
 ROOT = Path(__file__).parents[2]
 CONFIG_MODULES = ["monitor/config_base.py", "monitor/config.py", "monitor/config_ca.py",
-                  "alerts/config.py"]  # fmt: skip
+                  "monitor/config_notify.py"]  # fmt: skip
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -73,7 +73,7 @@ def test_no_any_in_config_types(module):
 
 @pytest.mark.parametrize("module", CONFIG_MODULES)
 def test_no_function_local_imports(module):
-    """The import cycle config <-> config_ca <-> alerts.config was dodged with local imports."""
+    """The import cycle config <-> config_ca <-> monitor.config_notify was dodged with local imports."""
     tree = ast.parse((ROOT / module).read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
@@ -82,7 +82,7 @@ def test_no_function_local_imports(module):
 
 
 @pytest.mark.parametrize(
-    "first", ["alerts.config", "monitor.config_ca", "monitor.config", "monitor.config_base"]
+    "first", ["monitor.config_notify", "monitor.config_ca", "monitor.config", "monitor.config_base"]
 )
 def test_each_config_module_imports_first(first):
     """Whatever is imported first, no partially initialised module is met (no cycle)."""
@@ -96,7 +96,7 @@ def test_each_config_module_imports_first(first):
 def test_config_base_imports_no_other_config_module():
     tree = ast.parse((ROOT / "monitor/config_base.py").read_text())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert not imported & {"monitor.config", "monitor.config_ca", "alerts.config"}
+    assert not imported & {"monitor.config", "monitor.config_ca", "monitor.config_notify"}
 
 
 def test_read_token_is_resolved_like_the_others(tmp_path, monkeypatch):

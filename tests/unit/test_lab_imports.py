@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 LAB = Path(__file__).resolve().parents[2] / "lab"
-FORBIDDEN = ("monitor", "renewers", "alerts")
+FORBIDDEN = ("expressway_certd", "monitor", "renewers", "alerts")
 
 
 def imported_modules(path: Path) -> set[str]:

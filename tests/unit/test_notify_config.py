@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from alerts.config import (
+from monitor.config import Secret, load_config
+from monitor.config_notify import (
     DEFAULT_EVENTS,
     AlertmanagerConfig,
     EmailConfig,
     WebexConfig,
     WebhookConfig,
 )
-from monitor.config import Secret, load_config
 from monitor.errors import ConfigError
 
 BASE = '[[expressway]]\nname = "e1"\naddress = "e1.example.com"\n'

@@ -11,10 +11,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
-from alerts.config import AlertmanagerConfig, Routing
 from alerts.notifiers.alertmanager import AlertmanagerNotifier
 from alerts.notifiers.webex import MAX_MARKDOWN, markdown
 from alerts.notify import AlertKey, Notice, NotifyError, Router, resolutions
+from monitor.config_notify import AlertmanagerConfig, Routing
 from monitor.events import (
     ApprovalRequired,
     CertChanged,

@@ -1,4 +1,4 @@
-"""What a SIGHUP reload applies, reports for restart, or refuses (monitor.daemon.plan_reload)."""
+"""What a SIGHUP reload applies, reports for restart, or refuses (expressway_certd.daemon.plan_reload)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from expressway_certd.daemon import plan_reload
 from monitor.config import Config, parse_config
-from monitor.daemon import plan_reload
 from monitor.errors import ConfigError
 
 EST = """

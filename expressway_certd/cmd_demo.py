@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from expressway_certd.daemon import Daemon
 from lab.est import ESTSimulator
 from lab.pki import cert_pem
 from lab.renewal import add_renewal, est_ca_section, set_daemon_keys, trust_also
 from lab.topology import Lab
 from monitor.config import load_config
-from monitor.daemon import Daemon
 from monitor.events import Event, RenewalBlocked, RenewalCompleted
 from monitor.logging import configure_logging
 
@@ -62,7 +62,7 @@ def _free(listen: str) -> str:
 
 
 async def _demo(directory: Path, listen: str, once: bool, limit: float) -> int:
-    from renewers.cmd_renew import timeline_line  # noqa: PLC0415 - the CLI's own printer
+    from expressway_certd.cmd_renew import timeline_line  # noqa: PLC0415 - the CLI's own printer
 
     started = time.monotonic()
     est = ESTSimulator().start()

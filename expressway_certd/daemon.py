@@ -26,11 +26,11 @@ from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry, gc_collector, platform_collector, process_collector
 
 from alerts.metrics import StateExposition
+from expressway_certd.http import build_app
 from monitor import __version__
 from monitor.config import Config, ExpresswayConfig, load_config
 from monitor.errors import CertdError, ConfigError
 from monitor.events import Event, EventBus
-from monitor.http import build_app
 from monitor.probe import Prober, TrustStore
 from monitor.sdnotify import Notifier, cancel
 from monitor.store import Store
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from alerts.notify import Router
     from renewers.manager import RenewalManager
 
-log = structlog.get_logger("monitor.daemon")
+log = structlog.get_logger("expressway_certd.daemon")
 
 
 class Daemon:
@@ -70,7 +70,7 @@ class Daemon:
         self.store = await Store.open(d.state, history=d.history)
         self.bus.subscribe(self._audit)
         if cfg.notifiers:
-            from alerts.notify import build_router  # noqa: PLC0415 - only when configured
+            from alerts.notifiers import build_router  # noqa: PLC0415 - only when configured
 
             self.notifications = build_router(cfg.notifiers, registry=self.registry)
             self.bus.subscribe(self.notifications.publish)

@@ -8,8 +8,8 @@ from typing import Any
 
 import structlog
 
+from expressway_certd.daemon import serve
 from monitor.config import check_runtime, ensure_private_dirs, load_config, startup_warnings
-from monitor.daemon import serve
 from monitor.logging import configure_logging
 
 

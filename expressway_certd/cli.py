@@ -16,16 +16,16 @@ from monitor.errors import CertdError
 
 # Verb modules, in the order `--help` lists them.
 COMMAND_MODULES = (
-    "monitor.cmd_scan",
-    "monitor.cmd_config",
-    "monitor.cmd_run",
-    "monitor.cmd_db",
-    "monitor.cmd_demo",
-    "renewers.cmd_renew",
-    "renewers.cmd_ca",
-    "renewers.cmd_device",
-    "renewers.cmd_check",
-    "renewers.cmd_trustmap",
+    "expressway_certd.cmd_scan",
+    "expressway_certd.cmd_config",
+    "expressway_certd.cmd_run",
+    "expressway_certd.cmd_db",
+    "expressway_certd.cmd_demo",
+    "expressway_certd.cmd_renew",
+    "expressway_certd.cmd_ca",
+    "expressway_certd.cmd_device",
+    "expressway_certd.cmd_check",
+    "expressway_certd.cmd_trustmap",
     "lab.cmd_lab",
 )
 
