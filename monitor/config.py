@@ -22,7 +22,18 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from alerts.config import NotifierConfig, parse_notifiers
-from monitor.config_base import PORT_DIGITS, Secret, Section, check_host, host_problem, port_number
+from monitor.config_base import (
+    PORT_DIGITS,
+    Secret,
+    Section,
+    check_host,
+    host_problem,
+    key,
+    key_from,
+    port_number,
+    required_key,
+    toml_keys,
+)
 from monitor.config_ca import CAConfig, ca_secrets, parse_cas
 from monitor.cron import crontab_trigger
 from monitor.durations import Fraction, parse_duration_or_fraction
@@ -90,15 +101,40 @@ class MaintenanceWindow:
 class RenewalConfig:
     """How one Expressway's certificate is renewed (keys of its `[expressway.renewal]`)."""
 
-    ca: str
-    renew_before: timedelta | Fraction = DEFAULT_RENEW_BEFORE
-    approval: str = "auto"
-    maintenance_window: MaintenanceWindow | None = None  # None: restart at once
-    extra_sans: tuple[str, ...] = ()
-    key_length: int = 4096
-    digest: str = "sha256"
-    subject: tuple[tuple[str, str], ...] = ()  # Country, Province, Locality, Organization ...
-    verify_timeout: timedelta = timedelta(minutes=10)
+    ca: str = required_key("the `[ca.NAME]` that signs this box's CSRs")
+    renew_before: timedelta | Fraction = key(
+        DEFAULT_RENEW_BEFORE,
+        'a duration (`"30d"`) or a fraction of the lifetime; never less than 14 days',
+    )
+    approval: str = key(
+        "auto",
+        "`auto`, `manual` (always wait for `expressway-certd approve`), `manual-if-ca-changed`",
+    )
+    maintenance_window: MaintenanceWindow | None = key(
+        None,
+        '`{ cron = "0 2 * * 6", timezone = "Europe/Berlin", duration = "3h" }`: restarts start '
+        "only inside the window. A cron expression that never fires (`0 2 30 2 *`) is an error",
+        shown="none (restart at once)",
+    )
+    extra_sans: tuple[str, ...] = key(
+        (), "DNS names to add to the SANs copied from the current certificate"
+    )
+    key_length: int = key(
+        4096, "RSA key length of the CSR generated on the box (2048, 3072, 4096, 8192)"
+    )
+    digest: str = key("sha256", "`sha256`, `sha384` or `sha512`")
+    subject: tuple[tuple[str, str], ...] = key(
+        (),
+        '`{ Country = "CH", Province = "ZH", Locality = "Zurich", Organization = "Example", '
+        'OrganizationalUnit = "UC", Email = "pki@example.com" }`; `Country` is a two-letter '
+        "ISO 3166 code, the others at most as long as X.520 allows (Province and Locality 128, "
+        "Organization and OrganizationalUnit 64, Email 255)",
+        shown="none",
+    )
+    verify_timeout: timedelta = key(
+        timedelta(minutes=10),
+        "how long the verify stage waits for every endpoint and zone before blocking",
+    )
 
 
 @dataclass(frozen=True)
@@ -142,26 +178,85 @@ class UnifiedCMConfig:
 
 @dataclass(frozen=True)
 class DaemonConfig:
-    listen_host: str = "127.0.0.1"
-    listen_port: int = 9464
-    state: str = field(default_factory=default_state_url)  # SQLAlchemy URL
-    # Private files the tool keeps (ACME account keys ...), 0700. Parsing puts it next to a
-    # SQLite state file when `data_dir` is not written.
-    data_dir: Path = field(default_factory=default_data_dir)
-    poll_interval: timedelta = timedelta(minutes=5)
-    probe_timeout: timedelta = timedelta(seconds=10)
-    concurrency: int = 64
-    jitter: float = 0.1
-    expiry_windows: tuple[int, ...] = DEFAULT_EXPIRY_WINDOWS
-    history: int = 100
-    audit_retention: timedelta = timedelta(days=365)
-    trust_bundle: Path | None = None
-    system_roots: bool = False
-    log_level: str = "info"
-    log_format: str = "json"
-    api_token: Secret | None = None  # bearer token for the mutating API calls (approve, renew)
-    api_read_token: Secret | None = None  # when set, /api/v1/* reads need it (or api_token)
-    renewal_check: timedelta = timedelta(seconds=15)  # how often waiting renewals are resumed
+    """The `[daemon]` table: where the service listens, keeps state and how often it polls."""
+
+    listen_host: str = key(
+        "127.0.0.1",
+        "address of `/metrics`, `/healthz`, `/readyz` and `/api/v1/*`; port `0` picks a free port",
+        shown=f"`{DEFAULT_LISTEN!r}`".replace("'", '"'),
+        name="listen",
+    )
+    listen_port: int = 9464  # part of `listen`
+    state: str = key_from(
+        default_state_url,
+        "a file path (SQLite) or a URL: `sqlite:///PATH`, `postgresql://user@host/db` (asyncpg, "
+        "`pip install 'expressway-certd[postgres]'`; give the password with `PGPASSWORD` or "
+        "`.pgpass`, not in the URL). Other databases, and drivers that are not installed or "
+        "not asyncio drivers, are errors. The SQLite file is created 0600 in a 0700 directory; "
+        "an existing one readable by other users gets a warning at start (with the `chmod`): "
+        "it holds the inventory, CSRs and the audit log, not secrets, so monitoring goes on",
+        shown="SQLite at `$STATE_DIRECTORY/state.db`, else "
+        "`$XDG_STATE_HOME/expressway-certd/state.db`, else "
+        "`~/.local/state/expressway-certd/state.db`",
+    )
+    data_dir: Path = key_from(
+        default_data_dir,
+        "private files the tool keeps (ACME account keys); it and `data_dir/acme` are created "
+        "0700 (missing parents too), an existing one open to others gets a warning. Two daemons "
+        "with state files in two directories therefore never share an ACME account; give each "
+        "daemon its own directory",
+        shown="the directory of the SQLite `state` file when one is given; else the directory "
+        "of the default state",
+    )
+    poll_interval: timedelta = key(
+        timedelta(minutes=5), "how often each Expressway's endpoints are probed"
+    )
+    probe_timeout: timedelta = key(
+        timedelta(seconds=10),
+        "hard deadline of one probe (connect + STARTTLS + handshake); must be shorter than "
+        "`poll_interval`",
+    )
+    concurrency: int = key(64, "probes in flight at once, across all Expressways")
+    jitter: float = key(
+        0.1, "random spread of each poll, as a fraction (0 to 0.5) of `poll_interval`"
+    )
+    expiry_windows: tuple[int, ...] = key(
+        DEFAULT_EXPIRY_WINDOWS,
+        "days before expiry at which `ExpiryWindowEntered` fires, once per window and certificate",
+    )
+    history: int = key(
+        100,
+        "history rows kept per endpoint (a row is written when what the endpoint serves, or its "
+        "probe status, changes)",
+    )
+    audit_retention: timedelta = key(
+        timedelta(days=365), "audit log entries older than this are pruned daily"
+    )
+    trust_bundle: Path | None = key(
+        None,
+        "PEM bundle of the CAs that sign your Expressway certificates; served chains are "
+        "verified against it",
+    )
+    system_roots: bool = key(False, "also trust the operating system's root store")
+    log_level: str = key("info", "`debug`, `info`, `warning`, `error`")
+    log_format: str = key("json", "`json` (one JSON object per line on stderr) or `console`")
+    api_token: Secret | None = key(
+        None,
+        "secret reference; the bearer token for `POST /api/v1/renewals/ID/approve` and "
+        "`POST /api/v1/targets/NAME/renew`. Without it those calls are refused. An empty value "
+        "is an error",
+    )
+    api_read_token: Secret | None = key(
+        None,
+        "secret reference; when set, every `GET /api/v1/*` (targets, endpoints, events, "
+        "renewals with their CSRs) needs `Authorization: Bearer` with this token or "
+        "`api_token`. `/metrics`, `/healthz` and `/readyz` stay open for Prometheus and load "
+        "balancers. A `listen` address that is not loopback without `api_token` or without "
+        "`api_read_token` is logged as a warning at start",
+    )
+    renewal_check: timedelta = key(
+        timedelta(seconds=15), "how often waiting and failed renewals are looked at"
+    )
 
 
 @dataclass(frozen=True)
@@ -268,12 +363,7 @@ def _parse_daemon(file: Path, table: Mapping[str, Any], check_files: bool) -> Da
         file,
         "daemon",
         table,
-        {
-            "listen", "state", "poll_interval", "probe_timeout", "concurrency", "jitter",
-            "expiry_windows", "history", "audit_retention", "trust_bundle", "system_roots",
-            "log_level", "log_format", "data_dir", "api_token", "api_read_token",
-            "renewal_check",
-        },
+        toml_keys(DaemonConfig),
         check_files=check_files,
     )  # fmt: skip
     base = file.parent
@@ -502,10 +592,7 @@ def _parse_renewal(parent: Section, table: Any, check_files: bool) -> RenewalCon
         parent.file,
         f"{parent.path}.renewal",
         table,
-        {
-            "ca", "renew_before", "approval", "maintenance_window", "extra_sans", "key_length",
-            "digest", "subject", "verify_timeout",
-        },
+        toml_keys(RenewalConfig),
         check_files=check_files,
     )  # fmt: skip
     ca = s.get_str("ca", required=True) or ""
