@@ -141,39 +141,108 @@ class RenewalConfig:
 class ExpresswayConfig:
     """One `[[expressway]]` entry: a box, how to reach its API and which TLS ports to watch."""
 
-    name: str
-    address: str
-    role: str | None  # "c", "e" or None when unknown
-    endpoints: tuple[Endpoint, ...]
-    cluster: str | None = None
-    version: str | None = None
-    username: str | None = None
-    password: Secret | None = None
-    api_port: int = 443
-    api_ca_file: Path | None = None
-    ca_file: Path | None = None
-    ssh_port: int = 22  # for `xCommand Boot` when the REST API cannot restart
-    ssh_known_hosts: Path | None = None  # None: ~/.ssh/known_hosts
-    traversal_peer: str | None = None  # name of the [[expressway]] at the other end
-    unified_cm: str | None = None  # name of the [[unified_cm]] behind this Expressway-C
-    renewal: RenewalConfig | None = None  # None: monitored only, never renewed
+    name: str = required_key(
+        "unique name; the `target` label in metrics and the name the CLI takes"
+    )
+    address: str = required_key("FQDN or IP of the node; default host of its endpoints")
+    role: str | None = required_key(  # "c", "e" or None when unknown
+        "`c` (Expressway-C) or `e` (Expressway-E); decides the default endpoints and the EKU rule",
+        shown="none",
+    )
+    endpoints: tuple[Endpoint, ...] = required_key(
+        'list of `"host:port"` strings (`"[v6]:port"` for IPv6, or just `"port"` for the '
+        "node's address) or tables `{ host, port, service, starttls, sni }`",
+        shown="by role, see below",
+    )
+    cluster: str | None = key(
+        None, "the cluster FQDN; must be among the SANs of the node's certificate"
+    )
+    version: str | None = key(
+        None,
+        "software version, e.g. `X15.4`; decides whether the server certificate needs the TLS "
+        'Web Client Authentication EKU (FN74362). Unknown means "needed"',
+    )
+    username: str | None = key(
+        None, "administrator account of the REST API. Set both `username` and `password` or neither"
+    )
+    password: Secret | None = key(None, "secret reference: the administrator's password")
+    api_port: int = key(443, "HTTPS port of the management API")
+    api_ca_file: Path | None = key(
+        None, "PEM bundle that verifies the management API's certificate"
+    )
+    ca_file: Path | None = key(
+        None,
+        "an extra trust bundle for this node's chains (added to `[daemon] trust_bundle`)",
+    )
+    ssh_port: int = key(
+        22,
+        "SSH port of the admin CLI; used only to restart with `xCommand Boot` when the box's "
+        "REST API does not offer `/provisioning/restart`",
+        group="devices",
+    )
+    ssh_known_hosts: Path | None = key(
+        None,
+        "known_hosts file pinning the box's SSH host key; an unknown key is refused, never "
+        "accepted blindly",
+        shown="`~/.ssh/known_hosts`",
+        group="devices",
+    )
+    traversal_peer: str | None = key(
+        None,
+        "`name` of the `[[expressway]]` at the other end of this box's traversal zone (the E "
+        "for a C, the C for an E); a new CA is pushed there before the new certificate goes "
+        "live. Must be another entry, of the other role when both roles are known",
+        group="devices",
+    )
+    unified_cm: str | None = key(
+        None,
+        "`name` of the `[[unified_cm]]` this Expressway-C has MRA or a secure zone with; its "
+        "tomcat-trust and callmanager-trust receive a new CA. Not allowed on an Expressway-E",
+        group="devices",
+    )
+    renewal: RenewalConfig | None = key(
+        None,
+        "how the certificate is renewed, see [Renewal](#renewal-renewal-in-expressway); without "
+        "it the node is monitored only",
+        shown="none",
+    )
 
 
 @dataclass(frozen=True)
 class UnifiedCMConfig:
     """One `[[unified_cm]]` entry: the Unified CM cluster an Expressway-C talks TLS to."""
 
-    name: str
-    nodes: tuple[str, ...]  # every node's hostname; each has its own trust stores
-    username: str
-    password: Secret
-    api_port: int = 443  # platformcom certmgr REST API
-    soap_port: int = 8443  # Control Center Services SOAP
-    ssh_port: int = 22  # platform CLI (Cisco Tomcat restart)
-    api_ca_file: Path | None = None
-    ssh_known_hosts: Path | None = None
-    trust_stores: tuple[str, ...] = ("tomcat", "callmanager")
-    restart_services: tuple[str, ...] = ("Cisco CallManager", "Cisco Tomcat")
+    name: str = required_key("unique name, referenced by `unified_cm` above")
+    nodes: tuple[str, ...] = required_key(
+        "hostname of every node, publisher first; trust stores are per node, so each one is updated"
+    )
+    username: str = required_key("platform administrator (OS Administration / CLI)")
+    password: Secret = required_key("secret reference: the platform administrator's password")
+    api_port: int = key(
+        443, "HTTPS port of the certmgr REST API (`/platformcom/api/v1/certmgr/...`)"
+    )
+    soap_port: int = key(
+        8443, "HTTPS port of Control Center Services (`/controlcenterservice2/...`)"
+    )
+    ssh_port: int = key(22, "SSH port of the platform CLI (`utils service restart Cisco Tomcat`)")
+    api_ca_file: Path | None = key(
+        None, "PEM bundle that verifies the nodes' Tomcat certificates", shown="system roots"
+    )
+    ssh_known_hosts: Path | None = key(
+        None,
+        "known_hosts file pinning the nodes' SSH host keys",
+        shown="`~/.ssh/known_hosts`",
+    )
+    trust_stores: tuple[str, ...] = key(
+        ("tomcat", "callmanager"),
+        "stores that receive a new CA: `tomcat`, `callmanager`, `ipsec`, `capf`, `tvs`",
+    )
+    restart_services: tuple[str, ...] = key(
+        ("Cisco CallManager", "Cisco Tomcat"),
+        "services restarted after a trust change so they read the new store; names are "
+        "case-sensitive (an unknown name reads as Stopped and is reported). Cisco Tomcat is "
+        "restarted over SSH, the others through Control Center Services",
+    )
 
 
 @dataclass(frozen=True)
@@ -482,11 +551,7 @@ def _parse_expressway(file: Path, index: int, table: Any, check_files: bool) -> 
         file,
         path,
         table,
-        {
-            "name", "address", "role", "endpoints", "cluster", "version", "username",
-            "password", "api_port", "api_ca_file", "ca_file", "ssh_port", "ssh_known_hosts",
-            "traversal_peer", "unified_cm", "renewal",
-        },
+        toml_keys(ExpresswayConfig),
         check_files=check_files,
     )  # fmt: skip
     name = s.get_str("name", required=True) or ""
@@ -697,10 +762,7 @@ def _parse_unified_cm(file: Path, index: int, table: Any, check_files: bool) -> 
         file,
         path,
         table,
-        {
-            "name", "nodes", "username", "password", "api_port", "soap_port", "ssh_port",
-            "api_ca_file", "ssh_known_hosts", "trust_stores", "restart_services",
-        },
+        toml_keys(UnifiedCMConfig),
         check_files=check_files,
     )  # fmt: skip
     name = s.get_str("name", required=True) or ""

@@ -240,23 +240,25 @@ def check_host(s: Section, key: str, host: str, *, ip: bool = True) -> str:
 # --- declarations: a config dataclass field is a TOML key with its default and its doc -------
 
 
-def key(default: T, doc: str, *, shown: str = "", name: str = "") -> T:
+def key(default: T, doc: str, *, shown: str = "", name: str = "", group: str = "") -> T:
     """A TOML key declared once: the field's default is the parser's, `doc` goes to the docs.
 
     `shown` replaces the default in the docs when the value alone would not say it
     ("none (restart at once)"); `name` is the TOML key when it differs from the field's name.
     """
-    return field(default=default, metadata={"doc": doc, "shown": shown, "key": name})
+    meta = {"doc": doc, "shown": shown, "key": name, "group": group}
+    return field(default=default, metadata=meta)
 
 
 def key_from(factory: Callable[[], T], doc: str, *, shown: str, name: str = "") -> T:
     """Like `key`, for a default computed when the config is built (paths from the environment)."""
-    return field(default_factory=factory, metadata={"doc": doc, "shown": shown, "key": name})
+    meta = {"doc": doc, "shown": shown, "key": name, "group": ""}
+    return field(default_factory=factory, metadata=meta)
 
 
-def required_key(doc: str, *, name: str = "") -> Any:
-    """A TOML key without a default: the parser reports it missing."""
-    return field(metadata={"doc": doc, "shown": "required", "key": name})
+def required_key(doc: str, *, shown: str = "required", name: str = "") -> Any:
+    """A TOML key without a default in the dataclass (the parser decides what a missing one means)."""
+    return field(metadata={"doc": doc, "shown": shown, "key": name, "group": ""})
 
 
 def declared(cls: Any) -> list[dataclasses.Field[Any]]:

@@ -13,12 +13,19 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from monitor.config import DaemonConfig, RenewalConfig
+from monitor.config import DaemonConfig, ExpresswayConfig, RenewalConfig, UnifiedCMConfig
 from monitor.config_base import declared
 from monitor.durations import Fraction
 
-SECTIONS: dict[str, Any] = {"daemon": DaemonConfig, "renewal": RenewalConfig}
-_BLOCK = re.compile(r"(<!-- keys: (\w+) -->\n)(.*?)(<!-- end keys -->)", re.DOTALL)
+# Marker name -> (declaring class, group of its fields that the table shows).
+SECTIONS: dict[str, tuple[Any, str]] = {
+    "daemon": (DaemonConfig, ""),
+    "expressway": (ExpresswayConfig, ""),
+    "expressway-devices": (ExpresswayConfig, "devices"),
+    "unified_cm": (UnifiedCMConfig, ""),
+    "renewal": (RenewalConfig, ""),
+}
+_BLOCK = re.compile(r"(<!-- keys: ([\w-]+) -->\n)(.*?)(<!-- end keys -->)", re.DOTALL)
 
 
 def toml_literal(value: object) -> str:
@@ -53,9 +60,11 @@ def shown_default(f: dataclasses.Field[Any]) -> str:
     return f"`{toml_literal(f.default)}`"
 
 
-def table(cls: Any) -> str:
+def table(cls: Any, group: str = "") -> str:
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for f in declared(cls):
+        if f.metadata["group"] != group:
+            continue
         name = f.metadata["key"] or f.name
         rows.append(f"| `{name}` | {shown_default(f)} | {f.metadata['doc']} |")
     return "\n".join(rows) + "\n"
@@ -65,7 +74,7 @@ def render(text: str) -> str:
     """`text` with every marked table regenerated."""
 
     def block(match: re.Match[str]) -> str:
-        return match.group(1) + table(SECTIONS[match.group(2)]) + match.group(4)
+        return match.group(1) + table(*SECTIONS[match.group(2)]) + match.group(4)
 
     return _BLOCK.sub(block, text)
 

@@ -14,6 +14,7 @@ from monitor import config_docs
 from monitor.config import (
     Config,
     DaemonConfig,
+    ExpresswayConfig,
     MaintenanceWindow,
     RenewalConfig,
     UnifiedCMConfig,
@@ -130,6 +131,15 @@ def test_a_changed_declaration_changes_the_docs():
 def test_known_keys_come_from_the_declarations():
     assert toml_keys(DaemonConfig) >= {"listen", "state", "data_dir", "api_read_token"}
     assert "listen_host" not in toml_keys(DaemonConfig)
+    assert toml_keys(UnifiedCMConfig) == {
+        "name", "nodes", "username", "password", "api_port", "soap_port", "ssh_port",
+        "api_ca_file", "ssh_known_hosts", "trust_stores", "restart_services",
+    }  # fmt: skip
+    assert toml_keys(ExpresswayConfig) == {
+        "name", "address", "role", "endpoints", "cluster", "version", "username", "password",
+        "api_port", "api_ca_file", "ca_file", "ssh_port", "ssh_known_hosts", "traversal_peer",
+        "unified_cm", "renewal",
+    }  # fmt: skip
     assert toml_keys(RenewalConfig) == {
         "ca", "renew_before", "approval", "maintenance_window", "extra_sans", "key_length",
         "digest", "subject", "verify_timeout",
