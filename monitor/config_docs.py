@@ -13,17 +13,30 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from alerts.config import (
+    AlertmanagerConfig,
+    EmailConfig,
+    NotifierIdentity,
+    Routing,
+    WebexConfig,
+    WebhookConfig,
+)
 from monitor.config import DaemonConfig, ExpresswayConfig, RenewalConfig, UnifiedCMConfig
 from monitor.config_base import declared
 from monitor.durations import Fraction
 
-# Marker name -> (declaring class, group of its fields that the table shows).
-SECTIONS: dict[str, tuple[Any, str]] = {
-    "daemon": (DaemonConfig, ""),
-    "expressway": (ExpresswayConfig, ""),
-    "expressway-devices": (ExpresswayConfig, "devices"),
-    "unified_cm": (UnifiedCMConfig, ""),
-    "renewal": (RenewalConfig, ""),
+# Marker name -> (declaring classes, group of their fields that the table shows).
+SECTIONS: dict[str, tuple[tuple[Any, ...], str]] = {
+    "daemon": ((DaemonConfig,), ""),
+    "expressway": ((ExpresswayConfig,), ""),
+    "expressway-devices": ((ExpresswayConfig,), "devices"),
+    "unified_cm": ((UnifiedCMConfig,), ""),
+    "renewal": ((RenewalConfig,), ""),
+    "notifier": ((NotifierIdentity, Routing), ""),
+    "notifier-alertmanager": ((AlertmanagerConfig,), ""),
+    "notifier-webex": ((WebexConfig,), ""),
+    "notifier-webhook": ((WebhookConfig,), ""),
+    "notifier-email": ((EmailConfig,), ""),
 }
 _BLOCK = re.compile(r"(<!-- keys: ([\w-]+) -->\n)(.*?)(<!-- end keys -->)", re.DOTALL)
 
@@ -44,10 +57,10 @@ def toml_literal(value: object) -> str:
 
 
 def compact_duration(delta: timedelta) -> str:
-    """The largest whole unit: 365 days -> "365d", 600 s -> "10m"."""
+    """The largest whole unit: 365 days -> "365d", 600 s -> "10m" (one day stays "24h")."""
     seconds = int(delta.total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
+        if seconds % size == 0 and seconds > (86400 if unit == "d" else 0):
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
 
@@ -60,9 +73,9 @@ def shown_default(f: dataclasses.Field[Any]) -> str:
     return f"`{toml_literal(f.default)}`"
 
 
-def table(cls: Any, group: str = "") -> str:
+def table(classes: tuple[Any, ...], group: str = "") -> str:
     rows = ["| key | default | meaning |", "|---|---|---|"]
-    for f in declared(cls):
+    for f in [f for cls in classes for f in declared(cls)]:
         if f.metadata["group"] != group:
             continue
         name = f.metadata["key"] or f.name

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from alerts.config import NOTIFIER_CLASSES, NotifierIdentity, Routing
 from monitor import config_docs
 from monitor.config import (
     Config,
@@ -144,6 +145,18 @@ def test_known_keys_come_from_the_declarations():
         "ca", "renew_before", "approval", "maintenance_window", "extra_sans", "key_length",
         "digest", "subject", "verify_timeout",
     }  # fmt: skip
+
+
+def test_notifier_keys_come_from_the_declarations():
+    assert toml_keys(NotifierIdentity) | toml_keys(Routing) == {
+        "name", "kind", "events", "min_severity", "throttle", "timeout", "retries",
+    }  # fmt: skip
+    assert {kind: toml_keys(cls) for kind, cls in NOTIFIER_CLASSES.items()} == {
+        "alertmanager": {"url", "trust_anchor", "resolve_timeout"},
+        "webex": {"token", "room_id", "api_url", "trust_anchor"},
+        "webhook": {"url", "secret", "headers", "trust_anchor"},
+        "email": {"host", "port", "starttls", "username", "password", "from", "to", "trust_anchor"},
+    }
 
 
 def test_declared_key_is_accepted_and_unknown_one_refused(tmp_path):
