@@ -21,10 +21,11 @@ $(STAMP): pyproject.toml
 	$(PY) -c 'import monitor, acme, spnego, dns'
 	touch $(STAMP)
 
-# Debian packages the tests start on loopback (installed once, services not auto-started).
+# Debian packages the tests start on loopback (installed once, services not auto-started);
+# systemd for `systemd-analyze` (the unit file checks).
 debs:
 	bash scripts/install-debs.sh prometheus prometheus-alertmanager postgresql pebble bind9 \
-		krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc
+		krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc systemd chromium graphviz
 
 lint: venv
 	$(VENV)/bin/ruff check monitor renewers alerts lab tests

@@ -15,6 +15,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from monitor.config import ExpresswayConfig
+from monitor.policy import Drift
 from monitor.store import RenewalRow
 from monitor.watch import EndpointState, Key
 
@@ -215,11 +216,13 @@ class RenewalCollector(Collector):
         latest: Callable[[], Mapping[str, RenewalRow]],
         next_due: Callable[[], Mapping[str, datetime | None]],
         last_success: Callable[[], Mapping[str, datetime]],
+        drift: Callable[[], Mapping[tuple[str, str], Drift]] = dict,
     ) -> None:
         self._targets = targets
         self._latest = latest
         self._next_due = next_due
         self._last_success = last_success
+        self._drift = drift  # (target, endpoint) -> what it serves instead
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
@@ -250,6 +253,18 @@ class RenewalCollector(Collector):
             "The certificate this tool installed on the target last (always 1).",
             labels=["target", "sha256"],
         )
+        mismatch = GaugeMetricFamily(
+            "expressway_served_cert_mismatch",
+            "1 while an endpoint serves another certificate than the one the box reports "
+            "installed through its API (verified: whether the served chain verifies).",
+            labels=["target", "endpoint", "served_sha256", "installed_sha256", "verified"],
+        )
+        for (target, endpoint), d in sorted(self._drift().items()):
+            mismatch.add_metric(
+                [target, endpoint, d.served_sha256, d.installed_sha256,
+                 "true" if d.served_verified else "false"],
+                1.0,
+            )  # fmt: skip
         latest, due, success = self._latest(), self._next_due(), self._last_success()
         for exp in self._targets():
             if exp.renewal is None:
@@ -274,4 +289,4 @@ class RenewalCollector(Collector):
                 next_ts.add_metric([exp.name], when.timestamp())
             if exp.name in success:
                 last_ok.add_metric([exp.name], success[exp.name].timestamp())
-        yield from (state, updated, next_ts, last_ok, installed)
+        yield from (state, updated, next_ts, last_ok, installed, mismatch)

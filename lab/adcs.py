@@ -4,7 +4,9 @@ Answers certfnsh.asp, certnew.cer, certcarc.asp and certnew.p7b with HTML shaped
 IIS pages; templates "WebServer" (Server Authentication only, like the stock template) and
 "CollabServerClient" (Server + Client Authentication, what Cisco collaboration sites use);
 manager approval ("Certificate Pending" until `issue(req_id)`), denial with a disposition
-message; Basic and NTLM (pyspnego acceptor, connection-based like IIS), optionally Extended
+message; pages in English, Korean, German, Japanese or Simplified Chinese (`language`, or the
+request's Accept-Language), with the element IDs, links and script of the real pages; Basic
+and NTLM (pyspnego acceptor, connection-based like IIS), optionally Extended
 Protection (channel binding required) and Negotiate/Kerberos with a keytab.
 Imports nothing from monitor/, renewers/ or alerts/.
 """
@@ -15,6 +17,7 @@ import base64
 import contextlib
 import contextvars
 import hashlib
+import html
 import itertools
 import os
 import re
@@ -40,51 +43,251 @@ TEMPLATES: dict[str, list[x509.ObjectIdentifier]] = {
     "CollabServerClient": [SERVER_AUTH, CLIENT_AUTH],
 }
 
+# Page structure follows Microsoft's certsrv ASP sources (certrsis.asp issued, certrspn.asp
+# pending, certrsdn.asp denied, certrser.asp error): the element IDs (locPageTitle,
+# locInfoNewReq, locDenied, locDispLabel, ...), the certnew.cer?ReqID= links, the postLoad
+# script's `nReqId = N` and the hidden ReqID field do not change with the language; the text
+# inside them does. The translations below are the lab's own renderings of the English
+# strings, not copies of Microsoft's localised pages (which we could not obtain): they prove
+# the connector reads no sentence, not that they are word-for-word Windows.
+LANGUAGES = ("en", "ko", "de", "ja", "zh-CN")
+TEXT: dict[str, dict[str, str]] = {
+    "en": {
+        "site": "Microsoft Active Directory Certificate Services",
+        "issued": "Certificate Issued",
+        "issued_info": "The certificate you requested was issued to you.",
+        "download": "Download certificate",
+        "download_chain": "Download certificate chain",
+        "pending": "Certificate Pending",
+        "pending_new": "Your certificate request has been received. However, you must wait for "
+        "an administrator to issue the certificate you requested.",
+        "pending_chk": "Your certificate request is still pending. You must wait for an "
+        "administrator to issue the certificate you requested.",
+        "req_id": "Your Request Id is {req_id}.",
+        "return": "Please return to this web site in a day or two to retrieve your certificate.",
+        "denied": "Certificate Request Denied",
+        "denied_info": "Your certificate request was denied.",
+        "contact": "Contact your administrator for further information.",
+        "disposition": 'The disposition message is "{message}"',
+        "error": "Error",
+        "req_failed": "Your request failed. An error occurred while the server was processing "
+        "your request.",
+        "chk_failed": "An error occurred while the server was checking on your pending "
+        "certificate request.",
+        "disp_label": "Disposition:",
+        "disp_msg_label": "Disposition message:",
+        "result_label": "Result:",
+        "welcome": "Welcome",
+        "carc": "Download a CA Certificate, Certificate Chain, or CRL",
+        "m_pending": "Taken Under Submission",
+        "m_issued": "Issued",
+        "m_policy": "Denied by Policy Module",
+        "m_template": "The request was for a certificate template that is not supported by the "
+        "Active Directory Certificate Services policy: {template}.",
+        "m_not_found": "Cannot find object or property.",
+        "m_bad_request": "ASN1 bad tag value met.",
+        "m_invalid": "The parameter is incorrect.",
+    },
+    "de": {
+        "site": "Microsoft Active Directory-Zertifikatdienste",
+        "issued": "Zertifikat wurde ausgestellt",
+        "issued_info": "Das angeforderte Zertifikat wurde für Sie ausgestellt.",
+        "download": "Zertifikat herunterladen",
+        "download_chain": "Zertifikatkette herunterladen",
+        "pending": "Zertifikat ausstehend",
+        "pending_new": "Ihre Zertifikatanforderung wurde empfangen. Sie müssen jedoch warten, "
+        "bis ein Administrator das angeforderte Zertifikat ausstellt.",
+        "pending_chk": "Ihre Zertifikatanforderung steht noch aus. Sie müssen warten, bis ein "
+        "Administrator das angeforderte Zertifikat ausstellt.",
+        "req_id": "Ihre Anforderungs-ID lautet {req_id}.",
+        "return": "Kehren Sie in ein oder zwei Tagen zu dieser Website zurück, um Ihr "
+        "Zertifikat abzurufen.",
+        "denied": "Zertifikatanforderung wurde verweigert",
+        "denied_info": "Ihre Zertifikatanforderung wurde verweigert.",
+        "contact": "Wenden Sie sich an den Administrator, um weitere Informationen zu erhalten.",
+        "disposition": "Die Dispositionsmeldung lautet: \u201e{message}\u201c",
+        "error": "Fehler",
+        "req_failed": "Fehler bei der Anforderung. Bei der Verarbeitung der Anforderung durch "
+        "den Server ist ein Fehler aufgetreten.",
+        "chk_failed": "Beim Überprüfen der ausstehenden Zertifikatanforderung ist auf dem "
+        "Server ein Fehler aufgetreten.",
+        "disp_label": "Disposition:",
+        "disp_msg_label": "Dispositionsmeldung:",
+        "result_label": "Ergebnis:",
+        "welcome": "Willkommen",
+        "carc": "Herunterladen eines Zertifizierungsstellenzertifikats, einer Zertifikatkette "
+        "oder einer Sperrliste",
+        "m_pending": "Wird übermittelt",
+        "m_issued": "Ausgestellt",
+        "m_policy": "Vom Richtlinienmodul verweigert",
+        "m_template": "Die Anforderung bezog sich auf eine Zertifikatvorlage, die von der "
+        "Richtlinie der Active Directory-Zertifikatdienste nicht unterstützt wird: {template}.",
+        "m_not_found": "Objekt oder Eigenschaft wurde nicht gefunden.",
+        "m_bad_request": "ASN1-Wert mit ungültigem Tag gefunden.",
+        "m_invalid": "Falscher Parameter.",
+    },
+    "ko": {
+        "site": "Microsoft Active Directory 인증서 서비스",
+        "issued": "인증서 발급됨",
+        "issued_info": "요청한 인증서가 발급되었습니다.",
+        "download": "인증서 다운로드",
+        "download_chain": "인증서 체인 다운로드",
+        "pending": "인증서 보류 중",
+        "pending_new": "인증서 요청을 받았습니다. 하지만 관리자가 요청한 인증서를 발급할 때까지 "
+        "기다려야 합니다.",
+        "pending_chk": "인증서 요청이 아직 보류 중입니다. 관리자가 요청한 인증서를 발급할 때까지 "
+        "기다려야 합니다.",
+        "req_id": "요청 ID는 {req_id}입니다.",
+        "return": "하루나 이틀 후에 이 웹 사이트로 돌아와서 인증서를 검색하십시오.",
+        "denied": "인증서 요청 거부됨",
+        "denied_info": "인증서 요청이 거부되었습니다.",
+        "contact": "자세한 내용은 관리자에게 문의하십시오.",
+        "disposition": '처리 메시지: "{message}"',
+        "error": "오류",
+        "req_failed": "요청이 실패했습니다. 서버가 요청을 처리하는 동안 오류가 발생했습니다.",
+        "chk_failed": "서버가 보류 중인 인증서 요청을 확인하는 동안 오류가 발생했습니다.",
+        "disp_label": "처리:",
+        "disp_msg_label": "처리 메시지:",
+        "result_label": "결과:",
+        "welcome": "시작",
+        "carc": "CA 인증서, 인증서 체인 또는 CRL 다운로드",
+        "m_pending": "제출됨",
+        "m_issued": "발급됨",
+        "m_policy": "정책 모듈이 거부함",
+        "m_template": "Active Directory 인증서 서비스 정책에서 지원하지 않는 인증서 템플릿에 "
+        "대한 요청입니다: {template}.",
+        "m_not_found": "개체 또는 속성을 찾을 수 없습니다.",
+        "m_bad_request": "잘못된 ASN1 태그 값이 있습니다.",
+        "m_invalid": "매개 변수가 틀립니다.",
+    },
+    "ja": {
+        "site": "Microsoft Active Directory 証明書サービス",
+        "issued": "証明書は発行されました",
+        "issued_info": "要求した証明書は発行されました。",
+        "download": "証明書のダウンロード",
+        "download_chain": "証明書チェーンのダウンロード",
+        "pending": "証明書の保留",
+        "pending_new": "証明書の要求を受け付けました。ただし、要求した証明書は管理者が発行する"
+        "まで待つ必要があります。",
+        "pending_chk": "証明書の要求はまだ保留中です。要求した証明書は管理者が発行するまで待つ"
+        "必要があります。",
+        "req_id": "要求 ID は {req_id} です。",
+        "return": "1、2 日後にこの Web サイトに戻って証明書を取得してください。",
+        "denied": "証明書の要求は拒否されました",
+        "denied_info": "証明書の要求は拒否されました。",
+        "contact": "詳細については管理者に問い合わせてください。",
+        "disposition": "処理メッセージ: \u300c{message}\u300d",
+        "error": "エラー",
+        "req_failed": "要求は失敗しました。サーバーが要求を処理中にエラーが発生しました。",
+        "chk_failed": "保留中の証明書の要求をサーバーが確認中にエラーが発生しました。",
+        "disp_label": "処理:",
+        "disp_msg_label": "処理メッセージ:",
+        "result_label": "結果:",
+        "welcome": "ようこそ",
+        "carc": "CA 証明書、証明書チェーン、または CRL のダウンロード",
+        "m_pending": "提出済み",
+        "m_issued": "発行済み",
+        "m_policy": "ポリシー モジュールにより拒否されました",
+        "m_template": "要求は Active Directory 証明書サービス ポリシーでサポートされていない"
+        "証明書テンプレートに対するものでした: {template}。",
+        "m_not_found": "オブジェクトまたはプロパティが見つかりません。",
+        "m_bad_request": "ASN1 の無効なタグ値です。",
+        "m_invalid": "パラメーターが間違っています。",
+    },
+    "zh-CN": {
+        "site": "Microsoft Active Directory 证书服务",
+        "issued": "证书已颁发",
+        "issued_info": "你申请的证书已颁发给你。",
+        "download": "下载证书",
+        "download_chain": "下载证书链",
+        "pending": "证书挂起",
+        "pending_new": "已收到你的证书申请。但是,你必须等待管理员颁发你申请的证书。",
+        "pending_chk": "你的证书申请仍处于挂起状态。你必须等待管理员颁发你申请的证书。",
+        "req_id": "你的申请 ID 为 {req_id}。",
+        "return": "请在一两天后返回此网站以检索你的证书。",
+        "denied": "证书申请被拒绝",
+        "denied_info": "你的证书申请被拒绝。",
+        "contact": "有关详细信息,请与管理员联系。",
+        "disposition": "处理消息为\u201c{message}\u201d",
+        "error": "错误",
+        "req_failed": "你的申请失败。服务器处理你的申请时出错。",
+        "chk_failed": "服务器检查你挂起的证书申请时出错。",
+        "disp_label": "处理:",
+        "disp_msg_label": "处理消息:",
+        "result_label": "结果:",
+        "welcome": "欢迎使用",
+        "carc": "下载 CA 证书、证书链或 CRL",
+        "m_pending": "已提交",
+        "m_issued": "已颁发",
+        "m_policy": "被策略模块拒绝",
+        "m_template": "申请的证书模板不受 Active Directory 证书服务策略支持: {template}。",
+        "m_not_found": "找不到对象或属性。",
+        "m_bad_request": "遇到 ASN1 错误标记值。",
+        "m_invalid": "参数错误。",
+    },
+}
+
+# Disposition codes (certcli.h, as certrser.asp prints them) and HRESULTs (winerror.h).
+CR_DISP_ERROR, CR_DISP_DENIED, CR_DISP_ISSUED, CR_DISP_UNDER_SUBMISSION = 1, 2, 3, 5
+CERTSRV_E_UNSUPPORTED_CERT_TYPE = "0x80094800 (-2146875392 CERTSRV_E_UNSUPPORTED_CERT_TYPE)"
+CRYPT_E_NOT_FOUND = "0x80092004 (-2146885628 CRYPT_E_NOT_FOUND)"
+CRYPT_E_ASN1_BADTAG = "0x8009310b (ASN: 267 CRYPT_E_ASN1_BADTAG)"
+E_INVALIDARG = "0x80070057 (WIN32: 87 ERROR_INVALID_PARAMETER)"
+
 _PAGE = """<HTML><Head>
 <Meta HTTP-Equiv="Content-Type" Content="text/html; charset=UTF-8">
-<Title>Microsoft Active Directory Certificate Services</Title>
-</Head><Body BgColor=#FFFFFF>
+<Title>{site}</Title>
+</Head><Body BgColor=#FFFFFF Link=#0000FF VLink=#0000FF ALink=#0000FF{onload}><Font ID=locPageFont Face="Arial">
 <Table Border=0 CellSpacing=0 CellPadding=4 Width=100% BgColor=#008080>
 <TR><TD><Font Color=#FFFFFF><LocID ID=locMSCertSrv><Font Face="Arial" Size=-1><B><I>Microsoft</I></B>
-Active Directory Certificate Services</Font></LocID> &nbsp;--&nbsp; {ca_name}&nbsp;</Font></TD></TR>
+{site_rest}</Font></LocID> &nbsp;--&nbsp; {ca_name}&nbsp;</Font></TD></TR>
 </Table>
-<P ID=locPageTitle><Font Color=#336699><B>{title}</B></Font></P>
+<P ID=locPageTitle> <B> {title} </B>
 {body}
-</Body></HTML>
+</Font></Body></HTML>
 """
 
-_ISSUED = """<P ID=locInfo>The certificate you requested was issued to you.</P>
-<Input Type=Radio ID=rbDerEnc Name=rbEncoding Checked>DER encoded or
-<Input Type=Radio ID=rbB64Enc Name=rbEncoding>Base 64 encoded
-<Table><TR><TD><LocID ID=locDownloadCert1><A Href="certnew.cer?ReqID={req_id}&amp;Enc=bin">Download certificate</A></LocID></TD></TR>
-<TR><TD><LocID ID=locDownloadCert2><A Href="certnew.p7b?ReqID={req_id}&amp;Enc=bin">Download certificate chain</A></LocID></TD></TR></Table>
+_ISSUED = """<P ID=locCertIssued> {issued_info}</P>
+<Input Type=Radio ID=rbDerEnc Name=rbEncoding Checked><LocID ID=locDerEnc>DER</LocID>
+<Input Type=Radio ID=rbB64Enc Name=rbEncoding><LocID ID=locB64Enc>Base 64</LocID>
+<Table><TR><TD><LocID ID=locDownloadCert1><A Href="certnew.cer?ReqID={req_id}&amp;Enc=bin">{download}</A></LocID></TD></TR>
+<TR><TD><LocID ID=locDownloadCert2><A Href="certnew.p7b?ReqID={req_id}&amp;Enc=bin">{download_chain}</A></LocID></TD></TR></Table>
 <Script Language="JavaScript">
-    var sPKCS7="";
     function handleGetCert() {{ location="certnew.cer?ReqID={req_id}&"+getEncoding(); }}
 </Script>"""
 
-_PENDING = """<P ID=locInfo>Your certificate request has been received. However, you must wait
-for an administrator to issue the certificate you requested.</P>
-<P ID=locReqID>Your Request Id is {req_id}.</P>
-<P ID=locRemind>Please return to this web site in a day or two to retrieve your certificate.</P>
-<P ID=locNote><Font Size=-1><B>Note:</B> You must return with this web browser within 10 days
-to retrieve your certificate</Font></P>"""
+_PENDING = """<P ID=locInfoNewReq> {pending_new} </P>
+<P ID=locReqIdNewReq> {req_id_text} </P>
+<P ID=locInstructions> {return_text}</P>
+<Script Language="VBScript">
+	Sub postLoad
+		On Error Resume Next
+		Dim nReqId
+		nReqId = {req_id}
+	End Sub
+</Script>"""
 
-_DENIED = """<P ID=locInfo>Your certificate request was denied.</P>
-<P ID=locContactAdmin>Contact your administrator for further information.</P>
-<LocID ID=locErrorMsg>The disposition message is "{message}
-"</LocID>"""
+_DENIED = """<P ID=locDenied> {denied_info} </P>
+<P ID=locContactAdmin>{contact}
+</P>
+<P><LocID ID=locDispMsg>{disposition}</LocID></P>"""
 
-_ERROR = """<P ID=locInfo>An unexpected error has occurred:</P>
-<LocID ID=locErrorMsg>The disposition message is "{message}
-"</LocID>"""
+_ERROR = """<P ID={failed_id}> {failed} </P>
+<P ID=locContactAdmin>{contact}</P>
+<DL><DD><DL>
+<DT ID=locDispLabel><Font Size=-1><B>{disp_label}</B></Font></DT><DD>
+	{disposition:X} <LocID ID=locDispSpacer>-</LocID>
+</DD>
+<DT ID=locDispMsgLabel><Font Size=-1><B>{disp_msg_label}</B></Font></DT><DD>
+	{message}
+</DD>
+<DT ID=locResultLabel><Font Size=-1><B>{result_label}</B></Font></DT><DD>
+	{result}
+</DD>
+</DL></DD></DL>
+{form}"""
 
-_RETRIEVE = """<P ID=locInfo>{info}</P>
-<Table><TR><TD><B>Request Id:</B></TD><TD>{req_id}</TD></TR>
-<TR><TD><B>Disposition message:</B></TD><TD>{message}</TD></TR></Table>"""
-
-_HOME = """<P ID=locWelcome>Use this Web site to request a certificate for your Web browser,
-e-mail client, or other program.</P>
+_HOME = """<P ID=locPageDesc>Use this Web site to request a certificate.</P>
 <LocID ID=locTasks><A Href="/certsrv/certrqus.asp">Request a certificate</A><BR>
 <A Href="/certsrv/certckpn.asp">View the status of a pending certificate request</A><BR>
 <A Href="/certsrv/certcarc.asp">Download a CA certificate, certificate chain, or CRL</A></LocID>"""
@@ -92,9 +295,26 @@ e-mail client, or other program.</P>
 _CARC = """<Script Language="JavaScript">
 var nRenewals={renewals};
 var sCAName="{ca_name}";
-</Script>
-<P ID=locInfo>To trust certificates issued from this certification authority,
-install this CA certificate.</P>"""
+</Script>"""
+
+
+def pick_language(accept_language: str, default: str) -> str:
+    """The first of LANGUAGES an Accept-Language header asks for (q order), else `default`."""
+    wanted: list[tuple[float, str]] = []
+    for index, item in enumerate(accept_language.split(",")):
+        tag, _, params = item.strip().partition(";")
+        q = 1.0
+        if params.strip().startswith("q="):
+            try:
+                q = float(params.strip()[2:])
+            except ValueError:
+                q = 0.0
+        wanted.append((-q + index * 1e-6, tag.strip().lower()))
+    for _, tag in sorted(wanted):
+        for lang in LANGUAGES:
+            if tag == lang.lower() or tag.split("-")[0] == lang.lower().split("-")[0]:
+                return lang
+    return default
 
 
 @dataclass
@@ -106,7 +326,7 @@ class CertRequest:
     template: str
     requester: str
     status: str = "pending"  # pending | issued | denied
-    message: str = "Taken Under Submission"
+    message: str = ""  # a denial's disposition message ("" = the CA's own wording)
     cert: x509.Certificate | None = None
 
 
@@ -123,6 +343,8 @@ class ADCSSimulator:
     hostname: str = "adcs.lab.test"
     ca_name: str = "corp-LAB-CA"
     deny_templates: dict[str, str] = field(default_factory=dict)
+    language: str = "en"  # of the pages when the client sends no Accept-Language we serve
+    reject_requests: bool = False  # answer every CSR with the "cannot parse" error page
     requests: dict[int, CertRequest] = field(default_factory=dict)
     principals: list[str] = field(default_factory=list)
     auth_errors: list[str] = field(default_factory=list)
@@ -151,6 +373,7 @@ class ADCSSimulator:
                 self._sign(req)
 
     def deny(self, req_id: int, message: str = "Denied by Policy Module") -> None:
+        """Deny a pending request as a CA manager would, with this disposition message."""
         req = self.requests[req_id]
         req.status, req.message = "denied", message
 
@@ -211,7 +434,7 @@ class ADCSSimulator:
                 headers.add("WWW-Authenticate", "NTLM")
             if "basic" in self.auth:
                 headers.add("WWW-Authenticate", f'Basic realm="{self.hostname}"')
-        page = _PAGE.format(ca_name=self.ca_name, title="401 - Unauthorized", body="")
+        page = self._html("en", "401 - Unauthorized", "")
         return web.HTTPUnauthorized(headers=headers, text=page, content_type="text/html")
 
     def _channel_bindings(self) -> spnego.channel_bindings.GssChannelBindings | None:
@@ -280,14 +503,61 @@ class ADCSSimulator:
         return response
 
     # --- pages ---------------------------------------------------------------
-    def _page(self, title: str, body: str) -> web.Response:
-        return web.Response(
-            text=_PAGE.format(ca_name=self.ca_name, title=title, body=body),
-            content_type="text/html",
+    def _lang(self, request: web.Request) -> str:
+        return pick_language(request.headers.get("Accept-Language", ""), self.language)
+
+    def _html(self, lang: str, title: str, body: str, onload: str = "") -> str:
+        site = TEXT[lang]["site"]
+        return _PAGE.format(
+            site=site,
+            site_rest=site.removeprefix("Microsoft "),
+            ca_name=self.ca_name,
+            title=title,
+            body=body,
+            onload=onload,
         )
 
+    def _page(self, lang: str, title_key: str, body: str, onload: str = "") -> web.Response:
+        return web.Response(
+            text=self._html(lang, TEXT[lang][title_key], body, onload),
+            content_type="text/html",
+            charset="utf-8",
+            headers={"Content-Language": lang},
+        )
+
+    def _error_page(
+        self,
+        lang: str,
+        disposition: int,
+        message: str,
+        result: str,
+        *,
+        check_pending: str | None = None,
+    ) -> web.Response:
+        """certrser.asp: the failure, then Disposition / Disposition message / Result."""
+        t = TEXT[lang]
+        form = ""
+        if check_pending is not None:
+            form = (
+                '<Form Action="certrmpn.asp" Method=Post><Input Type=Hidden Name=Action '
+                f'Value="rmpn"><Input Type=Hidden Name=ReqID Value="{check_pending}"></Form>'
+            )
+        body = _ERROR.format(
+            failed_id="locReqFailed" if check_pending is None else "locChkPndFailed",
+            failed=t["req_failed"] if check_pending is None else t["chk_failed"],
+            contact=t["contact"],
+            disp_label=t["disp_label"],
+            disposition=disposition,
+            disp_msg_label=t["disp_msg_label"],
+            message=html.escape(message),
+            result_label=t["result_label"],
+            result=html.escape(result),
+            form=form,
+        )
+        return self._page(lang, "error", body)
+
     async def _home(self, request: web.Request) -> web.Response:
-        return self._page("Welcome", _HOME)
+        return self._page(self._lang(request), "welcome", _HOME)
 
     def _sign(self, req: CertRequest) -> None:
         csr = req.csr
@@ -304,48 +574,65 @@ class ADCSSimulator:
             eku=TEMPLATES[req.template],
             days=730,
         )
-        req.status, req.message = "issued", "Issued"
+        req.status = "issued"
+
+    def _denial(self, lang: str, req: CertRequest) -> str:
+        """The disposition message of a denied request, in the CA's language."""
+        if req.message:
+            return req.message
+        t = TEXT[lang]
+        return f"{t['m_policy']}  {CERTSRV_E_UNSUPPORTED_CERT_TYPE.split(maxsplit=1)[0]}, " + t[
+            "m_template"
+        ].format(template=req.template)
 
     async def _certfnsh(self, request: web.Request) -> web.Response:
+        lang = self._lang(request)
+        t = TEXT[lang]
         form = await request.post()
         if form.get("Mode") != "newreq" or "CertRequest" not in form:
-            return self._page(
-                "Error",
-                _ERROR.format(
-                    message="Invalid request. 0x80070057 (WIN32: 87 ERROR_INVALID_PARAMETER)"
-                ),
-            )
+            return self._error_page(lang, CR_DISP_ERROR, t["m_invalid"], E_INVALIDARG)
         attrib = str(form.get("CertAttrib", ""))
         match = re.search(r"CertificateTemplate:([^\r\n]+)", attrib)
         template = match.group(1).strip() if match else ""
         try:
+            if self.reject_requests:
+                raise ValueError("reject_requests")
             csr = x509.load_pem_x509_csr(str(form["CertRequest"]).encode())
         except ValueError:
-            return self._page(
-                "Error",
-                _ERROR.format(
-                    message="Error Parsing Request  ASN1 bad tag value met. 0x8009310b (ASN: 267 CRYPT_E_ASN1_BADTAG)"
-                ),
-            )
+            return self._error_page(lang, CR_DISP_ERROR, t["m_bad_request"], CRYPT_E_ASN1_BADTAG)
         req = CertRequest(next(self._ids), csr, template, USER.get())
         self.requests[req.req_id] = req
         if template not in TEMPLATES:
             req.status = "denied"
-            req.message = (
-                "Denied by Policy Module  0x80094800, The request was for a certificate template "
-                f"that is not supported by the Active Directory Certificate Services policy: {template}."
-            )
         elif template in self.deny_templates:
             req.status, req.message = "denied", self.deny_templates[template]
         elif not self.manager_approval:
             self._sign(req)
         if req.status == "issued":
-            return self._page("Certificate Issued", _ISSUED.format(req_id=req.req_id))
+            body = _ISSUED.format(
+                req_id=req.req_id,
+                issued_info=t["issued_info"],
+                download=t["download"],
+                download_chain=t["download_chain"],
+            )
+            return self._page(lang, "issued", body)
         if req.status == "pending":
-            return self._page("Certificate Pending", _PENDING.format(req_id=req.req_id))
-        return self._page("Certificate Request Denied", _DENIED.format(message=req.message))
+            body = _PENDING.format(
+                req_id=req.req_id,
+                pending_new=t["pending_new"],
+                req_id_text=t["req_id"].format(req_id=req.req_id),
+                return_text=t["return"],
+            )
+            return self._page(lang, "pending", body, onload=' OnLoad="postLoad();"')
+        disposition = t["disposition"].format(message=html.escape(self._denial(lang, req)))
+        body = _DENIED.format(
+            denied_info=t["denied_info"], contact=t["contact"], disposition=disposition
+        )
+        return self._page(lang, "denied", body)
 
     async def _certnew_cer(self, request: web.Request) -> web.Response:
+        lang = self._lang(request)
+        t = TEXT[lang]
         req_id = request.query.get("ReqID", "")
         enc = request.query.get("Enc", "bin")
         if req_id == "CACert":
@@ -353,23 +640,20 @@ class ADCSSimulator:
         else:
             req = self.requests.get(int(req_id)) if req_id.isdigit() else None
             if req is None:
-                return self._page(
-                    "Certificate Pending",
-                    _RETRIEVE.format(
-                        info="Your certificate request was not found.",
-                        req_id=req_id,
-                        message="Error retrieving request. Cannot find object or property. 0x80092004 (-2146885628 CRYPT_E_NOT_FOUND)",
-                    ),
+                return self._error_page(
+                    lang, CR_DISP_ERROR, t["m_not_found"], CRYPT_E_NOT_FOUND, check_pending=req_id
                 )
             if req.cert is None:
-                info = (
-                    "Your certificate request was denied."
-                    if req.status == "denied"
-                    else "Your certificate request is still pending."
-                )
-                return self._page(
-                    "Certificate Pending",
-                    _RETRIEVE.format(info=info, req_id=req.req_id, message=req.message),
+                if req.status == "denied":
+                    return self._error_page(
+                        lang,
+                        CR_DISP_DENIED,
+                        self._denial(lang, req),
+                        "0x80094800" if not req.message else "",
+                        check_pending=req_id,
+                    )
+                return self._error_page(
+                    lang, CR_DISP_UNDER_SUBMISSION, t["m_pending"], "", check_pending=req_id
                 )
             cert = req.cert
         body = cert_pem(cert) if enc == "b64" else cert.public_bytes(serialization.Encoding.DER)
@@ -377,16 +661,19 @@ class ADCSSimulator:
 
     async def _certcarc(self, request: web.Request) -> web.Response:
         return self._page(
-            "Download a CA Certificate", _CARC.format(renewals=0, ca_name=self.ca_name)
+            self._lang(request), "carc", _CARC.format(renewals=0, ca_name=self.ca_name)
         )
 
     async def _certnew_p7b(self, request: web.Request) -> web.Response:
+        lang = self._lang(request)
         req_id = request.query.get("ReqID", "")
         certs = self.issuing.chain()
         if req_id.isdigit():
             req = self.requests.get(int(req_id))
             if req is None or req.cert is None:
-                return self._page("Error", _ERROR.format(message="Cannot find object or property."))
+                return self._error_page(
+                    lang, CR_DISP_ERROR, TEXT[lang]["m_not_found"], CRYPT_E_NOT_FOUND
+                )
             certs = [req.cert, *certs]
         der = pkcs7.serialize_certificates(certs, serialization.Encoding.DER)
         body = base64.encodebytes(der) if request.query.get("Enc") == "b64" else der
@@ -400,8 +687,11 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m lab.adcs")
     parser.add_argument("--approval", action="store_true", help="CA manager approval mode")
+    parser.add_argument(
+        "--language", choices=LANGUAGES, default="en", help="page language (else Accept-Language)"
+    )
     args = parser.parse_args(argv)
-    sim = ADCSSimulator(manager_approval=args.approval).start()
+    sim = ADCSSimulator(manager_approval=args.approval, language=args.language).start()
     print(
         f"AD CS certsrv at {sim.url} (CORP\\certd / Adcs-Secret1, Basic or NTLM; templates "
         f"{', '.join(TEMPLATES)}), trust anchor {sim.trust_anchor}"

@@ -14,7 +14,12 @@ used only after the service that reads it restarts (Cisco CallManager for callma
 Cisco Tomcat for tomcat-trust), which is why the renewal restarts them. Service names are
 case-sensitive; an unknown name reads as Stopped. Cisco Tomcat cannot be restarted through
 SOAP, only with `utils service restart Cisco Tomcat` at the `admin:` prompt; while Tomcat
-restarts the HTTPS ports are closed. Imports nothing from monitor/, renewers/ or alerts/.
+restarts the HTTPS ports are closed, and for `webapp_deploy_seconds` after they reopen the
+web applications are still deploying: the certmgr API answers 404 and Control Center 503.
+A service listed in `deactivated` is not activated on this node: it reads Stopped with
+ReasonCode -1068 "Service Not Activated" (the code public Control Center clients map) and a
+restart leaves it so. The CLI needs a terminal: a session without a pty is refused.
+Imports nothing from monitor/, renewers/ or alerts/.
 """
 
 from __future__ import annotations
@@ -93,6 +98,8 @@ class CucmSim:
     username: str = "admin"
     password: str = field(default_factory=lambda: secrets.token_urlsafe(12), repr=False)
     service_restart_seconds: float = 0.3
+    webapp_deploy_seconds: float = 0.0
+    deactivated: tuple[str, ...] = ()
     workdir: Path | None = None
 
     def __post_init__(self) -> None:
@@ -112,6 +119,10 @@ class CucmSim:
             s: list(v) for s, v in self.trust.items()
         }
         self.services: dict[str, str] = dict.fromkeys(DEFAULT_SERVICES, "Started")
+        for name in self.deactivated:
+            self.services[name] = "Stopped"
+        self._deploying_until = 0.0  # loop time until which the web applications deploy
+        self.deploy_refusals = 0  # answers given while deploying, for tests
         self.restarts: dict[str, int] = dict.fromkeys(DEFAULT_SERVICES, 0)
         self.soap_requests: list[str] = []  # operation names, for tests
         self.running = False
@@ -153,6 +164,11 @@ class CucmSim:
     def ssh_commands(self) -> list[str]:
         return self._ssh.commands if self._ssh else []
 
+    @property
+    def refused_without_pty(self) -> int:
+        """CLI sessions refused because they requested no terminal."""
+        return self._ssh.refused_without_pty if self._ssh else 0
+
     # ---- zone model view (lab.zones.TlsParty) ----------------------------------------------------
 
     @property
@@ -161,6 +177,10 @@ class CucmSim:
 
     @property
     def served_cert(self) -> x509.Certificate:
+        return self.callmanager_cert
+
+    @property
+    def client_cert(self) -> x509.Certificate:
         return self.callmanager_cert
 
     @property
@@ -173,10 +193,11 @@ class CucmSim:
     # ---- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> CucmSim:
-        app = web.Application(middlewares=[self._auth_mw])
+        app = web.Application(middlewares=[self._deploy_mw, self._auth_mw])
         app.router.add_get(TRUST_PATH, self._list_trust)
         app.router.add_post(TRUST_ADD_PATH, self._add_trust)
         app.router.add_post(SOAP_PATH, self._soap)
+        app.router.add_get(SOAP_PATH, self._wsdl)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         await self._open_ports()
@@ -190,6 +211,7 @@ class CucmSim:
             f"Cisco Unified CM {self.version} ({self.name})\n\n",
             host=self.host,
             port=self.ssh_port,
+            require_pty=True,
         )
         await self._ssh.start()
         self.ssh_port = self._ssh.port
@@ -228,7 +250,10 @@ class CucmSim:
         self._sites.clear()
 
     async def restart_service(self, name: str) -> None:
-        """Stop, wait `service_restart_seconds`, start; the service's trust store takes effect."""
+        """Stop, wait `service_restart_seconds`, start; the service's trust store takes effect.
+        A service that is not activated stays Stopped."""
+        if name in self.deactivated:
+            return
         self.services[name] = "Stopping"
         self.restarts[name] = self.restarts.get(name, 0) + 1
         if name == TOMCAT:
@@ -241,6 +266,7 @@ class CucmSim:
                 self.effective_trust[store] = list(self.trust[store])
         if name == TOMCAT:
             await self._open_ports()
+            self._deploying_until = asyncio.get_running_loop().time() + self.webapp_deploy_seconds
         self.services[name] = "Started"
 
     def _spawn(self, name: str) -> None:
@@ -249,6 +275,23 @@ class CucmSim:
         task.add_done_callback(self._tasks.discard)
 
     # ---- HTTP ----------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _deploy_mw(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if asyncio.get_running_loop().time() < self._deploying_until:
+            self.deploy_refusals += 1
+            if request.path.startswith("/platformcom/"):
+                return web.Response(
+                    status=404,
+                    text="<html><body>HTTP Status 404 - Not Found</body></html>",
+                    content_type="text/html",
+                )
+            return web.Response(
+                status=503,
+                text="<html><body>HTTP Status 503 - Service Unavailable</body></html>",
+                content_type="text/html",
+            )
+        return await handler(request)
 
     @web.middleware
     async def _auth_mw(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -310,6 +353,16 @@ class CucmSim:
                 result.append({"service": service, **_describe(cert, service), "status": status})
         return web.json_response(result, status=201)
 
+    async def _wsdl(self, request: web.Request) -> web.Response:
+        """`?wsdl` as Axis serves it: the service description (abridged)."""
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?><wsdl:definitions '
+            'xmlns:wsdl="http://schemas.xmlsoap.org/wsdl/" '
+            f'targetNamespace="{SOAP_NS}"><wsdl:service name="ControlCenterServices"/>'
+            "</wsdl:definitions>"
+        )
+        return web.Response(text=body, content_type="text/xml")
+
     async def _soap(self, request: web.Request) -> web.Response:
         try:
             root = ET.fromstring(await request.text())
@@ -361,8 +414,9 @@ class CucmSim:
             "<ns1:item>"
             f"<ns1:ServiceName>{escape(n)}</ns1:ServiceName>"
             f"<ns1:ServiceStatus>{self.services.get(n, 'Stopped')}</ns1:ServiceStatus>"
-            f"<ns1:ReasonCode>{-1 if n in self.services else -1068}</ns1:ReasonCode>"
-            "<ns1:ReasonCodeString> </ns1:ReasonCodeString><ns1:StartTime/><ns1:UpTime>-1</ns1:UpTime>"
+            f"<ns1:ReasonCode>{-1068 if n in self.deactivated else -1}</ns1:ReasonCode>"
+            f"<ns1:ReasonCodeString>{'Service Not Activated' if n in self.deactivated else ' '}"
+            "</ns1:ReasonCodeString><ns1:StartTime/><ns1:UpTime>-1</ns1:UpTime>"
             "</ns1:item>"
             for n in names
         )

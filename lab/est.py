@@ -1,6 +1,24 @@
 """A lab EST CA (RFC 7030) over real HTTPS on loopback: cacerts, simpleenroll, simplereenroll,
-csrattrs, optional label, HTTP Basic or TLS client-certificate auth, and a manual-approval
+csrattrs, optional label, HTTP Basic and/or TLS client-certificate auth, and a manual-approval
 mode answering 202 + Retry-After until the operator approves.
+
+It behaves like servers built on Cisco libest (`est_server.c`, `est_locl.h`), not like our
+client expects:
+- the enrollment body is decoded with Debian's `openssl base64 -d`, the same line-oriented
+  OpenSSL base64 BIO libest's `est_server_parse_csr` reads through: one unbroken base64 line
+  decodes to nothing, and every parse failure answers 400 "Invalid or corrupted pkcs10
+  request." (also for a Content-Type other than application/pkcs10, as libest does);
+- with HTTP auth on (`http_auth`), a request without an Authorization header is answered
+  401 + `WWW-Authenticate: Basic realm="estrealm"` even when a client certificate verified,
+  except simplereenroll; with it off, a verified client certificate is required;
+- `require_pop` refuses a CSR without the tls-unique challengePassword unless the client
+  certificate carries id-kp-cmcRA (libest's RA exemption);
+- 202 carries `Retry-After: <seconds>` and no body; answers are base64 in 64-column LF lines
+  under `application/pkcs7-mime` (`smime-type=certs-only` or without, `content_type`);
+- `tls12_only` caps TLS at 1.2 (tls-unique exists only up to TLS 1.2, so PoP servers do),
+  `require_client_cert` makes the handshake demand a certificate from `client_ca`;
+- `drop_sans` issues with the first DNS name only, as a CA profile that ignores the CSR's
+  SAN extension does.
 
 Also holds `ThreadedHTTPS`, which runs an aiohttp app in its own thread and loop so tests and
 subprocesses can talk to a simulator from any event loop. Imports nothing from monitor/,
@@ -13,7 +31,9 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import shutil
 import ssl
+import subprocess
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -27,6 +47,11 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from lab.pki import CA, CLIENT_AUTH, SERVER_AUTH, write_key_and_chain
 
 PKCS7_MIME = "application/pkcs7-mime"
+CERTS_ONLY = PKCS7_MIME + "; smime-type=certs-only"
+BAD_PKCS10 = "Invalid or corrupted pkcs10 request.\n"  # libest EST_BODY_BAD_PKCS10
+UNAUTHORIZED = "The server was unable to authorize the request.\n"  # EST_BODY_UNAUTHORIZED
+CMC_RA = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.28")  # id-kp-cmcRA
+CHALLENGE_PASSWORD = x509.ObjectIdentifier("1.2.840.113549.1.9.7")
 
 
 class ThreadedHTTPS:
@@ -88,7 +113,13 @@ class ThreadedHTTPS:
 
 
 def lab_server_context(
-    ca: CA, hostname: str, directory: Path, client_ca: CA | None = None
+    ca: CA,
+    hostname: str,
+    directory: Path,
+    client_ca: CA | None = None,
+    *,
+    tls12_only: bool = False,
+    require_client_cert: bool = False,
 ) -> ssl.SSLContext:
     """A TLS server context with a leaf for `hostname` and 127.0.0.1 signed by `ca`."""
     leaf, key = ca.issue(
@@ -98,19 +129,34 @@ def lab_server_context(
     cert_file, key_file = write_key_and_chain(directory, hostname, leaf, key, ca.chain()[:-1])
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls12_only:
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert_file, key_file)
     if client_ca is not None:
-        ctx.verify_mode = ssl.CERT_OPTIONAL
+        ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
         ctx.load_verify_locations(
             cadata=client_ca.cert.public_bytes(serialization.Encoding.PEM).decode()
         )
     return ctx
 
 
-def pkcs7_base64(certs: list[x509.Certificate]) -> bytes:
-    """A certs-only PKCS#7 bag, base64 in 64-column lines as RFC 7030 servers send it."""
+def pkcs7_base64(certs: list[x509.Certificate], line_ending: bytes = b"\n") -> bytes:
+    """A certs-only PKCS#7 bag, base64 in 64-column lines as OpenSSL's BIO writes them."""
     der = pkcs7.serialize_certificates(certs, serialization.Encoding.DER)
-    return base64.encodebytes(der).replace(b"\n", b"\r\n")
+    text = base64.b64encode(der)
+    return b"".join(text[i : i + 64] + line_ending for i in range(0, len(text), 64))
+
+
+def openssl_base64_decode(body: bytes) -> bytes:
+    """What OpenSSL's line-oriented base64 BIO makes of `body`: Debian's `openssl base64 -d`
+    (no -A), the decoder libest's est_server_parse_csr reads the CSR through."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("the lab EST server needs the openssl binary (Debian: openssl)")
+    done = subprocess.run(
+        [openssl, "base64", "-d"], input=body, capture_output=True, timeout=10, check=False
+    )
+    return done.stdout if done.returncode == 0 else b""
 
 
 @dataclass
@@ -135,6 +181,12 @@ class ESTSimulator:
     retry_after: int = 1
     labels: tuple[str, ...] = ("expressway",)
     client_ca: CA | None = None  # accepts TLS client certs it signed, when set
+    http_auth: bool = True  # libest: an HTTP auth callback is registered
+    require_client_cert: bool = False  # the TLS handshake demands a cert from client_ca
+    require_pop: bool = False  # libest server_enable_pop: tls-unique in the CSR, or an RA
+    tls12_only: bool = False
+    drop_sans: bool = False
+    content_type: str = CERTS_ONLY
     csr_attrs_der: bytes | None = None
     eku: list[x509.ObjectIdentifier] = field(default_factory=lambda: [SERVER_AUTH, CLIENT_AUTH])
     requests: dict[str, ESTRequest] = field(default_factory=dict)
@@ -174,7 +226,14 @@ class ESTSimulator:
             app.router.add_get(prefix + "/csrattrs", self._csrattrs)
             app.router.add_post(prefix + "/simpleenroll", self._enroll)
             app.router.add_post(prefix + "/simplereenroll", self._enroll)
-        ctx = lab_server_context(self.root, "est.lab.test", self.directory, self.client_ca)
+        ctx = lab_server_context(
+            self.root,
+            "est.lab.test",
+            self.directory,
+            self.client_ca,
+            tls12_only=self.tls12_only,
+            require_client_cert=self.require_client_cert,
+        )
         self._server = ThreadedHTTPS(app, ctx).start()
         return self
 
@@ -191,24 +250,35 @@ class ESTSimulator:
             raise web.HTTPNotFound(text=f"unknown EST label {label!r}\n")
         return label
 
-    def _authenticate(self, request: web.Request) -> str:
+    @staticmethod
+    def _peer_cert(request: web.Request) -> x509.Certificate | None:
         ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
-        if self.client_ca is not None and ssl_object is not None:
-            der = ssl_object.getpeercert(binary_form=True)
-            if der:
-                cert = x509.load_der_x509_certificate(der)
-                return "tls:" + cert.subject.rfc4514_string()
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        return x509.load_der_x509_certificate(der) if der else None
+
+    def _authenticate(self, request: web.Request, reenroll: bool) -> str:
+        """libest est_enroll_auth: a verified client certificate, then HTTP auth if enabled."""
+        cert = self._peer_cert(request) if self.client_ca is not None else None
+        cert_user = "tls:" + cert.subject.rfc4514_string() if cert is not None else None
+        if not self.http_auth:
+            if cert_user is None:
+                raise web.HTTPUnauthorized(text=UNAUTHORIZED)
+            return cert_user
         header = request.headers.get("Authorization", "")
+        if not header:
+            if reenroll and cert_user is not None:
+                return cert_user
+            raise web.HTTPUnauthorized(
+                headers={"WWW-Authenticate": 'Basic realm="estrealm"'}, text=UNAUTHORIZED
+            )
         if header.startswith("Basic "):
             try:
                 user, _, password = base64.b64decode(header[6:]).decode().partition(":")
             except (ValueError, UnicodeDecodeError):
                 user, password = "", ""
-            if self.users.get(user) == password and user:
+            if user and self.users.get(user) == password:
                 return user
-        raise web.HTTPUnauthorized(
-            headers={"WWW-Authenticate": 'Basic realm="estrealm"'}, text="authentication required\n"
-        )
+        raise web.HTTPUnauthorized(text=UNAUTHORIZED)
 
     async def _cacerts(self, request: web.Request) -> web.Response:
         self._label(request)
@@ -228,31 +298,45 @@ class ESTSimulator:
             headers={"Content-Type": "application/csrattrs", "Content-Transfer-Encoding": "base64"},
         )
 
+    def _has_pop(self, request: web.Request, csr: x509.CertificateSigningRequest) -> bool:
+        cert = self._peer_cert(request) if self.client_ca is not None else None
+        if cert is not None:
+            try:
+                if CMC_RA in cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value:
+                    return True  # libest est_check_cmcRA: no PoP check for an RA
+            except x509.ExtensionNotFound:
+                pass
+        try:
+            csr.attributes.get_attribute_for_oid(CHALLENGE_PASSWORD)
+        except x509.AttributeNotFound:
+            return False
+        return True  # the lab does not compute tls-unique; presence is what it checks
+
     async def _enroll(self, request: web.Request) -> web.Response:
         label = self._label(request)
-        user = self._authenticate(request)
         operation = request.path.rsplit("/", 1)[-1]
         self.hits.append(operation)
-        if request.content_type != "application/pkcs10":
-            return web.Response(status=415, text="Content-Type must be application/pkcs10\n")
+        # libest checks the first 18 characters of the Content-Type before anything else.
+        if not request.headers.get("Content-Type", "").startswith("application/pkcs10"):
+            return web.Response(status=400, text=BAD_PKCS10)
+        user = self._authenticate(request, reenroll=operation == "simplereenroll")
         body = await request.read()
+        der = await asyncio.to_thread(openssl_base64_decode, body)
         try:
-            csr = x509.load_der_x509_csr(base64.b64decode(b"".join(body.split()), validate=True))
+            csr = x509.load_der_x509_csr(der)
         except ValueError:
-            return web.Response(status=400, text="body is not a base64 DER PKCS#10 request\n")
+            return web.Response(status=400, text=BAD_PKCS10)
         if not csr.is_signature_valid:
-            return web.Response(status=400, text="CSR signature does not verify\n")
+            return web.Response(status=400, text=BAD_PKCS10)
+        if self.require_pop and not self._has_pop(request, csr):
+            return web.Response(status=400, text=BAD_PKCS10)
         key = hashlib.sha256(csr.public_bytes(serialization.Encoding.DER)).hexdigest()
         req = self.requests.get(key)
         if req is None:
             req = ESTRequest(key, csr, operation, user, label, approved=not self.manual_approval)
             self.requests[key] = req
         if not req.approved:
-            return web.Response(
-                status=202,
-                headers={"Retry-After": str(self.retry_after)},
-                text="request is waiting for manual approval\n",
-            )
+            return web.Response(status=202, headers={"Retry-After": str(self.retry_after)})
         if req.cert is None:
             cn = csr.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
             try:
@@ -260,6 +344,8 @@ class ESTSimulator:
                 sans = [str(v) for v in san.get_values_for_type(x509.DNSName)]
             except x509.ExtensionNotFound:
                 sans = []
+            if self.drop_sans:
+                sans = sans[:1]
             req.cert, _ = self.issuing.issue(
                 str(cn[0].value) if cn else (sans[0] if sans else "est-client"),
                 sans,
@@ -269,10 +355,7 @@ class ESTSimulator:
             )
         return web.Response(
             body=pkcs7_base64([req.cert]),
-            headers={
-                "Content-Type": PKCS7_MIME + "; smime-type=certs-only",
-                "Content-Transfer-Encoding": "base64",
-            },
+            headers={"Content-Type": self.content_type, "Content-Transfer-Encoding": "base64"},
         )
 
     def __enter__(self) -> ESTSimulator:
@@ -290,8 +373,12 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m lab.est")
     parser.add_argument("--manual", action="store_true", help="answer 202 until approved")
+    parser.add_argument("--tls12-only", action="store_true", help="refuse TLS 1.3")
+    parser.add_argument("--drop-sans", action="store_true", help="issue with the first SAN only")
     args = parser.parse_args(argv)
-    sim = ESTSimulator(manual_approval=args.manual).start()
+    sim = ESTSimulator(
+        manual_approval=args.manual, tls12_only=args.tls12_only, drop_sans=args.drop_sans
+    ).start()
     print(f"EST CA at {sim.url} (user est / est-secret), trust anchor {sim.trust_anchor}")
     try:
         while True:

@@ -16,6 +16,16 @@ while one is pending is a Conflict; an uploaded certificate must match the pendi
 and becomes active only after a restart; a restart takes `restart_seconds`, during which the
 API and the TLS listeners are down; `X-CSRF-Header` is required on restart from X14.2;
 `/api/raml` lists the resources served; faults can be injected with `inject_fault`.
+
+EKU sunset (Cisco FN74362, docs 225482 and 225693): before X15.5 one server certificate is
+also the TLS client certificate, and an upload without TLS Web Client Authentication is
+refused (400 naming the EKU), except on an X15.4 Expressway-E with `xConfiguration XCP TLS
+Certificate CVS EnableServerEkuUpload: On` (read and set over SSH; deprecated from X15.5).
+From X15.5 the box keeps a separate client certificate store (`client`): the upgrade copies
+the server certificate and key there, so that copy keeps the OLD expiry; zones use it when the
+box is the TLS client. Its REST resource, `/provisioning/certs/client`, is this simulator's
+assumption (Cisco publishes none). An Expressway-E serves its ACME scheduler state at
+`/provisioning/certs/acme` (assumed path; built-in ACME exists on E from X12.5).
 Counters for tests: `csr_generated` (CSRs made), `uploads` (server certificates accepted),
 `restart_count`, and `restarts` (one `Restart` per restart: when it went down, came back up,
 and what it served then).
@@ -41,7 +51,7 @@ from typing import Any
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from lab.pki import CA, PrivateKey, cert_pem, new_key, write_key_and_chain
 from lab.ssh import LabSSHServer
@@ -65,7 +75,22 @@ COMMON_RESOURCES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 ROLE_RESOURCES = {
     "c": (("/provisioning/controller/zone/unifiedcommunicationstraversal", ("get",)),),
-    "e": (("/provisioning/edge/zone/traversalserver", ("get",)),),
+    "e": (
+        ("/provisioning/edge/zone/traversalserver", ("get",)),
+        ("/provisioning/certs/acme", ("get",)),
+    ),
+}
+# From X15.5 (separate client certificate store); the path is an assumption.
+CLIENT_CERT_RESOURCE = "/provisioning/certs/client"
+CLIENT_STORE_FROM = (15, 5)
+SERVER_EKU_UPLOAD_AT = (15, 4)  # the CLI switch exists in X15.4 only (deprecated in X15.5)
+EKU_SWITCH = "xConfiguration XCP TLS Certificate CVS EnableServerEkuUpload"
+# How `xCommand Boot` answers, in the forms public scripts check for.
+BOOT_OUTPUTS = {
+    "xapi": "*r BootResult (status=OK):\n** end\n\nOK\n",
+    "ok": "OK\n",
+    "shutdown": "\nBroadcast message from root:\n\nThe system is going down for reboot NOW!\n",
+    "error": "*r BootResult (status=Error):\n    Reason: Restart not allowed\n** end\n\nERROR\n",
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -141,6 +166,11 @@ class ExpresswaySim:
     without: Iterable[str] = ()  # resources (relative to /api) this box lacks
     eku_checking: bool = True  # X15.5 'ExtendedKeyUsage Checking Mode' (False = Off)
     sysinfo_version_key: str | None = "SoftwareVersion"  # None: sysinfo omits the version
+    server_eku_upload: bool = False  # X15.4 EnableServerEkuUpload (Off by default)
+    acme_enabled: bool = False  # the E's built-in ACME scheduler
+    trusted_ca_upload_replaces: bool = False  # model a box whose CA upload replaces the list
+    boot_output: str = "xapi"  # a key of BOOT_OUTPUTS
+    csr_pending_answer: tuple[int, str] = (409, "Conflict")  # status and Message
     workdir: Path | None = None
 
     def __post_init__(self) -> None:
@@ -164,6 +194,10 @@ class ExpresswaySim:
         assert key is not None
         self.active = _Keyed(cert, key)  # what the listeners serve
         self.installed = _Keyed(cert, key)  # what the API shows; active after a restart
+        # X15.5 client store: what the upgrade copied (the server certificate and key).
+        self.client: _Keyed | None = (
+            _Keyed(cert, key) if parse_version(self.version) >= CLIENT_STORE_FROM else None
+        )
         self.pending: _PendingCsr | None = None
         self.trusted_cas: list[x509.Certificate] = list(self.ca.chain())
         self.zones: list[_Zone] = []
@@ -224,11 +258,30 @@ class ExpresswaySim:
         return self.active.cert
 
     @property
+    def client_cert(self) -> x509.Certificate:
+        return self.client.cert if self.client is not None else self.active.cert
+
+    @property
     def zone_trust(self) -> list[x509.Certificate]:
         return self.trusted_cas
 
     def needs_client_auth(self) -> bool:
         return expressway_needs_client_auth(self.version, self.role, self.eku_checking)
+
+    def upgrade(self, version: str) -> None:
+        """What a software upgrade does to the certificates: going to X15.5 or later copies the
+        server certificate and key into the new client store (the copy keeps its expiry)."""
+        before = parse_version(self.version)
+        after = parse_version(version)
+        self.version = version
+        if before < CLIENT_STORE_FROM <= after:
+            self.client = _Keyed(self.installed.cert, self.installed.key)
+
+    def install_client_now(self, cert: x509.Certificate, key: PrivateKey) -> None:
+        """Shortcut for tests and the demo: put a certificate into the X15.5 client store."""
+        if self.client is None:
+            raise ValueError(f"{self.name} runs {self.version}: no client store before X15.5")
+        self.client = _Keyed(cert, key)
 
     def add_zone(self, zone: Zone, peer_name: str) -> None:
         self.zones.append(_Zone(zone, peer_name))
@@ -252,6 +305,11 @@ class ExpresswaySim:
 
     def clear_faults(self) -> None:
         self.faults.clear()
+
+    def remove_resource(self, path: str) -> None:
+        """From now on the box lacks `path` (relative to /api): /api/raml stops listing it and
+        requests to it answer 404, as on a version without it."""
+        self._without.add(path.rstrip("/"))
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -380,9 +438,12 @@ class ExpresswaySim:
     # ---- HTTP plumbing -----------------------------------------------------------------------
 
     def _resources(self) -> list[tuple[str, tuple[str, ...]]]:
+        extra: tuple[tuple[str, tuple[str, ...]], ...] = ()
+        if parse_version(self.version) >= CLIENT_STORE_FROM:
+            extra = ((CLIENT_CERT_RESOURCE, ("get",)),)
         return [
             (path, methods)
-            for path, methods in (*COMMON_RESOURCES, *ROLE_RESOURCES[self.role])
+            for path, methods in (*COMMON_RESOURCES, *ROLE_RESOURCES[self.role], *extra)
             if path not in self._without
         ]
 
@@ -434,6 +495,8 @@ class ExpresswaySim:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path = self._api_path(request)
+        if path in self._without:
+            return _message(404, "Not found")
         routes: dict[tuple[str, str], Handler] = {
             ("GET", "/provisioning/sysinfo"): self._sysinfo,
             ("GET", "/provisioning/certs/server"): self._get_server_cert,
@@ -445,6 +508,8 @@ class ExpresswaySim:
             ("POST", "/provisioning/restart"): self._restart,
             ("GET", "/provisioning/common/cluster/peers"): self._peers,
             ("GET", "/status/common/zone"): self._zone_status,
+            ("GET", CLIENT_CERT_RESOURCE): self._get_client_cert,
+            ("GET", "/provisioning/certs/acme"): self._acme,
         }
         handler = routes.get((request.method, path))
         if handler is None:
@@ -489,6 +554,14 @@ class ExpresswaySim:
     async def _get_server_cert(self, request: web.Request) -> web.Response:
         return web.Response(body=cert_pem(self.installed.cert), content_type="text/plain")
 
+    async def _get_client_cert(self, request: web.Request) -> web.Response:
+        if self.client is None:
+            return _message(404, "Not found")
+        return web.Response(body=cert_pem(self.client.cert), content_type="text/plain")
+
+    async def _acme(self, request: web.Request) -> web.Response:
+        return web.json_response({"ACMEEnabled": "On" if self.acme_enabled else "Off"})
+
     async def _get_csr(self, request: web.Request) -> web.Response:
         if self.pending is None:
             return _message(404, "No certificate signing request is in progress")
@@ -497,7 +570,7 @@ class ExpresswaySim:
 
     async def _generate_csr(self, request: web.Request) -> web.Response:
         if self.pending is not None:
-            return _message(409, "Conflict")
+            return _message(*self.csr_pending_answer)
         try:
             body = await request.json()
         except (json.JSONDecodeError, ValueError):
@@ -570,6 +643,9 @@ class ExpresswaySim:
             cert = x509.load_pem_x509_certificate(data)
         except ValueError:
             return _message(400, "The server certificate file is not a valid PEM certificate")
+        refusal = self._eku_refusal(cert)
+        if refusal:
+            return _message(400, refusal)
         key = self.pending.key if self.pending else self.installed.key
         if not _same_public_key(cert, key):
             where = "the pending certificate signing request" if self.pending else "the server"
@@ -578,6 +654,24 @@ class ExpresswaySim:
         self.pending = None
         self.uploads += 1
         return _message(200, "Server certificate uploaded; restart the system to use it")
+
+    def _eku_refusal(self, cert: x509.Certificate) -> str | None:
+        """Why the box refuses a server certificate for its Extended Key Usage, or None."""
+        try:
+            ekus = list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+        except x509.ExtensionNotFound:
+            return None
+        if ExtendedKeyUsageOID.SERVER_AUTH not in ekus:
+            return "Certificate EKU check failed: TLS Web Server Authentication is required"
+        version = parse_version(self.version)
+        if version >= CLIENT_STORE_FROM or ExtendedKeyUsageOID.CLIENT_AUTH in ekus:
+            return None
+        if version == SERVER_EKU_UPLOAD_AT and self.role == "e" and self.server_eku_upload:
+            return None
+        return (
+            "Certificate EKU check failed: the server certificate must contain both TLS Web "
+            "Server Authentication and TLS Web Client Authentication extended key usage"
+        )
 
     async def _get_trusted(self, request: web.Request) -> web.Response:
         body = b"".join(cert_pem(c) for c in self.trusted_cas)
@@ -598,6 +692,8 @@ class ExpresswaySim:
             certs = x509.load_pem_x509_certificates(data)
         except ValueError:
             return _message(400, "The CA certificate file is not valid PEM")
+        if self.trusted_ca_upload_replaces:
+            self.trusted_cas = []
         added = 0
         for cert in certs:
             if cert not in self.trusted_cas:
@@ -645,8 +741,21 @@ class ExpresswaySim:
         if command.lower() in ("exit", "quit", "bye"):
             return "", False
         if command == "xCommand Boot":
-            self._spawn_restart()
-            return "*r BootResult (status=OK):\n** end\n\nOK\n", False
+            if self.boot_output != "error":
+                self._spawn_restart()
+            return BOOT_OUTPUTS[self.boot_output], self.boot_output == "error"
+        if command.startswith(EKU_SWITCH) and parse_version(self.version) == SERVER_EKU_UPLOAD_AT:
+            value = command[len(EKU_SWITCH) :].strip().lstrip(":").strip()
+            if value:
+                if value not in ("On", "Off"):
+                    return (
+                        "*r Result (status=Error):\n    Reason: Value must be On or Off\n** end\n\nERROR\n",
+                        True,
+                    )
+                self.server_eku_upload = value == "On"
+                return "** end\n\nOK\n", True
+            state = "On" if self.server_eku_upload else "Off"
+            return f"*c {EKU_SWITCH}: {state}\n** end\n\nOK\n", True
         return "*r Result (status=Error):\n    Reason: Unknown command\n** end\n\nERROR\n", True
 
 

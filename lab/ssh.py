@@ -1,7 +1,10 @@
 """A tiny line-oriented SSH CLI for the simulators (Expressway `xCommand Boot`, Unified CM `admin:`).
 
 Password authentication only; each session reads one command per line and hands it to a
-handler that returns the text to print. Imports nothing from monitor/, renewers/ or alerts/.
+handler that returns the text to print. With `require_pty` a session that did not request a
+terminal is refused, as the Unified CM platform CLI does (public clients such as
+paramiko-expect open an interactive shell with a pty). Imports nothing from monitor/,
+renewers/ or alerts/.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class LabSSHServer:
         banner: str = "",
         host: str = "127.0.0.1",
         port: int = 0,
+        require_pty: bool = False,
     ) -> None:
         self.username = username
         self.password = password
@@ -52,6 +56,8 @@ class LabSSHServer:
         self.banner = banner
         self.host = host
         self.port = port
+        self.require_pty = require_pty
+        self.refused_without_pty = 0  # sessions refused for lack of a terminal, for tests
         self.host_key = asyncssh.generate_private_key("ssh-ed25519")
         self.commands: list[str] = []  # every command line received, for tests
         self._acceptor: asyncssh.SSHAcceptor | None = None
@@ -91,6 +97,10 @@ class LabSSHServer:
 
     async def _session(self, process: asyncssh.SSHServerProcess[str]) -> None:
         try:
+            if self.require_pty and process.get_terminal_type() is None:
+                self.refused_without_pty += 1
+                process.stderr.write("This CLI needs an interactive terminal (request a pty)\n")
+                return
             if self.banner:
                 process.stdout.write(self.banner)
             while True:

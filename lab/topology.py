@@ -65,7 +65,17 @@ class Lab:
         cert_days: float = 365,
         c_peers: int = 1,
         domain: str = "lab.example",
+        client_cert_days: float | None = None,
+        e_acme_enabled: bool = False,
+        e_server_eku_upload: bool = False,
+        cucm_deactivated: tuple[str, ...] = (),
+        cucm_webapp_deploy_seconds: float = 0.0,
     ) -> None:
+        """`client_cert_days`: on X15.5 C peers, the client store holds the server
+        certificate from before the last renewal (what the upgrade copied), expiring in that
+        many days. `e_acme_enabled`, `e_server_eku_upload`: the E's own ACME scheduler and its
+        X15.4 EnableServerEkuUpload. `cucm_deactivated`, `cucm_webapp_deploy_seconds`: see
+        lab.cucm.CucmSim."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.ca = ca or CA.create("expressway-certd Lab Root CA")
@@ -115,8 +125,18 @@ class Lab:
             ssh_port=port(19),
             restart_seconds=restart_seconds,
             cert_days=cert_days,
+            acme_enabled=e_acme_enabled,
+            server_eku_upload=e_server_eku_upload,
             workdir=self.workdir / "expe-e1",
         )
+        if client_cert_days is not None:
+            for c in self.expressway_c_peers:
+                if c.client is not None:
+                    old, old_key = self.ca.issue(
+                        str(c.fqdn), [str(c.fqdn), self.cluster_fqdn], days=client_cert_days
+                    )
+                    assert old_key is not None
+                    c.install_client_now(old, old_key)
         self.cucm = CucmSim(
             "cucm1",
             ca=self.ca,
@@ -126,6 +146,8 @@ class Lab:
             soap_port=port(21),
             ssh_port=port(22),
             service_restart_seconds=service_restart_seconds,
+            webapp_deploy_seconds=cucm_webapp_deploy_seconds,
+            deactivated=cucm_deactivated,
             workdir=self.workdir / "cucm1",
         )
         # One connection per C peer; the E reports them as one zone (Failed if any fails).

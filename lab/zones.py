@@ -1,9 +1,11 @@
 """Zone model for the lab: whether a traversal zone (Expressway-C <-> E) or a secure zone
 (Expressway-C <-> Unified CM) would come up with the certificates and trust stores as they are.
 
-A zone is Active only while each side is reachable, each side's served certificate chains to a
-CA the other side trusts, is within its validity period and carries the EKU its version needs
-(reference/expressway.md, "EKU sunset"). Otherwise it is Failed with the first reason found.
+A zone is Active only while each side is reachable, the server side's served certificate and
+the client side's CLIENT certificate chain to a CA the other side trusts, are within their
+validity and carry the EKU their version needs (reference/expressway.md, "EKU sunset"; Cisco
+doc 225693: from X15.5 the box presents its client certificate, a separate store, whenever it
+is the TLS client). Otherwise the zone is Failed with the first reason found.
 Imports nothing from monitor/, renewers/ or alerts/.
 """
 
@@ -32,6 +34,11 @@ class TlsParty(Protocol):
 
     @property
     def served_cert(self) -> x509.Certificate: ...
+
+    @property
+    def client_cert(self) -> x509.Certificate:
+        """What the party presents when it opens TLS (X15.5: its client certificate store)."""
+        ...
 
     @property
     def zone_trust(self) -> list[x509.Certificate]: ...
@@ -106,19 +113,24 @@ def chain_problem(
 
 
 def _check_side(server: TlsParty, client: TlsParty, now: datetime) -> str | None:
-    """Problems when `client` opens mutual TLS to `server`."""
-    for side, verifier in ((server, client), (client, server)):
-        problem = chain_problem(side.served_cert, verifier.zone_trust, now)
+    """Problems when `client` opens mutual TLS to `server`: the server presents its served
+    certificate, the client its client certificate (the same one before X15.5)."""
+    presented = ((server, server.served_cert, client), (client, client.client_cert, server))
+    for side, cert, verifier in presented:
+        problem = chain_problem(cert, verifier.zone_trust, now)
         if problem:
-            return f"{verifier.name} does not trust the certificate of {side.name}: {problem}"
+            what = "client certificate" if cert is not side.served_cert else "certificate"
+            return f"{verifier.name} does not trust the {what} of {side.name}: {problem}"
     if not _has_eku(server.served_cert, ExtendedKeyUsageOID.SERVER_AUTH):
         return f"certificate of {server.name} lacks TLS Web Server Authentication EKU"
-    for side in (client, server):
-        if side.needs_client_auth() and not _has_eku(
-            side.served_cert, ExtendedKeyUsageOID.CLIENT_AUTH
-        ):
+    checked = [(client, client.client_cert)]
+    if server.client_cert is server.served_cert:  # before X15.5 one certificate does both
+        checked.append((server, server.served_cert))
+    for side, cert in checked:
+        if side.needs_client_auth() and not _has_eku(cert, ExtendedKeyUsageOID.CLIENT_AUTH):
+            what = "client certificate" if cert is not side.served_cert else "certificate"
             return (
-                f"certificate of {side.name} lacks TLS Web Client Authentication EKU, "
+                f"{what} of {side.name} lacks TLS Web Client Authentication EKU, "
                 f"which {side.version} requires"
             )
     return None

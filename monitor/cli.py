@@ -19,10 +19,13 @@ COMMAND_MODULES = (
     "monitor.cmd_scan",
     "monitor.cmd_config",
     "monitor.cmd_run",
+    "monitor.cmd_db",
     "monitor.cmd_demo",
     "renewers.cmd_renew",
     "renewers.cmd_ca",
     "renewers.cmd_device",
+    "renewers.cmd_check",
+    "renewers.cmd_trustmap",
     "lab.cmd_lab",
 )
 

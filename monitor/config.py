@@ -311,8 +311,8 @@ class DaemonConfig:
     log_format: str = key("json", "`json` (one JSON object per line on stderr) or `console`")
     api_token: Secret | None = key(
         None,
-        "secret reference; the bearer token for `POST /api/v1/renewals/ID/approve` and "
-        "`POST /api/v1/targets/NAME/renew`. Without it those calls are refused. An empty value "
+        "secret reference; the bearer token for `POST /api/v1/renewals/ID/approve`, "
+        "`POST /api/v1/renewals/ID/cancel` and `POST /api/v1/targets/NAME/renew`. Without it those calls are refused. An empty value "
         "is an error",
     )
     api_read_token: Secret | None = key(

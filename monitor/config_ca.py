@@ -23,7 +23,7 @@ EST_OPERATIONS = ("simpleenroll", "simplereenroll")
 TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1")
 EKU_NAMES = ("serverAuth", "clientAuth")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_COMMON = {"kind", "trust_anchor", "timeout"}
+_COMMON = {"kind", "trust_anchor", "trust_anchors", "timeout"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,8 @@ class ACMEConfig:
     directory: str
     challenge: str = "dns-01"
     trust_anchor: Path | None = None
+    # Roots this CA issues under, pinned: the only CA certificates trust may be pushed for.
+    trust_anchors: Path | None = None
     timeout: timedelta = timedelta(seconds=30)
     email: str | None = None
     eab_kid: str | None = None
@@ -63,11 +65,14 @@ class ESTConfig:
     name: str
     url: str
     trust_anchor: Path | None = None
+    # Roots this CA issues under, pinned: the only CA certificates trust may be pushed for.
+    trust_anchors: Path | None = None
     timeout: timedelta = timedelta(seconds=30)
     username: str | None = None
     password: Secret | None = None
     client_cert: Path | None = None
     client_key: Path | None = None
+    client_key_password: Secret | None = None  # for an encrypted client_key
     operation: str = "simpleenroll"
     ekus: frozenset[str] | None = None
     kind: str = "est"
@@ -80,6 +85,8 @@ class ADCSConfig:
     template: str
     auth: str = "ntlm"
     trust_anchor: Path | None = None
+    # Roots this CA issues under, pinned: the only CA certificates trust may be pushed for.
+    trust_anchors: Path | None = None
     timeout: timedelta = timedelta(seconds=30)
     username: str | None = None
     password: Secret | None = None
@@ -97,6 +104,8 @@ class ManualConfig:
     poll: timedelta = timedelta(minutes=5)
     ekus: frozenset[str] | None = None
     trust_anchor: Path | None = None
+    # Roots this CA issues under, pinned: the only CA certificates trust may be pushed for.
+    trust_anchors: Path | None = None
     timeout: timedelta = timedelta(seconds=30)
     kind: str = "manual"
 
@@ -229,6 +238,7 @@ def _acme(file: Path, name: str, s: Section) -> ACMEConfig:
         directory=directory,
         challenge=challenge,
         trust_anchor=s.get_file("trust_anchor", file.parent),
+        trust_anchors=s.get_file("trust_anchors", file.parent),
         timeout=s.get_duration("timeout", timedelta(seconds=30)),
         email=s.get_str("email"),
         eab_kid=eab_kid,
@@ -251,6 +261,11 @@ def _est(file: Path, name: str, s: Section) -> ESTConfig:
     client_key = s.get_file("client_key", file.parent)
     if (client_cert is None) != (client_key is None):
         raise s.error("client_key" if client_key is None else "client_cert", "set both or neither")
+    if client_key is not None and s.check_files:
+        _private_file(s, "client_key", client_key)
+    client_key_password = s.get_secret("client_key_password", file.parent)
+    if client_key_password is not None and client_key is None:
+        raise s.error("client_key_password", "set only with client_key (an encrypted key)")
     if username is None and client_cert is None:
         raise s.error(
             "username",
@@ -263,14 +278,27 @@ def _est(file: Path, name: str, s: Section) -> ESTConfig:
         name=name,
         url=url,
         trust_anchor=s.get_file("trust_anchor", file.parent),
+        trust_anchors=s.get_file("trust_anchors", file.parent),
         timeout=s.get_duration("timeout", timedelta(seconds=30)),
         username=username,
         password=password,
         client_cert=client_cert,
         client_key=client_key,
+        client_key_password=client_key_password,
         operation=operation,
         ekus=_ekus(s),
     )
+
+
+def _private_file(s: Section, key: str, path: Path) -> None:
+    """A private key file must be readable by the service user only (mode 0600 or 0400)."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise s.error(
+            key,
+            f"{path} is readable by group or others (mode {mode:04o}); it holds a private key: "
+            f"run chmod 600 {path}",
+        )
 
 
 def _adcs(file: Path, name: str, s: Section) -> ADCSConfig:
@@ -293,6 +321,7 @@ def _adcs(file: Path, name: str, s: Section) -> ADCSConfig:
         template=s.get_str("template", required=True) or "",
         auth=auth,
         trust_anchor=s.get_file("trust_anchor", file.parent),
+        trust_anchors=s.get_file("trust_anchors", file.parent),
         timeout=s.get_duration("timeout", timedelta(seconds=30)),
         username=username,
         password=password,
@@ -307,7 +336,16 @@ _KEYS = {
         "profile", "http01_listen", "rfc2136",
     },
     "est": _COMMON
-    | {"url", "username", "password", "client_cert", "client_key", "operation", "ekus"},
+    | {
+        "url",
+        "username",
+        "password",
+        "client_cert",
+        "client_key",
+        "client_key_password",
+        "operation",
+        "ekus",
+    },
     "adcs": _COMMON | {"url", "template", "auth", "username", "password", "ekus"},
     "manual": _COMMON | {"csr_dir", "chain", "poll", "ekus"},
 }  # fmt: skip
@@ -343,6 +381,7 @@ def _manual(file: Path, name: str, s: Section) -> ManualConfig:
         poll=s.get_duration("poll", timedelta(minutes=5)),
         ekus=_ekus(s),
         trust_anchor=s.get_file("trust_anchor", file.parent),
+        trust_anchors=s.get_file("trust_anchors", file.parent),
         timeout=s.get_duration("timeout", timedelta(seconds=30)),
     )
 

@@ -2,14 +2,20 @@
 
 Runs until SIGTERM/SIGINT sets the stop event (no polling sleeps); on the way out it stops the
 scheduler, cancels in-flight polls, closes the HTTP server and the store, in that order.
+SIGHUP re-reads the config file and applies its [[expressway]] targets (added, removed,
+changed); a config that does not load, or that needs a restart to apply, keeps the running one
+and the log says why. Under systemd (Type=notify) it reports READY/RELOADING/STOPPING and pings
+the watchdog from the event loop (monitor/sdnotify.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import signal
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -21,11 +27,12 @@ from prometheus_client import CollectorRegistry, gc_collector, platform_collecto
 
 from alerts.metrics import StateExposition
 from monitor import __version__
-from monitor.config import Config, ExpresswayConfig
-from monitor.errors import CertdError
+from monitor.config import Config, ExpresswayConfig, load_config
+from monitor.errors import CertdError, ConfigError
 from monitor.events import Event, EventBus
 from monitor.http import build_app
 from monitor.probe import Prober, TrustStore
+from monitor.sdnotify import Notifier, cancel
 from monitor.store import Store
 from monitor.watch import Monitor
 
@@ -73,7 +80,7 @@ class Daemon:
         await self.monitor.load()
         monitor = self.monitor
         self.exposition = StateExposition(
-            lambda: monitor.states, lambda: cfg.expressways, __version__
+            lambda: monitor.states, lambda: self.config.expressways, __version__
         )
         if any(e.renewal is not None for e in cfg.expressways):
             await self._start_renewals(prober)
@@ -89,6 +96,7 @@ class Daemon:
             endpoints=sum(len(e.endpoints) for e in cfg.expressways),
             listen=f"{d.listen_host}:{self.http_port}",
             state=self.store.url,
+            **_schema_fields(self.store),
         )
 
     async def _start_renewals(self, prober: Prober) -> None:
@@ -121,6 +129,7 @@ class Daemon:
                 manager.latest,
                 lambda: manager.next_due,
                 lambda: manager.last_success,
+                lambda: manager.drift,
             )
         )
 
@@ -132,16 +141,8 @@ class Daemon:
         first_spread = min(interval * max(d.jitter, 0.01), 5.0)
         rng = random.Random()
         for exp in self.config.expressways:
-            scheduler.add_job(
-                self._poll_job,
-                IntervalTrigger(seconds=interval, jitter=interval * d.jitter or None, timezone=UTC),
-                args=[exp],
-                id=f"poll:{exp.name}",
-                name=f"poll {exp.name}",
-                next_run_time=now + timedelta(seconds=rng.uniform(0, first_spread)),
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=int(interval),
+            self._add_poll_job(
+                scheduler, exp, now + timedelta(seconds=rng.uniform(0, first_spread))
             )
         scheduler.add_job(
             self._prune_audit, IntervalTrigger(hours=24, timezone=UTC), id="prune-audit"
@@ -157,6 +158,75 @@ class Daemon:
             )
         scheduler.start()
         self.scheduler = scheduler
+
+    def _add_poll_job(
+        self, scheduler: AsyncIOScheduler, exp: ExpresswayConfig, first: datetime
+    ) -> None:
+        d = self.config.daemon
+        interval = d.poll_interval.total_seconds()
+        scheduler.add_job(
+            self._poll_job,
+            IntervalTrigger(seconds=interval, jitter=interval * d.jitter or None, timezone=UTC),
+            args=[exp],
+            id=f"poll:{exp.name}",
+            name=f"poll {exp.name}",
+            next_run_time=first,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=int(interval),
+            replace_existing=True,
+        )
+
+    async def reload(self, new: Config) -> ReloadPlan:
+        """Apply a re-read config's targets; raises ConfigError (nothing changed) when it
+        cannot be applied without a restart. Other sections are kept and reported."""
+        assert self.monitor is not None and self.scheduler is not None
+        plan = plan_reload(self.config, new, renewing=self.renewals is not None)
+        if self.renewals is not None:
+            missing = sorted(
+                {e.renewal.ca for e in new.expressways if e.renewal is not None}
+                - set(self.renewals.connectors)
+            )
+            if missing:
+                raise ConfigError(
+                    f"{new.path}: renewal CA {', '.join(missing)} is not running in this "
+                    "service; restart it to add a CA (systemctl restart expressway-certd)"
+                )
+        merged = dataclasses.replace(self.config, expressways=new.expressways)
+        old_jobs = {e.name for e in self.config.expressways}
+        self.config = merged
+        if self.renewals is not None:
+            self.renewals.config = merged
+            self.renewals.pipeline.config = merged
+        forgotten = await self.monitor.reconfigure(merged)
+        for name in plan.removed:
+            if f"poll:{name}" in {j.id for j in self.scheduler.get_jobs()}:
+                self.scheduler.remove_job(f"poll:{name}")
+        interval = timedelta(seconds=merged.daemon.poll_interval.total_seconds())
+        for exp in merged.expressways:
+            if exp.name in plan.added or exp.name in plan.changed or exp.name not in old_jobs:
+                self._add_poll_job(self.scheduler, exp, datetime.now(UTC) + interval)
+                # polled now with its new settings, after a poll of the old ones in flight
+                self._spawn(self._poll_job(exp, wait=True))
+        log.info(
+            "config reloaded",
+            added=list(plan.added),
+            removed=list(plan.removed),
+            changed=list(plan.changed),
+            endpoints_forgotten=forgotten,
+        )
+        if plan.needs_restart:
+            log.warning(
+                "config reloaded; these sections change only on restart",
+                sections=list(plan.needs_restart),
+                fix="systemctl restart expressway-certd",
+            )
+        return plan
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
 
     async def _start_http(self) -> None:
         assert self.monitor is not None and self.exposition is not None
@@ -195,14 +265,16 @@ class Daemon:
         }
         return bool(store_ok and scheduler_ok), detail
 
-    async def _poll_job(self, exp: ExpresswayConfig) -> None:
+    async def _poll_job(self, exp: ExpresswayConfig, wait: bool = False) -> None:
         assert self.monitor is not None
         task = asyncio.current_task()
         if task is not None:
             self._inflight.add(task)
         try:
             async with self._poll_slots:
-                await self.monitor.poll(exp)
+                await self.monitor.poll(exp, wait=wait)
+            if exp.name not in {e.name for e in self.config.expressways}:
+                await self.monitor.forget_unconfigured()  # removed by a reload mid-poll
         except CertdError as exc:
             log.error("poll failed", target=exp.name, error=str(exc))
         except asyncio.CancelledError:
@@ -263,20 +335,113 @@ class Daemon:
         log.info("expressway-certd stopped")
 
 
-async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
-    """Run the daemon until SIGTERM/SIGINT (or `stop` is set)."""
+def _schema_fields(store: Store) -> dict[str, Any]:
+    """The schema revision for the start-up log line, and what it was when migrations ran."""
+    after, before = store.schema, store.schema_before
+    if after is None:
+        return {}
+    fields: dict[str, Any] = {"schema": after.current}
+    if before is not None and before != after:
+        fields["schema_upgraded_from"] = "0.1" if before.legacy else (before.current or "empty")
+    return fields
+
+
+@dataclasses.dataclass(frozen=True)
+class ReloadPlan:
+    """What a reload changes: target names, and sections that need a restart to apply."""
+
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    changed: tuple[str, ...]
+    needs_restart: tuple[str, ...]
+
+
+def plan_reload(old: Config, new: Config, *, renewing: bool) -> ReloadPlan:
+    """Compare two configs; ConfigError when the new one cannot be applied by a reload."""
+    before = {e.name: e for e in old.expressways}
+    after = {e.name: e for e in new.expressways}
+    if not renewing and any(e.renewal is not None for e in new.expressways):
+        raise ConfigError(
+            f"{new.path}: renewal is configured now but the running service started without "
+            "any; restart it to start renewing (systemctl restart expressway-certd)"
+        )
+    sections = {
+        "[daemon]": (old.daemon, new.daemon),
+        "[ca.*]": (dict(old.cas), dict(new.cas)),
+        "[[unified_cm]]": (old.unified_cms, new.unified_cms),
+        "[[notifier]]": (old.notifiers, new.notifiers),
+    }
+    return ReloadPlan(
+        added=tuple(sorted(set(after) - set(before))),
+        removed=tuple(sorted(set(before) - set(after))),
+        changed=tuple(sorted(n for n in set(before) & set(after) if before[n] != after[n])),
+        needs_restart=tuple(name for name, (a, b) in sections.items() if a != b),
+    )
+
+
+async def _reload_from_file(daemon: Daemon, path: str, notifier: Notifier) -> None:
+    notifier.reloading()
+    try:
+        new = await asyncio.to_thread(load_config, path)
+        await daemon.reload(new)
+    except CertdError as exc:
+        log.error(
+            "config reload failed; keeping the running config",
+            config=path,
+            error=str(exc),
+            fix="correct the file, then `systemctl reload expressway-certd` again",
+        )
+    except Exception:
+        log.exception("config reload crashed; keeping the running config", config=path)
+    finally:
+        notifier.ready(_status(daemon))
+
+
+def _status(daemon: Daemon) -> str:
+    c = daemon.config
+    endpoints = sum(len(e.endpoints) for e in c.expressways)
+    return f"watching {len(c.expressways)} targets, {endpoints} endpoints"
+
+
+async def serve(
+    config: Config, stop: asyncio.Event | None = None, *, notifier: Notifier | None = None
+) -> None:
+    """Run the daemon until SIGTERM/SIGINT (or `stop` is set); SIGHUP reloads the config."""
     stop = stop or asyncio.Event()
+    notifier = notifier or Notifier.from_environ()
     loop = asyncio.get_running_loop()
+    reloads: list[asyncio.Task[None]] = []
+    daemon = Daemon(config)
+
+    def request_reload() -> None:
+        if daemon.scheduler is None:
+            log.warning("SIGHUP before the service was ready; config not reloaded")
+            return
+        if reloads and not reloads[-1].done():
+            log.info("config reload already running; SIGHUP ignored")
+            return
+        reloads.append(loop.create_task(_reload_from_file(daemon, str(config.path), notifier)))
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    daemon = Daemon(config)
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGHUP, request_reload)
+    watchdog: asyncio.Task[None] | None = None
     try:
         await daemon.start()
+        notifier.ready(_status(daemon))
+        watchdog = loop.create_task(notifier.ping_watchdog())
         await stop.wait()
         log.info("shutting down")
+        notifier.stopping()
     finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGHUP)
+        for task in reloads:
+            await cancel(task)
         await daemon.stop()
+        await cancel(watchdog)  # pings until the end: a slow shutdown is not a wedged loop
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)

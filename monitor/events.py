@@ -128,6 +128,30 @@ class ExpiryWindowEntered(EndpointEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ServedCertDiffers(EndpointEvent):
+    """An endpoint serves another certificate than the one the box reports through its API:
+    a certificate uploaded without a restart, another box behind the port, or someone
+    intercepting it. Never a reason to renew (renewers/manager.py)."""
+
+    type: ClassVar[str] = "ServedCertDiffers"
+    severity: ClassVar[str] = "critical"
+    served_sha256: str
+    installed_sha256: str
+    served_verified: bool
+    served_issuer: str
+    served_not_after: str
+
+    def summary(self) -> str:
+        trust = "verifies" if self.served_verified else "does NOT verify"
+        return (
+            f"{self.target} {self.endpoint}: serves {self.served_sha256} (issuer "
+            f"{self.served_issuer}, {trust} against the trust bundle), but the box reports "
+            f"{self.installed_sha256} installed; a pending restart, another box behind this "
+            "port, or interception; no renewal is started because of it"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class RenewalDue(Event):
     """The renewal policy says this target's certificate must be renewed."""
 
@@ -203,11 +227,29 @@ class ApprovalRequired(StageEvent):
     type: ClassVar[str] = "ApprovalRequired"
     severity: ClassVar[str] = "warning"
     why: str
+    # When the CA changes: SHA-256 of each CA certificate that goes to the trust stores.
+    new_ca_sha256: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        cas = f"; new CA SHA-256 {', '.join(self.new_ca_sha256)}" if self.new_ca_sha256 else ""
+        return (
+            f"{self.target}: renewal {self.renewal_id} awaits approval ({self.why}{cas}); "
+            f"run: expressway-certd approve {self.renewal_id}"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RenewalCancelled(Event):
+    """An operator ended an active renewal; `renew --now` starts afresh."""
+
+    type: ClassVar[str] = "RenewalCancelled"
+    severity: ClassVar[str] = "warning"
+    stage: str
+    by: str
 
     def summary(self) -> str:
         return (
-            f"{self.target}: renewal {self.renewal_id} awaits approval ({self.why}); "
-            f"run: expressway-certd approve {self.renewal_id}"
+            f"{self.target}: renewal {self.renewal_id} cancelled at stage {self.stage} by {self.by}"
         )
 
 
@@ -224,11 +266,39 @@ class RenewalCompleted(Event):
         )
 
 
+@dataclass(frozen=True, kw_only=True)
+class AcmeAccountRecreated(Event):
+    """An ACME CA forgot or deactivated the daemon's account; a new one was registered.
+
+    `target` is `ca:NAME` (the account belongs to a CA, not to an Expressway). A warning: the
+    account URL changed, so CAA `accounturi` pins and CA-side allow-lists need the new one.
+    """
+
+    type: ClassVar[str] = "AcmeAccountRecreated"
+    severity: ClassVar[str] = "warning"
+    ca: str
+    directory: str
+    cause: str  # "accountDoesNotExist", "deactivated", "revoked" or "unauthorized"
+    old_account: str
+    new_account: str
+    new_key: bool
+    order: str  # what happened to the order in progress: "re-created" or "none"
+
+    def summary(self) -> str:
+        key = "a new account key" if self.new_key else "the same account key"
+        return (
+            f"ACME CA {self.ca!r} no longer knew account {self.old_account} ({self.cause}); "
+            f"registered {self.new_account} with {key}; order in progress: {self.order}. "
+            "Update CAA accounturi records that pin the old account"
+        )
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (ProbeFailed, ProbeRecovered, CertChanged, SANsChanged, IssuerChanged,
-                ExpiryWindowEntered, RenewalDue, StageStarted, StageSucceeded, StageWaiting,
-                StageFailed, RenewalBlocked, ApprovalRequired, RenewalCompleted)
+                ExpiryWindowEntered, ServedCertDiffers, RenewalDue, StageStarted, StageSucceeded,
+                StageWaiting, StageFailed, RenewalBlocked, ApprovalRequired, RenewalCancelled,
+                RenewalCompleted, AcmeAccountRecreated)
 }  # fmt: skip
 
 Subscriber = Callable[[Event], Awaitable[None]]

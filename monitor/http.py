@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from alerts.trust import exposition as trust_exposition
 from monitor.config_base import Secret
 from monitor.errors import CertdError
+from monitor.statuspage import (
+    CONTENT_SECURITY_POLICY,
+    PageView,
+    read_trust_map,
+    render_page,
+    renewal_views,
+    target_views,
+)
 from monitor.store import RenewalRow, StepRow
 from monitor.watch import EndpointState, Monitor
 
@@ -178,6 +188,15 @@ def build_app(
         manager().spawn(row.id)
         return web.json_response(renewal_json(row))
 
+    async def cancel(request: web.Request) -> web.Response:
+        require_token(request)
+        who = request.query.get("by", "api")
+        try:
+            row = await manager().pipeline.cancel(request.match_info["id"], who)
+        except CertdError as exc:
+            raise web.HTTPConflict(text=str(exc)) from None
+        return web.json_response(renewal_json(row))
+
     async def renew(request: web.Request) -> web.Response:
         require_token(request)
         try:
@@ -191,7 +210,31 @@ def build_app(
         body = generate_latest(registry)
         if exposition is not None:
             body = exposition().encode() + body
+        body = trust_exposition(monitor.config.daemon.data_dir).encode() + body
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def status_page(_: web.Request) -> web.Response:
+        now = datetime.now(UTC)
+        configured = monitor.configured_keys()
+        states = {k: s for k, s in monitor.states.items() if k in configured}
+        rows = await monitor.store.renewals_for(None, limit=20)
+        steps = {r.id: await monitor.store.steps(r.id) for r in rows}
+        view = PageView(
+            now,
+            target_views(monitor.config, states, now),
+            renewal_views(rows, steps),
+            trust_map_svg=read_trust_map(monitor.config.daemon.data_dir),
+        )
+        return web.Response(
+            text=render_page(view),
+            content_type="text/html",
+            headers={
+                "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+                "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer",
+                "Cache-Control": "no-store",
+            },
+        )
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -248,6 +291,7 @@ def build_app(
             ]
         )
 
+    app.router.add_get("/", status_page)  # same access as GET /api/v1/* (read-only)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -257,5 +301,6 @@ def build_app(
     app.router.add_get("/api/v1/renewals", list_renewals)
     app.router.add_get("/api/v1/renewals/{id}", get_renewal)
     app.router.add_post("/api/v1/renewals/{id}/approve", approve)
+    app.router.add_post("/api/v1/renewals/{id}/cancel", cancel)
     app.router.add_post("/api/v1/targets/{name}/renew", renew)
     return app

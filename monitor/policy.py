@@ -19,6 +19,27 @@ MIN_RENEW_BEFORE = timedelta(days=14)
 DEFAULT_RENEW_BEFORE = Fraction(1, 3)
 
 
+@dataclass(frozen=True)
+class ServedCert:
+    """One endpoint's served leaf as the monitor saw it; `verified`: the served chain built to
+    an anchor of the trust bundle. Served certificates are network input: anyone who can
+    answer on the port can serve one. They never decide a renewal by themselves."""
+
+    endpoint: str  # "host:port"
+    service: str
+    facts: CertFacts
+    verified: bool
+
+
+@dataclass(frozen=True)
+class Drift:
+    """An endpoint serving another certificate than the box reports through its API."""
+
+    served_sha256: str
+    installed_sha256: str
+    served_verified: bool
+
+
 class Reason(StrEnum):
     MANUAL = "ManualRequest"
     NO_CERTIFICATE = "NoCertificate"
@@ -32,7 +53,9 @@ class Reason(StrEnum):
 @dataclass(frozen=True)
 class PolicyInput:
     now: datetime
-    served: CertFacts | None  # what the box serves (the current certificate)
+    # The current certificate as the box reports it through its API (not what a port serves:
+    # see renewers/manager.py for how a served certificate may stand in for it).
+    served: CertFacts | None
     renew_before: timedelta | Fraction = DEFAULT_RENEW_BEFORE
     installed_sha256: str | None = None  # what this tool last installed, if anything
     ari_window: tuple[datetime, datetime] | None = None  # (start, end) from ACME renewalInfo
@@ -97,7 +120,7 @@ def served_differs(inp: PolicyInput) -> Decision | None:
         return Decision(
             True,
             Reason.SERVED_DIFFERS,
-            f"the box serves {inp.served.sha256[:16]}, not the certificate this tool installed "
+            f"the box reports {inp.served.sha256[:16]}, not the certificate this tool installed "
             f"({inp.installed_sha256[:16]}); someone replaced it or a restart is pending",
         )
     return None

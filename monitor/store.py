@@ -1,7 +1,9 @@
 """The state store: latest observation per endpoint, bounded history, and the audit log.
 
 SQLAlchemy 2 async Core. SQLite (aiosqlite) by default, PostgreSQL (asyncpg) for HA; only
-portable types and ON CONFLICT upserts that both dialects speak. The schema is versioned.
+portable types and ON CONFLICT upserts that both dialects speak. The tables below describe the
+schema at the newest revision of monitor/migrations (Alembic), which creates and upgrades it
+when the store opens; tests/integration/test_migrations.py checks that the two agree.
 """
 
 from __future__ import annotations
@@ -16,20 +18,21 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from alembic.util import CommandError
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from monitor import migrations
 from monitor.errors import StoreError
 from monitor.events import Event
-
-SCHEMA_VERSION = 1
+from monitor.migrations import SchemaStatus
 
 metadata = sa.MetaData()
 
 schema_version = sa.Table(
     "schema_version",
     metadata,
-    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),  # revisions applied (for 0.1's check)
 )
 
 # One row per endpoint: the status of the latest probe, and the cert of the latest good one.
@@ -139,6 +142,20 @@ renewal_steps = sa.Table(
     sa.Index("ix_steps_renewal", "renewal_id", "id"),
 )
 
+# Running daemons sharing a PostgreSQL database (monitor/replicas.py); times are the
+# database's clock, so that hosts with skewed clocks agree on who is alive.
+replicas = sa.Table(
+    "replicas",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("version", sa.String(32), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_replicas_heartbeat", "heartbeat_at"),
+)
+
 
 @dataclass(frozen=True)
 class RenewalRow:
@@ -242,6 +259,8 @@ class Store:
         self._sqlite = engine.dialect.name == "sqlite"
         self._write_lock = asyncio.Lock()
         self._upsert_stmt: Any = None
+        self.schema: SchemaStatus | None = None  # after open: where the schema stands
+        self.schema_before: SchemaStatus | None = None  # ... and where it stood before
 
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
@@ -254,18 +273,31 @@ class Store:
                 yield conn
 
     @classmethod
-    async def open(cls, url: str, *, history: int = 100) -> Store:
+    async def open(cls, url: str, *, history: int = 100, migrate: bool = True) -> Store:
+        """Open the database and upgrade its schema to the newest revision this release ships.
+
+        `migrate=False` only connects (for `db current`); the schema is then left untouched."""
         _prepare_sqlite_file(url)
         try:
             engine = create_async_engine(url, pool_pre_ping=not url.startswith("sqlite"))
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise StoreError(f"state: unusable database URL {_redact_url(url)}: {exc}") from exc
         store = cls(engine, url, history)
-        await store._migrate()
+        if migrate:
+            try:
+                await store.upgrade_schema()
+            except BaseException:
+                await engine.dispose()
+                raise
         return store
 
     async def close(self) -> None:
         await self._engine.dispose()
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """For modules that own their tables' queries (monitor/replicas.py)."""
+        return self._engine
 
     async def ping(self) -> bool:
         try:
@@ -275,18 +307,23 @@ class Store:
             return False
         return True
 
-    async def _migrate(self) -> None:
+    async def upgrade_schema(self) -> SchemaStatus:
+        """Apply pending migrations in one transaction; refuses a schema newer than ours."""
         try:
             async with self._write() as conn:
-                await conn.run_sync(metadata.create_all)
-                current = (await conn.execute(sa.select(schema_version.c.version))).scalar()
-                if current is None:
-                    await conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
-                elif current > SCHEMA_VERSION:
-                    raise StoreError(
-                        f"state: database {self.url} has schema {current}, newer than this "
-                        f"expressway-certd ({SCHEMA_VERSION}); upgrade expressway-certd"
-                    )
+                before, after = await conn.run_sync(migrations.upgrade_sync, self.url)
+        except CommandError as exc:
+            raise migrations.schema_error(self.url, exc) from exc
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            raise StoreError(f"state: cannot open {self.url}: {exc}") from exc
+        self.schema_before, self.schema = before, after
+        return after
+
+    async def schema_status(self) -> SchemaStatus:
+        """Where the database stands, without changing it."""
+        try:
+            async with self._engine.connect() as conn:
+                return await conn.run_sync(migrations.status_sync, self.url)
         except (sa.exc.SQLAlchemyError, OSError) as exc:
             raise StoreError(f"state: cannot open {self.url}: {exc}") from exc
 
@@ -493,13 +530,25 @@ class Store:
             ).scalar_one_or_none()
             return str(owner) if owner is not None else None
 
-    async def claim_lease(self, name: str, owner: str, now: datetime, ttl: timedelta) -> bool:
-        """Take the named lease when free or expired (or extend our own); False when held."""
+    async def claim_lease(
+        self,
+        name: str,
+        owner: str,
+        now: datetime,
+        ttl: timedelta,
+        *,
+        take_from: str | None = None,
+    ) -> bool:
+        """Take the named lease when free or expired (or extend our own); False when held.
+        `take_from`: also take it while that owner (a process known to be gone) holds it."""
         t = leases.c
+        free = [t.until < now, t.owner == owner]
+        if take_from is not None:
+            free.append(t.owner == take_from)
         async with self._write() as conn:
             result = await conn.execute(
                 leases.update()
-                .where(t.name == name, sa.or_(t.until < now, t.owner == owner))
+                .where(t.name == name, sa.or_(*free))
                 .values(owner=owner, until=now + ttl)
             )
             if result.rowcount == 1:

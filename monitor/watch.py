@@ -29,6 +29,7 @@ from monitor.events import (
     SANsChanged,
 )
 from monitor.facts import CertFacts, diff_facts, facts_from_x509
+from monitor.policy import ServedCert
 from monitor.probe import Observation, Prober, TrustStore
 from monitor.store import EndpointRow, HistoryRow, Store
 
@@ -97,21 +98,29 @@ class Monitor:
         self.clock = clock
         self.states: dict[Key, EndpointState] = {}
         self.polls_completed = 0
-        # Called after every poll with the target and the certificates it serves (renewal
-        # policy); failures are logged, never raised into the poll.
-        self.on_polled: list[Callable[[ExpresswayConfig, list[CertFacts]], Awaitable[None]]] = []
+        # Called after every poll with the target and the certificates it serves, verified or
+        # not (renewal policy); failures are logged, never raised into the poll.
+        self.on_polled: list[Callable[[ExpresswayConfig, list[ServedCert]], Awaitable[None]]] = []
         self._trust: dict[str, TrustStore] = {}
         self._pems: dict[tuple[str, ...], str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        base = [config.daemon.trust_bundle] if config.daemon.trust_bundle else []
-        for exp in config.expressways:
-            if exp.ca_file is not None:
-                self._trust[exp.name] = TrustStore(
-                    [*base, exp.ca_file], system_roots=config.daemon.system_roots
-                )
+        self._trust = _target_trust(config)
 
     def configured_keys(self) -> set[Key]:
         return {(e.name, ep.host, ep.port) for e in self.config.expressways for ep in e.endpoints}
+
+    async def reconfigure(self, config: Config) -> int:
+        """Adopt a reloaded config: per-target trust rebuilt, endpoints no longer configured
+        forgotten (in memory and in the store). Returns how many endpoints were forgotten."""
+        self.config = config
+        self._trust = _target_trust(config)
+        return await self.forget_unconfigured()
+
+    async def forget_unconfigured(self) -> int:
+        keep = self.configured_keys()
+        for key in [k for k in self.states if k not in keep]:
+            del self.states[key]
+        return await self.store.delete_endpoints_except(keep)
 
     async def load(self) -> None:
         """Restore state from the store and forget endpoints that are no longer configured."""
@@ -174,10 +183,11 @@ class Monitor:
             eku_problem=eku_problem_for(state.facts, exp),
         )
 
-    async def poll(self, exp: ExpresswayConfig) -> list[Observation]:
-        """Probe every endpoint of one target; one poll per target at a time."""
+    async def poll(self, exp: ExpresswayConfig, *, wait: bool = False) -> list[Observation]:
+        """Probe every endpoint of one target; one poll per target at a time (a second one is
+        skipped, or with `wait` runs after the first, e.g. when a reload changed the target)."""
         lock = self._locks.setdefault(exp.name, asyncio.Lock())
-        if lock.locked():
+        if lock.locked() and not wait:
             log.info("poll still running, skipped", target=exp.name)
             return []
         async with lock:
@@ -203,7 +213,7 @@ class Monitor:
                 log.info(event.type, target=event.target, summary=event.summary())
                 await self.bus.publish(event)
             served = [
-                st.facts
+                ServedCert(ep.address, ep.service, st.facts, st.chain_verified is True)
                 for ep in exp.endpoints
                 if (st := self.states.get((exp.name, ep.host, ep.port))) is not None
                 and st.ok
@@ -332,6 +342,16 @@ class Monitor:
                 )
             )
         return out
+
+
+def _target_trust(config: Config) -> dict[str, TrustStore]:
+    """A trust store per target that names its own `ca_file` (plus the daemon's bundle)."""
+    base = [config.daemon.trust_bundle] if config.daemon.trust_bundle else []
+    return {
+        exp.name: TrustStore([*base, exp.ca_file], system_roots=config.daemon.system_roots)
+        for exp in config.expressways
+        if exp.ca_file is not None
+    }
 
 
 def _row(state: EndpointState) -> EndpointRow:

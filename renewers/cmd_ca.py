@@ -1,5 +1,9 @@
 """`expressway-certd sign` (submit a CSR through a configured CA, wait or print the pending
-handle) and `expressway-certd ca-check NAME` (reachability, auth and chain of one CA)."""
+handle) and `expressway-certd ca-check NAME` (reachability, auth and chain of one CA).
+
+`sign` compares the certificate with the CSR: when the CA dropped SANs, EKUs or key usages
+it still writes the certificate, names what was dropped on stderr and exits
+EXIT_CA_CHANGED unless `--accept-changes`."""
 
 from __future__ import annotations
 
@@ -20,9 +24,10 @@ from monitor.durations import format_duration, parse_duration
 from monitor.errors import CAError, ConfigError
 from monitor.logging import configure_logging
 from renewers.ca import build_connector
-from renewers.ca.base import CAConnector, Issued, Pending, cert_pem, utcnow
+from renewers.ca.base import CAConnector, Issued, Pending, cert_pem, dropped_from, utcnow
 
 EXIT_PENDING = 3
+EXIT_CA_CHANGED = 4
 POLL_SLICE = timedelta(seconds=5)
 
 
@@ -33,7 +38,10 @@ def register(subparsers: Any) -> None:
         description=(
             "Submit a CSR (made on the Expressway) through a [ca.NAME] connector and wait for the "
             "certificate. When the CA needs longer (manager approval, --no-wait), the pending "
-            f"handle is printed and the exit code is {EXIT_PENDING}; finish later with --resume."
+            f"handle is printed and the exit code is {EXIT_PENDING}; finish later with --resume. "
+            "When the certificate lacks SANs, EKUs or key usages the CSR asked for, it is still "
+            f"written, stderr names what the CA dropped and the exit code is {EXIT_CA_CHANGED} "
+            "unless --accept-changes."
         ),
     )
     sign.add_argument("--config", required=True, help="TOML config file")
@@ -46,6 +54,11 @@ def register(subparsers: Any) -> None:
     sign.add_argument("--handle-out", type=Path, help="write the pending handle (JSON) here")
     sign.add_argument("--wait", default="10m", help="how long to wait for issuance (default 10m)")
     sign.add_argument("--no-wait", action="store_true", help="submit once and return")
+    sign.add_argument(
+        "--accept-changes",
+        action="store_true",
+        help=f"exit 0 even when the CA dropped SANs, EKUs or key usages (else {EXIT_CA_CHANGED})",
+    )
     sign.add_argument(
         "--poll-every",
         help="ask the CA this often while waiting (default: when the CA suggests, at most 1m)",
@@ -156,7 +169,43 @@ async def _sign(args: argparse.Namespace) -> int:
         + (f", profile {result.profile}" if result.profile else ""),
         file=sys.stderr,
     )
-    return 0
+    return _report_dropped(args, result, csr)
+
+
+def _report_dropped(
+    args: argparse.Namespace, result: Issued, csr: x509.CertificateSigningRequest | None
+) -> int:
+    """Say on stderr what the CA left out of the certificate; the exit code for it."""
+    dropped = result.dropped
+    if dropped is None and csr is not None:
+        dropped = dropped_from(csr, result.leaf)
+    if dropped is None:
+        print(
+            f"note: CA {args.ca!r} did not keep the CSR with the pending request, so the "
+            "certificate was not compared with it; check its SANs and EKUs before installing",
+            file=sys.stderr,
+        )
+        return 0
+    if not dropped:
+        return 0
+    if not dropped.breaks_service:
+        print(
+            f"note: CA {args.ca!r} left out of the certificate: {dropped.describe()}",
+            file=sys.stderr,
+        )
+        return 0
+    verdict = (
+        "accepted (--accept-changes)"
+        if args.accept_changes
+        else f"exit code {EXIT_CA_CHANGED}; the renewal pipeline would refuse this certificate; "
+        "fix the CA's template/profile, or pass --accept-changes to keep it"
+    )
+    print(
+        f"CA {args.ca!r} dropped what the CSR asked for: {dropped.describe()}; the certificate "
+        f"was written anyway; {verdict}",
+        file=sys.stderr,
+    )
+    return 0 if args.accept_changes else EXIT_CA_CHANGED
 
 
 def run_sign(args: argparse.Namespace) -> int:

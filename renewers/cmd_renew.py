@@ -1,5 +1,5 @@
 """Renewal verbs: `plan` (dry run), `renew` (run now, with a live stage timeline), `approve`,
-`status` (per target, with the stage timeline)."""
+`cancel`, `provide`, `status` (per target, with the stage timeline)."""
 
 from __future__ import annotations
 
@@ -29,12 +29,15 @@ from monitor.events import (
 )
 from monitor.facts import facts_from_x509, load_certificate, load_certificates
 from monitor.logging import configure_logging
+from monitor.policy import ServedCert
 from monitor.probe import Prober, TrustStore
 from monitor.store import RenewalRow, Store
 from renewers.expressway import OperationUnsupported, csr_sans
 from renewers.maintenance import next_window_start
 from renewers.manager import RenewalManager
 from renewers.pipeline import STAGES, ConfiguredDevices, _zone_kinds, csr_fits, trust_boxes
+from renewers.trust import pinned_anchors, trust_path
+from renewers.trust import sha256 as tsha256
 from renewers.validate import EKU_NAMES, make_plan, preflight
 
 
@@ -66,6 +69,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("--config", "-c", required=True)
     p.add_argument("--by", default=None, help="who approves (default: your user name)")
     p.set_defaults(func=run_approve)
+
+    p = subparsers.add_parser(
+        "cancel",
+        help="end an active renewal in any state (then `renew --now` starts afresh)",
+        description="Cancel a renewal that is running, waiting, failed or blocked. What was "
+        "already done on the boxes stays (see docs/renewal.md, 'Ways out').",
+    )
+    p.add_argument("renewal", help="renewal id (see `status`)")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument("--by", default=None, help="who cancels (default: your user name)")
+    p.set_defaults(func=run_cancel)
 
     p = subparsers.add_parser(
         "provide",
@@ -177,6 +191,16 @@ async def _plan(config: Config, name: str) -> dict[str, Any]:
             issuing = facts_from_x509(ca_chain[0])
             issuing_ski = issuing.ski
         ca_change = None if issuing_ski is None else issuing_ski != facts.aki
+        anchors = pinned_anchors(manager_ca)
+        pinned = bool(ca_chain) and trust_path(ca_chain[0], ca_chain[1:], anchors) is not None
+        if ca_change and not pinned:
+            problems_text = "; ".join(
+                filter(None, [problems_text, (
+                    f"the CA's chain does not lead to a root pinned for CA '{renewal.ca}' "
+                    f"({'; '.join(anchors.sources) or 'none pinned'}): the renewal would block "
+                    f"at validate; {anchors.fix}"
+                )])
+            )  # fmt: skip
     finally:
         await connector.aclose()
     window = renewal.maintenance_window
@@ -206,6 +230,10 @@ async def _plan(config: Config, name: str) -> dict[str, Any]:
         "pending_csr": pending_text,
         "ca_change": ca_change,
         "trust_to": trust_parties if ca_change else [],
+        "new_ca": [{"sha256": tsha256(c), "subject": c.subject.rfc4514_string()} for c in ca_chain]
+        if ca_change
+        else [],
+        "new_ca_pinned": pinned if ca_change else None,
         "approval": renewal.approval,
         "restart_at": restart_at.isoformat(),
         "problems": [p.message for p in problems] + ([problems_text] if problems_text else []),
@@ -249,6 +277,9 @@ def run_plan(args: argparse.Namespace) -> int:
         f"  7 trust     CA change: {ca_change[plan['ca_change']]}"
         + (f"; push chain to {', '.join(plan['trust_to'])}" if plan["trust_to"] else "")
     )
+    for ca in plan["new_ca"]:
+        pin = "chains to a pinned root" if plan["new_ca_pinned"] else "NOT pinned: refused"
+        print(f"              new CA {ca['subject']} SHA-256 {ca['sha256']} ({pin})")
     print(f"  8 approve   mode {plan['approval']}")
     print("  9 install   upload the leaf only (PEM)")
     print(f" 10 restart   at {plan['restart_at'][:16]} UTC (maintenance window)")
@@ -286,7 +317,13 @@ async def _renew(config: Config, name: str, now_requested: bool) -> RenewalRow |
             observations = await asyncio.gather(
                 *(manager.pipeline.prober.probe(name, ep) for ep in target.endpoints)
             )
-            served = [o.facts for o in observations if o.facts is not None]
+            served = [
+                ServedCert(
+                    o.endpoint.address, o.endpoint.service, o.facts, o.chain_verified is True
+                )
+                for o in observations
+                if o.ok and o.facts is not None
+            ]
             await manager.after_poll(target, served)
             latest = manager.latest().get(name)
             if latest is None or not latest.active:
@@ -343,6 +380,29 @@ def run_approve(args: argparse.Namespace) -> int:
     who = args.by or getpass.getuser()
     row = asyncio.run(_approve(config, args.renewal, who))
     print(f"renewal {row.id} of {row.target} approved by {who}; the daemon installs it next")
+    return 0
+
+
+async def _cancel(config: Config, renewal_id: str, who: str) -> RenewalRow:
+    store = await Store.open(config.daemon.state)
+    try:
+        bus = EventBus()
+        bus.subscribe(store.append_event)
+        from renewers.pipeline import Pipeline  # noqa: PLC0415
+
+        return await Pipeline(config, store, bus, _prober(config), {}).cancel(renewal_id, who)
+    finally:
+        await store.close()
+
+
+def run_cancel(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    who = args.by or getpass.getuser()
+    row = asyncio.run(_cancel(config, args.renewal, who))
+    print(
+        f"renewal {row.id} of {row.target} cancelled at stage {row.stage} by {who}; "
+        f"'expressway-certd renew {row.target} --now' starts a new one"
+    )
     return 0
 
 
@@ -415,6 +475,7 @@ async def _status(config: Config, target: str | None) -> list[dict[str, Any]]:
                     "message": row.message, "next_at": row.next_at.isoformat() if row.next_at else None,
                     "created_at": row.created_at.isoformat(),
                     "csr_pem": row.data.get("csr_pem") if row.active else None,
+                    "new_ca": row.data.get("trust_cas", []) if row.data.get("ca_changed") else [],
                     "steps": [
                         {"stage": s.stage, "result": s.result, "at": s.at.isoformat(), "message": s.message}
                         for s in steps
@@ -445,6 +506,8 @@ def run_status(args: argparse.Namespace) -> int:
         )
         if r["message"] and r["status"] != "done":
             print(f"  {r['message']}")
+        for ca in r["new_ca"]:
+            print(f"  new CA {ca['subject']} SHA-256 {ca['sha256']} (chains to a pinned root)")
         for s in r["steps"]:
             print(f"  {s['at'][11:19]}  {s['stage']:<10} {s['result']:<8} {s['message']}")
     sys.stdout.flush()

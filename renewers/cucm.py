@@ -6,6 +6,14 @@ Shape (like a lego provider): `CucmClientConfig`, one validating constructor
 `CucmClient(config)`, private HTTP/SSH plumbing in renewers/device_http.py and device_ssh.py.
 Every call names the node: trust stores are per node, so the pipeline calls each node.
 
+Services are read before anything restarts: a service not activated on a node (Control Center
+ReasonCode -1068, "Service Not Activated") is skipped, not an error. `restart_service(node,
+service)` restarts ONE service on ONE node and says what happened, so the pipeline can record
+progress per node and per service and never restart twice on a retry. After Cisco Tomcat
+restarts, the client waits until the certificate API and Control Center answer again (their
+web applications answer 404/503 while deploying), within `webapp_timeout`. The platform CLI
+session requests a terminal (renewers/device_ssh.py).
+
 Exceptions: monitor.errors.DeviceError (messages name cluster/node, step and fix).
 """
 
@@ -30,6 +38,13 @@ from renewers.device_ssh import SshTarget, run_command
 log = structlog.get_logger(__name__)
 
 TOMCAT = "Cisco Tomcat"
+# Services whose restart makes the new trust effective; Cisco Tftp serves the phones' ITL/CTL
+# and talks TLS on 6972 to the Expressway-C (FN74362 lists TFTP among the Expressway's TLS
+# client uses). Cisco Tomcat last: Control Center itself runs in it.
+DEFAULT_RESTART_SERVICES = ("Cisco CallManager", "Cisco Tftp", TOMCAT)
+NOT_ACTIVATED_CODE = "-1068"  # Control Center ReasonCode "Service Not Activated"
+RESTARTED = "restarted"
+NOT_ACTIVATED = "not-activated"
 TRUST_LIST_PATH = "/platformcom/api/v1/certmgr/config/trust/certificate"
 TRUST_ADD_PATH = "/platformcom/api/v1/certmgr/config/trust/certificates"
 SOAP_PATH = "/controlcenterservice2/services/ControlCenterServices"
@@ -54,6 +69,7 @@ class CucmClientConfig:
     retries: int = 3
     backoff: float = 0.5
     service_timeout: float = 900.0  # until a restarted service reads Started
+    webapp_timeout: float = 600.0  # after a Tomcat restart, until certmgr and SOAP answer
     poll_interval: float = 2.0
 
     @classmethod
@@ -72,6 +88,20 @@ class CucmClientConfig:
         }
         values.update(overrides)
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """One service as Control Center reports it on one node."""
+
+    name: str
+    status: str  # Started, Stopped, Starting, Stopping ...
+    reason_code: str = ""
+    reason: str = ""
+
+    @property
+    def activated(self) -> bool:
+        return self.reason_code != NOT_ACTIVATED_CODE and "not activated" not in self.reason.lower()
 
 
 class CucmClient:
@@ -164,6 +194,10 @@ class CucmClient:
     async def service_status(self, node: str, names: list[str]) -> dict[str, str]:
         """Status of each named service (Started, Stopped, Starting ...). Names are
         case-sensitive; Unified CM reports an unknown name as Stopped."""
+        return {n: st.status for n, st in (await self.service_states(node, names)).items()}
+
+    async def service_states(self, node: str, names: list[str]) -> dict[str, ServiceState]:
+        """Status and reason of each named service on one node."""
         items = "".join(f"<soap:item>{escape(n)}</soap:item>" for n in names)
         reply = await self._soap(
             node,
@@ -173,14 +207,81 @@ class CucmClient:
         )
         return _service_states(reply.text)
 
-    async def restart_services(self, node: str, names: list[str], *, wait: bool = True) -> None:
-        """Restart services on one node: Cisco Tomcat over SSH, the others through SOAP;
-        with `wait`, until each reads Started again."""
-        soap_names = [n for n in names if n != TOMCAT]
-        if TOMCAT in names:
+    async def restart_service(self, node: str, service: str) -> str:
+        """Restart ONE service on ONE node, after reading its state: returns RESTARTED, or
+        NOT_ACTIVATED (skipped: the service is not activated on this node). Cisco Tomcat goes
+        over SSH and is followed by `wait_for_webapps`; the others through Control Center,
+        waiting until they read Started."""
+        state = (await self.service_states(node, [service])).get(service)
+        if state is not None and not state.activated:
+            log.info("cucm.service_skipped", cluster=self.config.name, node=node, service=service)
+            return NOT_ACTIVATED
+        if service == TOMCAT:
             await self.restart_tomcat(node)
-        if not soap_names:
-            return
+            await self.wait_for_webapps(node)
+        else:
+            await self._soap_restart(node, [service])
+            await self.wait_for_services(node, [service])
+        return RESTARTED
+
+    async def restart_services(
+        self, node: str, names: list[str], *, wait: bool = True
+    ) -> dict[str, str]:
+        """Restart services on one node, Cisco Tomcat last; returns what happened to each
+        (RESTARTED or NOT_ACTIVATED). Services are read first; with `wait` each restarted
+        service reads Started (Tomcat: its web applications answer) before the next."""
+        ordered = [n for n in names if n != TOMCAT] + [n for n in names if n == TOMCAT]
+        if wait:
+            return {name: await self.restart_service(node, name) for name in ordered}
+        states = await self.service_states(node, ordered)
+        outcome = {
+            n: NOT_ACTIVATED if n in states and not states[n].activated else RESTARTED
+            for n in ordered
+        }
+        soap_names = [n for n in ordered if n != TOMCAT and outcome[n] == RESTARTED]
+        if soap_names:
+            await self._soap_restart(node, soap_names)
+        if outcome.get(TOMCAT) == RESTARTED:
+            await self.restart_tomcat(node)
+        return outcome
+
+    async def wait_for_webapps(self, node: str) -> None:
+        """After a Tomcat restart: poll until the certificate API and Control Center answer
+        (404/503 while their web applications deploy), within `webapp_timeout`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.webapp_timeout
+        checks = (
+            (self.config.api_port, "GET", f"{TRUST_LIST_PATH}?service=tomcat", "certificate API"),
+            (self.config.soap_port, "GET", SOAP_PATH + "?wsdl", "Control Center Services"),
+        )
+        for port, method, path, what in checks:
+            last = "no answer"
+            while True:
+                try:
+                    reply = await self._api(node, port).request(
+                        method,
+                        path,
+                        step=f"wait for {what} after the Tomcat restart",
+                        allow=(404, 500, 502, 503),
+                        retries=0,
+                    )
+                    if reply.status < 300:
+                        break
+                    last = f"HTTP {reply.status}"
+                except DeviceError as exc:
+                    last = str(exc).rsplit(": ", 1)[-1][:120]
+                if loop.time() > deadline:
+                    raise self._error(
+                        node,
+                        "wait for web applications",
+                        f"the {what} did not answer within {self.config.webapp_timeout:g}s "
+                        f"after Cisco Tomcat restarted (last: {last}); look at the node's "
+                        "Tomcat logs before going on with the next node",
+                    )
+                await asyncio.sleep(self.config.poll_interval)
+        log.info("cucm.webapps_ready", cluster=self.config.name, node=node)
+
+    async def _soap_restart(self, node: str, soap_names: list[str]) -> None:
         items = "".join(f"<soap:item>{escape(n)}</soap:item>" for n in soap_names)
         await self._soap(
             node,
@@ -194,8 +295,6 @@ class CucmClient:
         log.info(
             "cucm.services_restarting", cluster=self.config.name, node=node, services=soap_names
         )
-        if wait:
-            await self.wait_for_services(node, soap_names)
 
     async def wait_for_services(self, node: str, names: list[str]) -> None:
         loop = asyncio.get_running_loop()
@@ -320,9 +419,9 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def _service_states(text: str) -> dict[str, str]:
+def _service_states(text: str) -> dict[str, ServiceState]:
     root = _parse_xml(text)
-    states: dict[str, str] = {}
+    states: dict[str, ServiceState] = {}
     if root is None:
         return states
     for item in root.iter():
@@ -330,7 +429,13 @@ def _service_states(text: str) -> dict[str, str]:
             continue
         fields = {_local(child.tag): (child.text or "").strip() for child in item}
         if fields.get("ServiceName"):
-            states[fields["ServiceName"]] = fields.get("ServiceStatus", "")
+            name = fields["ServiceName"]
+            states[name] = ServiceState(
+                name,
+                fields.get("ServiceStatus", ""),
+                fields.get("ReasonCode", ""),
+                fields.get("ReasonCodeString", ""),
+            )
     return states
 
 
@@ -355,6 +460,8 @@ def _validate(config: CucmClientConfig) -> None:
     for port in (config.api_port, config.soap_port, config.ssh_port):
         if not 0 < port < 65536:
             problems.append(f"port {port} is not 1-65535")
+    if config.webapp_timeout <= 0:
+        problems.append("webapp_timeout must be positive")
     if config.timeout <= 0 or config.retries < 0 or config.poll_interval <= 0:
         problems.append("timeout and poll_interval must be positive, retries not negative")
     if config.api_ca_file is not None and not Path(config.api_ca_file).is_file():

@@ -2,6 +2,9 @@
 
 Used for what the HTTP APIs cannot do: Expressway `xCommand Boot` when the REST restart is
 missing, and Unified CM `utils service restart Cisco Tomcat` at the `admin:` prompt.
+The session requests a terminal (pty, `vt100`), as public clients of these CLIs do
+(paramiko `invoke_shell`, paramiko-expect): the Unified CM platform CLI does not run commands
+without one. Output is returned with CR LF turned into LF.
 Raises DeviceError naming the target, the step and the fix; never includes the password.
 """
 
@@ -27,6 +30,8 @@ class SshTarget:
     password: str = field(repr=False)
     known_hosts: Path | None = None
     timeout: float = 60.0
+    term_type: str = "vt100"
+    term_size: tuple[int, int] = (200, 50)  # wide enough that the CLI does not wrap lines
 
 
 async def run_command(
@@ -77,21 +82,23 @@ async def _run(ssh: SshTarget, command: str, prompt: str | None, until: tuple[st
         agent_path=None,
         preferred_auth="password,keyboard-interactive",
     ) as conn:
-        process = await conn.create_process(encoding="utf-8")
+        process = await conn.create_process(
+            encoding="utf-8", term_type=ssh.term_type, term_size=ssh.term_size
+        )
         buffer = ""
         if prompt:
             while prompt not in buffer:
                 chunk = await process.stdout.read(4096)
                 if not chunk:
                     break
-                buffer += chunk
+                buffer += chunk.replace("\r\n", "\n")
         process.stdin.write(command + "\n")
         output = ""
         while not any(marker in output for marker in until):
             chunk = await process.stdout.read(4096)
             if not chunk:
                 break
-            output += chunk
+            output += chunk.replace("\r\n", "\n")
         process.stdin.write_eof()
         process.close()
         return output

@@ -11,6 +11,8 @@ Exceptions (all monitor.errors.DeviceError, messages name target, step and fix):
     DeviceError
      +-- OperationUnsupported   the box's /api/raml lacks the operation
      +-- PendingCsrConflict     a CSR is already pending (carries it; never discarded)
+     +-- CertificateEkuRefused  the box refused a certificate for its Extended Key Usage
+     +-- TrustedCasLost         a trusted CA upload removed CAs that were there (restored)
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from cryptography import x509
 
 from monitor.config import ExpresswayConfig
 from monitor.errors import ConfigError, DeviceError
-from renewers.device_http import FilePart, HttpApi
+from renewers.device_http import FilePart, HttpApi, Reply
 from renewers.device_ssh import SshTarget, run_command
 
 log = structlog.get_logger(__name__)
@@ -49,13 +51,37 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "restart": ("POST", "/provisioning/restart"),
     "read cluster peers": ("GET", "/provisioning/common/cluster/peers"),
     "read zone status": ("GET", "/status/common/zone"),
+    "read ACME configuration": ("GET", "/provisioning/certs/acme"),
 }
+# X15.5 keeps a client certificate store (Cisco doc 225693) but publishes no REST path for
+# it: the resource is looked for in /api/raml (a certs resource whose name says "client").
+CLIENT_CERT_OPERATION = "read client certificate"
+EKU_SWITCH = "xConfiguration XCP TLS Certificate CVS EnableServerEkuUpload"
+ACME_FROM = (12, 5)  # built-in ACME on Expressway-E
+SERVER_EKU_UPLOAD_AT = (15, 4)  # the switch exists in X15.4 only (deprecated in X15.5)
+_CSR_PENDING = ("already pending", "already in progress", "already exists", "in progress")
+_EKU_WORDS = ("eku", "extended key usage", "client authentication", "server authentication")
+# What public scripts accept as "the reboot started" after `xCommand Boot`: the xAPI result
+# line, a bare OK (tshell), or the shutdown broadcast.
+_BOOT_STARTED = re.compile(
+    r"status=OK|^\s*OK\s*$|going down for (?:reboot|restart)|system is (?:rebooting|restarting)",
+    re.IGNORECASE | re.MULTILINE,
+)
+_BOOT_FAILED = re.compile(r"status=Error|^\s*ERROR\s*$", re.IGNORECASE | re.MULTILINE)
 # Cisco's examples read cluster peers under the /api/v1 prefix.
 _V1_OPERATIONS = {"read cluster peers"}
 
 
 class OperationUnsupported(DeviceError):
     """The box does not list the operation in /api/raml."""
+
+
+class CertificateEkuRefused(DeviceError):
+    """The box refused a certificate because of its Extended Key Usage (FN74362)."""
+
+
+class TrustedCasLost(DeviceError):
+    """Adding trusted CAs made the box drop CAs it trusted before; they were uploaded again."""
 
 
 class PendingCsrConflict(DeviceError):
@@ -165,6 +191,17 @@ class Capabilities:
 
     def supports(self, operation: str) -> bool:
         return OPERATIONS[operation] in self.operations
+
+    def client_cert_path(self) -> str | None:
+        """The GET resource of the X15.5 client certificate, if /api/raml lists exactly one."""
+        found = sorted(
+            path
+            for method, path in self.operations
+            if method == "GET"
+            and path.startswith("/provisioning/certs/")
+            and "client" in path.rsplit("/", 1)[-1].lower()
+        )
+        return found[0] if len(found) == 1 else None
 
     def role(self) -> str | None:
         paths = {path for _, path in self.operations}
@@ -297,14 +334,25 @@ class ExpresswayClient:
         """Generate a CSR on the box (its key stays there). Raises PendingCsrConflict when one is
         already pending: the caller decides whether to reuse it; it is never discarded."""
         step = "generate CSR"
-        reply = await self._call(step, json_body=request.body(), allow=(409,))
-        if reply.status == 409 or reply.message.strip().lower() == "conflict":
+        reply = await self._call(
+            step,
+            json_body=request.body(),
+            allow=(400, 403, 409, 500),
+            final=csr_already_pending,
+        )
+        if csr_already_pending(reply):
             pending = await self.pending_csr()
             raise PendingCsrConflict(
                 f"{self.target}: {step}: a CSR is already pending on the box; it is kept (a "
                 "certificate signed for a discarded CSR cannot be installed): get it signed "
                 "and install it, or discard it by hand on the box if it is really unwanted",
                 pending,
+            )
+        if reply.status >= 400:
+            raise self._api.error(
+                step,
+                f"the box refused it (HTTP {reply.status}: {reply.message!r})",
+                "check the CSR fields (key length, digest, subject) against the box's GUI",
             )
         csr = await self.pending_csr()
         if csr is None:
@@ -325,7 +373,9 @@ class ExpresswayClient:
 
     async def add_trusted_cas(self, certs: list[x509.Certificate]) -> list[x509.Certificate]:
         """Add the CA certificates the box does not trust yet; returns those added.
-        Lists before and after, so running it twice is harmless and a silent refusal shows."""
+        Lists before and after, so running it twice is harmless and a silent refusal shows.
+        Never removes a CA: if the upload made the box drop CAs it trusted before, they are
+        uploaded again and TrustedCasLost is raised naming them."""
         step = "add trusted CA certificates"
         present = await self.trusted_cas()
         missing = [c for c in certs if c not in present]
@@ -334,6 +384,9 @@ class ExpresswayClient:
         pem = "".join(_pem(c) for c in missing).encode()
         await self._call(step, files=[FilePart("file", "trusted-ca.pem", pem)])
         after = await self.trusted_cas()
+        vanished = [c for c in present if c not in after]
+        if vanished:
+            await self._restore_trusted(vanished, missing, step)
         still = [c for c in missing if c not in after]
         if still:
             names = ", ".join(c.subject.rfc4514_string() for c in still)
@@ -344,6 +397,26 @@ class ExpresswayClient:
             )
         log.info("expressway.trusted_cas_added", target=self.target, count=len(missing))
         return missing
+
+    async def _restore_trusted(
+        self, vanished: list[x509.Certificate], added: list[x509.Certificate], step: str
+    ) -> None:
+        # One upload with everything that must be there, in case this box replaces its list.
+        names = "; ".join(c.subject.rfc4514_string() for c in vanished)
+        pem = "".join(_pem(c) for c in [*vanished, *added]).encode()
+        await self._call(step, files=[FilePart("file", "restore-trusted-ca.pem", pem)])
+        still = [c for c in vanished if c not in await self.trusted_cas()]
+        log.error("expressway.trusted_cas_lost", target=self.target, count=len(vanished))
+        outcome = (
+            "they were uploaded again"
+            if not still
+            else f"{len(still)} could not be restored: add them by hand"
+        )
+        raise TrustedCasLost(
+            f"{self.target}: {step}: the upload removed {len(vanished)} CA certificate(s) the "
+            f"box trusted before ({names}); {outcome}; this box replaces its trusted CA list on "
+            "upload: add CA certificates at Maintenance > Security > Trusted CA certificate"
+        )
 
     async def upload_server_certificate(self, cert: x509.Certificate | bytes | str) -> None:
         """Upload the signed server certificate (PEM, leaf only). It becomes active only after
@@ -370,6 +443,14 @@ class ExpresswayClient:
         reply = await self._call(
             step, files=[FilePart("file", "server.pem", pem.encode())], allow=(400, 409)
         )
+        if reply.status in (400, 409) and is_eku_refusal(reply.message):
+            raise CertificateEkuRefused(
+                f"{self.target}: {step}: the box refused the certificate for its Extended Key "
+                f"Usage ({reply.message!r}); the private key is fine: request a certificate "
+                "with the EKU this version needs (FN74362: TLS Web Server and Client "
+                "Authentication before X15.4; on an X15.4 Expressway-E serverAuth-only needs "
+                f"'{EKU_SWITCH}: On')"
+            )
         if reply.status in (400, 409):
             raise self._api.error(
                 step,
@@ -410,8 +491,10 @@ class ExpresswayClient:
             cfg.timeout,
         )
         step = "restart over SSH (xCommand Boot)"
-        output = await run_command(ssh, "xCommand Boot", step=step, until=("\nOK", "ERROR"))
-        if "status=OK" not in output:
+        output = await run_command(
+            ssh, "xCommand Boot", step=step, until=("\nOK", "ERROR", "going down", "OK\n")
+        )
+        if not boot_started(output):
             tail = " | ".join(output.strip().splitlines()[-3:]) or "no output"
             raise DeviceError(
                 f"{self.target}: {step}: the CLI did not confirm the restart ({tail}); "
@@ -463,6 +546,67 @@ class ExpresswayClient:
         except DeviceError:
             return False
         return reply.status < 500
+
+    async def client_certificate(self) -> x509.Certificate:
+        """The X15.5 client certificate (what the box presents as a TLS client). Its resource
+        is found in /api/raml; a box without one raises OperationUnsupported naming it."""
+        caps = await self.capabilities()
+        path = caps.client_cert_path()
+        if path is None:
+            version = await self._version_for_errors(caps)
+            raise OperationUnsupported(
+                f"{self.target}: {CLIENT_CERT_OPERATION}: this Expressway ({version}) lists no "
+                "client certificate resource under /api/provisioning/certs in /api/raml (Cisco "
+                "publishes no REST path for the X15.5 client certificate store); check "
+                "Maintenance > Security > Client certificate by hand"
+            )
+        reply = await self._api.request("GET", path, step=CLIENT_CERT_OPERATION)
+        return self._load_certs(pem_text(reply.text), CLIENT_CERT_OPERATION)[0]
+
+    async def acme_scheduler(self, role: str | None = None) -> bool | None:
+        """Is the box's own ACME scheduler on? False for an Expressway-C (`role`, else the
+        role from /api/raml) or a version before X12.5; None when the box may have ACME but
+        its state cannot be read (unknown)."""
+        info = await self.system_info()
+        parsed = version_tuple(info.version)
+        role = role or info.role
+        if role == "c" or (parsed is not None and parsed < ACME_FROM):
+            return False
+        caps = await self.capabilities()
+        if not caps.supports("read ACME configuration"):
+            return None
+        body = (await self._call("read ACME configuration")).json()
+        return acme_enabled_from(body)
+
+    async def server_eku_upload(self) -> bool | None:
+        """X15.4 `xConfiguration XCP TLS Certificate CVS EnableServerEkuUpload` over SSH:
+        True (On), False (Off), None when the box does not know the setting."""
+        cfg = self.config
+        ssh = SshTarget(
+            cfg.name,
+            cfg.host,
+            cfg.ssh_port,
+            cfg.username,
+            cfg.password,
+            cfg.ssh_known_hosts,
+            cfg.timeout,
+        )
+        output = await run_command(
+            ssh, EKU_SWITCH, step="read EnableServerEkuUpload", until=("\nOK", "ERROR")
+        )
+        return switch_value(output, "EnableServerEkuUpload")
+
+    async def server_eku_upload_if_relevant(self, role: str | None) -> bool | None:
+        """The X15.4 switch for an X15.4 Expressway-E, else None (the rule does not use it).
+        An SSH failure reads as None (unknown), which keeps both EKUs required."""
+        info = await self.system_info()
+        if (role or info.role) != "e" or version_tuple(info.version) != SERVER_EKU_UPLOAD_AT:
+            return None
+        try:
+            return await self.server_eku_upload()
+        except DeviceError as exc:
+            log.warning("expressway.eku_switch_unread", target=self.target, error=str(exc))
+            return None
 
     async def cluster_peers(self) -> list[str]:
         """Addresses of every peer of the cluster, this node included."""
@@ -623,3 +767,48 @@ def version_tuple(version: str) -> tuple[int, int] | None:
     """'X15.4.1' -> (15, 4); None when the text is not an Expressway version."""
     match = _VERSION_RE.match(version.strip())
     return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def csr_already_pending(reply: Reply) -> bool:
+    """A 'CSR already pending' answer, whatever status code carries it (409, 400, 500 ...)."""
+    message = reply.message.strip().lower()
+    if reply.status == 409 or message == "conflict":
+        return True
+    about_csr = "csr" in message or "signing request" in message
+    return about_csr and any(phrase in message for phrase in _CSR_PENDING)
+
+
+def is_eku_refusal(message: str) -> bool:
+    """Does the box's refusal of a certificate name its Extended Key Usage?"""
+    lowered = message.lower()
+    return any(word in lowered for word in _EKU_WORDS)
+
+
+def boot_started(output: str) -> bool:
+    """Did the CLI say the reboot started (xAPI `status=OK`, a bare OK, a shutdown notice)?"""
+    return bool(_BOOT_STARTED.search(output)) and not _BOOT_FAILED.search(output)
+
+
+def switch_value(output: str, name: str) -> bool | None:
+    """'On'/'Off' of an xConfiguration line such as '*c xConfiguration ... Name: On'."""
+    for line in output.splitlines():
+        if name in line and ":" in line:
+            value = line.rsplit(":", 1)[1].strip().strip('"').lower()
+            if value in ("on", "off"):
+                return value == "on"
+    return None
+
+
+def acme_enabled_from(body: Any) -> bool | None:
+    """The ACME scheduler state from the box's answer; None when it does not say."""
+    if not isinstance(body, dict):
+        return None
+    for key in ("ACMEEnabled", "Enabled", "ACME", "Mode", "Status"):
+        value = body.get(key)
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("on", "enabled", "true"):
+            return True
+        if isinstance(value, str) and value.strip().lower() in ("off", "disabled", "false"):
+            return False
+    return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives import hashes
 
 from monitor.config import Config, ExpresswayConfig
 from monitor.errors import CertdError
-from monitor.events import EventBus, RenewalDue
-from monitor.facts import CertFacts
-from monitor.policy import PolicyInput, evaluate
+from monitor.events import EventBus, RenewalDue, ServedCertDiffers
+from monitor.facts import CertFacts, facts_from_x509
+from monitor.policy import Decision, Drift, PolicyInput, ServedCert, evaluate
 from monitor.probe import Prober
 from monitor.store import RenewalRow, Store
 from renewers.ca import build_connector
@@ -27,6 +27,9 @@ from renewers.pipeline import Devices, Pipeline, StageObserver
 log = structlog.get_logger("renewers.manager")
 
 ARI_REFRESH = timedelta(hours=12)
+# The box's certificate is read through its API again after this long even when every
+# endpoint serves the certificate of the last read.
+BOX_REFRESH = timedelta(hours=1)
 
 
 def stable_jitter(target: str, sha256: str) -> float:
@@ -56,7 +59,9 @@ class RenewalManager:
         used = {e.renewal.ca for e in config.expressways if e.renewal is not None}
         self.connectors: dict[str, CAConnector] = dict(connectors or {})
         for name in sorted(used - set(self.connectors)):
-            self.connectors[name] = build_connector(config.cas[name], config.daemon.data_dir)
+            self.connectors[name] = build_connector(
+                config.cas[name], config.daemon.data_dir, events=bus.publish
+            )
         self.pipeline = Pipeline(
             config, store, bus, prober, self.connectors, devices=devices, clock=clock,
             observe=observe,
@@ -65,6 +70,8 @@ class RenewalManager:
         self.next_due: dict[str, datetime | None] = {}
         self.last_success: dict[str, datetime] = {}
         self._ari: dict[str, tuple[datetime, tuple[datetime, datetime] | None]] = {}
+        self._box: dict[str, tuple[datetime, CertFacts]] = {}  # target -> (read at, cert)
+        self.drift: dict[tuple[str, str], Drift] = {}  # (target, endpoint) -> what differs
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
@@ -80,29 +87,27 @@ class RenewalManager:
     def latest(self) -> Mapping[str, RenewalRow]:
         return self.pipeline.latest
 
-    async def after_poll(self, exp: ExpresswayConfig, served: list[CertFacts]) -> None:
-        """Apply the renewal policy to what the target serves; start a renewal when due."""
+    async def after_poll(self, exp: ExpresswayConfig, served: Sequence[ServedCert]) -> None:
+        """Apply the renewal policy to the target's current certificate; start a renewal when
+        due. The current certificate is what the box reports through its API; a served
+        certificate only stands in for it when its chain verifies and it is the one the box
+        reported. One that differs is drift (a ServedCertDiffers event), never a trigger."""
         if exp.renewal is None or not served:
             return
         latest = self.pipeline.latest.get(exp.name)
         if latest is not None and latest.active:
             self.next_due[exp.name] = latest.next_at
             return
-        # What this tool installed last: if the box serves something else now, someone
-        # replaced it (or rolled it back): the policy treats that as a reason to renew.
-        installed = latest.data.get("installed_sha256") if latest is not None else None
-        differing = [f for f in served if installed and f.sha256 != installed]
-        current = differing[0] if differing else min(served, key=lambda f: f.not_after)
-        decision = evaluate(
-            PolicyInput(
-                now=self.clock(),
-                served=current,
-                installed_sha256=installed,
-                renew_before=exp.renewal.renew_before,
-                ari_window=await self._ari_window(exp, current),
-                jitter=stable_jitter(exp.name, current.sha256),
-            )
-        )
+        found = await self._current(exp, served, fresh=False)
+        if found is None:
+            return
+        decision = await self._decide(exp, found[0])
+        if decision.due and not found[1]:
+            # Start a renewal on a fresh read from the box, never on a cached one alone.
+            found = await self._current(exp, served, fresh=True)
+            if found is None:
+                return
+            decision = await self._decide(exp, found[0])
         self.next_due[exp.name] = decision.renew_at
         if not decision.due:
             return
@@ -117,6 +122,83 @@ class RenewalManager:
             )
         )
         self.spawn(row.id)
+
+    async def _decide(self, exp: ExpresswayConfig, current: CertFacts) -> Decision:
+        assert exp.renewal is not None
+        latest = self.pipeline.latest.get(exp.name)
+        # What this tool installed last: if the box reports something else now, someone
+        # replaced it (or rolled it back): the policy treats that as a reason to renew.
+        installed = latest.data.get("installed_sha256") if latest is not None else None
+        return evaluate(
+            PolicyInput(
+                now=self.clock(),
+                served=current,
+                installed_sha256=installed,
+                renew_before=exp.renewal.renew_before,
+                ari_window=await self._ari_window(exp, current),
+                jitter=stable_jitter(exp.name, current.sha256),
+            )
+        )
+
+    async def _current(
+        self, exp: ExpresswayConfig, served: Sequence[ServedCert], *, fresh: bool
+    ) -> tuple[CertFacts, bool] | None:
+        """The box's certificate and whether it was read just now (through its API when served
+        ones disagree with the last read, when that read is old, or when `fresh`); drift is
+        reported on the way. None when the box cannot be read: then nothing is decided."""
+        read_at, known = self._box.get(exp.name, (None, None))
+        stale = (
+            fresh
+            or read_at is None
+            or known is None
+            or self.clock() - read_at >= BOX_REFRESH
+            or any(s.facts.sha256 != known.sha256 for s in served)
+        )
+        if stale:
+            try:
+                async with self.pipeline.devices.expressway(exp) as box:
+                    known = facts_from_x509(await box.server_certificate())
+                self._box[exp.name] = (self.clock(), known)
+            except CertdError as exc:
+                log.warning(
+                    "cannot read the box's certificate through its API; no renewal decision",
+                    target=exp.name,
+                    error=str(exc),
+                )
+                return None
+        assert known is not None
+        await self._report_drift(exp, served, known)
+        return known, stale
+
+    async def _report_drift(
+        self, exp: ExpresswayConfig, served: Sequence[ServedCert], box: CertFacts
+    ) -> None:
+        """One ServedCertDiffers per (endpoint, served, installed) while it lasts."""
+        for s in served:
+            key = (exp.name, s.endpoint)
+            if s.facts.sha256 == box.sha256:
+                self.drift.pop(key, None)
+                continue
+            seen = self.drift.get(key)
+            self.drift[key] = Drift(s.facts.sha256, box.sha256, s.verified)
+            if seen == self.drift[key]:
+                continue
+            event = ServedCertDiffers(
+                target=exp.name,
+                time=self.clock(),
+                endpoint=s.endpoint,
+                service=s.service,
+                served_sha256=s.facts.sha256,
+                installed_sha256=box.sha256,
+                served_verified=s.verified,
+                served_issuer=s.facts.issuer,
+                served_not_after=s.facts.not_after.isoformat(),
+            )
+            log.warning(event.type, target=exp.name, summary=event.summary())
+            await self.bus.publish(event)
+        current = {s.endpoint for s in served}
+        for key in [k for k in self.drift if k[0] == exp.name and k[1] not in current]:
+            del self.drift[key]
 
     async def _ari_window(
         self, exp: ExpresswayConfig, current: CertFacts
@@ -164,6 +246,11 @@ class RenewalManager:
                 self.last_success[target] = max(
                     self.last_success.get(target, row.updated_at), row.updated_at
                 )
+
+    async def drain(self) -> None:
+        """Wait until the renewal runs spawned so far have returned (waiting, done, ...)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

@@ -39,6 +39,7 @@ from monitor.events import (
     Event,
     EventBus,
     RenewalBlocked,
+    RenewalCancelled,
     RenewalCompleted,
     StageFailed,
     StageStarted,
@@ -51,14 +52,25 @@ from monitor.store import RenewalRow, StepRow, Store
 from renewers.ca.base import CAConnector, CARequestError, Issued, Pending
 from renewers.cucm import CucmClient, CucmClientConfig
 from renewers.expressway import (
+    CertificateEkuRefused,
     CsrRequest,
     ExpresswayClient,
     ExpresswayClientConfig,
     OperationUnsupported,
+    TrustedCasLost,
     csr_sans,
 )
 from renewers.maintenance import next_window_start
-from renewers.validate import Issuance, Plan, make_plan, preflight, validate
+from renewers.trust import pinned_anchors, trust_path
+from renewers.validate import (
+    Issuance,
+    Plan,
+    ZoneReading,
+    check_zones,
+    make_plan,
+    preflight,
+    validate,
+)
 
 log = structlog.get_logger("renewers.pipeline")
 
@@ -242,12 +254,14 @@ async def stage_snapshot(ctx: Context) -> Outcome:
     async with ctx.devices.expressway(ctx.target) as box:
         info = await box.system_info()
         current = await box.server_certificate()
-        try:
-            zones = [dataclasses.asdict(z) for z in await box.zones()]
-        except OperationUnsupported:
-            zones = []
+        # A box whose RAML lacks zone status raises OperationUnsupported: the renewal blocks
+        # naming it rather than checking nothing (issue 9).
+        zones = [dataclasses.asdict(z) for z in await box.zones()]
+        role = ctx.target.role or info.role
+        acme_scheduler = await box.acme_scheduler(role=role)
+        server_eku_upload = await box.server_eku_upload_if_relevant(role)
+    peer_version = await _traversal_peer_version(ctx) if server_eku_upload else None
     facts = facts_from_x509(current)
-    role = ctx.target.role or info.role
     ctx.data["snapshot"] = {
         "version": info.version or ctx.target.version,
         "role": role,
@@ -258,11 +272,27 @@ async def stage_snapshot(ctx: Context) -> Outcome:
         "not_after": facts.not_after.isoformat(),
         "sans": [str(s) for s in facts.sans],
         "zones": zones,
+        "acme_scheduler": acme_scheduler,
+        "server_eku_upload": server_eku_upload,
+        "peer_version": peer_version,
     }
     return Advance(
         f"{info.version} Expressway-{(role or '?').upper()}, serving {facts.sha256[:16]} "
         f"(AKI {(facts.aki or '-')[:16]}, {len(facts.dns_names)} DNS SANs)"
     )
+
+
+async def _traversal_peer_version(ctx: Context) -> str | None:
+    """The traversal peer's version (FN74362: serverAuth-only needs C and E on the same one);
+    None when there is no peer configured or it cannot be read."""
+    if not ctx.target.traversal_peer:
+        return None
+    try:
+        async with ctx.devices.expressway(ctx.config.target(ctx.target.traversal_peer)) as peer:
+            return (await peer.system_info()).version
+    except DeviceError as exc:
+        log.warning("pipeline.peer_version_unread", target=ctx.target.name, error=str(exc))
+        return None
 
 
 def _zone_kinds(role: str | None, zones: list[dict[str, Any]]) -> list[str]:
@@ -290,14 +320,18 @@ async def stage_preflight(ctx: Context) -> Outcome:
         cluster_fqdn=ctx.target.cluster,
         extra_sans=renewal.extra_sans,
         zones=_zone_kinds(snap["role"], snap["zones"]),
+        server_eku_upload=snap.get("server_eku_upload"),
+        peer_version=snap.get("peer_version"),
     )
     ctx.data["plan"] = dataclasses.asdict(plan)
-    problems = preflight(plan, ctx.ca_name, ctx.ca.capabilities().ekus)
+    problems = preflight(
+        plan, ctx.ca_name, ctx.ca.capabilities().ekus, acme_scheduler=snap.get("acme_scheduler")
+    )
     if problems:
         return Blocked("; ".join(p.message for p in problems))
     names = {"1.3.6.1.5.5.7.3.1": "serverAuth", "1.3.6.1.5.5.7.3.2": "clientAuth"}
     ekus = "+".join(names.get(e, e) for e in plan.required_eku)
-    return Advance(f"SANs {', '.join(plan.sans)}; EKU {ekus}")
+    return Advance(f"SANs {', '.join(plan.sans)}; EKU {ekus} (rule {plan.eku_rule})")
 
 
 def csr_fits(csr: x509.CertificateSigningRequest, plan: Plan) -> bool:
@@ -410,9 +444,48 @@ async def stage_validate(ctx: Context) -> Outcome:
             + f"; nothing was installed; fix the CA side, then run 'expressway-certd renew {ctx.target.name} --now'"
         )
     facts = facts_from_x509(issuance.leaf)
+    ctx.data["ca_changed"] = facts.aki != ctx.data["snapshot"]["aki"]
+    if ctx.data["ca_changed"]:
+        found = _pinned_path(ctx, "validate")
+        if isinstance(found, Blocked):
+            return found
+        ctx.data["trust_cas"] = [
+            {"sha256": _sha256(c), "subject": c.subject.rfc4514_string()} for c in found
+        ]
     return Advance(
         f"SANs, EKU, KU, key, validity and chain OK; not after {facts.not_after:%Y-%m-%d}"
+        + (
+            "; new CA, chains to a pinned anchor: "
+            + ", ".join(f"{c['subject']} SHA-256 {c['sha256']}" for c in ctx.data["trust_cas"])
+            if ctx.data["ca_changed"]
+            else ""
+        )
     )
+
+
+def _pinned_path(ctx: Context, stage: str) -> list[x509.Certificate] | Blocked:
+    """The CA certificates the trust stage may push: the leaf's path to a root pinned for this
+    CA in the configuration (renewers/trust.py); Blocked when there is none."""
+    anchors = pinned_anchors(ctx.config.cas[ctx.ca_name])
+    leaf = facts_from_x509(ctx.leaf())
+    where = f"{ctx.target.name}: {stage}: the new certificate's CA ({leaf.issuer}, AKI {leaf.aki or '-'})"
+    if not anchors.roots:
+        return Blocked(
+            f"{where} differs from the current one and CA '{ctx.ca_name}' has no pinned trust "
+            "anchor, so no CA certificate may go to any trust store; nothing was installed or "
+            f"trusted; {anchors.fix}, then run 'expressway-certd renew {ctx.target.name} --now' "
+            f"(or 'expressway-certd cancel {ctx.renewal_id}')"
+        )
+    path = trust_path(ctx.leaf(), ctx.chain(), anchors)
+    if path is None:
+        return Blocked(
+            f"{where} does not chain to a root pinned for CA '{ctx.ca_name}' "
+            f"({'; '.join(anchors.sources)}); nothing was installed or trusted; if the chain is "
+            f"wrong, hand in the right one ('expressway-certd provide {ctx.renewal_id} --cert "
+            f"CERT.pem --chain CHAIN.pem'); if the CA is right, {anchors.fix} and run "
+            f"'expressway-certd renew {ctx.target.name} --now'"
+        )
+    return path
 
 
 def trust_boxes(config: Config, target: ExpresswayConfig) -> list[ExpresswayConfig]:
@@ -438,12 +511,11 @@ async def stage_trust(ctx: Context) -> Outcome:
     ctx.data["ca_changed"] = leaf.aki != old_aki
     if not ctx.data["ca_changed"]:
         return Advance(f"same CA (AKI {(leaf.aki or '-')[:16]}): no trust changes needed")
-    cas = [c for c in ctx.chain() if facts_from_x509(c).is_ca]
-    if not cas:
-        return Blocked(
-            f"{ctx.target.name}: the CA changed but its chain has no CA certificates to distribute; "
-            "configure the CA's trust_anchor"
-        )
+    # Checked again here: the configuration may have changed since validate.
+    found = _pinned_path(ctx, "trust")
+    if isinstance(found, Blocked):
+        return found
+    cas = found
     done: list[str] = []
     for box_cfg in trust_boxes(ctx.config, ctx.target):
         async with ctx.devices.expressway(box_cfg) as box:
@@ -486,7 +558,12 @@ async def stage_approve(ctx: Context) -> Outcome:
         return Advance("same CA: no approval needed")
     if ctx.data.get("approved_by"):
         return Advance(f"approved by {ctx.data['approved_by']}")
-    why = "the CA changed" if ctx.data.get("ca_changed") else "approval mode manual"
+    new_cas = ", ".join(c["sha256"] for c in ctx.data.get("trust_cas", []))
+    why = (
+        f"the CA changed (new CA SHA-256 {new_cas})"
+        if ctx.data.get("ca_changed")
+        else "approval mode manual"
+    )
     return Wait(ctx.now() + timedelta(hours=1), why, approval=True)
 
 
@@ -523,9 +600,7 @@ async def _exclusive(ctx: Context, name: str) -> AsyncIterator[str | None]:
     for other processes (CLI, HA peers). Yields None when held, else who holds it."""
     lock = ctx.cluster_locks.setdefault(name, asyncio.Lock())
     async with lock:
-        if ctx.store is not None and not await ctx.store.claim_lease(
-            name, ctx.owner, ctx.now(), LEASE
-        ):
+        if ctx.store is not None and not await take_lease(ctx.store, name, ctx.owner, ctx.now()):
             yield await ctx.store.lease_owner(name) or "another process"
             return
         store = ctx.store
@@ -587,13 +662,10 @@ async def stage_verify(ctx: Context) -> Outcome:
     serving, stale = await _served_everywhere(ctx, sha)
     problems = [] if serving else [f"not serving the new certificate on {', '.join(stale)}"]
     async with ctx.devices.expressway(ctx.target) as box:
-        try:
-            zones = await box.zones()
-        except OperationUnsupported:
-            zones = []
-    problems += [
-        f"zone {z.name} is {z.state}: {z.reason}" for z in zones if z.state.lower() != "active"
-    ]
+        zones = await box.zones()
+    seen_before = [str(z.get("name", "")) for z in ctx.data["snapshot"].get("zones", [])]
+    readings = [ZoneReading(z.name, z.state, z.reason) for z in zones]
+    problems += [p.message for p in check_zones(ctx.target.name, readings, seen_before)]
     if not problems:
         return Advance(
             f"{len(ctx.target.endpoints)} endpoints serve {sha[:16]}; {len(zones)} zones Active"
@@ -630,6 +702,31 @@ STAGE_FUNCTIONS: dict[str, Callable[[Context], Awaitable[Outcome]]] = {
 # ---- the runner ----------------------------------------------------------------------------
 
 
+def accepts_certificate(row: RenewalRow) -> bool:
+    """`provide` may hand in a certificate: while waiting for the CA, or after validate (or
+    the trust stage's pinned-anchor check) refused the one at hand."""
+    if not row.active:
+        return False
+    return row.stage in ("submit", "issued") or (
+        row.status == "blocked" and row.stage in ("validate", "trust")
+    )
+
+
+def ways_out(row: RenewalRow) -> tuple[str, ...]:
+    """The operator commands that move a renewal in this state on (docs/renewal.md, "Ways
+    out"); empty for a finished one."""
+    if not row.active:
+        return ()
+    out = [f"expressway-certd cancel {row.id}"]
+    if row.status in ("blocked", "failed"):
+        out.append(f"expressway-certd renew {row.target}")
+    if row.status == "waiting" and row.stage == "approve":
+        out.append(f"expressway-certd approve {row.id}")
+    if accepts_certificate(row):
+        out.append(f"expressway-certd provide {row.id} --cert CERT.pem [--chain CHAIN.pem]")
+    return tuple(out)
+
+
 def _gone_from_this_host(owner: str) -> bool:
     """True when a lease owner ("host:pid:token") is a process of this host that has ended.
     Holders on other hosts are never judged: their lease runs out instead."""
@@ -644,6 +741,35 @@ def _gone_from_this_host(owner: str) -> bool:
     except OSError:
         return False  # alive, owned by another user
     return False
+
+
+async def claim_or_take_over(
+    name: str,
+    claim: Callable[[str | None], Awaitable[bool]],
+    holder: Callable[[], Awaitable[str | None]],
+) -> bool:
+    """The one rule of every lock (a renewal's lease, `restart:<cluster>`, `cucm:<name>`):
+    take it when free or expired; take it at once from a holder that was a process of this
+    host and is gone (a killed process never releases its lease; without this the next one
+    would wait out the whole LEASE); otherwise leave it to its live holder, or to expiry
+    for holders on other hosts. `claim(None)` claims normally, `claim(owner)` also takes it
+    from `owner`."""
+    if await claim(None):
+        return True
+    gone = await holder()
+    if gone is None or not _gone_from_this_host(gone):
+        return False
+    log.warning("taking over the lease of a process that is gone", lease=name, holder=gone)
+    return await claim(gone)
+
+
+async def take_lease(store: Store, name: str, owner: str, now: datetime) -> bool:
+    """Claim the named lease (see claim_or_take_over)."""
+    return await claim_or_take_over(
+        name,
+        lambda gone: store.claim_lease(name, owner, now, LEASE, take_from=gone),
+        lambda: store.lease_owner(name),
+    )
 
 
 StageObserver = Callable[[str, str, str, float], None]  # target, stage, result, seconds
@@ -731,9 +857,13 @@ class Pipeline:
         """An operator hands in the certificate for the renewal's CSR (manual CAs, or any CA
         whose request was completed by hand). Validation still runs before anything else."""
         row = await self._get(renewal_id)
-        if not row.active or row.stage not in ("submit", "issued"):
+        if not accepts_certificate(row):
             raise CertdError(
-                f"renewal {renewal_id}: not waiting for a certificate (stage {row.stage}, {row.status})"
+                f"renewal {renewal_id}: not waiting for a certificate (stage {row.stage}, "
+                f"{row.status}); a certificate can be handed in while the renewal waits at "
+                "submit or issued, or after validate refused one; to start over run "
+                f"'expressway-certd cancel {renewal_id}', then 'expressway-certd renew "
+                f"{row.target} --now'"
             )
         csr_pem = row.data.get("csr_pem")
         if not csr_pem:
@@ -758,15 +888,56 @@ class Pipeline:
                 "chain_pem": "".join(_pem(c) for c in chain),
                 "profile": "provided",
             }
-            data.pop("retry_at", None)
+            for stale in ("retry_at", "trust_cas", "ca_changed", "handle", "pending_reason"):
+                data.pop(stale, None)
             row = dataclasses.replace(
                 row, stage="issued", status="running", next_at=None, data=data,
-                updated_at=self.clock(),
+                updated_at=self.clock(), attempts=0,
             )  # fmt: skip
-            await self.store.save_renewal(row)
+            await self.store.save_renewal(
+                row, StepRow(row.id, "issued", "provided", self.clock(), 0.0,
+                             f"certificate {_sha256(leaf)[:16]} handed in by an operator"),
+            )  # fmt: skip
         finally:
             await self.store.release_renewal(renewal_id, self.owner)
         self.latest[row.target] = row
+        return row
+
+    async def cancel(self, renewal_id: str, who: str) -> RenewalRow:
+        """An operator ends an active renewal in any state; `renew --now` then starts afresh.
+        What was done on the boxes stays as it is (a pending CSR, trust already added, an
+        uploaded certificate waiting for its restart): docs/renewal.md says what to check."""
+        row = await self._get(renewal_id)
+        if not row.active:
+            raise CertdError(
+                f"renewal {renewal_id}: already {row.status}; nothing to cancel "
+                f"(start a new one with 'expressway-certd renew {row.target} --now')"
+            )
+        lock = self._locks.get(row.target)
+        if (lock is not None and lock.locked()) or not await self._claim(renewal_id):
+            raise CertdError(
+                f"renewal {renewal_id}: a stage is running "
+                f"({await self.store.renewal_lease_owner(renewal_id)}); try again in a moment"
+            )
+        try:
+            row = await self._get(renewal_id)  # as it is now that nobody else runs it
+            now = self.clock()
+            message = f"cancelled by {who} at stage {row.stage} ({row.status})"
+            row = dataclasses.replace(
+                row, status="cancelled", next_at=None, message=message, updated_at=now
+            )
+            await self.store.save_renewal(
+                row, StepRow(row.id, row.stage, "cancelled", now, 0.0, message)
+            )
+        finally:
+            await self.store.release_renewal(renewal_id, self.owner)
+        self.latest[row.target] = row
+        log.warning("renewal cancelled", target=row.target, renewal=row.id, by=who)
+        await self.bus.publish(
+            RenewalCancelled(
+                target=row.target, time=now, renewal_id=row.id, stage=row.stage, by=who
+            )
+        )
         return row
 
     async def retry_now(self, renewal_id: str) -> RenewalRow:
@@ -815,18 +986,11 @@ class Pipeline:
                 await self.store.release_renewal(renewal_id, self.owner)
 
     async def _claim(self, renewal_id: str) -> bool:
-        if await self.store.claim_renewal(renewal_id, self.owner, self.clock(), LEASE):
-            return True
-        # A killed process never releases its lease: without this, a daemon restarted on the
-        # same host would wait out the whole LEASE before resuming the renewal.
-        holder = await self.store.renewal_lease_owner(renewal_id)
-        if holder is None or not _gone_from_this_host(holder):
-            return False
-        log.warning(
-            "taking over the lease of a process that is gone", renewal=renewal_id, holder=holder
-        )
-        return await self.store.claim_renewal(
-            renewal_id, self.owner, self.clock(), LEASE, take_from=holder
+        store, owner, now = self.store, self.owner, self.clock()
+        return await claim_or_take_over(
+            f"renewal {renewal_id}",
+            lambda gone: store.claim_renewal(renewal_id, owner, now, LEASE, take_from=gone),
+            lambda: store.renewal_lease_owner(renewal_id),
         )
 
     async def run_due(self) -> None:
@@ -882,6 +1046,8 @@ class Pipeline:
             outcome = await STAGE_FUNCTIONS[stage](ctx)
         except CARequestError as exc:
             outcome = _retry(ctx, str(exc)) if exc.retryable else Blocked(str(exc))
+        except (OperationUnsupported, CertificateEkuRefused, TrustedCasLost) as exc:
+            outcome = Blocked(str(exc))  # retrying cannot help: the operator must act
         except (DeviceError, CAError) as exc:
             outcome = _retry(ctx, str(exc))
         except CertdError as exc:
@@ -916,7 +1082,13 @@ class Pipeline:
             if row.status == "waiting":
                 event = None  # announced when the wait began
             elif outcome.approval:
-                event = ApprovalRequired(time=now, why=outcome.why, **common)
+                new_cas = data.get("trust_cas", []) if data.get("ca_changed") else []
+                event = ApprovalRequired(
+                    time=now,
+                    why=outcome.why,
+                    new_ca_sha256=tuple(c["sha256"] for c in new_cas),
+                    **common,
+                )
             else:
                 event = StageWaiting(
                     time=now, until=outcome.until.isoformat(), why=outcome.why, **common

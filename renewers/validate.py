@@ -1,6 +1,8 @@
 """Preflight and validation: pure checks of a renewal plan and of what the CA issued.
 
-Preflight runs BEFORE a CSR is sent (required EKU vs what the CA can deliver; SAN rules).
+Preflight runs BEFORE a CSR is sent (required EKU vs what the CA can deliver, with the FN74362
+rule that decided it; SAN rules; the box's own ACME scheduler must be off). Zone checks say
+that zero zones read is not "every zone Active".
 Validation runs on the issued certificate BEFORE anything is installed (Cisco's step C):
 SAN set equals the plan, EKU and KU fit, the public key is the CSR's, validity is sane, the
 chain builds, and the leaf is a leaf. Each check returns a Problem or None; tests are tables.
@@ -21,7 +23,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from monitor.eku import client_auth_required, parse_version
+from monitor.eku import E_TLS_CLIENT_USES, EkuDecision, decide_eku
 from monitor.facts import CLIENT_AUTH, SERVER_AUTH, CertFacts, facts_from_x509
 
 EKU_NAMES = {
@@ -50,28 +52,37 @@ class Plan:
     cluster_fqdn: str | None = None
     zones: tuple[str, ...] = ()  # zone kinds in use: "traversal-client", "unified-cm", ...
     notes: tuple[str, ...] = field(default=())
+    cert_kind: str = "server"  # "server", or "client" (the X15.5 client certificate)
+    eku_rule: str = ""  # the FN74362 rule that decided required_eku (monitor.eku.decide_eku)
+    eku_reason: str = ""
 
 
 def required_eku(
-    version: str | None, role: str | None, zones: Sequence[str] = ()
+    version: str | None, role: str | None, zones: Sequence[str] = (), **facts: object
 ) -> tuple[str, ...]:
-    """EKUs the new certificate must carry on this box (FN74362).
+    """EKUs the new certificate must carry on this box (FN74362); see `eku_decision`."""
+    return eku_decision(version, role, zones, **facts).required  # type: ignore[arg-type]
 
-    Before X15.5 the server certificate is also the TLS client certificate: an Expressway-C
-    (traversal client towards E, SIP TLS to Unified CM) needs clientAuth; an X15.4 E serving
-    MRA may be serverAuth-only; X15.5 separates client and server certificates.
-    """
-    needs_client = client_auth_required(version, role)
-    parsed = parse_version(version)
-    if (
-        not needs_client
-        and role == "e"
-        and parsed is not None
-        and parsed < (15, 5, 0)
-        and any(z in ("traversal-client", "unified-cm") for z in zones)
-    ):
-        needs_client = True  # an E that is itself a TLS client somewhere
-    return (SERVER_AUTH, CLIENT_AUTH) if needs_client else (SERVER_AUTH,)
+
+def eku_decision(
+    version: str | None,
+    role: str | None,
+    zones: Sequence[str] = (),
+    *,
+    cert_kind: str = "server",
+    server_eku_upload: bool | None = None,
+    peer_version: str | None = None,
+) -> EkuDecision:
+    """The FN74362 decision for this box; zone kinds that make an Expressway-E a TLS client
+    (`b2b-dns-tls`, `xmpp-federation`, `mra-onboarding`) come from `zones`."""
+    return decide_eku(
+        version,
+        role,
+        cert_kind=cert_kind,
+        server_eku_upload=server_eku_upload,
+        peer_version=peer_version,
+        e_tls_client_uses=[z for z in zones if z in E_TLS_CLIENT_USES],
+    )
 
 
 def make_plan(
@@ -83,6 +94,9 @@ def make_plan(
     cluster_fqdn: str | None = None,
     extra_sans: Sequence[str] = (),
     zones: Sequence[str] = (),
+    cert_kind: str = "server",
+    server_eku_upload: bool | None = None,
+    peer_version: str | None = None,
 ) -> Plan:
     """Cisco's step B: every DNS SAN of the current certificate, plus configured additions."""
     names: list[str] = []
@@ -92,14 +106,25 @@ def make_plan(
             names.append(lowered)
     if current.common_name and current.common_name.lower() not in names:
         names.insert(0, current.common_name.lower())
+    decision = eku_decision(
+        version,
+        role,
+        zones,
+        cert_kind=cert_kind,
+        server_eku_upload=server_eku_upload,
+        peer_version=peer_version,
+    )
     return Plan(
         target=target,
         role=role,
         version=version,
         sans=tuple(names),
-        required_eku=required_eku(version, role, zones),
+        required_eku=decision.required,
         cluster_fqdn=cluster_fqdn.lower() if cluster_fqdn else None,
         zones=tuple(zones),
+        cert_kind=cert_kind,
+        eku_rule=decision.rule,
+        eku_reason=decision.reason,
     )
 
 
@@ -145,22 +170,100 @@ def check_ca_delivers(plan: Plan, ca_name: str, ca_ekus: frozenset[str] | None) 
     if not missing:
         return None
     names = " and ".join(EKU_NAMES.get(m, m) for m in missing)
+    why = f" (rule {plan.eku_rule}: {plan.eku_reason})" if plan.eku_rule else ""
+    fix = (
+        "use a private CA (AD CS, EST, manual) that still issues Client Authentication"
+        if plan.cert_kind == "client"
+        else "use a template/profile with both Server and Client Authentication, or meet "
+        "Cisco's conditions for a serverAuth-only certificate (X15.4 E) or upgrade to X15.5"
+    )
     return Problem(
         "ca-cannot-deliver-eku",
         f"{plan.target}: CA '{ca_name}' issues certificates without {names}, which "
-        f"{plan.version or 'this version'} {_role(plan.role)} requires (FN74362); use a "
-        "template/profile with both Server and Client Authentication, or upgrade to X15.5",
+        f"{plan.version or 'this version'} {_role(plan.role)} {_kind(plan.cert_kind)}requires "
+        f"(FN74362){why}; {fix}",
     )
 
 
-def preflight(plan: Plan, ca_name: str, ca_ekus: frozenset[str] | None) -> list[Problem]:
+def check_acme_on_box(plan: Plan, acme_scheduler: bool | None) -> Problem | None:
+    """The E's own ACME scheduler (X12.5+) would overwrite what this tool installs, and the
+    other way round: block while it is on, or while its state could not be read."""
+    if acme_scheduler is False:
+        return None
+    if acme_scheduler is True:
+        return Problem(
+            "acme-on-box",
+            f"{plan.target}: the box's own ACME scheduler is on; two renewers would overwrite "
+            "each other's certificates (Cisco advises turning it off): turn off ACME on the "
+            "Expressway-E (Maintenance > Security > ACME) or leave this box to it",
+        )
+    return Problem(
+        "acme-on-box-unknown",
+        f"{plan.target}: could not read whether the box's own ACME scheduler is on (its "
+        "/api/raml lists no ACME resource this tool knows, or the answer did not say); check "
+        "Maintenance > Security > ACME on the Expressway-E and turn it off before renewing",
+    )
+
+
+def explain_eku(plan: Plan) -> str:
+    """One line for `plan` and the audit log: required EKUs and the rule that decided."""
+    names = " + ".join(EKU_NAMES.get(e, e) for e in plan.required_eku)
+    return f"{names} (rule {plan.eku_rule or '-'}: {plan.eku_reason or 'no reason recorded'})"
+
+
+def preflight(
+    plan: Plan,
+    ca_name: str,
+    ca_ekus: frozenset[str] | None,
+    *,
+    acme_scheduler: bool | None = False,
+) -> list[Problem]:
+    """Every problem that must stop a renewal before a CSR is generated. `acme_scheduler` is
+    what `ExpresswayClient.acme_scheduler()` read (None: unknown, which blocks)."""
     checks: list[Callable[[], Problem | None]] = [
         lambda: check_not_empty(plan),
         lambda: check_no_wildcard(plan),
         lambda: check_cluster_fqdn(plan),
         lambda: check_ca_delivers(plan, ca_name, ca_ekus),
+        lambda: check_acme_on_box(plan, acme_scheduler),
     ]
     return [p for p in (c() for c in checks) if p is not None]
+
+
+@dataclass(frozen=True)
+class ZoneReading:
+    """One zone as the box reported it (the fields of renewers.expressway.ZoneState)."""
+
+    name: str
+    state: str
+    reason: str = ""
+
+
+def check_zones(
+    target: str, zones: Sequence[ZoneReading], expected: Sequence[str] = ()
+) -> list[Problem]:
+    """Zones after an install: none read is a problem (not "every zone Active"), so is a
+    zone seen before (`expected`, from the snapshot) that is missing now, or one not Active."""
+    if not zones:
+        return [
+            Problem(
+                "no-zones-read",
+                f"{target}: the box reported no zones, so none could be checked; look at "
+                "Status > Zones on the box (a box without zones must say so in its config)",
+            )
+        ]
+    problems = [
+        Problem("zone-not-active", f"{target}: zone {z.name} is {z.state}: {z.reason}")
+        for z in zones
+        if z.state.lower() != "active"
+    ]
+    seen = {z.name for z in zones}
+    problems += [
+        Problem("zone-missing", f"{target}: zone {name} was there before and is not reported now")
+        for name in expected
+        if name not in seen
+    ]
+    return problems
 
 
 # --- validation of the issued certificate (step C) --------------------------------------
@@ -209,8 +312,13 @@ def check_eku(plan: Plan, facts: CertFacts, ca_name: str) -> Problem | None:
     return Problem(
         "eku-missing",
         f"{plan.target}: CA '{ca_name}' returned a certificate without {names}; "
-        f"{plan.version or 'this version'} {_role(plan.role)} requires it (FN74362); "
-        "use a template with both Server and Client Authentication",
+        f"{plan.version or 'this version'} {_role(plan.role)} {_kind(plan.cert_kind)}requires "
+        f"it (FN74362, rule {plan.eku_rule or '-'}); use a template with "
+        + (
+            "Client Authentication"
+            if plan.cert_kind == "client"
+            else "both Server and Client Authentication"
+        ),
     )
 
 
@@ -321,6 +429,10 @@ def validate(
         check_chain(plan, issued.leaf, issued.chain, anchors, now),
     ]
     return [r for r in results if r is not None]
+
+
+def _kind(kind: str) -> str:
+    return "client certificate " if kind == "client" else ""
 
 
 def _role(role: str | None) -> str:

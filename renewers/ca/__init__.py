@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 
 from monitor.config_ca import ACMEConfig, ADCSConfig, CAConfig, ESTConfig, ManualConfig
+from monitor.events import Event
 from renewers.ca.base import CAConnector
 
 
 def build_connector(
-    config: CAConfig, data_dir: Path, *, wait: timedelta = timedelta(minutes=2)
+    config: CAConfig,
+    data_dir: Path,
+    *,
+    wait: timedelta = timedelta(minutes=2),
+    events: Callable[[Event], Awaitable[None]] | None = None,
 ) -> CAConnector:
-    """The connector for one `[ca.NAME]` table; `wait` bounds an ACME submit/poll call."""
+    """The connector for one `[ca.NAME]` table; `wait` bounds an ACME submit/poll call;
+    `events` (the daemon's EventBus.publish) receives CA-level events (AcmeAccountRecreated)."""
     if isinstance(config, ACMEConfig):
         from renewers.ca.acme import ACMEConnector  # noqa: PLC0415 - loads acme/requests
 
-        return ACMEConnector(config, data_dir=data_dir, wait=wait)
+        return ACMEConnector(config, data_dir=data_dir, wait=wait, events=events)
     if isinstance(config, ESTConfig):
         from renewers.ca.est import ESTConnector  # noqa: PLC0415
 

@@ -5,6 +5,12 @@ CA wants it. An order is submitted once; its URL (and the CSR, for finalize) is 
 a later process resumes it by URL. Challenges are answered by a solver: RFC 2136 (dns01.py),
 a hook command (hook.py) or the HTTP-01 responder (http01.py). badNonce is retried, rate
 limits and Retry-After become Pending with the CA's time.
+
+Account recovery: when the CA answers `accountDoesNotExist` (a reset CA forgot the account),
+or `unauthorized` and the account URL then says deactivated/revoked or unknown, the connector
+registers again (the same key; a new key when the CA refuses the old one), saves the account
+(0600), publishes `AcmeAccountRecreated` and re-creates the order in progress with the same
+CSR: an order belongs to the account that made it, so the old one cannot be continued.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import base64
 import contextlib
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,6 +35,7 @@ from josepy.jwk import JWKEC
 
 from monitor import __version__
 from monitor.config_ca import ACMEConfig
+from monitor.events import AcmeAccountRecreated, Event
 from renewers.ca.base import (
     SERVER_AUTH,
     Capabilities,
@@ -42,6 +49,8 @@ from renewers.ca.base import (
     RenewalWindow,
     csr_pem,
     load_pem_certs,
+    log,
+    order_chain,
     parse_retry_after,
     pick_leaf,
     retry_at,
@@ -55,6 +64,9 @@ BAD_NONCE_RETRIES = 8
 # the clientAuth sunset); other profiles: the issued certificate tells.
 SERVER_ONLY_PROFILES = frozenset({"tlsserver", "shortlived", "classic"})
 DEFAULT_POLL = 2.0
+RATE_LIMIT_WAIT = 3600.0  # when a rateLimited answer names no Retry-After
+# Account states after which the CA refuses every request signed with the account's key.
+DEAD_ACCOUNT = frozenset({"deactivated", "revoked"})
 
 
 class _Network(client.ClientNetwork):
@@ -99,6 +111,7 @@ class ACMEConnector(ConnectorBase):
         solver: ChallengeSolver | None = None,
         wait: timedelta = timedelta(minutes=2),
         acme_client: client.ClientV2 | None = None,
+        events: Callable[[Event], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(config.name, "acme")
         self.config = config
@@ -122,6 +135,7 @@ class ACMEConnector(ConnectorBase):
         self._client = acme_client  # normally connected on first use
         self._lock = asyncio.Lock()
         self._live: set[str] = set()  # challenge tokens presented by this process
+        self._events = events  # the daemon's EventBus.publish: audit log and notifiers
 
     def __repr__(self) -> str:
         return f"ACMEConnector(name={self.name!r}, directory={self.config.directory!r}, solver={self.solver!r})"
@@ -146,9 +160,9 @@ class ACMEConnector(ConnectorBase):
         return HTTP01Responder(self, host, port)
 
     # --- account (worker thread) --------------------------------------------
-    def _account_key(self) -> JWKEC:
+    def _account_key(self, *, fresh: bool = False) -> JWKEC:
         path = self.state_dir / "account.key"
-        if path.exists():
+        if path.exists() and not fresh:
             key = serialization.load_pem_private_key(path.read_bytes(), None)
             assert isinstance(key, ec.EllipticCurvePrivateKey)
         else:
@@ -163,11 +177,26 @@ class ACMEConnector(ConnectorBase):
             )
         return JWKEC(key=key)
 
-    def _connect(self) -> client.ClientV2:
-        """Directory, account key and account URL; registers the account the first time."""
-        if self._client is not None:
+    def _account_file(self) -> Path:
+        return self.state_dir / "account.json"
+
+    def _saved_account(self) -> str | None:
+        """The account URL registered at this directory, if one is saved."""
+        path = self._account_file()
+        saved: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+        if saved.get("directory") == self.config.directory and saved.get("uri"):
+            return str(saved["uri"])
+        return None
+
+    def _connect(self, *, register: bool = False, fresh_key: bool = False) -> client.ClientV2:
+        """Directory, account key and account URL; registers the account the first time.
+
+        `register` registers even when an account is saved (the CA forgot it); `fresh_key`
+        replaces the account key first (the CA refuses the old one).
+        """
+        if self._client is not None and not register:
             return self._client
-        key = self._account_key()
+        key = self._account_key(fresh=fresh_key)
         verify: bool | str = str(self.config.trust_anchor) if self.config.trust_anchor else True
         net = _Network(
             key,
@@ -178,14 +207,9 @@ class ACMEConnector(ConnectorBase):
         )
         directory = client.ClientV2.get_directory(self.config.directory, net)
         acme = client.ClientV2(directory, net)
-        account_file = self.state_dir / "account.json"
-        saved: dict[str, Any] = {}
-        if account_file.exists():
-            saved = json.loads(account_file.read_text())
-        if saved.get("directory") == self.config.directory and saved.get("uri"):
-            net.account = messages.RegistrationResource(
-                uri=saved["uri"], body=messages.Registration()
-            )
+        saved_uri = self._saved_account()
+        if saved_uri is not None and not register:
+            net.account = messages.RegistrationResource(uri=saved_uri, body=messages.Registration())
         else:
             eab = None
             if self.config.eab_kid and self.config.eab_hmac:
@@ -213,7 +237,7 @@ class ACMEConnector(ConnectorBase):
                 regr = messages.RegistrationResource(uri=exc.location, body=messages.Registration())
             net.account = regr
             write_private(
-                account_file,
+                self._account_file(),
                 json.dumps({"directory": self.config.directory, "uri": regr.uri}).encode(),
             )
         self._client = acme
@@ -266,7 +290,8 @@ class ACMEConnector(ConnectorBase):
             "unauthorized": "check the account is allowed to order these names",
             "rejectedIdentifier": "the CA will not issue for one of the CSR's names: remove it",
             "badCSR": "the CA rejects the CSR (key type or size, or names): generate another",
-            "accountDoesNotExist": f"remove {self.state_dir / 'account.json'} to register again",
+            "accountDoesNotExist": "the account is registered again by itself; if this "
+            "repeats, the CA keeps losing accounts: report it to the CA",
             "invalidProfile": "set profile to one the directory lists",
         }
         return self.error(
@@ -292,32 +317,114 @@ class ACMEConnector(ConnectorBase):
         self.check_handle(handle, "csr", "order_url")
         return self.outcome("poll", await self._advance(json.loads(json.dumps(dict(handle)))))
 
-    async def _new_order(self, handle: dict[str, Any]) -> Pending | None:
+    async def _new_order(self, handle: dict[str, Any]) -> None:
         profile = handle.get("profile")
-        try:
-            orderr = await self._call(
-                "new_order",
-                lambda: self._connect().new_order(handle["csr"].encode(), profile=profile),
-            )
-        except CARequestError as exc:
-            if exc.reason != "rateLimited":
-                raise
-            wait = self._retry_after(3600.0)
-            return Pending(
-                handle, retry_at(wait), f"rate limited by the CA; new order in {wait:.0f}s"
-            )
+        orderr = await self._call(
+            "new_order",
+            lambda: self._connect().new_order(handle["csr"].encode(), profile=profile),
+        )
         handle["order_url"] = orderr.uri
-        return None
 
     def _retry_after(self, default: float) -> float:
         net = self._client.net if self._client is not None else None
         return parse_retry_after(getattr(net, "last_retry_after", None), default)
 
     async def _advance(self, handle: dict[str, Any]) -> Issued | Pending:
+        """Move the order forward. A rate limit on any request is a wait until the CA's
+        Retry-After (RFC 8555 6.6), with the order kept: the next poll continues it."""
+        try:
+            return await self._advance_recovering(handle)
+        except CARequestError as exc:
+            if exc.reason != "rateLimited":
+                raise
+            wait = self._retry_after(RATE_LIMIT_WAIT)
+            return Pending(
+                handle,
+                retry_at(wait),
+                f"rate limited by the CA; asking again in {wait:.0f}s ({exc})",
+            )
+
+    async def _advance_recovering(self, handle: dict[str, Any]) -> Issued | Pending:
+        """Move the order forward; once per call, recover an account the CA has lost."""
+        try:
+            return await self._advance_order(handle)
+        except CARequestError as exc:
+            cause = await self._account_lost(exc)
+            if cause is None:
+                raise
+        await self._recreate_account(handle, cause)
+        return await self._advance_order(handle)
+
+    async def _account_lost(self, exc: CARequestError) -> str | None:
+        """Why the CA no longer accepts our account, or None when `exc` means something else.
+
+        `accountDoesNotExist` says it directly. `unauthorized` is also what a CA answers to
+        names the account may not order, so the account URL is asked before acting on it.
+        """
+        if exc.reason == "accountDoesNotExist":
+            return "accountDoesNotExist"
+        if exc.reason != "unauthorized" or self._client is None:
+            return None
+        regr = self._client.net.account
+        if regr is None:
+            return None
+        try:
+            response = await self._call("account", lambda: self._post_as_get(regr.uri))
+        except CARequestError as probe:
+            lost = probe.reason in ("accountDoesNotExist", "unauthorized")
+            return probe.reason if lost else None
+        status = str(response.json().get("status", ""))
+        return status if status in DEAD_ACCOUNT else None
+
+    async def _recreate_account(self, handle: dict[str, Any], cause: str) -> None:
+        """Register again (a new key when the old one is refused) and drop the lost order."""
+        old = self._saved_account() or "(none saved)"
+        new_key = cause in DEAD_ACCOUNT
+        try:
+            await self._call("account", lambda: self._connect(register=True, fresh_key=new_key))
+        except CARequestError as exc:
+            if new_key or exc.reason != "unauthorized":
+                raise
+            new_key = True
+        if not new_key and self._saved_account() == old:
+            # The CA still binds our key to the account it refuses: a deactivated account's
+            # key stays refused (RFC 8555 7.3.6), so only a new key gets a new account.
+            new_key = True
+        if new_key and self._saved_account() == old:
+            await self._call("account", lambda: self._connect(register=True, fresh_key=True))
+        new = self._saved_account() or ""
+        order = "re-created" if handle.get("order_url") else "none"
+        await self._cleanup(handle)
+        handle["order_url"] = None
+        log.warning(
+            "ca.acme_account_recreated",
+            ca=self.name,
+            cause=cause,
+            old_account=old,
+            new_account=new,
+            new_key=new_key,
+            order=order,
+        )
+        if self._events is not None:
+            await self._events(
+                AcmeAccountRecreated(
+                    target=f"ca:{self.name}",
+                    time=utcnow(),
+                    ca=self.name,
+                    directory=self.config.directory,
+                    cause=cause,
+                    old_account=old,
+                    new_account=new,
+                    new_key=new_key,
+                    order=order,
+                )
+            )
+
+    async def _advance_order(self, handle: dict[str, Any]) -> Issued | Pending:
         """Move the order forward until issued, or until `wait` has passed."""
         deadline = time.monotonic() + self.wait
-        if handle.get("order_url") is None and (pending := await self._new_order(handle)):
-            return pending
+        if handle.get("order_url") is None:
+            await self._new_order(handle)
         csr = x509.load_pem_x509_csr(handle["csr"].encode())
         backoff = 0.2
         while True:
@@ -437,8 +544,9 @@ class ACMEConnector(ConnectorBase):
                 "report it to the CA; submit again",
                 reason="bad_response",
             )
-        chain = tuple(c for c in certs if c != leaf)
-        return Issued(leaf, chain, profile)
+        # RFC 8555 7.4.2 puts the leaf first, then each issuer; a CA that does not is read
+        # by the names, as the pipeline and the Expressway expect the issuing order.
+        return Issued(leaf, order_chain(leaf, certs), profile)
 
     async def ca_chain(self) -> tuple[x509.Certificate, ...]:
         """ACME publishes the chain with each certificate; without one, nothing to fetch."""
@@ -486,7 +594,7 @@ class ACMEConnector(ConnectorBase):
                 f"{self.config.directory}: ARI {'yes' if info['ari'] else 'no'}, "
                 f"profiles {', '.join(info['profiles']) or 'none'}",
             ),
-            CheckResult("account", True, f"account key in {self.state_dir} (0600)"),
+            await self._check_account(),
         ]
         if self.config.profile and info["profiles"] and self.config.profile not in info["profiles"]:
             results.append(
@@ -497,6 +605,30 @@ class ACMEConnector(ConnectorBase):
                 )
             )
         return results
+
+    async def _check_account(self) -> CheckResult:
+        """Whether the CA still accepts the saved account; a lost one is only reported here
+        (the next order registers again), so `ca-check` changes nothing at the CA."""
+        acme = await self._call("directory", self._connect)
+        regr = acme.net.account
+        if regr is None:
+            return CheckResult("account", True, "no account yet: the first order registers one")
+        uri = regr.uri
+        try:
+            response = await self._call("account", lambda: self._post_as_get(uri))
+            status = str(response.json().get("status", "unknown"))
+        except CARequestError as exc:
+            if exc.reason not in ("accountDoesNotExist", "unauthorized"):
+                raise
+            status = exc.reason
+        if status == "valid":
+            return CheckResult("account", True, f"{uri} valid; key in {self.state_dir} (0600)")
+        return CheckResult(
+            "account",
+            True,
+            f"the CA no longer accepts {uri} ({status}); the next order registers again "
+            "(event AcmeAccountRecreated)",
+        )
 
     async def aclose(self) -> None:
         await self.solver.aclose()

@@ -2,7 +2,12 @@
 certnew.p7b) with Basic, NTLM or Kerberos (Negotiate) auth through pyspnego.
 
 "Certificate Pending" (CA manager approval) becomes Pending with the request id in the handle;
-`poll` fetches certnew.cer for that id and never submits again. NTLM and Negotiate authenticate
+`poll` fetches certnew.cer for that id and never submits again. certsrv pages are localised
+(a Korean, German, Japanese or Chinese Windows Server answers in its language), so
+`read_certsrv_page` reads outcomes only from what the translation leaves alone: the element
+IDs of Microsoft's certsrv pages (locDenied, locInfoNewReq, locDispLabel, ...), the
+certnew.cer?ReqID= link, the `nReqId = N` script and hidden ReqID field, disposition codes and
+HRESULTs; English sentences are a last resort for pages that carry none of them. NTLM and Negotiate authenticate
 the TCP connection (IIS), so each connector keeps one connection and sends the channel binding
 of the server's certificate, which IIS Extended Protection = Required demands.
 """
@@ -15,6 +20,7 @@ import contextlib
 import html
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,12 +35,14 @@ from monitor.config_ca import ADCSConfig
 from renewers.ca.base import (
     EKU_NAMES,
     Capabilities,
+    CARequestError,
     CheckResult,
     ConnectorBase,
     Issued,
     Pending,
     RenewalWindow,
     client_ssl_context,
+    csr_der,
     csr_pem,
     load_pem_certs,
     order_chain,
@@ -44,11 +52,136 @@ from renewers.ca.httpclient import BROWSER_USER_AGENT, Reply, basic_auth, send
 
 PENDING_POLL = timedelta(minutes=5)
 _ISSUED = re.compile(r"certnew\.cer\?ReqID=(\d+)&")
-_PENDING = re.compile(r"Your Request Id is (\d+)\.")
-_DISPOSITION = re.compile(r'The disposition message is "([^"]*)', re.S)
-_RETRIEVED = re.compile(r"Disposition message:\s*(?:</B>)?\s*(?:</TD>)?\s*(?:<TD>)?([^<]*)", re.I)
+_REQ_ID = (
+    re.compile(r"\bnReqId\s*=\s*(\d+)"),  # certrspn.asp postLoad script
+    re.compile(r"Name\s*=\s*\"?ReqID\"?\s+Value\s*=\s*\"?(\d+)", re.I),  # hidden form field
+)
+_HRESULT = re.compile(r"\b0x(8[0-9a-f]{7})\b", re.I)
+_QUOTED = re.compile(  # "...", „...“, “...”, 「...」
+    r'"([^"]*)"|\u201e([^\u201c\u201d]*)[\u201c\u201d]'
+    r"|\u201c([^\u201d]*)\u201d|\u300c([^\u300d]*)\u300d"
+)
+_TAG = re.compile(r"<[^>]*>")
+# English wording, only for pages without the IDs above (customised certsrv sites).
+_PENDING_EN = re.compile(r"Your Request Id is (\d+)\.")
+_DISPOSITION_EN = re.compile(r'The disposition message is "([^"]*)', re.S)
 _RENEWALS = re.compile(r"var nRenewals=(\d+);")
-_TITLE = re.compile(r"<P ID=locPageTitle>.*?<B>([^<]*)</B>|<Title>([^<]*)</Title>", re.I | re.S)
+_TITLE = (
+    re.compile(r"ID=locPageTitle>(.*?)(?:</P>|<P\b|<!--|<Table)", re.I | re.S),
+    re.compile(r"<Title>([^<]*)</Title>", re.I),
+)
+
+# certcli.h dispositions, as certrser.asp prints them (hex) under locDispLabel.
+CR_DISP_DENIED, CR_DISP_ISSUED, CR_DISP_ISSUED_OUT_OF_BAND = 2, 3, 4
+CR_DISP_UNDER_SUBMISSION, CR_DISP_REVOKED = 5, 6
+# winerror.h HRESULTs a certsrv page may carry, and what to do about each.
+HRESULT_FIXES = {
+    0x80094800: "CERTSRV_E_UNSUPPORTED_CERT_TYPE: the template is not published on this CA",
+    0x80094012: "CERTSRV_E_TEMPLATE_DENIED: the account may not enroll on this template",
+    0x80094811: "CERTSRV_E_KEY_LENGTH: the key is shorter than the template's minimum",
+    0x80094004: "CERTSRV_E_PROPERTY_EMPTY: the CA has no such request",
+    0x80092004: "CRYPT_E_NOT_FOUND: the CA has no such request",
+    0x8009310B: "CRYPT_E_ASN1_BADTAG: the CA could not parse the CSR",
+    0x80070057: "E_INVALIDARG: the form was incomplete",
+}
+NOT_FOUND_HRESULTS = (0x80092004, 0x80094004)
+
+
+@dataclass(frozen=True)
+class CertsrvPage:
+    """What a certsrv answer page says, read without relying on its language."""
+
+    outcome: str  # issued | pending | denied | error | unknown
+    req_id: int | None = None
+    message: str = ""  # the CA's disposition message, in the CA's language
+    hresult: int | None = None
+    title: str = ""
+
+    def describe(self) -> str:
+        parts = [self.message or self.title or "no message"]
+        if self.hresult is not None and f"{self.hresult:08x}" not in self.message.lower():
+            parts.append(f"0x{self.hresult:08x}")
+        if self.hresult in HRESULT_FIXES:
+            parts.append(f"({HRESULT_FIXES[self.hresult]})")
+        return " ".join(parts)
+
+
+def _text(fragment: str) -> str:
+    return " ".join(html.unescape(_TAG.sub(" ", fragment)).split())
+
+
+def _has_id(page: str, *ids: str) -> bool:
+    return any(re.search(rf"\bID\s*=\s*\"?{i}\b", page, re.I) for i in ids)
+
+
+def _element(page: str, element_id: str) -> str | None:
+    """The text of the element with this ID (a P, LocID, TD or DD), tags removed."""
+    match = re.search(
+        rf"\bID\s*=\s*\"?{element_id}\b\"?[^>]*>(.*?)(?=</P>|<P\b|</LocID>|</DD>|</TD>|</DT>)",
+        page,
+        re.I | re.S,
+    )
+    return _text(match.group(1)) if match else None
+
+
+def _definition(page: str, label_id: str) -> str | None:
+    """certrser.asp's <DT ID=label>...</DT><DD>value</DD>: the value."""
+    match = re.search(rf"\bID\s*=\s*\"?{label_id}\b.*?</DT>\s*<DD>(.*?)</DD>", page, re.I | re.S)
+    return _text(match.group(1)) if match else None
+
+
+def _unquote(text: str) -> str:
+    """The message inside the sentence that quotes it ("...", „...“, “...”, 「...」)."""
+    match = _QUOTED.search(text)
+    if match is None:
+        return text
+    return next(g for g in match.groups() if g is not None).strip()
+
+
+def _hresult(*texts: str | None) -> int | None:
+    for text in texts:
+        if text and (match := _HRESULT.search(text)):
+            return int(match.group(1), 16)
+    return None
+
+
+def read_certsrv_page(page: str) -> CertsrvPage:
+    """Read the outcome of certfnsh.asp or certnew.cer from IDs, links, codes (any language)."""
+    title = next((_text(m.group(1)) for r in _TITLE if (m := r.search(page))), "")
+    if match := _ISSUED.search(page):
+        return CertsrvPage("issued", int(match.group(1)), title=title)
+    req_id = next((int(m.group(1)) for r in _REQ_ID if (m := r.search(page))), None)
+    if req_id is None:
+        found = _element(page, r"locReqId\w*")
+        if found and (digits := re.search(r"\d+", found)):
+            req_id = int(digits.group(0))
+    if _has_id(page, "locDenied", "locIssRev"):
+        sentence = _element(page, "locDispMsg") or _element(page, "locErrorMsg") or ""
+        message = _unquote(sentence)
+        return CertsrvPage("denied", req_id, message, _hresult(message, page), title)
+    if _has_id(page, "locInfoNewReq", "locInfoChkPnd"):
+        return CertsrvPage("pending", req_id, title=title)
+    disposition_text = _definition(page, "locDispLabel")
+    message = _definition(page, "locDispMsgLabel") or ""
+    result = _definition(page, "locResultLabel")
+    hresult = _hresult(message, result)
+    disposition = None
+    if disposition_text and (code := re.match(r"([0-9a-f]+)\b", disposition_text, re.I)):
+        disposition = int(code.group(1), 16)
+    if disposition == CR_DISP_UNDER_SUBMISSION:
+        return CertsrvPage("pending", req_id, message, hresult, title)
+    if disposition in (CR_DISP_DENIED, CR_DISP_REVOKED):
+        return CertsrvPage("denied", req_id, message, hresult, title)
+    if disposition is not None or _has_id(page, "locReqFailed", "locChkPndFailed"):
+        return CertsrvPage("error", req_id, message, hresult, title)
+    if match := _PENDING_EN.search(page):
+        return CertsrvPage("pending", int(match.group(1)), title=title)
+    if match := _DISPOSITION_EN.search(page):
+        message = _text(match.group(1))
+        return CertsrvPage("denied", req_id, message, _hresult(message), title)
+    return CertsrvPage("unknown", req_id, "", _hresult(page), title)
+
+
 _NTLM_HELP = (
     "check username (DOMAIN\\user or user@domain) and password and that the account may enroll "
     "on this template; NTLM needs MD4, which OpenSSL 3 only has in its legacy provider: this "
@@ -56,10 +189,6 @@ _NTLM_HELP = (
     "Extended Protection is 'Required', a TLS-terminating proxy or load balancer in front of "
     "IIS breaks the channel binding: connect to IIS directly or set it to 'Accept'"
 )
-
-
-def _one_line(text: str) -> str:
-    return " ".join(html.unescape(text).split())
 
 
 def channel_binding_token(server_cert_der: bytes) -> bytes:
@@ -146,6 +275,8 @@ class ADCSConnector(ConnectorBase):
             method,
             f"{self._url}/{path}",
             trust_fix="set trust_anchor to the PEM of the CA that signed the IIS server certificate",
+            tls_fix="check the url points at IIS's HTTPS port; this connector sends no client "
+            "certificate, so IIS SSL settings for certsrv must not require one",
             headers=headers,
             **kw,
         )
@@ -295,7 +426,22 @@ class ADCSConnector(ConnectorBase):
 
     # --- protocol ------------------------------------------------------------
     async def submit(self, csr: x509.CertificateSigningRequest) -> Issued | Pending:
-        return self.outcome("submit", await self._submit(csr))
+        return self.outcome("submit", await self._submit(csr), csr)
+
+    def _handle(self, req_id: int, csr: x509.CertificateSigningRequest | None) -> dict[str, Any]:
+        # The CSR (public) rides along so a later poll can check the key and what was dropped.
+        extra = {"csr": base64.b64encode(csr_der(csr)).decode()} if csr is not None else {}
+        return self.new_handle(req_id=req_id, template=self.config.template, **extra)
+
+    def _denied(self, step: str, answer: CertsrvPage) -> CARequestError:
+        fix = "ask the CA administrator; the disposition message says why"
+        if answer.hresult in (0x80094800, 0x80094012):
+            fix = (
+                f"check the template name {self.config.template!r} (the template's name, not "
+                "its display name) is published on this CA and the account may enroll"
+            )
+        what = f"request {answer.req_id}" if answer.req_id is not None else "the request"
+        return self.error(step, f"the CA denied {what}: {answer.describe()}", fix, reason="denied")
 
     async def _submit(self, csr: x509.CertificateSigningRequest) -> Issued | Pending:
         form = {
@@ -307,35 +453,42 @@ class ADCSConnector(ConnectorBase):
             "SaveCert": "yes",
         }
         reply = await self._request("submit", "POST", "certfnsh.asp", data=form)
-        page = reply.body.decode("utf-8", "replace")
-        if match := _ISSUED.search(page):
-            return await self._fetch(int(match.group(1)), csr)
-        if match := _PENDING.search(page):
-            handle = self.new_handle(req_id=int(match.group(1)), template=self.config.template)
+        answer = read_certsrv_page(reply.body.decode("utf-8", "replace"))
+        if answer.outcome == "issued" and answer.req_id is not None:
+            return await self._fetch(answer.req_id, csr)
+        if answer.outcome == "pending" and answer.req_id is not None:
             return Pending(
-                handle, retry_at(PENDING_POLL.total_seconds()), "waiting for a CA manager to issue"
+                self._handle(answer.req_id, csr),
+                retry_at(PENDING_POLL.total_seconds()),
+                f"request {answer.req_id}: waiting for a CA manager to issue",
             )
-        if match := _DISPOSITION.search(page):
-            message = _one_line(match.group(1))
-            fix = "ask the CA administrator; the disposition message says why"
-            if "template" in message.lower():
-                fix = (
-                    f"check the template name {self.config.template!r} (the template's name, not "
-                    "its display name) is published on this CA and the account may enroll"
-                )
+        if answer.outcome == "denied":
+            raise self._denied("submit", answer)
+        if answer.outcome == "error":
             raise self.error(
-                "submit", f"the CA denied the request: {message}", fix, reason="denied"
+                "submit",
+                f"the CA could not process the request: {answer.describe()}",
+                "check the CSR and the template; the CA's message says what failed",
+                reason="refused",
             )
         raise self.error(
             "submit",
-            f"unexpected answer page {self._title(page)!r}",
+            f"unexpected answer page {answer.title or 'without a title'!r}"
+            + (" (pending, but without a request id)" if answer.outcome == "pending" else ""),
             "check the url points at certsrv web enrollment",
             reason="bad_response",
         )
 
     async def poll(self, handle: Mapping[str, Any]) -> Issued | Pending:
         self.check_handle(handle, "req_id")
-        return self.outcome("poll", await self._fetch(int(handle["req_id"]), None, dict(handle)))
+        csr = None
+        if isinstance(handle.get("csr"), str):
+            try:
+                csr = x509.load_der_x509_csr(base64.b64decode(handle["csr"]))
+            except ValueError:
+                csr = None
+        result = await self._fetch(int(handle["req_id"]), csr, dict(handle))
+        return self.outcome("poll", result, csr)
 
     async def _fetch(
         self,
@@ -371,8 +524,6 @@ class ADCSConnector(ConnectorBase):
             chain = await self.ca_chain()
             return Issued(leaf, order_chain(leaf, list(chain)))
         page = reply.body.decode("utf-8", "replace")
-        found = _RETRIEVED.search(page) or _DISPOSITION.search(page)
-        message = _one_line(found.group(1)) if found else ""
         if "-----BEGIN CERTIFICATE-----" in page:
             raise self.error(
                 "retrieve",
@@ -380,31 +531,33 @@ class ADCSConnector(ConnectorBase):
                 "the server wants a browser-like User-Agent; a proxy may be rewriting it",
                 reason="bad_response",
             )
-        if "CRYPT_E_NOT_FOUND" in message or "Cannot find" in message:
+        answer = read_certsrv_page(page)
+        if answer.hresult in NOT_FOUND_HRESULTS:
             raise self.error(
                 "retrieve",
-                f"request {req_id} is not in the CA database ({message})",
+                f"request {req_id} is not in the CA database ({answer.describe()})",
                 "submit the CSR again",
                 reason="not_found",
             )
-        if "Taken Under Submission" in message or (not message and "pending" in page.lower()):
-            handle = handle or self.new_handle(req_id=req_id, template=self.config.template)
+        if answer.outcome == "pending":
             return Pending(
-                handle,
+                handle or self._handle(req_id, csr),
                 retry_at(PENDING_POLL.total_seconds()),
-                f"request {req_id}: {message or 'pending'}",
+                f"request {req_id}: {answer.message or 'pending'}",
+            )
+        if answer.outcome == "denied":
+            raise self.error(
+                "retrieve",
+                f"request {req_id} was not issued: {answer.describe()}",
+                "ask the CA administrator; submit a new CSR once fixed",
+                reason="denied",
             )
         raise self.error(
             "retrieve",
-            f"request {req_id} was not issued: {message or self._title(page)}",
-            "ask the CA administrator; submit a new CSR once fixed",
-            reason="denied",
+            f"request {req_id}: unexpected answer ({answer.outcome}: {answer.describe()})",
+            "check the url points at certsrv web enrollment; tell the CA administrator",
+            reason="bad_response",
         )
-
-    @staticmethod
-    def _title(page: str) -> str:
-        match = _TITLE.search(page)
-        return _one_line((match.group(1) or match.group(2)) if match else page[:80])
 
     async def ca_chain(self) -> tuple[x509.Certificate, ...]:
         page = (await self._request("cacerts", "GET", "certcarc.asp")).body.decode(

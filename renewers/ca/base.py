@@ -2,7 +2,9 @@
 
 A connector takes a PKCS#10 CSR made on the Expressway and returns `Issued` (leaf + chain)
 or `Pending` (a JSON-serialisable handle and when to ask again); `poll(handle)` continues a
-request, also in a later process. Errors:
+request, also in a later process. `Issued.dropped` says what the CSR asked for that the CA
+left out of the certificate (SANs, EKUs, key usages, subject fields), the same for every
+CA kind (`dropped_from`). Errors:
 
 CAError (monitor.errors)
  +-- CARequestError    one request to the CA failed; `reason` labels
@@ -16,7 +18,7 @@ import os
 import ssl
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -48,12 +50,55 @@ class CARequestError(CAError):
 
 
 @dataclass(frozen=True)
+class Dropped:
+    """What a CSR asked for that the issued certificate does not carry (empty: nothing)."""
+
+    sans: tuple[str, ...] = ()  # "DNS:name", "IP:address", "email:...", "URI:..."
+    ekus: tuple[str, ...] = ()  # "serverAuth", "clientAuth" or a dotted OID
+    key_usages: tuple[str, ...] = ()  # RFC 5280 names: digitalSignature, keyEncipherment, ...
+    subject: tuple[str, ...] = ()  # RFC 4514 attributes: "O=Example", "L=Oslo"
+
+    def __bool__(self) -> bool:
+        return bool(self.sans or self.ekus or self.key_usages or self.subject)
+
+    @property
+    def breaks_service(self) -> bool:
+        """SANs, EKUs or key usages went missing: TLS peers may refuse the certificate."""
+        return bool(self.sans or self.ekus or self.key_usages)
+
+    def describe(self) -> str:
+        """One line for people: 'SANs DNS:b.example.com; EKUs clientAuth'."""
+        parts = [
+            f"{label} {', '.join(items)}"
+            for label, items in (
+                ("SANs", self.sans),
+                ("EKUs", self.ekus),
+                ("key usages", self.key_usages),
+                ("subject fields", self.subject),
+            )
+            if items
+        ]
+        return "; ".join(parts) or "nothing"
+
+    def to_json(self) -> dict[str, list[str]]:
+        return {
+            "sans": list(self.sans),
+            "ekus": list(self.ekus),
+            "key_usages": list(self.key_usages),
+            "subject": list(self.subject),
+        }
+
+
+@dataclass(frozen=True)
 class Issued:
-    """The CA issued the certificate: the leaf, and the chain above it (issuing CA first)."""
+    """The CA issued the certificate: the leaf, and the chain above it (issuing CA first).
+
+    `dropped` is None when the connector did not know the CSR (nothing was compared)."""
 
     leaf: x509.Certificate
     chain: tuple[x509.Certificate, ...]
     profile: str | None = None
+    dropped: Dropped | None = None
 
 
 @dataclass(frozen=True)
@@ -148,9 +193,26 @@ class ConnectorBase:
             f"CA {self.name!r}: {step}: {problem}; {fix}", reason=reason, retryable=retryable
         )
 
-    def outcome(self, step: str, result: Issued | Pending) -> Issued | Pending:
-        """Log what a submit or poll came to (never secrets: handles hold none)."""
+    def outcome(
+        self,
+        step: str,
+        result: Issued | Pending,
+        csr: x509.CertificateSigningRequest | None = None,
+    ) -> Issued | Pending:
+        """Log what a submit or poll came to (never secrets: handles hold none); with the
+        CSR, also compare the certificate with it and record what the CA dropped."""
+        if isinstance(result, Issued) and csr is not None and result.dropped is None:
+            result = replace(result, dropped=dropped_from(csr, result.leaf))
         if isinstance(result, Issued):
+            if result.dropped:
+                log.warning(
+                    "ca.dropped",
+                    ca=self.name,
+                    kind=self.kind,
+                    step=step,
+                    serial=f"{result.leaf.serial_number:x}",
+                    dropped=result.dropped.describe(),
+                )
             log.info(
                 "ca.issued",
                 ca=self.name,
@@ -217,6 +279,84 @@ class ConnectorBase:
             )
 
 
+_KEY_USAGES = (
+    "digital_signature",
+    "content_commitment",
+    "key_encipherment",
+    "data_encipherment",
+    "key_agreement",
+    "key_cert_sign",
+    "crl_sign",
+)
+_EKU_LABELS = {oid: name for name, oid in EKU_NAMES.items()}
+_ANY_EKU = ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE
+
+
+def _extension(
+    holder: x509.Certificate | x509.CertificateSigningRequest, kind: type[x509.ExtensionType]
+) -> Any:
+    try:
+        return holder.extensions.get_extension_for_class(kind).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _general_name(name: x509.GeneralName) -> str:
+    if isinstance(name, x509.DNSName):
+        return f"DNS:{name.value.lower().rstrip('.')}"
+    if isinstance(name, x509.IPAddress):
+        return f"IP:{name.value}"
+    if isinstance(name, x509.RFC822Name):
+        return f"email:{name.value.lower()}"
+    if isinstance(name, x509.UniformResourceIdentifier):
+        return f"URI:{name.value}"
+    return f"{type(name).__name__}:{name.value}"
+
+
+def _key_usages(value: x509.KeyUsage) -> set[str]:
+    used = {attr for attr in _KEY_USAGES if getattr(value, attr)}
+    if value.key_agreement:
+        used |= {a for a in ("encipher_only", "decipher_only") if getattr(value, a)}
+    return used
+
+
+def _camel(snake: str) -> str:
+    head, *rest = snake.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def dropped_from(csr: x509.CertificateSigningRequest, leaf: x509.Certificate) -> Dropped:
+    """Compare an issued certificate with the CSR it answers: what did the CA leave out?
+
+    An extension the certificate does not carry at all (EKU, key usage) restricts nothing
+    (RFC 5280 4.2.1.3, 4.2.1.12), so only a narrower one counts as dropping."""
+    asked_san = _extension(csr, x509.SubjectAlternativeName)
+    got_san = _extension(leaf, x509.SubjectAlternativeName)
+    got_names = {_general_name(n) for n in got_san} if got_san is not None else set()
+    sans = [
+        label
+        for label in dict.fromkeys(_general_name(n) for n in (asked_san or []))
+        if label not in got_names
+    ]
+    asked_eku = _extension(csr, x509.ExtendedKeyUsage)
+    got_eku = _extension(leaf, x509.ExtendedKeyUsage)
+    ekus: list[str] = []
+    if asked_eku is not None and got_eku is not None and _ANY_EKU not in got_eku:
+        ekus = [
+            _EKU_LABELS.get(oid.dotted_string, oid.dotted_string)
+            for oid in asked_eku
+            if oid not in got_eku and oid != _ANY_EKU
+        ]
+    asked_ku = _extension(csr, x509.KeyUsage)
+    got_ku = _extension(leaf, x509.KeyUsage)
+    key_usages: list[str] = []
+    if asked_ku is not None and got_ku is not None:
+        key_usages = [_camel(u) for u in sorted(_key_usages(asked_ku) - _key_usages(got_ku))]
+    got_subject = {(a.oid, str(a.value)) for a in leaf.subject}
+    subject = [a.rfc4514_string() for a in csr.subject if (a.oid, str(a.value)) not in got_subject]
+    return Dropped(tuple(sans), tuple(ekus), tuple(key_usages), tuple(subject))
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -245,6 +385,10 @@ def parse_retry_after(value: str | None, default: float) -> float:
 
 def csr_pem(csr: x509.CertificateSigningRequest) -> bytes:
     return csr.public_bytes(serialization.Encoding.PEM)
+
+
+def csr_der(csr: x509.CertificateSigningRequest) -> bytes:
+    return csr.public_bytes(serialization.Encoding.DER)
 
 
 def cert_pem(cert: x509.Certificate) -> bytes:
@@ -297,14 +441,27 @@ def pick_leaf(
 
 
 def client_ssl_context(
-    trust_anchor: Path | None, client_cert: Path | None = None, client_key: Path | None = None
+    trust_anchor: Path | None,
+    client_cert: Path | None = None,
+    client_key: Path | None = None,
+    key_password: str | None = None,
 ) -> ssl.SSLContext:
-    """Verify the CA's TLS server against the configured anchor (system roots when None)."""
+    """Verify the CA's TLS server against the configured anchor (system roots when None);
+    present `client_cert` (PEM, with its key, encrypted when `key_password`) when given."""
     ctx = ssl.create_default_context(cafile=str(trust_anchor) if trust_anchor else None)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if client_cert is not None:
-        ctx.load_cert_chain(str(client_cert), str(client_key) if client_key else None)
+        ctx.load_cert_chain(
+            str(client_cert),
+            str(client_key) if client_key else None,
+            password=key_password if key_password is not None else _no_password,
+        )
     return ctx
+
+
+def _no_password() -> str:
+    # Without a callback OpenSSL would prompt on the terminal for an encrypted key.
+    raise ssl.SSLError("the client key is encrypted and no client_key_password is set")
 
 
 def write_private(path: Path, data: bytes) -> None:

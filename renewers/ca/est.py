@@ -1,5 +1,12 @@
 """EST connector (RFC 7030, RFC 8951): cacerts, simpleenroll/simplereenroll, csrattrs, labels,
-HTTP Basic or TLS client-certificate auth, 202 + Retry-After as Pending.
+HTTP Basic and/or TLS client-certificate (RA) auth, 202 + Retry-After as Pending.
+
+Bodies are sent as base64 in 64-column lines with `Content-Transfer-Encoding: base64`:
+servers built on Cisco libest read the CSR through OpenSSL's line-oriented base64 BIO
+(`est_server_parse_csr`), which decodes nothing from one long unbroken line, and answer
+HTTP 400 "Invalid or corrupted pkcs10 request". Answers are read in any line ending, as
+base64, binary DER or PEM, under `application/pkcs7-mime` with or without
+`smime-type=certs-only`.
 
 A pending request is continued by sending the same CSR again (RFC 7030 section 4.2.3), so
 the handle carries the CSR; the CA recognises it and does not open a second request.
@@ -45,6 +52,34 @@ _OID_NAMES = {
     "1.2.840.10045.2.1": "id-ecPublicKey",
     "1.2.840.113549.1.1.1": "rsaEncryption",
 }
+
+
+BASE64_COLUMNS = 64
+PKCS7_TYPES = (
+    "application/pkcs7-mime",
+    "application/pkcs7",
+    "application/x-pkcs7-mime",
+    "application/x-pkcs7-certificates",
+)
+
+
+def encode_body(der: bytes) -> bytes:
+    """DER as base64 in 64-column CRLF-terminated lines (RFC 2045 allows at most 76), the
+    shape OpenSSL's PEM/BIO base64 writer produces and its line-oriented reader needs."""
+    text = base64.b64encode(der)
+    lines = [text[i : i + BASE64_COLUMNS] for i in range(0, len(text), BASE64_COLUMNS)]
+    return b"".join(line + b"\r\n" for line in lines)
+
+
+def media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
+    """`application/pkcs7-mime; smime-type="certs-only"` -> (type, {"smime-type": "certs-only"})."""
+    main, *params = (content_type or "").split(";")
+    parsed: dict[str, str] = {}
+    for param in params:
+        key, sep, value = param.partition("=")
+        if sep:
+            parsed[key.strip().lower()] = value.strip().strip('"').lower()
+    return main.strip().lower(), parsed
 
 
 def decode_body(body: bytes, transfer_encoding: str | None) -> bytes:
@@ -128,16 +163,21 @@ class ESTConnector(ConnectorBase):
                 "set username + password or client_cert + client_key",
                 reason="config",
             )
+        password = config.client_key_password
         try:
             self._ssl = client_ssl_context(
-                config.trust_anchor, config.client_cert, config.client_key
+                config.trust_anchor,
+                config.client_cert,
+                config.client_key,
+                password.reveal() if password is not None else None,
             )
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             raise self.error(
                 "config",
                 f"cannot load trust_anchor or client_cert/client_key ({exc})",
                 "give PEM files: the CA certificate that signed the EST server's TLS "
-                "certificate, and a matching client certificate and key",
+                "certificate, and a client certificate with its key (client_key_password "
+                "when the key is encrypted)",
                 reason="config",
             ) from None
         self._session: aiohttp.ClientSession | None = None
@@ -179,8 +219,8 @@ class ESTConnector(ConnectorBase):
             if reply.status == 401:
                 raise self.error(
                     step,
-                    "the EST server refused our credentials (HTTP 401)",
-                    "check username/password, or that client_cert is one the CA accepts",
+                    f"the EST server refused our credentials (HTTP 401{self._offered(reply)})",
+                    self._auth_fix(),
                     reason="auth",
                 )
             if reply.status == 404:
@@ -199,15 +239,55 @@ class ESTConnector(ConnectorBase):
                     retryable=True,
                 )
             if reply.status >= 400:
+                fix = "fix what the CA says, then submit again"
+                if reply.status == 400 and step in ("simpleenroll", "simplereenroll"):
+                    fix = (
+                        "check the CSR; a libest-based server also answers this when it "
+                        "requires proof-of-possession (tls-unique in the CSR), which a CSR made "
+                        "on the Expressway cannot carry: authenticate with an RA certificate "
+                        "(client_cert with EKU id-kp-cmcRA) or ask the CA operator to turn "
+                        "PoP off for this label"
+                    )
                 raise self.error(
                     step,
                     f"the EST server refused the request (HTTP {reply.status}: {reply.text()})",
-                    "fix what the CA says, then submit again",
+                    fix,
                     reason="refused",
                 )
             return reply
 
+    @staticmethod
+    def _offered(reply: Reply) -> str:
+        offered = ", ".join(
+            h.split(" ", 1)[0] for h in reply.headers.getall("WWW-Authenticate", [])
+        )
+        return f"; it asks for {offered}" if offered else ""
+
+    def _auth_fix(self) -> str:
+        if self.config.username is None:
+            return (
+                "the server did not accept the client certificate alone: check client_cert is "
+                "one its RA/client CA issued, or add username + password if it also wants "
+                "HTTP Basic"
+            )
+        if self.config.client_cert is None:
+            return (
+                "check username/password; if the server authenticates clients by certificate, "
+                "set client_cert + client_key (an RA certificate it accepts)"
+            )
+        return "check username/password and that client_cert is one the CA accepts"
+
     def _certs(self, step: str, reply: Reply) -> list[x509.Certificate]:
+        kind, params = media_type(reply.headers.get("Content-Type"))
+        smime = params.get("smime-type", "certs-only")
+        if (kind and kind not in PKCS7_TYPES) or smime != "certs-only":
+            raise self.error(
+                step,
+                f"the answer is {reply.headers.get('Content-Type')!r}, not a PKCS#7 "
+                f"certs-only bag ({reply.text(120)})",
+                "check the url points at an EST server and not at a login page or proxy",
+                reason="bad_response",
+            )
         der = decode_body(reply.body, reply.headers.get("Content-Transfer-Encoding"))
         try:
             return pkcs7.load_der_pkcs7_certificates(der)
@@ -246,12 +326,12 @@ class ESTConnector(ConnectorBase):
     async def submit(self, csr: x509.CertificateSigningRequest) -> Issued | Pending:
         der_b64 = base64.b64encode(csr.public_bytes(serialization.Encoding.DER)).decode()
         handle = self.new_handle(csr=der_b64, operation=self.config.operation)
-        return self.outcome("submit", await self._enroll(handle, csr))
+        return self.outcome("submit", await self._enroll(handle, csr), csr)
 
     async def poll(self, handle: Mapping[str, Any]) -> Issued | Pending:
         self.check_handle(handle, "csr", "operation")
         csr = x509.load_der_x509_csr(base64.b64decode(handle["csr"]))
-        return self.outcome("poll", await self._enroll(dict(handle), csr))
+        return self.outcome("poll", await self._enroll(dict(handle), csr), csr)
 
     async def _enroll(
         self, handle: dict[str, Any], csr: x509.CertificateSigningRequest
@@ -261,7 +341,7 @@ class ESTConnector(ConnectorBase):
             op,
             "POST",
             op,
-            data=str(handle["csr"]).encode(),
+            data=encode_body(base64.b64decode(handle["csr"])),
             headers={"Content-Type": "application/pkcs10", "Content-Transfer-Encoding": "base64"},
         )
         if reply.status == 202:

@@ -22,6 +22,13 @@ def basic_auth(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 
 
+_TLS_FIX = (
+    "check the URL points at the CA's HTTPS port; if the server requires a TLS client "
+    "certificate (an RA certificate), set client_cert + client_key to one it trusts and check "
+    "they belong together"
+)
+
+
 @dataclass(frozen=True)
 class Reply:
     status: int
@@ -44,6 +51,7 @@ async def send(
     url: str,
     *,
     trust_fix: str,
+    tls_fix: str = _TLS_FIX,
     **kwargs: object,
 ) -> Reply:
     """Send one request; transport and TLS failures become CARequestError."""
@@ -60,16 +68,31 @@ async def send(
         ) from None
     except aiohttp.ClientSSLError as exc:
         raise owner.error(
-            step,
-            f"TLS handshake with {url} failed ({exc})",
-            "check the URL points at the CA's HTTPS port and that client_cert/client_key match",
-            reason="tls",
+            step, f"TLS handshake with {url} failed ({exc})", tls_fix, reason="tls"
         ) from None
+    except aiohttp.ClientConnectorError as exc:
+        if exc.ssl is not None and isinstance(exc.os_error, ConnectionResetError):
+            # Servers that demand a client certificate often just drop the handshake.
+            raise owner.error(
+                step,
+                f"{url} closed the connection during the TLS handshake",
+                tls_fix,
+                reason="tls",
+            ) from None
+        raise _unreachable(owner, step, url, exc) from None
     except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-        raise owner.error(
-            step,
-            f"cannot reach {url} ({type(exc).__name__}: {exc or 'timed out'})",
-            "check the URL, DNS and firewall; the request is retried later",
-            reason="unreachable",
-            retryable=True,
-        ) from None
+        if "certificate required" in str(exc).lower():  # TLS 1.3: alert after the handshake
+            raise owner.error(
+                step, f"{url} requires a TLS client certificate ({exc})", tls_fix, reason="tls"
+            ) from None
+        raise _unreachable(owner, step, url, exc) from None
+
+
+def _unreachable(owner: ConnectorBase, step: str, url: str, exc: Exception) -> Exception:
+    return owner.error(
+        step,
+        f"cannot reach {url} ({type(exc).__name__}: {exc or 'timed out'})",
+        "check the URL, DNS and firewall; the request is retried later",
+        reason="unreachable",
+        retryable=True,
+    )

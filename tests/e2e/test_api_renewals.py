@@ -1,4 +1,4 @@
-"""The renewal API of a running daemon: list, detail, token-protected approve."""
+"""The renewal API of a running daemon: list, detail, token-protected approve and cancel."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import os
 import time
 
 import aiohttp
+from cryptography.hazmat.primitives import hashes
 
 from lab.est import ESTSimulator
 from lab.renewal import add_renewal, est_ca_section, set_daemon_keys
 from lab.topology import Lab
 from monitor.config import load_config
 from monitor.daemon import Daemon
+from monitor.facts import load_certificates
 
 TOKEN = "approve-token-0123456789"
 
@@ -84,6 +86,60 @@ async def test_approve_over_the_api(tmp_path):
                     )
                     assert "expressway_renewal_last_success_timestamp_seconds" in metrics
                     assert TOKEN not in metrics
+            finally:
+                await daemon.stop()
+    finally:
+        est.stop()
+
+
+async def test_cancel_over_the_api_then_start_afresh(tmp_path):
+    """Issue 13, finding 3: a token-protected cancel from any state; the approval request
+    names the new CA's fingerprints (finding 2)."""
+    est = ESTSimulator().start()
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    os.chmod(token_file, 0o600)
+    try:
+        async with Lab(tmp_path / "lab", restart_seconds=0.3, cert_days=10) as lab:
+            path = lab.write_config(tmp_path / "certd.toml")
+            text = add_renewal(path.read_text(), "expe-c1", 'ca = "lab-est", approval = "manual"')
+            text = set_daemon_keys(
+                text, listen="127.0.0.1:0", renewal_check="0.5s", api_token=f"file:{token_file}"
+            )
+            path.write_text(text + est_ca_section(est, tmp_path))
+            daemon = Daemon(load_config(path))
+            await daemon.start()
+            base = f"http://127.0.0.1:{daemon.http_port}/api/v1"
+            try:
+                async with aiohttp.ClientSession() as session:
+                    (row,) = await wait_for(
+                        session,
+                        f"{base}/renewals",
+                        lambda b: b and b[0]["stage"] == "approve" and b[0]["status"] == "waiting",
+                    )
+                    rid = row["id"]
+                    async with session.get(f"{base}/events?limit=1000") as resp:
+                        events = await resp.json()
+                    (approval,) = [e for e in events if e["type"] == "ApprovalRequired"]
+                    est_root = load_certificates(est.trust_anchor.read_bytes())[0]
+                    root_sha = est_root.fingerprint(hashes.SHA256()).hex()
+                    assert root_sha in approval["payload"]["new_ca_sha256"]
+                    assert root_sha in approval["summary"]
+
+                    url = f"{base}/renewals/{rid}/cancel"
+                    async with session.post(url) as resp:
+                        assert resp.status == 401
+                    auth = {"Authorization": f"Bearer {TOKEN}"}
+                    async with session.post(url + "?by=carol", headers=auth) as resp:
+                        assert resp.status == 200, await resp.text()
+                        assert (await resp.json())["status"] == "cancelled"
+                    async with session.post(url, headers=auth) as resp:
+                        assert resp.status == 409  # already cancelled
+                    assert lab.expressway_c.uploads == 0  # cancelled before install
+                    renew = f"{base}/targets/expe-c1/renew"
+                    async with session.post(renew, headers=auth) as resp:
+                        assert resp.status == 202
+                        assert (await resp.json())["id"] != rid
             finally:
                 await daemon.stop()
     finally:

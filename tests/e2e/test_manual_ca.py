@@ -94,3 +94,64 @@ async def test_manual_ca_with_provide(tmp_path):
             for connector in connectors.values():
                 await connector.aclose()
             await store.close()
+
+
+async def test_provide_with_a_rogue_chain_plants_no_ca(tmp_path):
+    """Issue 13, finding 2: `provide --chain rogue.pem` must not put the rogue CA into any
+    trust store (approval auto): the chain does not lead to the root pinned for the CA."""
+    portal_root = CA.create("Portal Root CA")
+    chain_file = tmp_path / "portal-chain.pem"
+    chain_file.write_bytes(cert_pem(portal_root.cert))
+    rogue_root = CA.create("Portal Root CA")  # same name, another key
+    rogue = CA.create("Rogue Issuing CA", parent=rogue_root)
+    async with Lab(tmp_path / "lab", restart_seconds=0.3) as lab:
+        path = lab.write_config(tmp_path / "certd.toml")
+        text = add_renewal(path.read_text(), "expe-c1", 'ca = "portal", approval = "auto"')
+        text += f'\n[ca.portal]\nkind = "manual"\ncsr_dir = "{tmp_path / "csrs"}"\nchain = "{chain_file}"\n'
+        path.write_text(text)
+        config = load_config(path)
+        store = await Store.open(config.daemon.state)
+        connectors = {"portal": build_connector(config.cas["portal"], config.daemon.data_dir)}
+        pipeline = Pipeline(
+            config, store, EventBus(), Prober(TrustStore([lab.ca_bundle_path])), connectors
+        )
+        c, e, cucm = lab.expressway_c, lab.expressway_e, lab.cucm
+        before = (
+            list(c.trusted_cas),
+            list(e.trusted_cas),
+            {k: list(v) for k, v in cucm.trust.items()},
+        )
+        try:
+            row = await pipeline.run((await pipeline.start("expe-c1", "test")).id)
+            csr = x509.load_pem_x509_csr(row.data["csr_pem"].encode())
+            names = [
+                n.value
+                for n in csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            ]
+            leaf, _ = rogue.issue(names[0], names, public_key=csr.public_key())
+            (tmp_path / "leaf.pem").write_bytes(cert_pem(leaf))
+            (tmp_path / "rogue.pem").write_bytes(cert_pem(rogue.cert) + cert_pem(rogue_root.cert))
+            code, _, err = await cli(
+                "provide", row.id, "--config", str(path),
+                "--cert", str(tmp_path / "leaf.pem"), "--chain", str(tmp_path / "rogue.pem"),
+            )  # fmt: skip
+            assert code == 0, err
+
+            row = await pipeline.run(row.id)
+            assert (row.status, row.stage) == ("blocked", "validate"), row.message
+            assert row.message.startswith("expe-c1: validate:")
+            assert "does not chain to a root pinned for CA 'portal'" in row.message
+            assert "trust_anchors" in row.message and "provide" in row.message
+            after = (
+                list(c.trusted_cas),
+                list(e.trusted_cas),
+                {k: list(v) for k, v in cucm.trust.items()},
+            )
+            assert after == before
+            assert rogue.cert not in c.trusted_cas and rogue_root.cert not in e.trusted_cas
+            assert (c.uploads, c.restart_count) == (0, 0)
+            assert sum(cucm.restarts.values()) == 0
+        finally:
+            for connector in connectors.values():
+                await connector.aclose()
+            await store.close()

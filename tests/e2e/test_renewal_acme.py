@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from lab.topology import Lab
 from renewers.pipeline import STAGES
@@ -31,6 +32,8 @@ async def test_acme_dns01_renewal_from_pebble(
     monkeypatch.setenv("CERTD_TEST_TSIG", bind9.tsig_secret)
     monkeypatch.setenv("CERTD_TEST_EAB", pebble.eab_hmac or "")
     harness = acme_harness(tmp_path, pebble, bind9)
+    anchors = tmp_path / "pebble-roots.pem"
+    anchors.write_bytes(b"".join(r.public_bytes(Encoding.PEM) for r in pebble.roots()))
     async with Lab(
         tmp_path / "lab",
         domain=ZONE,
@@ -44,7 +47,11 @@ async def test_acme_dns01_renewal_from_pebble(
             lab,
             tmp_path,
             {c.name: f'ca = "{harness.name}", key_length = 2048'},
-            "\n" + harness.toml,
+            # the operator pins Pebble's issuing root for trust distribution
+            "\n"
+            + harness.toml.replace(
+                'kind = "acme"\n', f'kind = "acme"\ntrust_anchors = "{anchors}"\n', 1
+            ),
             port=port,
             trust=pebble.roots(),  # ACME sends no root: the operator trusts the CA's
         )

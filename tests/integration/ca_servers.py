@@ -1,9 +1,11 @@
 """Real CA servers and lab simulators for the CA connector tests: BIND9 (RFC 2136 + TSIG),
-Pebble (ACME) pointed at that BIND9, the lab EST CA and the lab AD CS certsrv.
+Pebble (ACME) pointed at that BIND9, the lab EST CA, the lab AD CS certsrv, and for the
+manual kind an operator who signs the CSR file with a lab CA.
 
 Pebble and BIND9 start once per session; simulators per test. A test module imports the
 fixture functions it uses (`bind9_server`, `pebble_server`, `harness_fixture`, ...); their
-fixture names are `bind9`, `pebble`, `harness`.
+fixture names are `bind9`, `pebble`, `harness` (the kinds that talk to a CA server) and `ca`
+(every kind, manual included).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import secrets
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -34,13 +36,21 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from lab.adcs import ADCSSimulator
 from lab.est import ESTSimulator
-from lab.pki import CA, SERVER_AUTH, write_key_and_chain
+from lab.pki import CA, SERVER_AUTH, cert_pem, write_key_and_chain
 from monitor.config import Secret
-from monitor.config_ca import ACMEConfig, ADCSConfig, CAConfig, ESTConfig, RFC2136Config
+from monitor.config_ca import (
+    ACMEConfig,
+    ADCSConfig,
+    CAConfig,
+    ESTConfig,
+    ManualConfig,
+    RFC2136Config,
+)
 from renewers.ca.acme import ACMEConnector
 from renewers.ca.adcs import ADCSConnector
 from renewers.ca.base import CAConnector, Issued, Pending
 from renewers.ca.est import ESTConnector
+from renewers.ca.manual import ManualConnector
 from tests.conftest import need_binary
 
 ZONE = "lab.test"
@@ -158,12 +168,30 @@ class Pebble:
     eab_kid: str | None
     eab_hmac: str | None
     proc: subprocess.Popen[bytes] = field(repr=False)
+    argv: list[str] = field(default_factory=list, repr=False)
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    log: Path = field(default=Path("/dev/null"), repr=False)
+
+    def restart(self) -> None:
+        """Stop and start Pebble on the same ports: it keeps accounts and orders in memory
+        only, so the new process has forgotten every account, as a reset CA has."""
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.proc = _spawn_pebble(self.argv, self.env, self.log)
+        for url in (self.directory_url, self.management_url):
+            port = int(url.split(":")[2].split("/")[0])
+            wait_port(port, self.proc, "pebble", self.log)
 
     def roots(self) -> list[x509.Certificate]:
         text = requests.get(
             f"{self.management_url}/roots/0", verify=str(self.trust_anchor), timeout=5
         ).text
         return x509.load_pem_x509_certificates(text.encode())
+
+
+def _spawn_pebble(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
 def start_pebble(
@@ -200,14 +228,10 @@ def start_pebble(
     conf.write_text(json.dumps({"pebble": config}))
     log = directory / "pebble.log"
     full_env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_AUTHZREUSE": "0", **(env or {})}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [pebble, "-config", str(conf), "-strict"]
-            + (["-dnsserver", f"127.0.0.1:{dns_port}"] if dns_port else []),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=full_env,
-        )
+    argv = [pebble, "-config", str(conf), "-strict"] + (
+        ["-dnsserver", f"127.0.0.1:{dns_port}"] if dns_port else []
+    )
+    proc = _spawn_pebble(argv, full_env, log)
     wait_port(port, proc, "pebble", log)
     wait_port(mport, proc, "pebble management", log)
     return Pebble(
@@ -218,6 +242,9 @@ def start_pebble(
         kid,
         hmac,
         proc,
+        argv,
+        full_env,
+        log,
     )
 
 
@@ -261,6 +288,16 @@ class Harness:
     secret: str = ""  # the right value of the secret under password_env
     toml: str = ""  # the [ca.NAME] table(s) for a config file, secrets as env: references
     connectors: list[Any] = field(default_factory=list)
+    poll_resubmits: bool = False  # EST continues a request by sending the same CSR again
+    wrong_secret: str = "Wr0ng-" + "x" * 30  # a wrong value the secret's syntax allows
+    # From a submit/poll result to the certificate: poll the CA (or, manual: the operator signs)
+    finish: Callable[[Any, Issued | Pending], Awaitable[Issued]] | None = None
+
+    async def issued(self, conn: Any, result: Issued | Pending) -> Issued:
+        """The certificate a submit/poll result leads to, the way this kind gets there."""
+        if self.finish is not None:
+            return await self.finish(conn, result)
+        return await until_issued(conn, result)
 
     def write_config(self, directory: Path) -> Path:
         path = directory / "certd.toml"
@@ -279,9 +316,11 @@ class Harness:
         trust_anchor: Path | None = None,
     ) -> Any:  # the concrete connector, so tests can read request_count()
         config = self.make_config(password_env, trust_anchor)
-        conn: ACMEConnector | ESTConnector | ADCSConnector
+        conn: ACMEConnector | ESTConnector | ADCSConnector | ManualConnector
         if isinstance(config, ACMEConfig):
             conn = ACMEConnector(config, data_dir=self.data_dir, wait=timedelta(seconds=wait))
+        elif isinstance(config, ManualConfig):
+            conn = ManualConnector(config, data_dir=self.data_dir)
         elif isinstance(config, ESTConfig):
             conn = ESTConnector(config, data_dir=self.data_dir)
         else:
@@ -325,6 +364,7 @@ password = "env:CERTD_TEST_SECRET"
             "simpleenroll",
             "est-secret",
             toml,
+            poll_resubmits=True,
         )
 
 
@@ -428,21 +468,66 @@ propagation_timeout = "10s"
         "new_order",
         server.eab_hmac or "",
         toml,
+        wrong_secret="d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldC13cm9uZw",  # EAB HMAC: base64url
     )
 
 
-@pytest.fixture(params=["est", "adcs", "acme"], name="harness")
-def harness_fixture(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def manual_harness(tmp_path: Path) -> Harness:
+    """The manual kind: the CA is an operator with a web portal, here a lab CA that signs the
+    CSR file the connector wrote, with the chain the config names (what `provide` then gets)."""
+    portal = CA.create("Portal Issuing CA", parent=CA.create("Portal Root CA"))
+    chain_file = tmp_path / "portal-chain.pem"
+    chain_file.write_bytes(b"".join(cert_pem(c) for c in portal.chain()))
+    csr_dir = tmp_path / "csrs"
+
+    def config(env: str, anchor: Path | None) -> ManualConfig:
+        return ManualConfig("portal", csr_dir=csr_dir, chain=chain_file)
+
+    async def operator_signs(conn: Any, result: Issued | Pending) -> Issued:
+        if isinstance(result, Issued):
+            return result
+        csr = x509.load_pem_x509_csr(Path(result.handle["csr_file"]).read_bytes())
+        names = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        leaf, _ = portal.issue(
+            names.get_values_for_type(x509.DNSName)[0],
+            names.get_values_for_type(x509.DNSName),
+            public_key=csr.public_key(),
+        )
+        return Issued(leaf, tuple(await conn.ca_chain()))
+
+    toml = f"""[ca.portal]
+kind = "manual"
+csr_dir = "{csr_dir}"
+chain = "{chain_file}"
+"""
+    return Harness(
+        "manual",
+        "portal",
+        portal,
+        tmp_path,
+        config,
+        lambda on: None,  # always an operator
+        lambda: None,  # the operator signs in `finish`
+        lambda: len(list(csr_dir.glob("*.csr"))) if csr_dir.exists() else 0,
+        "submit",
+        "",
+        toml,
+        finish=operator_signs,
+    )
+
+
+def make_harness(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Harness]:
-    """Each connector against its server (ACME: session Pebble + BIND9)."""
     gen: Iterator[Harness] = iter(())
-    if request.param == "est":
+    if kind == "est":
         gen = est_harness(tmp_path)
         h = next(gen)
-    elif request.param == "adcs":
+    elif kind == "adcs":
         gen = adcs_harness(tmp_path)
         h = next(gen)
+    elif kind == "manual":
+        h = manual_harness(tmp_path)
     else:
         h = acme_harness(
             tmp_path, request.getfixturevalue("pebble"), request.getfixturevalue("bind9")
@@ -453,6 +538,22 @@ def harness_fixture(
         asyncio.run(conn.aclose())
     for _ in gen:
         pass
+
+
+@pytest.fixture(params=["est", "adcs", "acme"], name="harness")
+def harness_fixture(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Harness]:
+    """Each connector that talks to a CA server, against it (ACME: session Pebble + BIND9)."""
+    yield from make_harness(request.param, request, tmp_path, monkeypatch)
+
+
+@pytest.fixture(params=["est", "adcs", "acme", "manual"], name="ca")
+def ca_fixture(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Harness]:
+    """Every CA kind, the manual one included."""
+    yield from make_harness(request.param, request, tmp_path, monkeypatch)
 
 
 async def until_issued(conn: CAConnector, result: Issued | Pending, timeout: float = 30) -> Issued:

@@ -1,21 +1,30 @@
 """ACME against real Pebble: DNS-01 through BIND9 (RFC 2136 + TSIG), the hook solver, the
-HTTP-01 responder, random badNonce rejections, EAB and the persisted account key."""
+HTTP-01 responder, random badNonce rejections, EAB, the persisted account key, and account
+recovery after Pebble forgot the account (a restart) or the account was deactivated."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import stat
 import sys
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from acme import client, messages
+from cryptography.hazmat.primitives import serialization
+from josepy.jwa import ES256
+from josepy.jwk import JWK
 
 from monitor.config import Secret
 from monitor.config_ca import ACMEConfig, RFC2136Config
 from monitor.errors import CAError
+from monitor.events import AcmeAccountRecreated, Event
 from renewers.ca.acme import ACMEConnector
-from renewers.ca.base import Issued
+from renewers.ca.base import Issued, Pending, utcnow
+from tests.integration.ca_faults import FaultProxy, rate_limited_once
 from tests.integration.ca_servers import (  # noqa: F401 - fixtures
     TSIG_KEY,
     ZONE,
@@ -26,6 +35,7 @@ from tests.integration.ca_servers import (  # noqa: F401 - fixtures
     make_csr,
     pebble_nonce_reject_server,
     pebble_server,
+    start_pebble,
     until_issued,
 )
 
@@ -209,3 +219,158 @@ async def test_failed_validation_reports_the_ca_reason_and_cleans_up(
     message = str(info.value)
     assert message.startswith("CA 'pebble': order: the order failed: ")
     assert host in message or "connection" in message.lower()
+
+
+@pytest.fixture(name="own_pebble")
+def own_pebble_server(tmp_path_factory: pytest.TempPathFactory, bind9: Bind9) -> Iterator[Pebble]:
+    """A Pebble of its own, for tests that restart it (the session one serves the others)."""
+    server = start_pebble(tmp_path_factory.mktemp("pebble-own"), bind9.port, eab=True)
+    try:
+        yield server
+    finally:
+        server.proc.terminate()
+        server.proc.wait(10)
+
+
+class Recorder:
+    """Collects published events, as the daemon's EventBus.publish receives them."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    async def __call__(self, event: Event) -> None:
+        self.events.append(event)
+
+
+def own_config(server: Pebble, bind9: Bind9, monkeypatch: pytest.MonkeyPatch) -> ACMEConfig:
+    monkeypatch.setenv("CERTD_TEST_OWN_EAB", server.eab_hmac or "")
+    return acme_config(server, bind9, eab_hmac=Secret("env:CERTD_TEST_OWN_EAB"))
+
+
+def saved_account(data_dir: Path) -> tuple[str, bytes]:
+    state = data_dir / "acme" / "pebble"
+    for name in ("account.json", "account.key"):
+        assert stat.S_IMODE((state / name).stat().st_mode) == 0o600
+    return json.loads((state / "account.json").read_text())["uri"], (
+        state / "account.key"
+    ).read_bytes()
+
+
+async def test_pebble_restarted_between_two_orders_registers_again_with_the_same_key(
+    own_pebble: Pebble, bind9: Bind9, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = Recorder()
+    conn = ACMEConnector(
+        own_config(own_pebble, bind9, monkeypatch), data_dir=tmp_path, events=recorder
+    )
+    await until_issued(conn, await conn.submit(make_csr(*names())))
+    uri_before, key_before = saved_account(tmp_path)
+
+    own_pebble.restart()  # Pebble keeps accounts in memory: this one is forgotten
+    config = own_config(own_pebble, bind9, monkeypatch)
+    [account] = [
+        r for r in await ACMEConnector(config, data_dir=tmp_path).check() if r.step == "account"
+    ]
+    assert "no longer accepts" in account.detail and "accountDoesNotExist" in account.detail
+    assert saved_account(tmp_path) == (uri_before, key_before)  # ca-check changes nothing
+    csr = make_csr(*names())
+    issued = await until_issued(conn, await conn.submit(csr))
+
+    assert issued.leaf.public_key() == csr.public_key()
+    issued.leaf.verify_directly_issued_by(issued.chain[0])
+    uri_after, key_after = saved_account(tmp_path)
+    assert uri_after != uri_before
+    assert key_after == key_before
+    [event] = recorder.events
+    assert isinstance(event, AcmeAccountRecreated)
+    assert (event.target, event.cause, event.new_key, event.order) == (
+        "ca:pebble",
+        "accountDoesNotExist",
+        False,
+        "none",
+    )
+    assert (event.old_account, event.new_account) == (uri_before, uri_after)
+    await conn.aclose()
+
+
+async def test_order_pending_across_a_pebble_restart_is_re_created_by_the_next_process(
+    own_pebble: Pebble, bind9: Bind9, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = own_config(own_pebble, bind9, monkeypatch)
+    first = ACMEConnector(config, data_dir=tmp_path, wait=timedelta(0))
+    csr = make_csr(*names())
+    pending = await first.submit(csr)
+    assert isinstance(pending, Pending)
+    old_order = pending.handle["order_url"]
+    await first.aclose()
+
+    own_pebble.restart()
+    recorder = Recorder()
+    second = ACMEConnector(config, data_dir=tmp_path, events=recorder)
+    issued = await until_issued(second, await second.poll(pending.handle))
+    assert issued.leaf.public_key() == csr.public_key()
+    assert second.request_count("new_order") == 1  # the lost order was made again
+    [event] = recorder.events
+    assert isinstance(event, AcmeAccountRecreated)
+    assert (event.cause, event.order) == ("accountDoesNotExist", "re-created")
+    assert old_order not in json.dumps(event.payload())  # order URLs are not account facts
+    await second.aclose()
+
+
+async def test_deactivated_account_is_replaced_with_a_new_key(
+    own_pebble: Pebble, bind9: Bind9, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = Recorder()
+    config = own_config(own_pebble, bind9, monkeypatch)
+    conn = ACMEConnector(config, data_dir=tmp_path, events=recorder)
+    await until_issued(conn, await conn.submit(make_csr(*names())))
+    uri_before, key_before = saved_account(tmp_path)
+
+    # Someone deactivates the account (RFC 8555 7.3.6) with its key, through the acme library.
+    key = JWK.load(key_before)
+    net = client.ClientNetwork(key, alg=ES256, verify_ssl=str(own_pebble.trust_anchor))
+    net.account = messages.RegistrationResource(uri=uri_before, body=messages.Registration())
+    admin = client.ClientV2(client.ClientV2.get_directory(own_pebble.directory_url, net), net)
+    deactivated = admin.deactivate_registration(net.account)
+    assert deactivated.body.status == "deactivated"
+
+    csr = make_csr(*names())
+    issued = await until_issued(conn, await conn.submit(csr))
+    assert issued.leaf.public_key() == csr.public_key()
+    uri_after, key_after = saved_account(tmp_path)
+    assert uri_after != uri_before
+    assert key_after != key_before
+    assert serialization.load_pem_private_key(key_after, None) is not None
+    [event] = recorder.events
+    assert isinstance(event, AcmeAccountRecreated)
+    assert event.new_key is True
+    assert event.new_account == uri_after
+    await conn.aclose()
+
+
+async def test_rate_limited_finalize_waits_for_retry_after_then_finishes_the_same_order(
+    pebble: Pebble, bind9: Bind9, tmp_path: Path
+) -> None:
+    proxy = FaultProxy(pebble, tmp_path).start()
+    fault = rate_limited_once("finalize", "120")
+    proxy.fault = fault
+    config = acme_config(
+        pebble, bind9, directory=proxy.directory_url, trust_anchor=proxy.trust_anchor
+    )
+    conn = ACMEConnector(config, data_dir=tmp_path)
+    csr = make_csr(*names())
+    try:
+        pending = await conn.submit(csr)
+        assert isinstance(pending, Pending), pending
+        assert fault.hits == 1  # type: ignore[attr-defined]
+        assert "rate limited by the CA" in pending.reason
+        assert timedelta(seconds=100) < pending.retry_at - utcnow() <= timedelta(seconds=120)
+        order_url = pending.handle["order_url"]
+        assert order_url
+
+        issued = await until_issued(conn, await conn.poll(pending.handle))
+        assert issued.leaf.public_key() == csr.public_key()
+        assert conn.request_count("new_order") == 1  # the same order, finalized on the poll
+    finally:
+        await conn.aclose()
+        proxy.stop()

@@ -10,12 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncssh
 import pytest
 
 from lab.cucm import SOAP_PATH, CucmSim
 from lab.pki import CA
 from monitor.errors import DeviceError
-from renewers.cucm import CucmClient, CucmClientConfig
+from renewers.cucm import (
+    DEFAULT_RESTART_SERVICES,
+    NOT_ACTIVATED,
+    RESTARTED,
+    CucmClient,
+    CucmClientConfig,
+)
 
 
 def config_for(sim: CucmSim, **overrides: Any) -> CucmClientConfig:
@@ -161,3 +168,86 @@ def test_password_not_in_reprs(sim: CucmSim) -> None:
     config = config_for(sim)
     assert sim.password not in repr(config)
     assert sim.password not in repr(CucmClient(config))
+
+
+# ---- issue 9: services read first, web applications awaited, a terminal requested ----------
+
+
+async def start_node(tmp_path: Path, **kwargs: Any) -> CucmSim:
+    node = CucmSim("cucm1", service_restart_seconds=0.2, workdir=tmp_path / "node", **kwargs)
+    return await node.start()
+
+
+def test_default_restart_list_includes_tftp_and_ends_with_tomcat() -> None:
+    assert "Cisco Tftp" in DEFAULT_RESTART_SERVICES
+    assert DEFAULT_RESTART_SERVICES[-1] == "Cisco Tomcat"
+
+
+async def test_service_not_activated_is_skipped_not_an_error(tmp_path: Path) -> None:
+    node = await start_node(tmp_path, deactivated=("Cisco Tftp",))
+    try:
+        async with CucmClient(config_for(node)) as c:
+            states = await c.service_states(node.host, ["Cisco Tftp", "Cisco CallManager"])
+            assert not states["Cisco Tftp"].activated
+            assert states["Cisco CallManager"].activated
+            outcome = await c.restart_services(node.host, list(DEFAULT_RESTART_SERVICES))
+        assert outcome == {
+            "Cisco CallManager": RESTARTED,
+            "Cisco Tftp": NOT_ACTIVATED,
+            "Cisco Tomcat": RESTARTED,
+        }
+        assert node.restarts["Cisco Tftp"] == 0
+        assert node.restarts["Cisco CallManager"] == 1 and node.restarts["Cisco Tomcat"] == 1
+    finally:
+        await node.stop()
+
+
+async def test_restart_service_is_per_node_and_service(sim: CucmSim, client: CucmClient) -> None:
+    assert await client.restart_service(sim.host, "Cisco CallManager") == RESTARTED
+    assert sim.restarts["Cisco CallManager"] == 1
+    assert all(n == 0 for s, n in sim.restarts.items() if s != "Cisco CallManager")
+
+
+async def test_after_tomcat_restart_the_apis_answer_before_it_returns(tmp_path: Path) -> None:
+    node = await start_node(tmp_path, webapp_deploy_seconds=1.0)
+    try:
+        async with CucmClient(config_for(node)) as c:
+            assert await c.restart_service(node.host, "Cisco Tomcat") == RESTARTED
+            assert node.deploy_refusals > 0  # it did meet the deploying web applications
+            # The very next calls work: neither answers 404/503 any more.
+            assert await c.trusted(node.host, "tomcat") == node.trust["tomcat"]
+            assert (await c.service_status(node.host, ["Cisco CallManager"])) == {
+                "Cisco CallManager": "Started"
+            }
+    finally:
+        await node.stop()
+
+
+async def test_webapps_that_never_deploy_fail_within_the_budget(tmp_path: Path) -> None:
+    node = await start_node(tmp_path, webapp_deploy_seconds=3600.0)
+    try:
+        async with CucmClient(config_for(node, webapp_timeout=0.5)) as c:
+            with pytest.raises(DeviceError, match=r"did not answer within 0\.5s") as caught:
+                await c.restart_service(node.host, "Cisco Tomcat")
+        assert "certificate API" in str(caught.value) and "HTTP 404" in str(caught.value)
+    finally:
+        await node.stop()
+
+
+async def test_cli_refuses_a_session_without_a_terminal(sim: CucmSim, client: CucmClient) -> None:
+    known = sim.ssh_known_hosts_path
+    assert known is not None
+    async with asyncssh.connect(
+        sim.host,
+        port=sim.ssh_port,
+        username=sim.username,
+        password=sim.password,
+        known_hosts=str(known),
+        client_keys=None,
+        agent_path=None,
+    ) as conn:
+        result = await conn.run("utils service restart Cisco Tomcat", input="", timeout=10)
+    assert "terminal" in str(result.stderr)
+    assert sim.refused_without_pty == 1 and sim.ssh_commands == []
+    await client.restart_tomcat(sim.host)  # the client asks for a pty, as public clients do
+    assert sim.refused_without_pty == 1 and sim.restarts["Cisco Tomcat"] == 1

@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 
 from lab.tls import closed_port
+from monitor import migrations
 from tests.helpers import DaemonProcess, free_port
 
 SECRET = "Adm1n-Secret-Value-42"
@@ -92,7 +93,10 @@ async def test_daemon_end_to_end(tmp_path, served, trust_bundle):
     out = daemon.output()
     assert SECRET not in out and SECRET not in metrics
     log_lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    assert any(line.get("event") == "expressway-certd started" for line in log_lines)
+    started = [line for line in log_lines if line.get("event") == "expressway-certd started"]
+    head = migrations.script_directory().get_current_head()
+    assert started and started[0]["schema"] == head
+    assert started[0]["schema_upgraded_from"] == "empty"  # a new database: migrated at start
     assert any(line.get("event") == "expressway-certd stopped" for line in log_lines)
     assert (tmp_path / "state.db").stat().st_mode & 0o077 == 0
 
@@ -107,6 +111,8 @@ async def test_daemon_end_to_end(tmp_path, served, trust_bundle):
         assert f'port="{good.port}"' in metrics2  # restored from the store before any poll
     finally:
         assert await daemon2.stop(signal.SIGINT) == 0
+    restarted = [json.loads(line) for line in daemon2.output().splitlines() if "started" in line]
+    assert restarted[-1]["schema"] == head and "schema_upgraded_from" not in restarted[-1]
 
 
 async def test_hanging_endpoint_does_not_hold_shutdown(tmp_path, served, trust_bundle):

@@ -100,3 +100,21 @@ async def test_expressway_c_cluster(tmp_path: Path) -> None:
         assert [(z.name, z.state) for z in zones] == [("UCTraversal", "Failed")]
         assert "expe-c2" in zones[0].reason
         assert lab.traversal_zones[0].status() == ("Active", "")
+
+
+def test_lab_knobs_for_issue_9_scenarios(tmp_path: Path) -> None:
+    lab = Lab(
+        tmp_path / "lab",
+        version="X15.5",
+        client_cert_days=5,
+        e_acme_enabled=True,
+        cucm_deactivated=("Cisco Tftp",),
+        cucm_webapp_deploy_seconds=2.0,
+    )
+    c = lab.expressway_c
+    assert c.client is not None
+    # The client store's copy (from before the last renewal) expires first.
+    assert c.client_cert.not_valid_after_utc < c.served_cert.not_valid_after_utc
+    assert c.client_cert.public_key() != c.served_cert.public_key()
+    assert lab.expressway_e.acme_enabled and lab.expressway_e.client is not None
+    assert lab.cucm.deactivated == ("Cisco Tftp",) and lab.cucm.webapp_deploy_seconds == 2.0

@@ -135,7 +135,9 @@ async def test_zone_fails_while_the_peer_restarts(lab: Lab) -> None:
         ("X14.3", "c", [SERVER_AUTH, CLIENT_AUTH], "Active"),
         ("X15.4", "e", [SERVER_AUTH], "Active"),
         ("X15.4", "c", [SERVER_AUTH], "Failed"),
-        ("X15.5", "c", [SERVER_AUTH], "Failed"),  # EKU checking on (default)
+        # X15.5: the server certificate needs serverAuth only; the client store keeps the
+        # copy made at upgrade (both EKUs), so the zone stays up.
+        ("X15.5", "c", [SERVER_AUTH], "Active"),
         ("X15.4", "e", [CLIENT_AUTH], "Failed"),  # an Expressway-E must serve with serverAuth
     ],
 )
@@ -157,8 +159,12 @@ async def test_eku_each_version_needs(
 async def test_x15_5_with_eku_checking_off_accepts_server_auth_only(tmp_path: Path) -> None:
     lab = await start_lab(tmp_path, version="X15.5")
     try:
-        lab.expressway_c.eku_checking = lab.expressway_e.eku_checking = False
-        reissue(lab.expressway_c, lab.ca, [SERVER_AUTH])
+        c = lab.expressway_c
+        server_only, key = lab.ca.issue(str(c.fqdn), [str(c.fqdn)], eku=[SERVER_AUTH])
+        assert key is not None
+        c.install_client_now(server_only, key)
+        assert lab.traversal_zone.status()[0] == "Failed"
+        c.eku_checking = lab.expressway_e.eku_checking = False
         assert lab.traversal_zone.status() == ("Active", "")
     finally:
         await lab.stop()
@@ -195,3 +201,53 @@ def test_client_auth_rule_table() -> None:
     assert expressway_needs_client_auth("X15.4", "c", True)
     assert expressway_needs_client_auth("X15.5", "c", True)
     assert not expressway_needs_client_auth("X15.5", "c", False)
+
+
+async def test_x15_5_zone_uses_the_client_certificate_copied_at_upgrade(tmp_path: Path) -> None:
+    """Cisco doc 225693: the upgrade copies the server certificate and key into the client
+    store; the C presents that copy on the traversal zone, so renewing only the server
+    certificate leaves the zone depending on the OLD expiry and EKU."""
+    lab = await start_lab(tmp_path, version="X15.5")
+    try:
+        c = lab.expressway_c
+        copied = c.client_cert
+        assert copied == c.served_cert
+        async with ExpresswayClient(xway_config(c, lab)) as client:
+            assert await client.client_certificate() == copied
+        reissue(c, lab.ca, [SERVER_AUTH])  # a renewed, serverAuth-only server certificate
+        assert c.client_cert == copied  # the client store is untouched
+        assert (await zone_states(lab, lab.expressway_e))["UCTraversal"][0] == "Active"
+
+        old, old_key = lab.ca.issue(
+            str(c.fqdn),
+            [str(c.fqdn)],
+            not_before=datetime.now(UTC) - timedelta(days=30),
+            not_after=datetime.now(UTC) - timedelta(minutes=1),
+        )
+        assert old_key is not None
+        c.install_client_now(old, old_key)
+        state, reason = (await zone_states(lab, lab.expressway_e))["UCTraversal"]
+        assert state == "Failed" and "client certificate of expe-c1" in reason, reason
+        assert "expired" in reason
+
+        no_client_auth, key = lab.ca.issue(str(c.fqdn), [str(c.fqdn)], eku=[SERVER_AUTH])
+        assert key is not None
+        c.install_client_now(no_client_auth, key)
+        state, reason = (await zone_states(lab, lab.expressway_e))["UCTraversal"]
+        assert state == "Failed" and "client certificate of expe-c1 lacks" in reason, reason
+
+        good, key = lab.ca.issue(str(c.fqdn), [str(c.fqdn)], eku=[SERVER_AUTH, CLIENT_AUTH])
+        assert key is not None
+        c.install_client_now(good, key)
+        assert (await zone_states(lab, lab.expressway_e))["UCTraversal"] == ("Active", "")
+    finally:
+        await lab.stop()
+
+
+def test_upgrade_to_x15_5_copies_server_certificate_into_the_client_store(tmp_path: Path) -> None:
+    sim = ExpresswaySim("expe-c1", role="c", version="X15.4", cert_days=20, workdir=tmp_path)
+    assert sim.client is None and sim.client_cert == sim.served_cert
+    sim.upgrade("X15.5")
+    assert sim.client is not None
+    assert sim.client.cert == sim.installed.cert and sim.client.key is sim.installed.key
+    assert sim.client_cert.not_valid_after_utc == sim.installed.cert.not_valid_after_utc

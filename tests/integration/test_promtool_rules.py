@@ -47,6 +47,7 @@ DAEMON_METRICS = frozenset(
         "expressway_renewal_next_timestamp_seconds",
         "expressway_renewal_last_success_timestamp_seconds",
         "expressway_renewal_installed_info",
+        "expressway_served_cert_mismatch",
         "expressway_renewal_stage_total",
         "expressway_renewal_stage_duration_seconds_bucket",
         "expressway_renewal_stage_duration_seconds_sum",
@@ -55,6 +56,10 @@ DAEMON_METRICS = frozenset(
         "expressway_ca_request_duration_seconds_sum",
         "expressway_ca_request_duration_seconds_count",
         "expressway_ca_errors_total",
+        # trust map: from the latest `trust-map` run (alerts/trust.py)
+        "expressway_trust_relation_ok",
+        "expressway_trust_relation_break_timestamp_seconds",
+        "expressway_trust_map_generated_timestamp_seconds",
     }
 )
 # Daemon metrics without a `target` label: dashboard panels show them for all targets.
@@ -68,6 +73,9 @@ METRICS_WITHOUT_TARGET = frozenset(
         "expressway_ca_request_duration_seconds_sum",
         "expressway_ca_request_duration_seconds_count",
         "expressway_ca_errors_total",
+        "expressway_trust_relation_ok",
+        "expressway_trust_relation_break_timestamp_seconds",
+        "expressway_trust_map_generated_timestamp_seconds",
     }
 )
 PROMETHEUS_METRICS = frozenset({"up"})
@@ -91,6 +99,13 @@ ALERTS: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
     "ExpresswayRenewalAwaitingApproval": ("warning", "15m", ("target", "stage")),
     "ExpresswayRestartPending": ("warning", "1h", ("target", "sha256")),
     "ExpresswayCAErrors": ("warning", None, ("ca", "kind", "reason")),
+    "ExpresswayServedCertDiffersFromInstalled": (
+        "critical",
+        "10m",
+        ("target", "endpoint", "served_sha256", "installed_sha256", "verified"),
+    ),
+    "ExpresswayTrustRelationBroken": ("critical", "15m", ("from", "to", "relation")),
+    "ExpresswayTrustRelationWillBreak": ("warning", None, ("from", "to", "relation")),
 }
 
 CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
@@ -427,6 +442,8 @@ MUTATIONS = [
     ("(up offset 15m)", "(up)", 0),
     ("increase(expressway_ca_errors_total[15m])", "increase(expressway_ca_errors_total[5m])", 0),
     ("[15m])\n          ) > 0", "[15m])\n          ) > 1", 0),
+    ("expressway_served_cert_mismatch == 1", "expressway_served_cert_mismatch == 0", 0),
+    ("for: 10m", "for: 9m", 1),
 ]
 
 

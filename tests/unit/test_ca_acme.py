@@ -8,10 +8,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from acme import messages
 
 from lab.pki import CA
 from monitor.config_ca import ACMEConfig
+from monitor.errors import CAError
 from renewers.ca.acme import ACMEConnector
 from renewers.ca.base import CLIENT_AUTH, SERVER_AUTH, Pending, Presentation, utcnow
 from tests.integration.ca_servers import make_csr
@@ -28,6 +30,7 @@ class FakeResponse:
 
 class FakeNet:
     key = None
+    account: messages.RegistrationResource | None = None
     last_retry_after: str | None = None
 
     def __init__(self) -> None:
@@ -124,3 +127,56 @@ async def test_profiles_and_their_ekus(tmp_path: Path) -> None:
     results = await connector(tmp_path, fake, "nosuch").check()
     assert [r.ok for r in results][-1] is False
     assert "choose one of collab, tlsserver" in results[-1].detail
+
+
+class RefusingNet(FakeNet):
+    """An account the CA still holds as valid, whose new orders it refuses (names not allowed)."""
+
+    account = messages.RegistrationResource(
+        uri="https://ca.test/acct/1", body=messages.Registration()
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.posts: list[str] = []
+
+    def post(self, url: str, obj: object, **_: Any) -> FakeResponse:
+        self.posts.append(url)
+        return FakeResponse({"status": "valid", "contact": []})
+
+
+class RefusingACME(FakeACME):
+    def __init__(self, directory: dict[str, Any]) -> None:
+        super().__init__(directory)
+        self.net = RefusingNet()
+
+    def new_order(self, csr_pem: bytes, profile: str | None = None) -> None:
+        self.orders += 1
+        raise messages.Error.with_code("unauthorized", detail="not allowed to issue for this name")
+
+
+async def test_unauthorized_with_a_valid_account_is_reported_not_re_registered(
+    tmp_path: Path,
+) -> None:
+    fake = RefusingACME(DIRECTORY)
+    published: list[object] = []
+
+    async def publish(event: object) -> None:
+        published.append(event)
+
+    config = ACMEConfig("fake-acme", "https://ca.test/dir", challenge="dns-01")
+    conn = ACMEConnector(
+        config,
+        data_dir=tmp_path,
+        solver=NoSolver(),
+        acme_client=fake,
+        events=publish,  # type: ignore[arg-type]
+    )
+    with pytest.raises(
+        CAError, match="new_order: the ACME server answered unauthorized: not allowed"
+    ):
+        await conn.submit(make_csr("expe.example.com"))
+    assert fake.net.posts == ["https://ca.test/acct/1"]  # the account was asked, and is valid
+    assert fake.orders == 1
+    assert published == []
+    assert not (tmp_path / "acme").exists()  # nothing registered, no key written

@@ -4,7 +4,9 @@ CsrAttrs, Retry-After, ARI CertIDs, the channel binding token, chain ordering.""
 from __future__ import annotations
 
 import base64
+import ipaddress
 import stat
+import subprocess
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -12,24 +14,26 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from prometheus_client import REGISTRY
 
 from lab.pki import CA
 from monitor.errors import CAError
 from renewers.ca.acme import ari_cert_id
-from renewers.ca.adcs import channel_binding_token
+from renewers.ca.adcs import channel_binding_token, read_certsrv_page
 from renewers.ca.base import (
     SERVER_AUTH,
     Capabilities,
     CARequestError,
     ConnectorBase,
+    dropped_from,
     order_chain,
     parse_retry_after,
     write_private,
 )
-from renewers.ca.est import decode_body, parse_csrattrs
+from renewers.ca.est import decode_body, encode_body, media_type, parse_csrattrs
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +49,7 @@ def test_est_body_in_every_encoding_servers_use(chain: list[x509.Certificate]) -
     lines = base64.encodebytes(der)
     variants = {
         "base64 with CRLF": (lines.replace(b"\n", b"\r\n"), "base64"),
+        "base64 with bare CR, 64 columns": (encode_body(der).replace(b"\r\n", b"\r"), "base64"),
         "base64 one line, no header": (base64.b64encode(der), None),
         "binary DER": (der, "binary"),
         "DER without header": (der, None),
@@ -151,3 +156,153 @@ def test_handles_from_elsewhere_are_refused() -> None:
         base.check_handle({**handle, "v": 99}, "req_id")
     with pytest.raises(CAError, match="belongs to CA 'b'"):
         base.check_handle({**handle, "ca": "b"}, "req_id")
+
+
+# --- EST bodies against OpenSSL's line-oriented base64 reader ------------------------
+
+
+def _openssl_decode(body: bytes) -> bytes:
+    """Debian's `openssl base64 -d`: the BIO_f_base64 reader libest parses CSRs with."""
+    done = subprocess.run(
+        ["openssl", "base64", "-d"], input=body, capture_output=True, check=False, timeout=10
+    )
+    return done.stdout
+
+
+def test_est_request_body_is_wrapped_for_line_oriented_decoders() -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "expe.example")]))
+        .sign(key, hashes.SHA256())
+    )
+    der = csr.public_bytes(serialization.Encoding.DER)
+    body = encode_body(der)
+    assert _openssl_decode(body) == der
+    lines = body.split(b"\r\n")
+    assert lines[-1] == b"" and all(0 < len(line) <= 64 for line in lines[:-1])
+    # The oracle: what the connector used to send decodes to nothing.
+    assert _openssl_decode(base64.b64encode(der)) == b""
+    assert decode_body(body, "base64") == der
+
+
+def test_media_type_parameters() -> None:
+    assert media_type('application/pkcs7-mime; smime-type="certs-only"') == (
+        "application/pkcs7-mime",
+        {"smime-type": "certs-only"},
+    )
+    assert media_type("Application/PKCS7-MIME") == ("application/pkcs7-mime", {})
+    assert media_type(None) == ("", {})
+
+
+# --- what the CA dropped -------------------------------------------------------------
+
+
+def _csr_asking_for_everything(key: ec.EllipticCurvePrivateKey) -> x509.CertificateSigningRequest:
+    return (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(x509.NameOID.COMMON_NAME, "expe.example.com"),
+                    x509.NameAttribute(x509.NameOID.ORGANIZATION_NAME, "Example"),
+                ]
+            )
+        )
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("expe.example.com"),
+                    x509.DNSName("Alt.Example.com"),
+                    x509.IPAddress(ipaddress.ip_address("192.0.2.7")),
+                ]
+            ),
+            False,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            False,
+        )
+        .add_extension(
+            x509.KeyUsage(True, False, True, False, True, False, False, False, False), True
+        )
+        .sign(key, hashes.SHA256())
+    )
+
+
+def test_dropped_names_exactly_what_the_certificate_lacks() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = _csr_asking_for_everything(key)
+    issuing = CA.create("Dropper CA")
+    leaf, _ = issuing.issue(
+        "expe.example.com", ["expe.example.com"], public_key=key.public_key(),
+        eku=[ExtendedKeyUsageOID.SERVER_AUTH],
+    )  # fmt: skip
+    dropped = dropped_from(csr, leaf)
+    assert dropped.sans == ("DNS:alt.example.com", "IP:192.0.2.7")
+    assert dropped.ekus == ("clientAuth",)
+    assert dropped.key_usages == ("keyAgreement",)
+    assert dropped.subject == ("O=Example",)
+    assert dropped.breaks_service
+    assert dropped.describe() == (
+        "SANs DNS:alt.example.com, IP:192.0.2.7; EKUs clientAuth; key usages keyAgreement; "
+        "subject fields O=Example"
+    )
+
+
+def test_nothing_dropped_when_the_certificate_carries_it_or_does_not_restrict() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = _csr_asking_for_everything(key)
+    issuing = CA.create("Keeper CA")
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(csr.subject)
+        .issuer_name(issuing.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(datetime.now(UTC) - timedelta(days=1))
+        .not_valid_after(datetime.now(UTC) + timedelta(days=1))
+        .add_extension(
+            csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value, False
+        )
+    )  # no EKU and no key usage: unrestricted (RFC 5280)
+    leaf = builder.sign(issuing.key, hashes.SHA256())
+    dropped = dropped_from(csr, leaf)
+    assert not dropped and dropped.describe() == "nothing"
+
+
+# --- certsrv pages read by structure, not wording ------------------------------------
+
+
+def test_certsrv_pending_id_from_the_page_structure_alone() -> None:
+    # Only the localised sentence in its element: the number is what is read.
+    page = "<P ID=locPageTitle> <B> 인증서 보류 중 </B>\n<P ID=locInfoNewReq> ... </P>\n" + (
+        "<P ID=locReqIdNewReq> 요청 ID는 41입니다. </P>"
+    )
+    answer = read_certsrv_page(page)
+    assert (answer.outcome, answer.req_id, answer.title) == ("pending", 41, "인증서 보류 중")
+    script_only = "<P ID=locInfoNewReq>x</P><Script>\n\tnReqId = 77\n</Script>"
+    assert read_certsrv_page(script_only).req_id == 77
+
+
+def test_certsrv_denied_and_error_pages() -> None:
+    denied = (
+        "<P ID=locDenied> Ihre Zertifikatanforderung wurde verweigert. </P>"
+        "<LocID ID=locDispMsg>Die Dispositionsmeldung lautet: \u201eVom Richtlinienmodul "
+        "verweigert 0x80094800, Vorlage: X.\u201c</LocID>"
+    )
+    answer = read_certsrv_page(denied)
+    assert answer.outcome == "denied" and answer.hresult == 0x80094800
+    assert answer.message == "Vom Richtlinienmodul verweigert 0x80094800, Vorlage: X."
+    assert "CERTSRV_E_UNSUPPORTED_CERT_TYPE" in answer.describe()
+    error = (
+        "<DT ID=locDispLabel><B>処理:</B></DT><DD>\n\t5 <LocID ID=locDispSpacer>-</LocID>\n</DD>"
+        "<DT ID=locDispMsgLabel><B>処理メッセージ:</B></DT><DD>提出済み</DD>"
+    )
+    assert read_certsrv_page(error).outcome == "pending"
+    assert read_certsrv_page(error.replace("\t5 ", "\t1 ")).outcome == "error"
+    assert read_certsrv_page("<HTML><Title>Login</Title></HTML>").outcome == "unknown"
+    english_only = 'Your Request Id is 12. The disposition message is "x"'
+    assert read_certsrv_page(english_only).req_id == 12

@@ -158,4 +158,4 @@ def test_every_example_in_the_ca_docs_is_a_valid_config(tmp_path: Path) -> None:
     for block in blocks:
         for ca in cas(block.replace("/etc/expressway-certd/", f"{tmp_path}/")).values():
             kinds.add(type(ca).__name__)
-    assert kinds == {"ACMEConfig", "ESTConfig", "ADCSConfig"}
+    assert kinds == {"ACMEConfig", "ESTConfig", "ADCSConfig", "ManualConfig"}

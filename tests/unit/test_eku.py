@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from lab.pki import CLIENT_AUTH, SERVER_AUTH
-from monitor.eku import client_auth_required, eku_problem, parse_version
+from monitor.eku import client_auth_required, decide_eku, eku_problem, parse_version
 from monitor.facts import facts_from_x509
 
 
@@ -58,3 +58,31 @@ def test_eku_problem(make_cert, eku, version, role, problem):
         assert result is None
     else:
         assert result is not None and problem in result and "FN74362" in result
+
+
+@pytest.mark.parametrize(
+    ("eku", "problem"),
+    [
+        ([SERVER_AUTH, CLIENT_AUTH], None),
+        ([CLIENT_AUTH], None),  # a client certificate needs no serverAuth
+        ([SERVER_AUTH], "missing TLS Web Client Authentication"),
+    ],
+)
+def test_eku_problem_of_the_x15_5_client_certificate(make_cert, eku, problem):
+    facts = facts_from_x509(make_cert(eku=eku))
+    result = eku_problem(facts, "X15.5", "c", cert_kind="client")
+    if problem is None:
+        assert result is None
+    else:
+        assert result is not None and problem in result and "client certificate" in result
+
+
+def test_decide_eku_names_the_rule_and_the_switch():
+    decision = decide_eku("X15.4", "e", server_eku_upload=None, peer_version="X15.4")
+    assert decision.rule == "x15.4-e-switch-off"
+    assert "EnableServerEkuUpload" in decision.reason and "not read" in decision.reason
+    allowed = decide_eku("X15.4.1", "e", server_eku_upload=True, peer_version="X15.4.3")
+    assert (allowed.required, allowed.rule) == (
+        (SERVER_AUTH.dotted_string,),
+        "x15.4-e-server-only-allowed",
+    )

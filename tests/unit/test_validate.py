@@ -14,7 +14,17 @@ from lab.pki import CA, SERVER_AUTH
 from monitor.facts import CLIENT_AUTH as CLIENT_OID
 from monitor.facts import SERVER_AUTH as SERVER_OID
 from monitor.facts import facts_from_x509
-from renewers.validate import Issuance, make_plan, preflight, required_eku, validate
+from renewers.validate import (
+    Issuance,
+    ZoneReading,
+    check_zones,
+    eku_decision,
+    explain_eku,
+    make_plan,
+    preflight,
+    required_eku,
+    validate,
+)
 
 NOW = datetime.now(UTC)
 BOTH = (SERVER_OID, CLIENT_OID)
@@ -22,19 +32,175 @@ SERVER_ONLY = (SERVER_OID,)
 
 
 @pytest.mark.parametrize(
-    ("version", "role", "zones", "expected"),
+    ("case", "version", "role", "zones", "facts", "expected", "rule"),
     [
-        ("X14.3", "c", (), BOTH),
-        ("X14.3", "e", (), BOTH),
-        ("X15.4", "c", ("traversal-client",), BOTH),
-        ("X15.4", "e", (), SERVER_ONLY),
-        ("X15.4", "e", ("unified-cm",), BOTH),  # an E that is a TLS client somewhere
-        ("X15.5", "c", ("traversal-client", "unified-cm"), SERVER_ONLY),
-        (None, None, (), BOTH),
+        ("X14.3 C", "X14.3", "c", (), {}, BOTH, "before-x15.4"),
+        ("X14.3 E", "X14.3", "e", (), {}, BOTH, "before-x15.4"),
+        ("X15.4 C", "X15.4", "c", ("traversal-client",), {}, BOTH, "x15.4-c-needs-client-auth"),
+        ("X15.4 E, switch not read", "X15.4", "e", (), {}, BOTH, "x15.4-e-switch-off"),
+        (
+            "X15.4 E, switch Off",
+            "X15.4",
+            "e",
+            (),
+            {"server_eku_upload": False, "peer_version": "X15.4"},
+            BOTH,
+            "x15.4-e-switch-off",
+        ),
+        (
+            "X15.4 E, switch On, C on X15.3",
+            "X15.4",
+            "e",
+            (),
+            {"server_eku_upload": True, "peer_version": "X15.3.2"},
+            BOTH,
+            "x15.4-e-peer-version",
+        ),
+        (
+            "X15.4 E, switch On, C version unknown",
+            "X15.4",
+            "e",
+            (),
+            {"server_eku_upload": True},
+            BOTH,
+            "x15.4-e-peer-version",
+        ),
+        (
+            "X15.4 E with B2B DNS TLS zone",
+            "X15.4",
+            "e",
+            ("b2b-dns-tls",),
+            {"server_eku_upload": True, "peer_version": "X15.4"},
+            BOTH,
+            "x15.4-e-is-tls-client",
+        ),
+        (
+            "X15.4 E with XMPP federation",
+            "X15.4",
+            "e",
+            ("xmpp-federation",),
+            {"server_eku_upload": True, "peer_version": "X15.4.1"},
+            BOTH,
+            "x15.4-e-is-tls-client",
+        ),
+        (
+            "X15.4 E with MRA onboarding",
+            "X15.4",
+            "e",
+            ("mra-onboarding",),
+            {"server_eku_upload": True, "peer_version": "X15.4"},
+            BOTH,
+            "x15.4-e-is-tls-client",
+        ),
+        (
+            "X15.4 E with a secure zone to Unified CM",
+            "X15.4",
+            "e",
+            ("unified-cm",),
+            {"server_eku_upload": True, "peer_version": "X15.4"},
+            BOTH,
+            "x15.4-e-is-tls-client",
+        ),
+        (
+            "X15.4 E, every condition met",
+            "X15.4",
+            "e",
+            (),
+            {"server_eku_upload": True, "peer_version": "X15.4.2"},
+            SERVER_ONLY,
+            "x15.4-e-server-only-allowed",
+        ),
+        (
+            "X15.5 C server certificate",
+            "X15.5",
+            "c",
+            ("traversal-client", "unified-cm"),
+            {},
+            SERVER_ONLY,
+            "x15.5-server-certificate",
+        ),
+        (
+            "X15.5 C client certificate",
+            "X15.5",
+            "c",
+            ("traversal-client",),
+            {"cert_kind": "client"},
+            (CLIENT_OID,),
+            "x15.5-client-certificate",
+        ),
+        ("unknown version", None, None, (), {}, BOTH, "version-unknown"),
     ],
 )
-def test_required_eku(version, role, zones, expected):
-    assert required_eku(version, role, zones) == expected
+def test_eku_decision(case, version, role, zones, facts, expected, rule):
+    decision = eku_decision(version, role, zones, **facts)
+    assert (decision.required, decision.rule) == (expected, rule), case
+    assert required_eku(version, role, zones, **facts) == expected
+
+
+def test_preflight_names_the_switch_when_it_is_off(lab_issuing):
+    plan = make_plan(
+        "expe1",
+        current_facts(lab_issuing, ["e.example.com"], cn="e.example.com"),
+        role="e",
+        version="X15.4",
+        server_eku_upload=False,
+        peer_version="X15.4",
+    )
+    (problem,) = preflight(plan, "public-acme", frozenset(SERVER_ONLY))
+    assert problem.check == "ca-cannot-deliver-eku"
+    assert "EnableServerEkuUpload" in problem.message and "Off" in problem.message
+    assert "x15.4-e-switch-off" in problem.message
+    assert "x15.4-e-switch-off" in explain_eku(plan)
+
+
+def test_preflight_passes_server_only_ca_when_cisco_allows_it(lab_issuing):
+    plan = make_plan(
+        "expe1",
+        current_facts(lab_issuing, ["e.example.com"], cn="e.example.com"),
+        role="e",
+        version="X15.4",
+        server_eku_upload=True,
+        peer_version="X15.4",
+    )
+    assert preflight(plan, "public-acme", frozenset(SERVER_ONLY)) == []
+
+
+@pytest.mark.parametrize(
+    ("acme", "check"),
+    [(False, None), (True, "acme-on-box"), (None, "acme-on-box-unknown")],
+)
+def test_preflight_blocks_on_the_box_own_acme(lab_issuing, acme, check):
+    plan = make_plan(
+        "expe1",
+        current_facts(lab_issuing, ["e.example.com"], cn="e.example.com"),
+        role="e",
+        version="X15.5",
+    )
+    found = [p.check for p in preflight(plan, "corp-adcs", None, acme_scheduler=acme)]
+    assert found == ([check] if check else [])
+
+
+@pytest.mark.parametrize(
+    ("case", "zones", "expected", "checks"),
+    [
+        ("zero zones read", [], (), ["no-zones-read"]),
+        ("all active", [ZoneReading("UCTraversal", "Active")], ("UCTraversal",), []),
+        (
+            "one failed",
+            [ZoneReading("UCTraversal", "Failed", "TLS negotiation failure")],
+            (),
+            ["zone-not-active"],
+        ),
+        (
+            "a zone seen before is gone",
+            [ZoneReading("UCTraversal", "Active")],
+            ("UCTraversal", "CUCMNeighbor"),
+            ["zone-missing"],
+        ),
+    ],
+)
+def test_check_zones(case, zones, expected, checks):
+    assert [p.check for p in check_zones("expe-c1", zones, expected)] == checks, case
 
 
 def current_facts(lab_issuing, sans, cn="expc1.example.com"):
@@ -148,6 +314,6 @@ def test_validate(lab_issuing, case, problems):
 def test_serveronly_accepted_where_the_version_allows(lab_issuing):
     csr = make_csr(NAMES)
     plan = make_plan("expe1", current_facts(lab_issuing, NAMES, cn=NAMES[0]), role="e",
-                     version="X15.4")  # fmt: skip
+                     version="X15.4", server_eku_upload=True, peer_version="X15.4")  # fmt: skip
     leaf = issue(csr, NAMES, eku=[SERVER_AUTH])
     assert validate(plan, Issuance(leaf, (ISSUING.cert, ROOT.cert), csr, "le"), NOW) == []

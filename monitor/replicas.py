@@ -1,0 +1,151 @@
+"""Replicas groundwork: a registry of live daemons in PostgreSQL and the split of targets.
+
+Several `expressway-certd run` processes can share one PostgreSQL database. Each registers a
+row in `replicas` and heartbeats it; a replica is live while its heartbeat is younger than the
+timeout, judged by the database's clock (`now()`), so skewed host clocks do not matter.
+Targets are split among the live replicas by rendezvous (highest-random-weight) hashing:
+every replica computes the same owner for a target from the same membership, nothing moves
+while membership is unchanged, and when a replica joins or leaves only the targets it gains or
+held move. SQLite is a one-machine store: replicas on it are refused.
+
+Not wired into the daemon yet (see docs/operations.md, "Replicas").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import socket
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from monitor.errors import ConfigError, StoreError
+from monitor.store import Store, replicas
+
+
+def _score(replica: str, target: str) -> int:
+    digest = hashlib.sha256(f"{replica}\0{target}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def owner(target: str, live: Iterable[str]) -> str | None:
+    """The live replica that owns `target` (highest score; ties broken by id), or None."""
+    best: tuple[int, str] | None = None
+    for replica in live:
+        key = (_score(replica, target), replica)
+        if best is None or key > best:
+            best = key
+    return best[1] if best is not None else None
+
+
+def assign(targets: Iterable[str], live: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Every live replica -> the targets it owns (sorted); every target has exactly one owner."""
+    out: dict[str, list[str]] = {r: [] for r in live}
+    for target in targets:
+        chosen = owner(target, live)
+        if chosen is not None:
+            out[chosen].append(target)
+    return {r: tuple(sorted(ts)) for r, ts in out.items()}
+
+
+def moved(before: Mapping[str, Sequence[str]], after: Mapping[str, Sequence[str]]) -> set[str]:
+    """Targets whose owner differs between two assignments."""
+
+    def owners(a: Mapping[str, Sequence[str]]) -> dict[str, str]:
+        return {t: r for r, ts in a.items() for t in ts}
+
+    old, new = owners(before), owners(after)
+    return {t for t in old.keys() | new.keys() if old.get(t) != new.get(t)}
+
+
+def require_postgresql(store_url: str, dialect: str) -> None:
+    """Replicas share state through PostgreSQL; refuse them on SQLite with the fix."""
+    if dialect != "postgresql":
+        raise ConfigError(
+            f"replicas: [daemon] state is {store_url} ({dialect}), a single-machine store; "
+            "several expressway-certd replicas need one shared PostgreSQL database: set "
+            "[daemon] state = 'postgresql://user@host/db' on every replica, or run one replica"
+        )
+
+
+def new_replica_id(host: str | None = None, pid: int | None = None) -> str:
+    """host:pid:random, unique across restarts (a restarted process is a new replica)."""
+    host = (host or socket.gethostname())[:40]
+    return f"{host}:{pid if pid is not None else os.getpid()}:{secrets.token_hex(4)}"
+
+
+@dataclass(frozen=True)
+class Replica:
+    id: str
+    host: str
+    pid: int
+    version: str
+
+
+class Registry:
+    """This process's row in `replicas`, and who else is alive."""
+
+    def __init__(self, store: Store, me: Replica, *, timeout: timedelta) -> None:
+        require_postgresql(store.url, store.engine.dialect.name)
+        self.store = store
+        self.me = me
+        self.timeout = timeout
+
+    async def register(self) -> None:
+        stmt = postgresql.insert(replicas).values(
+            id=self.me.id,
+            host=self.me.host,
+            pid=self.me.pid,
+            version=self.me.version,
+            started_at=sa.func.now(),
+            heartbeat_at=sa.func.now(),
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["id"], set_={"heartbeat_at": sa.func.now()}
+        )
+        await self._execute(stmt)
+
+    async def heartbeat(self) -> None:
+        """Refresh our row; re-registers when it was pruned (e.g. after a long pause)."""
+        result = await self._execute(
+            replicas.update().where(replicas.c.id == self.me.id).values(heartbeat_at=sa.func.now())
+        )
+        if result == 0:
+            await self.register()
+
+    async def live(self) -> list[str]:
+        """Ids of the replicas whose heartbeat is younger than the timeout, sorted."""
+        fresh = replicas.c.heartbeat_at >= sa.func.now() - self.timeout
+        try:
+            async with self.store.engine.connect() as conn:
+                rows = await conn.execute(
+                    sa.select(replicas.c.id).where(fresh).order_by(replicas.c.id)
+                )
+                return [str(r[0]) for r in rows]
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            raise StoreError(f"replicas: cannot read {self.store.url}: {exc}") from exc
+
+    async def deregister(self) -> None:
+        await self._execute(replicas.delete().where(replicas.c.id == self.me.id))
+
+    async def prune(self, older_than: timedelta) -> int:
+        """Forget replicas silent for longer than `older_than` (they are long dead)."""
+        return await self._execute(
+            replicas.delete().where(replicas.c.heartbeat_at < sa.func.now() - older_than)
+        )
+
+    async def _execute(self, stmt: sa.Executable) -> int:
+        try:
+            async with self.store.engine.begin() as conn:
+                result = await conn.execute(stmt)
+                return int(getattr(result, "rowcount", 0) or 0)
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            raise StoreError(
+                f"replicas: cannot update {self.store.url}: {exc}; check that PostgreSQL is "
+                "reachable"
+            ) from exc

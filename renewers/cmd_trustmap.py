@@ -1,0 +1,207 @@
+"""`expressway-certd trust-map --config F [--json] [--svg PATH]`: every TLS relation of the
+configured deployment, and whether each verifier trusts what its peer presents.
+
+Reads, read-only, each Expressway's installed server certificate and trusted CA list and each
+Unified CM node's trust stores (the same clients as `inspect` and `check-cert`), and the
+issued-but-not-installed chains of active renewals from the state database. Prints a table and
+writes the picture as SVG with Graphviz `dot` (default `<data_dir>/trust-map.svg`, which the
+status page at `/` shows). Exit 0 when every relation is ok, 1 otherwise, 2 on errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from alerts.trust import TRUST_MAP_STATE
+from monitor.config import Config, load_config
+from monitor.errors import CertdError, ConfigError
+from monitor.printable import printable
+from monitor.statuspage import TRUST_MAP_FILE as SVG_NAME
+from monitor.store import Store
+from renewers.pipeline import ConfiguredDevices, Devices, trust_boxes
+from renewers.trustmap import (
+    EXPRESSWAY_STORE,
+    OK,
+    Judgement,
+    Party,
+    earliest_break,
+    relations,
+    to_dot,
+    trust_map,
+)
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "trust-map",
+        help="show which TLS relations of the deployment are ok, broken or will break",
+        description=(
+            "Read every configured Expressway's certificate and trusted CA list and each "
+            "Unified CM node's trust stores (read-only), judge every TLS relation (traversal "
+            "C<->E, Expressway-C -> Unified CM SIP TLS and HTTPS) and write an SVG picture. "
+            "Exit 0 when all are ok, 1 otherwise."
+        ),
+    )
+    p.add_argument("--config", required=True, help="TOML config file")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--svg", help=f"write the picture here (default <data_dir>/{SVG_NAME})")
+    p.add_argument("--no-svg", action="store_true", help="do not run Graphviz")
+    p.add_argument("--timeout", type=float, default=30.0, help="per-request deadline, seconds")
+    p.set_defaults(func=run)
+
+
+def _load_pem_certs(pem: str) -> tuple[x509.Certificate, ...]:
+    return tuple(x509.load_pem_x509_certificates(pem.encode())) if pem else ()
+
+
+async def pending_chains(config: Config) -> dict[str, tuple[x509.Certificate, ...]]:
+    """target -> (new leaf, its chain) of each active renewal that has an issued certificate."""
+    try:
+        store = await Store.open(config.daemon.state)
+    except CertdError:
+        return {}
+    try:
+        rows = await store.renewals_for(None, active_only=True, limit=1000)
+    finally:
+        await store.close()
+    out: dict[str, tuple[x509.Certificate, ...]] = {}
+    for row in rows:
+        issued = row.data.get("issued")
+        if isinstance(issued, dict) and issued.get("leaf_pem"):
+            out[row.target] = _load_pem_certs(issued["leaf_pem"]) + _load_pem_certs(
+                issued.get("chain_pem", "")
+            )
+    return out
+
+
+async def gather(
+    config: Config, devices: Devices, pending: dict[str, tuple[x509.Certificate, ...]]
+) -> tuple[dict[str, Party], list[tuple[str, str]], list[tuple[str, str]]]:
+    parties: dict[str, Party] = {}
+    traversal: list[tuple[str, str]] = []
+    unified: list[tuple[str, str]] = []
+    for exp in config.expressways:
+        presents: x509.Certificate | None = None
+        stores: dict[str, tuple[x509.Certificate, ...]] = {}
+        if exp.username and exp.password:
+            async with devices.expressway(exp) as box:
+                presents = await box.server_certificate()
+                stores[EXPRESSWAY_STORE] = tuple(await box.trusted_cas())
+        reaches = {(b.name, EXPRESSWAY_STORE) for b in trust_boxes(config, exp)}
+        if exp.role == "c" and exp.unified_cm:
+            ucm = config.unified_cm(exp.unified_cm)
+            reaches |= {(f"{ucm.name}/{n}", s) for n in ucm.nodes for s in ucm.trust_stores}
+        parties[exp.name] = Party(
+            exp.name,
+            f"expressway-{exp.role}" if exp.role else "expressway",
+            presents,
+            stores,
+            pending=pending.get(exp.name, ()),
+            step_d_reaches=frozenset(reaches),
+        )
+        if exp.role == "c" and exp.traversal_peer:
+            traversal.append((exp.name, exp.traversal_peer))
+    for ucm in config.unified_cms:
+        users = [e for e in config.expressways if e.role == "c" and e.unified_cm == ucm.name]
+        if not users:
+            continue
+        async with devices.unified_cm(ucm) as cm:
+            for node in ucm.nodes:
+                name = f"{ucm.name}/{node}"
+                node_stores = {s: tuple(await cm.trusted(node, s)) for s in ucm.trust_stores}
+                parties[name] = Party(name, "unified-cm", None, node_stores)
+                unified += [(c.name, name) for c in users]
+    return parties, traversal, unified
+
+
+def judgements_json(judgements: tuple[Judgement, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "from": j.relation.presenter,
+            "to": j.relation.verifier,
+            "relation": j.relation.relation,
+            "store": j.relation.store,
+            "status": j.status,
+            "reason": j.reason,
+            "breaks_at": j.breaks_at.isoformat() if j.breaks_at else None,
+        }
+        for j in judgements
+    ]
+
+
+def render(judgements: tuple[Judgement, ...], svg: Path | None) -> str:
+    lines = [f"{'from':<16} {'to':<22} {'relation':<10} {'store':<12} status"]
+    for j in judgements:
+        r = j.relation
+        row = f"{printable(r.presenter):<16} {printable(r.verifier):<22} {r.relation:<10} {r.store:<12} {j.status}"
+        if j.reason:
+            row += f": {printable(j.reason)}"
+        lines.append(row)
+    first = earliest_break(judgements)
+    lines.append(f"Earliest break: {first:%Y-%m-%d %H:%M} UTC" if first else "Nothing will break.")
+    if svg is not None:
+        lines.append(f"Picture: {svg}")
+    return "\n".join(lines)
+
+
+def write_svg(dot_source: str, path: Path) -> Path:
+    binary = shutil.which("dot")
+    if binary is None:
+        raise ConfigError(
+            "trust-map: Graphviz 'dot' is not installed (Debian package graphviz); "
+            "install it or pass --no-svg"
+        )
+    result = subprocess.run(
+        [binary, "-Tsvg"], input=dot_source.encode(), capture_output=True, timeout=60, check=False
+    )
+    if result.returncode != 0:
+        raise ConfigError(f"trust-map: dot failed: {result.stderr.decode(errors='replace')[:300]}")
+    return save_atomically(path, result.stdout)
+
+
+def save_atomically(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    devices = ConfiguredDevices({"timeout": args.timeout})
+
+    async def collect() -> tuple[dict[str, Party], list[tuple[str, str]], list[tuple[str, str]]]:
+        return await gather(config, devices, await pending_chains(config))
+
+    parties, traversal, unified = asyncio.run(collect())
+    now = datetime.now(UTC)
+    judgements = trust_map(parties, relations(parties, traversal, unified), now)
+    svg: Path | None = None
+    if not args.no_svg:
+        target = Path(args.svg) if args.svg else config.daemon.data_dir / SVG_NAME
+        svg = write_svg(to_dot(parties, judgements), target)
+    first = earliest_break(judgements)
+    doc = {
+        "generated_at": now.isoformat(),
+        "relations": judgements_json(judgements),
+        "earliest_break": first.isoformat() if first else None,
+        "svg": str(svg) if svg else None,
+    }
+    # The daemon exports this at scrape time (alerts/trust.py).
+    save_atomically(config.daemon.data_dir / TRUST_MAP_STATE, json.dumps(doc).encode())
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(render(judgements, svg))
+    return 0 if all(j.status == OK for j in judgements) else 1

@@ -1,0 +1,105 @@
+"""Deadline risk: the earliest moment a renewal of one target could complete, and its margin.
+
+Pure. A renewal started now runs its stages in order (docs/renewal.md): the CA issues (its
+observed latency, p90 of past issuances, or a default by CA kind), an approver approves
+(p90 of past approvals, a default until there are some), then the restart waits for the next
+maintenance window and takes its time. The margin is the certificate's expiry minus that
+completion; the factor with the largest share of the delay is named, so an alert can say
+what to change (a wider window, a faster approver, another CA).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+DEFAULT_APPROVAL = timedelta(days=2)  # until a target has approvals of its own
+DEFAULT_CA_LATENCY = {"manual": timedelta(days=3)}  # other kinds: minutes
+DEFAULT_CA_LATENCY_OTHER = timedelta(minutes=10)
+DEFAULT_RESTART = timedelta(minutes=15)
+DEFAULT_SAFETY = timedelta(days=7)
+
+FACTOR_CA, FACTOR_APPROVAL, FACTOR_WINDOW, FACTOR_RESTART = (
+    "ca latency",
+    "approval",
+    "maintenance window",
+    "restart",
+)
+
+
+@dataclass(frozen=True)
+class DeadlineInputs:
+    target: str
+    not_after: datetime  # of the certificate in service
+    ca_kind: str  # acme, est, adcs, manual
+    approval_required: bool
+    past_approvals: Sequence[timedelta] = ()
+    past_issuances: Sequence[timedelta] = ()
+    restart: timedelta = DEFAULT_RESTART
+    # None: restart at once; else when the window opens at or after a moment
+    next_window: Callable[[datetime], datetime] | None = None
+
+
+@dataclass(frozen=True)
+class DeadlineEstimate:
+    target: str
+    earliest_completion: datetime
+    margin: timedelta  # not_after - earliest_completion (negative: too late already)
+    factors: tuple[tuple[str, timedelta], ...]  # in pipeline order
+    dominating: str
+
+    def at_risk(self, safety: timedelta = DEFAULT_SAFETY) -> bool:
+        return self.margin < safety
+
+    def explanation(self) -> str:
+        parts = ", ".join(f"{name} {_human(d)}" for name, d in self.factors if d > timedelta(0))
+        return (
+            f"{self.target}: a renewal started now completes at the earliest "
+            f"{self.earliest_completion:%Y-%m-%d %H:%M} UTC ({parts or 'no delays'}), "
+            f"{_human(self.margin)} before expiry; dominated by {self.dominating}"
+        )
+
+
+def p90(values: Sequence[timedelta]) -> timedelta | None:
+    """Nearest-rank 90th percentile; None without values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
+
+
+def _human(delta: timedelta) -> str:
+    seconds = delta.total_seconds()
+    sign = "-" if seconds < 0 else ""
+    seconds = abs(seconds)
+    if seconds >= 86400:
+        return f"{sign}{seconds / 86400:.1f} d"
+    if seconds >= 3600:
+        return f"{sign}{seconds / 3600:.1f} h"
+    return f"{sign}{seconds / 60:.0f} min"
+
+
+def estimate(inputs: DeadlineInputs, now: datetime) -> DeadlineEstimate:
+    """The earliest completion of a renewal started at `now`, and what makes it late."""
+    ca = p90(inputs.past_issuances) or DEFAULT_CA_LATENCY.get(
+        inputs.ca_kind, DEFAULT_CA_LATENCY_OTHER
+    )
+    approval = (
+        (p90(inputs.past_approvals) or DEFAULT_APPROVAL)
+        if inputs.approval_required
+        else timedelta(0)
+    )
+    ready = now + ca + approval
+    window_opens = inputs.next_window(ready) if inputs.next_window else ready
+    wait = max(window_opens - ready, timedelta(0))
+    done = ready + wait + inputs.restart
+    factors = (
+        (FACTOR_CA, ca),
+        (FACTOR_APPROVAL, approval),
+        (FACTOR_WINDOW, wait),
+        (FACTOR_RESTART, inputs.restart),
+    )
+    dominating = max(factors, key=lambda f: f[1])[0]
+    return DeadlineEstimate(inputs.target, done, inputs.not_after - done, factors, dominating)

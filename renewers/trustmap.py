@@ -1,0 +1,198 @@
+"""The trust map: every TLS relation of a deployment, and whether each verifier trusts its peer.
+
+Pure. Parties are Expressways and Unified CM nodes with the certificates they present and the
+trust stores they verify with; `relations` lists who verifies whom (Cisco's step D list:
+traversal zone C <-> E, Expressway-C -> Unified CM over SIP TLS and HTTPS); `judge` says for
+each relation:
+
+- ok
+- broken: the presented chain does not build to a self-signed anchor in the verifier's
+  store (signatures checked), or a certificate on the path is outside its validity now;
+- will break: a CA certificate on the path expires before the leaf it anchors (the relation
+  breaks at that moment), or a pending renewal's new chain is not trusted by a verifier that
+  the pipeline's step D does not update.
+
+A presenter sends its leaf plus the CA certificates from its own trusted list that chain it
+(an Expressway builds its chain from that list); the verifier supplies only anchors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cryptography import x509
+
+from monitor.printable import printable
+from renewers.handcheck import build_path, fingerprint
+
+OK, BROKEN, WILL_BREAK, UNKNOWN = "ok", "broken", "will break", "unknown"
+
+
+@dataclass(frozen=True)
+class Party:
+    name: str
+    kind: str  # "expressway-c", "expressway-e", "unified-cm"
+    presents: x509.Certificate | None  # the leaf it serves / presents as a client
+    stores: Mapping[str, tuple[x509.Certificate, ...]] = field(default_factory=dict)
+    pending: tuple[x509.Certificate, ...] = ()  # a renewal's new leaf and chain, not installed yet
+    step_d_reaches: frozenset[tuple[str, str]] = frozenset()  # (party, store) a renewal updates
+
+
+@dataclass(frozen=True)
+class Relation:
+    presenter: str
+    verifier: str
+    store: str  # the verifier's trust store used for this relation
+    relation: str  # "traversal", "sip-tls", "https"
+
+
+@dataclass(frozen=True)
+class Judgement:
+    relation: Relation
+    status: str
+    reason: str
+    breaks_at: datetime | None  # now for broken, the future moment for will break
+
+
+EXPRESSWAY_STORE = "trusted-ca"
+
+
+def relations(
+    parties: Mapping[str, Party],
+    traversal: Sequence[tuple[str, str]],
+    unified_cm: Sequence[tuple[str, str]],
+    ucm_stores: Sequence[str] = ("callmanager", "tomcat"),
+) -> tuple[Relation, ...]:
+    """`traversal`: (Expressway-C, Expressway-E) zone pairs; `unified_cm`: (C, node) pairs."""
+    out: list[Relation] = []
+    for c, e in traversal:
+        # Mutual TLS: the E verifies the C's client certificate, the C verifies the E.
+        out.append(Relation(c, e, EXPRESSWAY_STORE, "traversal"))
+        out.append(Relation(e, c, EXPRESSWAY_STORE, "traversal"))
+    for c, node in unified_cm:
+        names = {"callmanager": "sip-tls", "tomcat": "https"}
+        for store in ucm_stores:
+            out.append(Relation(c, node, store, names.get(store, store)))
+        if parties.get(node) is not None and parties[node].presents is not None:
+            out.append(Relation(node, c, EXPRESSWAY_STORE, "sip-tls"))
+    return tuple(out)
+
+
+def _path(
+    leaf: x509.Certificate, sent: Sequence[x509.Certificate], anchors: Sequence[x509.Certificate]
+) -> tuple[tuple[x509.Certificate, ...], bool]:
+    """The path from `leaf`, and whether it ends on a self-signed certificate of `anchors`."""
+    path = build_path(leaf, [*sent, *anchors])
+    anchor_prints = {fingerprint(a) for a in anchors}
+    top = path[-1]
+    return path, top.subject == top.issuer and fingerprint(top) in anchor_prints
+
+
+def _name(cert: x509.Certificate) -> str:
+    return printable(cert.subject.rfc4514_string())
+
+
+def _check_chain(
+    leaf: x509.Certificate,
+    sent: Sequence[x509.Certificate],
+    anchors: Sequence[x509.Certificate],
+    now: datetime,
+) -> tuple[str, str, datetime | None]:
+    path, anchored = _path(leaf, sent, anchors)
+    if not anchored:
+        top = path[-1]
+        return BROKEN, f"no trusted anchor for '{printable(top.issuer.rfc4514_string())}'", now
+    for cert in path:
+        if not (cert.not_valid_before_utc <= now <= cert.not_valid_after_utc):
+            return BROKEN, f"'{_name(cert)}' is outside its validity", now
+    early = [c for c in path[1:] if c.not_valid_after_utc < leaf.not_valid_after_utc]
+    if early:
+        first = min(early, key=lambda c: c.not_valid_after_utc)
+        return (
+            WILL_BREAK,
+            f"'{_name(first)}' expires {first.not_valid_after_utc:%Y-%m-%d}, before the "
+            f"certificate it anchors ({leaf.not_valid_after_utc:%Y-%m-%d})",
+            first.not_valid_after_utc,
+        )
+    return OK, "", None
+
+
+def _sent(party: Party, leaf: x509.Certificate) -> tuple[x509.Certificate, ...]:
+    own = party.stores.get(EXPRESSWAY_STORE, ())
+    return build_path(leaf, own)[1:]
+
+
+def judge(rel: Relation, parties: Mapping[str, Party], now: datetime) -> Judgement:
+    presenter, verifier = parties.get(rel.presenter), parties.get(rel.verifier)
+    if presenter is None or presenter.presents is None:
+        return Judgement(rel, UNKNOWN, f"{rel.presenter}'s certificate was not read", None)
+    if verifier is None or rel.store not in verifier.stores:
+        return Judgement(rel, UNKNOWN, f"{rel.verifier}'s {rel.store} store was not read", None)
+    anchors = verifier.stores[rel.store]
+    leaf = presenter.presents
+    status, reason, at = _check_chain(leaf, _sent(presenter, leaf), anchors, now)
+    if status == BROKEN or not presenter.pending:
+        return Judgement(rel, status, reason, at)
+    new_leaf, *new_chain = presenter.pending
+    if (rel.verifier, rel.store) in presenter.step_d_reaches:
+        return Judgement(rel, status, reason, at)
+    new_status, _, _ = _check_chain(new_leaf, new_chain, anchors, now)
+    if new_status == BROKEN:
+        return Judgement(
+            rel,
+            WILL_BREAK,
+            f"the pending renewal's new CA '{printable(new_leaf.issuer.rfc4514_string())}' is "
+            f"not trusted by {rel.verifier} ({rel.store}), which the renewal does not update; "
+            f"upload it there before the new certificate is installed",
+            now,
+        )
+    return Judgement(rel, status, reason, at)
+
+
+def trust_map(
+    parties: Mapping[str, Party], rels: Sequence[Relation], now: datetime
+) -> tuple[Judgement, ...]:
+    return tuple(judge(r, parties, now) for r in rels)
+
+
+def earliest_break(judgements: Sequence[Judgement]) -> datetime | None:
+    times = [j.breaks_at for j in judgements if j.breaks_at is not None]
+    return min(times) if times else None
+
+
+# --- pictures -------------------------------------------------------------------------------
+
+_COLOURS = {OK: "darkgreen", BROKEN: "red", WILL_BREAK: "darkorange", UNKNOWN: "grey40"}
+
+
+def _dot_string(*lines: str) -> str:
+    """A quoted DOT string; `lines` joined by DOT's line break, everything else literal."""
+    parts = [printable(line).replace("\\", "\\\\").replace('"', '\\"') for line in lines]
+    return '"' + "\\n".join(parts) + '"'
+
+
+def to_dot(parties: Mapping[str, Party], judgements: Sequence[Judgement]) -> str:
+    """Graphviz source: one node per party, one edge per relation (presenter -> verifier)."""
+    lines = ["digraph trust {", "  rankdir=LR;", '  node [shape=box, fontname="sans-serif"];']
+    names = sorted(
+        {
+            *parties,
+            *(j.relation.presenter for j in judgements),
+            *(j.relation.verifier for j in judgements),
+        }
+    )
+    for name in names:
+        kind = parties[name].kind if name in parties else "?"
+        lines.append(f"  {_dot_string(name)} [label={_dot_string(name, kind)}];")
+    for j in judgements:
+        r = j.relation
+        label = _dot_string(f"{r.relation} ({r.store})", j.status)
+        lines.append(
+            f"  {_dot_string(r.presenter)} -> {_dot_string(r.verifier)} "
+            f"[label={label}, color={_COLOURS[j.status]}, "
+            f"fontcolor={_COLOURS[j.status]}, penwidth={3 if j.status != OK else 1}];"
+        )
+    lines.append("}")
+    return "\n".join(lines) + "\n"
