@@ -318,8 +318,9 @@ class DaemonConfig:
     api_read_token: Secret | None = key(
         None,
         "secret reference; when set, every `GET /api/v1/*` (targets, endpoints, events, "
-        "renewals with their CSRs) needs `Authorization: Bearer` with this token or "
-        "`api_token`. `/metrics`, `/healthz` and `/readyz` stay open for Prometheus and load "
+        "renewals with their CSRs) and the status page `GET /` need `Authorization: Bearer` "
+        "with this token or `api_token` (a browser reaches the page through a proxy that adds "
+        "the header). `/metrics`, `/healthz` and `/readyz` stay open for Prometheus and load "
         "balancers. A `listen` address that is not loopback without `api_token` or without "
         "`api_read_token` is logged as a warning at start",
     )
