@@ -152,7 +152,7 @@ def build_app(
         if (
             api_read_token is not None
             and request.method in ("GET", "HEAD")
-            and request.path.startswith("/api/")
+            and (request.path == "/" or request.path.startswith("/api/"))
             and not _bearer_matches(request, (api_read_token, api_token))
         ):
             raise web.HTTPUnauthorized(
