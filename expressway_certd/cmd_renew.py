@@ -9,7 +9,7 @@ import dataclasses
 import getpass
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from monitor.logging import configure_logging
 from monitor.policy import ServedCert
 from monitor.probe import Prober, TrustStore
 from monitor.store import RenewalRow, Store
+from renewers.deadline import estimate, history, inputs_for
 from renewers.expressway import OperationUnsupported, csr_sans
 from renewers.maintenance import next_window_start
 from renewers.manager import RenewalManager
@@ -206,6 +207,9 @@ async def _plan(config: Config, name: str) -> dict[str, Any]:
     window = renewal.maintenance_window
     now = datetime.now(UTC)
     restart_at = next_window_start(window, now) if window else now
+    deadline = estimate(
+        inputs_for(target, facts.not_after, manager_ca.kind, *await _history(config, name)), now
+    )
     trust_parties = [box.name for box in trust_boxes(config, target)]
     if role == "c" and target.unified_cm:
         ucm = config.unified_cm(target.unified_cm)
@@ -236,9 +240,28 @@ async def _plan(config: Config, name: str) -> dict[str, Any]:
         "new_ca_pinned": pinned if ca_change else None,
         "approval": renewal.approval,
         "restart_at": restart_at.isoformat(),
+        "deadline": {
+            "earliest_completion": deadline.earliest_completion.isoformat(),
+            "margin_seconds": deadline.margin.total_seconds(),
+            "dominating": deadline.dominating,
+            "at_risk": deadline.at_risk(),
+            "explanation": deadline.explanation(),
+        },
         "problems": [p.message for p in problems] + ([problems_text] if problems_text else []),
         "steps": list(STAGES),
     }
+
+
+async def _history(config: Config, name: str) -> tuple[list[timedelta], list[timedelta]]:
+    """Past approval and issuance durations of the target (none when the store is unusable)."""
+    try:
+        store = await Store.open(config.daemon.state)
+    except CertdError:
+        return [], []
+    try:
+        return await history(store, name)
+    finally:
+        await store.close()
 
 
 def run_plan(args: argparse.Namespace) -> int:
@@ -284,6 +307,9 @@ def run_plan(args: argparse.Namespace) -> int:
     print("  9 install   upload the leaf only (PEM)")
     print(f" 10 restart   at {plan['restart_at'][:16]} UTC (maintenance window)")
     print(" 11 verify    every endpoint serves the new certificate; zones Active")
+    deadline = plan["deadline"]
+    risk = "AT RISK (under 7 days of margin)" if deadline["at_risk"] else "ok"
+    print(f"Deadline: {risk}: {deadline['explanation']}")
     return 1 if plan["problems"] else 0
 
 

@@ -56,6 +56,8 @@ DAEMON_METRICS = frozenset(
         "expressway_ca_request_duration_seconds_sum",
         "expressway_ca_request_duration_seconds_count",
         "expressway_ca_errors_total",
+        # deadline risk: targets with a renewal (alerts/deadline.py)
+        "expressway_renewal_deadline_margin_seconds",
         # trust map: from the latest `trust-map` run (alerts/trust.py)
         "expressway_trust_relation_ok",
         "expressway_trust_relation_break_timestamp_seconds",
@@ -106,6 +108,7 @@ ALERTS: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
     ),
     "ExpresswayTrustRelationBroken": ("critical", "15m", ("from", "to", "relation")),
     "ExpresswayTrustRelationWillBreak": ("warning", None, ("from", "to", "relation")),
+    "ExpresswayRenewalDeadlineAtRisk": ("warning", "15m", ("target", "dominating")),
 }
 
 CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
