@@ -153,6 +153,60 @@ class Failed:
 Outcome = Advance | Wait | Blocked | Failed
 
 
+def transition(
+    row: RenewalRow, outcome: Outcome, now: datetime, data: dict[str, Any]
+) -> tuple[RenewalRow, str, str]:
+    """The renewal after a stage's outcome, with the step's result and message. Pure: the
+    table of docs/renewal.md ("Outcomes"), tested as a table in tests/unit/test_transition.py."""
+    stage = row.stage
+    if isinstance(outcome, Advance):
+        index = STAGES.index(stage)
+        done = index == len(STAGES) - 1
+        new = dataclasses.replace(
+            row, status="done" if done else "running",
+            stage=stage if done else STAGES[index + 1], attempts=0, next_at=None,
+            message=outcome.detail, data=data, updated_at=now,
+        )  # fmt: skip
+        return new, "advance", outcome.detail
+    if isinstance(outcome, Wait):
+        new = dataclasses.replace(
+            row, status="waiting", next_at=outcome.until, message=outcome.why, data=data,
+            updated_at=now, attempts=row.attempts + 1,
+        )  # fmt: skip
+        return new, "wait", outcome.why
+    if isinstance(outcome, Blocked):
+        new = dataclasses.replace(
+            row, status="blocked", next_at=None, message=outcome.why, data=data,
+            updated_at=now, attempts=row.attempts + 1,
+        )  # fmt: skip
+        return new, "blocked", outcome.why
+    new = dataclasses.replace(
+        row, status="failed", next_at=outcome.retry_at, message=outcome.why, data=data,
+        updated_at=now, attempts=row.attempts + 1,
+    )  # fmt: skip
+    return new, "failed", outcome.why
+
+
+def stage_event(row: RenewalRow, new: RenewalRow, outcome: Outcome, now: datetime) -> Event | None:
+    """The event announcing a stage's outcome (None: a wait that goes on is not news)."""
+    common = {"target": row.target, "renewal_id": row.id, "stage": row.stage}
+    if isinstance(outcome, Advance):
+        return StageSucceeded(time=now, detail=outcome.detail, **common)
+    if isinstance(outcome, Wait):
+        if row.status == "waiting":
+            return None  # announced when the wait began
+        if outcome.approval:
+            new_cas = new.data.get("trust_cas", []) if new.data.get("ca_changed") else []
+            return ApprovalRequired(
+                time=now, why=outcome.why,
+                new_ca_sha256=tuple(c["sha256"] for c in new_cas), **common,
+            )  # fmt: skip
+        return StageWaiting(time=now, until=outcome.until.isoformat(), why=outcome.why, **common)
+    if isinstance(outcome, Blocked):
+        return RenewalBlocked(time=now, why=outcome.why, **common)
+    return StageFailed(time=now, why=outcome.why, retry_at=outcome.retry_at.isoformat(), **common)
+
+
 # ---- collaborators -------------------------------------------------------------------------
 
 
@@ -1073,58 +1127,8 @@ class Pipeline:
         seconds = time.monotonic() - started
         data.pop("_attempts", None)
         now = self.clock()
-        event: Event | None
-        if isinstance(outcome, Advance):
-            index = STAGES.index(stage)
-            done = index == len(STAGES) - 1
-            new = dataclasses.replace(
-                row,
-                status="done" if done else "running",
-                stage=stage if done else STAGES[index + 1],
-                attempts=0,
-                next_at=None,
-                message=outcome.detail,
-                data=data,
-                updated_at=now,
-            )
-            result, message = "advance", outcome.detail
-            event = StageSucceeded(time=now, detail=outcome.detail, **common)
-        elif isinstance(outcome, Wait):
-            new = dataclasses.replace(
-                row, status="waiting", next_at=outcome.until, message=outcome.why, data=data,
-                updated_at=now, attempts=row.attempts + 1,
-            )  # fmt: skip
-            result, message = "wait", outcome.why
-            if row.status == "waiting":
-                event = None  # announced when the wait began
-            elif outcome.approval:
-                new_cas = data.get("trust_cas", []) if data.get("ca_changed") else []
-                event = ApprovalRequired(
-                    time=now,
-                    why=outcome.why,
-                    new_ca_sha256=tuple(c["sha256"] for c in new_cas),
-                    **common,
-                )
-            else:
-                event = StageWaiting(
-                    time=now, until=outcome.until.isoformat(), why=outcome.why, **common
-                )
-        elif isinstance(outcome, Blocked):
-            new = dataclasses.replace(
-                row, status="blocked", next_at=None, message=outcome.why, data=data,
-                updated_at=now, attempts=row.attempts + 1,
-            )  # fmt: skip
-            result, message = "blocked", outcome.why
-            event = RenewalBlocked(time=now, why=outcome.why, **common)
-        else:
-            new = dataclasses.replace(
-                row, status="failed", next_at=outcome.retry_at, message=outcome.why, data=data,
-                updated_at=now, attempts=row.attempts + 1,
-            )  # fmt: skip
-            result, message = "failed", outcome.why
-            event = StageFailed(
-                time=now, why=outcome.why, retry_at=outcome.retry_at.isoformat(), **common
-            )
+        new, result, message = transition(row, outcome, now, data)
+        event = stage_event(row, new, outcome, now)
         _test_kill_after(row.target, f"{stage}-unsaved")
         # Persist first: whatever happens next, a new process resumes from here.
         await self.store.save_renewal(
