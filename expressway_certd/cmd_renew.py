@@ -193,7 +193,10 @@ async def _plan(config: Config, name: str) -> dict[str, Any]:
             issuing_ski = issuing.ski
         ca_change = None if issuing_ski is None else issuing_ski != facts.aki
         anchors = pinned_anchors(manager_ca)
-        pinned = bool(ca_chain) and trust_path(ca_chain[0], ca_chain[1:], anchors) is not None
+        path = trust_path(ca_chain[0], ca_chain[1:], anchors) if ca_chain else None
+        pinned = path is not None
+        # what the trust stage would push: the issuing CA and its path to the pinned root
+        new_ca = list(dict.fromkeys([ca_chain[0], *path])) if path else ca_chain
         if ca_change and not pinned:
             problems_text = "; ".join(
                 filter(None, [problems_text, (
@@ -234,7 +237,7 @@ async def _plan(config: Config, name: str) -> dict[str, Any]:
         "pending_csr": pending_text,
         "ca_change": ca_change,
         "trust_to": trust_parties if ca_change else [],
-        "new_ca": [{"sha256": tsha256(c), "subject": c.subject.rfc4514_string()} for c in ca_chain]
+        "new_ca": [{"sha256": tsha256(c), "subject": c.subject.rfc4514_string()} for c in new_ca]
         if ca_change
         else [],
         "new_ca_pinned": pinned if ca_change else None,
