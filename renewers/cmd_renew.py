@@ -31,6 +31,7 @@ from monitor.facts import facts_from_x509, load_certificate, load_certificates
 from monitor.logging import configure_logging
 from monitor.probe import Prober, TrustStore
 from monitor.store import RenewalRow, Store
+from monitor.text import printable, printable_values
 from renewers.expressway import OperationUnsupported, csr_sans
 from renewers.maintenance import next_window_start
 from renewers.manager import RenewalManager
@@ -114,7 +115,7 @@ def timeline_line(event: Event) -> str | None:
 async def print_timeline(event: Event) -> None:
     line = timeline_line(event)
     if line is not None:
-        print(line, flush=True)
+        print(printable(line), flush=True)
 
 
 # ---- helpers --------------------------------------------------------------------------------
@@ -220,6 +221,7 @@ def run_plan(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(plan, indent=2))
         return 1 if plan["problems"] else 0
+    plan = printable_values(plan)
     ca_change = {
         True: "YES: new CA (AKI changes)",
         False: "no (same CA)",
@@ -432,6 +434,7 @@ def run_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(items, indent=2))
         return 0
+    items = printable_values(items)
     if not items:
         print("no Expressway has [expressway.renewal] configured")
     for item in items:
