@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 # Debian packages the tests start on loopback (installed once, services not auto-started).
 debs:
 	bash scripts/install-debs.sh prometheus prometheus-alertmanager postgresql pebble bind9 \
-		krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc
+		krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc openssl
 
 lint: venv
 	$(VENV)/bin/ruff check monitor renewers alerts lab tests
