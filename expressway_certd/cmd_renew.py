@@ -32,6 +32,7 @@ from monitor.logging import configure_logging
 from monitor.policy import ServedCert
 from monitor.probe import Prober, TrustStore
 from monitor.store import RenewalRow, Store
+from monitor.text import printable, printable_values
 from renewers.deadline import estimate, history, inputs_for
 from renewers.expressway import OperationUnsupported, csr_sans
 from renewers.maintenance import next_window_start
@@ -129,7 +130,7 @@ def timeline_line(event: Event) -> str | None:
 async def print_timeline(event: Event) -> None:
     line = timeline_line(event)
     if line is not None:
-        print(line, flush=True)
+        print(printable(line), flush=True)
 
 
 # ---- helpers --------------------------------------------------------------------------------
@@ -274,6 +275,7 @@ def run_plan(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(plan, indent=2))
         return 1 if plan["problems"] else 0
+    plan = printable_values(plan)
     ca_change = {
         True: "YES: new CA (AKI changes)",
         False: "no (same CA)",
@@ -522,6 +524,7 @@ def run_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(items, indent=2))
         return 0
+    items = printable_values(items)
     if not items:
         print("no Expressway has [expressway.renewal] configured")
     for item in items:

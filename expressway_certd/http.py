@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from alerts.deadline import estimates as deadline_estimates
-from alerts.deadline import render as deadline_exposition
 from alerts.trust import exposition as trust_exposition
+from expressway_certd.deadline_metrics import estimates as deadline_estimates
+from expressway_certd.deadline_metrics import render as deadline_exposition
 from monitor.config_base import Secret
 from monitor.errors import CertdError
 from monitor.statuspage import (

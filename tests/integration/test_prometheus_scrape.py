@@ -34,6 +34,7 @@ RENEWING = "expe-c1"  # the lab's Expressway-C: renewal configured, certificate 
 # Empty in a healthy fleet: no CA request has failed (the panel shows its 0 fallback).
 MAY_BE_FALLBACK = (
     "expressway_ca_errors_total",
+    "expressway_cert_lint_finding",  # the lab's certificates draw no lint advisory
     # exported only once `expressway-certd trust-map` has written <data_dir>/trust-map.json
     "expressway_trust_relation_ok",
     "expressway_trust_relation_break_timestamp_seconds",

@@ -1,5 +1,6 @@
 """Deadline-risk metrics and page rows, computed at scrape time from the config, the monitor's
-served certificates and the renewal history in the store (renewers/deadline.py).
+served certificates and the renewal history in the store (renewers/deadline.py). It joins the
+monitor and the renewal side, so it lives in the composition root.
 
 `expressway_renewal_deadline_margin_seconds{target, dominating}`: expiry of the certificate
 in service minus the earliest completion of a renewal started now. Only targets with
