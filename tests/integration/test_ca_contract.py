@@ -230,7 +230,6 @@ class Misbehaving:
     name: str
     connector: Callable[..., Any]  # (wait=seconds, timeout=seconds) -> connector
     names: Callable[[], list[str]]
-    anchors: Callable[[], list[x509.Certificate]]  # roots the issued chains build to
     deny: Callable[[dict[str, Any], str], None]  # the CA denies the pending request
     fault: Callable[[Fault], None]  # the CA's answers go through this from now on
     forget: Callable[[], None]  # the CA forgets its clients (accounts, sessions)
@@ -277,7 +276,7 @@ def acme_misbehaving(tmp_path: Path, pebble: Pebble, bind9: Bind9) -> Iterator[M
 
     try:
         yield Misbehaving(
-            "faulty-acme", connector, lambda: [f"f-{secrets.token_hex(4)}.{ZONE}"], pebble.roots,
+            "faulty-acme", connector, lambda: [f"f-{secrets.token_hex(4)}.{ZONE}"],
             deny, fault, pebble.restart,
         )  # fmt: skip
     finally:
@@ -301,7 +300,7 @@ def adcs_misbehaving(tmp_path: Path) -> Iterator[Misbehaving]:
             return h.connector(wait=wait)
 
         yield Misbehaving(
-            "corp-adcs", connector, harness.names, lambda sim=sim: [sim.root.cert],
+            "corp-adcs", connector, harness.names,
             deny, unsupported, unsupported,
         )  # fmt: skip
 
