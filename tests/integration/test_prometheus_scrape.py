@@ -35,6 +35,7 @@ RENEWING = "expe-c1"  # the lab's Expressway-C: renewal configured, certificate 
 MAY_BE_FALLBACK = (
     "expressway_ca_errors_total",
     "expressway_cert_lint_finding",  # the lab's certificates draw no lint advisory
+    "expressway_served_cert_mismatch",  # every port serves what the box reports installed
     # exported only once `expressway-certd trust-map` has written <data_dir>/trust-map.json
     "expressway_trust_relation_ok",
     "expressway_trust_relation_break_timestamp_seconds",
