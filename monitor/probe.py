@@ -32,7 +32,7 @@ from cryptography.x509.verification import (
 )
 from OpenSSL import crypto
 
-from monitor.config import Endpoint
+from monitor.endpoint import Endpoint
 from monitor.errors import CertParseError, ConfigError
 from monitor.facts import CertFacts, facts_from_x509, is_ip_address, load_certificates
 from monitor.lint import LintFinding, lint_chain, lint_tls, webpki_finding
