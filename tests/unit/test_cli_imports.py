@@ -8,10 +8,13 @@ import importlib
 import json
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 
 from expressway_certd.cli import VERBS, build_parser, main
+from monitor import __version__
 
 HEAVY = (
     "sqlalchemy",
@@ -82,3 +85,9 @@ def test_an_unknown_verb_is_refused_naming_the_choices(capsys: pytest.CaptureFix
     with pytest.raises(SystemExit):
         main(["scna"])
     assert "invalid choice: 'scna'" in capsys.readouterr().err
+
+
+def test_version_matches_the_project_metadata() -> None:
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    declared = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"]
+    assert __version__ == declared
