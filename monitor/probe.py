@@ -108,8 +108,14 @@ class TrustStore:
     as it does on an OpenSSL peer). docs/chain-verdict.md lists the differential test's cases.
     """
 
-    def __init__(self, bundles: Sequence[Path] = (), *, system_roots: bool = False) -> None:
-        anchors: list[x509.Certificate] = []
+    def __init__(
+        self,
+        bundles: Sequence[Path] = (),
+        *,
+        system_roots: bool = False,
+        certificates: Sequence[x509.Certificate] = (),
+    ) -> None:
+        anchors: list[x509.Certificate] = list(certificates)
         for bundle in bundles:
             try:
                 anchors.extend(load_certificates(bundle.read_bytes(), source=str(bundle)))
@@ -120,7 +126,7 @@ class TrustStore:
         self.anchors = anchors
         self.description = (
             ", ".join(str(b) for b in bundles) + (" + system roots" if system_roots else "")
-        ) or "no trust anchors"
+        ) or ("given anchors" if certificates else "no trust anchors")
         self._store = Store(anchors) if anchors else None
         self._ossl_store = crypto.X509Store()
         for anchor in anchors:
