@@ -502,11 +502,31 @@ async def stage_validate(ctx: Context) -> Outcome:
             chain += [r for r in roots if _issued_by(top, r)][:1]
         ctx.data["issued"]["chain_pem"] = "".join(_pem(c) for c in chain)
     issuance = Issuance(ctx.leaf(), tuple(chain), ctx.csr(), ctx.ca_name)
-    problems = validate(ctx.plan, issuance, ctx.now())
+    # The chain must build to an anchor the operator configured (the daemon's trust bundle or
+    # a root pinned for this CA), never to a root the CA's answer brought along: a forged
+    # leaf that copies the old AKI must not pass as "same CA" (issue 13).
+    anchors = [*pinned_anchors(ctx.config.cas[ctx.ca_name]).roots, *ctx.prober.trust.anchors]
+    if not anchors:
+        return Blocked(
+            f"{ctx.target.name}: validate: no trust anchor is configured, so the issued chain "
+            "cannot be verified; set [daemon] trust_bundle (the roots your Expressways trust) "
+            f"or [ca.{ctx.ca_name}] trust_anchors, then run "
+            f"'expressway-certd renew {ctx.target.name} --now'"
+        )
+    problems = validate(ctx.plan, issuance, ctx.now(), anchors)
     if problems:
+        untrusted = any(p.check == "chain-invalid" for p in problems)
         return Blocked(
             "; ".join(p.message for p in problems)
             + f"; nothing was installed; fix the CA side, then run 'expressway-certd renew {ctx.target.name} --now'"
+            + (
+                f"; if the chain is wrong, hand in the right one ('expressway-certd provide "
+                f"{ctx.renewal_id} --cert CERT.pem --chain CHAIN.pem'); if the CA is right, add "
+                f"its root to [ca.{ctx.ca_name}] trust_anchors (or [daemon] trust_bundle) if you "
+                "trust it"
+                if untrusted
+                else ""
+            )
         )
     facts = facts_from_x509(issuance.leaf)
     ctx.data["ca_changed"] = facts.aki != ctx.data["snapshot"]["aki"]
