@@ -17,7 +17,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from cryptography.x509.verification import (
 )
 from OpenSSL import crypto
 
+from monitor.durations import utcnow
 from monitor.endpoint import Endpoint
 from monitor.errors import CertParseError, ConfigError
 from monitor.facts import CertFacts, facts_from_x509, is_ip_address, load_certificates
@@ -409,10 +410,6 @@ class _FactsCache:
 
 
 Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class Prober:

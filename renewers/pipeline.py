@@ -46,7 +46,7 @@ from monitor.events import (
     StageSucceeded,
     StageWaiting,
 )
-from monitor.facts import facts_from_x509
+from monitor.facts import cert_pem, facts_from_x509
 from monitor.probe import Prober
 from monitor.store import RenewalRow, StepRow, Store
 from renewers.ca.base import CAConnector, CARequestError, Issued, Pending
@@ -278,10 +278,6 @@ class Context:
         return list(x509.load_pem_x509_certificates(pem.encode())) if pem else []
 
 
-def _pem(cert: x509.Certificate) -> str:
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
 def _sha256(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 
@@ -321,7 +317,7 @@ async def stage_snapshot(ctx: Context) -> Outcome:
     ctx.data["snapshot"] = {
         "version": info.version or ctx.target.version,
         "role": role,
-        "cert_pem": _pem(current),
+        "cert_pem": cert_pem(current),
         "sha256": facts.sha256,
         "aki": facts.aki,
         "issuer": facts.issuer,
@@ -439,8 +435,8 @@ async def stage_csr(ctx: Context) -> Outcome:
 
 def _store_issued(ctx: Context, issued: Issued) -> str:
     ctx.data["issued"] = {
-        "leaf_pem": _pem(issued.leaf),
-        "chain_pem": "".join(_pem(c) for c in issued.chain),
+        "leaf_pem": cert_pem(issued.leaf),
+        "chain_pem": "".join(cert_pem(c) for c in issued.chain),
         "profile": issued.profile,
     }
     ctx.data.pop("handle", None)
@@ -500,7 +496,7 @@ async def stage_validate(ctx: Context) -> Outcome:
             top = chain[-1] if chain else ctx.leaf()
             roots = [a for a in ctx.prober.trust.anchors if a.subject == a.issuer]
             chain += [r for r in roots if _issued_by(top, r)][:1]
-        ctx.data["issued"]["chain_pem"] = "".join(_pem(c) for c in chain)
+        ctx.data["issued"]["chain_pem"] = "".join(cert_pem(c) for c in chain)
     issuance = Issuance(ctx.leaf(), tuple(chain), ctx.csr(), ctx.ca_name)
     # The chain must build to an anchor the operator configured (the daemon's trust bundle or
     # a root pinned for this CA), never to a root the CA's answer brought along: a forged
@@ -996,8 +992,8 @@ class Pipeline:
                 )
             data = dict(row.data)
             data["issued"] = {
-                "leaf_pem": _pem(leaf),
-                "chain_pem": "".join(_pem(c) for c in chain),
+                "leaf_pem": cert_pem(leaf),
+                "chain_pem": "".join(cert_pem(c) for c in chain),
                 "profile": "provided",
             }
             for stale in ("retry_at", "trust_cas", "ca_changed", "handle", "pending_reason"):

@@ -18,13 +18,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from monitor.eku import E_TLS_CLIENT_USES, EkuDecision, decide_eku
-from monitor.facts import CLIENT_AUTH, SERVER_AUTH, CertFacts, facts_from_x509
+from monitor.facts import EKU_NAMES, CertFacts, facts_from_x509
 from monitor.probe import TrustStore
 
-EKU_NAMES = {
-    SERVER_AUTH: "TLS Web Server Authentication",
-    CLIENT_AUTH: "TLS Web Client Authentication",
-}
 CLOCK_SKEW = timedelta(minutes=10)
 MIN_VALIDITY = timedelta(days=2)
 
