@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from alerts.trust import exposition as trust_exposition
 from monitor.config_base import Secret
 from monitor.errors import CertdError
+from monitor.operator import operator_name
 from monitor.statuspage import (
     CONTENT_SECURITY_POLICY,
     PageView,
@@ -180,7 +181,10 @@ def build_app(
 
     async def approve(request: web.Request) -> web.Response:
         require_token(request)
-        who = request.query.get("by", "api")
+        try:
+            who = operator_name(request.query.get("by", "api"))
+        except CertdError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
         try:
             row = await manager().pipeline.approve(request.match_info["id"], who)
         except CertdError as exc:
@@ -190,7 +194,10 @@ def build_app(
 
     async def cancel(request: web.Request) -> web.Response:
         require_token(request)
-        who = request.query.get("by", "api")
+        try:
+            who = operator_name(request.query.get("by", "api"))
+        except CertdError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
         try:
             row = await manager().pipeline.cancel(request.match_info["id"], who)
         except CertdError as exc:
