@@ -29,6 +29,7 @@ from monitor.events import (
 )
 from monitor.facts import EKU_NAMES, facts_from_x509, load_certificate, load_certificates
 from monitor.logging import configure_logging
+from monitor.operator import operator_name
 from monitor.policy import ServedCert
 from monitor.probe import Prober, TrustStore
 from monitor.store import RenewalRow, Store
@@ -408,7 +409,7 @@ async def _approve(config: Config, renewal_id: str, who: str) -> RenewalRow:
 
 def run_approve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    who = args.by or getpass.getuser()
+    who = operator_name(args.by or getpass.getuser())
     row = asyncio.run(_approve(config, args.renewal, who))
     print(f"renewal {row.id} of {row.target} approved by {who}; the daemon installs it next")
     return 0
@@ -428,7 +429,7 @@ async def _cancel(config: Config, renewal_id: str, who: str) -> RenewalRow:
 
 def run_cancel(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    who = args.by or getpass.getuser()
+    who = operator_name(args.by or getpass.getuser())
     row = asyncio.run(_cancel(config, args.renewal, who))
     print(
         f"renewal {row.id} of {row.target} cancelled at stage {row.stage} by {who}; "

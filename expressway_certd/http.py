@@ -15,6 +15,7 @@ from expressway_certd.deadline_metrics import estimates as deadline_estimates
 from expressway_certd.deadline_metrics import render as deadline_exposition
 from monitor.config_base import Secret
 from monitor.errors import CertdError
+from monitor.operator import operator_name
 from monitor.statuspage import (
     CONTENT_SECURITY_POLICY,
     PageView,
@@ -184,7 +185,10 @@ def build_app(
 
     async def approve(request: web.Request) -> web.Response:
         require_token(request)
-        who = request.query.get("by", "api")
+        try:
+            who = operator_name(request.query.get("by", "api"))
+        except CertdError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
         try:
             row = await manager().pipeline.approve(request.match_info["id"], who)
         except CertdError as exc:
@@ -194,7 +198,10 @@ def build_app(
 
     async def cancel(request: web.Request) -> web.Response:
         require_token(request)
-        who = request.query.get("by", "api")
+        try:
+            who = operator_name(request.query.get("by", "api"))
+        except CertdError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
         try:
             row = await manager().pipeline.cancel(request.match_info["id"], who)
         except CertdError as exc:

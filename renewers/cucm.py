@@ -134,18 +134,14 @@ class CucmClient:
         reply = await self._api(node, self.config.api_port).request(
             "GET", f"{TRUST_LIST_PATH}?service={store}", step=step
         )
-        body = reply.json()
-        items = body if isinstance(body, list) else (body or {}).get("certificates", [])
         certs: list[x509.Certificate] = []
-        for item in items if isinstance(items, list) else []:
-            pem = item.get("certificate") if isinstance(item, dict) else item
-            if isinstance(pem, str) and "-----BEGIN CERTIFICATE-----" in pem:
-                try:
-                    certs.append(x509.load_pem_x509_certificate(pem.encode()))
-                except ValueError as exc:
-                    raise self._error(
-                        node, step, f"an entry is not a readable certificate ({exc})"
-                    ) from exc
+        for pem in trust_pems(reply.json()):
+            try:
+                certs.append(x509.load_pem_x509_certificate(pem.encode()))
+            except ValueError as exc:
+                raise self._error(
+                    node, step, f"an entry is not a readable certificate ({exc})"
+                ) from exc
         return certs
 
     async def add_trust(
@@ -205,7 +201,7 @@ class CucmClient:
             f"<soap:soapGetServiceStatus><soap:ServiceStatus>{items}</soap:ServiceStatus>"
             "</soap:soapGetServiceStatus>",
         )
-        return _service_states(reply.text)
+        return read_service_states(reply.text)
 
     async def restart_service(self, node: str, service: str) -> str:
         """Restart ONE service on ONE node, after reading its state: returns RESTARTED, or
@@ -393,7 +389,7 @@ class CucmClient:
             allow=(500,),
         )
         if reply.status == 500:
-            fault = _fault_string(reply.text)
+            fault = read_fault_string(reply.text)
             raise self._error(
                 node,
                 operation,
@@ -415,11 +411,23 @@ def _parse_xml(text: str) -> ET.Element | None:
         return None
 
 
+def trust_pems(body: Any) -> list[str]:
+    """The PEM entries of a trust-store listing: a JSON list of PEM strings or of objects with
+    `certificate`, bare or under `certificates`; any other shape lists nothing."""
+    items = body.get("certificates", []) if isinstance(body, dict) else body
+    pems = []
+    for item in items if isinstance(items, list) else []:
+        pem = item.get("certificate") if isinstance(item, dict) else item
+        if isinstance(pem, str) and "-----BEGIN CERTIFICATE-----" in pem:
+            pems.append(pem)
+    return pems
+
+
 def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def _service_states(text: str) -> dict[str, ServiceState]:
+def read_service_states(text: str) -> dict[str, ServiceState]:
     root = _parse_xml(text)
     states: dict[str, ServiceState] = {}
     if root is None:
@@ -439,7 +447,7 @@ def _service_states(text: str) -> dict[str, ServiceState]:
     return states
 
 
-def _fault_string(text: str) -> str:
+def read_fault_string(text: str) -> str:
     root = _parse_xml(text)
     if root is None:
         return ""

@@ -715,21 +715,18 @@ def pem_text(text: str) -> str:
         return text
     try:
         body = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
         return text
     found: list[str] = []
-
-    def walk(value: Any) -> None:
+    pending: list[Any] = [body]  # a stack, not recursion: nesting depth is the sender's choice
+    while pending:
+        value = pending.pop()
         if isinstance(value, str) and "-----BEGIN" in value:
             found.append(value.strip() + "\n")
         elif isinstance(value, dict):
-            for item in value.values():
-                walk(item)
+            pending.extend(reversed(list(value.values())))
         elif isinstance(value, list):
-            for item in value:
-                walk(item)
-
-    walk(body)
+            pending.extend(reversed(value))
     return "".join(found) if found else text
 
 

@@ -51,10 +51,12 @@ from renewers.ca.base import (
 from renewers.ca.httpclient import BROWSER_USER_AGENT, Reply, basic_auth, send
 
 PENDING_POLL = timedelta(minutes=5)
-_ISSUED = re.compile(r"certnew\.cer\?ReqID=(\d+)&")
+_ISSUED = re.compile(r"certnew\.cer\?ReqID=(\d{1,10})&")
 _REQ_ID = (
-    re.compile(r"\bnReqId\s*=\s*(\d+)"),  # certrspn.asp postLoad script
-    re.compile(r"Name\s*=\s*\"?ReqID\"?\s+Value\s*=\s*\"?(\d+)", re.I),  # hidden form field
+    re.compile(r"\bnReqId\s*=\s*(\d{1,10})(?!\d)"),  # certrspn.asp postLoad script
+    re.compile(
+        r"Name\s*=\s*\"?ReqID\"?\s+Value\s*=\s*\"?(\d{1,10})(?!\d)", re.I
+    ),  # hidden form field
 )
 _HRESULT = re.compile(r"\b0x(8[0-9a-f]{7})\b", re.I)
 _QUOTED = re.compile(  # "...", „...“, “...”, 「...」
@@ -63,13 +65,17 @@ _QUOTED = re.compile(  # "...", „...“, “...”, 「...」
 )
 _TAG = re.compile(r"<[^>]*>")
 # English wording, only for pages without the IDs above (customised certsrv sites).
-_PENDING_EN = re.compile(r"Your Request Id is (\d+)\.")
+_PENDING_EN = re.compile(r"Your Request Id is (\d{1,10})\.")
 _DISPOSITION_EN = re.compile(r'The disposition message is "([^"]*)', re.S)
 _RENEWALS = re.compile(r"var nRenewals=(\d+);")
-_TITLE = (
-    re.compile(r"ID=locPageTitle>(.*?)(?:</P>|<P\b|<!--|<Table)", re.I | re.S),
-    re.compile(r"<Title>([^<]*)</Title>", re.I),
-)
+_TITLE_START = re.compile(r"ID=locPageTitle>", re.I)
+_TITLE_END = re.compile(r"</P>|<P\b|<!--|<Table", re.I)
+_TITLE_TAG = re.compile(r"<Title>([^<]*)</Title>", re.I)
+_ELEMENT_END = re.compile(r"</P>|<P\b|</LocID>|</DD>|</TD>|</DT>", re.I)
+_DT_END = re.compile(r"</DT>\s*<DD>", re.I)
+_DD_END = re.compile(r"</DD>", re.I)
+# AD CS request ids are DWORDs: 10 digits at most. Longer digit runs are not ids (and int()
+# refuses more than 4,300 digits).
 
 # certcli.h dispositions, as certrser.asp prints them (hex) under locDispLabel.
 CR_DISP_DENIED, CR_DISP_ISSUED, CR_DISP_ISSUED_OUT_OF_BAND = 2, 3, 4
@@ -114,20 +120,36 @@ def _has_id(page: str, *ids: str) -> bool:
     return any(re.search(rf"\bID\s*=\s*\"?{i}\b", page, re.I) for i in ids)
 
 
+def _between(page: str, start: re.Pattern[str], *ends: re.Pattern[str]) -> str | None:
+    """The text after the first match of `start` up to `ends` in turn (each searched after the
+    previous one), or None. One pass over the page: a hostile page with thousands of unclosed
+    IDs costs linear time, where a lazy `ID=x(.*?)END` regex retried at every ID is quadratic."""
+    match = start.search(page)
+    if match is None:
+        return None
+    begin = end = match.end()
+    for pattern in ends:
+        found = pattern.search(page, end)
+        if found is None:
+            return None
+        begin, end = (
+            (found.end(), found.end()) if pattern is not ends[-1] else (begin, found.start())
+        )
+    return page[begin:end]
+
+
 def _element(page: str, element_id: str) -> str | None:
     """The text of the element with this ID (a P, LocID, TD or DD), tags removed."""
-    match = re.search(
-        rf"\bID\s*=\s*\"?{element_id}\b\"?[^>]*>(.*?)(?=</P>|<P\b|</LocID>|</DD>|</TD>|</DT>)",
-        page,
-        re.I | re.S,
-    )
-    return _text(match.group(1)) if match else None
+    start = re.compile(rf"\bID\s*=\s*\"?{element_id}\b\"?[^>]{{0,200}}>", re.I)
+    found = _between(page, start, _ELEMENT_END)
+    return None if found is None else _text(found)
 
 
 def _definition(page: str, label_id: str) -> str | None:
     """certrser.asp's <DT ID=label>...</DT><DD>value</DD>: the value."""
-    match = re.search(rf"\bID\s*=\s*\"?{label_id}\b.*?</DT>\s*<DD>(.*?)</DD>", page, re.I | re.S)
-    return _text(match.group(1)) if match else None
+    start = re.compile(rf"\bID\s*=\s*\"?{label_id}\b", re.I)
+    found = _between(page, start, _DT_END, _DD_END)
+    return None if found is None else _text(found)
 
 
 def _unquote(text: str) -> str:
@@ -147,13 +169,16 @@ def _hresult(*texts: str | None) -> int | None:
 
 def read_certsrv_page(page: str) -> CertsrvPage:
     """Read the outcome of certfnsh.asp or certnew.cer from IDs, links, codes (any language)."""
-    title = next((_text(m.group(1)) for r in _TITLE if (m := r.search(page))), "")
+    found = _between(page, _TITLE_START, _TITLE_END)
+    if found is None and (tag := _TITLE_TAG.search(page)):
+        found = tag.group(1)
+    title = _text(found or "")
     if match := _ISSUED.search(page):
         return CertsrvPage("issued", int(match.group(1)), title=title)
     req_id = next((int(m.group(1)) for r in _REQ_ID if (m := r.search(page))), None)
     if req_id is None:
         found = _element(page, r"locReqId\w*")
-        if found and (digits := re.search(r"\d+", found)):
+        if found and (digits := re.search(r"(?<!\d)\d{1,10}(?!\d)", found)):
             req_id = int(digits.group(0))
     if _has_id(page, "locDenied", "locIssRev"):
         sentence = _element(page, "locDispMsg") or _element(page, "locErrorMsg") or ""

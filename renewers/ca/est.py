@@ -55,6 +55,7 @@ _OID_NAMES = {
 
 
 BASE64_COLUMNS = 64
+_MAX_ARC_BITS = 128
 PKCS7_TYPES = (
     "application/pkcs7-mime",
     "application/pkcs7",
@@ -83,11 +84,15 @@ def media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
 
 
 def decode_body(body: bytes, transfer_encoding: str | None) -> bytes:
-    """The DER inside an EST answer: base64 (with any line breaks) unless sent as binary or PEM."""
+    """The DER inside an EST answer: base64 (with any line breaks) unless sent as binary or PEM.
+    A PEM body whose base64 does not decode is returned as is (the DER reader refuses it)."""
     stripped = body.strip()
     if stripped.startswith(b"-----BEGIN"):
         lines = [ln for ln in stripped.splitlines() if not ln.startswith(b"-----")]
-        return base64.b64decode(b"".join(lines))
+        try:
+            return base64.b64decode(b"".join(lines))
+        except (binascii.Error, ValueError):
+            return body
     if (transfer_encoding or "").strip().lower() == "binary":
         return body
     try:
@@ -97,23 +102,29 @@ def decode_body(body: bytes, transfer_encoding: str | None) -> bytes:
 
 
 def _der_items(data: bytes) -> list[tuple[int, bytes]]:
-    """Top-level DER TLVs of `data` as (tag, content)."""
+    """Top-level DER TLVs of `data` as (tag, content); a truncated TLV ends the list."""
     out: list[tuple[int, bytes]] = []
     i = 0
-    while i < len(data):
+    while i + 2 <= len(data):
         tag = data[i]
         length = data[i + 1]
         i += 2
         if length & 0x80:
             n = length & 0x7F
+            if i + n > len(data):
+                break
             length = int.from_bytes(data[i : i + n], "big")
             i += n
+        if i + length > len(data):
+            break
         out.append((tag, data[i : i + length]))
         i += length
     return out
 
 
 def _oid(content: bytes) -> str:
+    if not content:
+        return ""
     parts = [content[0] // 40, content[0] % 40]
     value = 0
     for byte in content[1:]:
@@ -121,6 +132,8 @@ def _oid(content: bytes) -> str:
         if not byte & 0x80:
             parts.append(value)
             value = 0
+        if value.bit_length() > _MAX_ARC_BITS:
+            return ""  # no real OID has such an arc; str() of it would exceed int's digit cap
     return ".".join(str(p) for p in parts)
 
 
@@ -131,11 +144,14 @@ def parse_csrattrs(der: bytes) -> list[str]:
         return []
     names = []
     for item_tag, item in _der_items(content):
+        inner = _der_items(item) if item_tag == 0x30 else []
         if item_tag == 0x06:
             oid = _oid(item)
-        elif item_tag == 0x30 and item and item[0] == 0x06:
-            oid = _oid(_der_items(item)[0][1])
+        elif inner and inner[0][0] == 0x06:
+            oid = _oid(inner[0][1])
         else:
+            continue
+        if not oid:
             continue
         names.append(_OID_NAMES.get(oid, oid))
     return names

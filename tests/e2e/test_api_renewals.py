@@ -66,6 +66,9 @@ async def test_approve_over_the_api(tmp_path):
                     async with session.post(url, headers={"Authorization": "Bearer nope"}) as resp:
                         assert resp.status == 401
                     auth = {"Authorization": f"Bearer {TOKEN}"}
+                    for bad in ("<script>x</script>", "b" * 65, "bob%1b%5B31m"):
+                        async with session.post(f"{url}?by={bad}", headers=auth) as resp:
+                            assert resp.status == 400, bad  # refused, nothing approved
                     async with session.post(url + "?by=bob", headers=auth) as resp:
                         assert resp.status == 200, await resp.text()
                     done = await wait_for(
