@@ -108,6 +108,18 @@ class RenewalConfig:
         timedelta(minutes=10),
         "how long the verify stage waits for every endpoint and zone before blocking",
     )
+    max_lifetime: timedelta = key(
+        timedelta(days=825),
+        "validate refuses an issued certificate valid for longer (Apple platforms, where "
+        "Jabber and Webex clients reach the Expressway-E over MRA, refuse TLS server "
+        'certificates valid for more than 825 days); raise it (`"3650d"`) only on purpose',
+    )
+    require_eku: bool = key(
+        True,
+        "validate refuses an issued certificate without an Extended Key Usage extension "
+        "(RFC 5280 allows it; FN74362's checks and Apple clients expect the EKUs); `false` "
+        "accepts one",
+    )
 
 
 @dataclass(frozen=True)
@@ -668,6 +680,8 @@ def _parse_renewal(parent: Section, table: Any, check_files: bool) -> RenewalCon
         digest=digest,
         subject=subject,
         verify_timeout=s.get_duration("verify_timeout", RenewalConfig.verify_timeout),
+        max_lifetime=s.get_duration("max_lifetime", RenewalConfig.max_lifetime),
+        require_eku=s.get_bool("require_eku", RenewalConfig.require_eku),
     )
 
 

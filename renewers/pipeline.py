@@ -374,6 +374,8 @@ async def stage_preflight(ctx: Context) -> Outcome:
         zones=_zone_kinds(snap["role"], snap["zones"]),
         server_eku_upload=snap.get("server_eku_upload"),
         peer_version=snap.get("peer_version"),
+        max_lifetime_days=renewal.max_lifetime.days,
+        require_eku=renewal.require_eku,
     )
     ctx.data["plan"] = dataclasses.asdict(plan)
     problems = preflight(

@@ -46,6 +46,8 @@ class Plan:
     cert_kind: str = "server"  # "server", or "client" (the X15.5 client certificate)
     eku_rule: str = ""  # the FN74362 rule that decided required_eku (monitor.eku.decide_eku)
     eku_reason: str = ""
+    max_lifetime_days: int = 825  # [expressway.renewal] max_lifetime
+    require_eku: bool = True  # [expressway.renewal] require_eku
 
 
 def required_eku(
@@ -88,6 +90,8 @@ def make_plan(
     cert_kind: str = "server",
     server_eku_upload: bool | None = None,
     peer_version: str | None = None,
+    max_lifetime_days: int = 825,
+    require_eku: bool = True,
 ) -> Plan:
     """Cisco's step B: every DNS SAN of the current certificate, plus configured additions."""
     names: list[str] = []
@@ -116,6 +120,8 @@ def make_plan(
         cert_kind=cert_kind,
         eku_rule=decision.rule,
         eku_reason=decision.reason,
+        max_lifetime_days=max_lifetime_days,
+        require_eku=require_eku,
     )
 
 
@@ -295,7 +301,15 @@ def check_sans_equal(plan: Plan, facts: CertFacts) -> Problem | None:
 
 def check_eku(plan: Plan, facts: CertFacts, ca_name: str) -> Problem | None:
     if not facts.eku:
-        return None  # unrestricted
+        if not plan.require_eku:
+            return None  # unrestricted (RFC 5280 4.2.1.12), accepted by configuration
+        return Problem(
+            "eku-absent",
+            f"{plan.target}: CA '{ca_name}' returned a certificate without an Extended Key "
+            "Usage extension; use a template that sets TLS Web Server (and, where FN74362 "
+            "requires it, Client) Authentication, or set require_eku = false in "
+            f"[expressway.renewal] of {plan.target} to accept it",
+        )
     missing = [e for e in plan.required_eku if e not in facts.eku]
     if not missing:
         return None
@@ -348,6 +362,15 @@ def check_validity(plan: Plan, facts: CertFacts, now: datetime) -> Problem | Non
             "not-yet-valid",
             f"{plan.target}: the issued certificate is valid only from {facts.not_before:%Y-%m-%d %H:%M} UTC; "
             "check the CA's clock",
+        )
+    lifetime = facts.not_after - facts.not_before
+    if lifetime > timedelta(days=plan.max_lifetime_days):
+        return Problem(
+            "long-validity",
+            f"{plan.target}: the issued certificate is valid for {lifetime.days} days, more than "
+            f"max_lifetime ({plan.max_lifetime_days} days; Apple clients refuse TLS server "
+            "certificates over 825 days); ask the CA for a shorter validity, or raise "
+            f"max_lifetime in [expressway.renewal] of {plan.target}",
         )
     if facts.not_after < now + MIN_VALIDITY:
         return Problem(

@@ -285,6 +285,8 @@ VALIDATE = [
     ("extra SAN", {"names": [*NAMES, "evil.example.com"]}, ["san-mismatch"]),
     ("foreign key", {"foreign_key": True}, ["key-mismatch"]),
     ("expires tomorrow", {"days": 1}, ["short-validity"]),
+    ("no EKU extension", {"eku": []}, ["eku-absent"]),
+    ("ten-year lifetime", {"days": 3650}, ["long-validity"]),
     (
         "valid only next week",
         {"not_before": NOW + timedelta(days=7)},
@@ -317,3 +319,11 @@ def test_serveronly_accepted_where_the_version_allows(lab_issuing):
                      version="X15.4", server_eku_upload=True, peer_version="X15.4")  # fmt: skip
     leaf = issue(csr, NAMES, eku=[SERVER_AUTH])
     assert validate(plan, Issuance(leaf, (ISSUING.cert, ROOT.cert), csr, "le"), NOW) == []
+
+
+def test_eku_and_lifetime_policy_can_be_relaxed_on_purpose(lab_issuing):
+    csr = make_csr(NAMES)
+    plan = make_plan("expc1", current_facts(lab_issuing, NAMES, cn=NAMES[0]), role="c",
+                     version="X14.3", max_lifetime_days=3660, require_eku=False)  # fmt: skip
+    for leaf in (issue(csr, NAMES, eku=[]), issue(csr, NAMES, days=3650)):
+        assert validate(plan, Issuance(leaf, (ISSUING.cert, ROOT.cert), csr, "ca"), NOW) == []
