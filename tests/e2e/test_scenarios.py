@@ -1,0 +1,79 @@
+"""`expressway-certd demo --once --scenario NAME`: each lab scenario runs to its end on the real
+daemon and pipeline; the printed timeline and the simulators' state are checked."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import pytest
+
+from expressway_certd.cmd_demo import _demo
+from lab.scenarios import SCENARIOS, scenario
+from lab.topology import Lab
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "expressway_certd.cli", "demo", *args],
+        capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+
+
+def test_list_scenarios_names_each_with_one_line():
+    proc = _cli("--list-scenarios")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert [line.split()[0] for line in lines] == list(SCENARIOS)
+    assert "acme-on-box" in SCENARIOS
+    assert all(len(line.split(None, 1)) == 2 for line in lines)
+
+
+def test_unknown_scenario_names_the_known_ones():
+    proc = _cli("--once", "--scenario", "no-such-case")
+    assert proc.returncode == 2
+    assert "no lab scenario 'no-such-case'" in proc.stderr and "acme-on-box" in proc.stderr
+
+
+def test_acme_on_box_blocks_at_preflight_with_the_fix(tmp_path, capsys):
+    seen: dict[str, object] = {}
+
+    def observe(lab: Lab) -> None:
+        e = lab.expressway_e
+        seen.update(
+            csr=e.csr_generated,
+            uploads=e.uploads,
+            restarts=e.restart_count,
+            issuer=e.served_cert.issuer.rfc4514_string(),
+            lab_root=lab.ca.root().cert.subject.rfc4514_string(),
+            zones=[z.status()[0] for z in (lab.traversal_zone, lab.secure_zone)],
+        )
+
+    code = asyncio.run(
+        _demo(tmp_path, "127.0.0.1:0", True, 120.0, scenario("acme-on-box"), observe)
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "expe-e1    snapshot   ok" in out
+    assert "expe-e1    preflight  BLOCKED expe-e1: the box's own ACME scheduler is on" in out
+    assert "turn off ACME on the Expressway-E (Maintenance > Security > ACME)" in out
+    for later in ("csr", "submit", "trust", "install", "restart"):
+        assert f"expe-e1    {later:<10}" not in out, later
+    # The box was left alone: no CSR, no upload, no restart; the old certificate still serves.
+    assert seen == {
+        "csr": 0,
+        "uploads": 0,
+        "restarts": 0,
+        "issuer": seen["lab_root"],
+        "lab_root": seen["lab_root"],
+        "zones": ["Active", "Active"],
+    }
+
+
+@pytest.mark.parametrize("name", ["acme-on-box"])
+def test_scenario_from_the_command_line(tmp_path, name):
+    proc = _cli("--once", "--listen", "127.0.0.1:0", "--dir", str(tmp_path), "--scenario", name)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"scenario {name}" in proc.stdout
+    assert "Traceback" not in proc.stderr
