@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 # systemd for `systemd-analyze` (the unit file checks).
 debs:
 	bash scripts/install-debs.sh prometheus prometheus-alertmanager postgresql pebble bind9 \
-		krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc systemd chromium graphviz
+		krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc systemd chromium graphviz openssl
 
 lint: venv
 	$(VENV)/bin/ruff check expressway_certd monitor renewers alerts lab tests

@@ -62,6 +62,11 @@ STATE_FAMILIES = (
         "1 when the served chain verifies against the configured trust anchors.",
     ),
     (
+        "expressway_cert_lint_finding",
+        "1 for each advisory the endpoint's chain or TLS version draws (finding: see "
+        "docs/metrics.md); never a chain failure.",
+    ),
+    (
         "expressway_cert_last_change_timestamp_seconds",
         "When the endpoint was first seen serving its current certificate.",
     ),
@@ -157,6 +162,10 @@ class StateExposition:
             rows["expressway_cert_chain_ok"].append(
                 f"{{{labels}}} {1.0 if st.chain_verified else 0.0}"
             )
+            for finding in sorted({f.finding for f in st.lint}):
+                rows["expressway_cert_lint_finding"].append(
+                    f'{{{labels},finding="{_escape(finding)}"}} 1.0'
+                )
             if st.last_change_at is not None:
                 rows["expressway_cert_last_change_timestamp_seconds"].append(
                     f"{{{labels}}} {_num(st.last_change_at.timestamp())}"

@@ -67,6 +67,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--role", choices=("c", "e"), help="offline: Expressway-C or -E")
     p.add_argument("--csr", help="the pending CSR as a file (offline; overrides the box's)")
     p.add_argument(
+        "--server-eku-upload",
+        type=_on_off,
+        help="offline, X15.4 E: the value of xConfiguration XCP TLS Certificate CVS "
+        "EnableServerEkuUpload (on/off); unknown keeps both EKUs required",
+    )
+    p.add_argument(
+        "--peer-version",
+        help="offline, X15.4 E: the traversal peer's version (serverAuth-only needs the same)",
+    )
+    p.add_argument(
         "--chain", action="append", default=[], help="file of CA certificates (repeatable)"
     )
     p.add_argument("--cluster-fqdn", help="offline: the cluster FQDN every peer cert must carry")
@@ -91,6 +101,13 @@ def register(subparsers: Any) -> None:
 
 
 # --- decode ---------------------------------------------------------------------------------
+
+
+def _on_off(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"expected on or off, not {value!r}")
+    return lowered == "on"
 
 
 def _read(path: str, what: str) -> bytes:
@@ -185,7 +202,12 @@ async def gather(
             zones = [dataclasses.asdict(z) for z in await box.zones()]
         except OperationUnsupported:
             zones = []
-    role = target.role or info.role
+        role = target.role or info.role
+        server_eku_upload = await box.server_eku_upload_if_relevant(role)
+    peer_version: str | None = None
+    if target.traversal_peer:
+        async with devices.expressway(config.target(target.traversal_peer)) as peer:
+            peer_version = (await peer.system_info()).version
     holders: list[TrustHolder] = []
     known: list[x509.Certificate] = []
     for box_cfg in trust_boxes(config, target):
@@ -225,6 +247,8 @@ async def gather(
         known_cas=tuple(known),
         holders=tuple(holders),
         csr_source="the CSR file" if csr is not None else f"the box {target.name}",
+        server_eku_upload=server_eku_upload,
+        peer_version=peer_version,
     )
 
 
@@ -249,6 +273,8 @@ def offline_situation(
         known_cas=tuple(current[1:]),
         holders=offline_holders("this Expressway", args.role),
         csr_source="the CSR file" if csr is not None else "no CSR was given: this check",
+        server_eku_upload=args.server_eku_upload,
+        peer_version=args.peer_version,
     )
 
 

@@ -13,6 +13,7 @@ from cryptography import x509
 
 from monitor.config import load_config
 from monitor.facts import facts_from_x509
+from monitor.text import printable
 from renewers.expressway import (
     ExpresswayClient,
     ExpresswayClientConfig,
@@ -139,4 +140,4 @@ def render(target: str, report: dict[str, Any]) -> str:
             lines.append(f"  {zone['name']:<20} {zone['state']}{reason}")
     for operation in report["unsupported"]:
         lines.append(f"Not offered by this box's API: {operation}")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)

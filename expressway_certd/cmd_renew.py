@@ -9,7 +9,7 @@ import dataclasses
 import getpass
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ from monitor.logging import configure_logging
 from monitor.policy import ServedCert
 from monitor.probe import Prober, TrustStore
 from monitor.store import RenewalRow, Store
+from monitor.text import printable, printable_values
+from renewers.deadline import estimate, history, inputs_for
 from renewers.expressway import OperationUnsupported, csr_sans
 from renewers.maintenance import next_window_start
 from renewers.manager import RenewalManager
@@ -128,7 +130,7 @@ def timeline_line(event: Event) -> str | None:
 async def print_timeline(event: Event) -> None:
     line = timeline_line(event)
     if line is not None:
-        print(line, flush=True)
+        print(printable(line), flush=True)
 
 
 # ---- helpers --------------------------------------------------------------------------------
@@ -192,7 +194,10 @@ async def _plan(config: Config, name: str) -> dict[str, Any]:
             issuing_ski = issuing.ski
         ca_change = None if issuing_ski is None else issuing_ski != facts.aki
         anchors = pinned_anchors(manager_ca)
-        pinned = bool(ca_chain) and trust_path(ca_chain[0], ca_chain[1:], anchors) is not None
+        path = trust_path(ca_chain[0], ca_chain[1:], anchors) if ca_chain else None
+        pinned = path is not None
+        # what the trust stage would push: the issuing CA and its path to the pinned root
+        new_ca = list(dict.fromkeys([ca_chain[0], *path])) if path else ca_chain
         if ca_change and not pinned:
             problems_text = "; ".join(
                 filter(None, [problems_text, (
@@ -206,6 +211,9 @@ async def _plan(config: Config, name: str) -> dict[str, Any]:
     window = renewal.maintenance_window
     now = datetime.now(UTC)
     restart_at = next_window_start(window, now) if window else now
+    deadline = estimate(
+        inputs_for(target, facts.not_after, manager_ca.kind, *await _history(config, name)), now
+    )
     trust_parties = [box.name for box in trust_boxes(config, target)]
     if role == "c" and target.unified_cm:
         ucm = config.unified_cm(target.unified_cm)
@@ -230,15 +238,34 @@ async def _plan(config: Config, name: str) -> dict[str, Any]:
         "pending_csr": pending_text,
         "ca_change": ca_change,
         "trust_to": trust_parties if ca_change else [],
-        "new_ca": [{"sha256": tsha256(c), "subject": c.subject.rfc4514_string()} for c in ca_chain]
+        "new_ca": [{"sha256": tsha256(c), "subject": c.subject.rfc4514_string()} for c in new_ca]
         if ca_change
         else [],
         "new_ca_pinned": pinned if ca_change else None,
         "approval": renewal.approval,
         "restart_at": restart_at.isoformat(),
+        "deadline": {
+            "earliest_completion": deadline.earliest_completion.isoformat(),
+            "margin_seconds": deadline.margin.total_seconds(),
+            "dominating": deadline.dominating,
+            "at_risk": deadline.at_risk(),
+            "explanation": deadline.explanation(),
+        },
         "problems": [p.message for p in problems] + ([problems_text] if problems_text else []),
         "steps": list(STAGES),
     }
+
+
+async def _history(config: Config, name: str) -> tuple[list[timedelta], list[timedelta]]:
+    """Past approval and issuance durations of the target (none when the store is unusable)."""
+    try:
+        store = await Store.open(config.daemon.state)
+    except CertdError:
+        return [], []
+    try:
+        return await history(store, name)
+    finally:
+        await store.close()
 
 
 def run_plan(args: argparse.Namespace) -> int:
@@ -248,6 +275,7 @@ def run_plan(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(plan, indent=2))
         return 1 if plan["problems"] else 0
+    plan = printable_values(plan)
     ca_change = {
         True: "YES: new CA (AKI changes)",
         False: "no (same CA)",
@@ -284,6 +312,9 @@ def run_plan(args: argparse.Namespace) -> int:
     print("  9 install   upload the leaf only (PEM)")
     print(f" 10 restart   at {plan['restart_at'][:16]} UTC (maintenance window)")
     print(" 11 verify    every endpoint serves the new certificate; zones Active")
+    deadline = plan["deadline"]
+    risk = "AT RISK (under 7 days of margin)" if deadline["at_risk"] else "ok"
+    print(f"Deadline: {risk}: {deadline['explanation']}")
     return 1 if plan["problems"] else 0
 
 
@@ -493,6 +524,7 @@ def run_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(items, indent=2))
         return 0
+    items = printable_values(items)
     if not items:
         print("no Expressway has [expressway.renewal] configured")
     for item in items:

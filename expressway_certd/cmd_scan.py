@@ -14,6 +14,7 @@ from typing import Any, TextIO
 from monitor.config import SERVICE_BY_PORT, Endpoint
 from monitor.errors import ConfigError
 from monitor.probe import Observation, Prober, TrustStore
+from monitor.text import printable
 
 DEFAULT_PORT = 443
 
@@ -24,8 +25,9 @@ def register(subparsers: Any) -> None:
         help="show the certificates endpoints serve",
         description=(
             "Probe TLS endpoints and print the decoded certificate of each (subject, SANs, KU, "
-            "EKU, AKI, issuer, expiry, chain status). Exit code 1 when any endpoint failed or "
-            "its chain did not verify."
+            "EKU, AKI, issuer, expiry, chain status, advisories). Exit code 1 when any endpoint "
+            "failed or its chain did not verify (as OpenSSL's `verify` would judge it with the "
+            "same bundle); advisories (`lint`) never change the exit code."
         ),
     )
     p.add_argument("endpoints", nargs="+", metavar="HOST[:PORT]", help="port defaults to 443")
@@ -102,6 +104,7 @@ def observation_json(obs: Observation, now: datetime) -> dict[str, Any]:
         "signature_algorithm": facts.signature_algorithm if facts else None,
         "chain_length": len(obs.chain_der),
         "chain_verified": obs.chain_verified,
+        "lint": [finding.as_dict() for finding in obs.lint],
     }
 
 
@@ -115,15 +118,16 @@ def render_text(obs: Observation, now: datetime, out: TextIO) -> None:
     head = obs.endpoint.address + (
         f" (STARTTLS {obs.endpoint.starttls})" if obs.endpoint.starttls else ""
     )
+    head = printable(head)
     if not obs.ok:
-        print(f"{head}  FAILED [{obs.error_class}] {obs.error}", file=out)
+        print(f"{head}  FAILED [{obs.error_class}] {printable(obs.error)}", file=out)
         print(file=out)
         return
     facts = obs.facts
     assert facts is not None
     days = facts.days_left(now)
     status = "EXPIRED" if days < 0 else ("EXPIRING" if days < 30 else "OK")
-    print(f"{head}  {status}  {obs.tls_version}  {obs.duration * 1000:.0f} ms", file=out)
+    print(f"{head}  {status}  {printable(obs.tls_version)}  {obs.duration * 1000:.0f} ms", file=out)
     rows = [
         ("Subject", facts.subject),
         ("Subject Alternative Names", ", ".join(str(s) for s in facts.sans) or "(none)"),
@@ -142,7 +146,13 @@ def render_text(obs: Observation, now: datetime, out: TextIO) -> None:
         ),
     ]
     for label, value in rows:
-        print(f"  {label:<27} {value}", file=out)
+        print(f"  {label:<27} {printable(value)}", file=out)
+    for finding in obs.lint:
+        about = f" ({finding.subject})" if finding.subject else ""
+        print(
+            f"  {'Advisory':<27} {printable(f'{finding.finding}{about}: {finding.detail}')}",
+            file=out,
+        )
     print(file=out)
 
 
@@ -163,7 +173,7 @@ async def scan(
         done += 1
         if progress is not None:
             mark = "ok" if obs.ok else obs.error_class
-            progress.write(f"\r[{done}/{total}] {obs.endpoint.address} {mark}\033[K")
+            progress.write(f"\r[{done}/{total}] {printable(obs.endpoint.address)} {mark}\033[K")
             if done == total:
                 progress.write("\n")
             progress.flush()

@@ -11,11 +11,14 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from alerts.trust import exposition as trust_exposition
+from expressway_certd.deadline_metrics import estimates as deadline_estimates
+from expressway_certd.deadline_metrics import render as deadline_exposition
 from monitor.config_base import Secret
 from monitor.errors import CertdError
 from monitor.statuspage import (
     CONTENT_SECURITY_POLICY,
     PageView,
+    RiskView,
     read_trust_map,
     render_page,
     renewal_views,
@@ -25,6 +28,7 @@ from monitor.store import RenewalRow, StepRow
 from monitor.watch import EndpointState, Monitor
 
 if TYPE_CHECKING:
+    from renewers.deadline import DeadlineEstimate
     from renewers.manager import RenewalManager
 
 Ready = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
@@ -152,7 +156,7 @@ def build_app(
         if (
             api_read_token is not None
             and request.method in ("GET", "HEAD")
-            and request.path.startswith("/api/")
+            and (request.path == "/" or request.path.startswith("/api/"))
             and not _bearer_matches(request, (api_read_token, api_token))
         ):
             raise web.HTTPUnauthorized(
@@ -206,8 +210,18 @@ def build_app(
         manager().spawn(row.id)
         return web.json_response(renewal_json(row), status=202)
 
+    async def deadlines(now: datetime) -> list[DeadlineEstimate] | None:
+        """None when no target is renewed or the estimate cannot be made (store down)."""
+        if not any(e.renewal for e in monitor.config.expressways):
+            return None
+        try:
+            return await deadline_estimates(monitor, now)
+        except (CertdError, ValueError):
+            return None
+
     async def metrics(_: web.Request) -> web.Response:
-        body = generate_latest(registry)
+        body = deadline_exposition(await deadlines(datetime.now(UTC)) or []).encode()
+        body += generate_latest(registry)
         if exposition is not None:
             body = exposition().encode() + body
         body = trust_exposition(monitor.config.daemon.data_dir).encode() + body
@@ -219,10 +233,21 @@ def build_app(
         states = {k: s for k, s in monitor.states.items() if k in configured}
         rows = await monitor.store.renewals_for(None, limit=20)
         steps = {r.id: await monitor.store.steps(r.id) for r in rows}
+        found = await deadlines(now)
+        risks = (
+            tuple(
+                RiskView(e.target, e.margin.total_seconds(), e.dominating, e.explanation())
+                for e in found
+                if e.at_risk()
+            )
+            if found is not None
+            else None
+        )
         view = PageView(
             now,
             target_views(monitor.config, states, now),
             renewal_views(rows, steps),
+            risks=risks,
             trust_map_svg=read_trust_map(monitor.config.daemon.data_dir),
         )
         return web.Response(

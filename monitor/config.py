@@ -21,7 +21,18 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from monitor.config_base import PORT_DIGITS, Secret, Section, check_host, host_problem, port_number
+from monitor.config_base import (
+    PORT_DIGITS,
+    Secret,
+    Section,
+    check_host,
+    host_problem,
+    key,
+    key_from,
+    port_number,
+    required_key,
+    toml_keys,
+)
 from monitor.config_ca import CAConfig, ca_secrets, parse_cas
 from monitor.config_notify import NotifierConfig, parse_notifiers
 from monitor.cron import crontab_trigger
@@ -90,78 +101,232 @@ class MaintenanceWindow:
 class RenewalConfig:
     """How one Expressway's certificate is renewed (keys of its `[expressway.renewal]`)."""
 
-    ca: str
-    renew_before: timedelta | Fraction = DEFAULT_RENEW_BEFORE
-    approval: str = "auto"
-    maintenance_window: MaintenanceWindow | None = None  # None: restart at once
-    extra_sans: tuple[str, ...] = ()
-    key_length: int = 4096
-    digest: str = "sha256"
-    subject: tuple[tuple[str, str], ...] = ()  # Country, Province, Locality, Organization ...
-    verify_timeout: timedelta = timedelta(minutes=10)
+    ca: str = required_key("the `[ca.NAME]` that signs this box's CSRs")
+    renew_before: timedelta | Fraction = key(
+        DEFAULT_RENEW_BEFORE,
+        'a duration (`"30d"`) or a fraction of the lifetime; never less than 14 days',
+    )
+    approval: str = key(
+        "auto",
+        "`auto`, `manual` (always wait for `expressway-certd approve`), `manual-if-ca-changed`",
+    )
+    maintenance_window: MaintenanceWindow | None = key(
+        None,
+        '`{ cron = "0 2 * * 6", timezone = "Europe/Berlin", duration = "3h" }`: restarts start '
+        "only inside the window. A cron expression that never fires (`0 2 30 2 *`) is an error",
+        shown="none (restart at once)",
+    )
+    extra_sans: tuple[str, ...] = key(
+        (), "DNS names to add to the SANs copied from the current certificate"
+    )
+    key_length: int = key(
+        4096, "RSA key length of the CSR generated on the box (2048, 3072, 4096, 8192)"
+    )
+    digest: str = key("sha256", "`sha256`, `sha384` or `sha512`")
+    subject: tuple[tuple[str, str], ...] = key(
+        (),
+        '`{ Country = "CH", Province = "ZH", Locality = "Zurich", Organization = "Example", '
+        'OrganizationalUnit = "UC", Email = "pki@example.com" }`; `Country` is a two-letter '
+        "ISO 3166 code, the others at most as long as X.520 allows (Province and Locality 128, "
+        "Organization and OrganizationalUnit 64, Email 255)",
+        shown="none",
+    )
+    verify_timeout: timedelta = key(
+        timedelta(minutes=10),
+        "how long the verify stage waits for every endpoint and zone before blocking",
+    )
 
 
 @dataclass(frozen=True)
 class ExpresswayConfig:
     """One `[[expressway]]` entry: a box, how to reach its API and which TLS ports to watch."""
 
-    name: str
-    address: str
-    role: str | None  # "c", "e" or None when unknown
-    endpoints: tuple[Endpoint, ...]
-    cluster: str | None = None
-    version: str | None = None
-    username: str | None = None
-    password: Secret | None = None
-    api_port: int = 443
-    api_ca_file: Path | None = None
-    ca_file: Path | None = None
-    ssh_port: int = 22  # for `xCommand Boot` when the REST API cannot restart
-    ssh_known_hosts: Path | None = None  # None: ~/.ssh/known_hosts
-    traversal_peer: str | None = None  # name of the [[expressway]] at the other end
-    unified_cm: str | None = None  # name of the [[unified_cm]] behind this Expressway-C
-    renewal: RenewalConfig | None = None  # None: monitored only, never renewed
+    name: str = required_key(
+        "unique name; the `target` label in metrics and the name the CLI takes"
+    )
+    address: str = required_key("FQDN or IP of the node; default host of its endpoints")
+    role: str | None = required_key(  # "c", "e" or None when unknown
+        "`c` (Expressway-C) or `e` (Expressway-E); decides the default endpoints and the EKU rule",
+        shown="none",
+    )
+    endpoints: tuple[Endpoint, ...] = required_key(
+        'list of `"host:port"` strings (`"[v6]:port"` for IPv6, or just `"port"` for the '
+        "node's address) or tables `{ host, port, service, starttls, sni }`",
+        shown="by role, see below",
+    )
+    cluster: str | None = key(
+        None, "the cluster FQDN; must be among the SANs of the node's certificate"
+    )
+    version: str | None = key(
+        None,
+        "software version, e.g. `X15.4`; decides whether the server certificate needs the TLS "
+        'Web Client Authentication EKU (FN74362). Unknown means "needed"',
+    )
+    username: str | None = key(
+        None, "administrator account of the REST API. Set both `username` and `password` or neither"
+    )
+    password: Secret | None = key(None, "secret reference: the administrator's password")
+    api_port: int = key(443, "HTTPS port of the management API")
+    api_ca_file: Path | None = key(
+        None, "PEM bundle that verifies the management API's certificate"
+    )
+    ca_file: Path | None = key(
+        None,
+        "an extra trust bundle for this node's chains (added to `[daemon] trust_bundle`)",
+    )
+    ssh_port: int = key(
+        22,
+        "SSH port of the admin CLI; used only to restart with `xCommand Boot` when the box's "
+        "REST API does not offer `/provisioning/restart`",
+        group="devices",
+    )
+    ssh_known_hosts: Path | None = key(
+        None,
+        "known_hosts file pinning the box's SSH host key; an unknown key is refused, never "
+        "accepted blindly",
+        shown="`~/.ssh/known_hosts`",
+        group="devices",
+    )
+    traversal_peer: str | None = key(
+        None,
+        "`name` of the `[[expressway]]` at the other end of this box's traversal zone (the E "
+        "for a C, the C for an E); a new CA is pushed there before the new certificate goes "
+        "live. Must be another entry, of the other role when both roles are known",
+        group="devices",
+    )
+    unified_cm: str | None = key(
+        None,
+        "`name` of the `[[unified_cm]]` this Expressway-C has MRA or a secure zone with; its "
+        "tomcat-trust and callmanager-trust receive a new CA. Not allowed on an Expressway-E",
+        group="devices",
+    )
+    renewal: RenewalConfig | None = key(
+        None,
+        "how the certificate is renewed, see [Renewal](#renewal-renewal-in-expressway); without "
+        "it the node is monitored only",
+        shown="none",
+    )
 
 
 @dataclass(frozen=True)
 class UnifiedCMConfig:
     """One `[[unified_cm]]` entry: the Unified CM cluster an Expressway-C talks TLS to."""
 
-    name: str
-    nodes: tuple[str, ...]  # every node's hostname; each has its own trust stores
-    username: str
-    password: Secret
-    api_port: int = 443  # platformcom certmgr REST API
-    soap_port: int = 8443  # Control Center Services SOAP
-    ssh_port: int = 22  # platform CLI (Cisco Tomcat restart)
-    api_ca_file: Path | None = None
-    ssh_known_hosts: Path | None = None
-    trust_stores: tuple[str, ...] = ("tomcat", "callmanager")
-    restart_services: tuple[str, ...] = ("Cisco CallManager", "Cisco Tomcat")
+    name: str = required_key("unique name, referenced by `unified_cm` above")
+    nodes: tuple[str, ...] = required_key(
+        "hostname of every node, publisher first; trust stores are per node, so each one is updated"
+    )
+    username: str = required_key("platform administrator (OS Administration / CLI)")
+    password: Secret = required_key("secret reference: the platform administrator's password")
+    api_port: int = key(
+        443, "HTTPS port of the certmgr REST API (`/platformcom/api/v1/certmgr/...`)"
+    )
+    soap_port: int = key(
+        8443, "HTTPS port of Control Center Services (`/controlcenterservice2/...`)"
+    )
+    ssh_port: int = key(22, "SSH port of the platform CLI (`utils service restart Cisco Tomcat`)")
+    api_ca_file: Path | None = key(
+        None, "PEM bundle that verifies the nodes' Tomcat certificates", shown="system roots"
+    )
+    ssh_known_hosts: Path | None = key(
+        None,
+        "known_hosts file pinning the nodes' SSH host keys",
+        shown="`~/.ssh/known_hosts`",
+    )
+    trust_stores: tuple[str, ...] = key(
+        ("tomcat", "callmanager"),
+        "stores that receive a new CA: `tomcat`, `callmanager`, `ipsec`, `capf`, `tvs`",
+    )
+    restart_services: tuple[str, ...] = key(
+        ("Cisco CallManager", "Cisco Tomcat"),
+        "services restarted after a trust change so they read the new store; names are "
+        "case-sensitive (an unknown name reads as Stopped and is reported). Cisco Tomcat is "
+        "restarted over SSH, the others through Control Center Services",
+    )
 
 
 @dataclass(frozen=True)
 class DaemonConfig:
-    listen_host: str = "127.0.0.1"
-    listen_port: int = 9464
-    state: str = field(default_factory=default_state_url)  # SQLAlchemy URL
-    # Private files the tool keeps (ACME account keys ...), 0700. Parsing puts it next to a
-    # SQLite state file when `data_dir` is not written.
-    data_dir: Path = field(default_factory=default_data_dir)
-    poll_interval: timedelta = timedelta(minutes=5)
-    probe_timeout: timedelta = timedelta(seconds=10)
-    concurrency: int = 64
-    jitter: float = 0.1
-    expiry_windows: tuple[int, ...] = DEFAULT_EXPIRY_WINDOWS
-    history: int = 100
-    audit_retention: timedelta = timedelta(days=365)
-    trust_bundle: Path | None = None
-    system_roots: bool = False
-    log_level: str = "info"
-    log_format: str = "json"
-    api_token: Secret | None = None  # bearer token for the mutating API calls (approve, renew)
-    api_read_token: Secret | None = None  # when set, /api/v1/* reads need it (or api_token)
-    renewal_check: timedelta = timedelta(seconds=15)  # how often waiting renewals are resumed
+    """The `[daemon]` table: where the service listens, keeps state and how often it polls."""
+
+    listen_host: str = key(
+        "127.0.0.1",
+        "address of `/metrics`, `/healthz`, `/readyz` and `/api/v1/*`; port `0` picks a free port",
+        shown=f"`{DEFAULT_LISTEN!r}`".replace("'", '"'),
+        name="listen",
+    )
+    listen_port: int = 9464  # part of `listen`
+    state: str = key_from(
+        default_state_url,
+        "a file path (SQLite) or a URL: `sqlite:///PATH`, `postgresql://user@host/db` (asyncpg, "
+        "`pip install 'expressway-certd[postgres]'`; give the password with `PGPASSWORD` or "
+        "`.pgpass`, not in the URL). Other databases, and drivers that are not installed or "
+        "not asyncio drivers, are errors. The SQLite file is created 0600 in a 0700 directory; "
+        "an existing one readable by other users gets a warning at start (with the `chmod`): "
+        "it holds the inventory, CSRs and the audit log, not secrets, so monitoring goes on",
+        shown="SQLite at `$STATE_DIRECTORY/state.db`, else "
+        "`$XDG_STATE_HOME/expressway-certd/state.db`, else "
+        "`~/.local/state/expressway-certd/state.db`",
+    )
+    data_dir: Path = key_from(
+        default_data_dir,
+        "private files the tool keeps (ACME account keys); it and `data_dir/acme` are created "
+        "0700 (missing parents too), an existing one open to others gets a warning. Two daemons "
+        "with state files in two directories therefore never share an ACME account; give each "
+        "daemon its own directory",
+        shown="the directory of the SQLite `state` file when one is given; else the directory "
+        "of the default state",
+    )
+    poll_interval: timedelta = key(
+        timedelta(minutes=5), "how often each Expressway's endpoints are probed"
+    )
+    probe_timeout: timedelta = key(
+        timedelta(seconds=10),
+        "hard deadline of one probe (connect + STARTTLS + handshake); must be shorter than "
+        "`poll_interval`",
+    )
+    concurrency: int = key(64, "probes in flight at once, across all Expressways")
+    jitter: float = key(
+        0.1, "random spread of each poll, as a fraction (0 to 0.5) of `poll_interval`"
+    )
+    expiry_windows: tuple[int, ...] = key(
+        DEFAULT_EXPIRY_WINDOWS,
+        "days before expiry at which `ExpiryWindowEntered` fires, once per window and certificate",
+    )
+    history: int = key(
+        100,
+        "history rows kept per endpoint (a row is written when what the endpoint serves, or its "
+        "probe status, changes)",
+    )
+    audit_retention: timedelta = key(
+        timedelta(days=365), "audit log entries older than this are pruned daily"
+    )
+    trust_bundle: Path | None = key(
+        None,
+        "PEM bundle of the CAs that sign your Expressway certificates; served chains are "
+        "verified against it",
+    )
+    system_roots: bool = key(False, "also trust the operating system's root store")
+    log_level: str = key("info", "`debug`, `info`, `warning`, `error`")
+    log_format: str = key("json", "`json` (one JSON object per line on stderr) or `console`")
+    api_token: Secret | None = key(
+        None,
+        "secret reference; the bearer token for `POST /api/v1/renewals/ID/approve`, "
+        "`POST /api/v1/renewals/ID/cancel` and `POST /api/v1/targets/NAME/renew`. Without it those calls are refused. An empty value "
+        "is an error",
+    )
+    api_read_token: Secret | None = key(
+        None,
+        "secret reference; when set, every `GET /api/v1/*` (targets, endpoints, events, "
+        "renewals with their CSRs) and the status page `GET /` need `Authorization: Bearer` "
+        "with this token or `api_token` (a browser reaches the page through a proxy that adds "
+        "the header). `/metrics`, `/healthz` and `/readyz` stay open for Prometheus and load "
+        "balancers. A `listen` address that is not loopback without `api_token` or without "
+        "`api_read_token` is logged as a warning at start",
+    )
+    renewal_check: timedelta = key(
+        timedelta(seconds=15), "how often waiting and failed renewals are looked at"
+    )
 
 
 @dataclass(frozen=True)
@@ -268,12 +433,7 @@ def _parse_daemon(file: Path, table: Mapping[str, Any], check_files: bool) -> Da
         file,
         "daemon",
         table,
-        {
-            "listen", "state", "poll_interval", "probe_timeout", "concurrency", "jitter",
-            "expiry_windows", "history", "audit_retention", "trust_bundle", "system_roots",
-            "log_level", "log_format", "data_dir", "api_token", "api_read_token",
-            "renewal_check",
-        },
+        toml_keys(DaemonConfig),
         check_files=check_files,
     )  # fmt: skip
     base = file.parent
@@ -392,11 +552,7 @@ def _parse_expressway(file: Path, index: int, table: Any, check_files: bool) -> 
         file,
         path,
         table,
-        {
-            "name", "address", "role", "endpoints", "cluster", "version", "username",
-            "password", "api_port", "api_ca_file", "ca_file", "ssh_port", "ssh_known_hosts",
-            "traversal_peer", "unified_cm", "renewal",
-        },
+        toml_keys(ExpresswayConfig),
         check_files=check_files,
     )  # fmt: skip
     name = s.get_str("name", required=True) or ""
@@ -502,10 +658,7 @@ def _parse_renewal(parent: Section, table: Any, check_files: bool) -> RenewalCon
         parent.file,
         f"{parent.path}.renewal",
         table,
-        {
-            "ca", "renew_before", "approval", "maintenance_window", "extra_sans", "key_length",
-            "digest", "subject", "verify_timeout",
-        },
+        toml_keys(RenewalConfig),
         check_files=check_files,
     )  # fmt: skip
     ca = s.get_str("ca", required=True) or ""
@@ -610,10 +763,7 @@ def _parse_unified_cm(file: Path, index: int, table: Any, check_files: bool) -> 
         file,
         path,
         table,
-        {
-            "name", "nodes", "username", "password", "api_port", "soap_port", "ssh_port",
-            "api_ca_file", "ssh_known_hosts", "trust_stores", "restart_services",
-        },
+        toml_keys(UnifiedCMConfig),
         check_files=check_files,
     )  # fmt: skip
     name = s.get_str("name", required=True) or ""

@@ -6,20 +6,23 @@ monitor/config.py, monitor/config_ca.py and monitor/config_notify.py build on it
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import SplitResult, urlsplit
 
 from monitor.durations import parse_duration
 from monitor.errors import ConfigError
+
+T = TypeVar("T")
 
 # Shortest duration any key takes: below it a timer turns into a busy loop.
 MIN_DURATION = timedelta(milliseconds=100)
@@ -232,3 +235,37 @@ def check_host(s: Section, key: str, host: str, *, ip: bool = True) -> str:
     if problem is not None:
         raise s.error(key, problem)
     return host
+
+
+# --- declarations: a config dataclass field is a TOML key with its default and its doc -------
+
+
+def key(default: T, doc: str, *, shown: str = "", name: str = "", group: str = "") -> T:
+    """A TOML key declared once: the field's default is the parser's, `doc` goes to the docs.
+
+    `shown` replaces the default in the docs when the value alone would not say it
+    ("none (restart at once)"); `name` is the TOML key when it differs from the field's name.
+    """
+    meta = {"doc": doc, "shown": shown, "key": name, "group": group}
+    return field(default=default, metadata=meta)
+
+
+def key_from(factory: Callable[[], T], doc: str, *, shown: str, name: str = "") -> T:
+    """Like `key`, for a default computed when the config is built (paths from the environment)."""
+    meta = {"doc": doc, "shown": shown, "key": name, "group": ""}
+    return field(default_factory=factory, metadata=meta)
+
+
+def required_key(doc: str, *, shown: str = "required", name: str = "") -> Any:
+    """A TOML key without a default in the dataclass (the parser decides what a missing one means)."""
+    return field(metadata={"doc": doc, "shown": shown, "key": name, "group": ""})
+
+
+def declared(cls: Any) -> list[dataclasses.Field[Any]]:
+    """The fields of a config dataclass that are TOML keys, in declaration order."""
+    return [f for f in dataclasses.fields(cls) if "doc" in f.metadata]
+
+
+def toml_keys(cls: Any) -> set[str]:
+    """The keys a section accepts, derived from its declarations."""
+    return {f.metadata["key"] or f.name for f in declared(cls)}

@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from monitor.config_base import Secret, Section
+from monitor.config_base import Secret, Section, key, required_key, toml_keys
 from monitor.errors import ConfigError
 from monitor.events import EVENT_TYPES
 
@@ -28,14 +28,34 @@ _ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
 
 
 @dataclass(frozen=True)
+class NotifierIdentity:
+    """The two keys every `[[notifier]]` starts with (declared here for key sets and docs)."""
+
+    name: str = required_key(
+        "unique name; appears in logs and in `expressway_notifications_total{notifier}`"
+    )
+    kind: str = required_key(f"`{'`, `'.join(NOTIFIER_KINDS[:-1])}` or `{NOTIFIER_KINDS[-1]}`")
+
+
+@dataclass(frozen=True)
 class Routing:
     """Which events a notifier gets, how often, and how hard each delivery is tried."""
 
-    events: frozenset[str] | None = DEFAULT_EVENTS  # None: every event type ("*")
-    min_severity: str = "info"
-    throttle: timedelta = timedelta(hours=1)
-    timeout: timedelta = timedelta(seconds=10)
-    retries: int = 3
+    events: frozenset[str] | None = key(  # None: every event type ("*")
+        DEFAULT_EVENTS,
+        "list of event type names (`StageFailed`, `ProbeFailed`, `ApprovalRequired`, ...; see "
+        'notifications.md), or `"*"` for all. Recoveries of problems the notifier reported are '
+        "sent anyway, as resolved notices",
+        shown="every warning and critical event type",
+    )
+    min_severity: str = key("info", "`info`, `warning` or `critical`: events below it are not sent")
+    throttle: timedelta = key(
+        timedelta(hours=1),
+        "the same event type for the same target and endpoint/stage is not sent again within "
+        "this; a recovery re-arms it",
+    )
+    timeout: timedelta = key(timedelta(seconds=10), "deadline of one delivery attempt")
+    retries: int = key(3, "further attempts after a failure that may be temporary (0 to 10)")
 
     def selects(self, event_type: str, severity: str) -> bool:
         if self.events is not None and event_type not in self.events:
@@ -46,9 +66,16 @@ class Routing:
 @dataclass(frozen=True)
 class AlertmanagerConfig:
     name: str
-    url: str  # base URL, e.g. http://alertmanager:9093 (the API path is added)
-    trust_anchor: Path | None = None
-    resolve_timeout: timedelta = timedelta(hours=24)
+    url: str = required_key(
+        "base URL of Alertmanager, e.g. `http://alertmanager:9093` (`/api/v2/alerts` is added)"
+    )
+    trust_anchor: Path | None = key(
+        None, "PEM bundle verifying an `https://` Alertmanager", shown="system roots"
+    )
+    resolve_timeout: timedelta = key(
+        timedelta(hours=24),
+        "`endsAt` of an alert whose recovery is never seen; a repeat after `throttle` extends it",
+    )
     routing: Routing = field(default_factory=Routing)
     kind: str = "alertmanager"
 
@@ -59,10 +86,13 @@ class AlertmanagerConfig:
 @dataclass(frozen=True)
 class WebexConfig:
     name: str
-    token: Secret
-    room_id: str
-    api_url: str = WEBEX_MESSAGES_URL
-    trust_anchor: Path | None = None
+    token: Secret = required_key("secret reference: the bot's access token")
+    room_id: str = required_key("the room the bot posts to (the bot must be a member)")
+    api_url: str = key(
+        WEBEX_MESSAGES_URL,
+        "messages API endpoint (change only for a proxy or a test server)",
+    )
+    trust_anchor: Path | None = key(None, "PEM bundle verifying `api_url`", shown="system roots")
     routing: Routing = field(default_factory=Routing)
     kind: str = "webex"
 
@@ -73,10 +103,25 @@ class WebexConfig:
 @dataclass(frozen=True)
 class WebhookConfig:
     name: str
-    url: str
-    secret: Secret | None = None  # HMAC-SHA256 key for the X-Certd-Signature header
-    headers: tuple[tuple[str, str | Secret], ...] = ()
-    trust_anchor: Path | None = None
+    url: str = required_key(
+        "`http://` or `https://` URL the JSON document is POSTed to; it may hold a token, so "
+        "only its scheme, host and port are ever logged"
+    )
+    secret: Secret | None = key(
+        None,
+        "secret reference; the key of the `X-Certd-Signature: sha256=<hex HMAC-SHA256 of the "
+        "body>` header",
+    )
+    headers: tuple[tuple[str, str | Secret], ...] = key(
+        (),
+        'table of extra headers, e.g. `{ "Authorization" = "env:HOOK_AUTH", "X-Team" = "uc" }`; '
+        "a value `env:`/`file:` is read as a secret. `Content-Type` and `X-Certd-Signature` are "
+        "set by expressway-certd",
+        shown="none",
+    )
+    trust_anchor: Path | None = key(
+        None, "PEM bundle verifying an `https://` receiver", shown="system roots"
+    )
     routing: Routing = field(default_factory=Routing)
     kind: str = "webhook"
 
@@ -88,14 +133,20 @@ class WebhookConfig:
 @dataclass(frozen=True)
 class EmailConfig:
     name: str
-    host: str
-    sender: str  # `from` in the file
-    to: tuple[str, ...]
-    port: int = 587
-    starttls: bool = True
-    username: str | None = None
-    password: Secret | None = None
-    trust_anchor: Path | None = None
+    host: str = required_key("SMTP server")
+    sender: str = required_key("sender address", name="from")
+    to: tuple[str, ...] = required_key("list of recipient addresses")
+    port: int = key(587, "SMTP port", shown="`587` (`25` with `starttls = false`)")
+    starttls: bool = key(
+        True,
+        "upgrade the connection with STARTTLS and verify the server's certificate and name; "
+        "must be true when logging in",
+    )
+    username: str | None = key(None, "SMTP login (set both `username` and `password` or neither)")
+    password: Secret | None = key(None, "secret reference: the SMTP password")
+    trust_anchor: Path | None = key(
+        None, "PEM bundle verifying the SMTP server's certificate", shown="system roots"
+    )
     routing: Routing = field(default_factory=Routing)
     kind: str = "email"
 
@@ -105,14 +156,14 @@ class EmailConfig:
 
 NotifierConfig = AlertmanagerConfig | WebexConfig | WebhookConfig | EmailConfig
 
-_COMMON = {"name", "kind", "events", "min_severity", "throttle", "timeout", "retries"}
-_KEYS = {
-    "alertmanager": _COMMON | {"url", "trust_anchor", "resolve_timeout"},
-    "webex": _COMMON | {"token", "room_id", "api_url", "trust_anchor"},
-    "webhook": _COMMON | {"url", "secret", "headers", "trust_anchor"},
-    "email": _COMMON
-    | {"host", "port", "starttls", "username", "password", "from", "to", "trust_anchor"},
+NOTIFIER_CLASSES: dict[str, type[NotifierConfig]] = {
+    "alertmanager": AlertmanagerConfig,
+    "webex": WebexConfig,
+    "webhook": WebhookConfig,
+    "email": EmailConfig,
 }
+_COMMON = toml_keys(NotifierIdentity) | toml_keys(Routing)
+_KEYS = {kind: _COMMON | toml_keys(cls) for kind, cls in NOTIFIER_CLASSES.items()}
 
 
 def _events(s: Section) -> frozenset[str] | None:
@@ -132,15 +183,15 @@ def _events(s: Section) -> frozenset[str] | None:
 
 
 def _routing(s: Section) -> Routing:
-    severity = (s.get_str("min_severity", "info") or "info").lower()
+    severity = (s.get_str("min_severity") or Routing.min_severity).lower()
     if severity not in SEVERITIES:
         raise s.error("min_severity", f"must be one of {', '.join(SEVERITIES)}; got {severity!r}")
     return Routing(
         events=_events(s),
         min_severity=severity,
-        throttle=s.get_duration("throttle", timedelta(hours=1)),
-        timeout=s.get_duration("timeout", timedelta(seconds=10)),
-        retries=s.get_int("retries", 3, minimum=0, maximum=10),
+        throttle=s.get_duration("throttle", Routing.throttle),
+        timeout=s.get_duration("timeout", Routing.timeout),
+        retries=s.get_int("retries", Routing.retries, minimum=0, maximum=10),
     )
 
 
@@ -161,7 +212,7 @@ def _alertmanager(file: Path, name: str, s: Section, routing: Routing) -> Alertm
         name=name,
         url=url,
         trust_anchor=s.get_file("trust_anchor", file.parent),
-        resolve_timeout=s.get_duration("resolve_timeout", timedelta(hours=24)),
+        resolve_timeout=s.get_duration("resolve_timeout", AlertmanagerConfig.resolve_timeout),
         routing=routing,
     )
 
@@ -236,7 +287,7 @@ def _email(file: Path, name: str, s: Section, routing: Routing) -> EmailConfig:
     return EmailConfig(
         name=name,
         host=s.get_str("host", required=True) or "",
-        port=s.get_int("port", 587 if starttls else 25, maximum=65535),
+        port=s.get_int("port", EmailConfig.port if starttls else 25, maximum=65535),
         starttls=starttls,
         username=username,
         password=password,

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -164,7 +165,7 @@ def _sans(cert: x509.Certificate) -> tuple[SAN, ...]:
 def _key(cert: x509.Certificate) -> tuple[str, int, str]:
     try:
         key = cert.public_key()
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         return f"unsupported ({exc})", 0, ""
     spki = key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -216,6 +217,13 @@ def facts_from_x509(cert: x509.Certificate) -> CertFacts:
     except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
         raise CertParseError(f"certificate extensions are malformed: {exc}") from exc
     del extensions
+    try:
+        return _facts(cert)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:  # parsed lazily, on access
+        raise CertParseError(f"certificate is malformed: {exc}") from exc
+
+
+def _facts(cert: x509.Certificate) -> CertFacts:
     key_type, key_size, spki_digest = _key(cert)
     eku_ext = _ext_value(cert, x509.ExtendedKeyUsage)
     ski_ext = _ext_value(cert, x509.SubjectKeyIdentifier)
@@ -261,7 +269,7 @@ def load_certificate(data: bytes | str, *, source: str = "input") -> x509.Certif
         return x509.load_der_x509_certificate(raw)
     except CertParseError:
         raise
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, x509.InvalidVersion) as exc:
         raise CertParseError(
             f"{source}: not a readable X.509 certificate ({exc}); "
             "check the file is a complete PEM or DER certificate"

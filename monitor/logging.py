@@ -6,6 +6,9 @@ import logging
 import sys
 
 import structlog
+from structlog.types import EventDict, WrappedLogger
+
+from monitor.text import printable
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -25,11 +28,24 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+def terminal_safe(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """Escape control and bidi characters in every value bound for a console (a certificate
+    subject, a server's error text); tracebacks keep their line breaks."""
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            event_dict[key] = printable(value, keep_newlines=key in ("exception", "stack"))
+        elif value is not None and not isinstance(value, bool | int | float):
+            event_dict[key] = printable(repr(value))
+    return event_dict
+
+
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    console: list[structlog.types.Processor] = [
+        terminal_safe,
+        structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
+    ]
+    renderers: list[structlog.types.Processor] = (
+        [structlog.processors.JSONRenderer()] if fmt == "json" else console
     )
     # APScheduler reports skipped overlapping runs at WARNING: expected here, not news.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
@@ -40,7 +56,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
-            renderer,
+            *renderers,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
         logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]

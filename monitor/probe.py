@@ -22,6 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.verification import (
     ExtensionPolicy,
@@ -29,10 +30,12 @@ from cryptography.x509.verification import (
     Store,
     VerificationError,
 )
+from OpenSSL import crypto
 
 from monitor.config import Endpoint
 from monitor.errors import CertParseError, ConfigError
 from monitor.facts import CertFacts, facts_from_x509, is_ip_address, load_certificates
+from monitor.lint import LintFinding, lint_chain, lint_tls, webpki_finding
 
 
 class ErrorClass(StrEnum):
@@ -66,6 +69,7 @@ class Observation:
     verify_error: str | None = None
     facts: CertFacts | None = None
     chain_facts: tuple[CertFacts, ...] = field(default=(), compare=False)
+    lint: tuple[LintFinding, ...] = ()  # advisories (monitor/lint.py); never a failure
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -78,8 +82,31 @@ class Observation:
         )
 
 
+@dataclass(frozen=True)
+class ChainVerdict:
+    """What verification of one served chain concluded.
+
+    `ok` is OpenSSL's verdict (X509_verify_cert, as `openssl verify -CAfile BUNDLE -untrusted
+    SERVED LEAF` gives it); `error` says what is missing or wrong; `lint` holds the advisories
+    (monitor/lint.py) that never change `ok`.
+    """
+
+    ok: bool
+    error: str | None = None
+    path: tuple[x509.Certificate, ...] = ()  # leaf to anchor, when OpenSSL built one
+    lint: tuple[LintFinding, ...] = ()
+
+
 class TrustStore:
-    """The trust anchors served chains are verified against (bundle files + system roots)."""
+    """The trust anchors served chains are verified against (bundle files + system roots).
+
+    The verdict is OpenSSL's own chain verification (through pyOpenSSL's X509StoreContext),
+    because the peers whose view `chain_verified` predicts (Expressway, Unified CM) run
+    OpenSSL. Like
+    `openssl verify`: no purpose check, no security level (weak keys and SHA-1 are lint),
+    only self-signed certificates end a chain (a bundle holding just an intermediate fails,
+    as it does on an OpenSSL peer). docs/chain-verdict.md lists the differential test's cases.
+    """
 
     def __init__(self, bundles: Sequence[Path] = (), *, system_roots: bool = False) -> None:
         anchors: list[x509.Certificate] = []
@@ -95,13 +122,48 @@ class TrustStore:
             ", ".join(str(b) for b in bundles) + (" + system roots" if system_roots else "")
         ) or "no trust anchors"
         self._store = Store(anchors) if anchors else None
+        self._ossl_store = crypto.X509Store()
+        for anchor in anchors:
+            with contextlib.suppress(crypto.Error):  # the same certificate twice
+                self._ossl_store.add_cert(crypto.X509.from_cryptography(anchor))
 
     def verify(self, chain: Sequence[x509.Certificate], now: datetime) -> tuple[bool, str | None]:
         """Does the chain build from its leaf to an anchor, valid at `now`? Names and EKU are
         checked elsewhere (an Expressway serves by address and may legitimately be serverAuth-only).
         """
-        if self._store is None:
-            return False, "no trust anchors configured (give a CA bundle)"
+        verdict = self.verdict(chain, now)
+        return verdict.ok, verdict.error
+
+    def verdict(self, chain: Sequence[x509.Certificate], now: datetime) -> ChainVerdict:
+        """OpenSSL's verdict on `chain` (leaf first, as served) at `now`, with lint findings."""
+        if not chain:
+            return ChainVerdict(False, "no certificate served")
+        if not self.anchors:
+            return ChainVerdict(
+                False, "no trust anchors configured (give a CA bundle)", lint=_lint_served(chain)
+            )
+        self._ossl_store.set_time(now)
+        try:
+            leaf = crypto.X509.from_cryptography(chain[0])
+            untrusted = [crypto.X509.from_cryptography(c) for c in chain[1:]]
+            ctx = crypto.X509StoreContext(self._ossl_store, leaf, untrusted)
+            built = ctx.get_verified_chain()
+            path = tuple(c.to_cryptography() for c in built)
+        except crypto.X509StoreContextError as exc:
+            return ChainVerdict(False, _explain(exc, chain), lint=_lint_served(chain))
+        except (crypto.Error, ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            # a certificate OpenSSL cannot use (an unreadable key, a broken encoding)
+            return ChainVerdict(
+                False, f"the chain cannot be checked: {exc}", lint=_lint_served(chain)
+            )
+        return ChainVerdict(True, None, path, self._lint(path, now))
+
+    def _lint(self, path: tuple[x509.Certificate, ...], now: datetime) -> tuple[LintFinding, ...]:
+        facts = [f for f in (_facts_or_none(c) for c in path) if f is not None]
+        findings = lint_chain(facts)
+        if findings or self._store is None:
+            return findings
+        # Anything else the web PKI rules object to (Ed25519, a CA without basicConstraints...)
         verifier = (
             PolicyBuilder()
             .store(self._store)
@@ -113,15 +175,69 @@ class TrustStore:
             .build_client_verifier()
         )
         try:
-            verifier.verify(chain[0], list(chain[1:]))
+            verifier.verify(path[0], list(path[1:]))
         except VerificationError as exc:
-            return False, _short_verify_error(exc)
-        return True, None
+            subject = facts[0].subject if facts else ""
+            return (webpki_finding(subject, _short_verify_error(exc)),)
+        return ()
+
+
+def _lint_served(chain: Sequence[x509.Certificate]) -> tuple[LintFinding, ...]:
+    """Lint of the chain as served, when OpenSSL built no path."""
+    return lint_chain([f for f in (_facts_or_none(c) for c in chain) if f is not None])
+
+
+def _facts_or_none(cert: x509.Certificate) -> CertFacts | None:
+    try:
+        return facts_from_x509(cert)
+    except CertParseError:
+        return None
+
+
+# OpenSSL X509_V_ERR codes the verdict explains in the operator's words
+_UNABLE_TO_GET_ISSUER_CERT = 2
+_DEPTH_ZERO_SELF_SIGNED_CERT = 18
+_SELF_SIGNED_CERT_IN_CHAIN = 19
+_UNABLE_TO_GET_ISSUER_CERT_LOCALLY = 20
+
+
+def _explain(exc: crypto.X509StoreContextError, chain: Sequence[x509.Certificate]) -> str:
+    """What is missing or wrong, naming the certificate OpenSSL stopped at."""
+    code, depth, message = ([*list(exc.errors), 0, 0, str(exc)])[:3]
+    subject = issuer = "?"
+    if exc.certificate is not None:
+        with contextlib.suppress(crypto.Error, ValueError, TypeError):
+            cert = exc.certificate.to_cryptography()
+            subject, issuer = _rfc4514(cert.subject), _rfc4514(cert.issuer)
+    if code in (_UNABLE_TO_GET_ISSUER_CERT, _UNABLE_TO_GET_ISSUER_CERT_LOCALLY):
+        served = " the server sends no intermediate," if len(chain) == 1 else ""
+        return (
+            f"issuer {issuer} of {subject} is not served and not in the trust bundle:"
+            f"{served} add the missing CA to the served chain or the bundle"
+            + (
+                " (a bundle needs the self-signed root; OpenSSL does not stop at an intermediate)"
+                if code == _UNABLE_TO_GET_ISSUER_CERT
+                else ""
+            )
+        )
+    if code == _DEPTH_ZERO_SELF_SIGNED_CERT:
+        return f"self-signed certificate {subject} is not in the trust bundle"
+    if code == _SELF_SIGNED_CERT_IN_CHAIN:
+        return f"self-signed root {subject} is served but not in the trust bundle"
+    return f"{message} (certificate {subject}, depth {depth})"
+
+
+def _rfc4514(name: x509.Name) -> str:
+    try:
+        return name.rfc4514_string()
+    except (ValueError, TypeError):
+        return "<unreadable name>"
 
 
 def _short_verify_error(exc: VerificationError) -> str:
     text = str(exc)
     text = text.removeprefix("validation failed: ")
+    text = text.removeprefix("candidates exhausted: ")
     return text.split(" (encountered processing", 1)[0]
 
 
@@ -263,23 +379,24 @@ class _FactsCache:
     costs no parsing on the next poll; verification is redone once `ttl` seconds old."""
 
     def __init__(self, size: int = 4096, ttl: float = 3600.0) -> None:
-        self._items: OrderedDict[bytes, tuple[float, tuple[CertFacts, ...], bool, str | None]] = (
+        self._items: OrderedDict[bytes, tuple[float, tuple[CertFacts, ...], ChainVerdict]] = (
             OrderedDict()
         )
         self._size = size
         self._ttl = ttl
 
-    def get(self, key: bytes, now: float) -> tuple[tuple[CertFacts, ...], bool, str | None] | None:
+    def get(self, key: bytes, now: float) -> tuple[tuple[CertFacts, ...], ChainVerdict] | None:
         item = self._items.get(key)
         if item is None or now - item[0] > self._ttl:
             return None
         self._items.move_to_end(key)
-        return item[1], item[2], item[3]
+        return item[1], item[2]
 
     def put(
-        self, key: bytes, now: float, facts: tuple[CertFacts, ...], ok: bool, err: str | None
+        self, key: bytes, now: float, facts: tuple[CertFacts, ...], verdict: ChainVerdict
     ) -> None:
-        self._items[key] = (now, facts, ok, err)
+        # the built path is not kept: only the verdict, its message and lint are needed later
+        self._items[key] = (now, facts, ChainVerdict(verdict.ok, verdict.error, (), verdict.lint))
         self._items.move_to_end(key)
         while len(self._items) > self._size:
             self._items.popitem(last=False)
@@ -427,10 +544,10 @@ class Prober:
                     tls_version=version,
                     chain_der=tuple(chain),
                 )
-            verified, verify_error = trust.verify(certs, when)
-            self._cache.put(key, now, facts, verified, verify_error)
+            verdict = trust.verdict(certs, when)
+            self._cache.put(key, now, facts, verdict)
         else:
-            facts, verified, verify_error = cached
+            facts, verdict = cached
         return Observation(
             target=target,
             endpoint=endpoint,
@@ -439,10 +556,11 @@ class Prober:
             duration=duration,
             tls_version=version,
             chain_der=tuple(chain),
-            chain_verified=verified,
-            verify_error=verify_error,
+            chain_verified=verdict.ok,
+            verify_error=verdict.error,
             facts=facts[0],
             chain_facts=facts,
+            lint=verdict.lint + lint_tls(version),
         )
 
 

@@ -484,16 +484,26 @@ class Store:
             await conn.execute(renewals.insert().values(**values))
         return row
 
-    async def save_renewal(self, row: RenewalRow, step: StepRow | None = None) -> None:
-        """Persist a renewal's new state (and the step that led to it) in one transaction."""
+    async def save_renewal(
+        self, row: RenewalRow, step: StepRow | None = None, *, owner: str | None = None
+    ) -> None:
+        """Persist a renewal's new state (and the step that led to it) in one transaction.
+        `owner`: only while that process holds the renewal's lease, so a writer that lost it
+        (or never had it) cannot overwrite what the holder wrote (raises StoreError)."""
         values = row.__dict__.copy()
         values["data"] = json.dumps(row.data, sort_keys=True)
         del values["id"]
+        where = [renewals.c.id == row.id]
+        if owner is not None:
+            where.append(renewals.c.lease_owner == owner)
         async with self._write() as conn:
-            result = await conn.execute(
-                renewals.update().where(renewals.c.id == row.id).values(**values)
-            )
+            result = await conn.execute(renewals.update().where(*where).values(**values))
             if result.rowcount != 1:
+                if owner is not None:
+                    raise StoreError(
+                        f"renewal {row.id}: not saved: this process ({owner}) no longer holds "
+                        "its lease (another process took it over); that process carries on"
+                    )
                 raise StoreError(f"renewal {row.id}: not found in {self.url}")
             if step is not None:
                 await conn.execute(renewal_steps.insert().values(**step.__dict__))

@@ -29,6 +29,7 @@ from monitor.events import (
     SANsChanged,
 )
 from monitor.facts import CertFacts, diff_facts, facts_from_x509
+from monitor.lint import LintFinding
 from monitor.policy import ServedCert
 from monitor.probe import Observation, Prober, TrustStore
 from monitor.store import EndpointRow, HistoryRow, Store
@@ -59,6 +60,7 @@ class EndpointState:
     last_change_at: datetime | None = None
     san_problem: str | None = None
     eku_problem: str | None = None
+    lint: tuple[LintFinding, ...] = ()  # advisories of the latest successful probe
 
     @property
     def key(self) -> Key:
@@ -307,6 +309,7 @@ class Monitor:
             chain_verified=obs.chain_verified,
             verify_error=obs.verify_error,
             last_change_at=last_change,
+            lint=obs.lint,
         )
         state = self._with_checks(state, exp)
         self.states[obs.key] = state

@@ -14,6 +14,11 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
+
+from monitor.config import ExpresswayConfig
+from monitor.store import StepRow, Store
+from renewers.maintenance import next_window_start
 
 DEFAULT_APPROVAL = timedelta(days=2)  # until a target has approvals of its own
 DEFAULT_CA_LATENCY = {"manual": timedelta(days=3)}  # other kinds: minutes
@@ -103,3 +108,62 @@ def estimate(inputs: DeadlineInputs, now: datetime) -> DeadlineEstimate:
     )
     dominating = max(factors, key=lambda f: f[1])[0]
     return DeadlineEstimate(inputs.target, done, inputs.not_after - done, factors, dominating)
+
+
+def _first(steps: Sequence[StepRow], stage: str, result: str | None = None) -> StepRow | None:
+    return next(
+        (s for s in steps if s.stage == stage and (result is None or s.result == result)), None
+    )
+
+
+def past_durations(steps: Sequence[StepRow]) -> tuple[timedelta | None, timedelta | None]:
+    """(approval, issuance) of one renewal from its steps, when it had them.
+
+    Approval: from the approve stage's first wait to its advance (an automatic approval has
+    no wait and says nothing about approvers). Issuance: from the submit stage's first run to
+    the issued stage's advance.
+    """
+    ordered = sorted(steps, key=lambda s: s.at)
+    approval = issuance = None
+    waited, approved = _first(ordered, "approve", "wait"), _first(ordered, "approve", "advance")
+    if waited is not None and approved is not None and approved.at >= waited.at:
+        approval = approved.at - waited.at
+    submitted, issued = _first(ordered, "submit"), _first(ordered, "issued", "advance")
+    if submitted is not None and issued is not None and issued.at >= submitted.at:
+        issuance = issued.at - submitted.at + timedelta(seconds=submitted.seconds)
+    return approval, issuance
+
+
+async def history(
+    store: Store, target: str, limit: int = 20
+) -> tuple[list[timedelta], list[timedelta]]:
+    """(approvals, issuances) of the target's latest `limit` renewals, for the p90s."""
+    approvals: list[timedelta] = []
+    issuances: list[timedelta] = []
+    for row in await store.renewals_for(target, limit=limit):
+        approval, issuance = past_durations(await store.steps(row.id))
+        approvals += [approval] if approval is not None else []
+        issuances += [issuance] if issuance is not None else []
+    return approvals, issuances
+
+
+def inputs_for(
+    target: ExpresswayConfig,
+    not_after: datetime,
+    ca_kind: str,
+    approvals: Sequence[timedelta],
+    issuances: Sequence[timedelta],
+) -> DeadlineInputs:
+    """The estimator's inputs for a configured target with `renewal = {...}`."""
+    renewal = target.renewal
+    assert renewal is not None
+    window = renewal.maintenance_window
+    return DeadlineInputs(
+        target.name,
+        not_after=not_after,
+        ca_kind=ca_kind,
+        approval_required=renewal.approval != "auto",
+        past_approvals=tuple(approvals),
+        past_issuances=tuple(issuances),
+        next_window=partial(next_window_start, window) if window else None,
+    )

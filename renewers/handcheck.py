@@ -63,6 +63,9 @@ class Situation:
     known_cas: tuple[x509.Certificate, ...] = ()  # CA certificates that may fill the chain
     holders: tuple[TrustHolder, ...] = ()
     csr_source: str = "the box"  # where the pending CSR came from, for messages
+    # FN74362 inputs of an X15.4 Expressway-E (None: unknown, which keeps both EKUs required)
+    server_eku_upload: bool | None = None  # xConfiguration XCP TLS Certificate CVS ...
+    peer_version: str | None = None  # the traversal peer's version
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,8 @@ def check_hand_cert(
         cluster_fqdn=situation.cluster_fqdn,
         extra_sans=situation.extra_sans,
         zones=situation.zones,
+        server_eku_upload=situation.server_eku_upload,
+        peer_version=situation.peer_version,
     )
     issuer = printable(new.common_name or new.issuer)
     if situation.pending_csr is None:

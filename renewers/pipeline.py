@@ -90,6 +90,8 @@ STAGES = (
 # Leases are renewed every LEASE / 3 while their holder works, so a holder that died without
 # releasing one (on another host) blocks the others for at most LEASE.
 LEASE = timedelta(minutes=3)
+# How long an operator command waits for this process's own run of the renewal to let go.
+BUSY_WAIT = timedelta(seconds=5)
 
 
 @contextlib.asynccontextmanager
@@ -159,6 +161,60 @@ class Failed:
 
 
 Outcome = Advance | Wait | Blocked | Failed
+
+
+def transition(
+    row: RenewalRow, outcome: Outcome, now: datetime, data: dict[str, Any]
+) -> tuple[RenewalRow, str, str]:
+    """The renewal after a stage's outcome, with the step's result and message. Pure: the
+    table of docs/renewal.md ("Outcomes"), tested as a table in tests/unit/test_transition.py."""
+    stage = row.stage
+    if isinstance(outcome, Advance):
+        index = STAGES.index(stage)
+        done = index == len(STAGES) - 1
+        new = dataclasses.replace(
+            row, status="done" if done else "running",
+            stage=stage if done else STAGES[index + 1], attempts=0, next_at=None,
+            message=outcome.detail, data=data, updated_at=now,
+        )  # fmt: skip
+        return new, "advance", outcome.detail
+    if isinstance(outcome, Wait):
+        new = dataclasses.replace(
+            row, status="waiting", next_at=outcome.until, message=outcome.why, data=data,
+            updated_at=now, attempts=row.attempts + 1,
+        )  # fmt: skip
+        return new, "wait", outcome.why
+    if isinstance(outcome, Blocked):
+        new = dataclasses.replace(
+            row, status="blocked", next_at=None, message=outcome.why, data=data,
+            updated_at=now, attempts=row.attempts + 1,
+        )  # fmt: skip
+        return new, "blocked", outcome.why
+    new = dataclasses.replace(
+        row, status="failed", next_at=outcome.retry_at, message=outcome.why, data=data,
+        updated_at=now, attempts=row.attempts + 1,
+    )  # fmt: skip
+    return new, "failed", outcome.why
+
+
+def stage_event(row: RenewalRow, new: RenewalRow, outcome: Outcome, now: datetime) -> Event | None:
+    """The event announcing a stage's outcome (None: a wait that goes on is not news)."""
+    common = {"target": row.target, "renewal_id": row.id, "stage": row.stage}
+    if isinstance(outcome, Advance):
+        return StageSucceeded(time=now, detail=outcome.detail, **common)
+    if isinstance(outcome, Wait):
+        if row.status == "waiting":
+            return None  # announced when the wait began
+        if outcome.approval:
+            new_cas = new.data.get("trust_cas", []) if new.data.get("ca_changed") else []
+            return ApprovalRequired(
+                time=now, why=outcome.why,
+                new_ca_sha256=tuple(c["sha256"] for c in new_cas), **common,
+            )  # fmt: skip
+        return StageWaiting(time=now, until=outcome.until.isoformat(), why=outcome.why, **common)
+    if isinstance(outcome, Blocked):
+        return RenewalBlocked(time=now, why=outcome.why, **common)
+    return StageFailed(time=now, why=outcome.why, retry_at=outcome.retry_at.isoformat(), **common)
 
 
 # ---- collaborators -------------------------------------------------------------------------
@@ -391,6 +447,15 @@ def _store_issued(ctx: Context, issued: Issued) -> str:
     return f"issued {_sha256(issued.leaf)[:16]}"
 
 
+def _pending_reason(ctx: Context, pending: Pending) -> str:
+    if not pending.awaits_provide:
+        return pending.reason
+    return (
+        f"{pending.reason}, then run 'expressway-certd provide {ctx.renewal_id} "
+        "--cert CERT.pem [--chain CHAIN.pem]'"
+    )
+
+
 async def stage_submit(ctx: Context) -> Outcome:
     """Send the CSR to the CA once; a handle or the issued certificate is persisted."""
     if "issued" in ctx.data or "handle" in ctx.data:
@@ -400,7 +465,7 @@ async def stage_submit(ctx: Context) -> Outcome:
         return Advance(_store_issued(ctx, result))
     ctx.data["handle"] = result.handle
     ctx.data["retry_at"] = result.retry_at.isoformat()
-    ctx.data["pending_reason"] = result.reason.replace("RENEWAL", ctx.renewal_id)
+    ctx.data["pending_reason"] = _pending_reason(ctx, result)
     return Advance(f"pending at the CA: {ctx.data['pending_reason']}")
 
 
@@ -416,7 +481,7 @@ async def stage_issued(ctx: Context) -> Outcome:
     if isinstance(result, Pending):
         ctx.data["handle"] = result.handle
         ctx.data["retry_at"] = result.retry_at.isoformat()
-        ctx.data["pending_reason"] = result.reason.replace("RENEWAL", ctx.renewal_id)
+        ctx.data["pending_reason"] = _pending_reason(ctx, result)
         return Wait(result.retry_at, f"pending at the CA: {ctx.data['pending_reason']}")
     ctx.data.pop("retry_at", None)
     return Advance(_store_issued(ctx, result))
@@ -839,49 +904,76 @@ class Pipeline:
             _test_kill_after(target, "start")
         return stored
 
-    async def approve(self, renewal_id: str, who: str) -> RenewalRow:
+    @contextlib.asynccontextmanager
+    async def _hold(self, renewal_id: str) -> AsyncIterator[RenewalRow]:
+        """Hold a renewal for an operator command: this process's run of it and the lease in
+        the database (taken over from a dead same-host holder), then read it afresh, so the
+        command never writes from a stale row nor while a stage runs."""
         row = await self._get(renewal_id)
-        if row.stage != "approve" or row.status != "waiting":
+        lock = self._locks.setdefault(row.target, asyncio.Lock())
+        try:
+            # This process's run of the renewal lets go between stages and when it waits.
+            await asyncio.wait_for(lock.acquire(), BUSY_WAIT.total_seconds())
+        except TimeoutError:
             raise CertdError(
-                f"renewal {renewal_id}: not awaiting approval (stage {row.stage}, {row.status})"
-            )
-        data = {**row.data, "approved_by": who}
-        row = dataclasses.replace(row, data=data, next_at=self.clock(), updated_at=self.clock())
-        await self.store.save_renewal(row)
+                f"renewal {renewal_id}: busy: a stage is running in this process; try again "
+                "in a moment"
+            ) from None
+        try:
+            if not await self._claim(renewal_id):
+                holder = await self.store.renewal_lease_owner(renewal_id)
+                raise CertdError(
+                    f"renewal {renewal_id}: busy: a stage is running in another process "
+                    f"({holder}); try again in a moment"
+                )
+            try:
+                yield await self._get(renewal_id)
+            finally:
+                await self.store.release_renewal(renewal_id, self.owner)
+        finally:
+            lock.release()
+
+    async def approve(self, renewal_id: str, who: str) -> RenewalRow:
+        async with self._hold(renewal_id) as held:
+            row = held  # as it is now that this process holds it
+            if row.stage != "approve" or row.status != "waiting":
+                raise CertdError(
+                    f"renewal {renewal_id}: not awaiting approval (stage {row.stage}, {row.status})"
+                )
+            data = {**row.data, "approved_by": who}
+            row = dataclasses.replace(row, data=data, next_at=self.clock(), updated_at=self.clock())
+            await self.store.save_renewal(row, owner=self.owner)
         self.latest[row.target] = row
         return row
 
     async def provide(
         self, renewal_id: str, leaf: x509.Certificate, chain: list[x509.Certificate]
     ) -> RenewalRow:
-        """An operator hands in the certificate for the renewal's CSR (manual CAs, or any CA
-        whose request was completed by hand). Validation still runs before anything else."""
-        row = await self._get(renewal_id)
-        if not accepts_certificate(row):
-            raise CertdError(
-                f"renewal {renewal_id}: not waiting for a certificate (stage {row.stage}, "
-                f"{row.status}); a certificate can be handed in while the renewal waits at "
-                "submit or issued, or after validate refused one; to start over run "
-                f"'expressway-certd cancel {renewal_id}', then 'expressway-certd renew "
-                f"{row.target} --now'"
-            )
-        csr_pem = row.data.get("csr_pem")
-        if not csr_pem:
-            raise CertdError(f"renewal {renewal_id}: no CSR yet")
-        csr = x509.load_pem_x509_csr(csr_pem.encode())
-        spki = serialization.PublicFormat.SubjectPublicKeyInfo
-        if leaf.public_key().public_bytes(
-            serialization.Encoding.DER, spki
-        ) != csr.public_key().public_bytes(serialization.Encoding.DER, spki):
-            raise CertdError(
-                f"renewal {renewal_id}: the certificate is not for this renewal's CSR (public keys "
-                f"differ); sign the CSR shown by 'expressway-certd status {row.target}'"
-            )
-        if not await self.store.claim_renewal(renewal_id, self.owner, self.clock(), LEASE):
-            raise CertdError(
-                f"renewal {renewal_id}: busy in another process; try again in a moment"
-            )
-        try:
+        """An operator hands in the certificate for the renewal's CSR (manual CAs, any CA
+        whose request was completed by hand, or in place of one validate refused).
+        Validation still runs before anything else."""
+        async with self._hold(renewal_id) as held:
+            row = held  # as it is now that this process holds it
+            if not accepts_certificate(row):
+                raise CertdError(
+                    f"renewal {renewal_id}: not waiting for a certificate (stage {row.stage}, "
+                    f"{row.status}); a certificate can be handed in while the renewal waits at "
+                    "submit or issued, or after validate refused one; to start over run "
+                    f"'expressway-certd cancel {renewal_id}', then 'expressway-certd renew "
+                    f"{row.target} --now'"
+                )
+            csr_pem = row.data.get("csr_pem")
+            if not csr_pem:
+                raise CertdError(f"renewal {renewal_id}: no CSR yet")
+            csr = x509.load_pem_x509_csr(csr_pem.encode())
+            spki = serialization.PublicFormat.SubjectPublicKeyInfo
+            if leaf.public_key().public_bytes(
+                serialization.Encoding.DER, spki
+            ) != csr.public_key().public_bytes(serialization.Encoding.DER, spki):
+                raise CertdError(
+                    f"renewal {renewal_id}: the certificate is not for this renewal's CSR (public keys "
+                    f"differ); sign the CSR shown by 'expressway-certd status {row.target}'"
+                )
             data = dict(row.data)
             data["issued"] = {
                 "leaf_pem": _pem(leaf),
@@ -897,9 +989,8 @@ class Pipeline:
             await self.store.save_renewal(
                 row, StepRow(row.id, "issued", "provided", self.clock(), 0.0,
                              f"certificate {_sha256(leaf)[:16]} handed in by an operator"),
+                owner=self.owner,
             )  # fmt: skip
-        finally:
-            await self.store.release_renewal(renewal_id, self.owner)
         self.latest[row.target] = row
         return row
 
@@ -907,30 +998,21 @@ class Pipeline:
         """An operator ends an active renewal in any state; `renew --now` then starts afresh.
         What was done on the boxes stays as it is (a pending CSR, trust already added, an
         uploaded certificate waiting for its restart): docs/renewal.md says what to check."""
-        row = await self._get(renewal_id)
-        if not row.active:
-            raise CertdError(
-                f"renewal {renewal_id}: already {row.status}; nothing to cancel "
-                f"(start a new one with 'expressway-certd renew {row.target} --now')"
-            )
-        lock = self._locks.get(row.target)
-        if (lock is not None and lock.locked()) or not await self._claim(renewal_id):
-            raise CertdError(
-                f"renewal {renewal_id}: a stage is running "
-                f"({await self.store.renewal_lease_owner(renewal_id)}); try again in a moment"
-            )
-        try:
-            row = await self._get(renewal_id)  # as it is now that nobody else runs it
+        async with self._hold(renewal_id) as held:
+            row = held  # as it is now that this process holds it
+            if not row.active:
+                raise CertdError(
+                    f"renewal {renewal_id}: already {row.status}; nothing to cancel "
+                    f"(start a new one with 'expressway-certd renew {row.target} --now')"
+                )
             now = self.clock()
             message = f"cancelled by {who} at stage {row.stage} ({row.status})"
             row = dataclasses.replace(
                 row, status="cancelled", next_at=None, message=message, updated_at=now
             )
             await self.store.save_renewal(
-                row, StepRow(row.id, row.stage, "cancelled", now, 0.0, message)
+                row, StepRow(row.id, row.stage, "cancelled", now, 0.0, message), owner=self.owner
             )
-        finally:
-            await self.store.release_renewal(renewal_id, self.owner)
         self.latest[row.target] = row
         log.warning("renewal cancelled", target=row.target, renewal=row.id, by=who)
         await self.bus.publish(
@@ -942,11 +1024,12 @@ class Pipeline:
 
     async def retry_now(self, renewal_id: str) -> RenewalRow:
         """Operator says the cause of a blocked/failed stage is fixed: run that stage again."""
-        row = await self._get(renewal_id)
-        if not row.active:
-            raise CertdError(f"renewal {renewal_id}: already {row.status}")
-        row = dataclasses.replace(row, status="running", next_at=None, updated_at=self.clock())
-        await self.store.save_renewal(row)
+        async with self._hold(renewal_id) as held:
+            row = held  # as it is now that this process holds it
+            if not row.active:
+                raise CertdError(f"renewal {renewal_id}: already {row.status}")
+            row = dataclasses.replace(row, status="running", next_at=None, updated_at=self.clock())
+            await self.store.save_renewal(row, owner=self.owner)
         self.latest[row.target] = row
         return row
 
@@ -973,6 +1056,14 @@ class Pipeline:
                         return row
                     if not await self._claim(renewal_id):
                         log.info("renewal run by another process", renewal=renewal_id)
+                        return row
+                    # Read again now that nobody else may write it: an operator command or
+                    # another process may have changed it since the read above.
+                    row = await self._get(renewal_id)
+                    self.latest[row.target] = row
+                    if not row.active or row.status == "blocked":
+                        return row
+                    if row.next_at is not None and row.next_at > self.clock():
                         return row
                     async with keep_alive(
                         lambda: self.store.claim_renewal(
@@ -1016,6 +1107,8 @@ class Pipeline:
                     await self.run(row.id)
                 except CertdError as exc:
                     log.error("renewal run failed", renewal=row.id, error=str(exc))
+                except Exception:  # never let one renewal stop the others this tick
+                    log.exception("renewal run failed", renewal=row.id)
 
     async def _step(self, row: RenewalRow) -> RenewalRow:
         exp = self.config.target(row.target)
@@ -1054,65 +1147,23 @@ class Pipeline:
             outcome = Blocked(str(exc))
         except (OSError, TimeoutError) as exc:
             outcome = _retry(ctx, f"{row.target}: {stage}: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # a bug or an unforeseen answer: this renewal alone fails
+            log.exception("stage raised", target=row.target, renewal=row.id, stage=stage)
+            outcome = _retry(
+                ctx,
+                f"{row.target}: {stage}: unexpected {type(exc).__name__}: {exc}; retried with "
+                "backoff; the traceback is in the log; if it repeats, cancel the renewal "
+                f"('expressway-certd cancel {row.id}') and report it",
+            )
         seconds = time.monotonic() - started
         data.pop("_attempts", None)
         now = self.clock()
-        event: Event | None
-        if isinstance(outcome, Advance):
-            index = STAGES.index(stage)
-            done = index == len(STAGES) - 1
-            new = dataclasses.replace(
-                row,
-                status="done" if done else "running",
-                stage=stage if done else STAGES[index + 1],
-                attempts=0,
-                next_at=None,
-                message=outcome.detail,
-                data=data,
-                updated_at=now,
-            )
-            result, message = "advance", outcome.detail
-            event = StageSucceeded(time=now, detail=outcome.detail, **common)
-        elif isinstance(outcome, Wait):
-            new = dataclasses.replace(
-                row, status="waiting", next_at=outcome.until, message=outcome.why, data=data,
-                updated_at=now, attempts=row.attempts + 1,
-            )  # fmt: skip
-            result, message = "wait", outcome.why
-            if row.status == "waiting":
-                event = None  # announced when the wait began
-            elif outcome.approval:
-                new_cas = data.get("trust_cas", []) if data.get("ca_changed") else []
-                event = ApprovalRequired(
-                    time=now,
-                    why=outcome.why,
-                    new_ca_sha256=tuple(c["sha256"] for c in new_cas),
-                    **common,
-                )
-            else:
-                event = StageWaiting(
-                    time=now, until=outcome.until.isoformat(), why=outcome.why, **common
-                )
-        elif isinstance(outcome, Blocked):
-            new = dataclasses.replace(
-                row, status="blocked", next_at=None, message=outcome.why, data=data,
-                updated_at=now, attempts=row.attempts + 1,
-            )  # fmt: skip
-            result, message = "blocked", outcome.why
-            event = RenewalBlocked(time=now, why=outcome.why, **common)
-        else:
-            new = dataclasses.replace(
-                row, status="failed", next_at=outcome.retry_at, message=outcome.why, data=data,
-                updated_at=now, attempts=row.attempts + 1,
-            )  # fmt: skip
-            result, message = "failed", outcome.why
-            event = StageFailed(
-                time=now, why=outcome.why, retry_at=outcome.retry_at.isoformat(), **common
-            )
+        new, result, message = transition(row, outcome, now, data)
+        event = stage_event(row, new, outcome, now)
         _test_kill_after(row.target, f"{stage}-unsaved")
         # Persist first: whatever happens next, a new process resumes from here.
         await self.store.save_renewal(
-            new, StepRow(row.id, stage, result, now, round(seconds, 3), message)
+            new, StepRow(row.id, stage, result, now, round(seconds, 3), message), owner=self.owner
         )
         _test_kill_after(row.target, stage)
         self.latest[row.target] = new

@@ -263,6 +263,15 @@ class ACMEConnector(ConnectorBase):
                             "TLS certificate",
                             reason="tls_verify",
                         ) from None
+                    except requests.exceptions.Timeout:
+                        raise self.error(
+                            op,
+                            f"{self.config.directory} did not answer within "
+                            f"{self.config.timeout.total_seconds():g}s (timeout)",
+                            "retried later; if the CA is always this slow, raise timeout",
+                            reason="timeout",
+                            retryable=True,
+                        ) from None
                     except requests.exceptions.RequestException as exc:
                         raise self.error(
                             op,

@@ -108,6 +108,9 @@ class Pending:
     handle: dict[str, Any]
     retry_at: datetime
     reason: str
+    # True when only an operator's `provide` completes the request (the pipeline adds the
+    # command with the renewal's id; connectors do not know it).
+    awaits_provide: bool = False
 
 
 @dataclass(frozen=True)

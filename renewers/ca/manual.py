@@ -1,6 +1,6 @@
 """The `manual` CA kind: for sites that sign through a web portal. The CSR is written where the
 operator can take it (a file, the StageWaiting notification, `status`); the renewal waits until
-the operator runs `expressway-certd provide RENEWAL --cert F [--chain F]`, then validation,
+the operator runs `expressway-certd provide ID --cert F [--chain F]`, then validation,
 trust, install, restart and verify continue by themselves."""
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ class ManualConnector(ConnectorBase):
         return Pending(
             handle,
             utcnow() + self.config.poll,
-            f"waiting for an operator: get {handle['csr_file']} signed, then run "
-            "'expressway-certd provide RENEWAL --cert CERT.pem [--chain CHAIN.pem]'",
+            f"waiting for an operator: get {handle['csr_file']} signed",
+            awaits_provide=True,
         )
 
     async def submit(self, csr: x509.CertificateSigningRequest) -> Issued | Pending:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from lab.topology import Lab
 from tests.e2e.daemon_lab import LabDaemon, daemon_config
@@ -50,6 +51,8 @@ async def test_daemon_registers_again_and_audits_it(
     monkeypatch.setenv("CERTD_TEST_TSIG", bind9.tsig_secret)
     monkeypatch.setenv("CERTD_TEST_EAB", pebble.eab_hmac or "")
     harness = acme_harness(tmp_path, pebble, bind9)
+    anchors = tmp_path / "pebble-roots.pem"
+    anchors.write_bytes(b"".join(r.public_bytes(Encoding.PEM) for r in pebble.roots()))
     async with Lab(
         tmp_path / "lab",
         domain=ZONE,
@@ -65,7 +68,11 @@ async def test_daemon_registers_again_and_audits_it(
             lab,
             tmp_path,
             {c.name: f'ca = "{harness.name}", key_length = 2048'},
-            "\n" + harness.toml,
+            # the operator pins Pebble's issuing root for trust distribution
+            "\n"
+            + harness.toml.replace(
+                'kind = "acme"\n', f'kind = "acme"\ntrust_anchors = "{anchors}"\n', 1
+            ),
             port=port,
             trust=pebble.roots(),
         )

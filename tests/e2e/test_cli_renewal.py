@@ -6,9 +6,12 @@ import asyncio
 import json
 import sys
 
+from cryptography.hazmat.primitives import hashes
+
 from lab.est import ESTSimulator
 from lab.renewal import add_renewal, est_ca_section
 from lab.topology import Lab
+from monitor.facts import load_certificates
 from renewers.pipeline import STAGES
 
 
@@ -43,11 +46,19 @@ async def test_plan_renew_status(tmp_path):
             assert plan["ca_change"] is True
             assert plan["trust_to"][:2] == ["expe-c1", "expe-e1"] and "cucm1" in plan["trust_to"][2]
             assert plan["problems"] == []
+            root_sha = (
+                load_certificates(est.trust_anchor.read_bytes())[0]
+                .fingerprint(hashes.SHA256())
+                .hex()
+            )
+            assert root_sha in [ca["sha256"] for ca in plan["new_ca"]]
+            assert plan["new_ca_pinned"] is True
             assert (c.served_cert, c.installed.cert, c.pending) == before  # a dry run
             assert est.submissions == 0
 
             code, out, err = await cli("plan", "expe-c1", "--config", str(path))
             assert code == 0 and "7 trust     CA change: YES" in out
+            assert f"SHA-256 {root_sha} (chains to a pinned root)" in out
 
             code, out, err = await cli("renew", "expe-c1", "--config", str(path))
             assert code == 0, out + err
@@ -59,6 +70,7 @@ async def test_plan_renew_status(tmp_path):
             (item,) = json.loads(out)
             assert item["renewal"]["status"] == "done"
             assert [s["stage"] for s in item["renewal"]["steps"]] == list(STAGES)
+            assert root_sha in [ca["sha256"] for ca in item["renewal"]["new_ca"]]
 
             code, out, err = await cli("renew", "expe-c1", "--config", str(path))
             assert code == 0 and "not due" in out  # the new certificate is fresh

@@ -6,10 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+
 from alerts.trust import exposition
+from lab.pki import CA
 from lab.topology import Lab
+from monitor.store import RenewalRow, Store
 
 
 async def cli(*args: str) -> tuple[int, str, str]:
@@ -68,3 +73,75 @@ async def test_trust_map_breaks_and_heals(tmp_path: Path) -> None:
         code, out, err = await cli("trust-map", "--config", config, "--json", "--no-svg")
         assert code == 0, out + err
         assert set(statuses(out).values()) == {"ok"}
+
+
+async def test_expiring_root_and_pending_new_ca_on_the_lab(tmp_path: Path) -> None:
+    """A trusted root that expires before the leaf it anchors, and a pending renewal of the E
+    whose new CA the C does not trust and the E's renewal would not upload there (the E has
+    no traversal_peer configured): both 'will break', both clear when fixed."""
+    async with Lab(tmp_path / "lab", restart_seconds=0.2) as lab:
+        path = lab.write_config(tmp_path / "certd.toml")
+        text = path.read_text()
+        e_block = text.index('name = "expe-e1"')
+        peer_line = 'traversal_peer = "expe-c1"\n'
+        cut = text.index(peer_line, e_block)
+        path.write_text(text[:cut] + text[cut + len(peer_line) :])
+        config = str(path)
+        c, e = lab.expressway_c, lab.expressway_e
+
+        # 1. The E serves a certificate from a root that expires in 20 days.
+        short = CA.create("Short Issuing", parent=CA.create("Short Root", days=20), days=20)
+        leaf, key = short.issue(e.fqdn, [e.fqdn], days=365)
+        e.install_now(leaf, key)
+        for box in (c, e):
+            box.trusted_cas.extend(short.chain())
+        code, out, err = await cli("trust-map", "--config", config, "--json", "--no-svg")
+        assert code == 1, err
+        doc = json.loads(out)
+        e_to_c = next(r for r in doc["relations"] if (r["from"], r["to"]) == ("expe-e1", "expe-c1"))
+        assert e_to_c["status"] == "will break"
+        assert "Short" in e_to_c["reason"]
+        assert doc["earliest_break"] == e_to_c["breaks_at"]
+        metrics = exposition(Path(lab.workdir) / "data")
+        assert (
+            'expressway_trust_relation_break_timestamp_seconds{from="expe-e1",to="expe-c1"'
+            in metrics
+        )
+
+        # Fixed: the E serves a certificate of the long-lived lab CA again.
+        leaf, key = lab.ca.issue(e.fqdn, [e.fqdn], days=365)
+        e.install_now(leaf, key)
+        code, out, err = await cli("trust-map", "--config", config, "--json", "--no-svg")
+        assert code == 0, out + err
+
+        # 2. A renewal of the E holds a certificate from a new CA; only the E would learn it.
+        new_ca = CA.create("Next Issuing", parent=CA.create("Next Root"))
+        new_leaf, _ = new_ca.issue(e.fqdn, [e.fqdn], days=365)
+        store = await Store.open(f"sqlite+aiosqlite:///{lab.workdir / 'state.db'}")
+        now = datetime.now(UTC)
+        row = RenewalRow(
+            id="r-next-ca", target="expe-e1", status="waiting", stage="approve",
+            reason="test", created_at=now, updated_at=now, next_at=None, attempts=0,
+            message="", data={"issued": {
+                "leaf_pem": new_leaf.public_bytes(serialization.Encoding.PEM).decode(),
+                "chain_pem": "".join(
+                    x.public_bytes(serialization.Encoding.PEM).decode() for x in new_ca.chain()
+                ),
+            }},
+        )  # fmt: skip
+        await store.create_renewal(row)
+        await store.close()
+        code, out, err = await cli("trust-map", "--config", config, "--json", "--no-svg")
+        assert code == 1, err
+        e_to_c = next(
+            r
+            for r in json.loads(out)["relations"]
+            if (r["from"], r["to"]) == ("expe-e1", "expe-c1")
+        )
+        assert e_to_c["status"] == "will break"
+        assert "pending renewal" in e_to_c["reason"]
+
+        # Fixed: the C trusts the new root.
+        c.trusted_cas.append(new_ca.chain()[-1])
+        code, out, err = await cli("trust-map", "--config", config, "--json", "--no-svg")
+        assert code == 0, out + err

@@ -1,10 +1,11 @@
-"""A misbehaving CA in front of a well-behaved one: an HTTPS proxy for Pebble that rewrites
-chosen answers (the certificate, the order status) or stalls, for what Pebble never does.
+"""A misbehaving CA in front of a well-behaved one: an HTTPS proxy (for Pebble, or a lab
+simulator) that rewrites chosen answers (the certificate, the order status) or stalls, for
+what the real server never does.
 
-The proxy terminates TLS with its own lab certificate and forwards to Pebble with the
-client's Host header, so the URLs Pebble puts in its answers, and the URL every JWS names,
-are the proxy's: nothing in a body needs rewriting for the protocol to work. A `Fault` sees
-each answer and may replace it.
+The proxy terminates TLS with its own lab certificate and forwards with the client's Host
+header, so the URLs Pebble puts in its answers, and the URL every JWS names, are the proxy's:
+nothing in a body needs rewriting for the protocol to work. A `Fault` sees each answer and
+may replace it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,7 +25,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from lab.pki import CA, SERVER_AUTH, write_key_and_chain
-from tests.integration.ca_servers import Pebble
 
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
@@ -119,9 +119,11 @@ def stall_on(fragment: str, seconds: float) -> Fault:
 
 @dataclass
 class FaultProxy:
-    """The proxy: `directory_url` and `trust_anchor` replace Pebble's in a connector config."""
+    """The proxy of `upstream` (scheme://host:port) whose HTTPS `upstream_anchor` verifies:
+    `url` (or `directory_url` for Pebble) and `trust_anchor` replace the server's in a config."""
 
-    upstream: Pebble
+    upstream: str
+    upstream_anchor: Path
     directory: Path
     fault: Fault = no_fault
     port: int = 0
@@ -129,8 +131,12 @@ class FaultProxy:
     _server: ThreadingHTTPServer | None = field(default=None, repr=False)
 
     @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
     def directory_url(self) -> str:
-        return f"https://127.0.0.1:{self.port}/dir"
+        return f"{self.url}/dir"
 
     def start(self) -> FaultProxy:
         ca = CA.create("Fault proxy HTTPS CA")
@@ -142,7 +148,7 @@ class FaultProxy:
         self.trust_anchor = ca.write_bundle(self.directory / "proxy-root.pem")
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(str(cert_file), str(key_file))
-        base = self.upstream.directory_url.removesuffix("/dir")
+        base = self.upstream
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -158,7 +164,7 @@ class FaultProxy:
                     base + self.path,
                     data=body,
                     headers=headers,
-                    verify=str(proxy.upstream.trust_anchor),
+                    verify=str(proxy.upstream_anchor),
                     timeout=30,
                     allow_redirects=False,
                 )
@@ -191,9 +197,6 @@ class FaultProxy:
             self._server = None
 
 
-def running_proxy(upstream: Pebble, directory: Path) -> Iterator[FaultProxy]:
-    proxy = FaultProxy(upstream, directory).start()
-    try:
-        yield proxy
-    finally:
-        proxy.stop()
+def pebble_proxy(pebble_directory_url: str, anchor: Path, directory: Path) -> FaultProxy:
+    """A started proxy in front of the Pebble whose directory is at `pebble_directory_url`."""
+    return FaultProxy(pebble_directory_url.removesuffix("/dir"), anchor, directory).start()

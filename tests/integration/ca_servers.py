@@ -65,7 +65,7 @@ def free_port() -> int:
 
 
 def wait_port(
-    port: int, proc: subprocess.Popen[bytes], what: str, log: Path, timeout: float = 15
+    port: int, proc: subprocess.Popen[bytes], what: str, log: Path, timeout: float = 60
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

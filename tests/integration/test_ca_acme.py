@@ -24,7 +24,7 @@ from monitor.errors import CAError
 from monitor.events import AcmeAccountRecreated, Event
 from renewers.ca.acme import ACMEConnector
 from renewers.ca.base import Issued, Pending, utcnow
-from tests.integration.ca_faults import FaultProxy, rate_limited_once
+from tests.integration.ca_faults import pebble_proxy, rate_limited_once
 from tests.integration.ca_servers import (  # noqa: F401 - fixtures
     TSIG_KEY,
     ZONE,
@@ -351,7 +351,7 @@ async def test_deactivated_account_is_replaced_with_a_new_key(
 async def test_rate_limited_finalize_waits_for_retry_after_then_finishes_the_same_order(
     pebble: Pebble, bind9: Bind9, tmp_path: Path
 ) -> None:
-    proxy = FaultProxy(pebble, tmp_path).start()
+    proxy = pebble_proxy(pebble.directory_url, pebble.trust_anchor, tmp_path)
     fault = rate_limited_once("finalize", "120")
     proxy.fault = fault
     config = acme_config(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -27,7 +28,7 @@ from structlog.testing import capture_logs
 from lab.adcs import ADCSSimulator
 from lab.pki import CA
 from monitor.config import Secret
-from monitor.config_ca import ACMEConfig, RFC2136Config
+from monitor.config_ca import ACMEConfig, ESTConfig, RFC2136Config
 from monitor.errors import CAError
 from renewers.ca.acme import ACMEConnector
 from renewers.ca.base import (
@@ -42,6 +43,7 @@ from renewers.ca.base import (
     utcnow,
 )
 from renewers.ca.dns01 import RFC2136Solver
+from renewers.ca.est import ESTConnector
 from renewers.ca.hook import HookSolver
 from renewers.ca.http01 import HTTP01Responder
 from renewers.validate import Issuance, Plan, validate
@@ -49,6 +51,7 @@ from tests.integration.ca_faults import (
     Fault,
     FaultProxy,
     order_turns_invalid,
+    pebble_proxy,
     rewrite_certificate,
     stall_on,
 )
@@ -62,6 +65,7 @@ from tests.integration.ca_servers import (  # noqa: F401 - fixtures
     adcs_harness,
     bind9_server,
     ca_fixture,
+    est_harness,
     harness_fixture,
     make_csr,
     make_harness,
@@ -226,7 +230,6 @@ class Misbehaving:
     name: str
     connector: Callable[..., Any]  # (wait=seconds, timeout=seconds) -> connector
     names: Callable[[], list[str]]
-    anchors: Callable[[], list[x509.Certificate]]  # roots the issued chains build to
     deny: Callable[[dict[str, Any], str], None]  # the CA denies the pending request
     fault: Callable[[Fault], None]  # the CA's answers go through this from now on
     forget: Callable[[], None]  # the CA forgets its clients (accounts, sessions)
@@ -246,7 +249,7 @@ def pebble_chain_server(tmp_path_factory: pytest.TempPathFactory, bind9: Bind9) 
 
 
 def acme_misbehaving(tmp_path: Path, pebble: Pebble, bind9: Bind9) -> Iterator[Misbehaving]:
-    proxy = FaultProxy(pebble, tmp_path).start()
+    proxy = pebble_proxy(pebble.directory_url, pebble.trust_anchor, tmp_path)
     os.environ["CERTD_TEST_TSIG"] = bind9.tsig_secret
     made: list[Any] = []
 
@@ -273,7 +276,7 @@ def acme_misbehaving(tmp_path: Path, pebble: Pebble, bind9: Bind9) -> Iterator[M
 
     try:
         yield Misbehaving(
-            "faulty-acme", connector, lambda: [f"f-{secrets.token_hex(4)}.{ZONE}"], pebble.roots,
+            "faulty-acme", connector, lambda: [f"f-{secrets.token_hex(4)}.{ZONE}"],
             deny, fault, pebble.restart,
         )  # fmt: skip
     finally:
@@ -297,7 +300,7 @@ def adcs_misbehaving(tmp_path: Path) -> Iterator[Misbehaving]:
             return h.connector(wait=wait)
 
         yield Misbehaving(
-            "corp-adcs", connector, harness.names, lambda sim=sim: [sim.root.cert],
+            "corp-adcs", connector, harness.names,
             deny, unsupported, unsupported,
         )  # fmt: skip
 
@@ -388,11 +391,62 @@ async def test_a_dropped_san_reaches_the_pipeline_which_refuses_it(faulty: Misbe
     assert max(names) in problems[0].message
 
 
-async def test_ca_slower_than_the_timeout_is_a_retryable_error(faulty: Misbehaving) -> None:
-    faulty.fault(stall_on("/my-order/", 3))
+@dataclass
+class Slow:
+    """A CA that can be made slower than the connector's `timeout` (1 second here)."""
+
+    name: str
+    connector: Callable[[], Any]
+    names: Callable[[], list[str]]
+    stall: Callable[[float], None]  # from now on the CA's answers to requests take this long
+
+
+@pytest.fixture(params=["est", "acme"], name="slow")
+def slow_fixture(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Slow]:
+    if request.param == "acme":
+        for bad in acme_misbehaving(
+            tmp_path, request.getfixturevalue("pebble_chain"), request.getfixturevalue("bind9")
+        ):
+
+            def stall_orders(seconds: float, bad: Misbehaving = bad) -> None:
+                bad.fault(stall_on("/my-order/", seconds))
+
+            yield Slow(bad.name, lambda bad=bad: bad.connector(timeout=1), bad.names, stall_orders)
+        return
+    for h in est_harness(tmp_path):
+        monkeypatch.setenv("CERTD_TEST_SECRET", h.secret)
+        sim = h.server
+        proxy = FaultProxy(f"https://127.0.0.1:{sim.port}", sim.trust_anchor, tmp_path).start()
+
+        def connector(h: Harness = h, proxy: FaultProxy = proxy, sim: Any = sim) -> Any:
+            config = ESTConfig(
+                "lab-est", proxy.url + urlsplit(sim.url).path, trust_anchor=proxy.trust_anchor,
+                timeout=timedelta(seconds=1), username="est",
+                password=Secret("env:CERTD_TEST_SECRET"),
+            )  # fmt: skip
+            conn = ESTConnector(config, data_dir=tmp_path)
+            h.connectors.append(conn)
+            return conn
+
+        def stall_enrollments(seconds: float, proxy: FaultProxy = proxy) -> None:
+            proxy.fault = stall_on("enroll", seconds)
+
+        try:
+            yield Slow("lab-est", connector, h.names, stall_enrollments)
+        finally:
+            for conn in h.connectors:
+                asyncio.run(conn.aclose())
+            proxy.stop()
+
+
+async def test_ca_slower_than_the_timeout_is_a_retryable_error(slow: Slow) -> None:
+    slow.stall(3)
     with pytest.raises(CARequestError) as info:
-        await faulty.connector(timeout=1).submit(make_csr(*faulty.names()))
-    assert str(info.value).startswith(f"CA '{faulty.name}': ")
+        await slow.connector().submit(make_csr(*slow.names()))
+    assert str(info.value).startswith(f"CA '{slow.name}': ")
+    assert "timeout" in str(info.value).lower()
     assert info.value.retryable
 
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 
-from lab.tls import closed_port
+from cryptography.hazmat.primitives import serialization
+
+from lab.pki import write_key_and_chain
+from lab.tls import LabListener, closed_port, server_context
+from tests.chain_corpus import KU_NO_CERTSIGN, KU_NONE, Spec, leaf_spec, make
+from tests.conftest import need_binary
 
 SCAN_KEYS = {
     "endpoint", "ok", "error", "not_after", "sha256", "sans", "eku", "aki", "ski", "issuer",
@@ -95,3 +101,94 @@ async def test_scan_bad_arguments():
     assert code == 2 and "not HOST[:PORT]" in err
     code, _, err = await run_cli("scan", "h:443", "--ca-file", "/nonexistent.pem")
     assert code == 2 and "/nonexistent.pem does not exist" in err
+
+
+async def _loopback_endpoint(tmp_path, root_spec, leaf_spec_=None) -> tuple[LabListener, Path]:
+    """A loopback TLS endpoint serving leaf + intermediate under `root_spec`; the bundle path."""
+    root = make(root_spec)
+    issuing = make(Spec("Scan Issuing CA", key_slot=2), root)
+    leaf = make(leaf_spec_ or leaf_spec(sans=["expe.example.com"]), issuing)
+    cert_file, key_file = write_key_and_chain(tmp_path, "leaf", leaf.cert, leaf.key, [issuing.cert])
+    listener = LabListener(context=server_context(cert_file, key_file))
+    await listener.start()
+    bundle = tmp_path / "root.pem"
+    bundle.write_bytes(root.cert.public_bytes(serialization.Encoding.PEM))
+    return listener, bundle
+
+
+async def openssl_s_client_accepts(port: int, bundle: Path) -> bool:
+    """The oracle: Debian's `openssl s_client -verify_return_error` with the same bundle."""
+    proc = await asyncio.create_subprocess_exec(
+        need_binary("openssl"), "s_client", "-connect", f"127.0.0.1:{port}",
+        "-CAfile", str(bundle), "-verify_return_error", "-brief",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    accepted = proc.returncode == 0 and b"Verification: OK" in out
+    assert accepted or b"verify error" in out, out.decode(errors="replace")
+    return accepted
+
+
+async def test_root_without_key_usage_verifies_with_a_lint_finding(tmp_path):
+    listener, bundle = await _loopback_endpoint(
+        tmp_path, Spec("Scan Root CA (v3_ca, no keyUsage)", ku=KU_NONE, key_slot=1)
+    )
+    try:
+        assert await openssl_s_client_accepts(listener.port, bundle)
+        code, out, _ = await run_cli(
+            "scan", f"127.0.0.1:{listener.port}", "--json", "--ca-file", str(bundle)
+        )
+    finally:
+        await listener.stop()
+    (item,) = json.loads(out)
+    assert item["chain_verified"] is True and item["error"] is None
+    assert code == 0
+    (finding,) = item["lint"]
+    assert finding["finding"] == "ca_without_key_usage"
+    assert finding["subject"] == "CN=Scan Root CA (v3_ca\\, no keyUsage)"
+
+
+async def test_root_lacking_keycertsign_fails_like_openssl(tmp_path):
+    listener, bundle = await _loopback_endpoint(
+        tmp_path, Spec("Scan Root CA", ku=KU_NO_CERTSIGN, key_slot=1)
+    )
+    try:
+        assert not await openssl_s_client_accepts(listener.port, bundle)
+        code, out, _ = await run_cli(
+            "scan", f"127.0.0.1:{listener.port}", "--json", "--ca-file", str(bundle)
+        )
+    finally:
+        await listener.stop()
+    (item,) = json.loads(out)
+    assert item["chain_verified"] is False and "invalid CA certificate" in item["error"]
+    assert code == 1
+
+
+HOSTILE_CN = "evil\x1b[2J\x1b]0;pwned\x07\x00\u202etxt.exe\x9b31m"
+HOSTILE_DNS = "a\x1b[31m.example.com"
+UNSAFE = {chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)] if chr(c) != "\n"} | {
+    "\u202e", "\u2066",
+}  # fmt: skip
+
+
+async def test_hostile_certificate_cannot_drive_the_terminal(tmp_path):
+    root = make(Spec("Scan Root CA", key_slot=1))
+    leaf = make(leaf_spec(cn=HOSTILE_CN, sans=[HOSTILE_DNS, "expe.example.com"]), root)
+    cert_file, key_file = write_key_and_chain(tmp_path, "evil", leaf.cert, leaf.key, [])
+    listener = await LabListener(context=server_context(cert_file, key_file)).start()
+    try:
+        _code, out, err = await run_cli("scan", f"127.0.0.1:{listener.port}", "--progress")
+        _, json_out, _ = await run_cli("scan", f"127.0.0.1:{listener.port}", "--json")
+    finally:
+        await listener.stop()
+    assert "Subject" in out and "evil" in out
+    assert not UNSAFE & set(out), [c for c in out if c in UNSAFE]
+    assert "\\x1b[2J" in out and "\\u202e" in out and "\\x9b" in out
+    assert "DNS:a\\x1b[31m.example.com" in out
+    # --progress output is ours (\r and the erase-line sequence), nothing from the certificate
+    assert "pwned" not in err
+    # JSON keeps the exact values (escaped by the JSON encoder)
+    (item,) = json.loads(json_out)
+    assert item["subject"].startswith("CN=evil\x1b[2J")
+    assert f"DNS:{HOSTILE_DNS}" in item["sans"]

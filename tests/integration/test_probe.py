@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
+import warnings
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
-from lab.pki import CA
-from lab.tls import closed_port
+from lab.pki import CA, write_key_and_chain
+from lab.tls import LabListener, closed_port, server_context
+from monitor import lint
 from monitor.config import Endpoint
 from monitor.probe import ErrorClass, Prober, TrustStore
+from tests.chain_corpus import Spec, leaf_spec, make
 
 
 def ep(port: int, starttls: str | None = None, host: str = "127.0.0.1") -> Endpoint:
@@ -138,3 +143,71 @@ async def test_served_cert_change_is_seen_on_next_probe(served, trust_bundle):
     assert first.facts and second.facts
     assert first.facts.common_name == "old.example.com"
     assert second.facts.common_name == "new.example.com"
+
+
+# ---- what is missing, and advisories (issue 13, finding 7) ---------------------------------
+
+
+async def test_missing_issuer_is_named(served, trust_bundle):
+    s = await served(cn="x", ca=CA.create("Rogue CA"))
+    obs = await Prober(TrustStore([trust_bundle])).probe("t", ep(s.port))
+    assert obs.chain_verified is False
+    assert obs.verify_error is not None
+    assert obs.verify_error.startswith("issuer CN=Rogue CA,O=expressway-certd lab of CN=x,")
+    assert "is not served and not in the trust bundle: the server sends no intermediate" in (
+        obs.verify_error
+    )
+    assert "candidates exhausted" not in obs.verify_error
+
+
+async def _listener(tmp_path, leaf_node, chain=(), max_version=None) -> LabListener:
+    cert_file, key_file = write_key_and_chain(
+        tmp_path, f"l{id(leaf_node)}", leaf_node.cert, leaf_node.key, [c.cert for c in chain]
+    )
+    ctx = server_context(cert_file, key_file)
+    if max_version is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # TLS 1.0/1.1 need security level 0
+            ctx.minimum_version = ssl.TLSVersion.TLSv1
+            ctx.maximum_version = max_version
+    listener = LabListener(context=ctx)
+    return await listener.start()
+
+
+async def test_self_signed_certificate_is_named(tmp_path, trust_bundle):
+    listener = await _listener(tmp_path, make(leaf_spec(cn="box.example.com", ca=False)))
+    try:
+        obs = await Prober(TrustStore([trust_bundle])).probe("t", ep(listener.port))
+    finally:
+        await listener.stop()
+    assert obs.chain_verified is False
+    assert (
+        obs.verify_error == "self-signed certificate CN=box.example.com is not in the trust bundle"
+    )
+
+
+@pytest.mark.parametrize(
+    ("version", "name"), [(ssl.TLSVersion.TLSv1, "TLSv1"), (ssl.TLSVersion.TLSv1_1, "TLSv1.1")]
+)
+async def test_legacy_tls_version_is_an_advisory(tmp_path, version, name):
+    root = make(Spec("Legacy Root", key_slot=1))
+    leaf = make(leaf_spec(), root)
+    bundle = tmp_path / "legacy-root.pem"
+    bundle.write_bytes(root.cert.public_bytes(serialization.Encoding.PEM))
+    listener = await _listener(tmp_path, leaf, max_version=version)
+    try:
+        obs = await Prober(TrustStore([bundle])).probe("t", ep(listener.port))
+    finally:
+        await listener.stop()
+    assert obs.ok and obs.tls_version == name
+    assert obs.chain_verified is True  # an advisory, not a chain failure
+    assert [f.finding for f in obs.lint] == [lint.LEGACY_TLS]
+    assert name in obs.lint[0].detail
+
+
+async def test_modern_tls_has_no_tls_advisory(served, trust_bundle):
+    s = await served(cn="expe.example.com", sans=["expe.example.com"])
+    obs = await Prober(TrustStore([trust_bundle])).probe("t", ep(s.port))
+    assert obs.tls_version in ("TLSv1.2", "TLSv1.3")
+    assert lint.LEGACY_TLS not in {f.finding for f in obs.lint}

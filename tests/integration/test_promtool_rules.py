@@ -37,6 +37,7 @@ DAEMON_METRICS = frozenset(
         "expressway_cert_eku_ok",
         "expressway_cert_san_ok",
         "expressway_cert_chain_ok",
+        "expressway_cert_lint_finding",
         "expressway_probe_success",
         "expressway_probe_duration_seconds",
         "expressway_cert_last_change_timestamp_seconds",
@@ -56,6 +57,8 @@ DAEMON_METRICS = frozenset(
         "expressway_ca_request_duration_seconds_sum",
         "expressway_ca_request_duration_seconds_count",
         "expressway_ca_errors_total",
+        # deadline risk: targets with a renewal (expressway_certd/deadline_metrics.py)
+        "expressway_renewal_deadline_margin_seconds",
         # trust map: from the latest `trust-map` run (alerts/trust.py)
         "expressway_trust_relation_ok",
         "expressway_trust_relation_break_timestamp_seconds",
@@ -92,6 +95,7 @@ ALERTS: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
     "ExpresswayChainNotVerified": ("warning", "15m", ENDPOINT_LABELS),
     "ExpresswayCertSANNotOK": ("warning", "15m", ENDPOINT_LABELS),
     "ExpresswayCertEKUNotOK": ("warning", "15m", ENDPOINT_LABELS),
+    "ExpresswayCertLintFinding": ("info", "1h", (*ENDPOINT_LABELS, "finding")),
     "ExpresswayClusterPeersDifferentCA": ("warning", "30m", ("cluster", "target", "host", "aki")),
     "ExpresswayEndpointsServeDifferentCerts": ("warning", "30m", (*ENDPOINT_LABELS, "sha256")),
     "ExpresswayRenewalFailed": ("warning/critical", "5m", ("target", "stage")),
@@ -106,6 +110,7 @@ ALERTS: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
     ),
     "ExpresswayTrustRelationBroken": ("critical", "15m", ("from", "to", "relation")),
     "ExpresswayTrustRelationWillBreak": ("warning", None, ("from", "to", "relation")),
+    "ExpresswayRenewalDeadlineAtRisk": ("warning", "15m", ("target", "dominating")),
 }
 
 CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")

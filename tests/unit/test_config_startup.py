@@ -9,6 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 import expressway_certd.cmd_run as cmd_run
+from expressway_certd.cli import main
 from monitor.config import ensure_private_dirs, load_config, startup_warnings
 from monitor.errors import ConfigError
 from renewers.ca.base import write_private
@@ -141,3 +142,15 @@ def test_run_logs_the_warnings_before_serving(tmp_path, monkeypatch):
     messages = [e["message"] for e in logs if e["log_level"] == "warning"]
     assert any("no api_token is set" in m for m in messages)
     assert served and mode(tmp_path / "st" / "acme") == 0o700
+
+
+def test_check_config_prints_warnings_and_hides_a_url_password(tmp_path, capsys):
+    path = write(
+        tmp_path,
+        "[daemon]\nlisten = '0.0.0.0:9464'\nstate = 'postgresql://certd:hunter2@db/certd'\n",
+    )
+    assert main(["check-config", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "hunter2" not in captured.out + captured.err
+    assert "postgresql+asyncpg://certd:***@db/certd" in captured.out
+    assert "warning: daemon.listen: 0.0.0.0:9464 is reachable from other hosts" in captured.err

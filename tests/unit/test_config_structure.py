@@ -10,16 +10,19 @@ from pathlib import Path
 
 import pytest
 
+from monitor import config_docs
 from monitor.config import (
     Config,
     DaemonConfig,
+    ExpresswayConfig,
     MaintenanceWindow,
     RenewalConfig,
     UnifiedCMConfig,
     check_runtime,
     load_config,
 )
-from monitor.config_base import Secret
+from monitor.config_base import Secret, toml_keys
+from monitor.config_notify import NOTIFIER_CLASSES, NotifierIdentity, Routing
 from monitor.errors import ConfigError
 
 ROOT = Path(__file__).parents[2]
@@ -105,3 +108,59 @@ def test_read_token_is_resolved_like_the_others(tmp_path, monkeypatch):
     assert cfg.secrets() == [Secret("env:CERTD_UNSET_READ", "daemon.api_read_token")]
     with pytest.raises(ConfigError, match=r"daemon\.api_read_token: .*CERTD_UNSET_READ is not set"):
         check_runtime(cfg)
+
+
+# --- declarations and the generated docs ------------------------------------------------------
+
+
+def test_committed_key_tables_are_current():
+    """Regenerate with: python -m monitor.config_docs docs/configuration.md"""
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    assert config_docs.render(text) == text
+    for name in config_docs.SECTIONS:
+        assert f"<!-- keys: {name} -->" in text
+
+
+def test_a_changed_declaration_changes_the_docs():
+    text = "<!-- keys: daemon -->\nstale\n<!-- end keys -->\n"
+    rendered = config_docs.render(text)
+    assert "stale" not in rendered
+    assert '| `poll_interval` | `"5m"` | how often' in rendered
+    assert "| `listen` |" in rendered and "listen_port" not in rendered
+
+
+def test_known_keys_come_from_the_declarations():
+    assert toml_keys(DaemonConfig) >= {"listen", "state", "data_dir", "api_read_token"}
+    assert "listen_host" not in toml_keys(DaemonConfig)
+    assert toml_keys(UnifiedCMConfig) == {
+        "name", "nodes", "username", "password", "api_port", "soap_port", "ssh_port",
+        "api_ca_file", "ssh_known_hosts", "trust_stores", "restart_services",
+    }  # fmt: skip
+    assert toml_keys(ExpresswayConfig) == {
+        "name", "address", "role", "endpoints", "cluster", "version", "username", "password",
+        "api_port", "api_ca_file", "ca_file", "ssh_port", "ssh_known_hosts", "traversal_peer",
+        "unified_cm", "renewal",
+    }  # fmt: skip
+    assert toml_keys(RenewalConfig) == {
+        "ca", "renew_before", "approval", "maintenance_window", "extra_sans", "key_length",
+        "digest", "subject", "verify_timeout",
+    }  # fmt: skip
+
+
+def test_notifier_keys_come_from_the_declarations():
+    assert toml_keys(NotifierIdentity) | toml_keys(Routing) == {
+        "name", "kind", "events", "min_severity", "throttle", "timeout", "retries",
+    }  # fmt: skip
+    assert {kind: toml_keys(cls) for kind, cls in NOTIFIER_CLASSES.items()} == {
+        "alertmanager": {"url", "trust_anchor", "resolve_timeout"},
+        "webex": {"token", "room_id", "api_url", "trust_anchor"},
+        "webhook": {"url", "secret", "headers", "trust_anchor"},
+        "email": {"host", "port", "starttls", "username", "password", "from", "to", "trust_anchor"},
+    }
+
+
+def test_declared_key_is_accepted_and_unknown_one_refused(tmp_path):
+    for name in toml_keys(DaemonConfig):
+        (tmp_path / "certd.toml").write_text(f"[daemon]\n{name}x = 1\n")
+        with pytest.raises(ConfigError, match=rf"daemon\.{name}x: unknown key"):
+            load_config(tmp_path / "certd.toml")

@@ -8,6 +8,7 @@ from functools import partial
 import pytest
 
 from monitor.config import MaintenanceWindow
+from monitor.store import StepRow
 from renewers.deadline import (
     FACTOR_APPROVAL,
     FACTOR_CA,
@@ -15,6 +16,7 @@ from renewers.deadline import (
     DeadlineInputs,
     estimate,
     p90,
+    past_durations,
 )
 from renewers.maintenance import next_window_start
 
@@ -105,3 +107,39 @@ def test_inside_a_window_no_wait():
         DeadlineInputs("x", inside + 30 * D, "acme", False, next_window=window(SUNDAY_2AM)), inside
     )
     assert dict(got.factors)[FACTOR_WINDOW] == timedelta(0)
+
+
+def step(stage, result, minutes, seconds=0.0):
+    return StepRow("r1", stage, result, MONDAY + timedelta(minutes=minutes), seconds, "")
+
+
+@pytest.mark.parametrize(
+    ("steps", "approval", "issuance"),
+    [
+        (
+            [
+                step("submit", "wait", 0, 2),
+                step("issued", "wait", 60),
+                step("issued", "advance", 90),
+                step("approve", "wait", 100),
+                step("approve", "advance", 100 + 36 * 60),
+            ],
+            timedelta(hours=36),
+            timedelta(minutes=90, seconds=2),
+        ),
+        # automatic approval: no wait, says nothing about approvers
+        (
+            [
+                step("submit", "advance", 0),
+                step("issued", "advance", 1),
+                step("approve", "advance", 2),
+            ],
+            None,
+            timedelta(minutes=1),
+        ),
+        # still waiting for the CA and the approver
+        ([step("submit", "wait", 0), step("issued", "wait", 5)], None, None),
+    ],
+)
+def test_past_durations_from_steps(steps, approval, issuance):
+    assert past_durations(list(reversed(steps))) == (approval, issuance)

@@ -84,7 +84,13 @@ async def test_read_api_open_without_read_token(tmp_path, store, monkeypatch):
 async def test_read_token_guards_api_reads_but_not_metrics(tmp_path, store, monkeypatch):
     client = await client_for(tmp_path, store, monkeypatch, api_read_token=READ, api_token=WRITE)
     try:
-        for path in ("/api/v1/targets", "/api/v1/endpoints", "/api/v1/events", "/api/v1/renewals"):
+        for path in (
+            "/",
+            "/api/v1/targets",
+            "/api/v1/endpoints",
+            "/api/v1/events",
+            "/api/v1/renewals",
+        ):
             resp = await client.get(path)
             assert resp.status == 401, path
             assert resp.headers["WWW-Authenticate"] == "Bearer"

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from alerts.metrics import StateExposition
 from monitor.config import Endpoint, ExpresswayConfig
 from monitor.facts import facts_from_x509
+from monitor.lint import LintFinding
 from monitor.watch import EndpointState
 
 
@@ -81,3 +82,26 @@ def test_label_values_are_escaped(make_cert):
         if s.name == "expressway_cert_info"
     ]  # fmt: skip
     assert info.labels["subject"] == odd.subject
+
+
+def test_lint_findings_are_one_series_each(make_cert):
+    facts = facts_from_x509(make_cert("expe.example.com", ["expe.example.com"]))
+    targets = [ExpresswayConfig("expe", "expe.example.com", "e", ())]
+    findings = (
+        LintFinding("ca_without_key_usage", "CN=Root", "no keyUsage"),
+        LintFinding("ca_without_key_usage", "CN=Issuing", "no keyUsage"),  # same finding twice
+        LintFinding("legacy_tls_version", "", "TLSv1"),
+    )
+    linted = dataclasses.replace(state("expe", 443, facts), lint=findings)
+    clean = state("expe", 8443, facts)
+    text = render({("expe", "10.0.0.1", 443): linted, ("expe", "10.0.0.1", 8443): clean}, targets)
+    series = [
+        (s.labels["port"], s.labels["finding"], s.value)
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == "expressway_cert_lint_finding"
+    ]
+    assert sorted(series) == [
+        ("443", "ca_without_key_usage", 1.0),
+        ("443", "legacy_tls_version", 1.0),
+    ]

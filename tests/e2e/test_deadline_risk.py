@@ -1,0 +1,77 @@
+"""Deadline risk on the lab, as a daemon process: a weekly window, approval required and 9 days
+left make the margin fall below 7 days, in /metrics and on the status page, naming the factor."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+
+from lab.est import ESTSimulator
+from lab.renewal import est_ca_section
+from lab.topology import Lab
+from tests.e2e.daemon_lab import LabDaemon, daemon_config
+from tests.helpers import free_port
+
+
+async def cli(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "expressway_certd.cli", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+MARGIN = re.compile(
+    r'^expressway_renewal_deadline_margin_seconds\{dominating="([^"]+)",target="expe-c1"\} (\S+)$',
+    re.M,
+)
+
+
+async def test_weekly_window_approval_and_nine_days_left(tmp_path):
+    # The only window opens in six days: waiting for it dominates the 2-day default approval.
+    opens = datetime.now(UTC) + timedelta(days=6)
+    weekday = (opens.weekday() + 1) % 7  # cron counts from Sunday
+    renewal = (
+        f'ca = "lab-est", approval = "manual", '
+        f'maintenance_window = {{ cron = "0 0 * * {weekday}", timezone = "UTC" }}'
+    )
+    est = ESTSimulator().start()
+    try:
+        async with Lab(tmp_path / "lab", restart_seconds=0.3, cert_days=9) as lab:
+            port = free_port()
+            config = daemon_config(
+                lab, tmp_path, {"expe-c1": renewal}, est_ca_section(est, tmp_path), port=port
+            )
+            async with LabDaemon(config, port) as daemon:
+                text = await daemon.wait_for(
+                    "/metrics", lambda status, body: status == 200 and MARGIN.search(body)
+                )
+                dominating, value = MARGIN.search(text).groups()
+                assert dominating == "maintenance window"
+                margin = float(value)
+                assert 2 * 86400 < margin < 7 * 86400  # about 3 days: at risk
+                status, page = await daemon.get("/")
+                assert status == 200
+                assert "Deadline risks" in page
+                assert "dominated by maintenance window" in page
+                # expe-e1 has no renewal: no estimate, no series
+                series = [
+                    line
+                    for line in text.splitlines()
+                    if line.startswith("expressway_renewal_deadline_margin_seconds{")
+                ]
+                assert len(series) == 1
+            # `plan` prints the same estimate (read-only against the box).
+            code, out, err = await cli("plan", "expe-c1", "--config", str(config), "--json")
+            assert code == 0, out + err
+            deadline = json.loads(out)["deadline"]
+            assert deadline["at_risk"] is True
+            assert deadline["dominating"] == "maintenance window"
+            assert abs(deadline["margin_seconds"] - margin) < 3600
+    finally:
+        est.stop()

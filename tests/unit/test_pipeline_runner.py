@@ -1,0 +1,187 @@
+"""The runner's defects of issue 10: (1) an exception from a stage fails that renewal alone,
+(2) no stale reads or last-writer-wins between the runner and operator commands, (3) no
+magic string between the manual connector and the pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from lab.pki import CA
+from monitor.config import load_config
+from monitor.errors import CertdError, DeviceError, StoreError
+from monitor.events import Event, EventBus
+from monitor.probe import Prober, TrustStore
+from monitor.store import RenewalRow, Store
+from renewers import pipeline as pipeline_module
+from renewers.ca.manual import ManualConnector
+from renewers.pipeline import LEASE, Pipeline
+
+
+class BrokenDevices:
+    """e1's client hits a bug (RuntimeError); e2's box is unreachable (a DeviceError)."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    @asynccontextmanager
+    async def expressway(self, target):
+        self.asked.append(target.name)
+        if target.name == "e1":
+            raise RuntimeError("unexpected answer shape")
+        raise DeviceError(f"{target.name}: connection refused")
+        yield
+
+    def unified_cm(self, ucm):
+        raise AssertionError("not used")
+
+
+def config(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(
+        f'[daemon]\nstate = "{tmp_path / "s.db"}"\ndata_dir = "{tmp_path / "data"}"\n'
+        '[[expressway]]\nname = "e1"\naddress = "e1.example.com"\nrenewal = { ca = "portal" }\n'
+        '[[expressway]]\nname = "e2"\naddress = "e2.example.com"\nrenewal = { ca = "portal" }\n'
+        '[ca.portal]\nkind = "manual"\n'
+    )
+    return load_config(path)
+
+
+@pytest.fixture
+async def env(tmp_path):
+    cfg = config(tmp_path)
+    store = await Store.open(cfg.daemon.state)
+    events: list[Event] = []
+    bus = EventBus()
+
+    async def record(event: Event) -> None:
+        events.append(event)
+
+    bus.subscribe(record)
+    yield cfg, store, bus, events
+    await store.close()
+
+
+async def test_an_exception_in_one_renewal_does_not_stop_the_others(env):
+    cfg, store, bus, events = env
+    devices = BrokenDevices()
+    connectors = {"portal": ManualConnector(cfg.cas["portal"], data_dir=cfg.daemon.data_dir)}
+    p = Pipeline(cfg, store, bus, Prober(TrustStore([])), connectors, devices=devices)
+    e2 = await p.start("e2", "t")
+    e1 = await p.start("e1", "t")  # newer: run_due runs it first
+    with structlog.testing.capture_logs() as logs:
+        await p.run_due()
+    assert devices.asked == ["e1", "e2"]  # e2 still ran this tick
+    row1, row2 = await store.renewal(e1.id), await store.renewal(e2.id)
+    assert (row1.status, row1.stage) == ("failed", "snapshot")
+    assert row1.next_at is not None and row1.next_at > row1.updated_at  # backoff
+    assert "unexpected RuntimeError: unexpected answer shape" in row1.message
+    assert "cancel" in row1.message
+    assert (row2.status, row2.stage) == ("failed", "snapshot")
+    assert [s.result for s in await store.steps(e1.id)] == ["failed"]
+    failed = [e for e in events if e.type == "StageFailed"]
+    assert {e.renewal_id for e in failed} == {e1.id, e2.id}
+    raised = [entry for entry in logs if entry["event"] == "stage raised"]
+    assert raised and raised[0]["exc_info"] is True and raised[0]["renewal"] == e1.id
+
+
+class GatedStage:
+    """Wraps the approve stage: it starts, then waits for the test to let it finish, so an
+    operator command lands exactly while the stage runs (no sleeps)."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, ctx):
+        self.entered.set()
+        await self.release.wait()
+        return await pipeline_module.stage_approve(ctx)
+
+
+async def put_waiting_approval(store: Store) -> RenewalRow:
+    now = datetime.now(UTC)
+    row = RenewalRow(
+        id="r1", target="e1", status="waiting", stage="approve", reason="t", created_at=now,
+        updated_at=now, next_at=now - timedelta(seconds=1), attempts=1,
+        message="approval mode manual", data={"snapshot": {"aki": "x"}},
+    )  # fmt: skip
+    await store.create_renewal(row)
+    return row
+
+
+async def test_approve_during_a_running_stage_is_not_lost(env, monkeypatch, tmp_path):
+    """Defect 2: the runner read the row without `approved_by`, an approve lands, then the
+    runner's stale save would drop it. Now the approve waits for the lease (busy), and the
+    retried approve is kept."""
+    cfg, store, bus, _ = env
+    text = (
+        (tmp_path / "c.toml")
+        .read_text()
+        .replace(
+            'renewal = { ca = "portal" }', 'renewal = { ca = "portal", approval = "manual" }', 1
+        )
+    )
+    (tmp_path / "c.toml").write_text(text)
+    cfg = load_config(tmp_path / "c.toml")
+    gate = GatedStage()
+    monkeypatch.setitem(pipeline_module.STAGE_FUNCTIONS, "approve", gate)
+    runner = Pipeline(cfg, store, bus, Prober(TrustStore([])), {"portal": None})
+    operator = Pipeline(cfg, store, bus, Prober(TrustStore([])), {})  # e.g. the CLI
+    row = await put_waiting_approval(store)
+    task = asyncio.create_task(runner.run(row.id))
+    await gate.entered.wait()
+    with pytest.raises(CertdError, match="busy"):
+        await operator.approve(row.id, "bob")
+    gate.release.set()
+    ran = await task
+    assert (ran.status, ran.stage) == ("waiting", "approve")  # not approved yet: waits again
+    approved = await operator.approve(row.id, "bob")
+    assert approved.data["approved_by"] == "bob"
+    assert (await store.renewal(row.id)).data["approved_by"] == "bob"
+    done = await runner.run(row.id)  # the runner reads it afresh after claiming
+    assert done.stage == "install" or done.data.get("approved_by") == "bob"
+
+
+async def test_a_writer_without_the_lease_cannot_overwrite(env):
+    _, store, _, _ = env
+    row = await put_waiting_approval(store)
+    now = datetime.now(UTC)
+    assert await store.claim_renewal(row.id, "host:1:a", now, LEASE)
+    with pytest.raises(StoreError, match="no longer holds its lease"):
+        await store.save_renewal(
+            RenewalRow(**{**row.__dict__, "message": "stale"}), owner="host:2:b"
+        )
+    await store.save_renewal(RenewalRow(**{**row.__dict__, "message": "fresh"}), owner="host:1:a")
+    assert (await store.renewal(row.id)).message == "fresh"
+
+
+async def test_manual_ca_pending_reason_names_this_renewal(env, tmp_path):
+    """Defect 3: the pipeline adds the `provide` command with the renewal id; the connector
+    writes no placeholder for it to rewrite."""
+    cfg, store, bus, _ = env
+    connector = ManualConnector(cfg.cas["portal"], data_dir=tmp_path / "data")
+    key_ca = CA.create("k")
+    _, key = key_ca.issue("e1.example.com", ["e1.example.com"])
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "e1.example.com")]))
+        .sign(key, hashes.SHA256())
+    )
+    pending = await connector.submit(csr)
+    assert "RENEWAL" not in pending.reason and pending.awaits_provide
+    p = Pipeline(cfg, store, bus, Prober(TrustStore([])), {"portal": connector})
+    ctx = pipeline_module.Context(
+        renewal_id="20261203-abcd", target=cfg.target("e1"), config=cfg, devices=p.devices,
+        ca=connector, ca_name="portal", prober=p.prober, now=lambda: datetime.now(UTC),
+        data={"csr_pem": csr.public_bytes(pipeline_module.serialization.Encoding.PEM).decode()},
+    )  # fmt: skip
+    outcome = await pipeline_module.stage_submit(ctx)
+    assert "expressway-certd provide 20261203-abcd --cert" in ctx.data["pending_reason"]
+    assert "RENEWAL" not in outcome.detail
