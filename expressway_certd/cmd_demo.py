@@ -112,6 +112,8 @@ async def _demo(
                 log_format="console",
                 log_level="warning",
             )
+            if case.edit_config is not None:
+                text = case.edit_config(text)
             path.write_text(text + est_ca_section(est, directory))
             config = load_config(path)
             target = next(sim for sim in lab.expressways if sim.name == case.target)

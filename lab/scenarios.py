@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from lab.renewal import add_unified_cm_keys, window_opening_in
 from lab.topology import Lab
 
 DEFAULT = "default"
@@ -44,6 +46,24 @@ def _acme_report(lab: Lab) -> list[str]:
     ]
 
 
+def _cucm_report(lab: Lab) -> list[str]:
+    out = [*_zones(lab)]
+    new_root = lab.expressway_c.served_cert.issuer.rfc4514_string()
+    out.append(f"  {lab.expressway_c.name} now serves {new_root}")
+    for i, node in enumerate(lab.cucm_nodes):
+        role = "publisher" if i == 0 else "subscriber"
+        counts = ", ".join(f"{name} {n}" for name, n in sorted(node.restarts.items()) if n)
+        out.append(f"  {node.name} ({role}) restarts: {counts}")
+    order = [f"{node} {service}" for node, service, edge in lab.cucm.restart_log if edge == "begin"]
+    out.append(f"  restart order: {', '.join(order) or 'none'}")
+    return out
+
+
+def _cucm_window(text: str) -> str:
+    window = window_opening_in(datetime.now(UTC), timedelta(seconds=20))
+    return add_unified_cm_keys(text, "cucm1", f"maintenance_window = {window}")
+
+
 @dataclass(frozen=True)
 class Scenario:
     """One lab case: `expect` is "completed" or "blocked"."""
@@ -55,6 +75,7 @@ class Scenario:
     lab_kwargs: dict[str, Any] = field(default_factory=dict)
     intro: str = ""
     report: Callable[[Lab], list[str]] = _default_report
+    edit_config: Callable[[str], str] | None = None  # applied to the lab's config text
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -75,6 +96,20 @@ SCENARIOS: dict[str, Scenario] = {
             intro="expe-e1 renews itself through its own ACME scheduler (Maintenance > Security "
             "> ACME is On); a second renewer would overwrite its certificates.",
             report=_acme_report,
+        ),
+        Scenario(
+            "cucm-window",
+            "new CA uploaded to Unified CM at once; its service restarts wait for its "
+            "maintenance window, then run node by node, publisher first",
+            target="expe-c1",
+            expect="completed",
+            lab_kwargs={"cucm_nodes": 2, "service_restart_seconds": 0.4},
+            intro="Unified CM cucm1 is a publisher (cucm1) and a subscriber (cucm2) with a "
+            "maintenance_window opening on the next whole minute at least 20 s away: the new "
+            "CA goes to tomcat-trust and callmanager-trust at once, but Cisco CallManager, Tftp "
+            "and Tomcat restart only inside the window, one node at a time.",
+            report=_cucm_report,
+            edit_config=_cucm_window,
         ),
     )
 }

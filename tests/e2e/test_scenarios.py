@@ -26,7 +26,7 @@ def test_list_scenarios_names_each_with_one_line():
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert [line.split()[0] for line in lines] == list(SCENARIOS)
-    assert "acme-on-box" in SCENARIOS
+    assert {"acme-on-box", "cucm-window"} <= set(SCENARIOS)
     assert all(len(line.split(None, 1)) == 2 for line in lines)
 
 
@@ -69,6 +69,50 @@ def test_acme_on_box_blocks_at_preflight_with_the_fix(tmp_path, capsys):
         "lab_root": seen["lab_root"],
         "zones": ["Active", "Active"],
     }
+
+
+def test_cucm_window_uploads_trust_at_once_and_restarts_node_by_node_in_the_window(
+    tmp_path, capsys
+):
+    seen: dict[str, object] = {}
+    services = ["Cisco CallManager", "Cisco Tftp", "Cisco Tomcat"]
+
+    def observe(lab: Lab) -> None:
+        seen["log"] = list(lab.cucm.restart_log)
+        seen["restarts"] = [
+            {name: n for name, n in node.restarts.items() if n} for node in lab.cucm_nodes
+        ]
+        seen["zones"] = [z.status()[0] for z in (lab.traversal_zone, lab.secure_zone)]
+
+    code = asyncio.run(
+        _demo(tmp_path, "127.0.0.1:0", True, 200.0, scenario("cucm-window"), observe)
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    lines = out.splitlines()
+
+    def at(text: str) -> int:
+        return next(i for i, line in enumerate(lines) if text in line)
+
+    trust = at("expe-c1    trust      ok      new CA trusted by")
+    assert (
+        "cucm1/127.0.0.1 (tomcat, callmanager), cucm1/127.0.0.2 (tomcat, callmanager)"
+        in (lines[trust])
+    )
+    approve = at("expe-c1    approve    ok")
+    waits = at("expe-c1    ucm-restart waits   until ")
+    assert "waits for the maintenance window (" in lines[waits]
+    restarted = at("expe-c1    ucm-restart ok      Unified CM cucm1: 127.0.0.1 restarted")
+    install = at("expe-c1    install    ok")
+    assert trust < approve < waits < restarted < install < at("expe-c1    done")
+    # The simulators: every service once per node, publisher first, never two at once.
+    assert seen["restarts"] == [dict.fromkeys(services, 1)] * 2
+    log = seen["log"]
+    assert [(n, s) for n, s, edge in log if edge == "begin"] == [
+        (node, s) for node in ("cucm1", "cucm2") for s in services
+    ]
+    assert [edge for _, _, edge in log] == ["begin", "end"] * 6
+    assert seen["zones"] == ["Active", "Active"]
 
 
 @pytest.mark.parametrize("name", ["acme-on-box"])
