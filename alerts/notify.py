@@ -22,6 +22,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter
 
 from monitor.config_notify import Routing
+from monitor.durations import utcnow
 from monitor.errors import CertdError
 from monitor.events import EVENT_TYPES, Event
 
@@ -184,10 +185,6 @@ Clock = Callable[[], datetime]
 Sleep = Callable[[float], Awaitable[None]]
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class _Lane:
     """One notifier's queue, worker and memory (what it was told, and when)."""
 
@@ -207,7 +204,7 @@ class Router:
         notifiers: Sequence[Notifier],
         *,
         registry: CollectorRegistry | None = None,
-        clock: Clock = _utcnow,
+        clock: Clock = utcnow,
         sleep: Sleep = asyncio.sleep,
         backoff: float = 1.0,
         queue_size: int = 1000,

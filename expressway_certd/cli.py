@@ -1,7 +1,9 @@
 """The `expressway-certd` command line: one verb per module, each registering its own parser.
 
-Every verb module exposes `register(subparsers)`, which adds its parser and sets `func`
-(a callable taking the parsed args and returning the exit code).
+Every verb module exposes `register(subparsers)`, which adds its parsers and sets `func`
+(a callable taking the parsed args and returning the exit code). Only the module of the verb
+being run is imported: `--help` imports none of them, `scan` none of the daemon, the store or
+the simulators (tests/unit/test_cli_imports.py keeps VERBS in step with the modules).
 """
 
 from __future__ import annotations
@@ -14,36 +16,97 @@ from collections.abc import Sequence
 from monitor import __version__
 from monitor.errors import CertdError
 
-# Verb modules, in the order `--help` lists them.
-COMMAND_MODULES = (
-    "expressway_certd.cmd_scan",
-    "expressway_certd.cmd_config",
-    "expressway_certd.cmd_run",
-    "expressway_certd.cmd_db",
-    "expressway_certd.cmd_demo",
-    "expressway_certd.cmd_renew",
-    "expressway_certd.cmd_ca",
-    "expressway_certd.cmd_device",
-    "expressway_certd.cmd_check",
-    "expressway_certd.cmd_trustmap",
-    "lab.cmd_lab",
+# (verb, module that registers it, one-line help), in the order `--help` lists them.
+VERBS: tuple[tuple[str, str, str], ...] = (
+    ("scan", "expressway_certd.cmd_scan", "show the certificates endpoints serve"),
+    ("check-config", "expressway_certd.cmd_config", "validate a config file"),
+    ("run", "expressway_certd.cmd_run", "run the monitoring service"),
+    ("db", "expressway_certd.cmd_db", "show or upgrade the state database's schema"),
+    ("demo", "expressway_certd.cmd_demo", "the full renewal cycle on the built-in lab"),
+    ("plan", "expressway_certd.cmd_renew", "dry run: what renewing a target would do"),
+    ("renew", "expressway_certd.cmd_renew", "renew a target's certificate now, showing each stage"),
+    ("approve", "expressway_certd.cmd_renew", "approve a renewal waiting at the approve stage"),
+    (
+        "cancel",
+        "expressway_certd.cmd_renew",
+        "end an active renewal in any state (then `renew --now` starts afresh)",
+    ),
+    (
+        "provide",
+        "expressway_certd.cmd_renew",
+        "hand in the signed certificate for a renewal (CAs signed by hand)",
+    ),
+    ("status", "expressway_certd.cmd_renew", "renewal state per target, with the stage timeline"),
+    (
+        "sign",
+        "expressway_certd.cmd_ca",
+        "submit a CSR to a configured CA and write the certificate",
+    ),
+    (
+        "ca-check",
+        "expressway_certd.cmd_ca",
+        "check a configured CA: reachability, authentication, chain",
+    ),
+    ("inspect", "expressway_certd.cmd_device", "show what the API of one Expressway reports"),
+    (
+        "check-cert",
+        "expressway_certd.cmd_check",
+        "check a hand-obtained certificate before installing it (Cisco steps C and D)",
+    ),
+    (
+        "decode",
+        "expressway_certd.cmd_check",
+        "show a certificate, chain, CSR or PKCS#7 file as the Expressway decodes it",
+    ),
+    (
+        "trust-map",
+        "expressway_certd.cmd_trustmap",
+        "show which TLS relations of the deployment are ok, broken or will break",
+    ),
+    ("lab", "lab.cmd_lab", "run the simulated Expressway pair and Unified CM"),
 )
+COMMAND_MODULES = tuple(dict.fromkeys(module for _, module, _ in VERBS))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _chosen_verb(argv: Sequence[str]) -> str | None:
+    """The verb on the command line (the first argument that is not an option), if any."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
+def build_parser(
+    argv: Sequence[str] | None = None, *, every_verb: bool = False
+) -> argparse.ArgumentParser:
+    """The parser for `argv`: the chosen verb's module registers its real parsers; the other
+    verbs get a placeholder carrying their help line (enough for `--help` and for argparse's
+    "invalid choice" message). `every_verb` imports every module (tests)."""
     parser = argparse.ArgumentParser(
         prog="expressway-certd",
         description="Watch and renew the TLS certificates of Cisco Expressway/VCS servers.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+    chosen = _chosen_verb(sys.argv[1:] if argv is None else argv)
+    modules = {module for verb, module, _ in VERBS if every_verb or verb == chosen}
+    registered: set[str] = set()
+    for verb, module, help_line in VERBS:
+        if verb in registered:
+            continue
+        if module in modules:
+            before = set(subparsers.choices)
+            importlib.import_module(module).register(subparsers)
+            registered |= set(subparsers.choices) - before
+            modules.discard(module)
+        else:
+            subparsers.add_parser(verb, help=help_line, add_help=False)
+            registered.add(verb)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)

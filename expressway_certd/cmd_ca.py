@@ -20,11 +20,11 @@ from cryptography import x509
 
 from monitor.config import Config, load_config
 from monitor.config_ca import CAConfig
-from monitor.durations import format_duration, parse_duration
+from monitor.durations import format_duration, parse_duration, utcnow
 from monitor.errors import CAError, ConfigError
 from monitor.logging import configure_logging
 from renewers.ca import build_connector
-from renewers.ca.base import CAConnector, Issued, Pending, cert_pem, dropped_from, utcnow
+from renewers.ca.base import CAConnector, Issued, Pending, cert_pem, dropped_from
 
 EXIT_PENDING = 3
 EXIT_CA_CHANGED = 4

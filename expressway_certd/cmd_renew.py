@@ -27,7 +27,7 @@ from monitor.events import (
     StageSucceeded,
     StageWaiting,
 )
-from monitor.facts import facts_from_x509, load_certificate, load_certificates
+from monitor.facts import EKU_NAMES, facts_from_x509, load_certificate, load_certificates
 from monitor.logging import configure_logging
 from monitor.policy import ServedCert
 from monitor.probe import Prober, TrustStore
@@ -40,7 +40,7 @@ from renewers.manager import RenewalManager
 from renewers.pipeline import STAGES, ConfiguredDevices, _zone_kinds, csr_fits, trust_boxes
 from renewers.trust import pinned_anchors, trust_path
 from renewers.trust import sha256 as tsha256
-from renewers.validate import EKU_NAMES, make_plan, preflight
+from renewers.validate import make_plan, preflight
 
 
 def register(subparsers: Any) -> None:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from monitor.config import SERVICE_BY_PORT, Endpoint
+from monitor.endpoint import SERVICE_BY_PORT, Endpoint
 from monitor.errors import ConfigError
 from monitor.probe import Observation, Prober, TrustStore
 from monitor.text import printable

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from monitor.config import Endpoint, ExpresswayConfig
+from monitor.config import ExpresswayConfig
 from monitor.eku import eku_problem
+from monitor.endpoint import Endpoint
 from monitor.facts import CertFacts, is_ip_address
 
 

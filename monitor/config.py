@@ -37,22 +37,11 @@ from monitor.config_ca import CAConfig, ca_secrets, parse_cas
 from monitor.config_notify import NotifierConfig, parse_notifiers
 from monitor.cron import crontab_trigger
 from monitor.durations import Fraction, parse_duration_or_fraction
+from monitor.endpoint import SERVICE_BY_PORT, STARTTLS_PROTOCOLS, Endpoint
 from monitor.errors import ConfigError
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
 DEFAULT_EXPIRY_WINDOWS = (30, 14, 7, 1)
-
-# Port -> service name, as the Expressway uses them (reference/expressway.md, "TLS ports").
-SERVICE_BY_PORT = {
-    443: "https",
-    5061: "sip-tls",
-    5062: "sip-mtls",
-    7001: "traversal",
-    7002: "traversal",
-    8443: "mra",
-    5222: "xmpp",
-}
-STARTTLS_PROTOCOLS = ("xmpp",)
 
 
 def default_data_dir() -> Path:
@@ -66,22 +55,6 @@ def default_data_dir() -> Path:
 def default_state_url() -> str:
     """SQLite under systemd's STATE_DIRECTORY, else the XDG state directory."""
     return f"sqlite+aiosqlite:///{default_data_dir() / 'state.db'}"
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """One TLS port an Expressway presents its server certificate on."""
-
-    host: str
-    port: int
-    service: str
-    starttls: str | None = None
-    sni: str | None = None
-
-    @property
-    def address(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
 
 
 APPROVAL_MODES = ("auto", "manual", "manual-if-ca-changed")

@@ -15,13 +15,14 @@ from typing import Any
 
 from monitor.config_base import Secret, Section, host_problem, port_number
 from monitor.errors import ConfigError
+from monitor.facts import EKU_CONFIG_NAMES
 
 CA_KINDS = ("acme", "est", "adcs", "manual")
 ACME_CHALLENGES = ("dns-01", "http-01", "hook")
 ADCS_AUTH = ("basic", "ntlm", "kerberos")
 EST_OPERATIONS = ("simpleenroll", "simplereenroll")
 TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1")
-EKU_NAMES = ("serverAuth", "clientAuth")
+EKU_NAMES = tuple(EKU_CONFIG_NAMES)  # what `ekus = [...]` accepts
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _COMMON = {"kind", "trust_anchor", "trust_anchors", "timeout"}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.ASCII)
@@ -85,3 +85,8 @@ def format_duration(delta: timedelta) -> str:
     if minutes:
         return f"{sign}{minutes}m {secs}s"
     return f"{sign}{secs}s"
+
+
+def utcnow() -> datetime:
+    """Now, aware UTC: the default clock everywhere (tests inject their own)."""
+    return datetime.now(UTC)

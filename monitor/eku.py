@@ -19,7 +19,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from monitor.facts import CLIENT_AUTH, SERVER_AUTH, CertFacts
+from monitor.facts import CLIENT_AUTH, EKU_NAMES, SERVER_AUTH, CertFacts
 
 _VERSION = re.compile(r"^[XxVv]?(\d+)(?:\.(\d+))?(?:\.(\d+))?")
 
@@ -158,11 +158,7 @@ def eku_problem(
     missing = [oid for oid in wanted if oid not in facts.eku]
     if not missing:
         return None
-    names = {
-        SERVER_AUTH: "TLS Web Server Authentication",
-        CLIENT_AUTH: "TLS Web Client Authentication",
-    }
-    what = " and ".join(names[m] for m in missing)
+    what = " and ".join(EKU_NAMES[m] for m in missing)
     where = f"{version or 'unknown version'}" + (f" Expressway-{role.upper()}" if role else "")
     if cert_kind == "client":
         where += " client certificate"

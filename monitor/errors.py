@@ -1,12 +1,21 @@
 """The project's exception tree; every message names the target, the step and the fix.
 
+Every leaf is listed here, with the module that defines it (tests/unit/test_errors.py checks
+that this drawing matches the classes in the tree):
+
 CertdError
- +-- ConfigError          the config file is wrong (names file, key path and fix)
- +-- CertParseError       bytes that are not a usable X.509 certificate
- +-- ProbeError           a TLS endpoint could not be probed (carries an error class)
- +-- StoreError           the state database is unreachable or inconsistent
- +-- DeviceError          an Expressway / Unified CM refused or failed an operation
- +-- CAError              a CA connector failed (names the CA)
+ +-- ConfigError              the config file is wrong (names file, key path and fix)
+ +-- CertParseError           bytes that are not a usable X.509 certificate
+ +-- ProbeError               a TLS endpoint could not be probed (carries an error class)
+ +-- StoreError               the state database is unreachable or inconsistent
+ +-- DeviceError              an Expressway / Unified CM refused or failed an operation
+ |    +-- OperationUnsupported    the box's API lacks a resource (renewers/expressway.py)
+ |    +-- CertificateEkuRefused   the box refused a certificate for its EKU (renewers/expressway.py)
+ |    +-- TrustedCasLost          a trust upload removed CAs; restored (renewers/expressway.py)
+ |    +-- PendingCsrConflict      a CSR is already pending on the box (renewers/expressway.py)
+ +-- CAError                  a CA connector failed (names the CA)
+ |    +-- CARequestError          one request to a CA failed, with its reason (renewers/ca/base.py)
+ +-- NotifyError              a notifier could not deliver (alerts/notify.py)
 """
 
 from __future__ import annotations

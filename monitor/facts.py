@@ -22,7 +22,8 @@ from monitor.errors import CertParseError
 SERVER_AUTH = ExtendedKeyUsageOID.SERVER_AUTH.dotted_string  # 1.3.6.1.5.5.7.3.1
 CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH.dotted_string  # 1.3.6.1.5.5.7.3.2
 
-_EKU_NAMES = {
+# OID -> the name OpenSSL and the Expressway's "Show (decoded)" print.
+EKU_NAMES = {
     SERVER_AUTH: "TLS Web Server Authentication",
     CLIENT_AUTH: "TLS Web Client Authentication",
     ExtendedKeyUsageOID.CODE_SIGNING.dotted_string: "Code Signing",
@@ -31,6 +32,15 @@ _EKU_NAMES = {
     ExtendedKeyUsageOID.OCSP_SIGNING.dotted_string: "OCSP Signing",
     ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE.dotted_string: "Any Extended Key Usage",
 }
+
+# The names config files use for the EKUs a CA issues (`[ca.NAME] ekus = ["serverAuth", ...]`).
+EKU_CONFIG_NAMES = {"serverAuth": SERVER_AUTH, "clientAuth": CLIENT_AUTH}
+
+
+def cert_pem(cert: x509.Certificate) -> str:
+    """One certificate as PEM text."""
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
 
 _KU_FIELDS = (
     ("digital_signature", "Digital Signature"),
@@ -87,7 +97,7 @@ class CertFacts:
         return self.subject == self.issuer
 
     def eku_names(self) -> tuple[str, ...]:
-        return tuple(_EKU_NAMES.get(oid, oid) for oid in self.eku)
+        return tuple(EKU_NAMES.get(oid, oid) for oid in self.eku)
 
     def days_left(self, now: datetime) -> float:
         return (self.not_after - now).total_seconds() / 86400.0

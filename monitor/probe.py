@@ -17,7 +17,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
@@ -32,7 +32,8 @@ from cryptography.x509.verification import (
 )
 from OpenSSL import crypto
 
-from monitor.config import Endpoint
+from monitor.durations import utcnow
+from monitor.endpoint import Endpoint
 from monitor.errors import CertParseError, ConfigError
 from monitor.facts import CertFacts, facts_from_x509, is_ip_address, load_certificates
 from monitor.lint import LintFinding, lint_chain, lint_tls, webpki_finding
@@ -108,8 +109,14 @@ class TrustStore:
     as it does on an OpenSSL peer). docs/chain-verdict.md lists the differential test's cases.
     """
 
-    def __init__(self, bundles: Sequence[Path] = (), *, system_roots: bool = False) -> None:
-        anchors: list[x509.Certificate] = []
+    def __init__(
+        self,
+        bundles: Sequence[Path] = (),
+        *,
+        system_roots: bool = False,
+        certificates: Sequence[x509.Certificate] = (),
+    ) -> None:
+        anchors: list[x509.Certificate] = list(certificates)
         for bundle in bundles:
             try:
                 anchors.extend(load_certificates(bundle.read_bytes(), source=str(bundle)))
@@ -120,7 +127,7 @@ class TrustStore:
         self.anchors = anchors
         self.description = (
             ", ".join(str(b) for b in bundles) + (" + system roots" if system_roots else "")
-        ) or "no trust anchors"
+        ) or ("given anchors" if certificates else "no trust anchors")
         self._store = Store(anchors) if anchors else None
         self._ossl_store = crypto.X509Store()
         for anchor in anchors:
@@ -403,10 +410,6 @@ class _FactsCache:
 
 
 Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class Prober:

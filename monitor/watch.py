@@ -17,7 +17,8 @@ import structlog
 from cryptography import x509
 
 from monitor.checks import eku_problem_for, san_problem
-from monitor.config import Config, Endpoint, ExpresswayConfig
+from monitor.config import Config, ExpresswayConfig
+from monitor.endpoint import Endpoint
 from monitor.events import (
     CertChanged,
     Event,

@@ -28,7 +28,9 @@ import structlog
 from cryptography import x509
 
 from monitor.config import ExpresswayConfig
+from monitor.eku import parse_version
 from monitor.errors import ConfigError, DeviceError
+from monitor.facts import cert_pem
 from renewers.device_http import FilePart, HttpApi, Reply
 from renewers.device_ssh import SshTarget, run_command
 
@@ -381,7 +383,7 @@ class ExpresswayClient:
         missing = [c for c in certs if c not in present]
         if not missing:
             return []
-        pem = "".join(_pem(c) for c in missing).encode()
+        pem = "".join(cert_pem(c) for c in missing).encode()
         await self._call(step, files=[FilePart("file", "trusted-ca.pem", pem)])
         after = await self.trusted_cas()
         vanished = [c for c in present if c not in after]
@@ -403,7 +405,7 @@ class ExpresswayClient:
     ) -> None:
         # One upload with everything that must be there, in case this box replaces its list.
         names = "; ".join(c.subject.rfc4514_string() for c in vanished)
-        pem = "".join(_pem(c) for c in [*vanished, *added]).encode()
+        pem = "".join(cert_pem(c) for c in [*vanished, *added]).encode()
         await self._call(step, files=[FilePart("file", "restore-trusted-ca.pem", pem)])
         still = [c for c in vanished if c not in await self.trusted_cas()]
         log.error("expressway.trusted_cas_lost", target=self.target, count=len(vanished))
@@ -422,7 +424,7 @@ class ExpresswayClient:
         """Upload the signed server certificate (PEM, leaf only). It becomes active only after
         a restart. A chain, a private key or DER is refused here, before the box sees it."""
         step = "upload server certificate"
-        pem = _pem(cert) if isinstance(cert, x509.Certificate) else _text(cert)
+        pem = cert_pem(cert) if isinstance(cert, x509.Certificate) else _text(cert)
         if PEM_CERT not in pem:
             raise DeviceError(
                 f"{self.target}: {step}: the certificate is not PEM; the Expressway takes a "
@@ -739,12 +741,6 @@ def _first(body: dict[str, Any], keys: tuple[str, ...]) -> str | None:
     return None
 
 
-def _pem(cert: x509.Certificate) -> str:
-    from cryptography.hazmat.primitives.serialization import Encoding  # noqa: PLC0415
-
-    return cert.public_bytes(Encoding.PEM).decode()
-
-
 def _text(data: bytes | str) -> str:
     return data if isinstance(data, str) else data.decode("ascii", "replace")
 
@@ -760,13 +756,12 @@ def csr_sans(csr: x509.CertificateSigningRequest) -> list[str]:
     return out
 
 
-_VERSION_RE = re.compile(r"^[XxVv](\d+)\.(\d+)")
-
-
 def version_tuple(version: str) -> tuple[int, int] | None:
-    """'X15.4.1' -> (15, 4); None when the text is not an Expressway version."""
-    match = _VERSION_RE.match(version.strip())
-    return (int(match.group(1)), int(match.group(2))) if match else None
+    """'X15.4.1' -> (15, 4); None when the text is not an Expressway version (the one parser is
+    monitor/eku.py's `parse_version`)."""
+    text = version.strip()
+    parsed = parse_version(text) if text[:1] in ("X", "x", "V", "v") and "." in text else None
+    return parsed[:2] if parsed else None
 
 
 def csr_already_pending(reply: Reply) -> bool:

@@ -46,7 +46,7 @@ from monitor.events import (
     StageSucceeded,
     StageWaiting,
 )
-from monitor.facts import facts_from_x509
+from monitor.facts import cert_pem, facts_from_x509
 from monitor.probe import Prober
 from monitor.store import RenewalRow, StepRow, Store
 from renewers.ca.base import CAConnector, CARequestError, Issued, Pending
@@ -285,10 +285,6 @@ class Context:
         return list(x509.load_pem_x509_certificates(pem.encode())) if pem else []
 
 
-def _pem(cert: x509.Certificate) -> str:
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
 def _sha256(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 
@@ -328,7 +324,7 @@ async def stage_snapshot(ctx: Context) -> Outcome:
     ctx.data["snapshot"] = {
         "version": info.version or ctx.target.version,
         "role": role,
-        "cert_pem": _pem(current),
+        "cert_pem": cert_pem(current),
         "sha256": facts.sha256,
         "aki": facts.aki,
         "issuer": facts.issuer,
@@ -446,8 +442,8 @@ async def stage_csr(ctx: Context) -> Outcome:
 
 def _store_issued(ctx: Context, issued: Issued) -> str:
     ctx.data["issued"] = {
-        "leaf_pem": _pem(issued.leaf),
-        "chain_pem": "".join(_pem(c) for c in issued.chain),
+        "leaf_pem": cert_pem(issued.leaf),
+        "chain_pem": "".join(cert_pem(c) for c in issued.chain),
         "profile": issued.profile,
     }
     ctx.data.pop("handle", None)
@@ -507,13 +503,33 @@ async def stage_validate(ctx: Context) -> Outcome:
             top = chain[-1] if chain else ctx.leaf()
             roots = [a for a in ctx.prober.trust.anchors if a.subject == a.issuer]
             chain += [r for r in roots if _issued_by(top, r)][:1]
-        ctx.data["issued"]["chain_pem"] = "".join(_pem(c) for c in chain)
+        ctx.data["issued"]["chain_pem"] = "".join(cert_pem(c) for c in chain)
     issuance = Issuance(ctx.leaf(), tuple(chain), ctx.csr(), ctx.ca_name)
-    problems = validate(ctx.plan, issuance, ctx.now())
+    # The chain must build to an anchor the operator configured (the daemon's trust bundle or
+    # a root pinned for this CA), never to a root the CA's answer brought along: a forged
+    # leaf that copies the old AKI must not pass as "same CA" (issue 13).
+    anchors = [*pinned_anchors(ctx.config.cas[ctx.ca_name]).roots, *ctx.prober.trust.anchors]
+    if not anchors:
+        return Blocked(
+            f"{ctx.target.name}: validate: no trust anchor is configured, so the issued chain "
+            "cannot be verified; set [daemon] trust_bundle (the roots your Expressways trust) "
+            f"or [ca.{ctx.ca_name}] trust_anchors, then run "
+            f"'expressway-certd renew {ctx.target.name} --now'"
+        )
+    problems = validate(ctx.plan, issuance, ctx.now(), anchors)
     if problems:
+        untrusted = any(p.check == "chain-invalid" for p in problems)
         return Blocked(
             "; ".join(p.message for p in problems)
             + f"; nothing was installed; fix the CA side, then run 'expressway-certd renew {ctx.target.name} --now'"
+            + (
+                f"; if the chain is wrong, hand in the right one ('expressway-certd provide "
+                f"{ctx.renewal_id} --cert CERT.pem --chain CHAIN.pem'); if the CA is right, add "
+                f"its root to [ca.{ctx.ca_name}] trust_anchors (or [daemon] trust_bundle) if you "
+                "trust it"
+                if untrusted
+                else ""
+            )
         )
     facts = facts_from_x509(issuance.leaf)
     ctx.data["ca_changed"] = facts.aki != ctx.data["snapshot"]["aki"]
@@ -1048,8 +1064,8 @@ class Pipeline:
                 )
             data = dict(row.data)
             data["issued"] = {
-                "leaf_pem": _pem(leaf),
-                "chain_pem": "".join(_pem(c) for c in chain),
+                "leaf_pem": cert_pem(leaf),
+                "chain_pem": "".join(cert_pem(c) for c in chain),
                 "profile": "provided",
             }
             for stale in ("retry_at", "trust_cas", "ca_changed", "handle", "pending_reason"):

@@ -16,20 +16,11 @@ from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.verification import (
-    ExtensionPolicy,
-    PolicyBuilder,
-    Store,
-    VerificationError,
-)
 
 from monitor.eku import E_TLS_CLIENT_USES, EkuDecision, decide_eku
-from monitor.facts import CLIENT_AUTH, SERVER_AUTH, CertFacts, facts_from_x509
+from monitor.facts import EKU_NAMES, CertFacts, facts_from_x509
+from monitor.probe import TrustStore
 
-EKU_NAMES = {
-    SERVER_AUTH: "TLS Web Server Authentication",
-    CLIENT_AUTH: "TLS Web Client Authentication",
-}
 CLOCK_SKEW = timedelta(minutes=10)
 MIN_VALIDITY = timedelta(days=2)
 
@@ -394,20 +385,14 @@ def check_chain(
             "add the CA's root certificate to [daemon] trust_bundle",
         )
     intermediates = [c for c in chain if c.subject != c.issuer]
-    verifier = (
-        PolicyBuilder()
-        .store(Store(roots))
-        .time(now)
-        .extension_policies(
-            ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=ExtensionPolicy.permit_all()
+    # OpenSSL's verdict, as the probe gives it (monitor/probe.py): the boxes that will serve
+    # this chain and the peers that verify it run OpenSSL, so an internal root made with
+    # OpenSSL's default v3_ca section (no keyUsage) is accepted here as it is there.
+    verdict = TrustStore(certificates=roots).verdict([leaf, *intermediates], now)
+    if not verdict.ok:
+        return Problem(
+            "chain-invalid", f"{plan.target}: the issued chain does not build: {verdict.error}"
         )
-        .build_client_verifier()
-    )
-    try:
-        verifier.verify(leaf, intermediates)
-    except VerificationError as exc:
-        text = str(exc).removeprefix("validation failed: ").split(" (encountered", 1)[0]
-        return Problem("chain-invalid", f"{plan.target}: the issued chain does not build: {text}")
     return None
 
 

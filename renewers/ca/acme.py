@@ -35,9 +35,10 @@ from josepy.jwk import JWKEC
 
 from monitor import __version__
 from monitor.config_ca import ACMEConfig
+from monitor.durations import utcnow
 from monitor.events import AcmeAccountRecreated, Event
+from monitor.facts import SERVER_AUTH
 from renewers.ca.base import (
-    SERVER_AUTH,
     Capabilities,
     CARequestError,
     ChallengeSolver,
@@ -54,7 +55,6 @@ from renewers.ca.base import (
     parse_retry_after,
     pick_leaf,
     retry_at,
-    utcnow,
     write_private,
 )
 

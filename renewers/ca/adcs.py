@@ -32,8 +32,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from monitor.config_ca import ADCSConfig
+from monitor.facts import EKU_CONFIG_NAMES
 from renewers.ca.base import (
-    EKU_NAMES,
     Capabilities,
     CARequestError,
     CheckResult,
@@ -595,7 +595,7 @@ class ADCSConnector(ConnectorBase):
     def capabilities(self) -> Capabilities:
         ekus = None
         if self.config.ekus is not None:
-            ekus = frozenset(EKU_NAMES[e] for e in self.config.ekus)
+            ekus = frozenset(EKU_CONFIG_NAMES[e] for e in self.config.ekus)
         return Capabilities(
             "adcs",
             self.config.template,

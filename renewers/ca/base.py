@@ -29,12 +29,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from monitor.config import make_private_dir
+from monitor.durations import utcnow
 from monitor.errors import CAError
+from monitor.facts import EKU_CONFIG_NAMES
 from renewers.ca.metrics import CA_ERRORS, CA_REQUEST_DURATION
-
-SERVER_AUTH = ExtendedKeyUsageOID.SERVER_AUTH.dotted_string
-CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH.dotted_string
-EKU_NAMES = {"serverAuth": SERVER_AUTH, "clientAuth": CLIENT_AUTH}
 
 HANDLE_VERSION = 1
 log = structlog.get_logger("renewers.ca")
@@ -291,7 +289,7 @@ _KEY_USAGES = (
     "key_cert_sign",
     "crl_sign",
 )
-_EKU_LABELS = {oid: name for name, oid in EKU_NAMES.items()}
+_EKU_LABELS = {oid: name for name, oid in EKU_CONFIG_NAMES.items()}
 _ANY_EKU = ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE
 
 
@@ -358,10 +356,6 @@ def dropped_from(csr: x509.CertificateSigningRequest, leaf: x509.Certificate) ->
     got_subject = {(a.oid, str(a.value)) for a in leaf.subject}
     subject = [a.rfc4514_string() for a in csr.subject if (a.oid, str(a.value)) not in got_subject]
     return Dropped(tuple(sans), tuple(ekus), tuple(key_usages), tuple(subject))
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def retry_at(seconds: float) -> datetime:

@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from monitor.config_ca import ESTConfig
+from monitor.facts import EKU_CONFIG_NAMES
 from renewers.ca.base import (
-    EKU_NAMES,
     Capabilities,
     CheckResult,
     ConnectorBase,
@@ -315,7 +315,7 @@ class ESTConnector(ConnectorBase):
     def capabilities(self) -> Capabilities:
         ekus = None
         if self.config.ekus is not None:
-            ekus = frozenset(EKU_NAMES[e] for e in self.config.ekus)
+            ekus = frozenset(EKU_CONFIG_NAMES[e] for e in self.config.ekus)
         return Capabilities(
             "est", None, ekus, "" if ekus else "EKUs are decided by the EST CA's profile"
         )

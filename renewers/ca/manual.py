@@ -15,15 +15,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from monitor.config_ca import ManualConfig
+from monitor.durations import utcnow
+from monitor.facts import EKU_CONFIG_NAMES
 from renewers.ca.base import (
-    EKU_NAMES,
     Capabilities,
     CheckResult,
     ConnectorBase,
     Issued,
     Pending,
     RenewalWindow,
-    utcnow,
 )
 
 
@@ -37,7 +37,9 @@ class ManualConnector(ConnectorBase):
 
     def capabilities(self) -> Capabilities:
         ekus = (
-            None if self.config.ekus is None else frozenset(EKU_NAMES[e] for e in self.config.ekus)
+            None
+            if self.config.ekus is None
+            else frozenset(EKU_CONFIG_NAMES[e] for e in self.config.ekus)
         )
         return Capabilities("manual", None, ekus, "the portal's template decides the EKUs")
 

@@ -25,9 +25,10 @@ from lab.est import CMC_RA, ESTSimulator
 from lab.pki import CA, CLIENT_AUTH, SERVER_AUTH, write_key_and_chain
 from monitor.config import Secret
 from monitor.config_ca import ADCSConfig, ESTConfig
+from monitor.durations import utcnow
 from monitor.errors import CAError, ConfigError
 from renewers.ca.adcs import ADCSConnector
-from renewers.ca.base import CARequestError, Issued, Pending, utcnow
+from renewers.ca.base import CARequestError, Issued, Pending
 from renewers.ca.est import ESTConnector
 from renewers.ca.httpclient import basic_auth
 from tests.integration.ca_servers import make_csr, until_issued

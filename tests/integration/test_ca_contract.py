@@ -29,6 +29,7 @@ from lab.adcs import ADCSSimulator
 from lab.pki import CA
 from monitor.config import Secret
 from monitor.config_ca import ACMEConfig, ESTConfig, RFC2136Config
+from monitor.durations import utcnow
 from monitor.errors import CAError
 from renewers.ca.acme import ACMEConnector
 from renewers.ca.base import (
@@ -40,7 +41,6 @@ from renewers.ca.base import (
     Issued,
     Pending,
     Presentation,
-    utcnow,
 )
 from renewers.ca.dns01 import RFC2136Solver
 from renewers.ca.est import ESTConnector

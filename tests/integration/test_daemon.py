@@ -119,8 +119,11 @@ async def test_hanging_endpoint_does_not_hold_shutdown(tmp_path, served, trust_b
     hang = await served("hang")
     port = free_port()
     cfg = write_config(tmp_path, [hang.port], trust_bundle, port, "h.toml")
-    text = cfg.read_text().replace('probe_timeout = "1s"', 'probe_timeout = "60s"')
-    cfg.write_text(text.replace('poll_interval = "2s"', 'poll_interval = "10s"'))
+    # probes may hang for 40 s, far past the shutdown bound below; the first poll starts
+    # within interval x jitter = 0.8 s
+    text = cfg.read_text().replace('probe_timeout = "1s"', 'probe_timeout = "40s"')
+    text = text.replace('poll_interval = "2s"', 'poll_interval = "60s"')
+    cfg.write_text(text.replace("[daemon]\n", "[daemon]\njitter = 0.0133\n", 1))
     daemon = await DaemonProcess(cfg, port, env={"CERTD_TEST_SECRET": SECRET}).start()
     await daemon.wait_for("/healthz", lambda s, b: s == 200)
     await asyncio.sleep(1.0)  # the first poll starts within 1 s (jitter) and hangs

@@ -13,9 +13,11 @@ from acme import messages
 
 from lab.pki import CA
 from monitor.config_ca import ACMEConfig
+from monitor.durations import utcnow
 from monitor.errors import CAError
+from monitor.facts import CLIENT_AUTH, SERVER_AUTH
 from renewers.ca.acme import ACMEConnector
-from renewers.ca.base import CLIENT_AUTH, SERVER_AUTH, Pending, Presentation, utcnow
+from renewers.ca.base import Pending, Presentation
 from tests.integration.ca_servers import make_csr
 
 

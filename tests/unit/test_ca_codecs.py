@@ -21,10 +21,10 @@ from prometheus_client import REGISTRY
 
 from lab.pki import CA
 from monitor.errors import CAError
+from monitor.facts import SERVER_AUTH
 from renewers.ca.acme import ari_cert_id
 from renewers.ca.adcs import channel_binding_token, read_certsrv_page
 from renewers.ca.base import (
-    SERVER_AUTH,
     Capabilities,
     CARequestError,
     ConnectorBase,
