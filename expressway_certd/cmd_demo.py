@@ -18,6 +18,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,11 @@ from expressway_certd.daemon import Daemon
 from lab.est import ESTSimulator
 from lab.pki import cert_pem
 from lab.renewal import add_renewal, est_ca_section, set_daemon_keys, trust_also
+from lab.scenarios import DEFAULT, SCENARIOS, Scenario, listing, scenario
 from lab.topology import Lab
 from monitor.config import load_config
 from monitor.events import Event, RenewalBlocked, RenewalCompleted
 from monitor.logging import configure_logging
-
-DEMO_TARGET = "expe-c1"
 
 
 def register(subparsers: Any) -> None:
@@ -48,6 +48,13 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--dir", type=Path, help="keep lab files and state here (default: a temp dir)")
     p.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
+    p.add_argument(
+        "--scenario",
+        default=DEFAULT,
+        metavar="NAME",
+        help=f"run a named lab case (--list-scenarios names them; default {DEFAULT!r})",
+    )
+    p.add_argument("--list-scenarios", action="store_true", help="name the lab scenarios and exit")
     p.set_defaults(func=run)
 
 
@@ -61,7 +68,15 @@ def _free(listen: str) -> str:
     return listen
 
 
-async def _demo(directory: Path, listen: str, once: bool, limit: float) -> int:
+async def _demo(
+    directory: Path,
+    listen: str,
+    once: bool,
+    limit: float,
+    case: Scenario = SCENARIOS[DEFAULT],
+    observe: Callable[[Lab], None] | None = None,
+) -> int:
+    """Run `case` on a fresh lab; `observe` (tests) sees the simulators before they stop."""
     from expressway_certd.cmd_renew import timeline_line  # noqa: PLC0415 - the CLI's own printer
 
     started = time.monotonic()
@@ -83,9 +98,11 @@ async def _demo(directory: Path, listen: str, once: bool, limit: float) -> int:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     try:
-        async with Lab(directory / "lab", restart_seconds=1.0, cert_days=10) as lab:
+        async with Lab(
+            directory / "lab", restart_seconds=1.0, cert_days=10, **case.lab_kwargs
+        ) as lab:
             path = lab.write_config(directory / "expressway-certd.toml")
-            text = add_renewal(path.read_text(), DEMO_TARGET, 'ca = "lab-est"')
+            text = add_renewal(path.read_text(), case.target, 'ca = "lab-est"')
             text = trust_also(text, directory, cert_pem(est.root.cert))
             text = set_daemon_keys(
                 text,
@@ -95,14 +112,19 @@ async def _demo(directory: Path, listen: str, once: bool, limit: float) -> int:
                 log_format="console",
                 log_level="warning",
             )
+            if case.edit_config is not None:
+                text = case.edit_config(text)
             path.write_text(text + est_ca_section(est, directory))
             config = load_config(path)
-            c = lab.expressway_c
-            old = c.served_cert
-            print("expressway-certd demo: the lab on loopback")
+            target = next(sim for sim in lab.expressways if sim.name == case.target)
+            old = target.served_cert
+            title = "" if case.name == DEFAULT else f", scenario {case.name}"
+            print(f"expressway-certd demo: the lab on loopback{title}")
             print(lab.describe())
+            if case.intro:
+                print(f"\n{case.intro}")
             print(
-                f"\n{DEMO_TARGET}'s certificate expires {old.not_valid_after_utc:%Y-%m-%d} "
+                f"\n{case.target}'s certificate expires {old.not_valid_after_utc:%Y-%m-%d} "
                 f"(inside its renewal window), issued by {old.issuer.rfc4514_string()}."
             )
             print(
@@ -123,16 +145,21 @@ async def _demo(directory: Path, listen: str, once: bool, limit: float) -> int:
                 stopper.cancel()
                 last = outcome.get("last")
                 print()
+                code = 1
                 if isinstance(last, RenewalCompleted):
                     print(f"Renewed in {time.monotonic() - started:.1f} s.")
-                    print(f"  traversal zone  {' '.join(lab.traversal_zone.status()).strip()}")
-                    print(f"  Unified CM zone {' '.join(lab.secure_zone.status()).strip()}")
-                    print(f"  {DEMO_TARGET} now serves {c.served_cert.issuer.rfc4514_string()}")
-                    code = 0
+                    code = 0 if case.expect == "completed" else 1
+                elif isinstance(last, RenewalBlocked):
+                    print(f"Blocked after {time.monotonic() - started:.1f} s: {last.why}")
+                    code = 0 if case.expect == "blocked" else 1
                 else:
-                    why = last.summary() if last is not None else f"not finished within {limit:g} s"
-                    print(f"The renewal did not complete: {why}")
-                    code = 1
+                    print(f"The renewal did not finish within {limit:g} s.")
+                if code and last is not None:
+                    print(f"Scenario {case.name} expected the renewal to end {case.expect}.")
+                for line in case.report(lab):
+                    print(line)
+                if observe is not None:
+                    observe(lab)
                 print(f"  metrics  {base}/metrics")
                 print(f"  API      {base}/api/v1/renewals")
                 print(f"  config   {path}")
@@ -148,9 +175,17 @@ async def _demo(directory: Path, listen: str, once: bool, limit: float) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.list_scenarios:
+        print(listing())
+        return 0
+    try:
+        case = scenario(args.scenario)
+    except ValueError as exc:
+        print(f"expressway-certd demo: {exc}", file=sys.stderr)
+        return 2
     configure_logging("warning", "console")
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)
-        return asyncio.run(_demo(args.dir, args.listen, args.once, args.timeout))
+        return asyncio.run(_demo(args.dir, args.listen, args.once, args.timeout, case))
     with tempfile.TemporaryDirectory(prefix="expressway-certd-demo-") as tmp:
-        return asyncio.run(_demo(Path(tmp), args.listen, args.once, args.timeout))
+        return asyncio.run(_demo(Path(tmp), args.listen, args.once, args.timeout, case))

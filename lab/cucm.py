@@ -101,6 +101,9 @@ class CucmSim:
     webapp_deploy_seconds: float = 0.0
     deactivated: tuple[str, ...] = ()
     workdir: Path | None = None
+    # (node name, service, "begin" | "end") of every restart, in order; nodes of one lab
+    # cluster share the list so tests see whether restarts overlapped across nodes.
+    restart_log: list[tuple[str, str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.fqdn = self.fqdn or f"{self.name}.lab.example"
@@ -256,6 +259,7 @@ class CucmSim:
             return
         self.services[name] = "Stopping"
         self.restarts[name] = self.restarts.get(name, 0) + 1
+        self.restart_log.append((self.name, name, "begin"))
         if name == TOMCAT:
             await self._close_ports()
         await asyncio.sleep(self.service_restart_seconds / 2)
@@ -268,6 +272,7 @@ class CucmSim:
             await self._open_ports()
             self._deploying_until = asyncio.get_running_loop().time() + self.webapp_deploy_seconds
         self.services[name] = "Started"
+        self.restart_log.append((self.name, name, "end"))
 
     def _spawn(self, name: str) -> None:
         task = asyncio.create_task(self.restart_service(name))

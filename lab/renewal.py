@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from lab.est import ESTSimulator
@@ -19,6 +20,25 @@ def add_renewal(config_text: str, target: str, renewal: str) -> str:
     if not pattern.search(config_text):
         raise ValueError(f"no [[expressway]] named {target!r} in the lab config")
     return pattern.sub(lambda m: f"{m.group(1)}renewal = {{ {renewal} }}\n", config_text, count=1)
+
+
+def add_unified_cm_keys(config_text: str, name: str, *lines: str) -> str:
+    """Add `key = value` lines to the [[unified_cm]] block named `name`."""
+    pattern = re.compile(rf'(\[\[unified_cm\]\]\nname = "{re.escape(name)}"\n)')
+    if not pattern.search(config_text):
+        raise ValueError(f"no [[unified_cm]] named {name!r} in the lab config")
+    added = "".join(f"{line}\n" for line in lines)
+    return pattern.sub(lambda m: m.group(1) + added, config_text, count=1)
+
+
+def window_opening_in(now: datetime, at_least: timedelta, duration: str = "1h") -> str:
+    """A UTC `maintenance_window` table that opens on the first whole minute at least
+    `at_least` after `now` (cron has minute resolution), for the lab scenarios."""
+    start = (now + at_least + timedelta(minutes=1)).replace(second=0, microsecond=0)
+    return (
+        f'{{ cron = "{start.minute} {start.hour} * * *", timezone = "UTC", '
+        f'duration = "{duration}" }}'
+    )
 
 
 def est_ca_section(est: ESTSimulator, directory: Path, name: str = "lab-est") -> str:

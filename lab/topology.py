@@ -70,12 +70,16 @@ class Lab:
         e_server_eku_upload: bool = False,
         cucm_deactivated: tuple[str, ...] = (),
         cucm_webapp_deploy_seconds: float = 0.0,
+        cucm_nodes: int = 1,
     ) -> None:
         """`client_cert_days`: on X15.5 C peers, the client store holds the server
         certificate from before the last renewal (what the upgrade copied), expiring in that
         many days. `e_acme_enabled`, `e_server_eku_upload`: the E's own ACME scheduler and its
         X15.4 EnableServerEkuUpload. `cucm_deactivated`, `cucm_webapp_deploy_seconds`: see
-        lab.cucm.CucmSim."""
+        lab.cucm.CucmSim. `cucm_nodes`: the Unified CM as a cluster of that many nodes,
+        publisher first (`cucm` is the publisher, all are in `cucm_nodes`): cucm2 listens on
+        127.0.0.2 with the publisher's ports, cucm3 on 127.0.0.3 ..., one password, and the
+        nodes share `restart_log`."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.ca = ca or CA.create("expressway-certd Lab Root CA")
@@ -150,6 +154,26 @@ class Lab:
             deactivated=cucm_deactivated,
             workdir=self.workdir / "cucm1",
         )
+        if cucm_nodes < 1:
+            raise ValueError("cucm_nodes must be at least 1")
+        if cucm_nodes > 1 and host != "127.0.0.1":
+            raise ValueError("a Unified CM cluster in the lab needs host 127.0.0.1")
+        self.cucm_nodes: list[CucmSim] = [self.cucm]
+        for i in range(2, cucm_nodes + 1):
+            self.cucm_nodes.append(
+                CucmSim(
+                    f"cucm{i}",
+                    ca=self.ca,
+                    fqdn=f"cucm{i}.{domain}",
+                    host=f"127.0.0.{i}",
+                    password=self.cucm.password,
+                    service_restart_seconds=service_restart_seconds,
+                    webapp_deploy_seconds=cucm_webapp_deploy_seconds,
+                    deactivated=cucm_deactivated,
+                    restart_log=self.cucm.restart_log,
+                    workdir=self.workdir / f"cucm{i}",
+                )
+            )
         # One connection per C peer; the E reports them as one zone (Failed if any fails).
         self.traversal_zones: list[Zone] = []
         self.secure_zones: list[Zone] = []
@@ -168,10 +192,16 @@ class Lab:
         for sim in self.expressways:
             await sim.start()
         await self.cucm.start()
+        for node in self.cucm_nodes[1:]:
+            # One port set for the cluster, as the [[unified_cm]] entry has.
+            node.api_port, node.soap_port = self.cucm.api_port, self.cucm.soap_port
+            node.ssh_port = self.cucm.ssh_port
+            await node.start()
         return self
 
     async def stop(self) -> None:
-        await self.cucm.stop()
+        for node in reversed(self.cucm_nodes):
+            await node.stop()
         for sim in reversed(self.expressways):
             await sim.stop()
 
@@ -203,7 +233,7 @@ class Lab:
         """known_hosts pinning the SSH host keys of all three simulators."""
         path = self.workdir / "known_hosts"
         lines = []
-        for sim in (*self.expressways, self.cucm):
+        for sim in (*self.expressways, *self.cucm_nodes):
             pinned = sim.ssh_known_hosts_path
             if pinned is not None:
                 lines.append(pinned.read_text(encoding="utf-8"))
@@ -269,7 +299,7 @@ class Lab:
         lines += [
             "[[unified_cm]]",
             f'name = "{ucm.name}"',
-            f'nodes = ["{ucm.host}"]',
+            "nodes = [" + ", ".join(f'"{node.host}"' for node in self.cucm_nodes) + "]",
             f'username = "{ucm.username}"',
             f'password = "file:{self._secret_file(ucm.name, ucm.password)}"',
             f"api_port = {ucm.api_port}",
@@ -296,13 +326,15 @@ class Lab:
                     for address, service in zip(sim.listeners, services, strict=True)
                 )
             )
-        ucm = self.cucm
-        out.append(
-            f"{ucm.name} (Unified CM {ucm.version}, {ucm.fqdn})\n"
-            f"  certmgr  {ucm.api_url}  user {ucm.username}  password {ucm.password}\n"
-            f"  SOAP     {ucm.soap_url}\n"
-            f"  SSH      {ucm.host}:{ucm.ssh_port}  (admin: prompt)\n"
-        )
+        for i, ucm in enumerate(self.cucm_nodes):
+            role = "publisher" if i == 0 else "subscriber"
+            role = f", {role}" if len(self.cucm_nodes) > 1 else ""
+            out.append(
+                f"{ucm.name} (Unified CM {ucm.version}{role}, {ucm.fqdn})\n"
+                f"  certmgr  {ucm.api_url}  user {ucm.username}  password {ucm.password}\n"
+                f"  SOAP     {ucm.soap_url}\n"
+                f"  SSH      {ucm.host}:{ucm.ssh_port}  (admin: prompt)\n"
+            )
         for zone in (*self.traversal_zones, *self.secure_zones):
             state, reason = zone.status()
             where = f"{zone.client.name} -> {zone.server.name}"

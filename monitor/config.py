@@ -223,10 +223,18 @@ class UnifiedCMConfig:
         "stores that receive a new CA: `tomcat`, `callmanager`, `ipsec`, `capf`, `tvs`",
     )
     restart_services: tuple[str, ...] = key(
-        ("Cisco CallManager", "Cisco Tomcat"),
-        "services restarted after a trust change so they read the new store; names are "
+        ("Cisco CallManager", "Cisco Tftp", "Cisco Tomcat"),
+        "services restarted after a trust change so they read the new store, in the "
+        "`ucm-restart` stage (after approval, inside `maintenance_window`), node by node, "
+        "Cisco Tomcat last; a service not activated on a node is skipped. Names are "
         "case-sensitive (an unknown name reads as Stopped and is reported). Cisco Tomcat is "
         "restarted over SSH, the others through Control Center Services",
+    )
+    maintenance_window: MaintenanceWindow | None = key(
+        None,
+        "`{ cron, timezone, duration }` as in `renewal.maintenance_window`: when this Unified "
+        "CM's services may restart. Without it, the renewing Expressway's window applies",
+        shown="the Expressway's `renewal.maintenance_window`",
     )
 
 
@@ -781,6 +789,7 @@ def _parse_unified_cm(file: Path, index: int, table: Any, check_files: bool) -> 
         ssh_known_hosts=_known_hosts(s, file.parent),
         trust_stores=stores,
         restart_services=_str_list(s, "restart_services", UnifiedCMConfig.restart_services),
+        maintenance_window=_parse_window(s, table.get("maintenance_window")),
     )
 
 

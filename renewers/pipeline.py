@@ -21,7 +21,7 @@ import secrets
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,7 +32,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 
-from monitor.config import Config, ExpresswayConfig, UnifiedCMConfig
+from monitor.config import Config, ExpresswayConfig, MaintenanceWindow, UnifiedCMConfig
 from monitor.errors import CAError, CertdError, DeviceError
 from monitor.events import (
     ApprovalRequired,
@@ -50,7 +50,7 @@ from monitor.facts import cert_pem, facts_from_x509
 from monitor.probe import Prober
 from monitor.store import RenewalRow, StepRow, Store
 from renewers.ca.base import CAConnector, CARequestError, Issued, Pending
-from renewers.cucm import CucmClient, CucmClientConfig
+from renewers.cucm import RESTARTED, TOMCAT, CucmClient, CucmClientConfig
 from renewers.expressway import (
     CertificateEkuRefused,
     CsrRequest,
@@ -83,6 +83,7 @@ STAGES = (
     "validate",
     "trust",
     "approve",
+    "ucm-restart",
     "install",
     "restart",
     "verify",
@@ -243,6 +244,10 @@ class ConfiguredDevices:
         return CucmClient(CucmClientConfig.from_config(ucm))
 
 
+async def _no_checkpoint() -> None:
+    """Contexts outside the runner (unit tests) persist nothing mid-stage."""
+
+
 @dataclass
 class Context:
     """What a stage works with; `data` is persisted after every stage."""
@@ -259,6 +264,8 @@ class Context:
     cluster_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     store: Store | None = None  # for leases shared with other processes
     owner: str = ""
+    # Persists `data` now, inside a stage (progress that must survive a crash mid-stage).
+    checkpoint: Callable[[], Awaitable[None]] = field(default=_no_checkpoint)
 
     @property
     def plan(self) -> Plan:
@@ -608,7 +615,7 @@ async def stage_trust(ctx: Context) -> Outcome:
     if role == "c" and ctx.target.unified_cm:
         ucm = ctx.config.unified_cm(ctx.target.unified_cm)
         # The C peers of a cluster share their Unified CM: one renewal at a time changes its
-        # trust and restarts its services (two Tomcat restarts at once fail each other).
+        # trust. Its services restart later, in stage ucm-restart (after approval, in a window).
         async with _exclusive(ctx, f"cucm:{ucm.name}") as holder:
             if holder is not None:
                 return Wait(
@@ -620,12 +627,6 @@ async def stage_trust(ctx: Context) -> Outcome:
                     await cm.add_trust(
                         node, cas, stores=ucm.trust_stores, description="expressway-certd: new CA"
                     )
-                    # Restart once per renewal and node; a crash before this stage is
-                    # persisted means one more restart, never none.
-                    restarted = ctx.data.setdefault("cucm_restarted", [])
-                    if node not in restarted:
-                        await cm.restart_services(node, list(ucm.restart_services))
-                        restarted.append(node)
                     done.append(f"{ucm.name}/{node} ({', '.join(ucm.trust_stores)})")
     return Advance("new CA trusted by " + ", ".join(done))
 
@@ -648,6 +649,76 @@ async def stage_approve(ctx: Context) -> Outcome:
         else "approval mode manual"
     )
     return Wait(ctx.now() + timedelta(hours=1), why, approval=True)
+
+
+def _cucm_window(ctx: Context, ucm: UnifiedCMConfig) -> MaintenanceWindow | None:
+    """The Unified CM's own maintenance window, else the renewal target's."""
+    renewal = ctx.target.renewal
+    assert renewal is not None
+    return ucm.maintenance_window or renewal.maintenance_window
+
+
+def _restart_order(services: Sequence[str]) -> list[str]:
+    """Control Center services first, Cisco Tomcat last (its restart drops the API)."""
+    return [s for s in services if s != TOMCAT] + [s for s in services if s == TOMCAT]
+
+
+async def stage_ucm_restart(ctx: Context) -> Outcome:
+    """Restart the Unified CM services that read the trust stores the trust stage changed
+    (Cisco CallManager, Tftp, Tomcat): after the approval gate, inside the Unified CM's
+    maintenance window (else the target's), node by node in `nodes` order (publisher first).
+    Every finished service is persisted at once, so a retry or a new process never restarts
+    what already restarted; a service not activated on a node is skipped."""
+    role = ctx.data["snapshot"]["role"]
+    if not ctx.data.get("ca_changed") or role != "c" or not ctx.target.unified_cm:
+        return Advance("no Unified CM trust change: nothing to restart")
+    ucm = ctx.config.unified_cm(ctx.target.unified_cm)
+    services = _restart_order(ucm.restart_services)
+    progress: dict[str, dict[str, str]] = ctx.data.setdefault("cucm_restarts", {})
+    window = _cucm_window(ctx, ucm)
+
+    def pending(node: str) -> list[str]:
+        return [s for s in services if s not in progress.get(node, {})]
+
+    if all(not pending(node) for node in ucm.nodes):
+        return Advance(_ucm_summary(ucm, progress))
+    # Two Tomcat restarts at once fail each other: one renewal at a time per Unified CM.
+    async with _exclusive(ctx, f"cucm:{ucm.name}") as holder:
+        if holder is not None:
+            return Wait(
+                ctx.now() + timedelta(seconds=15),
+                f"another renewal ({holder}) is restarting services of Unified CM {ucm.name}",
+            )
+        async with ctx.devices.unified_cm(ucm) as cm:
+            for node in ucm.nodes:
+                for service in pending(node):
+                    if window is not None:
+                        now = ctx.now()
+                        start = next_window_start(window, now)
+                        if start > now:
+                            return Wait(
+                                start,
+                                f"Unified CM {ucm.name}: restarting {service} on {node} waits "
+                                f"for the maintenance window ({window.cron} {window.timezone})",
+                            )
+                    result = await cm.restart_service(node, service)
+                    progress.setdefault(node, {})[service] = result
+                    await ctx.checkpoint()
+                    _test_kill_after(ctx.target.name, f"ucm-restart:{node}:{service}")
+    return Advance(_ucm_summary(ucm, progress))
+
+
+def _ucm_summary(ucm: UnifiedCMConfig, progress: dict[str, dict[str, str]]) -> str:
+    parts = []
+    for node in ucm.nodes:
+        done = progress.get(node, {})
+        restarted = [s for s, r in done.items() if r == RESTARTED]
+        skipped = [s for s, r in done.items() if r != RESTARTED]
+        text = f"{node} restarted {', '.join(restarted) or 'nothing'}"
+        if skipped:
+            text += f" (not activated: {', '.join(skipped)})"
+        parts.append(text)
+    return f"Unified CM {ucm.name}: " + "; ".join(parts)
 
 
 async def stage_install(ctx: Context) -> Outcome:
@@ -776,6 +847,7 @@ STAGE_FUNCTIONS: dict[str, Callable[[Context], Awaitable[Outcome]]] = {
     "validate": stage_validate,
     "trust": stage_trust,
     "approve": stage_approve,
+    "ucm-restart": stage_ucm_restart,
     "install": stage_install,
     "restart": stage_restart,
     "verify": stage_verify,
@@ -1128,6 +1200,14 @@ class Pipeline:
                 except Exception:  # never let one renewal stop the others this tick
                     log.exception("renewal run failed", renewal=row.id)
 
+    async def _checkpoint(self, row: RenewalRow, data: dict[str, Any]) -> None:
+        """Persist a stage's progress in `data` without ending the stage (same status and
+        stage), only while this process holds the renewal's lease."""
+        saved = {k: v for k, v in data.items() if k != "_attempts"}
+        await self.store.save_renewal(
+            dataclasses.replace(row, data=saved, updated_at=self.clock()), owner=self.owner
+        )
+
     async def _step(self, row: RenewalRow) -> RenewalRow:
         exp = self.config.target(row.target)
         assert exp.renewal is not None
@@ -1147,6 +1227,7 @@ class Pipeline:
             cluster_locks=self._cluster_locks,
             store=self.store,
             owner=self.owner,
+            checkpoint=lambda: self._checkpoint(row, data),
         )
         stage = row.stage
         common = {"target": row.target, "renewal_id": row.id, "stage": stage}

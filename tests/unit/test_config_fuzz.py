@@ -37,6 +37,7 @@ KEYS = {
     "unified_cm": [
         "name", "nodes", "username", "password", "api_port", "soap_port", "ssh_port",
         "api_ca_file", "ssh_known_hosts", "trust_stores", "restart_services",
+        "maintenance_window",
     ],
     "ca": [
         "kind", "trust_anchor", "timeout", "directory", "challenge", "hook", "hook_timeout",

@@ -135,6 +135,7 @@ def test_known_keys_come_from_the_declarations():
     assert toml_keys(UnifiedCMConfig) == {
         "name", "nodes", "username", "password", "api_port", "soap_port", "ssh_port",
         "api_ca_file", "ssh_known_hosts", "trust_stores", "restart_services",
+        "maintenance_window",
     }  # fmt: skip
     assert toml_keys(ExpresswayConfig) == {
         "name", "address", "role", "endpoints", "cluster", "version", "username", "password",

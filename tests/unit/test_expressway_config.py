@@ -47,7 +47,8 @@ def test_links_ssh_and_unified_cm_defaults() -> None:
     assert ucm.nodes == ("cucm-pub.example.com", "cucm-sub1.example.com")
     assert (ucm.api_port, ucm.soap_port, ucm.ssh_port) == (443, 8443, 22)
     assert ucm.trust_stores == ("tomcat", "callmanager")
-    assert ucm.restart_services == ("Cisco CallManager", "Cisco Tomcat")
+    assert ucm.restart_services == ("Cisco CallManager", "Cisco Tftp", "Cisco Tomcat")
+    assert ucm.maintenance_window is None
     assert ucm.password in config.secrets()
     assert "CUCM_PW" in repr(ucm) and "Secret" in repr(ucm)
 
@@ -64,6 +65,11 @@ def test_links_ssh_and_unified_cm_defaults() -> None:
         ('password = "env:CUCM_PW"', 'password = "hunter2"', "secret reference"),
         ('username = "platformadmin"', 'username = "platformadmin"\ntrust_stores = ["foo"]', "foo"),
         ('username = "platformadmin"', 'username = "platformadmin"\nsoap_prt = 1', "soap_port"),
+        (
+            'username = "platformadmin"',
+            'username = "platformadmin"\nmaintenance_window = { cron = "0 2 30 2 *" }',
+            "unified_cm[0] (cucm).maintenance_window.cron: '0 2 30 2 *' never fires",
+        ),
     ],
 )
 def test_mistakes_name_the_key(old: str, new: str, expected: str) -> None:
@@ -71,6 +77,19 @@ def test_mistakes_name_the_key(old: str, new: str, expected: str) -> None:
         parse(BASE.replace(old, new, 1))
     assert expected in str(err.value)
     assert "hunter2" not in str(err.value)
+
+
+def test_unified_cm_maintenance_window() -> None:
+    text = BASE.replace(
+        'username = "platformadmin"',
+        'username = "platformadmin"\n'
+        'maintenance_window = { cron = "0 3 * * 0", timezone = "Europe/Berlin", duration = "2h" }',
+    )
+    window = parse(text).unified_cm("cucm").maintenance_window
+    assert window is not None
+    assert (window.cron, window.timezone, window.duration.total_seconds()) == (
+        "0 3 * * 0", "Europe/Berlin", 7200,
+    )  # fmt: skip
 
 
 def test_unified_cm_only_on_expressway_c() -> None:

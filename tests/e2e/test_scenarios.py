@@ -1,0 +1,123 @@
+"""`expressway-certd demo --once --scenario NAME`: each lab scenario runs to its end on the real
+daemon and pipeline; the printed timeline and the simulators' state are checked."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import pytest
+
+from expressway_certd.cmd_demo import _demo
+from lab.scenarios import SCENARIOS, scenario
+from lab.topology import Lab
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "expressway_certd.cli", "demo", *args],
+        capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+
+
+def test_list_scenarios_names_each_with_one_line():
+    proc = _cli("--list-scenarios")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert [line.split()[0] for line in lines] == list(SCENARIOS)
+    assert {"acme-on-box", "cucm-window"} <= set(SCENARIOS)
+    assert all(len(line.split(None, 1)) == 2 for line in lines)
+
+
+def test_unknown_scenario_names_the_known_ones():
+    proc = _cli("--once", "--scenario", "no-such-case")
+    assert proc.returncode == 2
+    assert "no lab scenario 'no-such-case'" in proc.stderr and "acme-on-box" in proc.stderr
+
+
+def test_acme_on_box_blocks_at_preflight_with_the_fix(tmp_path, capsys):
+    seen: dict[str, object] = {}
+
+    def observe(lab: Lab) -> None:
+        e = lab.expressway_e
+        seen.update(
+            csr=e.csr_generated,
+            uploads=e.uploads,
+            restarts=e.restart_count,
+            issuer=e.served_cert.issuer.rfc4514_string(),
+            lab_root=lab.ca.root().cert.subject.rfc4514_string(),
+            zones=[z.status()[0] for z in (lab.traversal_zone, lab.secure_zone)],
+        )
+
+    code = asyncio.run(
+        _demo(tmp_path, "127.0.0.1:0", True, 120.0, scenario("acme-on-box"), observe)
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "expe-e1    snapshot   ok" in out
+    assert "expe-e1    preflight  BLOCKED expe-e1: the box's own ACME scheduler is on" in out
+    assert "turn off ACME on the Expressway-E (Maintenance > Security > ACME)" in out
+    for later in ("csr", "submit", "trust", "install", "restart"):
+        assert f"expe-e1    {later:<10}" not in out, later
+    # The box was left alone: no CSR, no upload, no restart; the old certificate still serves.
+    assert seen == {
+        "csr": 0,
+        "uploads": 0,
+        "restarts": 0,
+        "issuer": seen["lab_root"],
+        "lab_root": seen["lab_root"],
+        "zones": ["Active", "Active"],
+    }
+
+
+def test_cucm_window_uploads_trust_at_once_and_restarts_node_by_node_in_the_window(
+    tmp_path, capsys
+):
+    seen: dict[str, object] = {}
+    services = ["Cisco CallManager", "Cisco Tftp", "Cisco Tomcat"]
+
+    def observe(lab: Lab) -> None:
+        seen["log"] = list(lab.cucm.restart_log)
+        seen["restarts"] = [
+            {name: n for name, n in node.restarts.items() if n} for node in lab.cucm_nodes
+        ]
+        seen["zones"] = [z.status()[0] for z in (lab.traversal_zone, lab.secure_zone)]
+
+    code = asyncio.run(
+        _demo(tmp_path, "127.0.0.1:0", True, 200.0, scenario("cucm-window"), observe)
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    lines = out.splitlines()
+
+    def at(text: str) -> int:
+        return next(i for i, line in enumerate(lines) if text in line)
+
+    trust = at("expe-c1    trust      ok      new CA trusted by")
+    assert (
+        "cucm1/127.0.0.1 (tomcat, callmanager), cucm1/127.0.0.2 (tomcat, callmanager)"
+        in (lines[trust])
+    )
+    approve = at("expe-c1    approve    ok")
+    waits = at("expe-c1    ucm-restart waits   until ")
+    assert "waits for the maintenance window (" in lines[waits]
+    restarted = at("expe-c1    ucm-restart ok      Unified CM cucm1: 127.0.0.1 restarted")
+    install = at("expe-c1    install    ok")
+    assert trust < approve < waits < restarted < install < at("expe-c1    done")
+    # The simulators: every service once per node, publisher first, never two at once.
+    assert seen["restarts"] == [dict.fromkeys(services, 1)] * 2
+    log = seen["log"]
+    assert [(n, s) for n, s, edge in log if edge == "begin"] == [
+        (node, s) for node in ("cucm1", "cucm2") for s in services
+    ]
+    assert [edge for _, _, edge in log] == ["begin", "end"] * 6
+    assert seen["zones"] == ["Active", "Active"]
+
+
+@pytest.mark.parametrize("name", ["acme-on-box"])
+def test_scenario_from_the_command_line(tmp_path, name):
+    proc = _cli("--once", "--listen", "127.0.0.1:0", "--dir", str(tmp_path), "--scenario", name)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"scenario {name}" in proc.stdout
+    assert "Traceback" not in proc.stderr
