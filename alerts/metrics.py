@@ -8,6 +8,7 @@ CA requests) live with the code that counts them and are registered in the daemo
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
 from prometheus_client import Counter, Histogram
@@ -82,6 +83,26 @@ STATE_FAMILIES = (
 )
 
 
+@dataclass(frozen=True)
+class ReplicaView:
+    """What a replica (PostgreSQL, monitor/replicas.py) owns, for its two gauges."""
+
+    owned: int  # targets this replica polls and exports
+    live: int  # replicas it sees live, itself included
+
+
+REPLICA_FAMILIES = (
+    (
+        "expressway_certd_replica_owned_targets",
+        "Targets this replica polls and exports (replicas on PostgreSQL only).",
+    ),
+    (
+        "expressway_certd_replica_live",
+        "Live replicas this replica saw at its latest heartbeat, itself included.",
+    ),
+)
+
+
 class StateExposition:
     """Renders the cert and probe families from the current endpoint state, at scrape time.
 
@@ -95,7 +116,10 @@ class StateExposition:
         states: Callable[[], Mapping[Key, EndpointState]],
         targets: Callable[[], Iterable[ExpresswayConfig]],
         version: str,
+        *,
+        replica: Callable[[], ReplicaView | None] = lambda: None,
     ) -> None:
+        self._replica = replica
         self._states = states
         self._targets = targets
         self._version = version
@@ -181,6 +205,14 @@ class StateExposition:
         for name, help_text in STATE_FAMILIES:
             out.append(f"# HELP {name} {help_text}\n# TYPE {name} gauge\n")
             out.extend(f"{name}{row}\n" for row in rows[name])
+        view = self._replica()
+        if view is not None:
+            for (name, help_text), value in zip(
+                REPLICA_FAMILIES, (view.owned, view.live), strict=True
+            ):
+                out.append(
+                    f"# HELP {name} {help_text}\n# TYPE {name} gauge\n{name} {_num(value)}\n"
+                )
         return "".join(out)
 
 

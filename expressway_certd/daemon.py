@@ -6,6 +6,10 @@ SIGHUP re-reads the config file and applies its [[expressway]] targets (added, r
 changed); a config that does not load, or that needs a restart to apply, keeps the running one
 and the log says why. Under systemd (Type=notify) it reports READY/RELOADING/STOPPING and pings
 the watchdog from the event loop (monitor/sdnotify.py).
+
+On PostgreSQL the daemon is a replica (monitor/replicas.py): it registers, heartbeats, and after
+each heartbeat recomputes the targets it owns from the live replicas; it schedules polls and
+exports series only for those, and takes over a dead replica's targets at its next heartbeat.
 """
 
 from __future__ import annotations
@@ -25,13 +29,21 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry, gc_collector, platform_collector, process_collector
 
-from alerts.metrics import StateExposition
+from alerts.metrics import ReplicaView, StateExposition
 from expressway_certd.http import build_app
 from monitor import __version__
 from monitor.config import Config, ExpresswayConfig, load_config
 from monitor.errors import CertdError, ConfigError
 from monitor.events import Event, EventBus
 from monitor.probe import Prober, TrustStore
+from monitor.replicas import (
+    Ownership,
+    Registry,
+    Replica,
+    heartbeat_interval,
+    heartbeat_timeout,
+    new_replica_id,
+)
 from monitor.sdnotify import Notifier, cancel
 from monitor.store import Store
 from monitor.watch import Monitor
@@ -63,11 +75,85 @@ class Daemon:
         # thousands of polls starting together cost memory that the heap never gives back.
         self._poll_slots = asyncio.Semaphore(max(1, config.daemon.concurrency // 4))
         self.exposition: StateExposition | None = None
+        self.replicas: Registry | None = None  # set on PostgreSQL: this daemon is a replica
+        self.ownership: Ownership | None = None
+
+    def owns(self, target: str) -> bool:
+        """Whether this daemon polls and exports `target` (always, when it is not a replica)."""
+        return self.ownership is None or self.ownership.owns(target)
+
+    def owned_targets(self) -> list[ExpresswayConfig]:
+        return [e for e in self.config.expressways if self.owns(e.name)]
+
+    def _replica_view(self) -> ReplicaView | None:
+        if self.ownership is None:
+            return None
+        return ReplicaView(owned=len(self.ownership.owned), live=len(self.ownership.live))
+
+    async def _start_replica(self) -> None:
+        assert self.store is not None
+        if self.store.engine.dialect.name != "postgresql":
+            return  # SQLite: one machine, one daemon, every target
+        me_id = new_replica_id()
+        host, pid, _ = me_id.split(":")
+        timeout = heartbeat_timeout(self.config.daemon.poll_interval)
+        self.replicas = Registry(
+            self.store, Replica(me_id, host, int(pid), __version__), timeout=timeout
+        )
+        await self.replicas.register()
+        self.ownership = Ownership(me_id)
+        self.ownership.update(await self.replicas.live(), (e.name for e in self.config.expressways))
+        log.info(
+            "replica registered",
+            replica=me_id,
+            live=list(self.ownership.live),
+            owned_targets=len(self.ownership.owned),
+        )
+
+    async def _replica_tick(self) -> None:
+        """Heartbeat, then adopt the split of the live replicas: poll gained targets now (after
+        re-reading their state from the store), stop polling lost ones."""
+        if self.replicas is None or self.ownership is None:
+            return
+        try:
+            await self.replicas.heartbeat()
+            live = await self.replicas.live()
+        except CertdError as exc:
+            log.error("replica heartbeat failed; keeping the targets owned", error=str(exc))
+            return
+        await self._adopt(live)
+
+    async def _adopt(self, live: list[str]) -> None:
+        assert self.ownership is not None and self.monitor is not None
+        change = self.ownership.update(live, (e.name for e in self.config.expressways))
+        if not (change.gained or change.lost):
+            return
+        log.info(
+            "replica ownership changed",
+            replica=self.ownership.me,
+            live=list(self.ownership.live),
+            gained=len(change.gained),
+            lost=len(change.lost),
+            owned_targets=len(self.ownership.owned),
+        )
+        if self.scheduler is None:
+            return
+        jobs = {j.id for j in self.scheduler.get_jobs()}
+        for name in change.lost:
+            if f"poll:{name}" in jobs:
+                self.scheduler.remove_job(f"poll:{name}")
+        if change.gained:
+            await self.monitor.refresh(change.gained)
+            now = datetime.now(UTC)
+            for exp in self.config.expressways:
+                if exp.name in change.gained:
+                    self._add_poll_job(self.scheduler, exp, now)
 
     async def start(self) -> None:
         cfg = self.config
         d = cfg.daemon
         self.store = await Store.open(d.state, history=d.history)
+        await self._start_replica()
         self.bus.subscribe(self._audit)
         if cfg.notifiers:
             from alerts.notifiers import build_router  # noqa: PLC0415 - only when configured
@@ -80,7 +166,7 @@ class Daemon:
         await self.monitor.load()
         monitor = self.monitor
         self.exposition = StateExposition(
-            lambda: monitor.states, lambda: self.config.expressways, __version__
+            lambda: monitor.states, self.owned_targets, __version__, replica=self._replica_view
         )
         if any(e.renewal is not None for e in cfg.expressways):
             await self._start_renewals(prober)
@@ -125,7 +211,7 @@ class Daemon:
             self.registry.register(metric)
         self.registry.register(
             RenewalCollector(
-                lambda: self.config.expressways,
+                self.owned_targets,
                 manager.latest,
                 lambda: manager.next_due,
                 lambda: manager.last_success,
@@ -140,9 +226,19 @@ class Daemon:
         now = datetime.now(UTC)
         first_spread = min(interval * max(d.jitter, 0.01), 5.0)
         rng = random.Random()
-        for exp in self.config.expressways:
+        for exp in self.owned_targets():
             self._add_poll_job(
                 scheduler, exp, now + timedelta(seconds=rng.uniform(0, first_spread))
+            )
+        if self.replicas is not None:
+            beat = heartbeat_interval(d.poll_interval).total_seconds()
+            scheduler.add_job(
+                self._replica_tick,
+                IntervalTrigger(seconds=beat, timezone=UTC),
+                id="replica-heartbeat",
+                next_run_time=now + timedelta(seconds=beat),
+                max_instances=1,
+                coalesce=True,
             )
         scheduler.add_job(
             self._prune_audit, IntervalTrigger(hours=24, timezone=UTC), id="prune-audit"
@@ -193,18 +289,22 @@ class Daemon:
                     "service; restart it to add a CA (systemctl restart expressway-certd)"
                 )
         merged = dataclasses.replace(self.config, expressways=new.expressways)
-        old_jobs = {e.name for e in self.config.expressways}
         self.config = merged
         if self.renewals is not None:
             self.renewals.config = merged
             self.renewals.pipeline.config = merged
         forgotten = await self.monitor.reconfigure(merged)
-        for name in plan.removed:
-            if f"poll:{name}" in {j.id for j in self.scheduler.get_jobs()}:
-                self.scheduler.remove_job(f"poll:{name}")
+        if self.ownership is not None:
+            # the split of the new target list; new targets owned are scheduled below
+            self.ownership.update(self.ownership.live, (e.name for e in merged.expressways))
+        for job in self.scheduler.get_jobs():
+            name = job.id.removeprefix("poll:")
+            if job.id.startswith("poll:") and (name in plan.removed or not self.owns(name)):
+                self.scheduler.remove_job(job.id)
         interval = timedelta(seconds=merged.daemon.poll_interval.total_seconds())
-        for exp in merged.expressways:
-            if exp.name in plan.added or exp.name in plan.changed or exp.name not in old_jobs:
+        polled = {j.id.removeprefix("poll:") for j in self.scheduler.get_jobs()}
+        for exp in self.owned_targets():
+            if exp.name in plan.added or exp.name in plan.changed or exp.name not in polled:
                 self._add_poll_job(self.scheduler, exp, datetime.now(UTC) + interval)
                 # polled now with its new settings, after a poll of the old ones in flight
                 self._spawn(self._poll_job(exp, wait=True))
@@ -263,6 +363,12 @@ class Daemon:
             "scheduler": scheduler_ok,
             "polls_completed": self.monitor.polls_completed if self.monitor else 0,
         }
+        if self.ownership is not None:
+            detail["replica"] = {
+                "id": self.ownership.me,
+                "live_replicas": list(self.ownership.live),
+                "owned_targets": sorted(self.ownership.owned),
+            }
         return bool(store_ok and scheduler_ok), detail
 
     async def _poll_job(self, exp: ExpresswayConfig, wait: bool = False) -> None:
@@ -288,7 +394,7 @@ class Daemon:
     async def poll_all(self) -> None:
         """Poll every target once, now (used by `demo` and tests)."""
         assert self.monitor is not None
-        await asyncio.gather(*(self.monitor.poll(e) for e in self.config.expressways))
+        await asyncio.gather(*(self.monitor.poll(e) for e in self.owned_targets()))
 
     async def _run_renewals(self) -> None:
         assert self.renewals is not None
@@ -330,6 +436,11 @@ class Daemon:
             await self._runner.cleanup()
         if self.renewals is not None:
             await self.renewals.aclose()
+        if self.replicas is not None:
+            try:  # the others take our targets at their next heartbeat, not after the timeout
+                await self.replicas.deregister()
+            except CertdError as exc:
+                log.warning("replica deregistration failed", error=str(exc))
         if self.store is not None:
             await self.store.close()
         log.info("expressway-certd stopped")

@@ -8,7 +8,9 @@ every replica computes the same owner for a target from the same membership, not
 while membership is unchanged, and when a replica joins or leaves only the targets it gains or
 held move. SQLite is a one-machine store: replicas on it are refused.
 
-Not wired into the daemon yet (see docs/operations.md, "Replicas").
+The daemon (expressway_certd/daemon.py) registers whenever its store is PostgreSQL, heartbeats
+every `heartbeat_interval(poll_interval)`, and after each heartbeat recomputes which targets it
+owns (`Ownership.update`): it polls and exports only those (docs/operations.md, "Replicas").
 """
 
 from __future__ import annotations
@@ -61,6 +63,53 @@ def moved(before: Mapping[str, Sequence[str]], after: Mapping[str, Sequence[str]
 
     old, new = owners(before), owners(after)
     return {t for t in old.keys() | new.keys() if old.get(t) != new.get(t)}
+
+
+MIN_HEARTBEAT = timedelta(seconds=1)
+MAX_HEARTBEAT = timedelta(seconds=10)
+TIMEOUT_HEARTBEATS = 3  # a replica is dead after missing this many heartbeats
+
+
+def heartbeat_interval(poll_interval: timedelta) -> timedelta:
+    """How often a replica heartbeats: a third of the poll interval, between 1 s and 10 s."""
+    return max(MIN_HEARTBEAT, min(MAX_HEARTBEAT, poll_interval / 3))
+
+
+def heartbeat_timeout(poll_interval: timedelta) -> timedelta:
+    """How long a silent replica counts as live: three heartbeats."""
+    return heartbeat_interval(poll_interval) * TIMEOUT_HEARTBEATS
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one ownership update changed for this replica."""
+
+    gained: frozenset[str]
+    lost: frozenset[str]
+
+
+class Ownership:
+    """Which targets this replica owns, from the latest live membership it saw.
+
+    Before the first update (or when this replica is not in the live list, e.g. its heartbeat
+    was late) it counts itself live: a replica always polls at least what it would own, so a
+    target is never left unpolled because of our own late heartbeat.
+    """
+
+    def __init__(self, me: str) -> None:
+        self.me = me
+        self.live: tuple[str, ...] = (me,)
+        self.owned: frozenset[str] = frozenset()
+
+    def update(self, live: Iterable[str], targets: Iterable[str]) -> Change:
+        members = sorted(set(live) | {self.me})
+        owned = frozenset(t for t in targets if owner(t, members) == self.me)
+        change = Change(gained=owned - self.owned, lost=self.owned - owned)
+        self.live, self.owned = tuple(members), owned
+        return change
+
+    def owns(self, target: str) -> bool:
+        return target in self.owned
 
 
 def require_postgresql(store_url: str, dialect: str) -> None:

@@ -8,7 +8,7 @@ does not re-announce expiry windows or certificate changes it already announced.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TypedDict
@@ -135,9 +135,33 @@ class Monitor:
         removed = await self.store.delete_endpoints_except(configured)
         if removed:
             log.info("forgot endpoints no longer configured", count=removed)
+        await self._restore(configured, None)
+
+    async def refresh(self, targets: Iterable[str]) -> None:
+        """Re-read these targets' state from the store: another replica polled them while we
+        did not (replicas, monitor/replicas.py), so what we loaded at start is stale and its
+        expiry windows and changes may already be announced."""
+        names = set(targets)
+        configured = {
+            (e.name, ep.host, ep.port): (e, ep)
+            for e in self.config.expressways
+            if e.name in names
+            for ep in e.endpoints
+        }
+        await self._restore(configured, names)
+
+    async def _restore(
+        self,
+        configured: dict[Key, tuple[ExpresswayConfig, Endpoint]],
+        only: set[str] | None,
+    ) -> None:
         parsed: dict[str, tuple[CertFacts, ...]] = {}
         for row in await self.store.load_endpoints():
             key = (row.target, row.host, row.port)
+            if only is not None and row.target not in only:
+                continue
+            if key not in configured:
+                continue  # removed by a reload since
             exp, endpoint = configured[key]
             chain: tuple[CertFacts, ...] = ()
             if row.chain_pem:
