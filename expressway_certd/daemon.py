@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import random
 import signal
 from collections.abc import Coroutine
@@ -53,6 +54,12 @@ if TYPE_CHECKING:
     from renewers.manager import RenewalManager
 
 log = structlog.get_logger("expressway_certd.daemon")
+
+
+def _drop_cancellations(record: logging.LogRecord) -> bool:
+    """A logging filter: False for a record about a job cancelled at shutdown."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not isinstance(exc, asyncio.CancelledError)
 
 
 class Daemon:
@@ -425,6 +432,10 @@ class Daemon:
 
     async def stop(self) -> None:
         if self.scheduler is not None and self.scheduler.running:
+            # Shutting down cancels the poll jobs still queued for a slot; APScheduler logs
+            # each cancellation as "Error running job" with a traceback (thousands with a
+            # large fleet). They are not errors: drop those records, keep real job errors.
+            logging.getLogger("apscheduler.executors.default").addFilter(_drop_cancellations)
             self.scheduler.shutdown(wait=False)
         for task in list(self._inflight):
             task.cancel()
