@@ -217,8 +217,8 @@ async def test_against_a_lab_box_over_its_rest_api(lab: Lab, tmp_path: Path):
     assert [(u["where"], u["store"], u["restart"]) for u in report["trust_uploads"]] == [
         ("expe-c1", "Trusted CA certificate", None),
         ("expe-e1", "Trusted CA certificate", None),
-        (f"cucm1/{node}", "tomcat-trust", "Cisco CallManager, Cisco Tomcat"),
-        (f"cucm1/{node}", "callmanager-trust", "Cisco CallManager, Cisco Tomcat"),
+        (f"cucm1/{node}", "tomcat-trust", "Cisco CallManager, Cisco Tftp, Cisco Tomcat"),
+        (f"cucm1/{node}", "callmanager-trust", "Cisco CallManager, Cisco Tftp, Cisco Tomcat"),
     ]
     # Read-only: nothing on the box changed.
     assert (c.served_cert, c.installed.cert) == (served_before, installed_before)

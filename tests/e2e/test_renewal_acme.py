@@ -46,7 +46,8 @@ async def test_acme_dns01_renewal_from_pebble(
         config = daemon_config(
             lab,
             tmp_path,
-            {c.name: f'ca = "{harness.name}", key_length = 2048'},
+            # Pebble issues 5-year certificates; a real ACME CA 90-day ones
+            {c.name: f'ca = "{harness.name}", key_length = 2048, max_lifetime = "1900d"'},
             # the operator pins Pebble's issuing root for trust distribution
             "\n"
             + harness.toml.replace(
