@@ -8,7 +8,7 @@ SHELL := /bin/bash
 # pip prints a warning per package for this machine's unused local indexes; hide only those.
 QUIET_PIP := { grep -v '^WARNING: Location' || true; }
 
-.PHONY: demo test lint bench debs venv clean
+.PHONY: demo test lint bench fuzz debs venv clean
 
 venv: $(STAMP)
 
@@ -38,6 +38,11 @@ test: debs venv lint
 
 demo: venv
 	$(VENV)/bin/expressway-certd demo
+
+# Property tests with fresh random inputs and 3,000 examples per parser (make test uses a fixed seed).
+fuzz: venv
+	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=3000 $(VENV)/bin/pytest -q -p no:cacheprovider \
+		tests/unit/test_fuzz_parsers.py tests/unit/test_facts_fuzz.py tests/unit/test_config_fuzz.py
 
 bench: venv
 	bash scripts/install-debs.sh prometheus-blackbox-exporter certbot pebble bind9

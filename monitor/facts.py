@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from monitor.errors import CertParseError
@@ -35,6 +36,21 @@ EKU_NAMES = {
 
 # The names config files use for the EKUs a CA issues (`[ca.NAME] ekus = ["serverAuth", ...]`).
 EKU_CONFIG_NAMES = {"serverAuth": SERVER_AUTH, "clientAuth": CLIENT_AUTH}
+
+
+def pkcs7_certificates(data: bytes, *, pem: bool = False) -> list[x509.Certificate]:
+    """The certificates of a PKCS#7 certs-only bag; ValueError for anything else.
+
+    cryptography raises UnsupportedAlgorithm (not ValueError) for a well-formed PKCS#7 of
+    another content type (data, enveloped, ...): a CA answer is input, so both mean "not a
+    certificate bag" to the caller.
+    """
+    try:
+        if pem:
+            return pkcs7.load_pem_pkcs7_certificates(data)
+        return pkcs7.load_der_pkcs7_certificates(data)
+    except UnsupportedAlgorithm as exc:
+        raise ValueError(f"not a PKCS#7 signed-data certificate bag ({exc})") from None
 
 
 def cert_pem(cert: x509.Certificate) -> str:

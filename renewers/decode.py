@@ -18,11 +18,10 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from monitor.errors import CertParseError
-from monitor.facts import facts_from_x509
+from monitor.facts import facts_from_x509, pkcs7_certificates
 from monitor.printable import printable
 
 
@@ -55,7 +54,7 @@ def read_file_bytes(data: bytes, *, source: str) -> Decoded:
 def _read_pem(data: bytes, source: str) -> Decoded:
     if b"-----BEGIN PKCS7-----" in data or b"-----BEGIN CMS-----" in data:
         try:
-            return Decoded("pkcs7", tuple(pkcs7.load_pem_pkcs7_certificates(data)))
+            return Decoded("pkcs7", tuple(pkcs7_certificates(data, pem=True)))
         except ValueError as exc:
             raise CertParseError(
                 f"{source}: not a readable PKCS#7 certificate bundle ({exc})"
@@ -84,7 +83,7 @@ def _read_der(data: bytes, source: str) -> Decoded:
     readers: list[Callable[[], Decoded]] = [
         lambda: Decoded("certificate", (x509.load_der_x509_certificate(data),)),
         lambda: Decoded("csr", csr=x509.load_der_x509_csr(data)),
-        lambda: Decoded("pkcs7", tuple(pkcs7.load_der_pkcs7_certificates(data))),
+        lambda: Decoded("pkcs7", tuple(pkcs7_certificates(data))),
     ]
     for reader in readers:
         try:

@@ -13,9 +13,17 @@ import pytest
 import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from hypothesis import settings as hypothesis_settings
 
 from lab.pki import CA, CLIENT_AUTH, SERVER_AUTH, write_key_and_chain
 from lab.tls import LabListener, server_context
+
+# `make test` runs the property tests with a fixed seed, so CI's verdict is reproducible and
+# never depends on the draw; `make fuzz` draws fresh inputs (and is where new examples come
+# from: every input it finds goes back into the test as an @example).
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+hypothesis_settings.register_profile("fuzz", derandomize=False)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(autouse=True)

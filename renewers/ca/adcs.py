@@ -29,10 +29,9 @@ from urllib.parse import urlsplit
 import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.serialization import pkcs7
 
 from monitor.config_ca import ADCSConfig
-from monitor.facts import EKU_CONFIG_NAMES
+from monitor.facts import EKU_CONFIG_NAMES, pkcs7_certificates
 from renewers.ca.base import (
     Capabilities,
     CARequestError,
@@ -597,12 +596,10 @@ class ADCSConnector(ConnectorBase):
             params={"ReqID": "CACert", "Renewal": renewal, "Enc": "bin"},
         )
         try:
-            certs = pkcs7.load_der_pkcs7_certificates(reply.body)
+            certs = pkcs7_certificates(reply.body)
         except ValueError:
             try:
-                certs = pkcs7.load_der_pkcs7_certificates(
-                    base64.b64decode(b"".join(reply.body.split()))
-                )
+                certs = pkcs7_certificates(base64.b64decode(b"".join(reply.body.split())))
             except ValueError:
                 raise self.error(
                     "cacerts",

@@ -23,10 +23,9 @@ from typing import Any
 import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.serialization import pkcs7
 
 from monitor.config_ca import ESTConfig
-from monitor.facts import EKU_CONFIG_NAMES
+from monitor.facts import EKU_CONFIG_NAMES, pkcs7_certificates
 from renewers.ca.base import (
     Capabilities,
     CheckResult,
@@ -306,7 +305,7 @@ class ESTConnector(ConnectorBase):
             )
         der = decode_body(reply.body, reply.headers.get("Content-Transfer-Encoding"))
         try:
-            return pkcs7.load_der_pkcs7_certificates(der)
+            return pkcs7_certificates(der)
         except ValueError:
             raise self.error(
                 step,

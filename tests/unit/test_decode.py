@@ -145,6 +145,12 @@ def test_file_kinds_pem_der_pkcs7_chain(issuing, tmp_path: Path):
         ),
         (b"-----BEGIN FOO-----\nAAAA\n-----END FOO-----\n", "'FOO' is not a certificate"),
         (b"\x30\x03\x02\x01\x00", "neither PEM nor a DER"),
+        # PKCS#7 of content type "data" (cryptography raises UnsupportedAlgorithm for it)
+        (bytes.fromhex("300b06092a864886f70d010701"), "neither PEM nor a DER"),
+        (
+            b"-----BEGIN PKCS7-----\nMAsGCSqGSIb3DQEHAQ==\n-----END PKCS7-----\n",
+            "not a readable PKCS#7",
+        ),
     ],
 )
 def test_unreadable_input_names_the_file(data, message):
