@@ -19,7 +19,6 @@ import dataclasses
 import os
 import secrets
 import signal
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -61,6 +60,20 @@ from renewers.expressway import (
     csr_sans,
 )
 from renewers.maintenance import next_window_start
+from renewers.pipeline.locks import (
+    BUSY_WAIT,
+    LEASE,
+    claim_renewal,
+    exclusive,
+    keep_alive,
+    new_owner,
+)
+from renewers.pipeline.locks import (
+    claim_or_take_over as claim_or_take_over,
+)
+from renewers.pipeline.locks import (
+    take_lease as take_lease,
+)
 from renewers.trust import pinned_anchors, trust_path
 from renewers.validate import (
     Issuance,
@@ -88,34 +101,6 @@ STAGES = (
     "restart",
     "verify",
 )
-# Leases are renewed every LEASE / 3 while their holder works, so a holder that died without
-# releasing one (on another host) blocks the others for at most LEASE.
-LEASE = timedelta(minutes=3)
-# How long an operator command waits for this process's own run of the renewal to let go.
-BUSY_WAIT = timedelta(seconds=5)
-
-
-@contextlib.asynccontextmanager
-async def keep_alive(renew: Callable[[], Awaitable[object]]) -> AsyncIterator[None]:
-    """Call `renew` every LEASE / 3 while the body runs."""
-
-    async def beat() -> None:
-        while True:
-            await asyncio.sleep(LEASE.total_seconds() / 3)
-            try:
-                await renew()
-            except Exception:  # a missed heartbeat is retried at the next one
-                log.warning("lease heartbeat failed", exc_info=True)
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 RETRY_BACKOFF = (
     timedelta(minutes=1),
     timedelta(minutes=5),
@@ -748,25 +733,9 @@ async def _served_everywhere(ctx: Context, sha256: str) -> tuple[bool, list[str]
     return not stale, stale
 
 
-@contextlib.asynccontextmanager
-async def _exclusive(ctx: Context, name: str) -> AsyncIterator[str | None]:
-    """Hold `name` against other renewals: an in-process lock, and a lease in the database
-    for other processes (CLI, HA peers). Yields None when held, else who holds it."""
-    lock = ctx.cluster_locks.setdefault(name, asyncio.Lock())
-    async with lock:
-        if ctx.store is not None and not await take_lease(ctx.store, name, ctx.owner, ctx.now()):
-            yield await ctx.store.lease_owner(name) or "another process"
-            return
-        store = ctx.store
-        try:
-            if store is None:
-                yield None
-            else:
-                async with keep_alive(lambda: store.claim_lease(name, ctx.owner, ctx.now(), LEASE)):
-                    yield None
-        finally:
-            if store is not None:
-                await store.release_lease(name, ctx.owner)
+def _exclusive(ctx: Context, name: str) -> AbstractAsyncContextManager[str | None]:
+    """Hold `name` against other renewals (renewers/pipeline/locks.py `exclusive`)."""
+    return exclusive(name, locks=ctx.cluster_locks, store=ctx.store, owner=ctx.owner, now=ctx.now)
 
 
 async def stage_restart(ctx: Context) -> Outcome:
@@ -882,51 +851,6 @@ def ways_out(row: RenewalRow) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _gone_from_this_host(owner: str) -> bool:
-    """True when a lease owner ("host:pid:token") is a process of this host that has ended.
-    Holders on other hosts are never judged: their lease runs out instead."""
-    host, _, rest = owner.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
-        return False  # our own pid: another pipeline of this process (tests), alive
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False  # alive, owned by another user
-    return False
-
-
-async def claim_or_take_over(
-    name: str,
-    claim: Callable[[str | None], Awaitable[bool]],
-    holder: Callable[[], Awaitable[str | None]],
-) -> bool:
-    """The one rule of every lock (a renewal's lease, `restart:<cluster>`, `cucm:<name>`):
-    take it when free or expired; take it at once from a holder that was a process of this
-    host and is gone (a killed process never releases its lease; without this the next one
-    would wait out the whole LEASE); otherwise leave it to its live holder, or to expiry
-    for holders on other hosts. `claim(None)` claims normally, `claim(owner)` also takes it
-    from `owner`."""
-    if await claim(None):
-        return True
-    gone = await holder()
-    if gone is None or not _gone_from_this_host(gone):
-        return False
-    log.warning("taking over the lease of a process that is gone", lease=name, holder=gone)
-    return await claim(gone)
-
-
-async def take_lease(store: Store, name: str, owner: str, now: datetime) -> bool:
-    """Claim the named lease (see claim_or_take_over)."""
-    return await claim_or_take_over(
-        name,
-        lambda gone: store.claim_lease(name, owner, now, LEASE, take_from=gone),
-        lambda: store.lease_owner(name),
-    )
-
-
 StageObserver = Callable[[str, str, str, float], None]  # target, stage, result, seconds
 
 
@@ -960,7 +884,7 @@ class Pipeline:
         self.latest: dict[str, RenewalRow] = {}
         # Leases make the database the arbiter when several processes (CLI, daemon, HA peers)
         # could run the same renewal: only the holder runs stages.
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.owner = new_owner()
 
     async def load(self) -> None:
         for row in reversed(await self.store.renewals_for(limit=10_000)):
@@ -1167,12 +1091,7 @@ class Pipeline:
                 await self.store.release_renewal(renewal_id, self.owner)
 
     async def _claim(self, renewal_id: str) -> bool:
-        store, owner, now = self.store, self.owner, self.clock()
-        return await claim_or_take_over(
-            f"renewal {renewal_id}",
-            lambda gone: store.claim_renewal(renewal_id, owner, now, LEASE, take_from=gone),
-            lambda: store.renewal_lease_owner(renewal_id),
-        )
+        return await claim_renewal(self.store, renewal_id, self.owner, self.clock())
 
     async def run_due(self) -> None:
         """Resume every active renewal whose time has come (the scheduler calls this)."""
