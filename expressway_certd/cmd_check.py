@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import re
 from datetime import UTC, datetime
@@ -199,7 +198,7 @@ async def gather(
         current = await box.server_certificate()
         pending = csr if csr is not None else await box.pending_csr()
         try:
-            zones = [dataclasses.asdict(z) for z in await box.zones()]
+            zones = list(await box.zones())
         except OperationUnsupported:
             zones = []
         role = target.role or info.role

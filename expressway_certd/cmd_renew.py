@@ -38,7 +38,14 @@ from renewers.deadline import estimate, history, inputs_for
 from renewers.expressway import OperationUnsupported, csr_sans
 from renewers.maintenance import next_window_start
 from renewers.manager import RenewalManager
-from renewers.pipeline import STAGES, ConfiguredDevices, csr_fits, trust_boxes, zone_kinds
+from renewers.pipeline import (
+    STAGES,
+    ConfiguredDevices,
+    csr_fits,
+    record_of,
+    trust_boxes,
+    zone_kinds,
+)
 from renewers.trust import pinned_anchors, trust_path
 from renewers.trust import sha256 as tsha256
 from renewers.validate import make_plan, preflight
@@ -172,7 +179,7 @@ async def _plan(config: Config, name: str) -> dict[str, Any]:
             current = await box.server_certificate()
             pending = await box.pending_csr()
             try:
-                zones = [dataclasses.asdict(z) for z in await box.zones()]
+                zones = list(await box.zones())
             except OperationUnsupported:
                 zones = []
         facts = facts_from_x509(current)
@@ -502,12 +509,14 @@ async def _status(config: Config, target: str | None) -> list[dict[str, Any]]:
             if rows:
                 row = rows[0]
                 steps = await store.steps(row.id)
+                record = record_of(row)
+                new_ca = (record.trust_cas or ()) if record.ca_changed else ()
                 item["renewal"] = {
                     "id": row.id, "status": row.status, "stage": row.stage, "reason": row.reason,
                     "message": row.message, "next_at": row.next_at.isoformat() if row.next_at else None,
                     "created_at": row.created_at.isoformat(),
-                    "csr_pem": row.data.get("csr_pem") if row.active else None,
-                    "new_ca": row.data.get("trust_cas", []) if row.data.get("ca_changed") else [],
+                    "csr_pem": record.csr_pem if row.active else None,
+                    "new_ca": [dataclasses.asdict(c) for c in new_ca],
                     "steps": [
                         {"stage": s.stage, "result": s.result, "at": s.at.isoformat(), "message": s.message}
                         for s in steps

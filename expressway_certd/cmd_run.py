@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -24,11 +25,17 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    return start_service(args.config)
+
+
+def start_service(path: str, *, renewal_options: Mapping[str, Any] | None = None) -> int:
+    """Load and check the config at `path`, then serve until stopped. `renewal_options` go to
+    the renewal manager unchanged (tests/e2e/seamed_daemon.py passes a fault seam)."""
+    config = load_config(path)
     check_runtime(config)  # refuse to start on anything check-config calls an error
     configure_logging(config.daemon.log_level, config.daemon.log_format)
     log = structlog.get_logger("monitor.config")
     for warning in [*ensure_private_dirs(config.daemon.data_dir), *startup_warnings(config)]:
         log.warning("config_warning", message=warning)
-    asyncio.run(serve(config))
+    asyncio.run(serve(config, renewal_options=renewal_options))
     return 0

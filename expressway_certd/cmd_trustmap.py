@@ -28,7 +28,7 @@ from monitor.errors import CertdError, ConfigError
 from monitor.printable import printable
 from monitor.statuspage import TRUST_MAP_FILE as SVG_NAME
 from monitor.store import Store
-from renewers.pipeline import ConfiguredDevices, Devices, trust_boxes
+from renewers.pipeline import ConfiguredDevices, Devices, RecordError, record_of, trust_boxes
 from renewers.trustmap import (
     EXPRESSWAY_STORE,
     OK,
@@ -76,11 +76,12 @@ async def pending_chains(config: Config) -> dict[str, tuple[x509.Certificate, ..
         await store.close()
     out: dict[str, tuple[x509.Certificate, ...]] = {}
     for row in rows:
-        issued = row.data.get("issued")
-        if isinstance(issued, dict) and issued.get("leaf_pem"):
-            out[row.target] = _load_pem_certs(issued["leaf_pem"]) + _load_pem_certs(
-                issued.get("chain_pem", "")
-            )
+        try:
+            issued = record_of(row).issued
+        except RecordError:  # the runner blocks that renewal, naming the fault
+            continue
+        if issued is not None and issued.leaf_pem:
+            out[row.target] = _load_pem_certs(issued.leaf_pem) + _load_pem_certs(issued.chain_pem)
     return out
 
 

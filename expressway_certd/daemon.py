@@ -20,7 +20,7 @@ import dataclasses
 import logging
 import random
 import signal
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -526,14 +526,19 @@ def _status(daemon: Daemon) -> str:
 
 
 async def serve(
-    config: Config, stop: asyncio.Event | None = None, *, notifier: Notifier | None = None
+    config: Config,
+    stop: asyncio.Event | None = None,
+    *,
+    notifier: Notifier | None = None,
+    renewal_options: Mapping[str, Any] | None = None,
 ) -> None:
-    """Run the daemon until SIGTERM/SIGINT (or `stop` is set); SIGHUP reloads the config."""
+    """Run the daemon until SIGTERM/SIGINT (or `stop` is set); SIGHUP reloads the config.
+    `renewal_options` go to the RenewalManager (tests pass a fault seam through them)."""
     stop = stop or asyncio.Event()
     notifier = notifier or Notifier.from_environ()
     loop = asyncio.get_running_loop()
     reloads: list[asyncio.Task[None]] = []
-    daemon = Daemon(config)
+    daemon = Daemon(config, renewal_options=dict(renewal_options or {}))
 
     def request_reload() -> None:
         if daemon.scheduler is None:

@@ -27,6 +27,7 @@ from monitor.statuspage import (
 )
 from monitor.store import RenewalRow, StepRow
 from monitor.watch import EndpointState, Monitor
+from renewers.pipeline import RecordError, RenewalRecord, record_of
 
 if TYPE_CHECKING:
     from renewers.deadline import DeadlineEstimate
@@ -98,6 +99,10 @@ def endpoint_json(state: EndpointState, now_ts: float | None = None) -> dict[str
 
 
 def renewal_json(row: RenewalRow, steps: list[StepRow] | None = None) -> dict[str, Any]:
+    try:
+        record = record_of(row)
+    except RecordError:  # shown without its record; the runner blocks it, naming the fault
+        record = RenewalRecord()
     out: dict[str, Any] = {
         "id": row.id,
         "target": row.target,
@@ -108,10 +113,10 @@ def renewal_json(row: RenewalRow, steps: list[StepRow] | None = None) -> dict[st
         "created_at": row.created_at.isoformat(),
         "updated_at": row.updated_at.isoformat(),
         "next_at": row.next_at.isoformat() if row.next_at else None,
-        "approved_by": row.data.get("approved_by"),
-        "ca_changed": row.data.get("ca_changed"),
-        "installed_sha256": row.data.get("installed_sha256"),
-        "csr_pem": row.data.get("csr_pem"),
+        "approved_by": record.approved_by,
+        "ca_changed": record.ca_changed,
+        "installed_sha256": record.installed_sha256,
+        "csr_pem": record.csr_pem,
     }
     if steps is not None:
         out["steps"] = [

@@ -8,6 +8,7 @@ CertdError
  +-- CertParseError           bytes that are not a usable X.509 certificate
  +-- ProbeError               a TLS endpoint could not be probed (carries an error class)
  +-- StoreError               the state database is unreachable or inconsistent
+ |    +-- RecordError             a renewal's stored record has the wrong shape (renewers/pipeline/record.py)
  +-- DeviceError              an Expressway / Unified CM refused or failed an operation
  |    +-- OperationUnsupported    the box's API lacks a resource (renewers/expressway.py)
  |    +-- CertificateEkuRefused   the box refused a certificate for its EKU (renewers/expressway.py)

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from monitor.config import Config, ExpresswayConfig
@@ -22,7 +21,14 @@ from monitor.probe import Prober
 from monitor.store import RenewalRow, Store
 from renewers.ca import build_connector
 from renewers.ca.base import CAConnector
-from renewers.pipeline import Devices, Pipeline, StageObserver
+from renewers.pipeline import (
+    Devices,
+    FaultSeam,
+    Pipeline,
+    StageObserver,
+    no_faults,
+    record_of,
+)
 
 log = structlog.get_logger("renewers.manager")
 
@@ -52,6 +58,7 @@ class RenewalManager:
         connectors: Mapping[str, CAConnector] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         observe: StageObserver | None = None,
+        fault_seam: FaultSeam = no_faults,
     ) -> None:
         self.config = config
         self.bus = bus
@@ -64,7 +71,7 @@ class RenewalManager:
             )
         self.pipeline = Pipeline(
             config, store, bus, prober, self.connectors, devices=devices, clock=clock,
-            observe=observe,
+            observe=observe, fault_seam=fault_seam,
         )  # fmt: skip
         self.store = store
         self.next_due: dict[str, datetime | None] = {}
@@ -128,7 +135,7 @@ class RenewalManager:
         latest = self.pipeline.latest.get(exp.name)
         # What this tool installed last: if the box reports something else now, someone
         # replaced it (or rolled it back): the policy treats that as a reason to renew.
-        installed = latest.data.get("installed_sha256") if latest is not None else None
+        installed = record_of(latest).installed_sha256 if latest is not None else None
         return evaluate(
             PolicyInput(
                 now=self.clock(),
@@ -210,8 +217,8 @@ class RenewalManager:
             return cached[1]
         window: tuple[datetime, datetime] | None = None
         state = self.pipeline.latest.get(exp.name)
-        leaf_pem = (state.data.get("issued") or {}).get("leaf_pem") if state else None
-        leaf = x509.load_pem_x509_certificate(leaf_pem.encode()) if leaf_pem else None
+        issued = record_of(state).issued if state else None
+        leaf = issued.leaf() if issued is not None else None
         # ARI identifies the certificate by its issuer's key and serial: only ask about the
         # certificate this tool obtained, and only while it is the one served.
         if leaf is not None and leaf.fingerprint(hashes.SHA256()).hex() == current.sha256:

@@ -8,10 +8,13 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+REPO = Path(__file__).resolve().parent.parent  # the checkout: `-m tests...` resolves here
 
 
 def free_port() -> int:
@@ -23,10 +26,18 @@ def free_port() -> int:
 class DaemonProcess:
     """`expressway-certd run --config FILE` in a subprocess, with its stderr captured."""
 
-    def __init__(self, config: Path, port: int, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        port: int,
+        env: dict[str, str] | None = None,
+        *,
+        entry: Sequence[str] = ("-m", "expressway_certd.cli", "run"),
+    ) -> None:
         self.config = config
         self.port = port
         self.env = {**os.environ, **(env or {})}
+        self.entry = tuple(entry)  # what follows `python`, before `--config FILE`
         self.proc: asyncio.subprocess.Process | None = None
         self.log = config.parent / f"daemon-{port}.log"
 
@@ -37,8 +48,8 @@ class DaemonProcess:
     async def start(self) -> DaemonProcess:
         self._log_file = self.log.open("ab")
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "expressway_certd.cli", "run", "--config", str(self.config),
-            stdout=self._log_file, stderr=self._log_file, env=self.env,
+            sys.executable, *self.entry, "--config", str(self.config),
+            stdout=self._log_file, stderr=self._log_file, env=self.env, cwd=REPO,
         )  # fmt: skip
         return self
 

@@ -11,7 +11,8 @@ certificate is checked before a restart).
              -> ucm-restart -> install -> restart -> verify -> done
 
 Modules, one seam each: outcomes.py (what a stage returns; the pure `transition`),
-context.py (what a stage works with; the `Devices` Protocol), locks.py (leases, heartbeat,
+record.py (the typed renewal record, stored as the `data` column), context.py (what a
+stage works with; the `Devices` Protocol), locks.py (leases, heartbeat,
 same-host takeover), stages/ (one module per stage; `STAGE_FUNCTIONS`), commands.py (what an
 operator may do in which state), runner.py (`Pipeline`: runs stages, operator commands).
 This module re-exports the names other packages and tests use.
@@ -21,10 +22,11 @@ from __future__ import annotations
 
 from renewers.pipeline.commands import accepts_certificate, ways_out
 from renewers.pipeline.context import (
-    KILL_AFTER_ENV,
     ConfiguredDevices,
     Context,
     Devices,
+    FaultSeam,
+    no_faults,
 )
 from renewers.pipeline.locks import BUSY_WAIT, LEASE, claim_or_take_over, keep_alive, take_lease
 from renewers.pipeline.outcomes import (
@@ -37,6 +39,14 @@ from renewers.pipeline.outcomes import (
     Wait,
     stage_event,
     transition,
+)
+from renewers.pipeline.record import (
+    IssuedCert,
+    RecordError,
+    RenewalRecord,
+    Snapshot,
+    TrustedCa,
+    record_of,
 )
 from renewers.pipeline.runner import Pipeline, StageObserver
 from renewers.pipeline.stages import STAGE_FUNCTIONS
@@ -55,7 +65,6 @@ from renewers.pipeline.stages.verify import stage_verify
 
 __all__ = [
     "BUSY_WAIT",
-    "KILL_AFTER_ENV",
     "LEASE",
     "RETRY_BACKOFF",
     "STAGES",
@@ -66,14 +75,22 @@ __all__ = [
     "Context",
     "Devices",
     "Failed",
+    "FaultSeam",
+    "IssuedCert",
     "Outcome",
     "Pipeline",
+    "RecordError",
+    "RenewalRecord",
+    "Snapshot",
     "StageObserver",
+    "TrustedCa",
     "Wait",
     "accepts_certificate",
     "claim_or_take_over",
     "csr_fits",
     "keep_alive",
+    "no_faults",
+    "record_of",
     "stage_approve",
     "stage_csr",
     "stage_event",

@@ -5,13 +5,12 @@ small helpers every stage shares (fingerprints, retry with backoff, the named lo
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
+import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -33,21 +32,22 @@ from renewers.pipeline.outcomes import (
     RETRY_BACKOFF,
     Failed,
 )
-from renewers.validate import (
-    Plan,
-)
+from renewers.pipeline.record import IssuedCert, RecordError, RenewalRecord, Snapshot
+from renewers.validate import Plan
 
-# Test hook (tests/e2e/test_renewal_crash.py), inert unless this variable is set: the process
-# SIGKILLs itself right after persisting "start" (a new renewal) or a stage's outcome ("csr"),
-# or when a stage has run but its outcome is not persisted yet ("csr-unsaved"); for any target
-# ("csr") or one ("expe-c2:csr").
-KILL_AFTER_ENV = "EXPRESSWAY_CERTD_TEST_KILL_AFTER"
+# The fault-injection seam: the runner and the stages call it at named points, each right
+# after what it names is persisted, so a test can end the process there (tests/e2e/
+# seamed_daemon.py SIGKILLs its own process) and prove a new process resumes correctly:
+#   "start"                         a new renewal row is stored
+#   "<stage>-unsaved"               a stage has run, its outcome is not persisted yet
+#   "<stage>"                       a stage's outcome is persisted
+#   "ucm-restart:<node>:<service>"  one Unified CM service restart is persisted
+# Production passes nothing: `no_faults`.
+FaultSeam = Callable[[str, str], None]  # (target, point)
 
 
-def kill_hook(target: str, point: str) -> None:
-    wanted = os.environ.get(KILL_AFTER_ENV)
-    if wanted and wanted in (point, f"{target}:{point}"):
-        os.kill(os.getpid(), signal.SIGKILL)
+def no_faults(target: str, point: str) -> None:
+    """The seam in production: does nothing."""
 
 
 class Devices(Protocol):
@@ -77,9 +77,13 @@ async def _no_checkpoint() -> None:
     """Contexts outside the runner (unit tests) persist nothing mid-stage."""
 
 
+T = TypeVar("T")
+
+
 @dataclass
 class Context:
-    """What a stage works with; `data` is persisted after every stage."""
+    """What a stage works with; a stage sets `record` to what it learnt (a new frozen
+    RenewalRecord), and the runner persists it after every stage."""
 
     renewal_id: str
     target: ExpresswayConfig
@@ -89,29 +93,57 @@ class Context:
     ca_name: str
     prober: Prober
     now: Callable[[], datetime]
-    data: dict[str, Any]
+    record: RenewalRecord
+    attempts: int = 0  # failed, waiting or blocked outcomes of this stage so far
     cluster_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     store: Store | None = None  # for leases shared with other processes
     owner: str = ""
-    # Persists `data` now, inside a stage (progress that must survive a crash mid-stage).
+    # Persists `record` now, inside a stage (progress that must survive a crash mid-stage).
     checkpoint: Callable[[], Awaitable[None]] = field(default=_no_checkpoint)
+    # Called at named points (see FaultSeam); tests pass one in, production does not.
+    fault_seam: FaultSeam = no_faults
+
+    def update(self, **changes: Any) -> RenewalRecord:
+        """Replace fields of the record (dataclasses.replace); returns the new one."""
+        self.record = dataclasses.replace(self.record, **changes)
+        return self.record
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return _required(self.record.snapshot, "snapshot", self)
 
     @property
     def plan(self) -> Plan:
-        raw = dict(self.data["plan"])
-        for key in ("sans", "required_eku", "zones", "notes"):
-            raw[key] = tuple(raw.get(key, ()))
-        return Plan(**raw)
+        return _required(self.record.plan, "plan", self)
+
+    @property
+    def issued(self) -> IssuedCert:
+        return _required(self.record.issued, "issued", self)
+
+    @property
+    def installed_sha256(self) -> str:
+        return _required(self.record.installed_sha256, "installed_sha256", self)
 
     def csr(self) -> x509.CertificateSigningRequest:
-        return x509.load_pem_x509_csr(self.data["csr_pem"].encode())
+        return x509.load_pem_x509_csr(_required(self.record.csr_pem, "csr_pem", self).encode())
 
     def leaf(self) -> x509.Certificate:
-        return x509.load_pem_x509_certificate(self.data["issued"]["leaf_pem"].encode())
+        return self.issued.leaf()
 
     def chain(self) -> list[x509.Certificate]:
-        pem = self.data["issued"]["chain_pem"]
-        return list(x509.load_pem_x509_certificates(pem.encode())) if pem else []
+        return self.issued.chain()
+
+
+def _required(value: T | None, name: str, ctx: Context) -> T:
+    """A field an earlier stage sets; its absence means the stored record is not one this
+    pipeline wrote."""
+    if value is None:
+        raise RecordError(
+            f"{ctx.target.name}: renewal {ctx.renewal_id}: its record has no {name}, which an "
+            "earlier stage sets; cancel it ('expressway-certd cancel "
+            f"{ctx.renewal_id}') and start a new one"
+        )
+    return value
 
 
 def sha256_of(cert: x509.Certificate) -> str:
@@ -129,7 +161,7 @@ def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 
 def retry(ctx: Context, why: str) -> Failed:
-    attempts = int(ctx.data.get("_attempts", 0))
+    attempts = ctx.attempts
     delay = RETRY_BACKOFF[min(attempts, len(RETRY_BACKOFF) - 1)]
     return Failed(why, ctx.now() + delay)
 

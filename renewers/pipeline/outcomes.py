@@ -18,6 +18,7 @@ from monitor.events import (
     StageWaiting,
 )
 from monitor.store import RenewalRow
+from renewers.pipeline.record import RenewalRecord
 
 STAGES = (
     "snapshot",
@@ -111,10 +112,11 @@ def stage_event(row: RenewalRow, new: RenewalRow, outcome: Outcome, now: datetim
         if row.status == "waiting":
             return None  # announced when the wait began
         if outcome.approval:
-            new_cas = new.data.get("trust_cas", []) if new.data.get("ca_changed") else []
+            record = RenewalRecord.from_data(new.data)
+            new_cas = (record.trust_cas or ()) if record.ca_changed else ()
             return ApprovalRequired(
                 time=now, why=outcome.why,
-                new_ca_sha256=tuple(c["sha256"] for c in new_cas), **common,
+                new_ca_sha256=tuple(c.sha256 for c in new_cas), **common,
             )  # fmt: skip
         return StageWaiting(time=now, until=outcome.until.isoformat(), why=outcome.why, **common)
     if isinstance(outcome, Blocked):

@@ -11,7 +11,6 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
 
 import structlog
 from cryptography import x509
@@ -25,7 +24,6 @@ from monitor.events import (
     RenewalCompleted,
     StageStarted,
 )
-from monitor.facts import cert_pem
 from monitor.probe import Prober
 from monitor.store import RenewalRow, StepRow, Store
 from renewers.ca.base import CAConnector, CARequestError
@@ -39,7 +37,8 @@ from renewers.pipeline.context import (
     ConfiguredDevices,
     Context,
     Devices,
-    kill_hook,
+    FaultSeam,
+    no_faults,
     retry,
     sha256_of,
 )
@@ -56,7 +55,9 @@ from renewers.pipeline.outcomes import (
     stage_event,
     transition,
 )
+from renewers.pipeline.record import RenewalRecord, record_of
 from renewers.pipeline.stages import STAGE_FUNCTIONS
+from renewers.pipeline.stages.submit import issued_cert
 
 log = structlog.get_logger("renewers.pipeline")
 
@@ -79,6 +80,7 @@ class Pipeline:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         observe: StageObserver | None = None,
         stop_after: Callable[[str], bool] | None = None,
+        fault_seam: FaultSeam = no_faults,
     ) -> None:
         self.config = config
         self.store = store
@@ -89,6 +91,9 @@ class Pipeline:
         self.clock = clock
         self.observe = observe
         self._stop_after = stop_after
+        # Named fault-injection points (renewers/pipeline/context.py FaultSeam): crash tests
+        # pass one in; production leaves the default, which does nothing.
+        self.fault_seam = fault_seam
         self._locks: dict[str, asyncio.Lock] = {}
         self._cluster_locks: dict[str, asyncio.Lock] = {}
         self.latest: dict[str, RenewalRow] = {}
@@ -125,7 +130,7 @@ class Pipeline:
         self.latest[target] = stored
         if stored.id == row.id:
             log.info("renewal started", target=target, renewal=row.id, reason=reason)
-            kill_hook(target, "start")
+            self.fault_seam(target, "start")
         return stored
 
     @contextlib.asynccontextmanager
@@ -164,8 +169,10 @@ class Pipeline:
                 raise CertdError(
                     f"renewal {renewal_id}: not awaiting approval (stage {row.stage}, {row.status})"
                 )
-            data = {**row.data, "approved_by": who}
-            row = dataclasses.replace(row, data=data, next_at=self.clock(), updated_at=self.clock())
+            record = dataclasses.replace(record_of(row), approved_by=who)
+            row = dataclasses.replace(
+                row, data=record.to_data(), next_at=self.clock(), updated_at=self.clock()
+            )
             await self.store.save_renewal(row, owner=self.owner)
         self.latest[row.target] = row
         return row
@@ -186,7 +193,8 @@ class Pipeline:
                     f"'expressway-certd cancel {renewal_id}', then 'expressway-certd renew "
                     f"{row.target} --now'"
                 )
-            csr_pem = row.data.get("csr_pem")
+            record = record_of(row)
+            csr_pem = record.csr_pem
             if not csr_pem:
                 raise CertdError(f"renewal {renewal_id}: no CSR yet")
             csr = x509.load_pem_x509_csr(csr_pem.encode())
@@ -198,16 +206,13 @@ class Pipeline:
                     f"renewal {renewal_id}: the certificate is not for this renewal's CSR (public keys "
                     f"differ); sign the CSR shown by 'expressway-certd status {row.target}'"
                 )
-            data = dict(row.data)
-            data["issued"] = {
-                "leaf_pem": cert_pem(leaf),
-                "chain_pem": "".join(cert_pem(c) for c in chain),
-                "profile": "provided",
-            }
-            for stale in ("retry_at", "trust_cas", "ca_changed", "handle", "pending_reason"):
-                data.pop(stale, None)
+            record = dataclasses.replace(
+                record, issued=issued_cert(leaf, chain, "provided"),
+                # what the CA said and what validate found no longer apply
+                retry_at=None, trust_cas=None, ca_changed=None, handle=None, pending_reason=None,
+            )  # fmt: skip
             row = dataclasses.replace(
-                row, stage="issued", status="running", next_at=None, data=data,
+                row, stage="issued", status="running", next_at=None, data=record.to_data(),
                 updated_at=self.clock(), attempts=0,
             )  # fmt: skip
             await self.store.save_renewal(
@@ -329,20 +334,18 @@ class Pipeline:
                 except Exception:  # never let one renewal stop the others this tick
                     log.exception("renewal run failed", renewal=row.id)
 
-    async def _checkpoint(self, row: RenewalRow, data: dict[str, Any]) -> None:
-        """Persist a stage's progress in `data` without ending the stage (same status and
-        stage), only while this process holds the renewal's lease."""
-        saved = {k: v for k, v in data.items() if k != "_attempts"}
+    async def _checkpoint(self, row: RenewalRow, ctx: Context) -> None:
+        """Persist a stage's progress in its record without ending the stage (same status
+        and stage), only while this process holds the renewal's lease."""
         await self.store.save_renewal(
-            dataclasses.replace(row, data=saved, updated_at=self.clock()), owner=self.owner
+            dataclasses.replace(row, data=ctx.record.to_data(), updated_at=self.clock()),
+            owner=self.owner,
         )
 
     async def _step(self, row: RenewalRow) -> RenewalRow:
         exp = self.config.target(row.target)
         assert exp.renewal is not None
         ca_name = exp.renewal.ca
-        data = dict(row.data)
-        data["_attempts"] = row.attempts
         ctx = Context(
             renewal_id=row.id,
             target=exp,
@@ -352,18 +355,23 @@ class Pipeline:
             ca_name=ca_name,
             prober=self.prober,
             now=self.clock,
-            data=data,
+            record=RenewalRecord(),
+            attempts=row.attempts,
             cluster_locks=self._cluster_locks,
             store=self.store,
             owner=self.owner,
-            checkpoint=lambda: self._checkpoint(row, data),
+            checkpoint=lambda: self._checkpoint(row, ctx),
+            fault_seam=self.fault_seam,
         )
         stage = row.stage
         common = {"target": row.target, "renewal_id": row.id, "stage": stage}
         if row.attempts == 0 and row.status == "running":
             await self.bus.publish(StageStarted(time=self.clock(), **common))
         started = time.monotonic()
+        loaded = False
         try:
+            ctx.record = record_of(row)  # a RecordError blocks this renewal alone
+            loaded = True
             outcome = await STAGE_FUNCTIONS[stage](ctx)
         except CARequestError as exc:
             outcome = retry(ctx, str(exc)) if exc.retryable else Blocked(str(exc))
@@ -384,16 +392,17 @@ class Pipeline:
                 f"('expressway-certd cancel {row.id}') and report it",
             )
         seconds = time.monotonic() - started
-        data.pop("_attempts", None)
+        # A record that did not load is stored back as it was, never overwritten.
+        data = ctx.record.to_data() if loaded else dict(row.data)
         now = self.clock()
         new, result, message = transition(row, outcome, now, data)
         event = stage_event(row, new, outcome, now)
-        kill_hook(row.target, f"{stage}-unsaved")
+        self.fault_seam(row.target, f"{stage}-unsaved")
         # Persist first: whatever happens next, a new process resumes from here.
         await self.store.save_renewal(
             new, StepRow(row.id, stage, result, now, round(seconds, 3), message), owner=self.owner
         )
-        kill_hook(row.target, stage)
+        self.fault_seam(row.target, stage)
         self.latest[row.target] = new
         if self.observe is not None:
             self.observe(row.target, stage, result, seconds)
@@ -408,7 +417,7 @@ class Pipeline:
         if event is not None:
             await self.bus.publish(event)
         if new.status == "done":
-            leaf = x509.load_pem_x509_certificate(data["issued"]["leaf_pem"].encode())
+            leaf = ctx.leaf()
             await self.bus.publish(
                 RenewalCompleted(
                     target=row.target,

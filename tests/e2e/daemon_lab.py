@@ -84,9 +84,24 @@ class BoxCounts:
 class LabDaemon(DaemonProcess):
     """A daemon subprocess with helpers for the renewal API."""
 
-    def __init__(self, config: Path, port: int, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        port: int,
+        env: dict[str, str] | None = None,
+        *,
+        kill_at: str | None = None,
+    ) -> None:
+        """`kill_at` ("[TARGET:]POINT"): run the daemon through tests/e2e/seamed_daemon.py,
+        whose fault seam SIGKILLs the process at that point of the renewal pipeline."""
         self.token = secrets.token_urlsafe(16)
-        super().__init__(config, port, env={API_TOKEN_ENV: self.token, **(env or {})})
+        entry = ("-m", "tests.e2e.seamed_daemon", "--kill-at", kill_at) if kill_at else None
+        super().__init__(
+            config,
+            port,
+            env={API_TOKEN_ENV: self.token, **(env or {})},
+            **({"entry": entry} if entry else {}),
+        )
 
     async def ready(self, timeout: float = 30.0) -> LabDaemon:
         await self.wait_for("/healthz", lambda status, _: status == 200, timeout)

@@ -15,7 +15,7 @@ from lab.est import ESTSimulator
 from lab.renewal import add_unified_cm_keys, est_ca_section
 from lab.topology import Lab
 from renewers.cucm import DEFAULT_RESTART_SERVICES
-from renewers.pipeline import KILL_AFTER_ENV, STAGES
+from renewers.pipeline import STAGES
 from tests.e2e.daemon_lab import LabDaemon, daemon_config
 from tests.helpers import free_port
 
@@ -66,7 +66,7 @@ async def test_sigkill_between_two_service_restarts_restarts_each_once(tmp_path:
             publisher, subscriber = (n.host for n in lab.cucm_nodes)
             # Killed right after Tftp restarted on the publisher was persisted.
             point = f"expe-c1:ucm-restart:{publisher}:Cisco Tftp"
-            async with LabDaemon(config, port, {KILL_AFTER_ENV: point}) as daemon:
+            async with LabDaemon(config, port, kill_at=point) as daemon:
                 started = await daemon.renew("expe-c1")
                 assert started is not None
                 assert await daemon.wait_killed() == -9, daemon.output()

@@ -6,11 +6,11 @@ work on the box and its persisting (CSR generated, certificate uploaded, box res
 stage runs again and finds its work already done.
 
 One renewal per kill point, alternating between the two Expressway-C peers of a lab. Daemon k
-is started with the kill hook armed for renewal k only; it first finishes renewal k-1 (killed
-by daemon k-1), then runs renewal k into its kill point. The last daemon finishes the last
-renewal. The labs and the EST CAs run in the test process, so they outlive every daemon; three
-such chains (each with its own lab, CA and state database) share the kill points and run side
-by side to keep the test short.
+runs through tests/e2e/seamed_daemon.py, its fault seam armed for renewal k only; it first
+finishes renewal k-1 (killed by daemon k-1), then runs renewal k into its kill point. The
+last daemon finishes the last renewal. The labs and the EST CAs run in the test process, so
+they outlive every daemon; three such chains (each with its own lab, CA and state database)
+share the kill points and run side by side to keep the test short.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from lab.est import ESTSimulator
 from lab.expressway import ExpresswaySim
 from lab.renewal import est_ca_section
 from lab.topology import Lab
-from renewers.pipeline import KILL_AFTER_ENV, STAGES
+from renewers.pipeline import STAGES
 from tests.e2e.daemon_lab import BoxCounts, LabDaemon, daemon_config
 from tests.helpers import free_port
 
@@ -67,8 +67,8 @@ async def kill_chain(tmp_path: Path, kill_points: Sequence[str]) -> None:
             # renewal k: (kill point, box, counts before, EST submissions before, id)
             runs: list[tuple[str, ExpresswaySim, BoxCounts, int, str | None]] = []
             for k, point in enumerate((*kill_points, None)):
-                env = {} if point is None else {KILL_AFTER_ENV: f"{peers[k % 2].name}:{point}"}
-                daemon = LabDaemon(config, port, env)
+                kill_at = None if point is None else f"{peers[k % 2].name}:{point}"
+                daemon = LabDaemon(config, port, kill_at=kill_at)
                 async with daemon:
                     if runs:
                         await finish_previous(daemon, runs[-1], est)

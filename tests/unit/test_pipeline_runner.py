@@ -21,7 +21,7 @@ from monitor.probe import Prober, TrustStore
 from monitor.store import RenewalRow, Store
 from renewers import pipeline as pipeline_module
 from renewers.ca.manual import ManualConnector
-from renewers.pipeline import LEASE, Pipeline
+from renewers.pipeline import LEASE, Pipeline, RenewalRecord
 
 
 class BrokenDevices:
@@ -180,8 +180,55 @@ async def test_manual_ca_pending_reason_names_this_renewal(env, tmp_path):
     ctx = pipeline_module.Context(
         renewal_id="20261203-abcd", target=cfg.target("e1"), config=cfg, devices=p.devices,
         ca=connector, ca_name="portal", prober=p.prober, now=lambda: datetime.now(UTC),
-        data={"csr_pem": csr.public_bytes(serialization.Encoding.PEM).decode()},
+        record=RenewalRecord(csr_pem=csr.public_bytes(serialization.Encoding.PEM).decode()),
     )  # fmt: skip
     outcome = await pipeline_module.stage_submit(ctx)
-    assert "expressway-certd provide 20261203-abcd --cert" in ctx.data["pending_reason"]
+    assert "expressway-certd provide 20261203-abcd --cert" in ctx.record.pending_reason
     assert "RENEWAL" not in outcome.detail
+
+
+class Crash(BaseException):
+    """What a seam raises to stand for the process ending at that point."""
+
+
+async def test_the_fault_seam_is_called_at_each_named_point_in_order(env):
+    cfg, store, bus, _ = env
+    points: list[tuple[str, str]] = []
+    p = Pipeline(
+        cfg, store, bus, Prober(TrustStore([])), {"portal": None}, devices=BrokenDevices(),
+        fault_seam=lambda target, point: points.append((target, point)),
+    )  # fmt: skip
+    row = await p.start("e2", "t")
+    await p.run(row.id)
+    assert points == [("e2", "start"), ("e2", "snapshot-unsaved"), ("e2", "snapshot")]
+
+
+async def test_a_crash_at_the_unsaved_point_leaves_the_stage_to_run_again(env):
+    """`<stage>-unsaved` comes after the stage ran and before its outcome is persisted: a
+    process ending there leaves the renewal as it was (no step row), so the next run repeats
+    the stage; `<stage>` comes after persisting."""
+    cfg, store, bus, _ = env
+
+    def seam(target: str, point: str) -> None:
+        if point == "snapshot-unsaved":
+            raise Crash
+
+    p = Pipeline(
+        cfg, store, bus, Prober(TrustStore([])), {"portal": None}, devices=BrokenDevices(),
+        fault_seam=seam,
+    )  # fmt: skip
+    row = await p.start("e2", "t")
+    with pytest.raises(Crash):
+        await p.run(row.id)
+    after = await store.renewal(row.id)
+    assert (after.stage, after.status, after.attempts) == ("snapshot", "running", 0)
+    assert await store.steps(row.id) == []
+
+    def after_persisting(target: str, point: str) -> None:
+        if point == "snapshot":
+            raise Crash
+
+    p.fault_seam = after_persisting
+    with pytest.raises(Crash):
+        await p.run(row.id)
+    assert [s.result for s in await store.steps(row.id)] == ["failed"]

@@ -21,14 +21,15 @@ async def stage_approve(ctx: Context) -> Outcome:
     mode = renewal.approval
     if mode == "auto":
         return Advance("approval mode auto")
-    if mode == "manual-if-ca-changed" and not ctx.data.get("ca_changed"):
+    record = ctx.record
+    if mode == "manual-if-ca-changed" and not record.ca_changed:
         return Advance("same CA: no approval needed")
-    if ctx.data.get("approved_by"):
-        return Advance(f"approved by {ctx.data['approved_by']}")
-    new_cas = ", ".join(c["sha256"] for c in ctx.data.get("trust_cas", []))
+    if record.approved_by:
+        return Advance(f"approved by {record.approved_by}")
+    new_cas = ", ".join(c.sha256 for c in record.trust_cas or ())
     why = (
         f"the CA changed (new CA SHA-256 {new_cas})"
-        if ctx.data.get("ca_changed")
+        if record.ca_changed
         else "approval mode manual"
     )
     return Wait(ctx.now() + timedelta(hours=1), why, approval=True)

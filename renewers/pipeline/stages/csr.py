@@ -37,11 +37,9 @@ async def stage_csr(ctx: Context) -> Outcome:
         pending = await box.pending_csr()
         if pending is not None:
             if csr_fits(pending, plan):
-                reused = (
-                    ctx.data.get("csr_pem")
-                    == pending.public_bytes(serialization.Encoding.PEM).decode()
-                )
-                ctx.data["csr_pem"] = pending.public_bytes(serialization.Encoding.PEM).decode()
+                pem = pending.public_bytes(serialization.Encoding.PEM).decode()
+                reused = ctx.record.csr_pem == pem
+                ctx.update(csr_pem=pem)
                 return Advance(
                     "CSR already generated" if reused else "reused the CSR pending on the box"
                 )
@@ -66,5 +64,5 @@ async def stage_csr(ctx: Context) -> Outcome:
                 email=subject.get("Email"),
             )
         )
-    ctx.data["csr_pem"] = csr.public_bytes(serialization.Encoding.PEM).decode()
+    ctx.update(csr_pem=csr.public_bytes(serialization.Encoding.PEM).decode())
     return Advance(f"CSR generated on the box for {len(plan.sans)} names")

@@ -19,10 +19,10 @@ async def stage_install(ctx: Context) -> Outcome:
     async with ctx.devices.expressway(ctx.target) as box:
         installed = await box.server_certificate()
         if installed == leaf:
-            ctx.data["installed_sha256"] = sha256_of(leaf)
+            ctx.update(installed_sha256=sha256_of(leaf))
             return Advance("already installed")
         await box.upload_server_certificate(leaf)
         if await box.server_certificate() != leaf:
             return retry(ctx, "the box accepted the upload but does not show the new certificate")
-    ctx.data["installed_sha256"] = sha256_of(leaf)
+    ctx.update(installed_sha256=sha256_of(leaf))
     return Advance(f"uploaded {sha256_of(leaf)[:16]} (active after restart)")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from renewers.ca.base import Pending
 from renewers.pipeline.context import (
     Context,
@@ -13,22 +11,27 @@ from renewers.pipeline.outcomes import (
     Outcome,
     Wait,
 )
+from renewers.pipeline.record import RecordError
 from renewers.pipeline.stages.submit import pending_reason, store_issued
 
 
 async def stage_issued(ctx: Context) -> Outcome:
     """Ask the CA again (by the persisted handle) until it issues."""
-    if "issued" in ctx.data:
+    record = ctx.record
+    if record.issued is not None:
         return Advance("certificate at hand")
-    if "retry_at" in ctx.data:
-        retry_at = datetime.fromisoformat(ctx.data["retry_at"])
-        if retry_at > ctx.now():
-            return Wait(retry_at, ctx.data.get("pending_reason") or "the CA has not issued yet")
-    result = await ctx.ca.poll(ctx.data["handle"])
+    if record.retry_at is not None and record.retry_at > ctx.now():
+        return Wait(record.retry_at, record.pending_reason or "the CA has not issued yet")
+    if record.handle is None:
+        raise RecordError(
+            f"{ctx.target.name}: renewal {ctx.renewal_id}: no certificate and no CA handle; "
+            f"hand one in ('expressway-certd provide {ctx.renewal_id} --cert CERT.pem') or "
+            f"cancel it ('expressway-certd cancel {ctx.renewal_id}') and start a new one"
+        )
+    result = await ctx.ca.poll(dict(record.handle))
     if isinstance(result, Pending):
-        ctx.data["handle"] = result.handle
-        ctx.data["retry_at"] = result.retry_at.isoformat()
-        ctx.data["pending_reason"] = pending_reason(ctx, result)
-        return Wait(result.retry_at, f"pending at the CA: {ctx.data['pending_reason']}")
-    ctx.data.pop("retry_at", None)
+        reason = pending_reason(ctx, result)
+        ctx.update(handle=result.handle, retry_at=result.retry_at, pending_reason=reason)
+        return Wait(result.retry_at, f"pending at the CA: {reason}")
+    ctx.update(retry_at=None)
     return Advance(store_issued(ctx, result))

@@ -3,12 +3,12 @@ them is refused before anything changes."""
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
+from collections.abc import Iterable
 
 from cryptography import x509
 
 from monitor.facts import facts_from_x509
+from renewers.expressway import ZoneState
 from renewers.pipeline.context import (
     Context,
 )
@@ -23,10 +23,11 @@ from renewers.validate import (
 )
 
 
-def zone_kinds(role: str | None, zones: list[dict[str, Any]]) -> list[str]:
+def zone_kinds(role: str | None, zones: Iterable[ZoneState]) -> list[str]:
+    """The zone kinds the EKU rule and the plan use ("traversal-client", "unified-cm")."""
     kinds = []
     for z in zones:
-        kind = str(z.get("kind", "")).lower()
+        kind = z.kind.lower()
         if "traversal" in kind and role == "c":
             kinds.append("traversal-client")
         if "unified" in kind or "neighbo" in kind:
@@ -36,26 +37,26 @@ def zone_kinds(role: str | None, zones: list[dict[str, Any]]) -> list[str]:
 
 async def stage_preflight(ctx: Context) -> Outcome:
     """Decide the SANs and the EKU the new certificate needs; refuse a CA that cannot deliver."""
-    snap = ctx.data["snapshot"]
-    current = x509.load_pem_x509_certificate(snap["cert_pem"].encode())
+    snap = ctx.snapshot
+    current = x509.load_pem_x509_certificate(snap.cert_pem.encode())
     renewal = ctx.target.renewal
     assert renewal is not None
     plan = make_plan(
         ctx.target.name,
         facts_from_x509(current),
-        role=snap["role"],
-        version=snap["version"],
+        role=snap.role,
+        version=snap.version,
         cluster_fqdn=ctx.target.cluster,
         extra_sans=renewal.extra_sans,
-        zones=zone_kinds(snap["role"], snap["zones"]),
-        server_eku_upload=snap.get("server_eku_upload"),
-        peer_version=snap.get("peer_version"),
+        zones=zone_kinds(snap.role, snap.zones),
+        server_eku_upload=snap.server_eku_upload,
+        peer_version=snap.peer_version,
         max_lifetime_days=renewal.max_lifetime.days,
         require_eku=renewal.require_eku,
     )
-    ctx.data["plan"] = dataclasses.asdict(plan)
+    ctx.update(plan=plan)
     problems = preflight(
-        plan, ctx.ca_name, ctx.ca.capabilities().ekus, acme_scheduler=snap.get("acme_scheduler")
+        plan, ctx.ca_name, ctx.ca.capabilities().ekus, acme_scheduler=snap.acme_scheduler
     )
     if problems:
         return Blocked("; ".join(p.message for p in problems))

@@ -34,7 +34,7 @@ async def served_everywhere(ctx: Context, sha256: str) -> tuple[bool, list[str]]
 
 async def stage_restart(ctx: Context) -> Outcome:
     """Step E (restart) inside the maintenance window; cluster peers one at a time."""
-    sha = ctx.data["installed_sha256"]
+    sha = ctx.installed_sha256
     serving, _ = await served_everywhere(ctx, sha)
     if serving:
         return Advance("already serving the new certificate")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import structlog
 
 from monitor.errors import DeviceError
@@ -15,6 +13,7 @@ from renewers.pipeline.outcomes import (
     Advance,
     Outcome,
 )
+from renewers.pipeline.record import Snapshot
 
 log = structlog.get_logger("renewers.pipeline")
 
@@ -26,26 +25,28 @@ async def stage_snapshot(ctx: Context) -> Outcome:
         current = await box.server_certificate()
         # A box whose RAML lacks zone status raises OperationUnsupported: the renewal blocks
         # naming it rather than checking nothing (issue 9).
-        zones = [dataclasses.asdict(z) for z in await box.zones()]
+        zones = tuple(await box.zones())
         role = ctx.target.role or info.role
         acme_scheduler = await box.acme_scheduler(role=role)
         server_eku_upload = await box.server_eku_upload_if_relevant(role)
     peer_version = await _traversal_peer_version(ctx) if server_eku_upload else None
     facts = facts_from_x509(current)
-    ctx.data["snapshot"] = {
-        "version": info.version or ctx.target.version,
-        "role": role,
-        "cert_pem": cert_pem(current),
-        "sha256": facts.sha256,
-        "aki": facts.aki,
-        "issuer": facts.issuer,
-        "not_after": facts.not_after.isoformat(),
-        "sans": [str(s) for s in facts.sans],
-        "zones": zones,
-        "acme_scheduler": acme_scheduler,
-        "server_eku_upload": server_eku_upload,
-        "peer_version": peer_version,
-    }
+    ctx.update(
+        snapshot=Snapshot(
+            version=info.version or ctx.target.version,
+            role=role,
+            cert_pem=cert_pem(current),
+            sha256=facts.sha256,
+            aki=facts.aki,
+            issuer=facts.issuer,
+            not_after=facts.not_after.isoformat(),
+            sans=tuple(str(s) for s in facts.sans),
+            zones=zones,
+            acme_scheduler=acme_scheduler,
+            server_eku_upload=server_eku_upload,
+            peer_version=peer_version,
+        )
+    )
     return Advance(
         f"{info.version} Expressway-{(role or '?').upper()}, serving {facts.sha256[:16]} "
         f"(AKI {(facts.aki or '-')[:16]}, {len(facts.dns_names)} DNS SANs)"

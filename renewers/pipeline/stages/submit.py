@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from cryptography import x509
+
 from monitor.facts import cert_pem
 from renewers.ca.base import Issued, Pending
 from renewers.pipeline.context import (
@@ -12,15 +16,20 @@ from renewers.pipeline.outcomes import (
     Advance,
     Outcome,
 )
+from renewers.pipeline.record import IssuedCert
+
+
+def issued_cert(
+    leaf: x509.Certificate, chain: Sequence[x509.Certificate], profile: str | None
+) -> IssuedCert:
+    """The record's form of a certificate at hand."""
+    return IssuedCert(
+        leaf_pem=cert_pem(leaf), chain_pem="".join(cert_pem(c) for c in chain), profile=profile
+    )
 
 
 def store_issued(ctx: Context, issued: Issued) -> str:
-    ctx.data["issued"] = {
-        "leaf_pem": cert_pem(issued.leaf),
-        "chain_pem": "".join(cert_pem(c) for c in issued.chain),
-        "profile": issued.profile,
-    }
-    ctx.data.pop("handle", None)
+    ctx.update(issued=issued_cert(issued.leaf, issued.chain, issued.profile), handle=None)
     return f"issued {sha256_of(issued.leaf)[:16]}"
 
 
@@ -35,12 +44,11 @@ def pending_reason(ctx: Context, pending: Pending) -> str:
 
 async def stage_submit(ctx: Context) -> Outcome:
     """Send the CSR to the CA once; a handle or the issued certificate is persisted."""
-    if "issued" in ctx.data or "handle" in ctx.data:
+    if ctx.record.issued is not None or ctx.record.handle is not None:
         return Advance("already submitted")
     result = await ctx.ca.submit(ctx.csr())
     if isinstance(result, Issued):
         return Advance(store_issued(ctx, result))
-    ctx.data["handle"] = result.handle
-    ctx.data["retry_at"] = result.retry_at.isoformat()
-    ctx.data["pending_reason"] = pending_reason(ctx, result)
-    return Advance(f"pending at the CA: {ctx.data['pending_reason']}")
+    reason = pending_reason(ctx, result)
+    ctx.update(handle=result.handle, retry_at=result.retry_at, pending_reason=reason)
+    return Advance(f"pending at the CA: {reason}")

@@ -39,9 +39,9 @@ def trust_boxes(config: Config, target: ExpresswayConfig) -> list[ExpresswayConf
 async def stage_trust(ctx: Context) -> Outcome:
     """Step D: a new CA (AKI differs) is trusted by every TLS peer BEFORE the cert goes live."""
     leaf = facts_from_x509(ctx.leaf())
-    old_aki = ctx.data["snapshot"]["aki"]
-    ctx.data["ca_changed"] = leaf.aki != old_aki
-    if not ctx.data["ca_changed"]:
+    old_aki = ctx.snapshot.aki
+    ctx.update(ca_changed=leaf.aki != old_aki)
+    if not ctx.record.ca_changed:
         return Advance(f"same CA (AKI {(leaf.aki or '-')[:16]}): no trust changes needed")
     # Checked again here: the configuration may have changed since validate.
     found = pinned_path(ctx, "trust")
@@ -53,7 +53,7 @@ async def stage_trust(ctx: Context) -> Outcome:
         async with ctx.devices.expressway(box_cfg) as box:
             added = await box.add_trusted_cas(cas)
         done.append(f"{box_cfg.name} (+{len(added)})")
-    role = ctx.data["snapshot"]["role"]
+    role = ctx.snapshot.role
     if role == "c" and ctx.target.unified_cm:
         ucm = ctx.config.unified_cm(ctx.target.unified_cm)
         # The C peers of a cluster share their Unified CM: one renewal at a time changes its

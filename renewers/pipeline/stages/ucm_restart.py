@@ -12,13 +12,13 @@ from renewers.maintenance import next_window_start
 from renewers.pipeline.context import (
     Context,
     exclusive_for,
-    kill_hook,
 )
 from renewers.pipeline.outcomes import (
     Advance,
     Outcome,
     Wait,
 )
+from renewers.pipeline.record import RenewalRecord
 
 
 def _cucm_window(ctx: Context, ucm: UnifiedCMConfig) -> MaintenanceWindow | None:
@@ -39,19 +39,19 @@ async def stage_ucm_restart(ctx: Context) -> Outcome:
     maintenance window (else the target's), node by node in `nodes` order (publisher first).
     Every finished service is persisted at once, so a retry or a new process never restarts
     what already restarted; a service not activated on a node is skipped."""
-    role = ctx.data["snapshot"]["role"]
-    if not ctx.data.get("ca_changed") or role != "c" or not ctx.target.unified_cm:
+    role = ctx.snapshot.role
+    if not ctx.record.ca_changed or role != "c" or not ctx.target.unified_cm:
         return Advance("no Unified CM trust change: nothing to restart")
     ucm = ctx.config.unified_cm(ctx.target.unified_cm)
     services = _restart_order(ucm.restart_services)
-    progress: dict[str, dict[str, str]] = ctx.data.setdefault("cucm_restarts", {})
+    ctx.update(cucm_restarts=ctx.record.cucm_restarts or ())
     window = _cucm_window(ctx, ucm)
 
     def pending(node: str) -> list[str]:
-        return [s for s in services if s not in progress.get(node, {})]
+        return [s for s in services if s not in ctx.record.restarted(node)]
 
     if all(not pending(node) for node in ucm.nodes):
-        return Advance(_ucm_summary(ucm, progress))
+        return Advance(_ucm_summary(ucm, ctx.record))
     # Two Tomcat restarts at once fail each other: one renewal at a time per Unified CM.
     async with exclusive_for(ctx, f"cucm:{ucm.name}") as holder:
         if holder is not None:
@@ -72,16 +72,16 @@ async def stage_ucm_restart(ctx: Context) -> Outcome:
                                 f"for the maintenance window ({window.cron} {window.timezone})",
                             )
                     result = await cm.restart_service(node, service)
-                    progress.setdefault(node, {})[service] = result
+                    ctx.record = ctx.record.with_restart(node, service, result)
                     await ctx.checkpoint()
-                    kill_hook(ctx.target.name, f"ucm-restart:{node}:{service}")
-    return Advance(_ucm_summary(ucm, progress))
+                    ctx.fault_seam(ctx.target.name, f"ucm-restart:{node}:{service}")
+    return Advance(_ucm_summary(ucm, ctx.record))
 
 
-def _ucm_summary(ucm: UnifiedCMConfig, progress: dict[str, dict[str, str]]) -> str:
+def _ucm_summary(ucm: UnifiedCMConfig, record: RenewalRecord) -> str:
     parts = []
     for node in ucm.nodes:
-        done = progress.get(node, {})
+        done = record.restarted(node)
         restarted = [s for s, r in done.items() if r == RESTARTED]
         skipped = [s for s, r in done.items() if r != RESTARTED]
         text = f"{node} restarted {', '.join(restarted) or 'nothing'}"

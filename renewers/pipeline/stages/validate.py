@@ -3,6 +3,8 @@ must chain to an anchor pinned for it."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from cryptography import x509
 
 from monitor.facts import cert_pem, facts_from_x509
@@ -16,6 +18,7 @@ from renewers.pipeline.outcomes import (
     Blocked,
     Outcome,
 )
+from renewers.pipeline.record import TrustedCa
 from renewers.trust import pinned_anchors, trust_path
 from renewers.validate import (
     Issuance,
@@ -36,7 +39,9 @@ async def stage_validate(ctx: Context) -> Outcome:
             top = chain[-1] if chain else ctx.leaf()
             roots = [a for a in ctx.prober.trust.anchors if a.subject == a.issuer]
             chain += [r for r in roots if issued_by(top, r)][:1]
-        ctx.data["issued"]["chain_pem"] = "".join(cert_pem(c) for c in chain)
+        ctx.update(
+            issued=dataclasses.replace(ctx.issued, chain_pem="".join(cert_pem(c) for c in chain))
+        )
     issuance = Issuance(ctx.leaf(), tuple(chain), ctx.csr(), ctx.ca_name)
     # The chain must build to an anchor the operator configured (the daemon's trust bundle or
     # a root pinned for this CA), never to a root the CA's answer brought along: a forged
@@ -65,20 +70,20 @@ async def stage_validate(ctx: Context) -> Outcome:
             )
         )
     facts = facts_from_x509(issuance.leaf)
-    ctx.data["ca_changed"] = facts.aki != ctx.data["snapshot"]["aki"]
-    if ctx.data["ca_changed"]:
+    ca_changed = facts.aki != ctx.snapshot.aki
+    ctx.update(ca_changed=ca_changed)
+    if ca_changed:
         found = pinned_path(ctx, "validate")
         if isinstance(found, Blocked):
             return found
-        ctx.data["trust_cas"] = [
-            {"sha256": sha256_of(c), "subject": c.subject.rfc4514_string()} for c in found
-        ]
+        cas = tuple(TrustedCa(sha256_of(c), c.subject.rfc4514_string()) for c in found)
+        ctx.update(trust_cas=cas)
     return Advance(
         f"SANs, EKU, KU, key, validity and chain OK; not after {facts.not_after:%Y-%m-%d}"
         + (
             "; new CA, chains to a pinned anchor: "
-            + ", ".join(f"{c['subject']} SHA-256 {c['sha256']}" for c in ctx.data["trust_cas"])
-            if ctx.data["ca_changed"]
+            + ", ".join(f"{c.subject} SHA-256 {c.sha256}" for c in ctx.record.trust_cas or ())
+            if ca_changed
             else ""
         )
     )

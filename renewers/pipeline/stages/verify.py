@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from renewers.pipeline.context import (
     Context,
@@ -22,12 +22,12 @@ from renewers.validate import (
 
 async def stage_verify(ctx: Context) -> Outcome:
     """Every endpoint serves the new fingerprint and the traversal / Unified CM zones are Active."""
-    sha = ctx.data["installed_sha256"]
+    sha = ctx.installed_sha256
     serving, stale = await served_everywhere(ctx, sha)
     problems = [] if serving else [f"not serving the new certificate on {', '.join(stale)}"]
     async with ctx.devices.expressway(ctx.target) as box:
         zones = await box.zones()
-    seen_before = [str(z.get("name", "")) for z in ctx.data["snapshot"].get("zones", [])]
+    seen_before = [z.name for z in ctx.snapshot.zones]
     readings = [ZoneReading(z.name, z.state, z.reason) for z in zones]
     problems += [p.message for p in check_zones(ctx.target.name, readings, seen_before)]
     if not problems:
@@ -36,9 +36,10 @@ async def stage_verify(ctx: Context) -> Outcome:
         )
     renewal = ctx.target.renewal
     assert renewal is not None
-    deadline = datetime.fromisoformat(
-        ctx.data.setdefault("verify_deadline", (ctx.now() + renewal.verify_timeout).isoformat())
-    )
+    deadline = ctx.record.verify_deadline
+    if deadline is None:
+        deadline = ctx.now() + renewal.verify_timeout
+        ctx.update(verify_deadline=deadline)
     if ctx.now() < deadline:
         return Wait(ctx.now() + timedelta(seconds=5), "; ".join(problems))
     return Blocked(
