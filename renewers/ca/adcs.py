@@ -176,7 +176,9 @@ def read_certsrv_page(page: str) -> CertsrvPage:
         return CertsrvPage("issued", int(match.group(1)), title=title)
     req_id = next((int(m.group(1)) for r in _REQ_ID if (m := r.search(page))), None)
     if req_id is None:
-        found = _element(page, r"locReqId\w*")
+        # certrspn.asp's request-id paragraph: locInfoReqID (Server 2008 R2 and later, the
+        # only place the id is when the browser is not Internet Explorer), locReqId... else.
+        found = _element(page, r"loc(?:Info)?ReqId\w*")
         if found and (digits := re.search(r"(?<!\d)\d{1,10}(?!\d)", found)):
             req_id = int(digits.group(0))
     if _has_id(page, "locDenied", "locIssRev"):
