@@ -372,6 +372,9 @@ class ADCSSimulator:
     deny_templates: dict[str, str] = field(default_factory=dict)
     language: str = "en"  # of the pages when the client sends no Accept-Language we serve
     reject_requests: bool = False  # answer every CSR with the "cannot parse" error page
+    # Issue with the first DNS name only, as a template whose subject is built from Active
+    # Directory (not "Supply in the request") ignores the CSR's SANs.
+    drop_sans: bool = False
     requests: dict[int, CertRequest] = field(default_factory=dict)
     principals: list[str] = field(default_factory=list)
     auth_errors: list[str] = field(default_factory=list)
@@ -593,6 +596,8 @@ class ADCSSimulator:
             sans = [str(v) for v in san.get_values_for_type(x509.DNSName)]
         except x509.ExtensionNotFound:
             sans = []
+        if self.drop_sans:
+            sans = sans[:1]
         cn = csr.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
         req.cert, _ = self.issuing.issue(
             str(cn[0].value) if cn else (sans[0] if sans else "adcs-client"),
