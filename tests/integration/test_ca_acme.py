@@ -338,6 +338,14 @@ async def test_deactivated_account_is_replaced_with_a_new_key(
     admin = client.ClientV2(client.ClientV2.get_directory(own_pebble.directory_url, net), net)
     deactivated = admin.deactivate_registration(net.account)
     assert deactivated.body.status == "deactivated"
+    # What docs/ca-connectors.md says Pebble answers, and the recovery relies on: the account
+    # URL answers unauthorized, and the same key cannot register again.
+    with pytest.raises(messages.Error) as refused:
+        admin.query_registration(net.account)
+    assert refused.value.code == "unauthorized" and "deactivated" in str(refused.value.detail)
+    with pytest.raises(messages.Error) as again:
+        admin.new_account(messages.NewRegistration.from_data(terms_of_service_agreed=True))
+    assert again.value.code == "unauthorized" and "deactivated" in str(again.value.detail)
 
     csr = make_csr(*names())
     issued = await until_issued(conn, await conn.submit(csr))
