@@ -35,20 +35,19 @@ from monitor.probe import Prober, TrustStore
 from monitor.store import RenewalRow, Store
 from monitor.text import printable, printable_values
 from renewers.deadline import estimate, history, inputs_for
-from renewers.expressway import OperationUnsupported, csr_sans
+from renewers.expressway import csr_sans
 from renewers.maintenance import next_window_start
 from renewers.manager import RenewalManager
 from renewers.pipeline import (
     STAGES,
     ConfiguredDevices,
     csr_fits,
+    dry_run,
     record_of,
     trust_boxes,
-    zone_kinds,
 )
 from renewers.trust import pinned_anchors, trust_path
 from renewers.trust import sha256 as tsha256
-from renewers.validate import make_plan, preflight
 
 
 def register(subparsers: Any) -> None:
@@ -173,23 +172,20 @@ async def _plan(config: Config, name: str) -> dict[str, Any]:
     from renewers.ca import build_connector  # noqa: PLC0415
 
     connector = build_connector(manager_ca, config.daemon.data_dir)
+    devices = ConfiguredDevices()
     try:
-        async with ConfiguredDevices().expressway(target) as box:
-            info = await box.system_info()
-            current = await box.server_certificate()
-            pending = await box.pending_csr()
-            try:
-                zones = list(await box.zones())
-            except OperationUnsupported:
-                zones = []
-        facts = facts_from_x509(current)
-        role = target.role or info.role
-        plan = make_plan(
-            name, facts, role=role, version=info.version or target.version,
-            cluster_fqdn=target.cluster, extra_sans=renewal.extra_sans,
-            zones=zone_kinds(role, zones),
-        )  # fmt: skip
-        problems = preflight(plan, renewal.ca, connector.capabilities().ekus)
+        # The pipeline's own snapshot and preflight stages, run dry (renewers/pipeline/dryrun.py).
+        run = await dry_run(config, target, connector, devices, _prober(config))
+        snap, plan = run.record.snapshot, run.record.plan
+        stopped = run.stopped
+        if snap is None or plan is None:
+            stage, why = stopped or ("snapshot", "no outcome")
+            raise CertdError(f"{name}: plan: the renewal would stop at {stage}: {why}")
+        problems = [stopped[1]] if stopped else []
+        async with devices.expressway(target) as box:
+            pending = await box.pending_csr()  # the csr stage's first read
+        facts = facts_from_x509(x509.load_pem_x509_certificate(snap.cert_pem.encode()))
+        role = snap.role
         problems_text = ""
         try:
             ca_chain = list(await connector.ca_chain())
@@ -232,7 +228,7 @@ async def _plan(config: Config, name: str) -> dict[str, Any]:
         pending_text = f"{', '.join(csr_sans(pending))} ({'reused' if fits else 'does NOT fit: renewal would block'})"
     return {
         "target": name,
-        "version": info.version,
+        "version": snap.version,
         "role": role,
         "current": {
             "sha256": facts.sha256,
@@ -259,7 +255,7 @@ async def _plan(config: Config, name: str) -> dict[str, Any]:
             "at_risk": deadline.at_risk(),
             "explanation": deadline.explanation(),
         },
-        "problems": [p.message for p in problems] + ([problems_text] if problems_text else []),
+        "problems": problems + ([problems_text] if problems_text else []),
         "steps": list(STAGES),
     }
 

@@ -14,7 +14,8 @@ Modules, one seam each: outcomes.py (what a stage returns; the pure `transition`
 record.py (the typed renewal record, stored as the `data` column), context.py (what a
 stage works with; the `Devices` Protocol), locks.py (leases, heartbeat,
 same-host takeover), stages/ (one module per stage; `STAGE_FUNCTIONS`), commands.py (what an
-operator may do in which state), runner.py (`Pipeline`: runs stages, operator commands).
+operator may do in which state), runner.py (`Pipeline`: runs stages, operator commands),
+dryrun.py (the read-only first stages for `plan`).
 This module re-exports the names other packages and tests use.
 """
 
@@ -28,6 +29,7 @@ from renewers.pipeline.context import (
     FaultSeam,
     no_faults,
 )
+from renewers.pipeline.dryrun import DRY_RUN_STAGES, DryRun, dry_run
 from renewers.pipeline.locks import BUSY_WAIT, LEASE, claim_or_take_over, keep_alive, take_lease
 from renewers.pipeline.outcomes import (
     RETRY_BACKOFF,
@@ -65,6 +67,7 @@ from renewers.pipeline.stages.verify import stage_verify
 
 __all__ = [
     "BUSY_WAIT",
+    "DRY_RUN_STAGES",
     "LEASE",
     "RETRY_BACKOFF",
     "STAGES",
@@ -74,6 +77,7 @@ __all__ = [
     "ConfiguredDevices",
     "Context",
     "Devices",
+    "DryRun",
     "Failed",
     "FaultSeam",
     "IssuedCert",
@@ -88,6 +92,7 @@ __all__ = [
     "accepts_certificate",
     "claim_or_take_over",
     "csr_fits",
+    "dry_run",
     "keep_alive",
     "no_faults",
     "record_of",

@@ -17,21 +17,22 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 
 from monitor.config import Config, ExpresswayConfig, UnifiedCMConfig
+from monitor.errors import CAError, CertdError, DeviceError
 from monitor.probe import Prober
 from monitor.store import Store
-from renewers.ca.base import CAConnector
+from renewers.ca.base import CAConnector, CARequestError
 from renewers.cucm import CucmClient, CucmClientConfig
 from renewers.expressway import (
+    CertificateEkuRefused,
     ExpresswayClient,
     ExpresswayClientConfig,
+    OperationUnsupported,
+    TrustedCasLost,
 )
 from renewers.pipeline.locks import (
     exclusive,
 )
-from renewers.pipeline.outcomes import (
-    RETRY_BACKOFF,
-    Failed,
-)
+from renewers.pipeline.outcomes import RETRY_BACKOFF, Blocked, Failed, Outcome
 from renewers.pipeline.record import IssuedCert, RecordError, RenewalRecord, Snapshot
 from renewers.validate import Plan
 
@@ -164,6 +165,36 @@ def retry(ctx: Context, why: str) -> Failed:
     attempts = ctx.attempts
     delay = RETRY_BACKOFF[min(attempts, len(RETRY_BACKOFF) - 1)]
     return Failed(why, ctx.now() + delay)
+
+
+def expected(exc: Exception) -> bool:
+    """An error a stage may raise on purpose (the project's tree, the network); anything
+    else is a bug or an unforeseen answer, logged with its traceback."""
+    return isinstance(exc, CertdError | OSError | TimeoutError)
+
+
+def outcome_of_error(ctx: Context, stage: str, exc: Exception) -> Outcome:
+    """What an exception raised by a stage means for the renewal (one table for the runner
+    and the dry run of `plan`): Blocked when only the operator can help, Failed with backoff
+    when a retry may."""
+    target = ctx.target.name
+    if isinstance(exc, CARequestError):
+        return retry(ctx, str(exc)) if exc.retryable else Blocked(str(exc))
+    if isinstance(exc, OperationUnsupported | CertificateEkuRefused | TrustedCasLost):
+        return Blocked(str(exc))  # retrying cannot help: the operator must act
+    if isinstance(exc, DeviceError | CAError):
+        return retry(ctx, str(exc))
+    if isinstance(exc, CertdError):
+        return Blocked(str(exc))
+    if isinstance(exc, OSError | TimeoutError):
+        return retry(ctx, f"{target}: {stage}: {type(exc).__name__}: {exc}")
+    # a bug or an unforeseen answer: this renewal alone fails
+    return retry(
+        ctx,
+        f"{target}: {stage}: unexpected {type(exc).__name__}: {exc}; retried with "
+        "backoff; the traceback is in the log; if it repeats, cancel the renewal "
+        f"('expressway-certd cancel {ctx.renewal_id}') and report it",
+    )
 
 
 def exclusive_for(ctx: Context, name: str) -> AbstractAsyncContextManager[str | None]:

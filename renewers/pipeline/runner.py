@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from monitor.config import Config
-from monitor.errors import CAError, CertdError, DeviceError
+from monitor.errors import CertdError
 from monitor.events import (
     EventBus,
     RenewalCancelled,
@@ -26,20 +26,16 @@ from monitor.events import (
 )
 from monitor.probe import Prober
 from monitor.store import RenewalRow, StepRow, Store
-from renewers.ca.base import CAConnector, CARequestError, dropped_from
-from renewers.expressway import (
-    CertificateEkuRefused,
-    OperationUnsupported,
-    TrustedCasLost,
-)
+from renewers.ca.base import CAConnector, dropped_from
 from renewers.pipeline.commands import accepts_certificate
 from renewers.pipeline.context import (
     ConfiguredDevices,
     Context,
     Devices,
     FaultSeam,
+    expected,
     no_faults,
-    retry,
+    outcome_of_error,
     sha256_of,
 )
 from renewers.pipeline.locks import (
@@ -51,7 +47,6 @@ from renewers.pipeline.locks import (
 )
 from renewers.pipeline.outcomes import (
     STAGES,
-    Blocked,
     stage_event,
     transition,
 )
@@ -382,24 +377,10 @@ class Pipeline:
             ctx.record = record_of(row)  # a RecordError blocks this renewal alone
             loaded = True
             outcome = await STAGE_FUNCTIONS[stage](ctx)
-        except CARequestError as exc:
-            outcome = retry(ctx, str(exc)) if exc.retryable else Blocked(str(exc))
-        except (OperationUnsupported, CertificateEkuRefused, TrustedCasLost) as exc:
-            outcome = Blocked(str(exc))  # retrying cannot help: the operator must act
-        except (DeviceError, CAError) as exc:
-            outcome = retry(ctx, str(exc))
-        except CertdError as exc:
-            outcome = Blocked(str(exc))
-        except (OSError, TimeoutError) as exc:
-            outcome = retry(ctx, f"{row.target}: {stage}: {type(exc).__name__}: {exc}")
-        except Exception as exc:  # a bug or an unforeseen answer: this renewal alone fails
-            log.exception("stage raised", target=row.target, renewal=row.id, stage=stage)
-            outcome = retry(
-                ctx,
-                f"{row.target}: {stage}: unexpected {type(exc).__name__}: {exc}; retried with "
-                "backoff; the traceback is in the log; if it repeats, cancel the renewal "
-                f"('expressway-certd cancel {row.id}') and report it",
-            )
+        except Exception as exc:  # mapped to an outcome: this renewal alone blocks or fails
+            if not expected(exc):
+                log.exception("stage raised", target=row.target, renewal=row.id, stage=stage)
+            outcome = outcome_of_error(ctx, stage, exc)
         seconds = time.monotonic() - started
         # A record that did not load is stored back as it was, never overwritten.
         data = ctx.record.to_data() if loaded else dict(row.data)
