@@ -32,7 +32,7 @@ from renewers.expressway import (
 from renewers.pipeline.locks import (
     exclusive,
 )
-from renewers.pipeline.outcomes import RETRY_BACKOFF, Blocked, Failed, Outcome
+from renewers.pipeline.outcomes import RETRY_BACKOFF, Blocked, Failed, Outcome, Reason
 from renewers.pipeline.record import IssuedCert, RecordError, RenewalRecord, Snapshot
 from renewers.validate import Plan
 
@@ -161,10 +161,10 @@ def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
-def retry(ctx: Context, why: str) -> Failed:
+def retry(ctx: Context, why: str, reason: Reason) -> Failed:
     attempts = ctx.attempts
     delay = RETRY_BACKOFF[min(attempts, len(RETRY_BACKOFF) - 1)]
-    return Failed(why, ctx.now() + delay)
+    return Failed(why, ctx.now() + delay, reason)
 
 
 def expected(exc: Exception) -> bool:
@@ -179,21 +179,27 @@ def outcome_of_error(ctx: Context, stage: str, exc: Exception) -> Outcome:
     when a retry may."""
     target = ctx.target.name
     if isinstance(exc, CARequestError):
-        return retry(ctx, str(exc)) if exc.retryable else Blocked(str(exc))
+        if exc.retryable:
+            return retry(ctx, str(exc), Reason.CA_UNAVAILABLE)
+        return Blocked(str(exc), Reason.CA_REFUSED)
     if isinstance(exc, OperationUnsupported | CertificateEkuRefused | TrustedCasLost):
-        return Blocked(str(exc))  # retrying cannot help: the operator must act
-    if isinstance(exc, DeviceError | CAError):
-        return retry(ctx, str(exc))
+        # retrying cannot help: the operator must act
+        return Blocked(str(exc), Reason.DEVICE_REFUSED)
+    if isinstance(exc, DeviceError):
+        return retry(ctx, str(exc), Reason.DEVICE_UNAVAILABLE)
+    if isinstance(exc, CAError):
+        return retry(ctx, str(exc), Reason.CA_UNAVAILABLE)
     if isinstance(exc, CertdError):
-        return Blocked(str(exc))
+        return Blocked(str(exc), Reason.OPERATOR_ACTION)
     if isinstance(exc, OSError | TimeoutError):
-        return retry(ctx, f"{target}: {stage}: {type(exc).__name__}: {exc}")
+        return retry(ctx, f"{target}: {stage}: {type(exc).__name__}: {exc}", Reason.NETWORK)
     # a bug or an unforeseen answer: this renewal alone fails
     return retry(
         ctx,
         f"{target}: {stage}: unexpected {type(exc).__name__}: {exc}; retried with "
         "backoff; the traceback is in the log; if it repeats, cancel the renewal "
         f"('expressway-certd cancel {ctx.renewal_id}') and report it",
+        Reason.UNEXPECTED,
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from monitor.events import (
@@ -43,6 +44,26 @@ RETRY_BACKOFF = (
 )
 
 
+class Reason(StrEnum):
+    """Why a stage blocked or failed, as a code (the prose in `why` says what to do)."""
+
+    PREFLIGHT_REFUSED = "preflight-refused"  # the CA cannot deliver what the box needs
+    CSR_PENDING_MISMATCH = "csr-pending-mismatch"  # a CSR for other names is pending
+    NO_TRUST_ANCHOR = "no-trust-anchor"  # nothing configured to verify the chain against
+    VALIDATE_REFUSED = "validate-refused"  # the issued certificate fails a check
+    CA_NOT_PINNED = "ca-not-pinned"  # a new CA without a path to a pinned root
+    VERIFY_TIMEOUT = "verify-timeout"  # after installing, not served or zones not Active
+    UPLOAD_NOT_SHOWN = "upload-not-shown"  # the box accepted but does not show the upload
+    RESTART_NOT_SERVING = "restart-not-serving"  # restarted, the old certificate still served
+    CA_REFUSED = "ca-refused"  # the CA refused the request; retrying cannot help
+    CA_UNAVAILABLE = "ca-unavailable"  # the CA failed; retried with backoff
+    DEVICE_REFUSED = "device-refused"  # the box cannot do it (API lacks it, EKU refused, ...)
+    DEVICE_UNAVAILABLE = "device-unavailable"  # the box failed; retried with backoff
+    NETWORK = "network"  # a connection or timeout error; retried with backoff
+    OPERATOR_ACTION = "operator-action"  # any other deliberate refusal of the project
+    UNEXPECTED = "unexpected"  # a bug or an unforeseen answer; traceback in the log
+
+
 @dataclass(frozen=True)
 class Advance:
     detail: str = ""
@@ -58,12 +79,14 @@ class Wait:
 @dataclass(frozen=True)
 class Blocked:
     why: str  # what the operator must do
+    reason: Reason = Reason.OPERATOR_ACTION
 
 
 @dataclass(frozen=True)
 class Failed:
     why: str
     retry_at: datetime
+    reason: Reason = Reason.UNEXPECTED
 
 
 Outcome = Advance | Wait | Blocked | Failed

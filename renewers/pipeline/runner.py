@@ -47,6 +47,8 @@ from renewers.pipeline.locks import (
 )
 from renewers.pipeline.outcomes import (
     STAGES,
+    Blocked,
+    Failed,
     stage_event,
     transition,
 )
@@ -402,6 +404,7 @@ class Pipeline:
             renewal=row.id,
             stage=stage,
             result=result,
+            reason=outcome.reason if isinstance(outcome, Blocked | Failed) else None,
             detail=message,
         )
         if event is not None:

@@ -14,7 +14,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from lab.pki import CA
+from monitor.errors import CAError, DeviceError
 from monitor.probe import Prober, TrustStore
+from renewers.ca.base import CARequestError
+from renewers.expressway import OperationUnsupported
 from renewers.pipeline import (
     RETRY_BACKOFF,
     Advance,
@@ -22,6 +25,8 @@ from renewers.pipeline import (
     Context,
     Failed,
     IssuedCert,
+    Reason,
+    RecordError,
     RenewalRecord,
     TrustedCa,
     Wait,
@@ -29,6 +34,7 @@ from renewers.pipeline import (
     stage_csr,
     stage_install,
 )
+from renewers.pipeline.context import outcome_of_error
 from renewers.validate import Plan
 from tests.unit.test_pipeline_runner import config
 
@@ -134,7 +140,7 @@ async def test_csr_never_discards_a_pending_csr_for_other_names(cfg):
     box = FakeBox(pending=make_csr("other.example.com"))
     ctx = context(cfg, box, RenewalRecord(plan=PLAN))
     outcome = await stage_csr(ctx)
-    assert isinstance(outcome, Blocked)
+    assert isinstance(outcome, Blocked) and outcome.reason == Reason.CSR_PENDING_MISMATCH
     assert "other.example.com" in outcome.why and "it is kept" in outcome.why
     assert box.generated == [] and ctx.record.csr_pem is None
 
@@ -198,4 +204,29 @@ async def test_install_retries_with_backoff_when_the_box_does_not_show_the_uploa
     outcome = await stage_install(ctx)
     assert isinstance(outcome, Failed) and "does not show the new certificate" in outcome.why
     assert outcome.retry_at == NOW + RETRY_BACKOFF[2]
+    assert outcome.reason == Reason.UPLOAD_NOT_SHOWN
     assert ctx.record.installed_sha256 is None
+
+
+# ---- errors a stage raises ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "reason"),
+    [
+        (CARequestError("ca: refused", reason="refused", retryable=False), Blocked, Reason.CA_REFUSED),
+        (CARequestError("ca: 503", reason="unavailable", retryable=True), Failed, Reason.CA_UNAVAILABLE),
+        (CAError("ca: down"), Failed, Reason.CA_UNAVAILABLE),
+        (OperationUnsupported("e1: no zone status"), Blocked, Reason.DEVICE_REFUSED),
+        (DeviceError("e1: 500"), Failed, Reason.DEVICE_UNAVAILABLE),
+        (RecordError("r1: bad record"), Blocked, Reason.OPERATOR_ACTION),
+        (ConnectionResetError("reset"), Failed, Reason.NETWORK),
+        (TimeoutError(), Failed, Reason.NETWORK),
+        (KeyError("x"), Failed, Reason.UNEXPECTED),
+    ],
+)  # fmt: skip
+def test_an_error_becomes_an_outcome_with_its_reason(cfg, error, kind, reason):
+    outcome = outcome_of_error(context(cfg, FakeBox(), RenewalRecord()), "csr", error)
+    assert isinstance(outcome, kind) and outcome.reason == reason
+    if isinstance(outcome, Failed):
+        assert outcome.retry_at == NOW + RETRY_BACKOFF[0]

@@ -17,6 +17,7 @@ from renewers.pipeline.outcomes import (
     Advance,
     Blocked,
     Outcome,
+    Reason,
 )
 from renewers.validate import (
     Plan,
@@ -48,7 +49,8 @@ async def stage_csr(ctx: Context) -> Outcome:
                 f"not the planned {', '.join(plan.sans)}; it is kept (a certificate signed for a "
                 "discarded CSR cannot be installed): get it signed and installed by hand, or "
                 "discard it on the box (Maintenance > Security > Server certificate), then run "
-                f"'expressway-certd renew {ctx.target.name} --now'"
+                f"'expressway-certd renew {ctx.target.name} --now'",
+                Reason.CSR_PENDING_MISMATCH,
             )
         subject = dict(renewal.subject)
         csr = await box.generate_csr(

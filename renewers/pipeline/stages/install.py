@@ -10,6 +10,7 @@ from renewers.pipeline.context import (
 from renewers.pipeline.outcomes import (
     Advance,
     Outcome,
+    Reason,
 )
 
 
@@ -23,6 +24,10 @@ async def stage_install(ctx: Context) -> Outcome:
             return Advance("already installed")
         await box.upload_server_certificate(leaf)
         if await box.server_certificate() != leaf:
-            return retry(ctx, "the box accepted the upload but does not show the new certificate")
+            return retry(
+                ctx,
+                "the box accepted the upload but does not show the new certificate",
+                Reason.UPLOAD_NOT_SHOWN,
+            )
     ctx.update(installed_sha256=sha256_of(leaf))
     return Advance(f"uploaded {sha256_of(leaf)[:16]} (active after restart)")

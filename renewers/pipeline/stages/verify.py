@@ -11,6 +11,7 @@ from renewers.pipeline.outcomes import (
     Advance,
     Blocked,
     Outcome,
+    Reason,
     Wait,
 )
 from renewers.pipeline.stages.restart import served_everywhere
@@ -45,5 +46,6 @@ async def stage_verify(ctx: Context) -> Outcome:
     return Blocked(
         f"{ctx.target.name}: after installing, "
         + "; ".join(problems)
-        + ": check the traversal peer's trusted CA list and the box's alarms"
+        + ": check the traversal peer's trusted CA list and the box's alarms",
+        Reason.VERIFY_TIMEOUT,
     )
