@@ -236,6 +236,49 @@ def _signature_algorithm(cert: x509.Certificate) -> str:
     return name if isinstance(name, str) and name != "Unknown OID" else oid.dotted_string
 
 
+def facts_json(facts: CertFacts | None) -> dict[str, object]:
+    """The JSON keys every view of a certificate shares (API, `scan`, `check-cert`, `device`).
+
+    None gives the same keys, empty: None for values, [] for lists (a failed probe in `scan`).
+    Views add their own keys (days left, chain length) beside these.
+    """
+    if facts is None:
+        values: dict[str, object] = dict.fromkeys(_FACT_KEYS)
+        return values | {"sans": [], "key_usage": [], "eku": []}
+    return {
+        "subject": facts.subject,
+        "issuer": facts.issuer,
+        "serial": facts.serial,
+        "sha256": facts.sha256,
+        "not_before": facts.not_before.isoformat(),
+        "not_after": facts.not_after.isoformat(),
+        "sans": [str(s) for s in facts.sans],
+        "key": f"{facts.key_type} {facts.key_size}",
+        "key_usage": list(facts.key_usage),
+        "eku": list(facts.eku),
+        "ski": facts.ski,
+        "aki": facts.aki,
+        "signature_algorithm": facts.signature_algorithm,
+    }
+
+
+_FACT_KEYS = (
+    "subject",
+    "issuer",
+    "serial",
+    "sha256",
+    "not_before",
+    "not_after",
+    "sans",
+    "key",
+    "key_usage",
+    "eku",
+    "ski",
+    "aki",
+    "signature_algorithm",
+)
+
+
 def facts_from_x509(cert: x509.Certificate) -> CertFacts:
     """Facts of an already loaded certificate. Raises CertParseError on unreadable extensions."""
     try:
