@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from monitor.config import Config, ExpresswayConfig, load_config
 from monitor.errors import CertParseError, ConfigError
-from monitor.facts import facts_from_x509, facts_json, load_certificates
-from monitor.printable import printable
+from monitor.facts import cert_pem, facts_from_x509, facts_json, load_certificates
+from monitor.text import printable
 from renewers.decode import Decoded, read_file_bytes, render
 from renewers.expressway import OperationUnsupported
 from renewers.handcheck import (
@@ -279,7 +278,7 @@ def write_ca_files(directory: Path, result: HandCheck) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for i, cert in enumerate(result.path[1:], start=1):
         path = directory / _file_name(i, cert)
-        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        path.write_bytes(cert_pem(cert).encode())
         out[fingerprint(cert)] = path
     return out
 

@@ -219,8 +219,11 @@ def _ext_value(cert: x509.Certificate, cls: type[_E]) -> _E | None:
 
 def _key_usage(cert: x509.Certificate) -> tuple[str, ...]:
     ku = _ext_value(cert, x509.KeyUsage)
-    if ku is None:
-        return ()
+    return () if ku is None else key_usage_names(ku)
+
+
+def key_usage_names(ku: x509.KeyUsage) -> tuple[str, ...]:
+    """The key usages set, in OpenSSL's words and order ("Digital Signature", ...)."""
     names = [label for attr, label in _KU_FIELDS if getattr(ku, attr)]
     if ku.key_agreement:
         if ku.encipher_only:

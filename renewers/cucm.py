@@ -28,10 +28,10 @@ from xml.sax.saxutils import escape
 
 import structlog
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from monitor.config import UnifiedCMConfig
 from monitor.errors import ConfigError, DeviceError
+from monitor.facts import cert_pem
 from renewers.device_http import HttpApi, Reply
 from renewers.device_ssh import SshTarget, run_command
 
@@ -167,7 +167,7 @@ class CucmClient:
                 step=step,
                 json_body={
                     "service": [store],
-                    "certificates": [c.public_bytes(Encoding.PEM).decode() for c in missing],
+                    "certificates": [cert_pem(c) for c in missing],
                     "description": description,
                 },
             )

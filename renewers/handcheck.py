@@ -18,7 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 
 from monitor.facts import diff_facts, facts_from_x509
-from monitor.printable import printable
+from monitor.text import printable
 from renewers.validate import (
     Plan,
     Problem,

@@ -388,10 +388,6 @@ def csr_der(csr: x509.CertificateSigningRequest) -> bytes:
     return csr.public_bytes(serialization.Encoding.DER)
 
 
-def cert_pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
 def load_pem_certs(data: bytes) -> list[x509.Certificate]:
     try:
         return x509.load_pem_x509_certificates(data)

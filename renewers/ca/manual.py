@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from monitor.config_ca import ManualConfig
 from monitor.durations import utcnow
@@ -24,6 +23,7 @@ from renewers.ca.base import (
     Issued,
     Pending,
     RenewalWindow,
+    csr_pem,
 )
 
 
@@ -52,7 +52,7 @@ class ManualConnector(ConnectorBase):
         )
 
     async def submit(self, csr: x509.CertificateSigningRequest) -> Issued | Pending:
-        pem = csr.public_bytes(serialization.Encoding.PEM)
+        pem = csr_pem(csr)
         name = hashlib.sha256(pem).hexdigest()[:16]
         with self.measure("submit"):
             self.csr_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
