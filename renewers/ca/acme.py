@@ -39,7 +39,7 @@ from monitor.durations import utcnow
 from monitor.events import AcmeAccountRecreated, Event
 from monitor.facts import SERVER_AUTH
 from renewers.ca.base import (
-    Capabilities,
+    CACapabilities,
     CARequestError,
     ChallengeSolver,
     CheckResult,
@@ -561,13 +561,13 @@ class ACMEConnector(ConnectorBase):
         """ACME publishes the chain with each certificate; without one, nothing to fetch."""
         return ()
 
-    def capabilities(self) -> Capabilities:
+    def capabilities(self) -> CACapabilities:
         profile = self.config.profile
         if profile in SERVER_ONLY_PROFILES:
-            return Capabilities(
+            return CACapabilities(
                 "acme", profile, frozenset({SERVER_AUTH}), "public profile: serverAuth only"
             )
-        return Capabilities("acme", profile, None, "the CA's profile decides the EKUs")
+        return CACapabilities("acme", profile, None, "the CA's profile decides the EKUs")
 
     async def directory_info(self) -> dict[str, Any]:
         acme = await self._call("directory", self._connect)

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import hashes
 from monitor.config_ca import ADCSConfig
 from monitor.facts import EKU_CONFIG_NAMES, pkcs7_certificates
 from renewers.ca.base import (
-    Capabilities,
+    CACapabilities,
     CARequestError,
     CheckResult,
     ConnectorBase,
@@ -597,11 +597,11 @@ class ADCSConnector(ConnectorBase):
         )
         return (issuing, *order_chain(issuing, certs))
 
-    def capabilities(self) -> Capabilities:
+    def capabilities(self) -> CACapabilities:
         ekus = None
         if self.config.ekus is not None:
             ekus = frozenset(EKU_CONFIG_NAMES[e] for e in self.config.ekus)
-        return Capabilities(
+        return CACapabilities(
             "adcs",
             self.config.template,
             ekus,

@@ -112,7 +112,7 @@ class Pending:
 
 
 @dataclass(frozen=True)
-class Capabilities:
+class CACapabilities:
     """What a CA will put in a certificate, as far as the connector knows before asking."""
 
     kind: str
@@ -162,7 +162,7 @@ class CAConnector(Protocol):
         """The CA certificates (issuing CA first) as the CA publishes them."""
         ...
 
-    def capabilities(self) -> Capabilities:
+    def capabilities(self) -> CACapabilities:
         """Profile and EKUs the CA will issue, when known from config or protocol."""
         ...
 

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from monitor.config_ca import ESTConfig
 from monitor.facts import EKU_CONFIG_NAMES, pkcs7_certificates
 from renewers.ca.base import (
-    Capabilities,
+    CACapabilities,
     CheckResult,
     ConnectorBase,
     Issued,
@@ -304,11 +304,11 @@ class ESTConnector(ConnectorBase):
             decode_body(reply.body, reply.headers.get("Content-Transfer-Encoding"))
         )
 
-    def capabilities(self) -> Capabilities:
+    def capabilities(self) -> CACapabilities:
         ekus = None
         if self.config.ekus is not None:
             ekus = frozenset(EKU_CONFIG_NAMES[e] for e in self.config.ekus)
-        return Capabilities(
+        return CACapabilities(
             "est", None, ekus, "" if ekus else "EKUs are decided by the EST CA's profile"
         )
 

@@ -17,7 +17,7 @@ from monitor.config_ca import ManualConfig
 from monitor.durations import utcnow
 from monitor.facts import EKU_CONFIG_NAMES
 from renewers.ca.base import (
-    Capabilities,
+    CACapabilities,
     CheckResult,
     ConnectorBase,
     Issued,
@@ -35,13 +35,13 @@ class ManualConnector(ConnectorBase):
         self.config = config
         self.csr_dir = config.csr_dir or data_dir / "manual" / config.name
 
-    def capabilities(self) -> Capabilities:
+    def capabilities(self) -> CACapabilities:
         ekus = (
             None
             if self.config.ekus is None
             else frozenset(EKU_CONFIG_NAMES[e] for e in self.config.ekus)
         )
-        return Capabilities("manual", None, ekus, "the portal's template decides the EKUs")
+        return CACapabilities("manual", None, ekus, "the portal's template decides the EKUs")
 
     def _pending(self, handle: dict[str, Any]) -> Pending:
         return Pending(
