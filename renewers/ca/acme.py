@@ -143,7 +143,7 @@ class ACMEConnector(ConnectorBase):
     def _make_solver(self) -> ChallengeSolver:
         # Imported on demand: each solver pulls in its own stack (dnspython, aiohttp).
         if self.config.challenge == "dns-01":
-            from renewers.ca.dns01 import RFC2136Solver  # noqa: PLC0415
+            from renewers.ca.dns01 import RFC2136Solver  # noqa: PLC0415 - optional: dnspython
 
             if self.config.rfc2136 is None:
                 raise self.error(
@@ -151,10 +151,10 @@ class ACMEConnector(ConnectorBase):
                 )
             return RFC2136Solver(self, self.config.rfc2136)
         if self.config.challenge == "hook":
-            from renewers.ca.hook import HookSolver  # noqa: PLC0415
+            from renewers.ca.hook import HookSolver  # noqa: PLC0415 - loaded like the other solvers
 
             return HookSolver(self, self.config.hook, self.config.hook_timeout)
-        from renewers.ca.http01 import HTTP01Responder  # noqa: PLC0415
+        from renewers.ca.http01 import HTTP01Responder  # noqa: PLC0415 - optional: aiohttp server
 
         host, port = self.config.http01_listen
         return HTTP01Responder(self, host, port)

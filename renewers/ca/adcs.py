@@ -366,7 +366,7 @@ class ADCSConnector(ConnectorBase):
     async def _handshake(self, step: str, method: str, path: str, first: Reply, **kw: Any) -> Reply:
         """NTLM or Negotiate over the kept connection: token, challenge, answer."""
         import spnego  # noqa: PLC0415 - only NTLM/Kerberos sites need it
-        import spnego.channel_bindings  # noqa: PLC0415
+        import spnego.channel_bindings  # noqa: PLC0415 - as above
 
         scheme = "NTLM" if self.config.auth == "ntlm" else "Negotiate"
         offered = [h.split(" ")[0].lower() for h in first.headers.getall("WWW-Authenticate", [])]

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -369,7 +370,6 @@ def parse_retry_after(value: str | None, default: float) -> float:
     value = value.strip()
     if value.isdigit():
         return float(value)
-    from email.utils import parsedate_to_datetime  # noqa: PLC0415 - rare path
 
     try:
         when = parsedate_to_datetime(value)
