@@ -52,7 +52,7 @@ from monitor.replicas import (
     heartbeat_timeout,
     new_replica_id,
 )
-from monitor.sdnotify import Notifier, cancel
+from monitor.sdnotify import SystemdNotifier, cancel
 from monitor.store import Store
 from monitor.watch import Monitor
 
@@ -503,7 +503,7 @@ def plan_reload(old: Config, new: Config, *, renewing: bool) -> ReloadPlan:
     )
 
 
-async def _reload_from_file(daemon: Daemon, path: str, notifier: Notifier) -> None:
+async def _reload_from_file(daemon: Daemon, path: str, notifier: SystemdNotifier) -> None:
     notifier.reloading()
     try:
         new = await asyncio.to_thread(load_config, path)
@@ -528,11 +528,11 @@ def _status(daemon: Daemon) -> str:
 
 
 async def serve(
-    config: Config, stop: asyncio.Event | None = None, *, notifier: Notifier | None = None
+    config: Config, stop: asyncio.Event | None = None, *, notifier: SystemdNotifier | None = None
 ) -> None:
     """Run the daemon until SIGTERM/SIGINT (or `stop` is set); SIGHUP reloads the config."""
     stop = stop or asyncio.Event()
-    notifier = notifier or Notifier.from_environ()
+    notifier = notifier or SystemdNotifier.from_environ()
     loop = asyncio.get_running_loop()
     reloads: list[asyncio.Task[None]] = []
     daemon = Daemon(config)

@@ -31,7 +31,7 @@ from monitor.config import ExpresswayConfig
 from monitor.eku import parse_version
 from monitor.errors import ConfigError, DeviceError
 from monitor.facts import cert_pem
-from renewers.device_http import FilePart, HttpApi, Reply
+from renewers.device_http import DeviceReply, FilePart, HttpApi
 from renewers.device_ssh import SshTarget, run_command
 
 log = structlog.get_logger(__name__)
@@ -762,7 +762,7 @@ def version_tuple(version: str) -> tuple[int, int] | None:
     return parsed[:2] if parsed else None
 
 
-def csr_already_pending(reply: Reply) -> bool:
+def csr_already_pending(reply: DeviceReply) -> bool:
     """A 'CSR already pending' answer, whatever status code carries it (409, 400, 500 ...)."""
     message = reply.message.strip().lower()
     if reply.status == 409 or message == "conflict":

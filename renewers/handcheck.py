@@ -80,7 +80,7 @@ class TrustUpload:
 
 
 @dataclass(frozen=True)
-class CheckResult:
+class HandCheckResult:
     name: str
     problem: Problem | None
 
@@ -88,7 +88,7 @@ class CheckResult:
 @dataclass(frozen=True)
 class HandCheck:
     target: str
-    results: tuple[CheckResult, ...]
+    results: tuple[HandCheckResult, ...]
     issuer_changed: bool
     path: tuple[x509.Certificate, ...]  # leaf, then its CA certificates up to the root
     uploads: tuple[TrustUpload, ...]
@@ -206,14 +206,14 @@ def check_hand_cert(
     new_plan = make_plan(situation.target, new, role=situation.role, version=situation.version)
     chain, path = _chain_problem(plan, leaf, supplied, situation, now)
     results = (
-        CheckResult("leaf", check_leaf(plan, new)),
-        CheckResult("sans", check_sans_equal(plan, new)),
-        CheckResult("wildcard", check_no_wildcard(new_plan)),
-        CheckResult("eku", check_eku(plan, new, issuer)),
-        CheckResult("key-usage", check_key_usage(plan, new)),
-        CheckResult("key-matches-csr", key),
-        CheckResult("validity", check_validity(plan, new, now)),
-        CheckResult("chain", chain),
+        HandCheckResult("leaf", check_leaf(plan, new)),
+        HandCheckResult("sans", check_sans_equal(plan, new)),
+        HandCheckResult("wildcard", check_no_wildcard(new_plan)),
+        HandCheckResult("eku", check_eku(plan, new, issuer)),
+        HandCheckResult("key-usage", check_key_usage(plan, new)),
+        HandCheckResult("key-matches-csr", key),
+        HandCheckResult("validity", check_validity(plan, new, now)),
+        HandCheckResult("chain", chain),
     )
     changed = diff_facts(current, new).aki_changed
     cas = [c for c in path[1:]]
