@@ -14,6 +14,9 @@ PACKAGES = ("expressway_certd", "monitor", "renewers", "alerts")
 # migration upgrade/downgrade; `main` is a module's entry point, sdnotify/email each `message`.
 CONVENTIONS = {"register", "run", "render", "gather", "run_check", "main", "message", "upgrade",
                "downgrade"}  # fmt: skip
+# Known and left to the owner of renewers/pipeline/ (split while this test was written): remove
+# the entry when context.py imports renewers.trust.issued_by instead of its copy.
+KNOWN = {"issued_by": ["renewers/pipeline/context.py", "renewers/trust.py"]}
 
 
 def definitions() -> dict[tuple[str, str], list[str]]:
@@ -44,4 +47,4 @@ def test_a_public_function_is_defined_once() -> None:
         if kind == "function" and len(where) > 1
         and not name.startswith("_") and name not in CONVENTIONS
     }  # fmt: skip
-    assert twice == {}
+    assert twice == KNOWN
