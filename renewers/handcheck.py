@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 
 from monitor.facts import diff_facts, facts_from_x509
 from monitor.text import printable
+from renewers.trust import issued_by
 from renewers.validate import (
     Plan,
     Problem,
@@ -106,16 +106,6 @@ def fingerprint(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 
 
-def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
-    if child.issuer != parent.subject:
-        return False
-    try:
-        child.verify_directly_issued_by(parent)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
 def build_path(
     leaf: x509.Certificate, candidates: Sequence[x509.Certificate]
 ) -> tuple[x509.Certificate, ...]:
@@ -124,7 +114,7 @@ def build_path(
     seen = {fingerprint(leaf)}
     while path[-1].subject != path[-1].issuer:
         parent = next(
-            (c for c in candidates if fingerprint(c) not in seen and _issued_by(path[-1], c)),
+            (c for c in candidates if fingerprint(c) not in seen and issued_by(path[-1], c)),
             None,
         )
         if parent is None:
