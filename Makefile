@@ -12,13 +12,14 @@ QUIET_PIP := { grep -v '^WARNING: Location' || true; }
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml packaging/lab/pyproject.toml
 	# gssapi/krb5 (Kerberos tests) build against the MIT Kerberos headers.
 	bash scripts/install-debs.sh libkrb5-dev gcc
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
-	$(PY) -m pip install -q -e '.[test]' 2>&1 | $(QUIET_PIP)
-	$(PY) -c 'import monitor, acme, spnego, dns'
+	# The simulators are the lab extra, a distribution of their own (packaging/lab/).
+	$(PY) -m pip install -q -e ./packaging/lab -e '.[test,lab]' 2>&1 | $(QUIET_PIP)
+	$(PY) -c 'import monitor, lab, acme, spnego, dns'
 	touch $(STAMP)
 
 # Debian packages the tests start on loopback (installed once, services not auto-started);

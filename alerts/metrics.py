@@ -15,6 +15,7 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from alerts.exposition import label_value
 from monitor.config import ExpresswayConfig
 from monitor.policy import Drift
 from monitor.store import RenewalRow
@@ -24,14 +25,10 @@ ENDPOINT_LABELS = ["target", "host", "port", "service"]
 INFO_LABELS = [*ENDPOINT_LABELS, "cluster", "role", "subject", "issuer", "serial", "sha256", "aki"]
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
 def _labels(names: Iterable[str], values: Iterable[str]) -> str:
     """Label text in name order (as prometheus_client writes it)."""
     pairs = sorted(zip(names, values, strict=True))
-    return ",".join(f'{n}="{_escape(v)}"' for n, v in pairs)
+    return ",".join(f'{n}="{label_value(v)}"' for n, v in pairs)
 
 
 def _num(value: float) -> str:
@@ -152,7 +149,9 @@ class StateExposition:
 
     def render(self) -> str:
         rows: dict[str, list[str]] = {name: [] for name, _ in STATE_FAMILIES}
-        rows["expressway_certd_build_info"].append(f'{{version="{_escape(self._version)}"}} 1.0')
+        rows["expressway_certd_build_info"].append(
+            f'{{version="{label_value(self._version)}"}} 1.0'
+        )
         targets = {t.name: t for t in self._targets()}
         live_endpoints: set[tuple[str, str, int, str]] = set()
         live_info: set[tuple[str, str, int, str, str, str | None, str | None]] = set()
@@ -188,7 +187,7 @@ class StateExposition:
             )
             for finding in sorted({f.finding for f in st.lint}):
                 rows["expressway_cert_lint_finding"].append(
-                    f'{{{labels},finding="{_escape(finding)}"}} 1.0'
+                    f'{{{labels},finding="{label_value(finding)}"}} 1.0'
                 )
             if st.last_change_at is not None:
                 rows["expressway_cert_last_change_timestamp_seconds"].append(

@@ -14,6 +14,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from alerts.exposition import label_value
+
 TRUST_MAP_STATE = "trust-map.json"
 LABELS = ("from", "to", "relation")
 
@@ -31,12 +33,8 @@ FAMILIES = (
 )
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
 def _labels(rel: dict[str, Any]) -> str:
-    return ",".join(f'{n}="{_escape(str(rel.get(n, "")))}"' for n in LABELS)
+    return ",".join(f'{n}="{label_value(str(rel.get(n, "")))}"' for n in LABELS)
 
 
 def _ts(value: object) -> float | None:

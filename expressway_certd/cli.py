@@ -105,8 +105,25 @@ def build_parser(
     return parser
 
 
+LAB_MISSING = (
+    "the simulators are not installed (a production install leaves them out); install the lab "
+    "extra: pip install 'expressway-certd[lab]', or run `make demo` in a source checkout"
+)
+
+
+def _is_lab(exc: ModuleNotFoundError) -> bool:
+    return exc.name is not None and (exc.name == "lab" or exc.name.startswith("lab."))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser(argv)
+    try:
+        parser = build_parser(argv)
+    except ModuleNotFoundError as exc:
+        if not _is_lab(exc):
+            raise
+        verb = _chosen_verb(sys.argv[1:] if argv is None else argv)
+        print(f"expressway-certd {verb}: {LAB_MISSING}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)

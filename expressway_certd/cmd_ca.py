@@ -22,9 +22,10 @@ from monitor.config import Config, load_config
 from monitor.config_ca import CAConfig
 from monitor.durations import format_duration, parse_duration, utcnow
 from monitor.errors import CAError, ConfigError
+from monitor.facts import cert_pem
 from monitor.logging import configure_logging
 from renewers.ca import build_connector
-from renewers.ca.base import CAConnector, Issued, Pending, cert_pem, dropped_from
+from renewers.ca.base import CAConnector, Issued, Pending, dropped_from
 
 EXIT_PENDING = 3
 EXIT_CA_CHANGED = 4
@@ -156,13 +157,13 @@ async def _sign(args: argparse.Namespace) -> int:
             result = await connector.poll(result.handle)
     finally:
         await connector.aclose()
-    leaf = cert_pem(result.leaf)
+    leaf = cert_pem(result.leaf).encode()
     if args.out:
         args.out.write_bytes(leaf)
     else:
         sys.stdout.write(leaf.decode())
     if args.chain_out:
-        args.chain_out.write_bytes(b"".join(cert_pem(c) for c in result.chain))
+        args.chain_out.write_bytes("".join(cert_pem(c) for c in result.chain).encode())
     print(
         f"issued by CA {args.ca!r}: {result.leaf.subject.rfc4514_string()}, serial "
         f"{result.leaf.serial_number:x}, valid until {result.leaf.not_valid_after_utc:%Y-%m-%d}"

@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from monitor.config import Config, ExpresswayConfig, load_config
 from monitor.errors import CertParseError, ConfigError
-from monitor.facts import facts_from_x509, load_certificates
-from monitor.printable import printable
+from monitor.facts import cert_pem, facts_from_x509, facts_json, load_certificates
+from monitor.text import printable
 from renewers.decode import Decoded, read_file_bytes, render
 from renewers.expressway import OperationUnsupported
 from renewers.handcheck import (
@@ -121,20 +120,9 @@ def decoded_json(decoded: Decoded, now: datetime) -> dict[str, Any]:
     for cert in decoded.certificates:
         facts = facts_from_x509(cert)
         out["certificates"].append(
-            {
-                "subject": facts.subject,
-                "issuer": facts.issuer,
-                "serial": facts.serial,
-                "sha256": facts.sha256,
-                "not_before": facts.not_before.isoformat(),
-                "not_after": facts.not_after.isoformat(),
+            facts_json(facts)
+            | {
                 "days_left": round(facts.days_left(now), 2),
-                "sans": [str(s) for s in facts.sans],
-                "key": f"{facts.key_type} {facts.key_size}",
-                "key_usage": list(facts.key_usage),
-                "eku": list(facts.eku),
-                "aki": facts.aki,
-                "ski": facts.ski,
                 "is_ca": facts.is_ca,
                 "public_key_sha256": facts.public_key_sha256,
             }
@@ -289,7 +277,7 @@ def write_ca_files(directory: Path, result: HandCheck) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for i, cert in enumerate(result.path[1:], start=1):
         path = directory / _file_name(i, cert)
-        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        path.write_bytes(cert_pem(cert).encode())
         out[fingerprint(cert)] = path
     return out
 

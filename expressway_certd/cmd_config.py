@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from monitor.config import check_runtime, load_config, startup_warnings
+from monitor.config_base import redact_url
 from monitor.durations import format_duration
 
 
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     d = config.daemon
     print(f"{config.path}: OK")
     print(f"  listen        {d.listen_host}:{d.listen_port}")
-    print(f"  state         {_redact_url(d.state)}")
+    print(f"  state         {redact_url(d.state)}")
     print(f"  data_dir      {d.data_dir}")
     print(
         f"  poll interval {format_duration(d.poll_interval)} (timeout {format_duration(d.probe_timeout)})"
@@ -66,12 +67,3 @@ def run(args: argparse.Namespace) -> int:
     for notifier in config.notifiers:
         print(f"  notifier {notifier.name}: {notifier.kind}")
     return 0
-
-
-def _redact_url(url: str) -> str:
-    """A database URL without its password, should one have been written into it."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in userinfo:
-        return url
-    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from expressway_certd.cmd_renew import timeline_line
 from expressway_certd.daemon import Daemon
 from lab.est import ESTSimulator
 from lab.pki import cert_pem
@@ -77,7 +78,6 @@ async def _demo(
     observe: Callable[[Lab], None] | None = None,
 ) -> int:
     """Run `case` on a fresh lab; `observe` (tests) sees the simulators before they stop."""
-    from expressway_certd.cmd_renew import timeline_line  # noqa: PLC0415 - the CLI's own printer
 
     started = time.monotonic()
     est = ESTSimulator().start()

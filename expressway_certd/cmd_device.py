@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from cryptography import x509
 
 from monitor.config import load_config
-from monitor.facts import facts_from_x509
+from monitor.facts import facts_from_x509, facts_json
 from monitor.text import printable
 from renewers.expressway import (
     ExpresswayClient,
@@ -91,21 +91,7 @@ async def _optional(call: Awaitable[T], operation: str, unsupported: list[str]) 
 
 
 def cert_json(cert: x509.Certificate) -> dict[str, Any]:
-    facts = facts_from_x509(cert)
-    return {
-        "subject": facts.subject,
-        "issuer": facts.issuer,
-        "serial": facts.serial,
-        "sha256": facts.sha256,
-        "not_before": facts.not_before.isoformat(),
-        "not_after": facts.not_after.isoformat(),
-        "sans": [str(s) for s in facts.sans],
-        "key_usage": list(facts.key_usage),
-        "eku": list(facts.eku),
-        "aki": facts.aki,
-        "ski": facts.ski,
-        "key": f"{facts.key_type} {facts.key_size}",
-    }
+    return facts_json(facts_from_x509(cert))
 
 
 def csr_json(csr: x509.CertificateSigningRequest) -> dict[str, Any]:

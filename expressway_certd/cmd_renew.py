@@ -34,6 +34,7 @@ from monitor.policy import ServedCert
 from monitor.probe import Prober, TrustStore
 from monitor.store import RenewalRow, Store
 from monitor.text import printable, printable_values
+from renewers.ca import build_connector
 from renewers.deadline import estimate, history, inputs_for
 from renewers.expressway import csr_sans
 from renewers.maintenance import next_window_start
@@ -41,6 +42,7 @@ from renewers.manager import RenewalManager
 from renewers.pipeline import (
     STAGES,
     ConfiguredDevices,
+    Pipeline,
     csr_fits,
     dry_run,
     record_of,
@@ -169,7 +171,6 @@ async def _plan(config: Config, name: str) -> dict[str, Any]:
     renewal = target.renewal
     assert renewal is not None
     manager_ca = config.cas[renewal.ca]
-    from renewers.ca import build_connector  # noqa: PLC0415
 
     connector = build_connector(manager_ca, config.daemon.data_dir)
     devices = ConfiguredDevices()
@@ -402,7 +403,6 @@ async def _approve(config: Config, renewal_id: str, who: str) -> RenewalRow:
     try:
         manager_bus = EventBus()
         manager_bus.subscribe(store.append_event)
-        from renewers.pipeline import Pipeline  # noqa: PLC0415
 
         pipeline = Pipeline(config, store, manager_bus, _prober(config), {})
         return await pipeline.approve(renewal_id, who)
@@ -423,7 +423,6 @@ async def _cancel(config: Config, renewal_id: str, who: str) -> RenewalRow:
     try:
         bus = EventBus()
         bus.subscribe(store.append_event)
-        from renewers.pipeline import Pipeline  # noqa: PLC0415
 
         return await Pipeline(config, store, bus, _prober(config), {}).cancel(renewal_id, who)
     finally:
@@ -446,9 +445,6 @@ async def _provide(
 ) -> RenewalRow:
     store = await Store.open(config.daemon.state)
     try:
-        from renewers.ca import build_connector  # noqa: PLC0415
-        from renewers.pipeline import Pipeline  # noqa: PLC0415
-
         row = await store.renewal(renewal_id)
         if row is None:
             raise CertdError(

@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 from monitor.endpoint import SERVICE_BY_PORT, Endpoint
 from monitor.errors import ConfigError
+from monitor.facts import facts_json
 from monitor.probe import Observation, Prober, TrustStore
 from monitor.text import printable
 
@@ -88,20 +89,8 @@ def observation_json(obs: Observation, now: datetime) -> dict[str, Any]:
         or ("verification_failed" if obs.chain_verified is False else None),
         "tls_version": obs.tls_version,
         "handshake_ms": round(obs.duration * 1000, 1),
-        "subject": facts.subject if facts else None,
-        "issuer": facts.issuer if facts else None,
-        "serial": facts.serial if facts else None,
-        "not_before": facts.not_before.isoformat() if facts else None,
-        "not_after": facts.not_after.isoformat() if facts else None,
+        **facts_json(facts),
         "days_left": round(facts.days_left(now), 2) if facts else None,
-        "sha256": facts.sha256 if facts else None,
-        "sans": [str(s) for s in facts.sans] if facts else [],
-        "key_usage": list(facts.key_usage) if facts else [],
-        "eku": list(facts.eku) if facts else [],
-        "aki": facts.aki if facts else None,
-        "ski": facts.ski if facts else None,
-        "key": f"{facts.key_type} {facts.key_size}" if facts else None,
-        "signature_algorithm": facts.signature_algorithm if facts else None,
         "chain_length": len(obs.chain_der),
         "chain_verified": obs.chain_verified,
         "lint": [finding.as_dict() for finding in obs.lint],

@@ -25,9 +25,9 @@ from cryptography import x509
 from alerts.trust import TRUST_MAP_STATE
 from monitor.config import Config, load_config
 from monitor.errors import CertdError, ConfigError
-from monitor.printable import printable
 from monitor.statuspage import TRUST_MAP_FILE as SVG_NAME
 from monitor.store import Store
+from monitor.text import printable
 from renewers.pipeline import ConfiguredDevices, Devices, RecordError, record_of, trust_boxes
 from renewers.trustmap import (
     EXPRESSWAY_STORE,

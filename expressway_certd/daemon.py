@@ -30,7 +30,14 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry, gc_collector, platform_collector, process_collector
 
-from alerts.metrics import ReplicaView, StateExposition
+from alerts.metrics import (
+    RENEWAL_STAGE_DURATION,
+    RENEWAL_STAGE_TOTAL,
+    RenewalCollector,
+    ReplicaView,
+    StateExposition,
+    observe_stage,
+)
 from expressway_certd.http import build_app
 from monitor import __version__
 from monitor.config import Config, ExpresswayConfig, load_config
@@ -45,7 +52,7 @@ from monitor.replicas import (
     heartbeat_timeout,
     new_replica_id,
 )
-from monitor.sdnotify import Notifier, cancel
+from monitor.sdnotify import SystemdNotifier, cancel
 from monitor.store import Store
 from monitor.watch import Monitor
 
@@ -163,7 +170,7 @@ class Daemon:
         await self._start_replica()
         self.bus.subscribe(self._audit)
         if cfg.notifiers:
-            from alerts.notifiers import build_router  # noqa: PLC0415 - only when configured
+            from alerts.notifiers import build_router  # noqa: PLC0415 - optional: smtplib, only when configured
 
             self.notifications = build_router(cfg.notifiers, registry=self.registry)
             self.bus.subscribe(self.notifications.publish)
@@ -193,14 +200,9 @@ class Daemon:
         )
 
     async def _start_renewals(self, prober: Prober) -> None:
-        from alerts.metrics import (  # noqa: PLC0415 - only daemons that renew load these
-            RENEWAL_STAGE_DURATION,
-            RENEWAL_STAGE_TOTAL,
-            RenewalCollector,
-            observe_stage,
-        )
-        from renewers.ca.metrics import CA_ERRORS, CA_REQUEST_DURATION  # noqa: PLC0415
-        from renewers.manager import RenewalManager  # noqa: PLC0415
+        # Loaded only by daemons that renew: renewers pulls in asyncssh, gssapi and the CA stacks.
+        from renewers.ca.metrics import CA_ERRORS, CA_REQUEST_DURATION  # noqa: PLC0415 - heavy, optional
+        from renewers.manager import RenewalManager  # noqa: PLC0415 - heavy, optional
 
         assert self.store is not None and self.monitor is not None
         manager = RenewalManager(
@@ -501,7 +503,7 @@ def plan_reload(old: Config, new: Config, *, renewing: bool) -> ReloadPlan:
     )
 
 
-async def _reload_from_file(daemon: Daemon, path: str, notifier: Notifier) -> None:
+async def _reload_from_file(daemon: Daemon, path: str, notifier: SystemdNotifier) -> None:
     notifier.reloading()
     try:
         new = await asyncio.to_thread(load_config, path)
@@ -529,13 +531,13 @@ async def serve(
     config: Config,
     stop: asyncio.Event | None = None,
     *,
-    notifier: Notifier | None = None,
+    notifier: SystemdNotifier | None = None,
     renewal_options: Mapping[str, Any] | None = None,
 ) -> None:
     """Run the daemon until SIGTERM/SIGINT (or `stop` is set); SIGHUP reloads the config.
     `renewal_options` go to the RenewalManager (tests pass a fault seam through them)."""
     stop = stop or asyncio.Event()
-    notifier = notifier or Notifier.from_environ()
+    notifier = notifier or SystemdNotifier.from_environ()
     loop = asyncio.get_running_loop()
     reloads: list[asyncio.Task[None]] = []
     daemon = Daemon(config, renewal_options=dict(renewal_options or {}))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from alerts.exposition import label_value
 from monitor.config import ExpresswayConfig
 from monitor.watch import Monitor
 from renewers.deadline import DeadlineEstimate, estimate, history, inputs_for
@@ -21,10 +22,6 @@ HELP = (
     "started now (CA latency, approval, maintenance window, restart)."
 )
 HISTORY = 20  # past renewals per target used for the p90s
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
 def _ca_kind(monitor: Monitor, exp: ExpresswayConfig) -> str:
@@ -57,6 +54,6 @@ def render(found: list[DeadlineEstimate]) -> str:
         return ""
     lines = [f"# HELP {METRIC} {HELP}", f"# TYPE {METRIC} gauge"]
     for e in sorted(found, key=lambda e: e.target):
-        labels = f'dominating="{_escape(e.dominating)}",target="{_escape(e.target)}"'
+        labels = f'dominating="{label_value(e.dominating)}",target="{label_value(e.target)}"'
         lines.append(f"{METRIC}{{{labels}}} {e.margin.total_seconds()!r}")
     return "\n".join(lines) + "\n"

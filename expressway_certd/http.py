@@ -15,6 +15,7 @@ from expressway_certd.deadline_metrics import estimates as deadline_estimates
 from expressway_certd.deadline_metrics import render as deadline_exposition
 from monitor.config_base import Secret
 from monitor.errors import CertdError
+from monitor.facts import facts_json
 from monitor.operator import operator_name
 from monitor.statuspage import (
     CONTENT_SECURITY_POLICY,
@@ -79,22 +80,7 @@ def endpoint_json(state: EndpointState, now_ts: float | None = None) -> dict[str
         "cert": None,
     }
     if facts is not None:
-        out["cert"] = {
-            "subject": facts.subject,
-            "issuer": facts.issuer,
-            "serial": facts.serial,
-            "sha256": facts.sha256,
-            "not_before": facts.not_before.isoformat(),
-            "not_after": facts.not_after.isoformat(),
-            "sans": [str(s) for s in facts.sans],
-            "key": f"{facts.key_type} {facts.key_size}",
-            "key_usage": list(facts.key_usage),
-            "eku": list(facts.eku),
-            "ski": facts.ski,
-            "aki": facts.aki,
-            "signature_algorithm": facts.signature_algorithm,
-            "chain_length": len(state.chain),
-        }
+        out["cert"] = facts_json(facts) | {"chain_length": len(state.chain)}
     return out
 
 

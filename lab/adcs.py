@@ -13,6 +13,7 @@ Imports nothing from monitor/, renewers/ or alerts/.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import contextlib
 import contextvars
@@ -22,6 +23,7 @@ import itertools
 import os
 import re
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -715,8 +717,6 @@ class ADCSSimulator:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the certsrv simulator in the foreground: `python -m lab.adcs [--approval]`."""
-    import argparse  # noqa: PLC0415
-    import time  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(prog="python -m lab.adcs")
     parser.add_argument("--approval", action="store_true", help="CA manager approval mode")

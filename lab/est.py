@@ -27,6 +27,7 @@ renewers/ or alerts/.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import contextlib
@@ -36,6 +37,7 @@ import ssl
 import subprocess
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -368,8 +370,6 @@ class ESTSimulator:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the EST simulator in the foreground: `python -m lab.est [--manual]`."""
-    import argparse  # noqa: PLC0415
-    import time  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(prog="python -m lab.est")
     parser.add_argument("--manual", action="store_true", help="answer 202 until approved")

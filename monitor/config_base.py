@@ -256,6 +256,21 @@ def key_from(factory: Callable[[], T], doc: str, *, shown: str, name: str = "") 
     return field(default_factory=factory, metadata=meta)
 
 
+_QUERY_PASSWORD = re.compile(r"(?i)([?&](?:password|passwd)=)[^&#]*")
+
+
+def redact_url(url: str) -> str:
+    """A database URL (or path) as it may be shown: a password in the userinfo or in the query
+    (`?password=`, which asyncpg reads) becomes `***`; anything else is kept as written."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    userinfo, at, host = rest.rpartition("@")
+    if at and ":" in userinfo:
+        rest = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    return _QUERY_PASSWORD.sub(r"\1***", f"{scheme}://{rest}")
+
+
 def required_key(doc: str, *, shown: str = "required", name: str = "") -> Any:
     """A TOML key without a default in the dataclass (the parser decides what a missing one means)."""
     return field(metadata={"doc": doc, "shown": shown, "key": name, "group": ""})

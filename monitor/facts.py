@@ -219,8 +219,11 @@ def _ext_value(cert: x509.Certificate, cls: type[_E]) -> _E | None:
 
 def _key_usage(cert: x509.Certificate) -> tuple[str, ...]:
     ku = _ext_value(cert, x509.KeyUsage)
-    if ku is None:
-        return ()
+    return () if ku is None else key_usage_names(ku)
+
+
+def key_usage_names(ku: x509.KeyUsage) -> tuple[str, ...]:
+    """The key usages set, in OpenSSL's words and order ("Digital Signature", ...)."""
     names = [label for attr, label in _KU_FIELDS if getattr(ku, attr)]
     if ku.key_agreement:
         if ku.encipher_only:
@@ -234,6 +237,49 @@ def _signature_algorithm(cert: x509.Certificate) -> str:
     oid = cert.signature_algorithm_oid
     name = getattr(oid, "_name", None)
     return name if isinstance(name, str) and name != "Unknown OID" else oid.dotted_string
+
+
+def facts_json(facts: CertFacts | None) -> dict[str, object]:
+    """The JSON keys every view of a certificate shares (API, `scan`, `check-cert`, `device`).
+
+    None gives the same keys, empty: None for values, [] for lists (a failed probe in `scan`).
+    Views add their own keys (days left, chain length) beside these.
+    """
+    if facts is None:
+        values: dict[str, object] = dict.fromkeys(_FACT_KEYS)
+        return values | {"sans": [], "key_usage": [], "eku": []}
+    return {
+        "subject": facts.subject,
+        "issuer": facts.issuer,
+        "serial": facts.serial,
+        "sha256": facts.sha256,
+        "not_before": facts.not_before.isoformat(),
+        "not_after": facts.not_after.isoformat(),
+        "sans": [str(s) for s in facts.sans],
+        "key": f"{facts.key_type} {facts.key_size}",
+        "key_usage": list(facts.key_usage),
+        "eku": list(facts.eku),
+        "ski": facts.ski,
+        "aki": facts.aki,
+        "signature_algorithm": facts.signature_algorithm,
+    }
+
+
+_FACT_KEYS = (
+    "subject",
+    "issuer",
+    "serial",
+    "sha256",
+    "not_before",
+    "not_after",
+    "sans",
+    "key",
+    "key_usage",
+    "eku",
+    "ski",
+    "aki",
+    "signature_algorithm",
+)
 
 
 def facts_from_x509(cert: x509.Certificate) -> CertFacts:

@@ -23,7 +23,6 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 from cryptography.x509.verification import (
     ExtensionPolicy,
     PolicyBuilder,
@@ -35,7 +34,7 @@ from OpenSSL import crypto
 from monitor.durations import utcnow
 from monitor.endpoint import Endpoint
 from monitor.errors import CertParseError, ConfigError
-from monitor.facts import CertFacts, facts_from_x509, is_ip_address, load_certificates
+from monitor.facts import CertFacts, cert_pem, facts_from_x509, is_ip_address, load_certificates
 from monitor.lint import LintFinding, lint_chain, lint_tls, webpki_finding
 
 
@@ -77,10 +76,7 @@ class Observation:
         return (self.target, self.endpoint.host, self.endpoint.port)
 
     def chain_pem(self) -> str:
-        return "".join(
-            x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM).decode()
-            for der in self.chain_der
-        )
+        return "".join(cert_pem(x509.load_der_x509_certificate(der)) for der in self.chain_der)
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ def message(**fields: str | int) -> bytes:
 
 
 @dataclass(frozen=True)
-class Notifier:
+class SystemdNotifier:
     """Sends state to systemd; a no-op when `address` is None."""
 
     address: str | bytes | None
@@ -65,7 +65,7 @@ class Notifier:
     _failures: list[int] = field(default_factory=lambda: [0], compare=False, repr=False)
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Notifier:
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> SystemdNotifier:
         env = os.environ if environ is None else environ
         return cls(socket_address(env), watchdog_interval(env, os.getpid()))
 

@@ -4,7 +4,7 @@ Targets with days left, renewals with their stage timeline, deadline risks and t
 picture when the daemon has them. No scripts, no external assets, no build step: the page is
 one HTML document whose Content-Security-Policy forbids everything but its own inline style
 and `data:` images. Every value comes from certificates or boxes, so every value is escaped
-(HTML, then control and bidi characters made visible by `monitor.printable`).
+(HTML, then control and bidi characters made visible by `monitor.text`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from monitor.config import Config
-from monitor.printable import printable
 from monitor.store import RenewalRow, StepRow
+from monitor.text import printable
 from monitor.watch import EndpointState
 
 CONTENT_SECURITY_POLICY = (

@@ -23,6 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from monitor import migrations
+from monitor.config_base import redact_url
 from monitor.errors import StoreError
 from monitor.events import Event
 from monitor.migrations import SchemaStatus
@@ -241,19 +242,12 @@ def _aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
-def _redact_url(url: str) -> str:
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return "<unparseable database URL>"
-
-
 class Store:
     """Async access to the state database. Create with `await Store.open(url)`."""
 
     def __init__(self, engine: AsyncEngine, url: str, history: int) -> None:
         self._engine = engine
-        self.url = _redact_url(url)
+        self.url = redact_url(url)
         self.history = history
         # SQLite has one writer at a time; queueing writes here beats "database is locked".
         self._sqlite = engine.dialect.name == "sqlite"
@@ -281,7 +275,7 @@ class Store:
         try:
             engine = create_async_engine(url, pool_pre_ping=not url.startswith("sqlite"))
         except (sa.exc.ArgumentError, ImportError) as exc:
-            raise StoreError(f"state: unusable database URL {_redact_url(url)}: {exc}") from exc
+            raise StoreError(f"state: unusable database URL {redact_url(url)}: {exc}") from exc
         store = cls(engine, url, history)
         if migrate:
             try:

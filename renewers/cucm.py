@@ -28,11 +28,11 @@ from xml.sax.saxutils import escape
 
 import structlog
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from monitor.config import UnifiedCMConfig
 from monitor.errors import ConfigError, DeviceError
-from renewers.device_http import HttpApi, Reply
+from monitor.facts import cert_pem
+from renewers.device_http import DeviceReply, HttpApi
 from renewers.device_ssh import SshTarget, run_command
 
 log = structlog.get_logger(__name__)
@@ -167,7 +167,7 @@ class CucmClient:
                 step=step,
                 json_body={
                     "service": [store],
-                    "certificates": [c.public_bytes(Encoding.PEM).decode() for c in missing],
+                    "certificates": [cert_pem(c) for c in missing],
                     "description": description,
                 },
             )
@@ -372,7 +372,7 @@ class CucmClient:
             )
         return self._apis[key]
 
-    async def _soap(self, node: str, operation: str, body: str) -> Reply:
+    async def _soap(self, node: str, operation: str, body: str) -> DeviceReply:
         envelope = (
             f'<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="{_ENV_NS}" '
             f'xmlns:soap="{_SOAP_NS}"><soapenv:Header/><soapenv:Body>{body}</soapenv:Body>'

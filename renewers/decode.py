@@ -3,7 +3,7 @@
 The Expressway's "Show (decoded)" (Maintenance > Security > Server certificate) shows
 OpenSSL's `x509 -text` rendering; `decode` prints the same layout (key material and the
 signature value left out) followed by the facts this product works with. Every string that
-comes from the file passes through `monitor.printable.printable`.
+comes from the file passes through `monitor.text.printable`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
+from cryptography.x509.oid import ExtensionOID, NameOID
 
 from monitor.errors import CertParseError
-from monitor.facts import facts_from_x509, pkcs7_certificates
-from monitor.printable import printable
+from monitor.facts import EKU_NAMES, facts_from_x509, key_usage_names, pkcs7_certificates
+from monitor.text import printable
 
 
 @dataclass(frozen=True)
@@ -115,26 +115,6 @@ _NAME_SHORT = {
     NameOID.USER_ID: "UID",
 }
 
-_EKU_TEXT = {
-    ExtendedKeyUsageOID.SERVER_AUTH: "TLS Web Server Authentication",
-    ExtendedKeyUsageOID.CLIENT_AUTH: "TLS Web Client Authentication",
-    ExtendedKeyUsageOID.CODE_SIGNING: "Code Signing",
-    ExtendedKeyUsageOID.EMAIL_PROTECTION: "E-mail Protection",
-    ExtendedKeyUsageOID.TIME_STAMPING: "Time Stamping",
-    ExtendedKeyUsageOID.OCSP_SIGNING: "OCSP Signing",
-    ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE: "Any Extended Key Usage",
-}
-
-_KU_TEXT = (
-    ("digital_signature", "Digital Signature"),
-    ("content_commitment", "Non Repudiation"),
-    ("key_encipherment", "Key Encipherment"),
-    ("data_encipherment", "Data Encipherment"),
-    ("key_agreement", "Key Agreement"),
-    ("key_cert_sign", "Certificate Sign"),
-    ("crl_sign", "CRL Sign"),
-)
-
 _EXT_TITLES = {
     ExtensionOID.BASIC_CONSTRAINTS: "X509v3 Basic Constraints",
     ExtensionOID.KEY_USAGE: "X509v3 Key Usage",
@@ -221,13 +201,9 @@ def _extension_lines(ext: x509.Extension[x509.ExtensionType]) -> list[str]:
             text += f", pathlen:{value.path_length}"
         return [text]
     if isinstance(value, x509.KeyUsage):
-        names = [label for attr, label in _KU_TEXT if getattr(value, attr)]
-        if value.key_agreement:
-            names += ["Encipher Only"] if value.encipher_only else []
-            names += ["Decipher Only"] if value.decipher_only else []
-        return [", ".join(names)]
+        return [", ".join(key_usage_names(value))]
     if isinstance(value, x509.ExtendedKeyUsage):
-        return [", ".join(_EKU_TEXT.get(oid, oid.dotted_string) for oid in value)]
+        return [", ".join(EKU_NAMES.get(oid.dotted_string, oid.dotted_string) for oid in value)]
     if isinstance(value, x509.SubjectKeyIdentifier):
         return [_colon_hex(value.digest)]
     if isinstance(value, x509.AuthorityKeyIdentifier):

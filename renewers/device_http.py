@@ -28,7 +28,7 @@ MUTATING = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 
 
 @dataclass(frozen=True)
-class Reply:
+class DeviceReply:
     """One HTTP answer: status, body text, and the `Message` of a JSON body when present."""
 
     status: int
@@ -129,12 +129,12 @@ class HttpApi:
         text_body: str | None = None,
         content_type: str = "text/plain",
         extra_headers: dict[str, str] | None = None,
-        final: Callable[[Reply], bool] | None = None,
+        final: Callable[[DeviceReply], bool] | None = None,
         expect: tuple[int, ...] = (200, 201, 202, 204),
         allow: tuple[int, ...] = (),
         deadline: float | None = None,
         retries: int | None = None,
-    ) -> Reply:
+    ) -> DeviceReply:
         """Send one request; statuses in `expect` or `allow` are returned, others raise.
 
         5xx answers are retried unless `final(reply)` says the answer is the last word
@@ -150,7 +150,7 @@ class HttpApi:
         headers.update(extra_headers or {})
         attempts = (self._retries if retries is None else retries) + 1
         client_timeout = aiohttp.ClientTimeout(total=deadline or self._timeout)
-        reply: Reply | None = None
+        reply: DeviceReply | None = None
         for attempt in range(1, attempts + 1):
             data: aiohttp.FormData | str | None = text_body
             if files:
@@ -166,7 +166,7 @@ class HttpApi:
                 async with self._session.request(
                     method, url, headers=headers, json=json_body, data=data, timeout=client_timeout
                 ) as resp:
-                    reply = Reply(resp.status, await resp.text(errors="replace"))
+                    reply = DeviceReply(resp.status, await resp.text(errors="replace"))
             except aiohttp.ClientSSLError as exc:
                 where = (
                     f"api_ca_file {self._ca_file}" if self._ca_file else "the system trust store"
@@ -213,7 +213,7 @@ class HttpApi:
         log.warning("device.retry", target=self.target, step=step, attempt=attempt, reason=reason)
         await asyncio.sleep(delay)
 
-    def _status_error(self, step: str, method: str, path: str, reply: Reply) -> DeviceError:
+    def _status_error(self, step: str, method: str, path: str, reply: DeviceReply) -> DeviceError:
         said = f"{self._product} answered HTTP {reply.status}"
         if reply.message:
             said += f" ({reply.message!r})"

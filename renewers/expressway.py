@@ -31,7 +31,7 @@ from monitor.config import ExpresswayConfig
 from monitor.eku import parse_version
 from monitor.errors import ConfigError, DeviceError
 from monitor.facts import cert_pem
-from renewers.device_http import FilePart, HttpApi, Reply
+from renewers.device_http import DeviceReply, FilePart, HttpApi
 from renewers.device_ssh import SshTarget, run_command
 
 log = structlog.get_logger(__name__)
@@ -185,8 +185,9 @@ class CsrRequest:
 
 
 @dataclass(frozen=True)
-class Capabilities:
-    """What /api/raml lists: (METHOD, path under /api) pairs, and a version if it gives one."""
+class ApiCapabilities:
+    """What the box's REST API offers, as /api/raml lists it: (METHOD, path under /api) pairs,
+    and a version if it gives one. (Not `renewers.ca.base.CACapabilities`: what a CA issues.)"""
 
     operations: frozenset[tuple[str, str]]
     raml_version: str | None = None
@@ -214,7 +215,7 @@ class Capabilities:
         return None
 
 
-def parse_raml(text: str) -> Capabilities:
+def parse_raml(text: str) -> ApiCapabilities:
     """Resource paths and methods from a RAML 0.8 document (nested or flat resources)."""
     operations: set[tuple[str, str]] = set()
     stack: list[tuple[int, str]] = []  # (indent, full path) of open resources
@@ -237,7 +238,7 @@ def parse_raml(text: str) -> Capabilities:
             operations.add((key.upper(), path))
         elif key == "version" and indent == 0:
             version = value.strip().strip("'\"") or None
-    return Capabilities(frozenset(operations), version)
+    return ApiCapabilities(frozenset(operations), version)
 
 
 class ExpresswayClient:
@@ -258,7 +259,7 @@ class ExpresswayClient:
             backoff=config.backoff,
             product="Expressway",
         )
-        self._caps: Capabilities | None = None
+        self._caps: ApiCapabilities | None = None
         self._info: SystemInfo | None = None
 
     def __repr__(self) -> str:
@@ -276,7 +277,7 @@ class ExpresswayClient:
 
     # ---- discovery -------------------------------------------------------------------------
 
-    async def capabilities(self) -> Capabilities:
+    async def capabilities(self) -> ApiCapabilities:
         """Parse /api/raml once per client."""
         if self._caps is None:
             reply = await self._api.request(
@@ -652,7 +653,7 @@ class ExpresswayClient:
             path = "/v1" + path
         return await self._api.request(method, path, step=operation, **kwargs)
 
-    async def _version_for_errors(self, caps: Capabilities) -> str:
+    async def _version_for_errors(self, caps: ApiCapabilities) -> str:
         if caps.supports("read system information"):
             try:
                 return (await self.system_info()).version
@@ -761,7 +762,7 @@ def version_tuple(version: str) -> tuple[int, int] | None:
     return parsed[:2] if parsed else None
 
 
-def csr_already_pending(reply: Reply) -> bool:
+def csr_already_pending(reply: DeviceReply) -> bool:
     """A 'CSR already pending' answer, whatever status code carries it (409, 400, 500 ...)."""
     message = reply.message.strip().lower()
     if reply.status == 409 or message == "conflict":

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 
 from monitor.facts import diff_facts, facts_from_x509
-from monitor.printable import printable
+from monitor.text import printable
+from renewers.trust import issued_by
 from renewers.validate import (
     Plan,
     Problem,
@@ -80,7 +80,7 @@ class TrustUpload:
 
 
 @dataclass(frozen=True)
-class CheckResult:
+class HandCheckResult:
     name: str
     problem: Problem | None
 
@@ -88,7 +88,7 @@ class CheckResult:
 @dataclass(frozen=True)
 class HandCheck:
     target: str
-    results: tuple[CheckResult, ...]
+    results: tuple[HandCheckResult, ...]
     issuer_changed: bool
     path: tuple[x509.Certificate, ...]  # leaf, then its CA certificates up to the root
     uploads: tuple[TrustUpload, ...]
@@ -106,16 +106,6 @@ def fingerprint(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 
 
-def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
-    if child.issuer != parent.subject:
-        return False
-    try:
-        child.verify_directly_issued_by(parent)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
 def build_path(
     leaf: x509.Certificate, candidates: Sequence[x509.Certificate]
 ) -> tuple[x509.Certificate, ...]:
@@ -124,7 +114,7 @@ def build_path(
     seen = {fingerprint(leaf)}
     while path[-1].subject != path[-1].issuer:
         parent = next(
-            (c for c in candidates if fingerprint(c) not in seen and _issued_by(path[-1], c)),
+            (c for c in candidates if fingerprint(c) not in seen and issued_by(path[-1], c)),
             None,
         )
         if parent is None:
@@ -206,14 +196,14 @@ def check_hand_cert(
     new_plan = make_plan(situation.target, new, role=situation.role, version=situation.version)
     chain, path = _chain_problem(plan, leaf, supplied, situation, now)
     results = (
-        CheckResult("leaf", check_leaf(plan, new)),
-        CheckResult("sans", check_sans_equal(plan, new)),
-        CheckResult("wildcard", check_no_wildcard(new_plan)),
-        CheckResult("eku", check_eku(plan, new, issuer)),
-        CheckResult("key-usage", check_key_usage(plan, new)),
-        CheckResult("key-matches-csr", key),
-        CheckResult("validity", check_validity(plan, new, now)),
-        CheckResult("chain", chain),
+        HandCheckResult("leaf", check_leaf(plan, new)),
+        HandCheckResult("sans", check_sans_equal(plan, new)),
+        HandCheckResult("wildcard", check_no_wildcard(new_plan)),
+        HandCheckResult("eku", check_eku(plan, new, issuer)),
+        HandCheckResult("key-usage", check_key_usage(plan, new)),
+        HandCheckResult("key-matches-csr", key),
+        HandCheckResult("validity", check_validity(plan, new, now)),
+        HandCheckResult("chain", chain),
     )
     changed = diff_facts(current, new).aki_changed
     cas = [c for c in path[1:]]

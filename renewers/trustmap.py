@@ -24,7 +24,7 @@ from datetime import datetime
 
 from cryptography import x509
 
-from monitor.printable import printable
+from monitor.text import printable
 from renewers.handcheck import build_path, fingerprint
 
 OK, BROKEN, WILL_BREAK, UNKNOWN = "ok", "broken", "will break", "unknown"

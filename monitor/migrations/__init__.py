@@ -28,6 +28,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 
+from monitor import __version__
 from monitor.errors import StoreError
 
 SCRIPTS = Path(__file__).resolve().parent
@@ -91,7 +92,6 @@ def _revisions_from_base(script: ScriptDirectory) -> list[str]:
 
 
 def _newer_error(url: str, current: str, head: str) -> StoreError:
-    from monitor import __version__  # noqa: PLC0415 - monitor/__init__ imports nothing heavy
 
     return StoreError(
         f"state: database {url} is at schema revision {current}, newer than this "

@@ -21,19 +21,19 @@ def build_connector(
     """The connector for one `[ca.NAME]` table; `wait` bounds an ACME submit/poll call;
     `events` (the daemon's EventBus.publish) receives CA-level events (AcmeAccountRecreated)."""
     if isinstance(config, ACMEConfig):
-        from renewers.ca.acme import ACMEConnector  # noqa: PLC0415 - loads acme/requests
+        from renewers.ca.acme import ACMEConnector  # noqa: PLC0415 - optional: acme, josepy, requests
 
         return ACMEConnector(config, data_dir=data_dir, wait=wait, events=events)
     if isinstance(config, ESTConfig):
-        from renewers.ca.est import ESTConnector  # noqa: PLC0415
+        from renewers.ca.est import ESTConnector  # noqa: PLC0415 - optional: aiohttp client stack
 
         return ESTConnector(config, data_dir=data_dir)
     if isinstance(config, ADCSConfig):
-        from renewers.ca.adcs import ADCSConnector  # noqa: PLC0415
+        from renewers.ca.adcs import ADCSConnector  # noqa: PLC0415 - optional: aiohttp, spnego
 
         return ADCSConnector(config, data_dir=data_dir)
     if isinstance(config, ManualConfig):
-        from renewers.ca.manual import ManualConnector  # noqa: PLC0415
+        from renewers.ca.manual import ManualConnector  # noqa: PLC0415 - loaded like the others
 
         return ManualConnector(config, data_dir=data_dir)
     raise TypeError(f"unknown CA config {type(config).__name__}")

@@ -39,7 +39,7 @@ from monitor.durations import utcnow
 from monitor.events import AcmeAccountRecreated, Event
 from monitor.facts import SERVER_AUTH
 from renewers.ca.base import (
-    Capabilities,
+    CACapabilities,
     CARequestError,
     ChallengeSolver,
     CheckResult,
@@ -143,7 +143,7 @@ class ACMEConnector(ConnectorBase):
     def _make_solver(self) -> ChallengeSolver:
         # Imported on demand: each solver pulls in its own stack (dnspython, aiohttp).
         if self.config.challenge == "dns-01":
-            from renewers.ca.dns01 import RFC2136Solver  # noqa: PLC0415
+            from renewers.ca.dns01 import RFC2136Solver  # noqa: PLC0415 - optional: dnspython
 
             if self.config.rfc2136 is None:
                 raise self.error(
@@ -151,10 +151,10 @@ class ACMEConnector(ConnectorBase):
                 )
             return RFC2136Solver(self, self.config.rfc2136)
         if self.config.challenge == "hook":
-            from renewers.ca.hook import HookSolver  # noqa: PLC0415
+            from renewers.ca.hook import HookSolver  # noqa: PLC0415 - loaded like the other solvers
 
             return HookSolver(self, self.config.hook, self.config.hook_timeout)
-        from renewers.ca.http01 import HTTP01Responder  # noqa: PLC0415
+        from renewers.ca.http01 import HTTP01Responder  # noqa: PLC0415 - optional: aiohttp server
 
         host, port = self.config.http01_listen
         return HTTP01Responder(self, host, port)
@@ -571,13 +571,13 @@ class ACMEConnector(ConnectorBase):
         """ACME publishes the chain with each certificate; without one, nothing to fetch."""
         return ()
 
-    def capabilities(self) -> Capabilities:
+    def capabilities(self) -> CACapabilities:
         profile = self.config.profile
         if profile in SERVER_ONLY_PROFILES:
-            return Capabilities(
+            return CACapabilities(
                 "acme", profile, frozenset({SERVER_AUTH}), "public profile: serverAuth only"
             )
-        return Capabilities("acme", profile, None, "the CA's profile decides the EKUs")
+        return CACapabilities("acme", profile, None, "the CA's profile decides the EKUs")
 
     async def directory_info(self) -> dict[str, Any]:
         acme = await self._call("directory", self._connect)

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import hashes
 from monitor.config_ca import ADCSConfig
 from monitor.facts import EKU_CONFIG_NAMES, pkcs7_certificates
 from renewers.ca.base import (
-    Capabilities,
+    CACapabilities,
     CARequestError,
     CheckResult,
     ConnectorBase,
@@ -47,7 +47,14 @@ from renewers.ca.base import (
     order_chain,
     retry_at,
 )
-from renewers.ca.httpclient import BROWSER_USER_AGENT, Reply, basic_auth, send
+from renewers.ca.httpclient import (
+    BROWSER_USER_AGENT,
+    Reply,
+    StatusWords,
+    basic_auth,
+    raise_for_status,
+    send,
+)
 
 PENDING_POLL = timedelta(minutes=5)
 _ISSUED = re.compile(r"certnew\.cer\?ReqID=(\d{1,10})&")
@@ -320,52 +327,28 @@ class ADCSConnector(ConnectorBase):
             reply = await self._send(step, method, path, {}, **kw)
             if reply.status == 401 and self.config.auth in ("ntlm", "kerberos"):
                 reply = await self._handshake(step, method, path, reply, **kw)
-            if reply.status == 401:
-                offered = ", ".join(reply.headers.getall("WWW-Authenticate", [])) or "none"
-                help_ = (
-                    _NTLM_HELP
-                    if self.config.auth == "ntlm"
-                    else (
-                        "check username and password"
-                        if self.config.auth == "basic"
-                        else "check the service has a Kerberos ticket (kinit or keytab) and the "
-                        f"server has an HTTP/{self._host} SPN"
-                    )
-                )
-                raise self.error(
-                    step,
-                    f"the server refused {self.config.auth} authentication (HTTP 401; it offers: {offered})",
-                    help_,
-                    reason="auth",
-                )
-            if reply.status == 403:
-                raise self.error(
-                    step,
-                    "access denied (HTTP 403)",
-                    "give the account Read and Enroll on the template and access to certsrv; "
-                    "IIS may also require a client certificate (SSL settings)",
-                    reason="forbidden",
-                )
-            if reply.status == 404:
-                raise self.error(
-                    step,
-                    f"{self._url}/{path} does not exist (HTTP 404)",
-                    "check the url ends in /certsrv and web enrollment is installed",
-                    reason="not_found",
-                )
-            if reply.status >= 500:
-                raise self.error(
-                    step,
-                    f"the server failed (HTTP {reply.status})",
-                    "the request is retried later; check the CA service and IIS logs",
-                    reason="server_error",
-                    retryable=True,
-                )
-            if reply.status >= 400:
-                raise self.error(
-                    step, f"HTTP {reply.status}: {reply.text()}", "check the url", reason="refused"
-                )
-            return reply
+            return raise_for_status(self, step, f"{self._url}/{path}", reply, self._words())
+
+    def _words(self) -> StatusWords:
+        if self.config.auth == "ntlm":
+            auth_fix = _NTLM_HELP
+        elif self.config.auth == "basic":
+            auth_fix = "check username and password"
+        else:
+            auth_fix = (
+                "check the service has a Kerberos ticket (kinit or keytab) and the "
+                f"server has an HTTP/{self._host} SPN"
+            )
+        return StatusWords(
+            server="the server",
+            auth=f"{self.config.auth} authentication",
+            auth_fix=auth_fix,
+            forbidden_fix="give the account Read and Enroll on the template and access to "
+            "certsrv; IIS may also require a client certificate (SSL settings)",
+            not_found_fix="check the url ends in /certsrv and web enrollment is installed",
+            server_error_fix="the request is retried later; check the CA service and IIS logs",
+            refused_fix="check the url",
+        )
 
     async def _server_cert(self, step: str) -> bytes:
         """The DER of the server's TLS certificate, for the channel binding (verified handshake)."""
@@ -393,7 +376,7 @@ class ADCSConnector(ConnectorBase):
     async def _handshake(self, step: str, method: str, path: str, first: Reply, **kw: Any) -> Reply:
         """NTLM or Negotiate over the kept connection: token, challenge, answer."""
         import spnego  # noqa: PLC0415 - only NTLM/Kerberos sites need it
-        import spnego.channel_bindings  # noqa: PLC0415
+        import spnego.channel_bindings  # noqa: PLC0415 - as above
 
         scheme = "NTLM" if self.config.auth == "ntlm" else "Negotiate"
         offered = [h.split(" ")[0].lower() for h in first.headers.getall("WWW-Authenticate", [])]
@@ -624,11 +607,11 @@ class ADCSConnector(ConnectorBase):
         )
         return (issuing, *order_chain(issuing, certs))
 
-    def capabilities(self) -> Capabilities:
+    def capabilities(self) -> CACapabilities:
         ekus = None
         if self.config.ekus is not None:
             ekus = frozenset(EKU_CONFIG_NAMES[e] for e in self.config.ekus)
-        return Capabilities(
+        return CACapabilities(
             "adcs",
             self.config.template,
             ekus,

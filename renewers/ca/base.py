@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Protocol, overload, runtime_checkable
 
@@ -112,7 +113,7 @@ class Pending:
 
 
 @dataclass(frozen=True)
-class Capabilities:
+class CACapabilities:
     """What a CA will put in a certificate, as far as the connector knows before asking."""
 
     kind: str
@@ -162,7 +163,7 @@ class CAConnector(Protocol):
         """The CA certificates (issuing CA first) as the CA publishes them."""
         ...
 
-    def capabilities(self) -> Capabilities:
+    def capabilities(self) -> CACapabilities:
         """Profile and EKUs the CA will issue, when known from config or protocol."""
         ...
 
@@ -382,7 +383,6 @@ def parse_retry_after(value: str | None, default: float) -> float:
     value = value.strip()
     if value.isdigit():
         return float(value)
-    from email.utils import parsedate_to_datetime  # noqa: PLC0415 - rare path
 
     try:
         when = parsedate_to_datetime(value)
@@ -399,10 +399,6 @@ def csr_pem(csr: x509.CertificateSigningRequest) -> bytes:
 
 def csr_der(csr: x509.CertificateSigningRequest) -> bytes:
     return csr.public_bytes(serialization.Encoding.DER)
-
-
-def cert_pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def load_pem_certs(data: bytes) -> list[x509.Certificate]:

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from monitor.config_ca import ESTConfig
 from monitor.facts import EKU_CONFIG_NAMES, pkcs7_certificates
 from renewers.ca.base import (
-    Capabilities,
+    CACapabilities,
     CheckResult,
     ConnectorBase,
     Issued,
@@ -39,7 +39,7 @@ from renewers.ca.base import (
     pick_leaf,
     retry_at,
 )
-from renewers.ca.httpclient import Reply, basic_auth, send
+from renewers.ca.httpclient import Reply, StatusWords, basic_auth, raise_for_status, send
 
 _OID_NAMES = {
     "1.2.840.113549.1.9.14": "extensionRequest",
@@ -156,6 +156,15 @@ def parse_csrattrs(der: bytes) -> list[str]:
     return names
 
 
+# RFC 7030 3.5: a server may require the CSR to carry tls-unique; libest answers 400 without it.
+_POP_FIX = (
+    "check the CSR; a libest-based server also answers this when it requires "
+    "proof-of-possession (tls-unique in the CSR), which a CSR made on the Expressway cannot "
+    "carry: authenticate with an RA certificate (client_cert with EKU id-kp-cmcRA) or ask the "
+    "CA operator to turn PoP off for this label"
+)
+
+
 class ESTConnector(ConnectorBase):
     """An EST CA. Construct once per config; call `aclose()` when done."""
 
@@ -231,52 +240,20 @@ class ESTConnector(ConnectorBase):
                 "TLS certificate (RFC 7030 requires an explicit anchor)",
                 **kwargs,
             )
-            if reply.status == 401:
-                raise self.error(
-                    step,
-                    f"the EST server refused our credentials (HTTP 401{self._offered(reply)})",
-                    self._auth_fix(),
-                    reason="auth",
-                )
-            if reply.status == 404:
-                raise self.error(
-                    step,
-                    f"{self._url}/{path} does not exist (HTTP 404)",
-                    "check the url and the EST label (…/.well-known/est/LABEL)",
-                    reason="not_found",
-                )
-            if reply.status >= 500:
-                raise self.error(
-                    step,
-                    f"the EST server failed (HTTP {reply.status}: {reply.text()})",
-                    "the request is retried later; tell the CA operator if it persists",
-                    reason="server_error",
-                    retryable=True,
-                )
-            if reply.status >= 400:
-                fix = "fix what the CA says, then submit again"
-                if reply.status == 400 and step in ("simpleenroll", "simplereenroll"):
-                    fix = (
-                        "check the CSR; a libest-based server also answers this when it "
-                        "requires proof-of-possession (tls-unique in the CSR), which a CSR made "
-                        "on the Expressway cannot carry: authenticate with an RA certificate "
-                        "(client_cert with EKU id-kp-cmcRA) or ask the CA operator to turn "
-                        "PoP off for this label"
-                    )
-                raise self.error(
-                    step,
-                    f"the EST server refused the request (HTTP {reply.status}: {reply.text()})",
-                    fix,
-                    reason="refused",
-                )
-            return reply
+            return raise_for_status(self, step, f"{self._url}/{path}", reply, self._words(step))
 
-    @staticmethod
-    def _offered(reply: Reply) -> str:
-        offered = ", ".join(
-            h.split(" ", 1)[0] for h in reply.headers.getall("WWW-Authenticate", [])
+    def _words(self, step: str) -> StatusWords:
+        return StatusWords(
+            server="the EST server",
+            auth="our credentials",
+            auth_fix=self._auth_fix(),
+            forbidden_fix="ask the CA operator to allow this account or RA certificate to "
+            "enroll on this label",
+            not_found_fix="check the url and the EST label (…/.well-known/est/LABEL)",
+            server_error_fix="the request is retried later; tell the CA operator if it persists",
+            refused_fix="fix what the CA says, then submit again",
+            bad_request_fix=_POP_FIX if step in ("simpleenroll", "simplereenroll") else None,
         )
-        return f"; it asks for {offered}" if offered else ""
 
     def _auth_fix(self) -> str:
         if self.config.username is None:
@@ -327,11 +304,11 @@ class ESTConnector(ConnectorBase):
             decode_body(reply.body, reply.headers.get("Content-Transfer-Encoding"))
         )
 
-    def capabilities(self) -> Capabilities:
+    def capabilities(self) -> CACapabilities:
         ekus = None
         if self.config.ekus is not None:
             ekus = frozenset(EKU_CONFIG_NAMES[e] for e in self.config.ekus)
-        return Capabilities(
+        return CACapabilities(
             "est", None, ekus, "" if ekus else "EKUs are decided by the EST CA's profile"
         )
 

@@ -1,5 +1,6 @@
 """One aiohttp request for the HTTP-based connectors (EST, AD CS): TLS, timeouts and transport
-errors turned into CARequestError that name the CA and say what to fix."""
+errors turned into CARequestError that name the CA and say what to fix, and the one mapping of
+HTTP error statuses to reason codes (`status_class`, `raise_for_status`) both connectors use."""
 
 from __future__ import annotations
 
@@ -41,6 +42,81 @@ class Reply:
 
     def text(self, limit: int = 300) -> str:
         return " ".join(self.body[:limit].decode("utf-8", "replace").split())
+
+
+@dataclass(frozen=True)
+class StatusWords:
+    """How one connector words HTTP error answers; which status means what is shared.
+
+    `server` names the server in messages ("the EST server"), `auth` says what a 401 refused
+    ("our credentials", "ntlm authentication"); each `*_fix` tells the operator what to do.
+    `bad_request_fix` replaces `refused_fix` for HTTP 400 (None: the same).
+    """
+
+    server: str
+    auth: str
+    auth_fix: str
+    forbidden_fix: str
+    not_found_fix: str
+    server_error_fix: str
+    refused_fix: str
+    bad_request_fix: str | None = None
+
+
+def status_class(status: int) -> tuple[str, bool] | None:
+    """The reason code of an HTTP answer and whether a retry may help; None when it is no error.
+
+    401 `auth`, 403 `forbidden`, 404 `not_found`, other 4xx `refused` (the request itself is
+    wrong: sending it again cannot help), 5xx `server_error` (retryable).
+    """
+    if status < 400:
+        return None
+    if status >= 500:
+        return ("server_error", True)
+    return {401: ("auth", False), 403: ("forbidden", False), 404: ("not_found", False)}.get(
+        status, ("refused", False)
+    )
+
+
+def _said(reply: Reply) -> str:
+    """`: TEXT` for what the server said, unless it said nothing or an HTML page (IIS)."""
+    text = reply.text()
+    if not text or reply.content_type == "text/html":
+        return ""
+    return f": {text}"
+
+
+def _asks_for(reply: Reply) -> str:
+    """`; it asks for SCHEME, ...` from WWW-Authenticate (scheme names only, never tokens)."""
+    schemes = [h.split(" ", 1)[0] for h in reply.headers.getall("WWW-Authenticate", [])]
+    return f"; it asks for {', '.join(schemes)}" if schemes else ""
+
+
+def raise_for_status(
+    owner: ConnectorBase, step: str, url: str, reply: Reply, words: StatusWords
+) -> Reply:
+    """`reply` when its status is no error; otherwise the CARequestError of `status_class`."""
+    found = status_class(reply.status)
+    if found is None:
+        return reply
+    reason, retryable = found
+    status = reply.status
+    if reason == "auth":
+        problem = f"{words.server} refused {words.auth} (HTTP 401{_asks_for(reply)})"
+        fix = words.auth_fix
+    elif reason == "forbidden":
+        problem, fix = f"{words.server} denied access (HTTP 403)", words.forbidden_fix
+    elif reason == "not_found":
+        problem, fix = f"{url} does not exist (HTTP 404)", words.not_found_fix
+    elif reason == "server_error":
+        problem = f"{words.server} failed (HTTP {status}{_said(reply)})"
+        fix = words.server_error_fix
+    else:
+        problem = f"{words.server} refused the request (HTTP {status}{_said(reply)})"
+        fix = (
+            words.bad_request_fix if status == 400 and words.bad_request_fix else words.refused_fix
+        )
+    raise owner.error(step, problem, fix, reason=reason, retryable=retryable)
 
 
 async def send(

@@ -18,12 +18,13 @@ from monitor.config_ca import ManualConfig
 from monitor.durations import utcnow
 from monitor.facts import EKU_CONFIG_NAMES
 from renewers.ca.base import (
-    Capabilities,
+    CACapabilities,
     CheckResult,
     ConnectorBase,
     Issued,
     Pending,
     RenewalWindow,
+    csr_pem,
     order_chain,
 )
 
@@ -36,13 +37,13 @@ class ManualConnector(ConnectorBase):
         self.config = config
         self.csr_dir = config.csr_dir or data_dir / "manual" / config.name
 
-    def capabilities(self) -> Capabilities:
+    def capabilities(self) -> CACapabilities:
         ekus = (
             None
             if self.config.ekus is None
             else frozenset(EKU_CONFIG_NAMES[e] for e in self.config.ekus)
         )
-        return Capabilities("manual", None, ekus, "the portal's template decides the EKUs")
+        return CACapabilities("manual", None, ekus, "the portal's template decides the EKUs")
 
     def _pending(self, handle: dict[str, Any]) -> Pending:
         return Pending(
@@ -53,7 +54,7 @@ class ManualConnector(ConnectorBase):
         )
 
     async def submit(self, csr: x509.CertificateSigningRequest) -> Issued | Pending:
-        pem = csr.public_bytes(serialization.Encoding.PEM)
+        pem = csr_pem(csr)
         name = hashlib.sha256(pem).hexdigest()[:16]
         with self.measure("submit"):
             self.csr_dir.mkdir(parents=True, exist_ok=True, mode=0o755)

@@ -32,7 +32,7 @@ from renewers.ca import httpclient
 from renewers.ca.est import ESTConnector
 from renewers.ca.httpclient import Reply as CAReply
 from renewers.cucm import CucmClient
-from renewers.device_http import HttpApi, Reply
+from renewers.device_http import DeviceReply, HttpApi
 from renewers.expressway import ExpresswayClient
 
 CLIENTS: tuple[type, ...] = (ExpresswayClient, CucmClient, ESTConnector)
@@ -91,21 +91,21 @@ def fault_layer(monkeypatch: pytest.MonkeyPatch, plan: FaultPlan) -> Iterator[No
 
     real_request = HttpApi.request
 
-    async def request(self: HttpApi, method: str, path: str, **kwargs: Any) -> Reply:
+    async def request(self: HttpApi, method: str, path: str, **kwargs: Any) -> DeviceReply:
         kind = plan.take()
         step = str(kwargs.get("step", path))
         if kind == "timeout":
             raise self.error(step, f"no answer from {path} (injected timeout)", "check the box")
         if kind == "http500":
-            reply = Reply(500, "Internal Server Error (injected)")
+            reply = DeviceReply(500, "Internal Server Error (injected)")
             if 500 in kwargs.get("allow", ()) or 500 in kwargs.get("expect", ()):
                 return reply
             raise self.error(step, "HTTP 500 (injected)", "look at the box's logs")
         reply = await real_request(self, method, path, **kwargs)
         if kind == "truncated":
-            return Reply(reply.status, reply.text[: len(reply.text) // 2])
+            return DeviceReply(reply.status, reply.text[: len(reply.text) // 2])
         if kind == "wrong_shape":
-            return Reply(reply.status, WRONG_SHAPE)
+            return DeviceReply(reply.status, WRONG_SHAPE)
         return reply
 
     real_send = httpclient.send

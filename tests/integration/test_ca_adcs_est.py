@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from lab.adcs import LANGUAGES, TEXT, ADCSSimulator
 from lab.est import CMC_RA, ESTSimulator
 from lab.pki import CA, CLIENT_AUTH, SERVER_AUTH, write_key_and_chain
-from monitor.config import Secret
+from monitor.config import Secret, load_config
 from monitor.config_ca import ADCSConfig, ESTConfig
 from monitor.durations import utcnow
 from monitor.errors import CAError, ConfigError
@@ -425,7 +425,6 @@ async def test_est_result_names_what_the_ca_dropped(est: ESTSimulator) -> None:
 
 
 def test_est_client_key_readable_by_others_is_refused(tmp_path: Path) -> None:
-    from monitor.config import load_config  # noqa: PLC0415
 
     client_ca = CA.create("EST RA CA")
     cert_file, key_file = ra_certificate(tmp_path, client_ca, cmc_ra=True, mode=0o644)

@@ -33,8 +33,8 @@ from monitor.durations import utcnow
 from monitor.errors import CAError
 from renewers.ca.acme import ACMEConnector
 from renewers.ca.base import (
+    CACapabilities,
     CAConnector,
-    Capabilities,
     CARequestError,
     ChallengeSolver,
     ConnectorBase,
@@ -209,7 +209,7 @@ async def test_capabilities_and_check(ca: Harness) -> None:
     harness = ca
     conn = harness.connector()
     caps = conn.capabilities()
-    assert isinstance(caps, Capabilities)
+    assert isinstance(caps, CACapabilities)
     assert caps.kind == harness.kind
     results = await conn.check()
     assert results and all(r.ok for r in results), results

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from lab.expressway import ExpresswaySim
 from lab.pki import CA, CLIENT_AUTH, SERVER_AUTH
@@ -38,7 +39,6 @@ def sign_with_eku(ca: CA, csr: Any, eku: list[Any]) -> Any:
 
 
 def _san() -> Any:
-    from cryptography import x509  # noqa: PLC0415
 
     return x509.SubjectAlternativeName
 

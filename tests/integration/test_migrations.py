@@ -21,7 +21,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from monitor import migrations
 from monitor import store as store_module
 from monitor.errors import StoreError
+from monitor.events import ProbeFailed
 from monitor.store import Store
+from tests.helpers import free_port
 from tests.integration import schema_0_1 as v01
 from tests.pg import postgres_server
 
@@ -183,7 +185,6 @@ async def test_a_0_1_database_is_stamped_and_upgraded_with_every_row_kept(db_url
 
 
 def _probe_failed():
-    from monitor.events import ProbeFailed  # noqa: PLC0415
 
     return ProbeFailed(
         target="expe", time=datetime.now(UTC), endpoint="h:1", error_class="timeout", error="x"
@@ -352,7 +353,6 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def test_db_verb_and_daemon_refusal_as_processes(tmp_path):
-    from tests.helpers import free_port  # noqa: PLC0415
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
     await run_sync(url, fill_0_1)

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from expressway_certd.daemon import Daemon
+from monitor.config import load_config
 from monitor.errors import ConfigError
 from tests.helpers import DaemonProcess, free_port
 
@@ -179,8 +183,6 @@ async def test_without_notify_socket_nothing_is_sent(tmp_path, served, trust_bun
 
 
 async def test_reload_updates_the_scheduler_jobs(tmp_path, served, trust_bundle, monkeypatch):
-    from expressway_certd.daemon import Daemon  # noqa: PLC0415
-    from monitor.config import load_config  # noqa: PLC0415
 
     monkeypatch.setenv("CERTD_TEST_SECRET", SECRET)
     a = await served(cn="expe.example.com", sans=["expe.example.com"])
@@ -233,11 +235,6 @@ async def test_shutdown_with_polls_not_yet_started_logs_no_tracebacks(
     luck. Here the jobs are submitted after stop() has queued the shutdown and before it runs.
     A real job error is still logged.
     """
-    import logging  # noqa: PLC0415
-    from datetime import UTC, datetime  # noqa: PLC0415
-
-    from expressway_certd.daemon import Daemon  # noqa: PLC0415
-    from monitor.config import load_config  # noqa: PLC0415
 
     monkeypatch.setenv("CERTD_TEST_SECRET", SECRET)
     a = await served(cn="expe.example.com", sans=["expe.example.com"])

@@ -25,7 +25,7 @@ from monitor.facts import SERVER_AUTH
 from renewers.ca.acme import ari_cert_id
 from renewers.ca.adcs import channel_binding_token, read_certsrv_page
 from renewers.ca.base import (
-    Capabilities,
+    CACapabilities,
     CARequestError,
     ConnectorBase,
     dropped_from,
@@ -117,12 +117,14 @@ def test_write_private_is_0600_in_a_0700_directory(tmp_path: Path) -> None:
 
 
 def test_capabilities_say_what_is_known() -> None:
-    assert Capabilities("acme", "tlsserver", frozenset({SERVER_AUTH})).delivers(SERVER_AUTH) is True
     assert (
-        Capabilities("acme", "tlsserver", frozenset({SERVER_AUTH})).delivers("1.3.6.1.5.5.7.3.2")
+        CACapabilities("acme", "tlsserver", frozenset({SERVER_AUTH})).delivers(SERVER_AUTH) is True
+    )
+    assert (
+        CACapabilities("acme", "tlsserver", frozenset({SERVER_AUTH})).delivers("1.3.6.1.5.5.7.3.2")
         is False
     )
-    assert Capabilities("est").delivers(SERVER_AUTH) is None
+    assert CACapabilities("est").delivers(SERVER_AUTH) is None
 
 
 def test_errors_name_ca_step_fix_and_are_counted() -> None:

@@ -14,7 +14,7 @@ from cryptography.x509.oid import NameOID
 
 from lab.pki import CA, CLIENT_AUTH, SERVER_AUTH, new_key
 from monitor.errors import CertParseError
-from monitor.printable import printable
+from monitor.text import printable
 from renewers.decode import certificate_text, csr_text, read_file_bytes, render
 from tests.conftest import need_binary
 

@@ -38,7 +38,7 @@ from renewers.ca.adcs import read_certsrv_page
 from renewers.ca.est import ESTConnector, decode_body, parse_csrattrs
 from renewers.ca.httpclient import Reply as CAReply
 from renewers.cucm import read_fault_string, read_service_states, trust_pems
-from renewers.device_http import Reply
+from renewers.device_http import DeviceReply
 from renewers.expressway import (
     acme_enabled_from,
     csr_already_pending,
@@ -259,8 +259,8 @@ def test_adcs_certsrv_page(page: str) -> None:
 @example(DEEP, 200)
 @example(DEEP_OBJ, 409)
 def test_expressway_json_answers(text: str, status: int) -> None:
-    reply = Reply(status, text)
-    outcome("expressway Reply.json/message", lambda: (reply.json(), reply.message))
+    reply = DeviceReply(status, text)
+    outcome("expressway DeviceReply.json/message", lambda: (reply.json(), reply.message))
     outcome("expressway csr_already_pending", lambda: csr_already_pending(reply))
     outcome("expressway acme_enabled_from", lambda: acme_enabled_from(reply.json()))
     outcome("expressway pem_text", lambda: pem_text(text))

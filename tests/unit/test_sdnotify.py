@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from monitor.sdnotify import Notifier, message, socket_address, watchdog_interval
+from monitor.sdnotify import SystemdNotifier, message, socket_address, watchdog_interval
 
 
 def test_addresses_and_watchdog_settings():
@@ -50,7 +50,7 @@ def drain(sock: socket.socket) -> list[bytes]:
 
 
 def test_states_reach_the_socket(systemd, tmp_path):
-    n = Notifier.from_environ({"NOTIFY_SOCKET": str(tmp_path / "notify")})
+    n = SystemdNotifier.from_environ({"NOTIFY_SOCKET": str(tmp_path / "notify")})
     assert n.ready("watching 1 targets") and n.reloading() and n.stopping()
     got = drain(systemd)
     assert got[0] == b"READY=1\nSTATUS=watching 1 targets"
@@ -59,7 +59,7 @@ def test_states_reach_the_socket(systemd, tmp_path):
 
 
 def test_outside_systemd_nothing_is_sent():
-    n = Notifier.from_environ({})
+    n = SystemdNotifier.from_environ({})
     assert not n.enabled and not n.ready("x")
 
 
@@ -69,14 +69,14 @@ def test_abstract_socket(tmp_path):
     sock.bind(b"\0" + name.encode())
     sock.setblocking(False)
     try:
-        assert Notifier.from_environ({"NOTIFY_SOCKET": "@" + name}).send(WATCHDOG=1)
+        assert SystemdNotifier.from_environ({"NOTIFY_SOCKET": "@" + name}).send(WATCHDOG=1)
         assert drain(sock) == [b"WATCHDOG=1"]
     finally:
         sock.close()
 
 
 async def test_a_blocked_event_loop_stops_the_watchdog_pings(systemd, tmp_path):
-    n = Notifier(str(tmp_path / "notify"), watchdog=0.1)  # pings every 0.05 s
+    n = SystemdNotifier(str(tmp_path / "notify"), watchdog=0.1)  # pings every 0.05 s
     loop = asyncio.get_running_loop()
     pinger = loop.create_task(n.ping_watchdog())
     try:
@@ -94,6 +94,6 @@ async def test_a_blocked_event_loop_stops_the_watchdog_pings(systemd, tmp_path):
 
 
 async def test_no_watchdog_no_pings(systemd, tmp_path):
-    n = Notifier(str(tmp_path / "notify"), watchdog=None)
+    n = SystemdNotifier(str(tmp_path / "notify"), watchdog=None)
     await n.ping_watchdog()  # returns at once
     assert drain(systemd) == []

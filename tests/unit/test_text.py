@@ -21,6 +21,10 @@ from monitor.text import printable, printable_values
         ("del\x7f c1\x9b csi\x85", "del\\x7f c1\\x9b csi\\x85"),
         ("gpj.\u202eexe", "gpj.\\u202eexe"),
         ("\u2066iso\u2069 \u200fmark \u061c", "\\u2066iso\\u2069 \\u200fmark \\u061c"),
+        ("zero\u200bwidth soft\u00adhyphen", "zero\\u200bwidth soft\\xadhyphen"),  # Cf
+        ("line\u2028para\u2029", "line\\u2028para\\u2029"),  # Zl, Zp
+        ("private\ue000 \U000f0000", "private\\ue000 \\U000f0000"),  # Co, astral in 8 digits
+        ("unassigned\u0378", "unassigned\\u0378"),  # Cn
     ],
 )
 def test_printable(raw: str, shown: str):
