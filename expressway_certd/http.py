@@ -11,6 +11,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from alerts.trust import exposition as trust_exposition
+from alerts.trust import render as trust_render
 from expressway_certd.deadline_metrics import estimates as deadline_estimates
 from expressway_certd.deadline_metrics import render as deadline_exposition
 from monitor.config_base import Secret
@@ -29,6 +30,7 @@ from monitor.store import RenewalRow, StepRow
 from monitor.watch import EndpointState, Monitor
 
 if TYPE_CHECKING:
+    from expressway_certd.trustmap_live import TrustMapResult
     from renewers.deadline import DeadlineEstimate
     from renewers.manager import RenewalManager
 
@@ -136,6 +138,7 @@ def build_app(
     api_token: Secret | None = None,
     api_read_token: Secret | None = None,
     exposition: Callable[[], str] | None = None,
+    trust_map: Callable[[], TrustMapResult | None] | None = None,
 ) -> web.Application:
     """The routes; `api_token` guards the mutating calls, `api_read_token` (when set) the reads.
 
@@ -167,6 +170,9 @@ def build_app(
         return await handler(request)
 
     app = web.Application(middlewares=[read_guard])
+
+    def latest_map() -> TrustMapResult | None:
+        return trust_map() if trust_map is not None else None
 
     def manager() -> RenewalManager:
         if renewals is None:
@@ -231,7 +237,13 @@ def build_app(
         body += generate_latest(registry)
         if exposition is not None:
             body = exposition().encode() + body
-        body = trust_exposition(monitor.config.daemon.data_dir).encode() + body
+        computed = latest_map()
+        trust = (
+            trust_render(computed.doc())
+            if computed is not None
+            else trust_exposition(monitor.config.daemon.data_dir)
+        )
+        body = trust.encode() + body
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def status_page(_: web.Request) -> web.Response:
@@ -255,7 +267,7 @@ def build_app(
             target_views(monitor.config, states, now),
             renewal_views(rows, steps),
             risks=risks,
-            trust_map_svg=read_trust_map(monitor.config.daemon.data_dir),
+            trust_map_svg=trust_svg(),
         )
         return web.Response(
             text=render_page(view),
@@ -265,6 +277,38 @@ def build_app(
                 "X-Content-Type-Options": "nosniff",
                 "Referrer-Policy": "no-referrer",
                 "Cache-Control": "no-store",
+            },
+        )
+
+    def trust_svg() -> bytes | None:
+        computed = latest_map()
+        if computed is not None:
+            return computed.svg
+        return read_trust_map(monitor.config.daemon.data_dir)  # written by `trust-map`
+
+    async def trust_map_json(_: web.Request) -> web.Response:
+        computed = latest_map()
+        if computed is None:
+            raise web.HTTPNotFound(
+                text="the daemon has not computed a trust map: it needs API credentials of at "
+                "least one [[expressway]]; the first map follows the start within a minute"
+            )
+        return web.json_response(computed.doc())
+
+    async def trust_map_svg(_: web.Request) -> web.Response:
+        computed = latest_map()
+        if computed is None or computed.svg is None:
+            raise web.HTTPNotFound(
+                text="no trust map picture: none computed yet, or Graphviz 'dot' is not "
+                "installed (Debian package graphviz)"
+            )
+        return web.Response(
+            body=computed.svg,
+            content_type="image/svg+xml",
+            headers={
+                # Opened directly, the SVG is a document: no scripts, nothing loaded.
+                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+                "X-Content-Type-Options": "nosniff",
             },
         )
 
@@ -330,6 +374,8 @@ def build_app(
     app.router.add_get("/api/v1/endpoints", endpoints)
     app.router.add_get("/api/v1/targets", targets)
     app.router.add_get("/api/v1/events", events)
+    app.router.add_get("/api/v1/trust-map", trust_map_json)
+    app.router.add_get("/api/v1/trust-map.svg", trust_map_svg)
     app.router.add_get("/api/v1/renewals", list_renewals)
     app.router.add_get("/api/v1/renewals/{id}", get_renewal)
     app.router.add_post("/api/v1/renewals/{id}/approve", approve)

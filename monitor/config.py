@@ -320,6 +320,14 @@ class DaemonConfig:
     renewal_check: timedelta = key(
         timedelta(seconds=15), "how often waiting and failed renewals are looked at"
     )
+    trust_map_interval: timedelta = key(
+        timedelta(hours=1),
+        "how often the daemon recomputes the trust map (reads each Expressway's trusted CA "
+        "list and each Unified CM node's trust stores through their APIs, read-only; the "
+        "certificates they present come from the latest probes). Runs only when at least one "
+        "`[[expressway]]` has API credentials; each party gets at most half this interval "
+        "(and at most 60s) to answer, an unreachable one leaves its relations unknown",
+    )
 
 
 @dataclass(frozen=True)
@@ -474,6 +482,7 @@ def _parse_daemon(file: Path, table: Mapping[str, Any], check_files: bool) -> Da
         api_token=s.get_secret("api_token", base),
         api_read_token=s.get_secret("api_read_token", base),
         renewal_check=s.get_duration("renewal_check", DaemonConfig.renewal_check),
+        trust_map_interval=s.get_duration("trust_map_interval", DaemonConfig.trust_map_interval),
     )
 
 

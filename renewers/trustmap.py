@@ -38,6 +38,10 @@ class Party:
     stores: Mapping[str, tuple[x509.Certificate, ...]] = field(default_factory=dict)
     pending: tuple[x509.Certificate, ...] = ()  # a renewal's new leaf and chain, not installed yet
     step_d_reaches: frozenset[tuple[str, str]] = frozenset()  # (party, store) a renewal updates
+    # The CA certificates seen sent after the leaf (a probe's served chain); None: assume the
+    # chain the presenter builds from its own trusted list.
+    sent: tuple[x509.Certificate, ...] | None = None
+    unread: str = ""  # why this party could not be read; every relation it is in is unknown
 
 
 @dataclass(frozen=True)
@@ -120,12 +124,17 @@ def _check_chain(
 
 
 def _sent(party: Party, leaf: x509.Certificate) -> tuple[x509.Certificate, ...]:
+    if party.sent is not None:
+        return party.sent
     own = party.stores.get(EXPRESSWAY_STORE, ())
     return build_path(leaf, own)[1:]
 
 
 def judge(rel: Relation, parties: Mapping[str, Party], now: datetime) -> Judgement:
     presenter, verifier = parties.get(rel.presenter), parties.get(rel.verifier)
+    for party in (presenter, verifier):
+        if party is not None and party.unread:
+            return Judgement(rel, UNKNOWN, f"{party.name} was not read: {party.unread}", None)
     if presenter is None or presenter.presents is None:
         return Judgement(rel, UNKNOWN, f"{rel.presenter}'s certificate was not read", None)
     if verifier is None or rel.store not in verifier.stores:
