@@ -27,6 +27,7 @@ from expressway_certd.trustmap_live import gather, judgements_json, pending_chai
 from monitor.config import Config, load_config
 from monitor.errors import CertdError, ConfigError
 from monitor.printable import printable
+from monitor.probe import Prober, TrustStore
 from monitor.statuspage import TRUST_MAP_FILE as SVG_NAME
 from monitor.store import Store
 from renewers.pipeline import ConfiguredDevices
@@ -115,7 +116,9 @@ def run(args: argparse.Namespace) -> int:
     devices = ConfiguredDevices({"timeout": args.timeout})
 
     async def collect() -> tuple[dict[str, Party], list[tuple[str, str]], list[tuple[str, str]]]:
-        return await gather(config, devices, await read_pending(config), {}, args.timeout)
+        prober = Prober(TrustStore([]), concurrency=16, timeout=args.timeout)
+        pending = await read_pending(config)
+        return await gather(config, devices, pending, {}, args.timeout, prober.probe)
 
     parties, traversal, unified = asyncio.run(collect())
     now = datetime.now(UTC)

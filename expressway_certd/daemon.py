@@ -180,7 +180,7 @@ class Daemon:
         if any(e.renewal is not None for e in cfg.expressways):
             await self._start_renewals(prober)
         if any(e.username and e.password for e in cfg.expressways):
-            self._start_trust_map()
+            self._start_trust_map(prober)
         process_collector.ProcessCollector(registry=self.registry)
         platform_collector.PlatformCollector(registry=self.registry)
         gc_collector.GCCollector(registry=self.registry)
@@ -230,7 +230,7 @@ class Daemon:
             )
         )
 
-    def _start_trust_map(self) -> None:
+    def _start_trust_map(self, prober: Prober) -> None:
         from expressway_certd.trustmap_live import TrustMapper  # noqa: PLC0415 - when needed
         from renewers.pipeline import ConfiguredDevices  # noqa: PLC0415
 
@@ -243,6 +243,7 @@ class Daemon:
             self.store,
             lambda: list(monitor.states.values()),
             timeout=seconds,
+            probe=prober.probe,
         )
 
     async def _run_trust_map(self) -> None:
@@ -505,9 +506,10 @@ class Daemon:
 
 
 def trust_map_party_seconds(interval: timedelta) -> float:
-    """How long one party may take to answer the trust map's reads: half the interval, at
-    most a minute, so a dead box never holds up the next computation."""
-    return min(interval.total_seconds() / 2, 60.0)
+    """How long one party may take to answer the trust map's reads: half the interval (at
+    least 5 s, for slow boxes under short test intervals), at most a minute, so a dead box
+    never holds up the next computation for long."""
+    return min(max(interval.total_seconds() / 2, 5.0), 60.0)
 
 
 def _schema_fields(store: Store) -> dict[str, Any]:

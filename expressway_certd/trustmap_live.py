@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import dataclasses
 import shutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,8 +28,10 @@ import structlog
 from cryptography import x509
 
 from monitor.config import Config, ExpresswayConfig, UnifiedCMConfig
+from monitor.endpoint import Endpoint
 from monitor.errors import CertdError
 from monitor.printable import printable
+from monitor.probe import Observation
 from monitor.store import Store
 from monitor.watch import EndpointState
 from renewers.pipeline import Devices, trust_boxes
@@ -45,6 +47,8 @@ from renewers.trustmap import (
 
 log = structlog.get_logger("expressway_certd.trustmap")
 
+# Reads the chain served at an endpoint (monitor.probe.Prober.probe).
+Probe = Callable[[str, Endpoint], Awaitable[Observation]]
 READ_ERRORS = (CertdError, OSError, TimeoutError, ValueError)
 DOT_TIMEOUT = 60.0  # seconds Graphviz may take for one picture
 
@@ -124,18 +128,57 @@ async def read_expressway(
     return dataclasses.replace(party, presents=presents, stores={EXPRESSWAY_STORE: cas})
 
 
-async def _read_node(cm: Any, ucm: UnifiedCMConfig, node: str, party_seconds: float) -> Party:
+def node_endpoints(ucm: UnifiedCMConfig, node: str) -> dict[str, Endpoint]:
+    """relation -> where a node serves the certificate for it: the CallManager certificate on
+    SIP TLS (`sip_tls_port`), the tomcat certificate on HTTPS (Tomcat's `soap_port`)."""
+    return {
+        "sip-tls": Endpoint(node, ucm.sip_tls_port, "sip-tls", sni=node),
+        "https": Endpoint(node, ucm.soap_port, "https", sni=node),
+    }
+
+
+async def _served(probe: Probe, name: str, endpoint: Endpoint) -> tuple[x509.Certificate, ...]:
+    """The chain served at `endpoint`, or () when the handshake did not deliver one."""
+    obs = await probe(name, endpoint)
+    if not obs.ok:
+        log.warning(
+            "trust map: served certificate not read",
+            party=name,
+            endpoint=endpoint.address,
+            error=obs.error or obs.error_class,
+        )
+    try:
+        return tuple(x509.load_der_x509_certificate(der) for der in obs.chain_der)
+    except ValueError:
+        return ()
+
+
+async def _read_node(
+    cm: Any, ucm: UnifiedCMConfig, node: str, probe: Probe | None, party_seconds: float
+) -> Party:
     name = f"{ucm.name}/{node}"
+    where = node_endpoints(ucm, node) if probe is not None else {}
+
+    async def stores() -> dict[str, tuple[x509.Certificate, ...]]:
+        return {s: tuple(await cm.trusted(node, s)) for s in ucm.trust_stores}
+
     try:
         async with asyncio.timeout(party_seconds):
-            stores = {s: tuple(await cm.trusted(node, s)) for s in ucm.trust_stores}
+            read, *chains = await asyncio.gather(
+                stores(), *(_served(probe, name, ep) for ep in where.values() if probe)
+            )
     except READ_ERRORS as exc:
-        return Party(name, "unified-cm", None, unread=f"certmgr API: {_why(exc)}")
-    return Party(name, "unified-cm", None, stores)
+        unread = f"certmgr API: {_why(exc)}"
+        return Party(name, "unified-cm", None, unread=unread, serves=dict.fromkeys(where, ()))
+    assert isinstance(read, dict)
+    serves = {
+        rel: chain for rel, chain in zip(where, chains, strict=True) if isinstance(chain, tuple)
+    }
+    return Party(name, "unified-cm", None, read, serves=serves)
 
 
 async def read_unified_cm(
-    ucm: UnifiedCMConfig, devices: Devices, party_seconds: float
+    ucm: UnifiedCMConfig, devices: Devices, probe: Probe | None, party_seconds: float
 ) -> list[Party]:
     """One party per node; the nodes are read concurrently, each under its own deadline (the
     client's start has one more), so a silent node leaves the others read."""
@@ -144,14 +187,23 @@ async def read_unified_cm(
         async with contextlib.AsyncExitStack() as stack:
             async with asyncio.timeout(party_seconds):
                 cm = await stack.enter_async_context(devices.unified_cm(ucm))
-            reads = (_read_node(cm, ucm, n, party_seconds) for n in ucm.nodes)
+            reads = (_read_node(cm, ucm, n, probe, party_seconds) for n in ucm.nodes)
             nodes = list(await asyncio.gather(*reads))
     except READ_ERRORS as exc:
         if nodes:
             log.warning("trust map: Unified CM client did not close", ucm=ucm.name, error=_why(exc))
             return nodes
         why = f"Unified CM client: {_why(exc)}"
-        return [Party(f"{ucm.name}/{n}", "unified-cm", None, unread=why) for n in ucm.nodes]
+        return [
+            Party(
+                f"{ucm.name}/{n}",
+                "unified-cm",
+                None,
+                unread=why,
+                serves=dict.fromkeys(node_endpoints(ucm, n) if probe else (), ()),
+            )
+            for n in ucm.nodes
+        ]
     return nodes
 
 
@@ -161,6 +213,7 @@ async def gather(
     pending: Mapping[str, tuple[x509.Certificate, ...]],
     served: Mapping[str, tuple[x509.Certificate, ...]],
     party_seconds: float,
+    probe: Probe | None = None,
 ) -> tuple[dict[str, Party], list[tuple[str, str]], list[tuple[str, str]]]:
     """Every party read concurrently; (parties, traversal pairs, (C, node) pairs)."""
     used = {e.unified_cm for e in config.expressways if e.role == "c" and e.unified_cm}
@@ -179,7 +232,7 @@ async def gather(
                 for e in config.expressways
             )
         ),
-        asyncio.gather(*(read_unified_cm(u, devices, party_seconds) for u in cms)),
+        asyncio.gather(*(read_unified_cm(u, devices, probe, party_seconds) for u in cms)),
     )
     parties = {p.name: p for p in [*boxes, *(p for ps in nodes for p in ps)]}
     traversal = [
@@ -270,7 +323,9 @@ class TrustMapper:
         states: Callable[[], Iterable[EndpointState]],
         *,
         timeout: float,
+        probe: Probe | None = None,
     ) -> None:
+        self._probe = probe
         self._config = config
         self._devices = devices
         self._store = store
@@ -288,7 +343,7 @@ class TrustMapper:
             pending = {}
         served = served_chains(self._states())
         parties, traversal, unified = await gather(
-            config, self._devices, pending, served, self._timeout
+            config, self._devices, pending, served, self._timeout, self._probe
         )
         at = now or datetime.now(UTC)
         judgements = trust_map(parties, relations(parties, traversal, unified), at)

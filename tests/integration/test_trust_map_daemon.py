@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 
 from expressway_certd.daemon import Daemon
+from lab.pki import CA
 from lab.renewal import set_daemon_keys
 from lab.topology import Lab
 from monitor.config import load_config
@@ -83,6 +84,7 @@ async def test_daemon_trust_map_breaks_and_heals_within_a_cycle(tmp_path: Path) 
                     ("expe-e1", "expe-c1", "trusted-ca"): "ok",
                     ("expe-c1", node, "tomcat"): "ok",
                     ("expe-c1", node, "callmanager"): "ok",
+                    (node, "expe-c1", "trusted-ca"): "ok",
                 }
 
                 # Someone removes the CA from the Expressway-E's trusted list.
@@ -116,3 +118,39 @@ async def test_daemon_trust_map_breaks_and_heals_within_a_cycle(tmp_path: Path) 
                 assert doc["earliest_break"] is None
         finally:
             await daemon.stop()
+
+
+async def test_unified_cm_certificates_are_read_where_they_are_served(tmp_path: Path) -> None:
+    """The C verifies Unified CM's CallManager certificate (SIP TLS) and its tomcat one
+    (HTTPS) separately: a CallManager certificate from a CA the C does not trust breaks
+    only the SIP TLS relation, read from what the node serves on its SIP TLS port."""
+    async with Lab(tmp_path / "lab", restart_seconds=0.2) as lab:
+        port = free_port()
+        path = lab.write_config(tmp_path / "certd.toml")
+        path.write_text(
+            set_daemon_keys(path.read_text(), listen=f"127.0.0.1:{port}", trust_map_interval="0.5s")
+        )
+        other = CA.create("Other Issuing", parent=CA.create("Other Root"))
+        cert, key = other.issue(str(lab.cucm.fqdn), [str(lab.cucm.fqdn)])
+        lab.cucm.install_callmanager_now(cert, key)
+        daemon = Daemon(load_config(path))
+        await daemon.start()
+        node = f"cucm1/{lab.cucm.host}"
+        try:
+            assert daemon.trust_map is not None
+            first = daemon.trust_map.runs
+            await until(lambda: _ran_after(daemon, first), "a trust map")
+            async with aiohttp.ClientSession() as http:
+                doc = await (await http.get(f"http://127.0.0.1:{port}/api/v1/trust-map")).json()
+            got = {(r["from"], r["to"], r["relation"]): r for r in doc["relations"]}
+            sip = got[(node, "expe-c1", "sip-tls")]
+            assert sip["status"] == "broken"
+            assert "Other" in sip["reason"]
+            assert got[(node, "expe-c1", "https")]["status"] == "ok"
+            assert got[("expe-c1", node, "sip-tls")]["status"] == "ok"  # the other direction
+        finally:
+            await daemon.stop()
+
+
+async def _ran_after(daemon: Daemon, runs: int) -> bool:
+    return daemon.trust_map is not None and daemon.trust_map.runs > runs
