@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from alerts.trust import exposition as trust_exposition
 from alerts.trust import render as trust_render
-from expressway_certd.deadline_metrics import estimates as deadline_estimates
+from expressway_certd.deadline_metrics import DeadlineCache
 from expressway_certd.deadline_metrics import render as deadline_exposition
 from monitor.config_base import Secret
 from monitor.errors import CertdError
@@ -139,6 +139,7 @@ def build_app(
     api_read_token: Secret | None = None,
     exposition: Callable[[], str] | None = None,
     trust_map: Callable[[], TrustMapResult | None] | None = None,
+    deadline_cache: DeadlineCache | None = None,
 ) -> web.Application:
     """The routes; `api_token` guards the mutating calls, `api_read_token` (when set) the reads.
 
@@ -170,6 +171,7 @@ def build_app(
         return await handler(request)
 
     app = web.Application(middlewares=[read_guard])
+    risk = deadline_cache or DeadlineCache.of(monitor)
 
     def latest_map() -> TrustMapResult | None:
         return trust_map() if trust_map is not None else None
@@ -228,7 +230,7 @@ def build_app(
         if not any(e.renewal for e in monitor.config.expressways):
             return None
         try:
-            return await deadline_estimates(monitor, now)
+            return await risk.get(now)
         except (CertdError, ValueError):
             return None
 
