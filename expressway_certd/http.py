@@ -21,10 +21,12 @@ from monitor.statuspage import (
     CONTENT_SECURITY_POLICY,
     PageView,
     RiskView,
+    read_trust_doc,
     read_trust_map,
     render_page,
     renewal_views,
     target_views,
+    trust_view,
 )
 from monitor.store import RenewalRow, StepRow
 from monitor.watch import EndpointState, Monitor
@@ -270,6 +272,7 @@ def build_app(
             renewal_views(rows, steps),
             risks=risks,
             trust_map_svg=trust_svg(),
+            trust=trust_view(doc) if (doc := trust_doc()) is not None else None,
         )
         return web.Response(
             text=render_page(view),
@@ -281,6 +284,12 @@ def build_app(
                 "Cache-Control": "no-store",
             },
         )
+
+    def trust_doc() -> dict[str, Any] | None:
+        computed = latest_map()
+        if computed is not None:
+            return computed.doc()
+        return read_trust_doc(monitor.config.daemon.data_dir)  # written by `trust-map`
 
     def trust_svg() -> bytes | None:
         computed = latest_map()

@@ -21,6 +21,7 @@ from lab.renewal import set_daemon_keys
 from lab.topology import Lab
 from monitor.config import load_config
 from tests.helpers import free_port
+from tests.integration.test_status_page import VisibleText, chromium
 
 TRAVERSAL_C_TO_E = 'expressway_trust_relation_ok{from="expe-c1",to="expe-e1",relation="traversal"}'
 
@@ -154,3 +155,61 @@ async def test_unified_cm_certificates_are_read_where_they_are_served(tmp_path: 
 
 async def _ran_after(daemon: Daemon, runs: int) -> bool:
     return daemon.trust_map is not None and daemon.trust_map.runs > runs
+
+
+async def test_will_break_and_earliest_break_on_the_status_page(tmp_path: Path) -> None:
+    """The E serves a certificate under a root that expires in 20 days: the daemon's map says
+    the E -> C relation will break then, and a person sees it on the page in Chromium."""
+    async with Lab(tmp_path / "lab", restart_seconds=0.2) as lab:
+        c, e = lab.expressway_c, lab.expressway_e
+        short = CA.create("Short Issuing", parent=CA.create("Short Root", days=20), days=20)
+        leaf, key = short.issue(e.fqdn, [e.fqdn], days=365)
+        e.install_now(leaf, key)
+        for box in (c, e):
+            box.trusted_cas.extend(short.chain())
+        root_expiry = short.chain()[-1].not_valid_after_utc
+        port = free_port()
+        path = lab.write_config(tmp_path / "certd.toml")
+        path.write_text(
+            set_daemon_keys(
+                path.read_text(),
+                listen=f"127.0.0.1:{port}",
+                poll_interval="1s",
+                probe_timeout="0.9s",
+                trust_map_interval="0.5s",
+            )
+        )
+        daemon = Daemon(load_config(path))
+        await daemon.start()
+        base = f"http://127.0.0.1:{port}"
+        try:
+            async with aiohttp.ClientSession() as http:
+
+                async def e_to_c_will_break() -> bool:
+                    async with http.get(f"{base}/api/v1/trust-map") as resp:
+                        if resp.status != 200:
+                            return False
+                        doc = await resp.json()
+                    return any(
+                        (r["from"], r["to"], r["status"]) == ("expe-e1", "expe-c1", "will break")
+                        for r in doc["relations"]
+                    )
+
+                await until(e_to_c_will_break, "the relation that will break")
+            dom = await chromium(base + "/", tmp_path / "profile-dom", "--dump-dom")
+            shot = tmp_path / "status-page-trust.png"
+            await chromium(
+                base + "/", tmp_path / "profile-shot", f"--screenshot={shot}",
+                "--window-size=1280,1400",
+            )  # fmt: skip
+        finally:
+            await daemon.stop()
+    parser = VisibleText()
+    parser.feed(dom)
+    text = parser.text
+    when = f"{root_expiry:%Y-%m-%d %H:%M} UTC"
+    assert f"Earliest break: {when}" in text
+    row = f"expe-e1 expe-c1 traversal (trusted-ca) will break {when}"
+    assert row in text
+    assert "Short" in text[text.index(row) :]
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
