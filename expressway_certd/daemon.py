@@ -299,7 +299,9 @@ class Daemon:
                 self._run_trust_map,
                 IntervalTrigger(seconds=d.trust_map_interval.total_seconds(), timezone=UTC),
                 id="trust-map",
-                next_run_time=now,
+                # after the first polls, whose served chains the map judges
+                next_run_time=now
+                + timedelta(seconds=first_spread + d.probe_timeout.total_seconds()),
                 max_instances=1,
                 coalesce=True,
             )

@@ -302,7 +302,7 @@ def build_app(
         if computed is None:
             raise web.HTTPNotFound(
                 text="the daemon has not computed a trust map: it needs API credentials of at "
-                "least one [[expressway]]; the first map follows the start within a minute"
+                "least one [[expressway]]; the first map follows the first polls after the start"
             )
         return web.json_response(computed.doc())
 
