@@ -13,11 +13,14 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from expressway_certd.trustmap_live import gather
 from lab.pki import CA
 from monitor.config import Config, ExpresswayConfig, UnifiedCMConfig, load_config
+from monitor.endpoint import Endpoint
 from monitor.errors import DeviceError
+from monitor.probe import Observation
 from renewers.trustmap import BROKEN, OK, UNKNOWN, relations, trust_map
 
 NOW = datetime.now(UTC)
@@ -178,3 +181,31 @@ def test_the_served_chain_is_judged_not_the_api_certificate(
     got = statuses(config(tmp_path), devices(pki), served)
     assert got[("expe-e1", "expe-c1", "trusted-ca")].status == BROKEN
     assert got[("expe-c1", "expe-e1", "trusted-ca")].status == OK
+
+
+def test_unified_cm_served_certificates_by_port(tmp_path: Path, pki: dict[str, Any]) -> None:
+    """SIP TLS (5061) is read for the CallManager certificate, Tomcat's 8443 for the tomcat
+    one; a port that gives no certificate leaves that relation unknown, not missing."""
+    seen: list[tuple[str, int]] = []
+    tomcat = pki["other"].issue("n1", ["n1"], key_kind="ec", key_size=256)[0]
+
+    async def probe(name: str, endpoint: Endpoint) -> Observation:
+        seen.append((endpoint.host, endpoint.port))
+        if endpoint.port == 5061:
+            return Observation(name, endpoint, NOW, False, "refused", "connection refused")
+        der = tomcat.public_bytes(serialization.Encoding.DER)
+        return Observation(name, endpoint, NOW, True, chain_der=(der,))
+
+    async def run() -> dict:
+        parties, traversal, unified = await gather(
+            config(tmp_path), devices(pki), {}, {}, 0.2, probe
+        )
+        judged = trust_map(parties, relations(parties, traversal, unified), NOW)
+        return {(j.relation.presenter, j.relation.verifier, j.relation.relation): j for j in judged}
+
+    got = asyncio.run(run())
+    assert sorted(seen) == [("n1", 5061), ("n1", 8443), ("n2", 5061), ("n2", 8443)]
+    assert got[("cucm1/n1", "expe-c1", "sip-tls")].status == UNKNOWN
+    https = got[("cucm1/n1", "expe-c1", "https")]
+    assert https.status == BROKEN  # the C does not trust the Other CA
+    assert "Other" in https.reason
