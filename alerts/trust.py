@@ -1,4 +1,4 @@
-"""Trust map metrics, read at scrape time from the latest `trust-map` result.
+"""Trust map metrics: the daemon's own latest map (`render`), or the latest `trust-map` result.
 
 `expressway-certd trust-map` writes `<data_dir>/trust-map.json`; the daemon exports it:
 `expressway_trust_relation_ok{from,to,relation}` (1 ok or not yet broken, 0 broken; relations

@@ -23,14 +23,15 @@ from typing import Any
 from cryptography import x509
 
 from alerts.trust import TRUST_MAP_STATE
+from expressway_certd.trustmap_live import gather, judgements_json, pending_chains
 from monitor.config import Config, load_config
 from monitor.errors import CertdError, ConfigError
+from monitor.probe import Prober, TrustStore
 from monitor.statuspage import TRUST_MAP_FILE as SVG_NAME
 from monitor.store import Store
 from monitor.text import printable
-from renewers.pipeline import ConfiguredDevices, Devices, RecordError, record_of, trust_boxes
+from renewers.pipeline import ConfiguredDevices
 from renewers.trustmap import (
-    EXPRESSWAY_STORE,
     OK,
     Judgement,
     Party,
@@ -60,84 +61,16 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _load_pem_certs(pem: str) -> tuple[x509.Certificate, ...]:
-    return tuple(x509.load_pem_x509_certificates(pem.encode())) if pem else ()
-
-
-async def pending_chains(config: Config) -> dict[str, tuple[x509.Certificate, ...]]:
-    """target -> (new leaf, its chain) of each active renewal that has an issued certificate."""
+async def read_pending(config: Config) -> dict[str, tuple[x509.Certificate, ...]]:
+    """Pending renewals' new chains from the state database; none when it cannot be opened."""
     try:
         store = await Store.open(config.daemon.state)
     except CertdError:
         return {}
     try:
-        rows = await store.renewals_for(None, active_only=True, limit=1000)
+        return await pending_chains(store)
     finally:
         await store.close()
-    out: dict[str, tuple[x509.Certificate, ...]] = {}
-    for row in rows:
-        try:
-            issued = record_of(row).issued
-        except RecordError:  # the runner blocks that renewal, naming the fault
-            continue
-        if issued is not None and issued.leaf_pem:
-            out[row.target] = _load_pem_certs(issued.leaf_pem) + _load_pem_certs(issued.chain_pem)
-    return out
-
-
-async def gather(
-    config: Config, devices: Devices, pending: dict[str, tuple[x509.Certificate, ...]]
-) -> tuple[dict[str, Party], list[tuple[str, str]], list[tuple[str, str]]]:
-    parties: dict[str, Party] = {}
-    traversal: list[tuple[str, str]] = []
-    unified: list[tuple[str, str]] = []
-    for exp in config.expressways:
-        presents: x509.Certificate | None = None
-        stores: dict[str, tuple[x509.Certificate, ...]] = {}
-        if exp.username and exp.password:
-            async with devices.expressway(exp) as box:
-                presents = await box.server_certificate()
-                stores[EXPRESSWAY_STORE] = tuple(await box.trusted_cas())
-        reaches = {(b.name, EXPRESSWAY_STORE) for b in trust_boxes(config, exp)}
-        if exp.role == "c" and exp.unified_cm:
-            ucm = config.unified_cm(exp.unified_cm)
-            reaches |= {(f"{ucm.name}/{n}", s) for n in ucm.nodes for s in ucm.trust_stores}
-        parties[exp.name] = Party(
-            exp.name,
-            f"expressway-{exp.role}" if exp.role else "expressway",
-            presents,
-            stores,
-            pending=pending.get(exp.name, ()),
-            step_d_reaches=frozenset(reaches),
-        )
-        if exp.role == "c" and exp.traversal_peer:
-            traversal.append((exp.name, exp.traversal_peer))
-    for ucm in config.unified_cms:
-        users = [e for e in config.expressways if e.role == "c" and e.unified_cm == ucm.name]
-        if not users:
-            continue
-        async with devices.unified_cm(ucm) as cm:
-            for node in ucm.nodes:
-                name = f"{ucm.name}/{node}"
-                node_stores = {s: tuple(await cm.trusted(node, s)) for s in ucm.trust_stores}
-                parties[name] = Party(name, "unified-cm", None, node_stores)
-                unified += [(c.name, name) for c in users]
-    return parties, traversal, unified
-
-
-def judgements_json(judgements: tuple[Judgement, ...]) -> list[dict[str, Any]]:
-    return [
-        {
-            "from": j.relation.presenter,
-            "to": j.relation.verifier,
-            "relation": j.relation.relation,
-            "store": j.relation.store,
-            "status": j.status,
-            "reason": j.reason,
-            "breaks_at": j.breaks_at.isoformat() if j.breaks_at else None,
-        }
-        for j in judgements
-    ]
 
 
 def render(judgements: tuple[Judgement, ...], svg: Path | None) -> str:
@@ -183,7 +116,9 @@ def run(args: argparse.Namespace) -> int:
     devices = ConfiguredDevices({"timeout": args.timeout})
 
     async def collect() -> tuple[dict[str, Party], list[tuple[str, str]], list[tuple[str, str]]]:
-        return await gather(config, devices, await pending_chains(config))
+        prober = Prober(TrustStore([]), concurrency=16, timeout=args.timeout)
+        pending = await read_pending(config)
+        return await gather(config, devices, pending, {}, args.timeout, prober.probe)
 
     parties, traversal, unified = asyncio.run(collect())
     now = datetime.now(UTC)

@@ -58,6 +58,7 @@ from monitor.watch import Monitor
 
 if TYPE_CHECKING:
     from alerts.notify import Router
+    from expressway_certd.trustmap_live import TrustMapper, TrustMapResult
     from renewers.manager import RenewalManager
 
 log = structlog.get_logger("expressway_certd.daemon")
@@ -91,6 +92,7 @@ class Daemon:
         self.exposition: StateExposition | None = None
         self.replicas: Registry | None = None  # set on PostgreSQL: this daemon is a replica
         self.ownership: Ownership | None = None
+        self.trust_map: TrustMapper | None = None  # set when an Expressway has API credentials
 
     def owns(self, target: str) -> bool:
         """Whether this daemon polls and exports `target` (always, when it is not a replica)."""
@@ -184,6 +186,8 @@ class Daemon:
         )
         if any(e.renewal is not None for e in cfg.expressways):
             await self._start_renewals(prober)
+        if any(e.username and e.password for e in cfg.expressways):
+            self._start_trust_map(prober)
         process_collector.ProcessCollector(registry=self.registry)
         platform_collector.PlatformCollector(registry=self.registry)
         gc_collector.GCCollector(registry=self.registry)
@@ -228,6 +232,37 @@ class Daemon:
             )
         )
 
+    def _start_trust_map(self, prober: Prober) -> None:
+        from expressway_certd.trustmap_live import TrustMapper  # noqa: PLC0415 - when needed
+        from renewers.pipeline import ConfiguredDevices  # noqa: PLC0415
+
+        assert self.store is not None and self.monitor is not None
+        monitor = self.monitor
+        seconds = trust_map_party_seconds(self.config.daemon.trust_map_interval)
+        self.trust_map = TrustMapper(
+            lambda: self.config,
+            ConfiguredDevices({"timeout": seconds}),
+            self.store,
+            lambda: list(monitor.states.values()),
+            timeout=seconds,
+            probe=prober.probe,
+        )
+
+    async def _run_trust_map(self) -> None:
+        assert self.trust_map is not None
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+        try:
+            await self.trust_map.refresh()
+        except asyncio.CancelledError:
+            return  # shutting down
+        except Exception:
+            log.exception("trust map computation crashed; the previous map is kept")
+        finally:
+            if task is not None:
+                self._inflight.discard(task)
+
     def _start_scheduler(self) -> None:
         d = self.config.daemon
         interval = d.poll_interval.total_seconds()
@@ -258,6 +293,17 @@ class Daemon:
                 IntervalTrigger(seconds=d.renewal_check.total_seconds(), timezone=UTC),
                 id="renewals",
                 next_run_time=now,
+                max_instances=1,
+                coalesce=True,
+            )
+        if self.trust_map is not None:
+            scheduler.add_job(
+                self._run_trust_map,
+                IntervalTrigger(seconds=d.trust_map_interval.total_seconds(), timezone=UTC),
+                id="trust-map",
+                # after the first polls, whose served chains the map judges
+                next_run_time=now
+                + timedelta(seconds=first_spread + d.probe_timeout.total_seconds()),
                 max_instances=1,
                 coalesce=True,
             )
@@ -346,6 +392,7 @@ class Daemon:
             self.ready,
             exposition=self.exposition.render,
             renewals=self.renewals,
+            trust_map=self._latest_trust_map,
             api_token=d.api_token,
             api_read_token=d.api_read_token,
         )
@@ -363,6 +410,9 @@ class Daemon:
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.http_port = sockets[0].getsockname()[1] if sockets else d.listen_port
+
+    def _latest_trust_map(self) -> TrustMapResult | None:
+        return self.trust_map.latest if self.trust_map is not None else None
 
     async def ready(self) -> tuple[bool, dict[str, Any]]:
         store_ok = self.store is not None and await self.store.ping()
@@ -457,6 +507,13 @@ class Daemon:
         if self.store is not None:
             await self.store.close()
         log.info("expressway-certd stopped")
+
+
+def trust_map_party_seconds(interval: timedelta) -> float:
+    """How long one party may take to answer the trust map's reads: half the interval (at
+    least 5 s, for slow boxes under short test intervals), at most a minute, so a dead box
+    never holds up the next computation for long."""
+    return min(max(interval.total_seconds() / 2, 5.0), 60.0)
 
 
 def _schema_fields(store: Store) -> dict[str, Any]:

@@ -11,7 +11,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from alerts.trust import exposition as trust_exposition
-from expressway_certd.deadline_metrics import estimates as deadline_estimates
+from alerts.trust import render as trust_render
+from expressway_certd.deadline_metrics import DeadlineCache
 from expressway_certd.deadline_metrics import render as deadline_exposition
 from monitor.config_base import Secret
 from monitor.errors import CertdError
@@ -21,16 +22,19 @@ from monitor.statuspage import (
     CONTENT_SECURITY_POLICY,
     PageView,
     RiskView,
+    read_trust_doc,
     read_trust_map,
     render_page,
     renewal_views,
     target_views,
+    trust_view,
 )
 from monitor.store import RenewalRow, StepRow
 from monitor.watch import EndpointState, Monitor
 from renewers.pipeline import RecordError, RenewalRecord, record_of
 
 if TYPE_CHECKING:
+    from expressway_certd.trustmap_live import TrustMapResult
     from renewers.deadline import DeadlineEstimate
     from renewers.manager import RenewalManager
 
@@ -127,6 +131,8 @@ def build_app(
     api_token: Secret | None = None,
     api_read_token: Secret | None = None,
     exposition: Callable[[], str] | None = None,
+    trust_map: Callable[[], TrustMapResult | None] | None = None,
+    deadline_cache: DeadlineCache | None = None,
 ) -> web.Application:
     """The routes; `api_token` guards the mutating calls, `api_read_token` (when set) the reads.
 
@@ -158,6 +164,10 @@ def build_app(
         return await handler(request)
 
     app = web.Application(middlewares=[read_guard])
+    risk = deadline_cache or DeadlineCache.of(monitor)
+
+    def latest_map() -> TrustMapResult | None:
+        return trust_map() if trust_map is not None else None
 
     def manager() -> RenewalManager:
         if renewals is None:
@@ -213,7 +223,7 @@ def build_app(
         if not any(e.renewal for e in monitor.config.expressways):
             return None
         try:
-            return await deadline_estimates(monitor, now)
+            return await risk.get(now)
         except (CertdError, ValueError):
             return None
 
@@ -222,7 +232,13 @@ def build_app(
         body += generate_latest(registry)
         if exposition is not None:
             body = exposition().encode() + body
-        body = trust_exposition(monitor.config.daemon.data_dir).encode() + body
+        computed = latest_map()
+        trust = (
+            trust_render(computed.doc())
+            if computed is not None
+            else trust_exposition(monitor.config.daemon.data_dir)
+        )
+        body = trust.encode() + body
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def status_page(_: web.Request) -> web.Response:
@@ -246,7 +262,8 @@ def build_app(
             target_views(monitor.config, states, now),
             renewal_views(rows, steps),
             risks=risks,
-            trust_map_svg=read_trust_map(monitor.config.daemon.data_dir),
+            trust_map_svg=trust_svg(),
+            trust=trust_view(doc) if (doc := trust_doc()) is not None else None,
         )
         return web.Response(
             text=render_page(view),
@@ -256,6 +273,44 @@ def build_app(
                 "X-Content-Type-Options": "nosniff",
                 "Referrer-Policy": "no-referrer",
                 "Cache-Control": "no-store",
+            },
+        )
+
+    def trust_doc() -> dict[str, Any] | None:
+        computed = latest_map()
+        if computed is not None:
+            return computed.doc()
+        return read_trust_doc(monitor.config.daemon.data_dir)  # written by `trust-map`
+
+    def trust_svg() -> bytes | None:
+        computed = latest_map()
+        if computed is not None:
+            return computed.svg
+        return read_trust_map(monitor.config.daemon.data_dir)  # written by `trust-map`
+
+    async def trust_map_json(_: web.Request) -> web.Response:
+        computed = latest_map()
+        if computed is None:
+            raise web.HTTPNotFound(
+                text="the daemon has not computed a trust map: it needs API credentials of at "
+                "least one [[expressway]]; the first map follows the first polls after the start"
+            )
+        return web.json_response(computed.doc())
+
+    async def trust_map_svg(_: web.Request) -> web.Response:
+        computed = latest_map()
+        if computed is None or computed.svg is None:
+            raise web.HTTPNotFound(
+                text="no trust map picture: none computed yet, or Graphviz 'dot' is not "
+                "installed (Debian package graphviz)"
+            )
+        return web.Response(
+            body=computed.svg,
+            content_type="image/svg+xml",
+            headers={
+                # Opened directly, the SVG is a document: no scripts, nothing loaded.
+                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+                "X-Content-Type-Options": "nosniff",
             },
         )
 
@@ -321,6 +376,8 @@ def build_app(
     app.router.add_get("/api/v1/endpoints", endpoints)
     app.router.add_get("/api/v1/targets", targets)
     app.router.add_get("/api/v1/events", events)
+    app.router.add_get("/api/v1/trust-map", trust_map_json)
+    app.router.add_get("/api/v1/trust-map.svg", trust_map_svg)
     app.router.add_get("/api/v1/renewals", list_renewals)
     app.router.add_get("/api/v1/renewals/{id}", get_renewal)
     app.router.add_post("/api/v1/renewals/{id}/approve", approve)

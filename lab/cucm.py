@@ -9,7 +9,11 @@ Usage::
     cucm.ssh_port, cucm.ssh_known_hosts_path
     await cucm.stop()
 
-Trust stores per service (`tomcat`, `callmanager`, ...). A certificate added to a store is
+Tomcat serves its certificate on the HTTPS ports (API, Control Center); the SIP TLS port
+(`sip_tls_port`) serves the CallManager certificate, as Cisco's Expressway certificate guide
+says: secure SIP to Unified CM uses the CallManager certificate, secure HTTP the tomcat one.
+The SIP port only completes the TLS handshake (no client certificate requested) and speaks no
+SIP. Trust stores per service (`tomcat`, `callmanager`, ...). A certificate added to a store is
 used only after the service that reads it restarts (Cisco CallManager for callmanager-trust,
 Cisco Tomcat for tomcat-trust), which is why the renewal restarts them. Service names are
 case-sensitive; an unknown name reads as Stopped. Cisco Tomcat cannot be restarted through
@@ -36,6 +40,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import escape
 
 from aiohttp import web
@@ -43,7 +48,7 @@ from cryptography import x509
 
 from lab.pki import CA, cert_pem, write_key_and_chain
 from lab.ssh import LabSSHServer
-from lab.tls import server_context
+from lab.tls import LabListener, server_context
 
 TRUST_STORES = ("tomcat", "callmanager", "ipsec", "capf", "tvs")
 TOMCAT = "Cisco Tomcat"
@@ -95,6 +100,7 @@ class CucmSim:
     api_port: int = 0  # platformcom REST (443 on a real node)
     soap_port: int = 0  # Control Center Services (8443 on a real node)
     ssh_port: int = 0
+    sip_tls_port: int = 0  # SIP over TLS, the CallManager certificate (5061 on a real node)
     username: str = "admin"
     password: str = field(default_factory=lambda: secrets.token_urlsafe(12), repr=False)
     service_restart_seconds: float = 0.3
@@ -115,6 +121,9 @@ class CucmSim:
         cert, key = self.ca.issue(self.fqdn, [self.fqdn])
         assert key is not None
         self.callmanager_cert = cert
+        self._sip = LabListener(
+            "tls", self.host, self.sip_tls_port, self._context("callmanager", cert, key)
+        )
         self.trust: dict[str, list[x509.Certificate]] = {
             s: list(self.ca.chain()) for s in TRUST_STORES
         }
@@ -135,8 +144,24 @@ class CucmSim:
         self._tasks: set[asyncio.Task[None]] = set()
         api_cert, api_key = self.ca.issue(self.fqdn, [self.host, self.fqdn])
         assert api_key is not None
-        cert_file, key_file = write_key_and_chain(self.workdir, "tomcat", api_cert, api_key, [])
-        self._ssl: ssl.SSLContext = server_context(cert_file, key_file)
+        self._tomcat_cert = api_cert
+        self._ssl: ssl.SSLContext = self._context("tomcat", api_cert, api_key)
+
+    def _context(self, name: str, cert: x509.Certificate, key: Any) -> ssl.SSLContext:
+        assert self.workdir is not None
+        cert_file, key_file = write_key_and_chain(self.workdir, name, cert, key, [])
+        return server_context(cert_file, key_file)
+
+    def install_callmanager_now(self, cert: x509.Certificate, key: Any) -> None:
+        """Serve another CallManager certificate on the SIP TLS port from the next connection
+        (a test's shortcut for the certificate upload and the CallManager restart)."""
+        self.callmanager_cert = cert
+        self._sip.context = self._context("callmanager", cert, key)
+
+    @property
+    def tomcat_cert(self) -> x509.Certificate:
+        """The certificate Tomcat serves on the HTTPS ports (API and Control Center)."""
+        return self._tomcat_cert
 
     # ---- addresses -----------------------------------------------------------------------------
 
@@ -204,6 +229,9 @@ class CucmSim:
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         await self._open_ports()
+        self._sip.port = self.sip_tls_port  # a cluster's nodes share the publisher's ports
+        await self._sip.start()
+        self.sip_tls_port = self._sip.port
         self._ssh = LabSSHServer(
             self.username,
             self.password,
@@ -227,6 +255,7 @@ class CucmSim:
             task.cancel()
         if self._ssh is not None:
             await self._ssh.stop()
+        await self._sip.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

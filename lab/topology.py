@@ -149,6 +149,7 @@ class Lab:
             api_port=port(20),
             soap_port=port(21),
             ssh_port=port(22),
+            sip_tls_port=port(23),
             service_restart_seconds=service_restart_seconds,
             webapp_deploy_seconds=cucm_webapp_deploy_seconds,
             deactivated=cucm_deactivated,
@@ -196,6 +197,7 @@ class Lab:
             # One port set for the cluster, as the [[unified_cm]] entry has.
             node.api_port, node.soap_port = self.cucm.api_port, self.cucm.soap_port
             node.ssh_port = self.cucm.ssh_port
+            node.sip_tls_port = self.cucm.sip_tls_port
             await node.start()
         return self
 
@@ -304,6 +306,7 @@ class Lab:
             f'password = "file:{self._secret_file(ucm.name, ucm.password)}"',
             f"api_port = {ucm.api_port}",
             f"soap_port = {ucm.soap_port}",
+            f"sip_tls_port = {ucm.sip_tls_port}",
             f"ssh_port = {ucm.ssh_port}",
             f'api_ca_file = "{bundle}"',
             f'ssh_known_hosts = "{known_hosts}"',
@@ -333,6 +336,7 @@ class Lab:
                 f"{ucm.name} (Unified CM {ucm.version}{role}, {ucm.fqdn})\n"
                 f"  certmgr  {ucm.api_url}  user {ucm.username}  password {ucm.password}\n"
                 f"  SOAP     {ucm.soap_url}\n"
+                f"  SIP TLS  {ucm.host}:{ucm.sip_tls_port}  (CallManager certificate)\n"
                 f"  SSH      {ucm.host}:{ucm.ssh_port}  (admin: prompt)\n"
             )
         for zone in (*self.traversal_zones, *self.secure_zones):

@@ -210,6 +210,11 @@ class UnifiedCMConfig:
         8443, "HTTPS port of Control Center Services (`/controlcenterservice2/...`)"
     )
     ssh_port: int = key(22, "SSH port of the platform CLI (`utils service restart Cisco Tomcat`)")
+    sip_tls_port: int = key(
+        5061,
+        "SIP over TLS port; the trust map reads the CallManager certificate each node serves "
+        "there (the tomcat certificate is read on `soap_port`, where Tomcat serves it)",
+    )
     api_ca_file: Path | None = key(
         None, "PEM bundle that verifies the nodes' Tomcat certificates", shown="system roots"
     )
@@ -319,6 +324,14 @@ class DaemonConfig:
     )
     renewal_check: timedelta = key(
         timedelta(seconds=15), "how often waiting and failed renewals are looked at"
+    )
+    trust_map_interval: timedelta = key(
+        timedelta(hours=1),
+        "how often the daemon recomputes the trust map (reads each Expressway's trusted CA "
+        "list and each Unified CM node's trust stores through their APIs, read-only; the "
+        "certificates they present come from the latest probes). Runs only when at least one "
+        "`[[expressway]]` has API credentials; each party gets half this interval "
+        "(at least 5s, at most 60s) to answer, an unreachable one leaves its relations unknown",
     )
 
 
@@ -474,6 +487,7 @@ def _parse_daemon(file: Path, table: Mapping[str, Any], check_files: bool) -> Da
         api_token=s.get_secret("api_token", base),
         api_read_token=s.get_secret("api_read_token", base),
         renewal_check=s.get_duration("renewal_check", DaemonConfig.renewal_check),
+        trust_map_interval=s.get_duration("trust_map_interval", DaemonConfig.trust_map_interval),
     )
 
 
@@ -785,6 +799,7 @@ def _parse_unified_cm(file: Path, index: int, table: Any, check_files: bool) -> 
         api_port=s.get_int("api_port", UnifiedCMConfig.api_port, maximum=65535),
         soap_port=s.get_int("soap_port", UnifiedCMConfig.soap_port, maximum=65535),
         ssh_port=s.get_int("ssh_port", UnifiedCMConfig.ssh_port, maximum=65535),
+        sip_tls_port=s.get_int("sip_tls_port", UnifiedCMConfig.sip_tls_port, maximum=65535),
         api_ca_file=s.get_file("api_ca_file", file.parent),
         ssh_known_hosts=_known_hosts(s, file.parent),
         trust_stores=stores,

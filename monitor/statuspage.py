@@ -1,7 +1,8 @@
 """The read-only status page served at `/`: plain HTML rendered on the server.
 
 Targets with days left, renewals with their stage timeline, deadline risks and the trust map
-picture when the daemon has them. No scripts, no external assets, no build step: the page is
+(earliest break, the relations that are broken, will break or unknown, and the picture) when
+the daemon has them. No scripts, no external assets, no build step: the page is
 one HTML document whose Content-Security-Policy forbids everything but its own inline style
 and `data:` images. Every value comes from certificates or boxes, so every value is escaped
 (HTML, then control and bidi characters made visible by `monitor.text`).
@@ -11,9 +12,10 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,12 +74,33 @@ class RiskView:
 
 
 @dataclass(frozen=True)
+class RelationView:
+    """One relation of the trust map (see renewers/trustmap.py)."""
+
+    presenter: str
+    verifier: str
+    relation: str
+    store: str
+    status: str  # "ok", "broken", "will break", "unknown"
+    reason: str
+    breaks_at: datetime | None
+
+
+@dataclass(frozen=True)
+class TrustView:
+    generated_at: datetime | None
+    relations: tuple[RelationView, ...]
+    earliest_break: datetime | None
+
+
+@dataclass(frozen=True)
 class PageView:
     generated_at: datetime
     targets: tuple[TargetView, ...]
     renewals: tuple[RenewalView, ...]
     risks: tuple[RiskView, ...] | None = None  # None: not computed by this daemon
     trust_map_svg: bytes | None = None  # a Graphviz picture, shown as a data: image
+    trust: TrustView | None = None  # the relations of the latest trust map
 
 
 def target_views(
@@ -135,7 +158,54 @@ def renewal_views(
 
 
 TRUST_MAP_FILE = "trust-map.svg"  # written by `expressway-certd trust-map`
+TRUST_MAP_DOC = "trust-map.json"  # written by `expressway-certd trust-map`
 TRUST_MAP_MAX_BYTES = 4 * 1024 * 1024
+
+
+def _moment(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def trust_view(doc: Mapping[str, Any]) -> TrustView:
+    """The page's view of a trust map document (`trust-map --json`, `/api/v1/trust-map`);
+    entries that are not objects are skipped, missing fields read as empty."""
+    rows = []
+    raw = doc.get("relations")
+    for r in raw if isinstance(raw, list) else []:
+        if not isinstance(r, dict):
+            continue
+        rows.append(
+            RelationView(
+                presenter=str(r.get("from", "")),
+                verifier=str(r.get("to", "")),
+                relation=str(r.get("relation", "")),
+                store=str(r.get("store", "")),
+                status=str(r.get("status", "unknown")),
+                reason=str(r.get("reason") or ""),
+                breaks_at=_moment(r.get("breaks_at")),
+            )
+        )
+    return TrustView(
+        _moment(doc.get("generated_at")), tuple(rows), _moment(doc.get("earliest_break"))
+    )
+
+
+def read_trust_doc(data_dir: Path) -> dict[str, Any] | None:
+    """The latest `trust-map` JSON document, when there is one (and it is not huge or bad)."""
+    path = data_dir / TRUST_MAP_DOC
+    try:
+        if path.stat().st_size > TRUST_MAP_MAX_BYTES:
+            return None
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def read_trust_map(data_dir: Path) -> bytes | None:
@@ -252,15 +322,56 @@ def _risks_html(risks: Sequence[RiskView] | None) -> list[str]:
     return out
 
 
-def _trust_map_html(svg: bytes | None) -> list[str]:
-    if svg is None:
-        return []
-    data = base64.b64encode(svg).decode()
-    # As an <img>, an SVG cannot run scripts or load anything, whatever its labels say.
-    return [
-        "<h2>Trust map</h2>",
-        f"<img class='trustmap' alt='trust map' src='data:image/svg+xml;base64,{data}'>",
+_STATUS_CLASS = {"broken": "bad", "will break": "warn", "unknown": "unknown"}
+_STATUS_ORDER = {"broken": 0, "will break": 1, "unknown": 2}
+
+
+def _relations_html(trust: TrustView) -> list[str]:
+    first = trust.earliest_break
+    out = [
+        f"<p class='small'>Computed {esc(_when(trust.generated_at))}.</p>",
+        f"<p id='earliest-break'>Earliest break: <b>{esc(_when(first))}</b></p>"
+        if first
+        else "<p id='earliest-break'>Nothing will break.</p>",
     ]
+    bad = sorted(
+        (r for r in trust.relations if r.status != "ok"),
+        key=lambda r: (
+            _STATUS_ORDER.get(r.status, 3),
+            r.breaks_at or datetime.max.replace(tzinfo=UTC),
+            r.presenter,
+            r.verifier,
+        ),
+    )
+    if not bad:
+        return [*out, f"<p>All {len(trust.relations)} relations are ok.</p>"]
+    out.append(
+        "<table id='trust'><tr><th>From (presents)</th><th>To (verifies)</th><th>Relation</th>"
+        "<th>Status</th><th>Breaks</th><th>Why</th></tr>"
+    )
+    for r in bad:
+        out.append(
+            f"<tr><td>{esc(r.presenter)}</td><td>{esc(r.verifier)}</td>"
+            f"<td>{esc(r.relation)} ({esc(r.store)})</td>"
+            f"<td class='{_STATUS_CLASS.get(r.status, 'unknown')}'>{esc(r.status)}</td>"
+            f"<td>{esc(_when(r.breaks_at))}</td><td>{esc(r.reason or '-')}</td></tr>"
+        )
+    out.append("</table>")
+    ok = len(trust.relations) - len(bad)
+    return [*out, f"<p class='small'>{ok} of {len(trust.relations)} relations are ok.</p>"]
+
+
+def _trust_map_html(svg: bytes | None, trust: TrustView | None) -> list[str]:
+    if svg is None and trust is None:
+        return []
+    out = ["<h2>Trust map</h2>"]
+    if trust is not None:
+        out += _relations_html(trust)
+    if svg is not None:
+        data = base64.b64encode(svg).decode()
+        # As an <img>, an SVG cannot run scripts or load anything, whatever its labels say.
+        out.append(f"<img class='trustmap' alt='trust map' src='data:image/svg+xml;base64,{data}'>")
+    return out
 
 
 def render_page(view: PageView) -> str:
@@ -276,7 +387,7 @@ def render_page(view: PageView) -> str:
         *_targets_html(view.targets),
         *_risks_html(view.risks),
         *_renewals_html(view.renewals),
-        *_trust_map_html(view.trust_map_svg),
+        *_trust_map_html(view.trust_map_svg, view.trust),
         "</body></html>",
     ]
     return "\n".join(body)

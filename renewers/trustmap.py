@@ -2,7 +2,8 @@
 
 Pure. Parties are Expressways and Unified CM nodes with the certificates they present and the
 trust stores they verify with; `relations` lists who verifies whom (Cisco's step D list:
-traversal zone C <-> E, Expressway-C -> Unified CM over SIP TLS and HTTPS); `judge` says for
+traversal zone C <-> E, Expressway-C <-> Unified CM over SIP TLS and HTTPS, where a node
+presents its CallManager certificate for SIP TLS and its tomcat one for HTTPS); `judge` says for
 each relation:
 
 - ok
@@ -38,6 +39,13 @@ class Party:
     stores: Mapping[str, tuple[x509.Certificate, ...]] = field(default_factory=dict)
     pending: tuple[x509.Certificate, ...] = ()  # a renewal's new leaf and chain, not installed yet
     step_d_reaches: frozenset[tuple[str, str]] = frozenset()  # (party, store) a renewal updates
+    # The CA certificates seen sent after the leaf (a probe's served chain); None: assume the
+    # chain the presenter builds from its own trusted list.
+    sent: tuple[x509.Certificate, ...] | None = None
+    unread: str = ""  # why this party could not be read; every relation it is in is unknown
+    # relation -> the chain (leaf first) served for it, when it differs by service: a Unified
+    # CM node serves its CallManager certificate for SIP TLS and its tomcat one for HTTPS.
+    serves: Mapping[str, tuple[x509.Certificate, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -75,8 +83,12 @@ def relations(
         names = {"callmanager": "sip-tls", "tomcat": "https"}
         for store in ucm_stores:
             out.append(Relation(c, node, store, names.get(store, store)))
-        if parties.get(node) is not None and parties[node].presents is not None:
-            out.append(Relation(node, c, EXPRESSWAY_STORE, "sip-tls"))
+        party = parties.get(node)
+        if party is None:
+            continue
+        # The C verifies the node's certificates against its trusted CA list.
+        for relation in sorted(party.serves) or (["sip-tls"] if party.presents else []):
+            out.append(Relation(node, c, EXPRESSWAY_STORE, relation))
     return tuple(out)
 
 
@@ -120,19 +132,29 @@ def _check_chain(
 
 
 def _sent(party: Party, leaf: x509.Certificate) -> tuple[x509.Certificate, ...]:
+    if party.sent is not None:
+        return party.sent
     own = party.stores.get(EXPRESSWAY_STORE, ())
     return build_path(leaf, own)[1:]
 
 
 def judge(rel: Relation, parties: Mapping[str, Party], now: datetime) -> Judgement:
     presenter, verifier = parties.get(rel.presenter), parties.get(rel.verifier)
-    if presenter is None or presenter.presents is None:
+    for party in (presenter, verifier):
+        if party is not None and party.unread:
+            return Judgement(rel, UNKNOWN, f"{party.name} was not read: {party.unread}", None)
+    served = presenter.serves.get(rel.relation) if presenter is not None else None
+    if presenter is None or not (served or presenter.presents):
         return Judgement(rel, UNKNOWN, f"{rel.presenter}'s certificate was not read", None)
     if verifier is None or rel.store not in verifier.stores:
         return Judgement(rel, UNKNOWN, f"{rel.verifier}'s {rel.store} store was not read", None)
     anchors = verifier.stores[rel.store]
-    leaf = presenter.presents
-    status, reason, at = _check_chain(leaf, _sent(presenter, leaf), anchors, now)
+    if served:
+        leaf, sent = served[0], served[1:]
+    else:
+        assert presenter.presents is not None
+        leaf, sent = presenter.presents, _sent(presenter, presenter.presents)
+    status, reason, at = _check_chain(leaf, sent, anchors, now)
     if status == BROKEN or not presenter.pending:
         return Judgement(rel, status, reason, at)
     new_leaf, *new_chain = presenter.pending

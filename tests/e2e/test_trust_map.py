@@ -45,7 +45,11 @@ async def test_trust_map_breaks_and_heals(tmp_path: Path) -> None:
             ("expe-e1", "expe-c1", "trusted-ca"): "ok",
             ("expe-c1", node, "tomcat"): "ok",
             ("expe-c1", node, "callmanager"): "ok",
+            (node, "expe-c1", "trusted-ca"): "ok",
         }
+        relations = {(r["from"], r["to"], r["relation"]) for r in json.loads(out)["relations"]}
+        # Unified CM's CallManager (SIP TLS) and tomcat (HTTPS) certificates, verified by the C
+        assert {(node, "expe-c1", "sip-tls"), (node, "expe-c1", "https")} <= relations
         assert json.loads(out)["earliest_break"] is None
         assert b"<svg" in svg.read_bytes() and b"red" not in svg.read_bytes()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
@@ -128,10 +129,26 @@ async def test_status_page_in_headless_chromium(tmp_path, served, trust_bundle):
         "<text x='10' y='30' fill='red'>expe-c1 -&gt; expe-e1 broken</text></svg>"
     )
     (tmp_path / "data" / "trust-map.json").write_text(
-        '{"generated_at": "2026-12-03T08:00:00+00:00", "relations": [{"from": "expe-c1", '
-        '"to": "expe-e1", "relation": "traversal", "status": "broken", '
-        '"breaks_at": "2026-12-03T08:00:00+00:00"}]}'
-    )
+        json.dumps(
+            {
+                "generated_at": "2026-12-03T08:00:00+00:00",
+                "earliest_break": "2026-12-03T08:00:00+00:00",
+                "relations": [
+                    {"from": "expe-c1", "to": "expe-e1", "relation": "traversal",
+                     "store": "trusted-ca", "status": "broken",
+                     "reason": "no trusted anchor for 'CN=Corp Root'",
+                     "breaks_at": "2026-12-03T08:00:00+00:00"},
+                    {"from": "expe-e1", "to": "expe-c1", "relation": "traversal",
+                     "store": "trusted-ca", "status": "will break",
+                     "reason": "'CN=Short Root' expires 2027-01-10 " + HOSTILE,
+                     "breaks_at": "2027-01-10T00:00:00+00:00"},
+                    {"from": "expe-c1", "to": "cucm1/n1", "relation": "sip-tls",
+                     "store": "callmanager", "status": "ok", "reason": "",
+                     "breaks_at": None},
+                ],
+            }
+        )
+    )  # fmt: skip
     daemon = await DaemonProcess(config, port).start()
     try:
         await daemon.wait_for(
@@ -176,8 +193,16 @@ async def test_status_page_in_headless_chromium(tmp_path, served, trust_bundle):
     assert "<title>expressway-certd status</title>" in dom
     assert "<script>document.title='pwned'</script>\\u202eevil" in text
     assert "\u202e" not in dom
-    # The trust map picture, as an image (an <img> SVG runs nothing).
+    # The trust map: the earliest break, then what is broken and what will break, in order.
     assert "Trust map" in text
+    assert "Earliest break: 2026-12-03 08:00 UTC" in text
+    broken = text.index("expe-c1 expe-e1 traversal (trusted-ca) broken 2026-12-03 08:00 UTC")
+    will = text.index("expe-e1 expe-c1 traversal (trusted-ca) will break 2027-01-10 00:00 UTC")
+    assert broken < will
+    assert "'CN=Short Root' expires 2027-01-10 </td><script>" in text
+    assert "1 of 3 relations are ok" in text
+    assert "cucm1/n1" not in text  # ok relations are only counted
+    # The trust map picture, as an image (an <img> SVG runs nothing).
     assert "img" in parser.tags and "data:image/svg+xml;base64," in dom
     # A person sees a picture, saved as a test artefact.
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -133,7 +133,7 @@ def test_known_keys_come_from_the_declarations():
     assert toml_keys(DaemonConfig) >= {"listen", "state", "data_dir", "api_read_token"}
     assert "listen_host" not in toml_keys(DaemonConfig)
     assert toml_keys(UnifiedCMConfig) == {
-        "name", "nodes", "username", "password", "api_port", "soap_port", "ssh_port",
+        "name", "nodes", "username", "password", "api_port", "soap_port", "ssh_port", "sip_tls_port",
         "api_ca_file", "ssh_known_hosts", "trust_stores", "restart_services",
         "maintenance_window",
     }  # fmt: skip

@@ -169,3 +169,31 @@ def test_dot_source_renders_and_escapes(pki, tmp_path):
     assert "<svg" in text
     assert ">expe-c1<" in text
     assert '>evil"\\x0a<' in text
+
+
+def test_unified_cm_presents_one_certificate_per_service(pki):
+    """SIP TLS is judged by the CallManager certificate, HTTPS by the tomcat one."""
+    corp = tuple(pki["issuing"].chain())
+    parties = {
+        "expe-c1": Party("expe-c1", "expressway-c", pki["c_leaf"], {EXPRESSWAY_STORE: corp}),
+        "cucm1/n1": Party(
+            "cucm1/n1",
+            "unified-cm",
+            None,
+            {"callmanager": corp, "tomcat": corp},
+            serves={"sip-tls": (pki["new_c"], *pki["new"].chain()[:-1]), "https": (pki["e_leaf"],)},
+        ),
+    }
+    rels = relations(parties, [], [("expe-c1", "cucm1/n1")])
+    got = {
+        (j.relation.presenter, j.relation.relation): j.status for j in trust_map(parties, rels, NOW)
+    }
+    assert got[("cucm1/n1", "sip-tls")] == BROKEN
+    assert got[("cucm1/n1", "https")] == OK
+    # A service whose certificate could not be read is listed, unknown.
+    parties["cucm1/n1"] = replace(parties["cucm1/n1"], serves={"sip-tls": (), "https": ()})
+    got = {
+        (j.relation.presenter, j.relation.relation): j.status for j in trust_map(parties, rels, NOW)
+    }
+    assert got[("cucm1/n1", "sip-tls")] == UNKNOWN
+    assert got[("cucm1/n1", "https")] == UNKNOWN

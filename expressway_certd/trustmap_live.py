@@ -1,0 +1,359 @@
+"""Reading the deployment for the trust map, and the daemon's own trust map on a schedule.
+
+`gather` reads every party concurrently, each under its own deadline: an Expressway's trusted
+CA list (REST API) and, when the monitor has not seen it yet, its server certificate; every
+Unified CM node's trust stores (certmgr API). The certificate an Expressway presents is the
+chain the monitor's probe captured (what it really serves), else the one its API reports. A
+party that cannot be read is a `Party` with `unread` set, so its relations are unknown and
+the others are judged all the same; nothing waits for it longer than its deadline.
+
+`TrustMapper` is what the daemon runs every `[daemon] trust_map_interval`: gather, judge
+(renewers/trustmap.py), draw with Graphviz when `dot` is installed, and keep the latest
+result in memory for /metrics (alerts/trust.py), `/api/v1/trust-map`, `/api/v1/trust-map.svg`
+and the status page. `expressway-certd trust-map` uses the same `gather`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import shutil
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from cryptography import x509
+
+from monitor.config import Config, ExpresswayConfig, UnifiedCMConfig
+from monitor.endpoint import Endpoint
+from monitor.errors import CertdError
+from monitor.probe import Observation
+from monitor.store import Store
+from monitor.text import printable
+from monitor.watch import EndpointState
+from renewers.pipeline import Devices, RecordError, record_of, trust_boxes
+from renewers.trustmap import (
+    EXPRESSWAY_STORE,
+    Judgement,
+    Party,
+    earliest_break,
+    relations,
+    to_dot,
+    trust_map,
+)
+
+log = structlog.get_logger("expressway_certd.trustmap")
+
+# Reads the chain served at an endpoint (monitor.probe.Prober.probe).
+Probe = Callable[[str, Endpoint], Awaitable[Observation]]
+READ_ERRORS = (CertdError, OSError, TimeoutError, ValueError)
+DOT_TIMEOUT = 60.0  # seconds Graphviz may take for one picture
+
+
+def _certs(pem: str | None) -> tuple[x509.Certificate, ...]:
+    if not pem:
+        return ()
+    try:
+        return tuple(x509.load_pem_x509_certificates(pem.encode()))
+    except ValueError:
+        return ()
+
+
+def served_chains(states: Iterable[EndpointState]) -> dict[str, tuple[x509.Certificate, ...]]:
+    """target -> the chain (leaf first) its lowest port served at its latest successful probe."""
+    out: dict[str, tuple[x509.Certificate, ...]] = {}
+    for state in sorted(states, key=lambda s: (s.target, s.endpoint.port, s.endpoint.host)):
+        if state.target in out or state.facts is None:
+            continue
+        chain = _certs(state.chain_pem)
+        if chain:
+            out[state.target] = chain
+    return out
+
+
+async def pending_chains(store: Store) -> dict[str, tuple[x509.Certificate, ...]]:
+    """target -> (new leaf, its chain) of each active renewal that has an issued certificate."""
+    rows = await store.renewals_for(None, active_only=True, limit=1000)
+    out: dict[str, tuple[x509.Certificate, ...]] = {}
+    for row in rows:
+        try:
+            issued = record_of(row).issued
+        except RecordError:  # the runner blocks that renewal, naming the fault
+            continue
+        if issued is not None and issued.leaf_pem:
+            out[row.target] = _certs(issued.leaf_pem) + _certs(issued.chain_pem)
+    return out
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "no answer before the deadline"
+    return printable(str(exc)) or type(exc).__name__
+
+
+def _reaches(config: Config, exp: ExpresswayConfig) -> frozenset[tuple[str, str]]:
+    """The (party, store) pairs the trust stage of a renewal of `exp` updates (step D)."""
+    reaches = {(b.name, EXPRESSWAY_STORE) for b in trust_boxes(config, exp)}
+    if exp.role == "c" and exp.unified_cm:
+        ucm = config.unified_cm(exp.unified_cm)
+        reaches |= {(f"{ucm.name}/{n}", s) for n in ucm.nodes for s in ucm.trust_stores}
+    return frozenset(reaches)
+
+
+async def read_expressway(
+    config: Config,
+    exp: ExpresswayConfig,
+    devices: Devices,
+    served: tuple[x509.Certificate, ...],
+    pending: tuple[x509.Certificate, ...],
+    party_seconds: float,
+) -> Party:
+    party = Party(
+        exp.name,
+        f"expressway-{exp.role}" if exp.role else "expressway",
+        served[0] if served else None,
+        {},
+        pending=pending,
+        step_d_reaches=_reaches(config, exp),
+        sent=served[1:] if served else None,
+    )
+    if not (exp.username and exp.password):
+        return party  # no API access: its trusted list is unknown, its certificate is seen
+    try:
+        async with asyncio.timeout(party_seconds), devices.expressway(exp) as box:
+            presents = party.presents or await box.server_certificate()
+            cas = tuple(await box.trusted_cas())
+    except READ_ERRORS as exc:
+        return dataclasses.replace(party, unread=f"Expressway API: {_why(exc)}")
+    return dataclasses.replace(party, presents=presents, stores={EXPRESSWAY_STORE: cas})
+
+
+def node_endpoints(ucm: UnifiedCMConfig, node: str) -> dict[str, Endpoint]:
+    """relation -> where a node serves the certificate for it: the CallManager certificate on
+    SIP TLS (`sip_tls_port`), the tomcat certificate on HTTPS (Tomcat's `soap_port`)."""
+    return {
+        "sip-tls": Endpoint(node, ucm.sip_tls_port, "sip-tls", sni=node),
+        "https": Endpoint(node, ucm.soap_port, "https", sni=node),
+    }
+
+
+async def _served(probe: Probe, name: str, endpoint: Endpoint) -> tuple[x509.Certificate, ...]:
+    """The chain served at `endpoint`, or () when the handshake did not deliver one."""
+    obs = await probe(name, endpoint)
+    if not obs.ok:
+        log.warning(
+            "trust map: served certificate not read",
+            party=name,
+            endpoint=endpoint.address,
+            error=obs.error or obs.error_class,
+        )
+    try:
+        return tuple(x509.load_der_x509_certificate(der) for der in obs.chain_der)
+    except ValueError:
+        return ()
+
+
+async def _read_node(
+    cm: Any, ucm: UnifiedCMConfig, node: str, probe: Probe | None, party_seconds: float
+) -> Party:
+    name = f"{ucm.name}/{node}"
+    where = node_endpoints(ucm, node) if probe is not None else {}
+
+    async def stores() -> dict[str, tuple[x509.Certificate, ...]]:
+        return {s: tuple(await cm.trusted(node, s)) for s in ucm.trust_stores}
+
+    try:
+        async with asyncio.timeout(party_seconds):
+            read, *chains = await asyncio.gather(
+                stores(), *(_served(probe, name, ep) for ep in where.values() if probe)
+            )
+    except READ_ERRORS as exc:
+        unread = f"certmgr API: {_why(exc)}"
+        return Party(name, "unified-cm", None, unread=unread, serves=dict.fromkeys(where, ()))
+    assert isinstance(read, dict)
+    serves = {
+        rel: chain for rel, chain in zip(where, chains, strict=True) if isinstance(chain, tuple)
+    }
+    return Party(name, "unified-cm", None, read, serves=serves)
+
+
+async def read_unified_cm(
+    ucm: UnifiedCMConfig, devices: Devices, probe: Probe | None, party_seconds: float
+) -> list[Party]:
+    """One party per node; the nodes are read concurrently, each under its own deadline (the
+    client's start has one more), so a silent node leaves the others read."""
+    nodes: list[Party] = []
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            async with asyncio.timeout(party_seconds):
+                cm = await stack.enter_async_context(devices.unified_cm(ucm))
+            reads = (_read_node(cm, ucm, n, probe, party_seconds) for n in ucm.nodes)
+            nodes = list(await asyncio.gather(*reads))
+    except READ_ERRORS as exc:
+        if nodes:
+            log.warning("trust map: Unified CM client did not close", ucm=ucm.name, error=_why(exc))
+            return nodes
+        why = f"Unified CM client: {_why(exc)}"
+        return [
+            Party(
+                f"{ucm.name}/{n}",
+                "unified-cm",
+                None,
+                unread=why,
+                serves=dict.fromkeys(node_endpoints(ucm, n) if probe else (), ()),
+            )
+            for n in ucm.nodes
+        ]
+    return nodes
+
+
+async def gather(
+    config: Config,
+    devices: Devices,
+    pending: Mapping[str, tuple[x509.Certificate, ...]],
+    served: Mapping[str, tuple[x509.Certificate, ...]],
+    party_seconds: float,
+    probe: Probe | None = None,
+) -> tuple[dict[str, Party], list[tuple[str, str]], list[tuple[str, str]]]:
+    """Every party read concurrently; (parties, traversal pairs, (C, node) pairs)."""
+    used = {e.unified_cm for e in config.expressways if e.role == "c" and e.unified_cm}
+    cms = [u for u in config.unified_cms if u.name in used]
+    boxes, nodes = await asyncio.gather(
+        asyncio.gather(
+            *(
+                read_expressway(
+                    config,
+                    e,
+                    devices,
+                    served.get(e.name, ()),
+                    pending.get(e.name, ()),
+                    party_seconds,
+                )
+                for e in config.expressways
+            )
+        ),
+        asyncio.gather(*(read_unified_cm(u, devices, probe, party_seconds) for u in cms)),
+    )
+    parties = {p.name: p for p in [*boxes, *(p for ps in nodes for p in ps)]}
+    traversal = [
+        (e.name, e.traversal_peer) for e in config.expressways if e.role == "c" and e.traversal_peer
+    ]
+    unified = [
+        (e.name, f"{u.name}/{n}")
+        for u in cms
+        for n in u.nodes
+        for e in config.expressways
+        if e.role == "c" and e.unified_cm == u.name
+    ]
+    return parties, traversal, unified
+
+
+def judgements_json(judgements: Iterable[Judgement]) -> list[dict[str, Any]]:
+    return [
+        {
+            "from": j.relation.presenter,
+            "to": j.relation.verifier,
+            "relation": j.relation.relation,
+            "store": j.relation.store,
+            "status": j.status,
+            "reason": j.reason,
+            "breaks_at": j.breaks_at.isoformat() if j.breaks_at else None,
+        }
+        for j in judgements
+    ]
+
+
+@dataclass(frozen=True)
+class TrustMapResult:
+    """One computed trust map."""
+
+    generated_at: datetime
+    judgements: tuple[Judgement, ...]
+    svg: bytes | None  # None when Graphviz is not installed or failed
+
+    @property
+    def earliest_break(self) -> datetime | None:
+        return earliest_break(self.judgements)
+
+    def doc(self) -> dict[str, Any]:
+        """The same document as `trust-map --json` (and `<data_dir>/trust-map.json`)."""
+        first = self.earliest_break
+        return {
+            "generated_at": self.generated_at.isoformat(),
+            "relations": judgements_json(self.judgements),
+            "earliest_break": first.isoformat() if first else None,
+        }
+
+
+async def draw(dot_source: str) -> bytes | None:
+    """SVG from Graphviz `dot`, or None (logged) when it is missing or fails."""
+    binary = shutil.which("dot")
+    if binary is None:
+        log.warning("trust map picture skipped: Graphviz 'dot' is not installed (graphviz)")
+        return None
+    proc = await asyncio.create_subprocess_exec(
+        binary,
+        "-Tsvg",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(DOT_TIMEOUT):
+            out, err = await proc.communicate(dot_source.encode())
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        log.warning("trust map picture skipped: dot took too long", seconds=DOT_TIMEOUT)
+        return None
+    if proc.returncode != 0:
+        log.warning("trust map picture skipped: dot failed", error=err.decode(errors="replace"))
+        return None
+    return out
+
+
+class TrustMapper:
+    """The daemon's trust map: `refresh()` recomputes it, `latest` is the last result."""
+
+    def __init__(
+        self,
+        config: Callable[[], Config],
+        devices: Devices,
+        store: Store,
+        states: Callable[[], Iterable[EndpointState]],
+        *,
+        timeout: float,
+        probe: Probe | None = None,
+    ) -> None:
+        self._probe = probe
+        self._config = config
+        self._devices = devices
+        self._store = store
+        self._states = states
+        self._timeout = timeout
+        self.latest: TrustMapResult | None = None
+        self.runs = 0
+
+    async def refresh(self, now: datetime | None = None) -> TrustMapResult:
+        config = self._config()
+        try:
+            pending = await pending_chains(self._store)
+        except CertdError as exc:
+            log.warning("trust map: pending renewals not read", error=str(exc))
+            pending = {}
+        served = served_chains(self._states())
+        parties, traversal, unified = await gather(
+            config, self._devices, pending, served, self._timeout, self._probe
+        )
+        at = now or datetime.now(UTC)
+        judgements = trust_map(parties, relations(parties, traversal, unified), at)
+        result = TrustMapResult(at, judgements, await draw(to_dot(parties, judgements)))
+        self.latest = result
+        self.runs += 1
+        for party in parties.values():
+            if party.unread:
+                log.warning("trust map: party not read", party=party.name, error=party.unread)
+        return result

@@ -1,0 +1,211 @@
+"""Reading the deployment for the trust map (expressway_certd/trustmap_live.py) with fake device
+clients: one party that never answers or fails leaves only its own relations unknown and does
+not hold up the others; the chain the probe saw served is what a presenter is judged by."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from expressway_certd.trustmap_live import gather
+from lab.pki import CA
+from monitor.config import Config, ExpresswayConfig, UnifiedCMConfig, load_config
+from monitor.endpoint import Endpoint
+from monitor.errors import DeviceError
+from monitor.probe import Observation
+from renewers.trustmap import BROKEN, OK, UNKNOWN, relations, trust_map
+
+NOW = datetime.now(UTC)
+
+
+@pytest.fixture(scope="module")
+def pki() -> dict[str, Any]:
+    issuing = CA.create("Corp Issuing", parent=CA.create("Corp Root"))
+    other = CA.create("Other Issuing", parent=CA.create("Other Root"))
+    return {
+        "corp": tuple(issuing.chain()),
+        "other": other,
+        "c": issuing.issue("expe-c1", ["expe-c1"], key_kind="ec", key_size=256)[0],
+        "e": issuing.issue("expe-e1", ["expe-e1"], key_kind="ec", key_size=256)[0],
+    }
+
+
+def config(tmp_path: Path) -> Config:
+    secret = tmp_path / "pw"
+    secret.write_text("pw")
+    secret.chmod(0o600)
+    path = tmp_path / "certd.toml"
+    path.write_text(
+        f"""
+[daemon]
+state = "{tmp_path / "state.db"}"
+
+[[expressway]]
+name = "expe-c1"
+address = "c.example.com"
+role = "c"
+username = "admin"
+password = "file:{secret}"
+traversal_peer = "expe-e1"
+unified_cm = "cucm1"
+
+[[expressway]]
+name = "expe-e1"
+address = "e.example.com"
+role = "e"
+username = "admin"
+password = "file:{secret}"
+traversal_peer = "expe-c1"
+
+[[unified_cm]]
+name = "cucm1"
+nodes = ["n1", "n2"]
+username = "admin"
+password = "file:{secret}"
+"""
+    )
+    return load_config(path)
+
+
+class FakeBox:
+    def __init__(self, leaf: x509.Certificate, cas: tuple[x509.Certificate, ...]) -> None:
+        self.leaf, self.cas = leaf, cas
+
+    async def server_certificate(self) -> x509.Certificate:
+        return self.leaf
+
+    async def trusted_cas(self) -> list[x509.Certificate]:
+        return list(self.cas)
+
+
+class FakeCucm:
+    def __init__(self, stores: Mapping[str, tuple[x509.Certificate, ...]], hang: set[str]):
+        self.stores, self.hang = stores, hang
+
+    async def trusted(self, node: str, store: str) -> list[x509.Certificate]:
+        if node in self.hang:
+            await asyncio.Event().wait()  # never answers
+        return list(self.stores[store])
+
+
+class FakeDevices:
+    """Boxes by name; a name in `hang` never answers, one in `fail` refuses."""
+
+    def __init__(
+        self,
+        boxes: Mapping[str, FakeBox],
+        cucm: FakeCucm,
+        hang: frozenset[str] = frozenset(),
+        fail: frozenset[str] = frozenset(),
+    ) -> None:
+        self.boxes, self.cucm, self.hang, self.fail = boxes, cucm, hang, fail
+        self.opened: list[str] = []
+
+    @asynccontextmanager
+    async def expressway(self, target: ExpresswayConfig) -> AsyncIterator[Any]:
+        self.opened.append(target.name)
+        if target.name in self.hang:
+            await asyncio.Event().wait()
+        if target.name in self.fail:
+            raise DeviceError(f"{target.name}: connection refused")
+        yield self.boxes[target.name]
+
+    @asynccontextmanager
+    async def unified_cm(self, ucm: UnifiedCMConfig) -> AsyncIterator[Any]:
+        yield self.cucm
+
+
+def statuses(cfg: Config, devices: FakeDevices, served: Mapping[str, Any] = {}) -> dict:
+    async def run() -> dict:
+        parties, traversal, unified = await gather(cfg, devices, {}, served, 0.2)
+        judged = trust_map(parties, relations(parties, traversal, unified), NOW)
+        return {(j.relation.presenter, j.relation.verifier, j.relation.store): j for j in judged}
+
+    return asyncio.run(run())
+
+
+def devices(pki: dict[str, Any], **kw: Any) -> FakeDevices:
+    boxes = {"expe-c1": FakeBox(pki["c"], pki["corp"]), "expe-e1": FakeBox(pki["e"], pki["corp"])}
+    cucm = FakeCucm({"tomcat": pki["corp"], "callmanager": pki["corp"]}, kw.pop("cucm_hang", set()))
+    return FakeDevices(boxes, cucm, **kw)
+
+
+def test_all_read_all_ok(tmp_path: Path, pki: dict[str, Any]) -> None:
+    got = statuses(config(tmp_path), devices(pki))
+    assert {k: j.status for k, j in got.items()} == {
+        ("expe-c1", "expe-e1", "trusted-ca"): OK,
+        ("expe-e1", "expe-c1", "trusted-ca"): OK,
+        ("expe-c1", "cucm1/n1", "tomcat"): OK,
+        ("expe-c1", "cucm1/n1", "callmanager"): OK,
+        ("expe-c1", "cucm1/n2", "tomcat"): OK,
+        ("expe-c1", "cucm1/n2", "callmanager"): OK,
+    }
+
+
+def test_a_box_that_never_answers_leaves_only_its_relations_unknown(
+    tmp_path: Path, pki: dict[str, Any]
+) -> None:
+    # The E hangs forever: gather returns (its deadline), and the C's relations to Unified CM
+    # are judged all the same.
+    got = statuses(config(tmp_path), devices(pki, hang=frozenset({"expe-e1"})))
+    assert got[("expe-c1", "expe-e1", "trusted-ca")].status == UNKNOWN
+    assert got[("expe-e1", "expe-c1", "trusted-ca")].status == UNKNOWN
+    assert "expe-e1 was not read" in got[("expe-c1", "expe-e1", "trusted-ca")].reason
+    assert "deadline" in got[("expe-c1", "expe-e1", "trusted-ca")].reason
+    assert got[("expe-c1", "cucm1/n1", "tomcat")].status == OK
+    assert got[("expe-c1", "cucm1/n2", "callmanager")].status == OK
+
+
+def test_a_refusing_box_and_a_silent_node(tmp_path: Path, pki: dict[str, Any]) -> None:
+    got = statuses(config(tmp_path), devices(pki, fail=frozenset({"expe-e1"}), cucm_hang={"n2"}))
+    assert "connection refused" in got[("expe-e1", "expe-c1", "trusted-ca")].reason
+    assert got[("expe-c1", "cucm1/n2", "tomcat")].status == UNKNOWN
+    assert got[("expe-c1", "cucm1/n1", "tomcat")].status == OK  # the other node is read
+
+
+def test_the_served_chain_is_judged_not_the_api_certificate(
+    tmp_path: Path, pki: dict[str, Any]
+) -> None:
+    # The probe saw the E serve a certificate of another CA (say, installed by hand); the API
+    # still reports the old one. The C does not trust the other CA: broken.
+    other_leaf, _ = pki["other"].issue("expe-e1", ["expe-e1"], key_kind="ec", key_size=256)
+    served = {"expe-e1": (other_leaf, *pki["other"].chain()[:-1])}
+    got = statuses(config(tmp_path), devices(pki), served)
+    assert got[("expe-e1", "expe-c1", "trusted-ca")].status == BROKEN
+    assert got[("expe-c1", "expe-e1", "trusted-ca")].status == OK
+
+
+def test_unified_cm_served_certificates_by_port(tmp_path: Path, pki: dict[str, Any]) -> None:
+    """SIP TLS (5061) is read for the CallManager certificate, Tomcat's 8443 for the tomcat
+    one; a port that gives no certificate leaves that relation unknown, not missing."""
+    seen: list[tuple[str, int]] = []
+    tomcat = pki["other"].issue("n1", ["n1"], key_kind="ec", key_size=256)[0]
+
+    async def probe(name: str, endpoint: Endpoint) -> Observation:
+        seen.append((endpoint.host, endpoint.port))
+        if endpoint.port == 5061:
+            return Observation(name, endpoint, NOW, False, "refused", "connection refused")
+        der = tomcat.public_bytes(serialization.Encoding.DER)
+        return Observation(name, endpoint, NOW, True, chain_der=(der,))
+
+    async def run() -> dict:
+        parties, traversal, unified = await gather(
+            config(tmp_path), devices(pki), {}, {}, 0.2, probe
+        )
+        judged = trust_map(parties, relations(parties, traversal, unified), NOW)
+        return {(j.relation.presenter, j.relation.verifier, j.relation.relation): j for j in judged}
+
+    got = asyncio.run(run())
+    assert sorted(seen) == [("n1", 5061), ("n1", 8443), ("n2", 5061), ("n2", 8443)]
+    assert got[("cucm1/n1", "expe-c1", "sip-tls")].status == UNKNOWN
+    https = got[("cucm1/n1", "expe-c1", "https")]
+    assert https.status == BROKEN  # the C does not trust the Other CA
+    assert "Other" in https.reason
