@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from monitor.config import ExpresswayConfig
+from monitor.config import ExpresswayConfig, UnifiedCMConfig
 from monitor.watch import Monitor
 from renewers.deadline import DeadlineEstimate, estimate, history, inputs_for
 
@@ -33,6 +33,13 @@ def _ca_kind(monitor: Monitor, exp: ExpresswayConfig) -> str:
     return str(getattr(ca, "kind", "unknown"))
 
 
+def _unified_cm(monitor: Monitor, exp: ExpresswayConfig) -> UnifiedCMConfig | None:
+    """The Unified CM whose trust (and services) a renewal of `exp` changes, if any."""
+    if not exp.unified_cm:
+        return None
+    return next((u for u in monitor.config.unified_cms if u.name == exp.unified_cm), None)
+
+
 async def estimates(monitor: Monitor, now: datetime) -> list[DeadlineEstimate]:
     out = []
     for exp in monitor.config.expressways:
@@ -47,7 +54,8 @@ async def estimates(monitor: Monitor, now: datetime) -> list[DeadlineEstimate]:
         if not served:
             continue
         approvals, issuances = await history(monitor.store, exp.name, HISTORY)
-        inputs = inputs_for(exp, min(served), _ca_kind(monitor, exp), approvals, issuances)
+        ucm = _unified_cm(monitor, exp)
+        inputs = inputs_for(exp, min(served), _ca_kind(monitor, exp), approvals, issuances, ucm)
         out.append(estimate(inputs, now))
     return out
 
