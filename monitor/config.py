@@ -324,7 +324,7 @@ class DaemonConfig:
         timedelta(hours=1),
         "how often the X15.5 client certificate of each target with `username` and `password` "
         "is read through its REST API (it is never served on a port, so probes cannot see "
-        'it); exported with `cert_kind="client"` (docs/metrics.md)',
+        'it); exported with `cert_kind="client"` (docs/metrics.md). At least 1 minute',
     )
 
 
@@ -480,7 +480,9 @@ def _parse_daemon(file: Path, table: Mapping[str, Any], check_files: bool) -> Da
         api_token=s.get_secret("api_token", base),
         api_read_token=s.get_secret("api_read_token", base),
         renewal_check=s.get_duration("renewal_check", DaemonConfig.renewal_check),
-        client_cert_check=s.get_duration("client_cert_check", DaemonConfig.client_cert_check),
+        client_cert_check=s.get_duration(
+            "client_cert_check", DaemonConfig.client_cert_check, minimum=timedelta(minutes=1)
+        ),
     )
 
 
