@@ -16,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from alerts.exposition import label_value
+from monitor.clientcert import STATUSES, ClientCertState
 from monitor.config import ExpresswayConfig
 from monitor.policy import Drift
 from monitor.store import RenewalRow
@@ -77,7 +78,24 @@ STATE_FAMILIES = (
         "Duration of the latest probe: connect, STARTTLS and TLS handshake.",
     ),
     ("expressway_probe_last_timestamp_seconds", "When the endpoint was last probed."),
+    (
+        "expressway_client_cert_status",
+        "1 for the outcome of the latest API read of the target's X15.5 client certificate "
+        "(status: ok, not_applicable, unpublished, error), 0 for the others.",
+    ),
+    (
+        "expressway_client_cert_read_timestamp_seconds",
+        "When the target's client certificate was last read through its API.",
+    ),
 )
+# Families with a `cert_kind` label: "server" for what an endpoint serves, "client" for the
+# X15.5 client certificate read through the box's API (monitor/clientcert.py).
+CERT_KIND_FAMILIES = (
+    "expressway_cert_not_after_timestamp_seconds",
+    "expressway_cert_not_before_timestamp_seconds",
+    "expressway_cert_eku_ok",
+)
+CLIENT_CERT_SERVICE = "api"  # the `service` label of client certificate series
 
 
 @dataclass(frozen=True)
@@ -115,8 +133,10 @@ class StateExposition:
         version: str,
         *,
         replica: Callable[[], ReplicaView | None] = lambda: None,
+        client_certs: Callable[[], Mapping[str, ClientCertState]] = dict,
     ) -> None:
         self._replica = replica
+        self._client_certs = client_certs
         self._states = states
         self._targets = targets
         self._version = version
@@ -173,14 +193,15 @@ class StateExposition:
             live_info.add(
                 (st.target, ep.host, ep.port, facts.sha256, ep.service, exp.cluster, exp.role)
             )
+            server = f'cert_kind="server",{labels}'
             rows["expressway_cert_not_after_timestamp_seconds"].append(
-                f"{{{labels}}} {_num(facts.not_after.timestamp())}"
+                f"{{{server}}} {_num(facts.not_after.timestamp())}"
             )
             rows["expressway_cert_not_before_timestamp_seconds"].append(
-                f"{{{labels}}} {_num(facts.not_before.timestamp())}"
+                f"{{{server}}} {_num(facts.not_before.timestamp())}"
             )
             rows["expressway_cert_info"].append(f"{{{self._info(st, exp)}}} 1.0")
-            rows["expressway_cert_eku_ok"].append(f"{{{labels}}} {0.0 if st.eku_problem else 1.0}")
+            rows["expressway_cert_eku_ok"].append(f"{{{server}}} {0.0 if st.eku_problem else 1.0}")
             rows["expressway_cert_san_ok"].append(f"{{{labels}}} {0.0 if st.san_problem else 1.0}")
             rows["expressway_cert_chain_ok"].append(
                 f"{{{labels}}} {1.0 if st.chain_verified else 0.0}"
@@ -193,6 +214,9 @@ class StateExposition:
                 rows["expressway_cert_last_change_timestamp_seconds"].append(
                     f"{{{labels}}} {_num(st.last_change_at.timestamp())}"
                 )
+        for name, cc in sorted(self._client_certs().items()):
+            if name in targets:
+                _client_rows(rows, cc)
         # forget label text of endpoints and certificates that are gone
         if len(self._endpoint_labels) > len(live_endpoints):
             self._endpoint_labels = {
@@ -213,6 +237,31 @@ class StateExposition:
                     f"# HELP {name} {help_text}\n# TYPE {name} gauge\n{name} {_num(value)}\n"
                 )
         return "".join(out)
+
+
+def _client_rows(rows: dict[str, list[str]], cc: ClientCertState) -> None:
+    """The series of one target's client certificate: its status always, its expiry and EKU
+    verdict while a certificate is known (kept over failed reads, as for a failing probe)."""
+    labels = _labels(ENDPOINT_LABELS, [cc.target, cc.host, str(cc.port), CLIENT_CERT_SERVICE])
+    target = f'target="{label_value(cc.target)}"'
+    for status in STATUSES:
+        rows["expressway_client_cert_status"].append(
+            f'{{status="{status}",{target}}} {1.0 if status == cc.status else 0.0}'
+        )
+    rows["expressway_client_cert_read_timestamp_seconds"].append(
+        f"{{{target}}} {_num(cc.read_at.timestamp())}"
+    )
+    facts = cc.facts
+    if facts is None:
+        return
+    client = f'cert_kind="client",{labels}'
+    rows["expressway_cert_not_after_timestamp_seconds"].append(
+        f"{{{client}}} {_num(facts.not_after.timestamp())}"
+    )
+    rows["expressway_cert_not_before_timestamp_seconds"].append(
+        f"{{{client}}} {_num(facts.not_before.timestamp())}"
+    )
+    rows["expressway_cert_eku_ok"].append(f"{{{client}}} {0.0 if cc.eku_problem else 1.0}")
 
 
 # ---- renewals -------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 
 from cryptography import x509
 
+from monitor.clientcert import ClientCertState
 from monitor.config import Config, ExpresswayConfig, load_config
 from monitor.errors import CertdError, ConfigError
 from monitor.events import (
@@ -35,6 +36,7 @@ from monitor.probe import Prober, TrustStore
 from monitor.store import RenewalRow, Store
 from monitor.text import printable, printable_values
 from renewers.ca import build_connector
+from renewers.clientcert import read_client_cert
 from renewers.deadline import estimate, history, inputs_for
 from renewers.expressway import csr_sans
 from renewers.maintenance import next_window_start
@@ -216,9 +218,14 @@ async def _plan(config: Config, name: str) -> dict[str, Any]:
     window = renewal.maintenance_window
     now = datetime.now(UTC)
     restart_at = next_window_start(window, now) if window else now
+    ucm_cfg = config.unified_cm(target.unified_cm) if target.unified_cm else None
     deadline = estimate(
-        inputs_for(target, facts.not_after, manager_ca.kind, *await _history(config, name)), now
+        inputs_for(
+            target, facts.not_after, manager_ca.kind, *await _history(config, name), ucm_cfg
+        ),
+        now,
     )
+    client = await read_client_cert(target)
     trust_parties = [box.name for box in trust_boxes(config, target)]
     if role == "c" and target.unified_cm:
         ucm = config.unified_cm(target.unified_cm)
@@ -237,6 +244,7 @@ async def _plan(config: Config, name: str) -> dict[str, Any]:
             "aki": facts.aki,
             "issuer": facts.issuer,
         },
+        "client_cert": _client_entry(client),
         "sans": list(plan.sans),
         "required_eku": [EKU_NAMES.get(e, e) for e in plan.required_eku],
         "ca": {"name": renewal.ca, "kind": manager_ca.kind},
@@ -258,6 +266,19 @@ async def _plan(config: Config, name: str) -> dict[str, Any]:
         },
         "problems": problems + ([problems_text] if problems_text else []),
         "steps": list(STAGES),
+    }
+
+
+def _client_entry(state: ClientCertState) -> dict[str, Any]:
+    """The X15.5 client certificate in the plan: shown, never renewed by this plan."""
+    facts = state.facts
+    return {
+        "status": state.status,
+        "sha256": facts.sha256 if facts else None,
+        "not_after": facts.not_after.isoformat() if facts else None,
+        "issuer": facts.issuer if facts else None,
+        "eku_problem": state.eku_problem,
+        "note": state.error,
     }
 
 
@@ -292,6 +313,16 @@ def run_plan(args: argparse.Namespace) -> int:
     print(
         f"  current     {plan['current']['sha256'][:16]}  not after {plan['current']['not_after']}  issuer {plan['current']['issuer']}"
     )
+    client = plan["client_cert"]
+    if client["status"] == "ok":
+        print(
+            f"  client      {client['sha256'][:16]}  not after {client['not_after']}  issuer "
+            f"{client['issuer']}  (X15.5 client certificate: not renewed by this plan; renew "
+            "it under Maintenance > Security > Client certificate)"
+            + (f"; {client['eku_problem']}" if client["eku_problem"] else "")
+        )
+    elif client["status"] != "not_applicable":
+        print(f"  client      {client['status']}: {client['note']}")
     print(f"  1 snapshot  record the facts above (AKI {plan['current']['aki']})")
     print(
         "  2 preflight "

@@ -55,6 +55,7 @@ from monitor.replicas import (
 from monitor.sdnotify import SystemdNotifier, cancel
 from monitor.store import Store
 from monitor.watch import Monitor
+from renewers.clientcert import ClientCertWatch
 
 if TYPE_CHECKING:
     from alerts.notify import Router
@@ -93,6 +94,7 @@ class Daemon:
         self.replicas: Registry | None = None  # set on PostgreSQL: this daemon is a replica
         self.ownership: Ownership | None = None
         self.trust_map: TrustMapper | None = None  # set when an Expressway has API credentials
+        self.client_certs = ClientCertWatch(concurrency=max(1, config.daemon.concurrency // 4))
 
     def owns(self, target: str) -> bool:
         """Whether this daemon polls and exports `target` (always, when it is not a replica)."""
@@ -182,7 +184,11 @@ class Daemon:
         await self.monitor.load()
         monitor = self.monitor
         self.exposition = StateExposition(
-            lambda: monitor.states, self.owned_targets, __version__, replica=self._replica_view
+            lambda: monitor.states,
+            self.owned_targets,
+            __version__,
+            replica=self._replica_view,
+            client_certs=lambda: self.client_certs.states,
         )
         if any(e.renewal is not None for e in cfg.expressways):
             await self._start_renewals(prober)
@@ -286,6 +292,15 @@ class Daemon:
             )
         scheduler.add_job(
             self._prune_audit, IntervalTrigger(hours=24, timezone=UTC), id="prune-audit"
+        )
+        # always scheduled: a reload may add targets with credentials; none readable: no-op
+        scheduler.add_job(
+            self._read_client_certs,
+            IntervalTrigger(seconds=d.client_cert_check.total_seconds(), timezone=UTC),
+            id="client-certs",
+            next_run_time=now + timedelta(seconds=rng.uniform(0, first_spread)),
+            max_instances=1,
+            coalesce=True,
         )
         if self.renewals is not None:
             scheduler.add_job(
@@ -466,6 +481,22 @@ class Daemon:
             return  # shutting down; the renewal resumes from its persisted stage next time
         except Exception:
             log.exception("renewal run crashed")
+        finally:
+            if task is not None:
+                self._inflight.discard(task)
+
+    async def _read_client_certs(self) -> None:
+        """Read the X15.5 client certificate of every owned target with API credentials
+        (renewers/clientcert.py: concurrent, each read bounded and isolated)."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+        try:
+            await self.client_certs.read_all(self.owned_targets())
+        except asyncio.CancelledError:
+            return  # shutting down
+        except Exception:
+            log.exception("client certificate read crashed")
         finally:
             if task is not None:
                 self._inflight.discard(task)

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from datetime import datetime, timedelta
 
 from alerts.exposition import label_value
-from monitor.config import ExpresswayConfig
+from monitor.config import ExpresswayConfig, UnifiedCMConfig
 from monitor.watch import Monitor
 from renewers.deadline import DeadlineEstimate, estimate, history, inputs_for
 
@@ -48,6 +48,13 @@ def served_expiry(monitor: Monitor) -> dict[str, datetime]:
     return out
 
 
+def _unified_cm(monitor: Monitor, exp: ExpresswayConfig) -> UnifiedCMConfig | None:
+    """The Unified CM whose trust (and services) a renewal of `exp` changes, if any."""
+    if not exp.unified_cm:
+        return None
+    return next((u for u in monitor.config.unified_cms if u.name == exp.unified_cm), None)
+
+
 async def estimates(monitor: Monitor, now: datetime) -> list[DeadlineEstimate]:
     out = []
     served = served_expiry(monitor)
@@ -55,7 +62,10 @@ async def estimates(monitor: Monitor, now: datetime) -> list[DeadlineEstimate]:
         if exp.renewal is None or exp.name not in served:
             continue
         approvals, issuances = await history(monitor.store, exp.name, HISTORY)
-        inputs = inputs_for(exp, served[exp.name], _ca_kind(monitor, exp), approvals, issuances)
+        ucm = _unified_cm(monitor, exp)
+        inputs = inputs_for(
+            exp, served[exp.name], _ca_kind(monitor, exp), approvals, issuances, ucm
+        )
         out.append(estimate(inputs, now))
     return out
 

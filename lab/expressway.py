@@ -320,6 +320,10 @@ class ExpresswaySim:
             for path, methods in self._resources():
                 for method in methods:
                     app.router.add_route(method.upper(), prefix + path, self._dispatch)
+            if parse_version(self.version) < CLIENT_STORE_FROM:
+                # routed before X15.5 too: `upgrade` adds the store while the box runs (it
+                # answers 404 and /api/raml omits it until then)
+                app.router.add_get(prefix + CLIENT_CERT_RESOURCE, self._dispatch)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         await self._start_site()

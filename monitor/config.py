@@ -333,6 +333,12 @@ class DaemonConfig:
         "`[[expressway]]` has API credentials; each party gets half this interval "
         "(at least 5s, at most 60s) to answer, an unreachable one leaves its relations unknown",
     )
+    client_cert_check: timedelta = key(
+        timedelta(hours=1),
+        "how often the X15.5 client certificate of each target with `username` and `password` "
+        "is read through its REST API (it is never served on a port, so probes cannot see "
+        'it); exported with `cert_kind="client"` (docs/metrics.md). At least 1 minute',
+    )
 
 
 @dataclass(frozen=True)
@@ -488,6 +494,9 @@ def _parse_daemon(file: Path, table: Mapping[str, Any], check_files: bool) -> Da
         api_read_token=s.get_secret("api_read_token", base),
         renewal_check=s.get_duration("renewal_check", DaemonConfig.renewal_check),
         trust_map_interval=s.get_duration("trust_map_interval", DaemonConfig.trust_map_interval),
+        client_cert_check=s.get_duration(
+            "client_cert_check", DaemonConfig.client_cert_check, minimum=timedelta(minutes=1)
+        ),
     )
 
 

@@ -2,8 +2,12 @@
 
 Pure. A renewal started now runs its stages in order (docs/renewal.md): the CA issues (its
 observed latency, p90 of past issuances, or a default by CA kind), an approver approves
-(p90 of past approvals, a default until there are some), then the restart waits for the next
-maintenance window and takes its time. The margin is the certificate's expiry minus that
+(p90 of past approvals, a default until there are some); for an Expressway-C with
+`unified_cm`, stage ucm-restart then waits for the Unified CM's maintenance window (its own,
+else the target's) and restarts its services node by node; then the box's restart waits for
+the next maintenance window and takes its time. The Unified CM stage runs only when the CA
+changes, which is known only after issuance: like approval in `manual-if-ca-changed`, it is
+assumed, so the estimate never promises more time than there may be. The margin is the certificate's expiry minus that
 completion; the factor with the largest share of the delay is named, so an alert can say
 what to change (a wider window, a faster approver, another CA).
 """
@@ -16,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 
-from monitor.config import ExpresswayConfig
+from monitor.config import ExpresswayConfig, UnifiedCMConfig
 from monitor.store import StepRow, Store
 from renewers.maintenance import next_window_start
 
@@ -24,6 +28,7 @@ DEFAULT_APPROVAL = timedelta(days=2)  # until a target has approvals of its own
 DEFAULT_CA_LATENCY = {"manual": timedelta(days=3)}  # other kinds: minutes
 DEFAULT_CA_LATENCY_OTHER = timedelta(minutes=10)
 DEFAULT_RESTART = timedelta(minutes=15)
+DEFAULT_UCM_RESTART_PER_NODE = timedelta(minutes=10)  # CallManager, Tftp, Tomcat on one node
 DEFAULT_SAFETY = timedelta(days=7)
 
 FACTOR_CA, FACTOR_APPROVAL, FACTOR_WINDOW, FACTOR_RESTART = (
@@ -32,6 +37,7 @@ FACTOR_CA, FACTOR_APPROVAL, FACTOR_WINDOW, FACTOR_RESTART = (
     "maintenance window",
     "restart",
 )
+FACTOR_UCM_WINDOW, FACTOR_UCM_RESTART = ("unified cm window", "unified cm restart")
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,10 @@ class DeadlineInputs:
     restart: timedelta = DEFAULT_RESTART
     # None: restart at once; else when the window opens at or after a moment
     next_window: Callable[[datetime], datetime] | None = None
+    # Unified CM restarts before the box's (stage ucm-restart); zero: no Unified CM stage
+    ucm_restart: timedelta = timedelta(0)
+    # None: the Unified CM restarts at once; else when its window opens at or after a moment
+    ucm_window: Callable[[datetime], datetime] | None = None
 
 
 @dataclass(frozen=True)
@@ -96,13 +106,19 @@ def estimate(inputs: DeadlineInputs, now: datetime) -> DeadlineEstimate:
         if inputs.approval_required
         else timedelta(0)
     )
-    ready = now + ca + approval
+    approved = now + ca + approval
+    ucm_wait = timedelta(0)
+    if inputs.ucm_restart > timedelta(0) and inputs.ucm_window is not None:
+        ucm_wait = max(inputs.ucm_window(approved) - approved, timedelta(0))
+    ready = approved + ucm_wait + inputs.ucm_restart
     window_opens = inputs.next_window(ready) if inputs.next_window else ready
     wait = max(window_opens - ready, timedelta(0))
     done = ready + wait + inputs.restart
     factors = (
         (FACTOR_CA, ca),
         (FACTOR_APPROVAL, approval),
+        (FACTOR_UCM_WINDOW, ucm_wait),
+        (FACTOR_UCM_RESTART, inputs.ucm_restart),
         (FACTOR_WINDOW, wait),
         (FACTOR_RESTART, inputs.restart),
     )
@@ -153,11 +169,18 @@ def inputs_for(
     ca_kind: str,
     approvals: Sequence[timedelta],
     issuances: Sequence[timedelta],
+    ucm: UnifiedCMConfig | None = None,
 ) -> DeadlineInputs:
-    """The estimator's inputs for a configured target with `renewal = {...}`."""
+    """The estimator's inputs for a configured target with `renewal = {...}`; `ucm` is the
+    Unified CM of an Expressway-C with `unified_cm` (its window, else the target's, applies)."""
     renewal = target.renewal
     assert renewal is not None
     window = renewal.maintenance_window
+    ucm_restart, ucm_window = timedelta(0), None
+    if ucm is not None and target.role == "c":
+        ucm_restart = DEFAULT_UCM_RESTART_PER_NODE * len(ucm.nodes)
+        own = ucm.maintenance_window or window
+        ucm_window = partial(next_window_start, own) if own else None
     return DeadlineInputs(
         target.name,
         not_after=not_after,
@@ -166,4 +189,6 @@ def inputs_for(
         past_approvals=tuple(approvals),
         past_issuances=tuple(issuances),
         next_window=partial(next_window_start, window) if window else None,
+        ucm_restart=ucm_restart,
+        ucm_window=ucm_window,
     )

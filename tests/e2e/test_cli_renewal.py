@@ -82,3 +82,33 @@ async def test_plan_renew_status(tmp_path):
             assert code == 2 and "monitored only" in err
     finally:
         est.stop()
+
+
+async def test_plan_shows_both_certificates_of_an_x15_5_box(tmp_path):
+    """An X15.5 C keeps a client certificate (copied at upgrade): `plan` shows it next to the
+    server certificate; an X15.4 box has none and says so in JSON only."""
+    est = ESTSimulator().start()
+    try:
+        async with Lab(tmp_path / "lab", restart_seconds=0.3, c_version="X15.5") as lab:
+            path = lab.write_config(tmp_path / "certd.toml")
+            text = add_renewal(path.read_text(), "expe-c1", 'ca = "lab-est"')
+            text = add_renewal(text, "expe-e1", 'ca = "lab-est"')
+            path.write_text(text + est_ca_section(est, tmp_path))
+            c = lab.expressway_c
+            client_sha = c.client_cert.fingerprint(hashes.SHA256()).hex()
+
+            code, out, err = await cli("plan", "expe-c1", "--config", str(path), "--json")
+            assert code == 0, err
+            client = json.loads(out)["client_cert"]
+            assert client["status"] == "ok" and client["sha256"] == client_sha
+            assert client["not_after"] == c.client_cert.not_valid_after_utc.isoformat()
+
+            code, out, err = await cli("plan", "expe-c1", "--config", str(path))
+            assert code == 0, err
+            assert f"  client      {client_sha[:16]}" in out
+
+            code, out, err = await cli("plan", "expe-e1", "--config", str(path), "--json")
+            assert code == 0, err
+            assert json.loads(out)["client_cert"]["status"] == "not_applicable"
+    finally:
+        est.stop()

@@ -34,6 +34,8 @@ MARGIN = re.compile(
 
 async def test_weekly_window_approval_and_nine_days_left(tmp_path):
     # The only window opens in six days: waiting for it dominates the 2-day default approval.
+    # expe-c1 has a Unified CM without a window of its own: its services restart in the
+    # target's window first (stage ucm-restart), so the wait is named "unified cm window".
     opens = datetime.now(UTC) + timedelta(days=6)
     weekday = (opens.weekday() + 1) % 7  # cron counts from Sunday
     renewal = (
@@ -52,13 +54,13 @@ async def test_weekly_window_approval_and_nine_days_left(tmp_path):
                     "/metrics", lambda status, body: status == 200 and MARGIN.search(body)
                 )
                 dominating, value = MARGIN.search(text).groups()
-                assert dominating == "maintenance window"
+                assert dominating == "unified cm window"
                 margin = float(value)
                 assert 2 * 86400 < margin < 7 * 86400  # about 3 days: at risk
                 status, page = await daemon.get("/")
                 assert status == 200
                 assert "Deadline risks" in page
-                assert "dominated by maintenance window" in page
+                assert "dominated by unified cm window" in page
                 # expe-e1 has no renewal: no estimate, no series
                 series = [
                     line
@@ -71,7 +73,7 @@ async def test_weekly_window_approval_and_nine_days_left(tmp_path):
             assert code == 0, out + err
             deadline = json.loads(out)["deadline"]
             assert deadline["at_risk"] is True
-            assert deadline["dominating"] == "maintenance window"
+            assert deadline["dominating"] == "unified cm window"
             assert abs(deadline["margin_seconds"] - margin) < 3600
     finally:
         est.stop()

@@ -71,12 +71,17 @@ async def test_daemon_end_to_end(tmp_path, served, trust_bundle):
 
         _, metrics = await daemon.get("/metrics")
         labels = f'host="127.0.0.1",port="{good.port}",service="svc{good.port}",target="expe"'
-        assert f"expressway_cert_not_after_timestamp_seconds{{{labels}}}" in metrics
+        assert (
+            f'expressway_cert_not_after_timestamp_seconds{{cert_kind="server",{labels}}}' in metrics
+        )
         assert f"expressway_probe_success{{{labels}}} 1.0" in metrics
         assert f"expressway_cert_chain_ok{{{labels}}} 1.0" in metrics
         bad = f'host="127.0.0.1",port="{refused}",service="svc{refused}",target="expe"'
         assert f"expressway_probe_success{{{bad}}} 0.0" in metrics
-        assert f"expressway_cert_not_after_timestamp_seconds{{{bad}}}" not in metrics
+        assert (
+            f'expressway_cert_not_after_timestamp_seconds{{cert_kind="server",{bad}}}'
+            not in metrics
+        )
         other_labels = f'host="127.0.0.1",port="{other.port}",service="svc{other.port}"'
         assert f'expressway_cert_san_ok{{{other_labels},target="expe"}} 0.0' in metrics
         assert 'cluster="expe-cluster.example.com"' in metrics

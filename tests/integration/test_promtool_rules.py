@@ -42,6 +42,9 @@ DAEMON_METRICS = frozenset(
         "expressway_probe_duration_seconds",
         "expressway_cert_last_change_timestamp_seconds",
         "expressway_certd_build_info",
+        # X15.5 client certificate read through the API (renewers/clientcert.py)
+        "expressway_client_cert_status",
+        "expressway_client_cert_read_timestamp_seconds",
         # renewals: only for targets with `renewal = { ca = "..." }`
         "expressway_renewal_state",
         "expressway_renewal_updated_timestamp_seconds",
@@ -91,6 +94,7 @@ ALERTS: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
     "ExpresswayCertExpiringCritical": ("critical", None, ENDPOINT_LABELS),
     "ExpresswayCertExpired": ("critical", None, ENDPOINT_LABELS),
     "ExpresswayProbeFailing": ("warning", "10m", ENDPOINT_LABELS),
+    "ExpresswayClientCertUnread": ("warning", "2h", ("target", "status")),
     "ExpresswayCertdAbsent": ("critical", "5m", ("job", "instance")),
     "ExpresswayChainNotVerified": ("warning", "15m", ENDPOINT_LABELS),
     "ExpresswayCertSANNotOK": ("warning", "15m", ENDPOINT_LABELS),
@@ -102,6 +106,7 @@ ALERTS: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
     "ExpresswayRenewalStuck": ("warning", "15m", ("target", "state", "stage")),
     "ExpresswayRenewalAwaitingApproval": ("warning", "15m", ("target", "stage")),
     "ExpresswayRestartPending": ("warning", "1h", ("target", "sha256")),
+    "ExpresswayUnifiedCMRestartPending": ("info", "15m", ("target",)),
     "ExpresswayCAErrors": ("warning", None, ("ca", "kind", "reason")),
     "ExpresswayServedCertDiffersFromInstalled": (
         "critical",
@@ -523,10 +528,16 @@ def healthy_fleet_series() -> list[dict[str, str]]:
             )
             series += [
                 (f"expressway_cert_info{{{ep},{info}}}", "1"),
-                (f"expressway_cert_not_after_timestamp_seconds{{{ep}}}", str(90 * 86400)),
-                (f"expressway_cert_not_before_timestamp_seconds{{{ep}}}", str(-86400)),
+                (
+                    f'expressway_cert_not_after_timestamp_seconds{{{ep},cert_kind="server"}}',
+                    str(90 * 86400),
+                ),
+                (
+                    f'expressway_cert_not_before_timestamp_seconds{{{ep},cert_kind="server"}}',
+                    str(-86400),
+                ),
                 (f"expressway_cert_last_change_timestamp_seconds{{{ep}}}", str(-86400)),
-                (f"expressway_cert_eku_ok{{{ep}}}", "1"),
+                (f'expressway_cert_eku_ok{{{ep},cert_kind="server"}}', "1"),
                 (f"expressway_cert_san_ok{{{ep}}}", "1"),
                 (f"expressway_cert_chain_ok{{{ep}}}", "1"),
                 (f"expressway_probe_success{{{ep}}}", "1"),

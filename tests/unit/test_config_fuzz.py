@@ -24,6 +24,7 @@ KEYS = {
         "listen", "state", "poll_interval", "probe_timeout", "concurrency", "jitter",
         "expiry_windows", "history", "audit_retention", "trust_bundle", "system_roots",
         "log_level", "log_format", "data_dir", "api_token", "api_read_token", "renewal_check",
+        "client_cert_check",
     ],
     "expressway": [
         "name", "address", "role", "endpoints", "cluster", "version", "username", "password",

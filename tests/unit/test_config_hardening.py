@@ -46,6 +46,7 @@ def renewal(extra: str) -> str:
         ("[daemon]\npoll_interval = nan\n", r"daemon\.poll_interval: duration must be positive"),
         ("[daemon]\nhistory = 5\nrenewal_check = 0.000001\n", r"renewal_check: must be at least"),
         ("[daemon]\nrenewal_check = '0.000001s'\n", r"renewal_check: must be at least 0\.1s"),
+        ("[daemon]\nclient_cert_check = '30s'\n", r"client_cert_check: must be at least 60s"),
         ("[daemon]\npoll_interval = '\u0661\u0662s'\n", r"poll_interval: expected a duration"),
         ("[daemon]\nlisten = '127.0.0.1:²'\n", r"daemon\.listen: must be 'HOST:PORT'"),
         ("[daemon]\nlisten = 'a b:9464'\n", r"daemon\.listen: 'a b' is not a host name"),

@@ -7,14 +7,24 @@ from functools import partial
 
 import pytest
 
-from monitor.config import MaintenanceWindow
+from monitor.config import (
+    ExpresswayConfig,
+    MaintenanceWindow,
+    RenewalConfig,
+    Secret,
+    UnifiedCMConfig,
+)
 from monitor.store import StepRow
 from renewers.deadline import (
+    DEFAULT_UCM_RESTART_PER_NODE,
     FACTOR_APPROVAL,
     FACTOR_CA,
+    FACTOR_UCM_RESTART,
+    FACTOR_UCM_WINDOW,
     FACTOR_WINDOW,
     DeadlineInputs,
     estimate,
+    inputs_for,
     p90,
     past_durations,
 )
@@ -143,3 +153,71 @@ def step(stage, result, minutes, seconds=0.0):
 )
 def test_past_durations_from_steps(steps, approval, issuance):
     assert past_durations(list(reversed(steps))) == (approval, issuance)
+
+
+# ---- Unified CM window (stage ucm-restart, before the box's install and restart) ----------
+
+SUNDAY_3AM = MaintenanceWindow(cron="0 3 * * 0", timezone="UTC", duration=timedelta(hours=2))
+
+
+def test_unified_cm_window_then_box_window_and_named_when_it_dominates():
+    inputs = DeadlineInputs(
+        "expe-c1",
+        not_after=MONDAY + 30 * D,
+        ca_kind="acme",
+        approval_required=False,
+        next_window=window(DAILY_2AM),
+        ucm_restart=timedelta(minutes=20),
+        ucm_window=window(SUNDAY_3AM),
+    )
+    got = estimate(inputs, MONDAY)
+    # CA 10 min -> Monday 10:10; Unified CM window Sunday 03:00, its restarts until 03:20; the
+    # box's daily window (02:00-04:00) is open then: its restart until 03:35. Without the
+    # Unified CM stage the box would restart in Tuesday's window.
+    assert got.earliest_completion == datetime(2026, 12, 6, 3, 35, tzinfo=UTC)
+    assert got.dominating == FACTOR_UCM_WINDOW
+    factors = dict(got.factors)
+    assert factors[FACTOR_UCM_WINDOW] == datetime(2026, 12, 6, 3, tzinfo=UTC) - (
+        MONDAY + timedelta(minutes=10)
+    )
+    assert factors[FACTOR_UCM_RESTART] == timedelta(minutes=20)
+    assert factors[FACTOR_WINDOW] == timedelta(0)
+    assert "dominated by unified cm window" in got.explanation()
+
+
+def test_without_a_unified_cm_stage_nothing_changes():
+    base = DeadlineInputs("expe-e1", MONDAY + 30 * D, "acme", False, next_window=window(DAILY_2AM))
+    got = estimate(base, MONDAY)
+    assert got.earliest_completion == datetime(2026, 12, 1, 2, 15, tzinfo=UTC)
+    assert dict(got.factors)[FACTOR_UCM_WINDOW] == timedelta(0)
+
+
+def _target(role: str, win: MaintenanceWindow | None) -> ExpresswayConfig:
+    return ExpresswayConfig(
+        "expe-c1", "expc1.example.com", role, (), unified_cm="cucm",
+        renewal=RenewalConfig(ca="corp", maintenance_window=win),
+    )  # fmt: skip
+
+
+def _ucm(win: MaintenanceWindow | None) -> UnifiedCMConfig:
+    return UnifiedCMConfig(
+        "cucm", ("pub.example.com", "sub.example.com"), "admin", Secret("env:X"),
+        maintenance_window=win,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("role", "ucm_window", "ucm_opens"),
+    [
+        ("c", SUNDAY_3AM, datetime(2026, 12, 6, 3, tzinfo=UTC)),  # the Unified CM's own
+        ("c", None, datetime(2026, 12, 1, 2, tzinfo=UTC)),  # else the target's (daily)
+        ("e", SUNDAY_3AM, None),  # an E changes no Unified CM trust
+    ],
+)
+def test_inputs_for_takes_the_unified_cm_window(role, ucm_window, ucm_opens):
+    inputs = inputs_for(_target(role, DAILY_2AM), MONDAY + 30 * D, "acme", [], [], _ucm(ucm_window))
+    if ucm_opens is None:
+        assert inputs.ucm_restart == timedelta(0) and inputs.ucm_window is None
+        return
+    assert inputs.ucm_restart == 2 * DEFAULT_UCM_RESTART_PER_NODE  # two nodes
+    assert inputs.ucm_window is not None and inputs.ucm_window(MONDAY) == ucm_opens

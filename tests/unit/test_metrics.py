@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from alerts.metrics import StateExposition
+from alerts.metrics import CERT_KIND_FAMILIES, StateExposition
 from monitor.config import Endpoint, ExpresswayConfig
 from monitor.facts import facts_from_x509
 from monitor.lint import LintFinding
@@ -51,6 +51,8 @@ def test_series_follow_state_and_config(make_cert):
 
     def value(name: str, target: str, port: int) -> float | None:
         labels = {"host": "10.0.0.1", "port": str(port), "service": "mra", "target": target}
+        if name in CERT_KIND_FAMILIES:
+            labels["cert_kind"] = "server"  # what an endpoint serves
         return samples.get((name, tuple(sorted(labels.items()))))
 
     assert value("expressway_cert_not_after_timestamp_seconds", "expe", 8443) == pytest.approx(
