@@ -209,6 +209,7 @@ class Daemon:
             self.bus,
             prober,
             observe=observe_stage,
+            owns=self.owns,
             **self._renewal_options,
         )
         await manager.load()

@@ -52,8 +52,12 @@ class RenewalManager:
         connectors: Mapping[str, CAConnector] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         observe: StageObserver | None = None,
+        owns: Callable[[str], bool] = lambda target: True,
     ) -> None:
         self.config = config
+        # A replica checks and runs renewals only for the targets it owns (monitor/replicas.py);
+        # operator commands go through the pipeline and work for any target.
+        self.owns = owns
         self.bus = bus
         self.clock = clock
         used = {e.renewal.ca for e in config.expressways if e.renewal is not None}
@@ -92,8 +96,8 @@ class RenewalManager:
         due. The current certificate is what the box reports through its API; a served
         certificate only stands in for it when its chain verifies and it is the one the box
         reported. One that differs is drift (a ServedCertDiffers event), never a trigger."""
-        if exp.renewal is None or not served:
-            return
+        if exp.renewal is None or not served or not self.owns(exp.name):
+            return  # not ours (any more): its owner decides
         latest = self.pipeline.latest.get(exp.name)
         if latest is not None and latest.active:
             self.next_due[exp.name] = latest.next_at
@@ -240,7 +244,8 @@ class RenewalManager:
             self.last_success[row.target] = row.updated_at
 
     async def run_due(self) -> None:
-        await self.pipeline.run_due()
+        """Resume the due renewals of the targets this process owns."""
+        await self.pipeline.run_due(self.owns)
         for target, row in self.pipeline.latest.items():
             if row.status == "done":
                 self.last_success[target] = max(

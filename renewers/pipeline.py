@@ -1174,8 +1174,9 @@ class Pipeline:
             lambda: store.renewal_lease_owner(renewal_id),
         )
 
-    async def run_due(self) -> None:
-        """Resume every active renewal whose time has come (the scheduler calls this)."""
+    async def run_due(self, owns: Callable[[str], bool] | None = None) -> None:
+        """Resume every active renewal whose time has come (the scheduler calls this); with
+        `owns`, only those of the targets it accepts (a replica runs its own targets')."""
         active = await self.store.renewals_for(active_only=True, limit=10_000)
         # A renewal another process finished (CLI `renew`, an HA peer) is no longer active:
         # refresh what this process believes, so metrics and the policy see it.
@@ -1187,7 +1188,7 @@ class Pipeline:
                     self.latest[target] = fresh
         for row in active:
             self.latest[row.target] = row
-            if row.status == "blocked":
+            if row.status == "blocked" or (owns is not None and not owns(row.target)):
                 continue
             lock = self._locks.get(row.target)
             if lock is not None and lock.locked():
