@@ -40,7 +40,7 @@ from renewers.handcheck import (
     fingerprint,
     offline_holders,
 )
-from renewers.pipeline import ConfiguredDevices, Devices, _zone_kinds, trust_boxes
+from renewers.pipeline import ConfiguredDevices, Devices, trust_boxes, zone_kinds
 
 EXIT_SAFE, EXIT_UNSAFE = 0, 1
 
@@ -240,7 +240,7 @@ async def gather(
         version=info.version or target.version,
         current=current,
         pending_csr=pending,
-        zones=tuple(_zone_kinds(role, zones)),
+        zones=tuple(zone_kinds(role, zones)),
         cluster_fqdn=target.cluster,
         extra_sans=target.renewal.extra_sans if target.renewal else (),
         anchors=_trust_bundle(config),

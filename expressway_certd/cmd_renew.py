@@ -38,7 +38,7 @@ from renewers.deadline import estimate, history, inputs_for
 from renewers.expressway import OperationUnsupported, csr_sans
 from renewers.maintenance import next_window_start
 from renewers.manager import RenewalManager
-from renewers.pipeline import STAGES, ConfiguredDevices, _zone_kinds, csr_fits, trust_boxes
+from renewers.pipeline import STAGES, ConfiguredDevices, csr_fits, trust_boxes, zone_kinds
 from renewers.trust import pinned_anchors, trust_path
 from renewers.trust import sha256 as tsha256
 from renewers.validate import make_plan, preflight
@@ -180,7 +180,7 @@ async def _plan(config: Config, name: str) -> dict[str, Any]:
         plan = make_plan(
             name, facts, role=role, version=info.version or target.version,
             cluster_fqdn=target.cluster, extra_sans=renewal.extra_sans,
-            zones=_zone_kinds(role, zones),
+            zones=zone_kinds(role, zones),
         )  # fmt: skip
         problems = preflight(plan, renewal.ca, connector.capabilities().ekus)
         problems_text = ""

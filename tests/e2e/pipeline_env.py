@@ -39,7 +39,11 @@ async def renewal_env(
 ) -> AsyncIterator[Env]:
     est = ESTSimulator().start()
     try:
-        async with Lab(tmp_path / "lab", version=version, restart_seconds=0.3) as lab:
+        # Restart delays short (they only make the run wait); tests of timing set their own.
+        lab = Lab(
+            tmp_path / "lab", version=version, restart_seconds=0.2, service_restart_seconds=0.05
+        )
+        async with lab:
             path = lab.write_config(tmp_path / "certd.toml")
             text = add_renewal(path.read_text(), target, renewal) + est_ca_section(est, tmp_path)
             path.write_text(text)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import structlog
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 
 from lab.pki import CA
 from monitor.config import load_config
@@ -180,7 +180,7 @@ async def test_manual_ca_pending_reason_names_this_renewal(env, tmp_path):
     ctx = pipeline_module.Context(
         renewal_id="20261203-abcd", target=cfg.target("e1"), config=cfg, devices=p.devices,
         ca=connector, ca_name="portal", prober=p.prober, now=lambda: datetime.now(UTC),
-        data={"csr_pem": csr.public_bytes(pipeline_module.serialization.Encoding.PEM).decode()},
+        data={"csr_pem": csr.public_bytes(serialization.Encoding.PEM).decode()},
     )  # fmt: skip
     outcome = await pipeline_module.stage_submit(ctx)
     assert "expressway-certd provide 20261203-abcd --cert" in ctx.data["pending_reason"]

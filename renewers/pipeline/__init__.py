@@ -1,0 +1,95 @@
+"""The renewal pipeline: Cisco's procedure (steps A to E) as a persisted state machine.
+
+Each stage is a small async function `(Context) -> Advance | Wait | Blocked | Failed`. The
+runner persists the outcome (and the stage context) BEFORE anything else happens, so a kill -9
+at any point resumes from the last persisted stage; every stage first reads the box's state,
+so running it twice does no harm (a pending CSR is reused, never discarded; trust is listed
+before it is added; the installed certificate is compared before an upload; the served
+certificate is checked before a restart).
+
+    snapshot -> preflight -> csr -> submit -> issued -> validate -> trust -> approve
+             -> ucm-restart -> install -> restart -> verify -> done
+
+Modules, one seam each: outcomes.py (what a stage returns; the pure `transition`),
+context.py (what a stage works with; the `Devices` Protocol), locks.py (leases, heartbeat,
+same-host takeover), stages/ (one module per stage; `STAGE_FUNCTIONS`), commands.py (what an
+operator may do in which state), runner.py (`Pipeline`: runs stages, operator commands).
+This module re-exports the names other packages and tests use.
+"""
+
+from __future__ import annotations
+
+from renewers.pipeline.commands import accepts_certificate, ways_out
+from renewers.pipeline.context import (
+    KILL_AFTER_ENV,
+    ConfiguredDevices,
+    Context,
+    Devices,
+)
+from renewers.pipeline.locks import BUSY_WAIT, LEASE, claim_or_take_over, keep_alive, take_lease
+from renewers.pipeline.outcomes import (
+    RETRY_BACKOFF,
+    STAGES,
+    Advance,
+    Blocked,
+    Failed,
+    Outcome,
+    Wait,
+    stage_event,
+    transition,
+)
+from renewers.pipeline.runner import Pipeline, StageObserver
+from renewers.pipeline.stages import STAGE_FUNCTIONS
+from renewers.pipeline.stages.approve import stage_approve
+from renewers.pipeline.stages.csr import csr_fits, stage_csr
+from renewers.pipeline.stages.install import stage_install
+from renewers.pipeline.stages.issued import stage_issued
+from renewers.pipeline.stages.preflight import stage_preflight, zone_kinds
+from renewers.pipeline.stages.restart import stage_restart
+from renewers.pipeline.stages.snapshot import stage_snapshot
+from renewers.pipeline.stages.submit import stage_submit
+from renewers.pipeline.stages.trust import stage_trust, trust_boxes
+from renewers.pipeline.stages.ucm_restart import stage_ucm_restart
+from renewers.pipeline.stages.validate import stage_validate
+from renewers.pipeline.stages.verify import stage_verify
+
+__all__ = [
+    "BUSY_WAIT",
+    "KILL_AFTER_ENV",
+    "LEASE",
+    "RETRY_BACKOFF",
+    "STAGES",
+    "STAGE_FUNCTIONS",
+    "Advance",
+    "Blocked",
+    "ConfiguredDevices",
+    "Context",
+    "Devices",
+    "Failed",
+    "Outcome",
+    "Pipeline",
+    "StageObserver",
+    "Wait",
+    "accepts_certificate",
+    "claim_or_take_over",
+    "csr_fits",
+    "keep_alive",
+    "stage_approve",
+    "stage_csr",
+    "stage_event",
+    "stage_install",
+    "stage_issued",
+    "stage_preflight",
+    "stage_restart",
+    "stage_snapshot",
+    "stage_submit",
+    "stage_trust",
+    "stage_ucm_restart",
+    "stage_validate",
+    "stage_verify",
+    "take_lease",
+    "transition",
+    "trust_boxes",
+    "ways_out",
+    "zone_kinds",
+]

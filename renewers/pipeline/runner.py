@@ -1,0 +1,422 @@
+"""The runner: starts, runs and resumes renewals one stage at a time, persisting each outcome
+before anything else happens, and the operator commands (approve, provide, cancel, retry)
+that write a renewal while holding it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from monitor.config import Config
+from monitor.errors import CAError, CertdError, DeviceError
+from monitor.events import (
+    EventBus,
+    RenewalCancelled,
+    RenewalCompleted,
+    StageStarted,
+)
+from monitor.facts import cert_pem
+from monitor.probe import Prober
+from monitor.store import RenewalRow, StepRow, Store
+from renewers.ca.base import CAConnector, CARequestError
+from renewers.expressway import (
+    CertificateEkuRefused,
+    OperationUnsupported,
+    TrustedCasLost,
+)
+from renewers.pipeline.commands import accepts_certificate
+from renewers.pipeline.context import (
+    ConfiguredDevices,
+    Context,
+    Devices,
+    kill_hook,
+    retry,
+    sha256_of,
+)
+from renewers.pipeline.locks import (
+    BUSY_WAIT,
+    LEASE,
+    claim_renewal,
+    keep_alive,
+    new_owner,
+)
+from renewers.pipeline.outcomes import (
+    STAGES,
+    Blocked,
+    stage_event,
+    transition,
+)
+from renewers.pipeline.stages import STAGE_FUNCTIONS
+
+log = structlog.get_logger("renewers.pipeline")
+
+
+StageObserver = Callable[[str, str, str, float], None]  # target, stage, result, seconds
+
+
+class Pipeline:
+    """Starts, runs and resumes renewals; one at a time per target."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        bus: EventBus,
+        prober: Prober,
+        connectors: Mapping[str, CAConnector],
+        *,
+        devices: Devices | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        observe: StageObserver | None = None,
+        stop_after: Callable[[str], bool] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.bus = bus
+        self.prober = prober
+        self.connectors = connectors
+        self.devices: Devices = devices or ConfiguredDevices()
+        self.clock = clock
+        self.observe = observe
+        self._stop_after = stop_after
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._cluster_locks: dict[str, asyncio.Lock] = {}
+        self.latest: dict[str, RenewalRow] = {}
+        # Leases make the database the arbiter when several processes (CLI, daemon, HA peers)
+        # could run the same renewal: only the holder runs stages.
+        self.owner = new_owner()
+
+    async def load(self) -> None:
+        for row in reversed(await self.store.renewals_for(limit=10_000)):
+            self.latest[row.target] = row
+
+    async def start(self, target: str, reason: str) -> RenewalRow:
+        """Create a renewal for `target` unless one is active (then that one is returned)."""
+        exp = self.config.target(target)
+        if exp.renewal is None:
+            raise CertdError(
+                f"{target}: renewal is not configured; add an [expressway.renewal] table with ca = ..."
+            )
+        now = self.clock()
+        row = RenewalRow(
+            id=now.strftime("%Y%m%d") + "-" + secrets.token_hex(4),
+            target=target,
+            status="running",
+            stage=STAGES[0],
+            reason=reason,
+            created_at=now,
+            updated_at=now,
+            next_at=None,
+            attempts=0,
+            message="",
+            data={},
+        )
+        stored = await self.store.create_renewal(row)
+        self.latest[target] = stored
+        if stored.id == row.id:
+            log.info("renewal started", target=target, renewal=row.id, reason=reason)
+            kill_hook(target, "start")
+        return stored
+
+    @contextlib.asynccontextmanager
+    async def _hold(self, renewal_id: str) -> AsyncIterator[RenewalRow]:
+        """Hold a renewal for an operator command: this process's run of it and the lease in
+        the database (taken over from a dead same-host holder), then read it afresh, so the
+        command never writes from a stale row nor while a stage runs."""
+        row = await self._get(renewal_id)
+        lock = self._locks.setdefault(row.target, asyncio.Lock())
+        try:
+            # This process's run of the renewal lets go between stages and when it waits.
+            await asyncio.wait_for(lock.acquire(), BUSY_WAIT.total_seconds())
+        except TimeoutError:
+            raise CertdError(
+                f"renewal {renewal_id}: busy: a stage is running in this process; try again "
+                "in a moment"
+            ) from None
+        try:
+            if not await self._claim(renewal_id):
+                holder = await self.store.renewal_lease_owner(renewal_id)
+                raise CertdError(
+                    f"renewal {renewal_id}: busy: a stage is running in another process "
+                    f"({holder}); try again in a moment"
+                )
+            try:
+                yield await self._get(renewal_id)
+            finally:
+                await self.store.release_renewal(renewal_id, self.owner)
+        finally:
+            lock.release()
+
+    async def approve(self, renewal_id: str, who: str) -> RenewalRow:
+        async with self._hold(renewal_id) as held:
+            row = held  # as it is now that this process holds it
+            if row.stage != "approve" or row.status != "waiting":
+                raise CertdError(
+                    f"renewal {renewal_id}: not awaiting approval (stage {row.stage}, {row.status})"
+                )
+            data = {**row.data, "approved_by": who}
+            row = dataclasses.replace(row, data=data, next_at=self.clock(), updated_at=self.clock())
+            await self.store.save_renewal(row, owner=self.owner)
+        self.latest[row.target] = row
+        return row
+
+    async def provide(
+        self, renewal_id: str, leaf: x509.Certificate, chain: list[x509.Certificate]
+    ) -> RenewalRow:
+        """An operator hands in the certificate for the renewal's CSR (manual CAs, any CA
+        whose request was completed by hand, or in place of one validate refused).
+        Validation still runs before anything else."""
+        async with self._hold(renewal_id) as held:
+            row = held  # as it is now that this process holds it
+            if not accepts_certificate(row):
+                raise CertdError(
+                    f"renewal {renewal_id}: not waiting for a certificate (stage {row.stage}, "
+                    f"{row.status}); a certificate can be handed in while the renewal waits at "
+                    "submit or issued, or after validate refused one; to start over run "
+                    f"'expressway-certd cancel {renewal_id}', then 'expressway-certd renew "
+                    f"{row.target} --now'"
+                )
+            csr_pem = row.data.get("csr_pem")
+            if not csr_pem:
+                raise CertdError(f"renewal {renewal_id}: no CSR yet")
+            csr = x509.load_pem_x509_csr(csr_pem.encode())
+            spki = serialization.PublicFormat.SubjectPublicKeyInfo
+            if leaf.public_key().public_bytes(
+                serialization.Encoding.DER, spki
+            ) != csr.public_key().public_bytes(serialization.Encoding.DER, spki):
+                raise CertdError(
+                    f"renewal {renewal_id}: the certificate is not for this renewal's CSR (public keys "
+                    f"differ); sign the CSR shown by 'expressway-certd status {row.target}'"
+                )
+            data = dict(row.data)
+            data["issued"] = {
+                "leaf_pem": cert_pem(leaf),
+                "chain_pem": "".join(cert_pem(c) for c in chain),
+                "profile": "provided",
+            }
+            for stale in ("retry_at", "trust_cas", "ca_changed", "handle", "pending_reason"):
+                data.pop(stale, None)
+            row = dataclasses.replace(
+                row, stage="issued", status="running", next_at=None, data=data,
+                updated_at=self.clock(), attempts=0,
+            )  # fmt: skip
+            await self.store.save_renewal(
+                row, StepRow(row.id, "issued", "provided", self.clock(), 0.0,
+                             f"certificate {sha256_of(leaf)[:16]} handed in by an operator"),
+                owner=self.owner,
+            )  # fmt: skip
+        self.latest[row.target] = row
+        return row
+
+    async def cancel(self, renewal_id: str, who: str) -> RenewalRow:
+        """An operator ends an active renewal in any state; `renew --now` then starts afresh.
+        What was done on the boxes stays as it is (a pending CSR, trust already added, an
+        uploaded certificate waiting for its restart): docs/renewal.md says what to check."""
+        async with self._hold(renewal_id) as held:
+            row = held  # as it is now that this process holds it
+            if not row.active:
+                raise CertdError(
+                    f"renewal {renewal_id}: already {row.status}; nothing to cancel "
+                    f"(start a new one with 'expressway-certd renew {row.target} --now')"
+                )
+            now = self.clock()
+            message = f"cancelled by {who} at stage {row.stage} ({row.status})"
+            row = dataclasses.replace(
+                row, status="cancelled", next_at=None, message=message, updated_at=now
+            )
+            await self.store.save_renewal(
+                row, StepRow(row.id, row.stage, "cancelled", now, 0.0, message), owner=self.owner
+            )
+        self.latest[row.target] = row
+        log.warning("renewal cancelled", target=row.target, renewal=row.id, by=who)
+        await self.bus.publish(
+            RenewalCancelled(
+                target=row.target, time=now, renewal_id=row.id, stage=row.stage, by=who
+            )
+        )
+        return row
+
+    async def retry_now(self, renewal_id: str) -> RenewalRow:
+        """Operator says the cause of a blocked/failed stage is fixed: run that stage again."""
+        async with self._hold(renewal_id) as held:
+            row = held  # as it is now that this process holds it
+            if not row.active:
+                raise CertdError(f"renewal {renewal_id}: already {row.status}")
+            row = dataclasses.replace(row, status="running", next_at=None, updated_at=self.clock())
+            await self.store.save_renewal(row, owner=self.owner)
+        self.latest[row.target] = row
+        return row
+
+    async def _get(self, renewal_id: str) -> RenewalRow:
+        row = await self.store.renewal(renewal_id)
+        if row is None:
+            raise CertdError(
+                f"renewal {renewal_id}: no such renewal (see 'expressway-certd status')"
+            )
+        return row
+
+    async def run(self, renewal_id: str) -> RenewalRow:
+        """Run stages until the renewal waits, blocks, fails or is done."""
+        row = await self._get(renewal_id)
+        lock = self._locks.setdefault(row.target, asyncio.Lock())
+        async with lock:
+            try:
+                while True:
+                    row = await self._get(renewal_id)
+                    self.latest[row.target] = row
+                    if not row.active or row.status == "blocked":
+                        return row
+                    if row.next_at is not None and row.next_at > self.clock():
+                        return row
+                    if not await self._claim(renewal_id):
+                        log.info("renewal run by another process", renewal=renewal_id)
+                        return row
+                    # Read again now that nobody else may write it: an operator command or
+                    # another process may have changed it since the read above.
+                    row = await self._get(renewal_id)
+                    self.latest[row.target] = row
+                    if not row.active or row.status == "blocked":
+                        return row
+                    if row.next_at is not None and row.next_at > self.clock():
+                        return row
+                    async with keep_alive(
+                        lambda: self.store.claim_renewal(
+                            renewal_id, self.owner, self.clock(), LEASE
+                        )
+                    ):
+                        row = await self._step(row)
+                    if self._stop_after is not None and self._stop_after(row.stage):
+                        return row
+            finally:
+                await self.store.release_renewal(renewal_id, self.owner)
+
+    async def _claim(self, renewal_id: str) -> bool:
+        return await claim_renewal(self.store, renewal_id, self.owner, self.clock())
+
+    async def run_due(self, owns: Callable[[str], bool] | None = None) -> None:
+        """Resume every active renewal whose time has come (the scheduler calls this); with
+        `owns`, only those of the targets it accepts (a replica runs its own targets')."""
+        active = await self.store.renewals_for(active_only=True, limit=10_000)
+        # A renewal another process finished (CLI `renew`, an HA peer) is no longer active:
+        # refresh what this process believes, so metrics and the policy see it.
+        active_ids = {r.id for r in active}
+        for target, cached in list(self.latest.items()):
+            if cached.active and cached.id not in active_ids:
+                fresh = await self.store.renewal(cached.id)
+                if fresh is not None:
+                    self.latest[target] = fresh
+        for row in active:
+            self.latest[row.target] = row
+            if row.status == "blocked" or (owns is not None and not owns(row.target)):
+                continue
+            lock = self._locks.get(row.target)
+            if lock is not None and lock.locked():
+                continue  # being run right now
+            if row.next_at is None or row.next_at <= self.clock():
+                try:
+                    await self.run(row.id)
+                except CertdError as exc:
+                    log.error("renewal run failed", renewal=row.id, error=str(exc))
+                except Exception:  # never let one renewal stop the others this tick
+                    log.exception("renewal run failed", renewal=row.id)
+
+    async def _checkpoint(self, row: RenewalRow, data: dict[str, Any]) -> None:
+        """Persist a stage's progress in `data` without ending the stage (same status and
+        stage), only while this process holds the renewal's lease."""
+        saved = {k: v for k, v in data.items() if k != "_attempts"}
+        await self.store.save_renewal(
+            dataclasses.replace(row, data=saved, updated_at=self.clock()), owner=self.owner
+        )
+
+    async def _step(self, row: RenewalRow) -> RenewalRow:
+        exp = self.config.target(row.target)
+        assert exp.renewal is not None
+        ca_name = exp.renewal.ca
+        data = dict(row.data)
+        data["_attempts"] = row.attempts
+        ctx = Context(
+            renewal_id=row.id,
+            target=exp,
+            config=self.config,
+            devices=self.devices,
+            ca=self.connectors[ca_name],
+            ca_name=ca_name,
+            prober=self.prober,
+            now=self.clock,
+            data=data,
+            cluster_locks=self._cluster_locks,
+            store=self.store,
+            owner=self.owner,
+            checkpoint=lambda: self._checkpoint(row, data),
+        )
+        stage = row.stage
+        common = {"target": row.target, "renewal_id": row.id, "stage": stage}
+        if row.attempts == 0 and row.status == "running":
+            await self.bus.publish(StageStarted(time=self.clock(), **common))
+        started = time.monotonic()
+        try:
+            outcome = await STAGE_FUNCTIONS[stage](ctx)
+        except CARequestError as exc:
+            outcome = retry(ctx, str(exc)) if exc.retryable else Blocked(str(exc))
+        except (OperationUnsupported, CertificateEkuRefused, TrustedCasLost) as exc:
+            outcome = Blocked(str(exc))  # retrying cannot help: the operator must act
+        except (DeviceError, CAError) as exc:
+            outcome = retry(ctx, str(exc))
+        except CertdError as exc:
+            outcome = Blocked(str(exc))
+        except (OSError, TimeoutError) as exc:
+            outcome = retry(ctx, f"{row.target}: {stage}: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # a bug or an unforeseen answer: this renewal alone fails
+            log.exception("stage raised", target=row.target, renewal=row.id, stage=stage)
+            outcome = retry(
+                ctx,
+                f"{row.target}: {stage}: unexpected {type(exc).__name__}: {exc}; retried with "
+                "backoff; the traceback is in the log; if it repeats, cancel the renewal "
+                f"('expressway-certd cancel {row.id}') and report it",
+            )
+        seconds = time.monotonic() - started
+        data.pop("_attempts", None)
+        now = self.clock()
+        new, result, message = transition(row, outcome, now, data)
+        event = stage_event(row, new, outcome, now)
+        kill_hook(row.target, f"{stage}-unsaved")
+        # Persist first: whatever happens next, a new process resumes from here.
+        await self.store.save_renewal(
+            new, StepRow(row.id, stage, result, now, round(seconds, 3), message), owner=self.owner
+        )
+        kill_hook(row.target, stage)
+        self.latest[row.target] = new
+        if self.observe is not None:
+            self.observe(row.target, stage, result, seconds)
+        log.info(
+            "renewal stage",
+            target=row.target,
+            renewal=row.id,
+            stage=stage,
+            result=result,
+            detail=message,
+        )
+        if event is not None:
+            await self.bus.publish(event)
+        if new.status == "done":
+            leaf = x509.load_pem_x509_certificate(data["issued"]["leaf_pem"].encode())
+            await self.bus.publish(
+                RenewalCompleted(
+                    target=row.target,
+                    time=now,
+                    renewal_id=row.id,
+                    new_sha256=sha256_of(leaf),
+                    not_after=leaf.not_valid_after_utc.isoformat(),
+                )
+            )
+        return new

@@ -1,0 +1,64 @@
+"""Stage preflight: the SANs and the EKU the new certificate needs; a CA that cannot deliver
+them is refused before anything changes."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from cryptography import x509
+
+from monitor.facts import facts_from_x509
+from renewers.pipeline.context import (
+    Context,
+)
+from renewers.pipeline.outcomes import (
+    Advance,
+    Blocked,
+    Outcome,
+)
+from renewers.validate import (
+    make_plan,
+    preflight,
+)
+
+
+def zone_kinds(role: str | None, zones: list[dict[str, Any]]) -> list[str]:
+    kinds = []
+    for z in zones:
+        kind = str(z.get("kind", "")).lower()
+        if "traversal" in kind and role == "c":
+            kinds.append("traversal-client")
+        if "unified" in kind or "neighbo" in kind:
+            kinds.append("unified-cm")
+    return sorted(set(kinds))
+
+
+async def stage_preflight(ctx: Context) -> Outcome:
+    """Decide the SANs and the EKU the new certificate needs; refuse a CA that cannot deliver."""
+    snap = ctx.data["snapshot"]
+    current = x509.load_pem_x509_certificate(snap["cert_pem"].encode())
+    renewal = ctx.target.renewal
+    assert renewal is not None
+    plan = make_plan(
+        ctx.target.name,
+        facts_from_x509(current),
+        role=snap["role"],
+        version=snap["version"],
+        cluster_fqdn=ctx.target.cluster,
+        extra_sans=renewal.extra_sans,
+        zones=zone_kinds(snap["role"], snap["zones"]),
+        server_eku_upload=snap.get("server_eku_upload"),
+        peer_version=snap.get("peer_version"),
+        max_lifetime_days=renewal.max_lifetime.days,
+        require_eku=renewal.require_eku,
+    )
+    ctx.data["plan"] = dataclasses.asdict(plan)
+    problems = preflight(
+        plan, ctx.ca_name, ctx.ca.capabilities().ekus, acme_scheduler=snap.get("acme_scheduler")
+    )
+    if problems:
+        return Blocked("; ".join(p.message for p in problems))
+    names = {"1.3.6.1.5.5.7.3.1": "serverAuth", "1.3.6.1.5.5.7.3.2": "clientAuth"}
+    ekus = "+".join(names.get(e, e) for e in plan.required_eku)
+    return Advance(f"SANs {', '.join(plan.sans)}; EKU {ekus} (rule {plan.eku_rule})")

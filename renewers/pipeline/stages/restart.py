@@ -1,0 +1,73 @@
+"""Stage restart (step E, restart): inside the maintenance window, one cluster peer at a
+time, until every endpoint serves the new certificate."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+from renewers.maintenance import next_window_start
+from renewers.pipeline.context import (
+    Context,
+    exclusive_for,
+    retry,
+)
+from renewers.pipeline.outcomes import (
+    Advance,
+    Outcome,
+    Wait,
+)
+
+
+async def served_everywhere(ctx: Context, sha256: str) -> tuple[bool, list[str]]:
+    observations = await asyncio.gather(
+        *(ctx.prober.probe(ctx.target.name, ep) for ep in ctx.target.endpoints)
+    )
+    stale = [
+        f"{o.endpoint.address} ({o.error_class or (o.facts.sha256[:12] if o.facts else '?')})"
+        for o in observations
+        if not (o.ok and o.facts is not None and o.facts.sha256 == sha256)
+    ]
+    return not stale, stale
+
+
+async def stage_restart(ctx: Context) -> Outcome:
+    """Step E (restart) inside the maintenance window; cluster peers one at a time."""
+    sha = ctx.data["installed_sha256"]
+    serving, _ = await served_everywhere(ctx, sha)
+    if serving:
+        return Advance("already serving the new certificate")
+    renewal = ctx.target.renewal
+    assert renewal is not None
+    now = ctx.now()
+    if renewal.maintenance_window is not None:
+        start = next_window_start(renewal.maintenance_window, now)
+        if start > now:
+            return Wait(
+                start,
+                f"outside the maintenance window ({renewal.maintenance_window.cron} {renewal.maintenance_window.timezone})",
+            )
+    group = ctx.target.cluster or ctx.target.name
+    # One peer of a cluster restarts at a time, each back and serving before the next.
+    async with exclusive_for(ctx, f"restart:{group}") as holder:
+        if holder is not None:
+            return Wait(
+                ctx.now() + timedelta(seconds=15),
+                f"another process ({holder}) is restarting a peer of {group}",
+            )
+        async with ctx.devices.expressway(ctx.target) as box:
+            how = await box.restart(wait=True)
+        deadline = time.monotonic() + renewal.verify_timeout.total_seconds()
+        while True:
+            serving, stale = await served_everywhere(ctx, sha)
+            if serving:
+                break
+            if time.monotonic() > deadline:
+                return retry(
+                    ctx,
+                    f"restarted (via {how}) but not serving the new certificate on "
+                    f"{', '.join(stale)}",
+                )
+            await asyncio.sleep(0.5)
+    return Advance(f"restarted via {how}; serving the new certificate on every endpoint")

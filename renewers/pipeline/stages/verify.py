@@ -1,0 +1,48 @@
+"""Stage verify: every endpoint serves the new fingerprint and the zones are Active."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from renewers.pipeline.context import (
+    Context,
+)
+from renewers.pipeline.outcomes import (
+    Advance,
+    Blocked,
+    Outcome,
+    Wait,
+)
+from renewers.pipeline.stages.restart import served_everywhere
+from renewers.validate import (
+    ZoneReading,
+    check_zones,
+)
+
+
+async def stage_verify(ctx: Context) -> Outcome:
+    """Every endpoint serves the new fingerprint and the traversal / Unified CM zones are Active."""
+    sha = ctx.data["installed_sha256"]
+    serving, stale = await served_everywhere(ctx, sha)
+    problems = [] if serving else [f"not serving the new certificate on {', '.join(stale)}"]
+    async with ctx.devices.expressway(ctx.target) as box:
+        zones = await box.zones()
+    seen_before = [str(z.get("name", "")) for z in ctx.data["snapshot"].get("zones", [])]
+    readings = [ZoneReading(z.name, z.state, z.reason) for z in zones]
+    problems += [p.message for p in check_zones(ctx.target.name, readings, seen_before)]
+    if not problems:
+        return Advance(
+            f"{len(ctx.target.endpoints)} endpoints serve {sha[:16]}; {len(zones)} zones Active"
+        )
+    renewal = ctx.target.renewal
+    assert renewal is not None
+    deadline = datetime.fromisoformat(
+        ctx.data.setdefault("verify_deadline", (ctx.now() + renewal.verify_timeout).isoformat())
+    )
+    if ctx.now() < deadline:
+        return Wait(ctx.now() + timedelta(seconds=5), "; ".join(problems))
+    return Blocked(
+        f"{ctx.target.name}: after installing, "
+        + "; ".join(problems)
+        + ": check the traversal peer's trusted CA list and the box's alarms"
+    )
