@@ -29,6 +29,7 @@ from monitor.facts import cert_pem
 from monitor.probe import Prober
 from monitor.store import RenewalRow, StepRow, Store
 from renewers.ca.base import CAConnector, CARequestError
+from renewers.calimit import ORDER_STAGES, OrderLimiter
 from renewers.expressway import (
     CertificateEkuRefused,
     OperationUnsupported,
@@ -53,6 +54,7 @@ from renewers.pipeline.locks import (
 from renewers.pipeline.outcomes import (
     STAGES,
     Blocked,
+    Wait,
     stage_event,
     transition,
 )
@@ -82,6 +84,7 @@ class Pipeline:
     ) -> None:
         self.config = config
         self.store = store
+        self.limiter = OrderLimiter(store)  # per-CA limits, counted in the store
         self.bus = bus
         self.prober = prober
         self.connectors = connectors
@@ -338,6 +341,18 @@ class Pipeline:
             dataclasses.replace(row, data=saved, updated_at=self.clock()), owner=self.owner
         )
 
+    async def _order_slot(self, row: RenewalRow, ca_name: str) -> Wait | None:
+        """Before a renewal first submits to its CA: a slot under the CA's limits
+        (renewers/calimit.py), or a Wait until one may free."""
+        if row.stage != "submit":
+            return None
+        limits = self.config.cas[ca_name].limits
+        verdict = await self.limiter.take(ca_name, limits, row.id, self.clock())
+        if verdict.granted:
+            return None
+        assert verdict.retry_at is not None
+        return Wait(verdict.retry_at, verdict.reason)
+
     async def _step(self, row: RenewalRow) -> RenewalRow:
         exp = self.config.target(row.target)
         assert exp.renewal is not None
@@ -365,7 +380,8 @@ class Pipeline:
             await self.bus.publish(StageStarted(time=self.clock(), **common))
         started = time.monotonic()
         try:
-            outcome = await STAGE_FUNCTIONS[stage](ctx)
+            slot = await self._order_slot(row, ca_name)
+            outcome = slot if slot is not None else await STAGE_FUNCTIONS[stage](ctx)
         except CARequestError as exc:
             outcome = retry(ctx, str(exc)) if exc.retryable else Blocked(str(exc))
         except (OperationUnsupported, CertificateEkuRefused, TrustedCasLost) as exc:
@@ -395,6 +411,8 @@ class Pipeline:
             new, StepRow(row.id, stage, result, now, round(seconds, 3), message), owner=self.owner
         )
         kill_hook(row.target, stage)
+        if not new.active or new.stage not in ORDER_STAGES:
+            await self.limiter.release(row.id, now)  # the CA's order is complete (or dropped)
         self.latest[row.target] = new
         if self.observe is not None:
             self.observe(row.target, stage, result, seconds)
