@@ -196,6 +196,7 @@ class Daemon:
         from alerts.metrics import (  # noqa: PLC0415 - only daemons that renew load these
             RENEWAL_STAGE_DURATION,
             RENEWAL_STAGE_TOTAL,
+            BacklogCollector,
             RenewalCollector,
             observe_stage,
         )
@@ -226,6 +227,7 @@ class Daemon:
                 lambda: manager.drift,
             )
         )
+        self.registry.register(BacklogCollector(lambda: manager.backlog))
 
     def _start_scheduler(self) -> None:
         d = self.config.daemon

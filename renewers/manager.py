@@ -13,6 +13,7 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from monitor.backlog import Backlog, backlog
 from monitor.config import Config, ExpresswayConfig
 from monitor.errors import CertdError
 from monitor.events import EventBus, RenewalDue, ServedCertDiffers
@@ -77,6 +78,7 @@ class RenewalManager:
         self._box: dict[str, tuple[datetime, CertFacts]] = {}  # target -> (read at, cert)
         self.drift: dict[tuple[str, str], Drift] = {}  # (target, endpoint) -> what differs
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.backlog: dict[str, Backlog] = {}  # CA -> its backlog, at the latest renewal check
 
     @property
     def enabled(self) -> bool:
@@ -246,11 +248,20 @@ class RenewalManager:
     async def run_due(self) -> None:
         """Resume the due renewals of the targets this process owns."""
         await self.pipeline.run_due(self.owns)
+        await self.refresh_backlog()
         for target, row in self.pipeline.latest.items():
             if row.status == "done":
                 self.last_success[target] = max(
                     self.last_success.get(target, row.updated_at), row.updated_at
                 )
+
+    async def refresh_backlog(self) -> None:
+        """The backlog of every CA in use, from the store (the whole fleet, every replica's)."""
+        ca_of = {e.name: e.renewal.ca for e in self.config.expressways if e.renewal is not None}
+        per_hour = {ca: self.config.cas[ca].limits.orders_per_hour for ca in set(ca_of.values())}
+        active = await self.store.renewals_for(active_only=True, limit=100_000)
+        endpoints = await self.store.load_endpoints()
+        self.backlog = backlog(active, ca_of, per_hour, endpoints, self.clock())
 
     async def drain(self) -> None:
         """Wait until the renewal runs spawned so far have returned (waiting, done, ...)."""

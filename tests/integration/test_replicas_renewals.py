@@ -87,6 +87,8 @@ async def test_each_replica_runs_only_the_renewals_of_its_targets(pg_url, tmp_pa
         assert sorted(da.asked) == sorted(oa.owned)
         assert sorted(db.asked) == sorted(ob.owned)
         assert sorted(da.asked + db.asked) == sorted(TARGETS)  # every one, exactly once
+        # The backlog is the fleet's, read from the database: both replicas count all twelve.
+        assert ma.backlog["portal"].waiting == mb.backlog["portal"].waiting == len(TARGETS)
         for row in await stores[0].renewals_for(active_only=True, limit=100):
             assert (row.status, row.stage) == ("failed", "snapshot")  # ran, backed off
         # The box of a target the replica does not own is never read for a decision either.
