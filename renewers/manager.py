@@ -89,6 +89,7 @@ class RenewalManager:
         for row in reversed(await self.store.renewals_for(limit=10_000)):
             if row.status == "done":
                 self.last_success[row.target] = row.updated_at
+        await self.refresh_backlog()  # exported from the start, not from the first check
 
     def latest(self) -> Mapping[str, RenewalRow]:
         return self.pipeline.latest

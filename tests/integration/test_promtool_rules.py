@@ -59,6 +59,10 @@ DAEMON_METRICS = frozenset(
         "expressway_ca_errors_total",
         # deadline risk: targets with a renewal (expressway_certd/deadline_metrics.py)
         "expressway_renewal_deadline_margin_seconds",
+        # the fleet's backlog per CA (monitor/backlog.py)
+        "expressway_renewal_backlog",
+        "expressway_renewal_backlog_clear_timestamp_seconds",
+        "expressway_renewal_backlog_earliest_expiry_timestamp_seconds",
         # trust map: from the latest `trust-map` run (alerts/trust.py)
         "expressway_trust_relation_ok",
         "expressway_trust_relation_break_timestamp_seconds",
@@ -79,6 +83,9 @@ METRICS_WITHOUT_TARGET = frozenset(
         "expressway_trust_relation_ok",
         "expressway_trust_relation_break_timestamp_seconds",
         "expressway_trust_map_generated_timestamp_seconds",
+        "expressway_renewal_backlog",
+        "expressway_renewal_backlog_clear_timestamp_seconds",
+        "expressway_renewal_backlog_earliest_expiry_timestamp_seconds",
     }
 )
 PROMETHEUS_METRICS = frozenset({"up"})
@@ -111,6 +118,7 @@ ALERTS: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
     "ExpresswayTrustRelationBroken": ("critical", "15m", ("from", "to", "relation")),
     "ExpresswayTrustRelationWillBreak": ("warning", None, ("from", "to", "relation")),
     "ExpresswayRenewalDeadlineAtRisk": ("warning", "15m", ("target", "dominating")),
+    "ExpresswayRenewalBacklogTooSlow": ("critical", "15m", ("ca",)),
 }
 
 CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
@@ -463,6 +471,18 @@ MUTATIONS = [
             ('expressway_cert_info{cluster!=""}', 0),
             ("expressway_cert_info", 0),
         )
+    ),
+    # the backlog alert
+    ("for: 15m", "for: 14m", 7),
+    (
+        "clear_timestamp_seconds)\n            > on (job, ca)",
+        "clear_timestamp_seconds)\n            < on (job, ca)",
+        0,
+    ),
+    (
+        "max without (instance, pod) (expressway_renewal_backlog_clear_timestamp_seconds)",
+        "expressway_renewal_backlog_clear_timestamp_seconds",
+        0,
     ),
     (
         "unless on (job, target)\n          expressway_probe_success",
