@@ -34,7 +34,7 @@ lint: venv
 	$(VENV)/bin/lint-imports --no-cache
 
 test: debs venv lint
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=25
 
 demo: venv
 	$(VENV)/bin/expressway-certd demo

@@ -45,11 +45,21 @@ TEMPLATES: dict[str, list[x509.ObjectIdentifier]] = {
 
 # Page structure follows Microsoft's certsrv ASP sources (certrsis.asp issued, certrspn.asp
 # pending, certrsdn.asp denied, certrser.asp error): the element IDs (locPageTitle,
-# locInfoNewReq, locDenied, locDispLabel, ...), the certnew.cer?ReqID= links, the postLoad
-# script's `nReqId = N` and the hidden ReqID field do not change with the language; the text
-# inside them does. The translations below are the lab's own renderings of the English
-# strings, not copies of Microsoft's localised pages (which we could not obtain): they prove
-# the connector reads no sentence, not that they are word-for-word Windows.
+# locInfoNewReq, locInfoReqID, locDenied, locDispLabel, ...), the certnew.cer?ReqID= links,
+# the postLoad script's `nReqId = N` (IE only) and the hidden ReqID field do not change with
+# the language; the text inside them does. Where the wording is Microsoft's, it says so:
+# - "en": the English sentences of the certsrv ASP sources (Windows Server 2003 source tree,
+#   github.com/selfrender/Windows-Server-2003 ds/security/services/ca/certweb/) and the
+#   "Your Request Id is N." sentence the public certsrv client parses (magnuswatn/certsrv).
+# - "ja": the issued and pending pages (site, titles, the issued, pending, request-id and
+#   come-back sentences, the download links) are the wording of the Japanese Windows Server
+#   CertSrv ja-JP certrsis.asp / certrspn.asp (the KB2518295 versions, Server 2008 R2 and
+#   later), found in the public GitHub code index (see docs/ca-connectors.md). The denied and
+#   error pages and the disposition messages are the lab's own rendering.
+# - "ko", "de", "zh-CN": no published localised certsrv page was found; every sentence is the
+#   lab's own rendering of the English one.
+# So these pages prove the connector reads no sentence, and for Japanese issued/pending that
+# it reads Windows' own page, not that the other languages are word-for-word Windows.
 LANGUAGES = ("en", "ko", "de", "ja", "zh-CN")
 TEXT: dict[str, dict[str, str]] = {
     "en": {
@@ -163,16 +173,16 @@ TEXT: dict[str, dict[str, str]] = {
     "ja": {
         "site": "Microsoft Active Directory 証明書サービス",
         "issued": "証明書は発行されました",
-        "issued_info": "要求した証明書は発行されました。",
+        "issued_info": "要求した証明書は要求者に発行されました",
         "download": "証明書のダウンロード",
         "download_chain": "証明書チェーンのダウンロード",
-        "pending": "証明書の保留",
-        "pending_new": "証明書の要求を受け付けました。ただし、要求した証明書は管理者が発行する"
-        "まで待つ必要があります。",
-        "pending_chk": "証明書の要求はまだ保留中です。要求した証明書は管理者が発行するまで待つ"
-        "必要があります。",
+        "pending": "保留中の証明書",
+        "pending_new": "証明書の要求を受信しました。要求した証明書を管理者が発行するのを\n"
+        "お待ちください。",
+        "pending_chk": "証明書の要求はまだ保留になっています。要求した証明書を\n"
+        "管理者が発行するのをお待ちください。",
         "req_id": "要求 ID は {req_id} です。",
-        "return": "1、2 日後にこの Web サイトに戻って証明書を取得してください。",
+        "return": "証明書を取得するには、1 日から 2 日後にこの Web サイトを再度参照してください。",
         "denied": "証明書の要求は拒否されました",
         "denied_info": "証明書の要求は拒否されました。",
         "contact": "詳細については管理者に問い合わせてください。",
@@ -247,7 +257,7 @@ _PAGE = """<HTML><Head>
 </Font></Body></HTML>
 """
 
-_ISSUED = """<P ID=locCertIssued> {issued_info}</P>
+_ISSUED = """<P ID=locInfo> {issued_info}</P>
 <Input Type=Radio ID=rbDerEnc Name=rbEncoding Checked><LocID ID=locDerEnc>DER</LocID>
 <Input Type=Radio ID=rbB64Enc Name=rbEncoding><LocID ID=locB64Enc>Base 64</LocID>
 <Table><TR><TD><LocID ID=locDownloadCert1><A Href="certnew.cer?ReqID={req_id}&amp;Enc=bin">{download}</A></LocID></TD></TR>
@@ -256,16 +266,33 @@ _ISSUED = """<P ID=locCertIssued> {issued_info}</P>
     function handleGetCert() {{ location="certnew.cer?ReqID={req_id}&"+getEncoding(); }}
 </Script>"""
 
+# certrspn.asp of Server 2008 R2 and later (KB2518295): the request id is in locInfoReqID;
+# the postLoad script (with the commented-out `nReqId = N` line, rendered all the same) is
+# sent to Internet Explorer only; no hidden ReqID field on a new request.
 _PENDING = """<P ID=locInfoNewReq> {pending_new} </P>
-<P ID=locReqIdNewReq> {req_id_text} </P>
+
+<P ID=locInfoReqID>
+{req_id_text}
+</P>
+
 <P ID=locInstructions> {return_text}</P>
-<Script Language="VBScript">
+{script}"""
+
+_PENDING_IE_SCRIPT = """<Script Language="VBScript">
 	Sub postLoad
 		On Error Resume Next
-		Dim nReqId
-		nReqId = {req_id}
+				' Dim nReqId
+				' nReqId = {req_id}
 	End Sub
 </Script>"""
+
+
+def browser_type(user_agent: str) -> str:
+    """certsbrt.inc's sBrowser: "Text" without "Mozilla", "NN" without "MSIE", else "IE"."""
+    if "Mozilla" not in user_agent:
+        return "Text"
+    return "IE" if "MSIE" in user_agent else "NN"
+
 
 _DENIED = """<P ID=locDenied> {denied_info} </P>
 <P ID=locContactAdmin>{contact}
@@ -345,6 +372,9 @@ class ADCSSimulator:
     deny_templates: dict[str, str] = field(default_factory=dict)
     language: str = "en"  # of the pages when the client sends no Accept-Language we serve
     reject_requests: bool = False  # answer every CSR with the "cannot parse" error page
+    # Issue with the first DNS name only, as a template whose subject is built from Active
+    # Directory (not "Supply in the request") ignores the CSR's SANs.
+    drop_sans: bool = False
     requests: dict[int, CertRequest] = field(default_factory=dict)
     principals: list[str] = field(default_factory=list)
     auth_errors: list[str] = field(default_factory=list)
@@ -566,6 +596,8 @@ class ADCSSimulator:
             sans = [str(v) for v in san.get_values_for_type(x509.DNSName)]
         except x509.ExtensionNotFound:
             sans = []
+        if self.drop_sans:
+            sans = sans[:1]
         cn = csr.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
         req.cert, _ = self.issuing.issue(
             str(cn[0].value) if cn else (sans[0] if sans else "adcs-client"),
@@ -617,13 +649,14 @@ class ADCSSimulator:
             )
             return self._page(lang, "issued", body)
         if req.status == "pending":
+            ie = browser_type(request.headers.get("User-Agent", "")) == "IE"
             body = _PENDING.format(
-                req_id=req.req_id,
                 pending_new=t["pending_new"],
                 req_id_text=t["req_id"].format(req_id=req.req_id),
                 return_text=t["return"],
+                script=_PENDING_IE_SCRIPT.format(req_id=req.req_id) if ie else "",
             )
-            return self._page(lang, "pending", body, onload=' OnLoad="postLoad();"')
+            return self._page(lang, "pending", body, onload=' OnLoad="postLoad();"' if ie else "")
         disposition = t["disposition"].format(message=html.escape(self._denial(lang, req)))
         body = _DENIED.format(
             denied_info=t["denied_info"], contact=t["contact"], disposition=disposition

@@ -320,11 +320,21 @@ class ACMEConnector(ConnectorBase):
         handle = self.new_handle(
             csr=csr_pem(csr).decode(), order_url=None, profile=self.config.profile, presented=[]
         )
-        return self.outcome("submit", await self._advance(handle))
+        return self.outcome("submit", await self._advance(handle), csr)
 
     async def poll(self, handle: Mapping[str, Any]) -> Issued | Pending:
         self.check_handle(handle, "csr", "order_url")
-        return self.outcome("poll", await self._advance(json.loads(json.dumps(dict(handle)))))
+        try:
+            csr = x509.load_pem_x509_csr(str(handle["csr"]).encode())
+        except ValueError:
+            raise self.error(
+                "poll",
+                "the handle's CSR cannot be read",
+                "submit the CSR again",
+                reason="bad_handle",
+            ) from None
+        result = await self._advance(json.loads(json.dumps(dict(handle))))
+        return self.outcome("poll", result, csr)
 
     async def _new_order(self, handle: dict[str, Any]) -> None:
         profile = handle.get("profile")

@@ -176,11 +176,21 @@ def read_certsrv_page(page: str) -> CertsrvPage:
         return CertsrvPage("issued", int(match.group(1)), title=title)
     req_id = next((int(m.group(1)) for r in _REQ_ID if (m := r.search(page))), None)
     if req_id is None:
-        found = _element(page, r"locReqId\w*")
+        # certrspn.asp's request-id paragraph: locInfoReqID (Server 2008 R2 and later, the
+        # only place the id is when the browser is not Internet Explorer), locReqId... else.
+        found = _element(page, r"loc(?:Info)?ReqId\w*")
         if found and (digits := re.search(r"(?<!\d)\d{1,10}(?!\d)", found)):
             req_id = int(digits.group(0))
     if _has_id(page, "locDenied", "locIssRev"):
-        sentence = _element(page, "locDispMsg") or _element(page, "locErrorMsg") or ""
+        sentence = _element(page, "locDispMsg") or _element(page, "locErrorMsg")
+        if sentence is None:
+            # The message's element ID is not known for every Windows version (the 2003
+            # certrsdn.asp shows none; later ones quote it): the first quoted text after the
+            # denial, tags removed (so no attribute value), if any.
+            after = re.search(r"\bID\s*=\s*\"?loc(?:Denied|IssRev)\b", page, re.I)
+            rest = _text(page[after.end() :]) if after else ""
+            quoted = _QUOTED.search(rest)
+            sentence = next(g for g in quoted.groups() if g is not None) if quoted else ""
         message = _unquote(sentence)
         return CertsrvPage("denied", req_id, message, _hresult(message, page), title)
     if _has_id(page, "locInfoNewReq", "locInfoChkPnd"):

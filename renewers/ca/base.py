@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, overload, runtime_checkable
 
 import structlog
 from cryptography import x509
@@ -193,6 +193,19 @@ class ConnectorBase:
         return CARequestError(
             f"CA {self.name!r}: {step}: {problem}; {fix}", reason=reason, retryable=retryable
         )
+
+    @overload
+    def outcome(
+        self, step: str, result: Issued, csr: x509.CertificateSigningRequest | None = None
+    ) -> Issued: ...
+
+    @overload
+    def outcome(
+        self,
+        step: str,
+        result: Issued | Pending,
+        csr: x509.CertificateSigningRequest | None = None,
+    ) -> Issued | Pending: ...
 
     def outcome(
         self,

@@ -24,6 +24,7 @@ from renewers.ca.base import (
     Issued,
     Pending,
     RenewalWindow,
+    order_chain,
 )
 
 
@@ -60,11 +61,43 @@ class ManualConnector(ConnectorBase):
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(pem)
             os.replace(tmp, path)
-        return self.outcome("submit", self._pending(self.new_handle(csr_file=str(path))))
+        handle = self.new_handle(csr_file=str(path), csr=pem.decode())
+        return self.outcome("submit", self._pending(handle))
 
     async def poll(self, handle: Mapping[str, Any]) -> Issued | Pending:
         self.check_handle(handle, "csr_file")
         return self._pending(dict(handle))
+
+    def accept(
+        self,
+        handle: Mapping[str, Any],
+        leaf: x509.Certificate,
+        chain: tuple[x509.Certificate, ...] | list[x509.Certificate] = (),
+    ) -> Issued:
+        """The certificate an operator got signed for this handle's CSR: refused when it is
+        for another key, else compared with the CSR like any CA's answer (`Issued.dropped`)."""
+        self.check_handle(handle, "csr_file")
+        try:
+            pem = handle.get("csr") or Path(str(handle["csr_file"])).read_text()
+            csr = x509.load_pem_x509_csr(str(pem).encode())
+        except (OSError, ValueError) as exc:
+            raise self.error(
+                "provide",
+                f"the CSR of this request cannot be read ({exc})",
+                "submit the CSR again",
+                reason="bad_handle",
+            ) from None
+        spki = serialization.PublicFormat.SubjectPublicKeyInfo
+        if leaf.public_key().public_bytes(
+            serialization.Encoding.DER, spki
+        ) != csr.public_key().public_bytes(serialization.Encoding.DER, spki):
+            raise self.error(
+                "provide",
+                "the certificate is not for the CSR's key",
+                f"get {handle['csr_file']} signed and hand in that certificate",
+                reason="wrong_key",
+            )
+        return self.outcome("provide", Issued(leaf, order_chain(leaf, list(chain))), csr)
 
     async def ca_chain(self) -> tuple[x509.Certificate, ...]:
         if self.config.chain is None:

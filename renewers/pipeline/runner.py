@@ -28,7 +28,7 @@ from monitor.events import (
 from monitor.facts import cert_pem
 from monitor.probe import Prober
 from monitor.store import RenewalRow, StepRow, Store
-from renewers.ca.base import CAConnector, CARequestError
+from renewers.ca.base import CAConnector, CARequestError, dropped_from
 from renewers.calimit import ORDER_STAGES, OrderLimiter
 from renewers.expressway import (
     CertificateEkuRefused,
@@ -201,6 +201,15 @@ class Pipeline:
                     f"renewal {renewal_id}: the certificate is not for this renewal's CSR (public keys "
                     f"differ); sign the CSR shown by 'expressway-certd status {row.target}'"
                 )
+            # Compared with the CSR as every CA connector compares its answer (dropped_from):
+            # what is missing is named here; validate refuses it next.
+            dropped = dropped_from(csr, leaf)
+            note = f"; it lacks what the CSR asked for: {dropped.describe()}" if dropped else ""
+            if dropped:
+                log.warning(
+                    "ca.dropped", renewal=renewal_id, target=row.target, step="provide",
+                    serial=f"{leaf.serial_number:x}", dropped=dropped.describe(),
+                )  # fmt: skip
             data = dict(row.data)
             data["issued"] = {
                 "leaf_pem": cert_pem(leaf),
@@ -215,7 +224,7 @@ class Pipeline:
             )  # fmt: skip
             await self.store.save_renewal(
                 row, StepRow(row.id, "issued", "provided", self.clock(), 0.0,
-                             f"certificate {sha256_of(leaf)[:16]} handed in by an operator"),
+                             f"certificate {sha256_of(leaf)[:16]} handed in by an operator{note}"),
                 owner=self.owner,
             )  # fmt: skip
         self.latest[row.target] = row

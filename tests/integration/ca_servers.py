@@ -292,6 +292,9 @@ class Harness:
     wrong_secret: str = "Wr0ng-" + "x" * 30  # a wrong value the secret's syntax allows
     # From a submit/poll result to the certificate: poll the CA (or, manual: the operator signs)
     finish: Callable[[Any, Issued | Pending], Awaitable[Issued]] | None = None
+    # From now on the CA issues with the first DNS name only (None: this CA cannot; ACME's
+    # finalize refuses a CSR whose names differ from the order's, so Pebble never drops one)
+    drop_sans: Callable[[], None] | None = None
 
     async def issued(self, conn: Any, result: Issued | Pending) -> Issued:
         """The certificate a submit/poll result leads to, the way this kind gets there."""
@@ -365,6 +368,7 @@ password = "env:CERTD_TEST_SECRET"
             "est-secret",
             toml,
             poll_resubmits=True,
+            drop_sans=lambda: setattr(sim, "drop_sans", True),
         )
 
 
@@ -407,6 +411,7 @@ trust_anchor = "{sim.trust_anchor}"
             "submit",
             "Adcs-Secret1",
             toml,
+            drop_sans=lambda: setattr(sim, "drop_sans", True),
         )
 
 
@@ -479,21 +484,22 @@ def manual_harness(tmp_path: Path) -> Harness:
     chain_file = tmp_path / "portal-chain.pem"
     chain_file.write_bytes(b"".join(cert_pem(c) for c in portal.chain()))
     csr_dir = tmp_path / "csrs"
+    portal_drops = {"sans": False}  # the portal's profile keeps only the first name
 
     def config(env: str, anchor: Path | None) -> ManualConfig:
         return ManualConfig("portal", csr_dir=csr_dir, chain=chain_file)
 
     async def operator_signs(conn: Any, result: Issued | Pending) -> Issued:
+        """The operator gets the CSR file signed and hands the certificate in."""
         if isinstance(result, Issued):
             return result
         csr = x509.load_pem_x509_csr(Path(result.handle["csr_file"]).read_bytes())
         names = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns = names.get_values_for_type(x509.DNSName)
         leaf, _ = portal.issue(
-            names.get_values_for_type(x509.DNSName)[0],
-            names.get_values_for_type(x509.DNSName),
-            public_key=csr.public_key(),
+            dns[0], dns[:1] if portal_drops["sans"] else dns, public_key=csr.public_key()
         )
-        return Issued(leaf, tuple(await conn.ca_chain()))
+        return conn.accept(result.handle, leaf, await conn.ca_chain())  # type: ignore[no-any-return]
 
     toml = f"""[ca.portal]
 kind = "manual"
@@ -513,6 +519,7 @@ chain = "{chain_file}"
         "",
         toml,
         finish=operator_signs,
+        drop_sans=lambda: portal_drops.update(sans=True),
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import secrets
 import stat
+import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import timedelta
@@ -14,7 +15,10 @@ from pathlib import Path
 
 import pytest
 from acme import client, messages
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from josepy.jwa import ES256
 from josepy.jwk import JWK
 
@@ -334,6 +338,14 @@ async def test_deactivated_account_is_replaced_with_a_new_key(
     admin = client.ClientV2(client.ClientV2.get_directory(own_pebble.directory_url, net), net)
     deactivated = admin.deactivate_registration(net.account)
     assert deactivated.body.status == "deactivated"
+    # What docs/ca-connectors.md says Pebble answers, and the recovery relies on: the account
+    # URL answers unauthorized, and the same key cannot register again.
+    with pytest.raises(messages.Error) as refused:
+        admin.query_registration(net.account)
+    assert refused.value.code == "unauthorized" and "deactivated" in str(refused.value.detail)
+    with pytest.raises(messages.Error) as again:
+        admin.new_account(messages.NewRegistration.from_data(terms_of_service_agreed=True))
+    assert again.value.code == "unauthorized" and "deactivated" in str(again.value.detail)
 
     csr = make_csr(*names())
     issued = await until_issued(conn, await conn.submit(csr))
@@ -375,3 +387,53 @@ async def test_rate_limited_finalize_waits_for_retry_after_then_finishes_the_sam
     finally:
         await conn.aclose()
         proxy.stop()
+
+
+def openssl_text(cert: x509.Certificate) -> str:
+    """The certificate as Debian's openssl reads it (names in RFC 2253 form)."""
+    return subprocess.run(
+        ["openssl", "x509", "-noout", "-text", "-nameopt", "RFC2253"],
+        input=cert.public_bytes(serialization.Encoding.PEM),
+        capture_output=True, check=True,
+    ).stdout.decode()  # fmt: skip
+
+
+async def test_what_pebble_really_drops_is_reported(
+    pebble: Pebble, bind9: Bind9, tmp_path: Path
+) -> None:
+    """An ACME CA cannot drop a SAN (finalize refuses a CSR whose names differ from the
+    order's), but it makes its own profile: Pebble keeps only the CN of the subject, issues
+    serverAuth + clientAuth and digitalSignature + keyEncipherment whatever the CSR asks.
+    What the connector reports as dropped is checked against Debian's openssl reading the
+    certificate, not against our parser."""
+    host = names()[0]
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([
+        x509.NameAttribute(NameOID.COMMON_NAME, host),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example Org"),
+        x509.NameAttribute(NameOID.LOCALITY_NAME, "Oslo"),
+    ])  # fmt: skip
+    eku = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(subject)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), False)
+        .add_extension(x509.ExtendedKeyUsage([*eku, ExtendedKeyUsageOID.CODE_SIGNING]), False)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, True, False, False, False, False), True
+        )  # digitalSignature, keyAgreement
+        .sign(key, hashes.SHA256())
+    )
+    conn = ACMEConnector(acme_config(pebble, bind9), data_dir=tmp_path)
+    issued = await until_issued(conn, await conn.submit(csr))
+    await conn.aclose()
+    text = openssl_text(issued.leaf)
+    assert f"Subject: CN={host}\n" in text  # O and L are gone
+    assert "TLS Web Server Authentication, TLS Web Client Authentication\n" in text
+    assert "Code Signing" not in text and "Key Agreement" not in text
+    assert "Digital Signature" in text
+    assert issued.dropped is not None
+    assert issued.dropped.sans == ()
+    assert issued.dropped.ekus == ("1.3.6.1.5.5.7.3.3",)  # codeSigning
+    assert issued.dropped.key_usages == ("keyAgreement",)
+    assert sorted(issued.dropped.subject) == ["L=Oslo", "O=Example Org"]

@@ -8,6 +8,7 @@ including `sign` exiting non-zero when the CA drops SANs."""
 from __future__ import annotations
 
 import os
+import re
 import ssl
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from lab.adcs import LANGUAGES, ADCSSimulator
+from lab.adcs import LANGUAGES, TEXT, ADCSSimulator
 from lab.est import CMC_RA, ESTSimulator
 from lab.pki import CA, CLIENT_AUTH, SERVER_AUTH, write_key_and_chain
 from monitor.config import Secret
@@ -482,11 +483,22 @@ def test_sign_exits_non_zero_naming_the_sans_the_ca_dropped(tmp_path: Path) -> N
 # --- AD CS in every page language ---------------------------------------------------
 
 
-@pytest.fixture(params=LANGUAGES)
+def scrambled(text: str) -> str:
+    """Every word replaced by letters no connector could expect; placeholders and quote
+    marks (punctuation, not wording) kept."""
+    parts = re.split(r'(\{\w+\}|")', text)
+    return "".join(p if p.startswith("{") or p == '"' else re.sub(r"\w", "Ж", p) for p in parts)
+
+
+@pytest.fixture(params=[*LANGUAGES, "scrambled"])
 def adcs_lang(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[ADCSSimulator]:
+    """The certsrv pages in each language, and in one whose every word is unknown: a
+    connector that read any sentence would fail there."""
     monkeypatch.setenv("CERTD_ADCS_PASSWORD", "Adcs-Secret1")
+    if request.param == "scrambled":
+        monkeypatch.setitem(TEXT, "scrambled", {k: scrambled(v) for k, v in TEXT["en"].items()})
     with ADCSSimulator(auth=("basic",), language=request.param) as sim:
         yield sim
 

@@ -11,7 +11,7 @@ import os
 import secrets
 import socket
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -366,29 +366,77 @@ async def test_certificate_for_a_different_key_is_refused(faulty: Misbehaving) -
     assert "CSR's key" in message
 
 
-async def test_a_dropped_san_reaches_the_pipeline_which_refuses_it(faulty: Misbehaving) -> None:
-    """Today's Issued has no "dropped" report: the leaf comes back as the CA made it, and
-    validate (the pipeline's step before anything is installed) refuses it."""
-    rewriter = CA.create("SAN-dropping CA")
+@dataclass
+class Dropping:
+    """A CA that leaves a SAN of the CSR out of the certificate it issues."""
 
-    def drop_last_san(certs: list[x509.Certificate]) -> list[x509.Certificate]:
+    name: str
+    connector: Callable[[], Any]
+    names: Callable[[], list[str]]
+    finish: Callable[[Any, Issued | Pending], Awaitable[Issued]]  # result -> the certificate
+
+
+def drop_last_san(rewriter: CA) -> Callable[[list[x509.Certificate]], list[x509.Certificate]]:
+    def rewrite(certs: list[x509.Certificate]) -> list[x509.Certificate]:
         leaf = certs[0]
         kept = sans(leaf) - {max(sans(leaf))}
         again, _ = rewriter.issue(min(kept), sorted(kept), public_key=leaf.public_key())
         return [again, rewriter.cert]
 
-    faulty.fault(rewrite_certificate(drop_last_san))
-    names = [*faulty.names(), f"dropped-{secrets.token_hex(3)}.{ZONE}"]
+    return rewrite
+
+
+@pytest.fixture(params=["est", "adcs", "acme", "manual"], name="dropping")
+def dropping_fixture(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Dropping]:
+    """Every kind with a CA that drops a SAN: the EST and AD CS simulators' SAN-ignoring
+    profiles, a portal operator whose certificate lacks a SAN, and for ACME a fault proxy in
+    front of Pebble (Pebble itself refuses a CSR whose names differ from the order's)."""
+    if request.param == "acme":
+        for bad in acme_misbehaving(
+            tmp_path, request.getfixturevalue("pebble_chain"), request.getfixturevalue("bind9")
+        ):
+            bad.fault(rewrite_certificate(drop_last_san(CA.create("SAN-dropping CA"))))
+            yield Dropping(
+                bad.name, bad.connector,
+                lambda bad=bad: [*bad.names(), f"dropped-{secrets.token_hex(3)}.{ZONE}"],
+                until_issued,
+            )  # fmt: skip
+        return
+    for h in make_harness(request.param, request, tmp_path, monkeypatch):
+        assert h.drop_sans is not None
+        h.drop_sans()
+        yield Dropping(h.name, lambda h=h: h.connector(), h.names, h.issued)
+
+
+async def test_a_dropped_san_is_reported_by_the_connector(dropping: Dropping) -> None:
+    """Every kind compares the certificate with the CSR (one shared function) and names the
+    SAN the CA left out; validate, the pipeline's step before anything is installed, refuses
+    the certificate all the same."""
+    names = dropping.names()
     csr = make_csr(*names)
-    issued = await faulty.connector().submit(csr)
-    assert isinstance(issued, Issued)
-    assert sans(issued.leaf) < set(names)
+    conn = dropping.connector()
+    with capture_logs() as logs:
+        issued = await dropping.finish(conn, await conn.submit(csr))
+    lost = set(names) - sans(issued.leaf)
+    assert lost, "the CA was to leave a SAN out"
+    assert issued.dropped is not None
+    assert sorted(issued.dropped.sans) == sorted(f"DNS:{n}" for n in lost)
+    assert issued.dropped.breaks_service
+    assert [e["dropped"] for e in logs if e["event"] == "ca.dropped"] == [issued.dropped.describe()]
     plan = Plan("expe", None, None, tuple(sorted(names)), ())
     problems = validate(
-        plan, Issuance(issued.leaf, issued.chain, csr, faulty.name), utcnow(), [rewriter.cert]
+        plan, Issuance(issued.leaf, issued.chain, csr, dropping.name), utcnow(), issued.chain[-1:]
     )
-    assert [p.check for p in problems] == ["san-mismatch"]
-    assert max(names) in problems[0].message
+    assert "san-mismatch" in [p.check for p in problems]
+    assert any(max(lost) in p.message for p in problems)
+
+
+async def test_a_full_certificate_is_reported_with_nothing_dropped(ca: Harness) -> None:
+    conn = ca.connector()
+    issued = await ca.issued(conn, await conn.submit(make_csr(*ca.names())))
+    assert issued.dropped is not None and not issued.dropped.breaks_service
 
 
 @dataclass

@@ -287,6 +287,36 @@ def test_certsrv_pending_id_from_the_page_structure_alone() -> None:
     assert read_certsrv_page(script_only).req_id == 77
 
 
+def test_certsrv_pending_id_from_the_server_2008_page_a_non_ie_browser_gets() -> None:
+    # Windows' own Japanese certrspn.asp (KB2518295 version) as it answers a browser that is
+    # not Internet Explorer: no postLoad script, no hidden field; the id is only in
+    # locInfoReqID, inside a Japanese sentence.
+    page = (
+        "<P ID=locPageTitle> <B> 保留中の証明書 </B>\n<!-- Green HR --><Table></Table>\n\n"
+        "<P ID=locInfoNewReq> 証明書の要求を受信しました。要求した証明書を管理者が発行するのを\n"
+        "お待ちください。 </P>\n\n<P ID=locInfoReqID>\n要求 ID は 1234 です。\n</P>\n\n"
+        "<P ID=locInstructions> 証明書を取得するには、1 日から 2 日後にこの Web サイトを再度"
+        "参照してください。</P>"
+    )
+    answer = read_certsrv_page(page)
+    assert (answer.outcome, answer.req_id, answer.title) == ("pending", 1234, "保留中の証明書")
+
+
+def test_certsrv_denied_message_in_an_element_of_unknown_id() -> None:
+    # Only the 2003 certrsdn.asp is public, and it shows no message: a later page may quote
+    # it in another element. The first quoted text after locDenied is the message.
+    page = (
+        '<Font ID=locPageFont Face="Arial"><P ID=locPageTitle> <B> 証明書の要求は拒否されました </B>'
+        "<P ID=locDenied> 証明書の要求は拒否されました。 </P>"
+        "<P ID=locContactAdmin>詳細については管理者に問い合わせてください。</P>"
+        "<P ID=locDispositionText>処理メッセージ: \u300cポリシー モジュール 0x80094012\u300d</P>"
+    )
+    answer = read_certsrv_page(page)
+    assert answer.outcome == "denied" and answer.hresult == 0x80094012
+    assert answer.message == "ポリシー モジュール 0x80094012"
+    assert read_certsrv_page("<P ID=locDenied> x </P>").message == ""
+
+
 def test_certsrv_denied_and_error_pages() -> None:
     denied = (
         "<P ID=locDenied> Ihre Zertifikatanforderung wurde verweigert. </P>"

@@ -12,6 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
+from structlog.testing import capture_logs
 
 from lab.pki import CA, cert_pem
 from monitor.config import load_config
@@ -125,6 +126,37 @@ async def test_provide_replaces_a_certificate_that_validate_refused(env):
     assert new.data["issued"]["leaf_pem"] == cert_pem(good).decode()
     assert "trust_cas" not in new.data and "ca_changed" not in new.data
     assert (await store.steps(row.id))[-1].result == "provided"
+
+
+async def test_provide_names_what_the_handed_in_certificate_lacks(env):
+    """The same comparison as every CA connector's (dropped_from): a hand-signed certificate
+    missing a SAN is taken (validate refuses it next) and its step names the SAN."""
+    pipeline, store, _ = env
+    ca = CA.create("Portal CA")
+    key_holder, key = ca.issue("e1.example.com", ["e1.example.com"])
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(key_holder.subject)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("e1.example.com"), x509.DNSName("alt.example.com")]
+            ),
+            False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    row = await put(
+        store, "submit", "waiting", {"csr_pem": csr.public_bytes(Encoding.PEM).decode()}
+    )
+    short, _ = ca.issue("e1.example.com", ["e1.example.com"], public_key=key.public_key())
+    with capture_logs() as logs:
+        await pipeline.provide(row.id, short, [ca.cert])
+    step = (await store.steps(row.id))[-1]
+    assert step.result == "provided"
+    assert step.message.endswith("it lacks what the CSR asked for: SANs DNS:alt.example.com")
+    assert [e["dropped"] for e in logs if e["event"] == "ca.dropped"] == [
+        "SANs DNS:alt.example.com"
+    ]
 
 
 async def test_provide_is_refused_where_it_does_not_apply(env):
