@@ -16,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from alerts.exposition import label_value
+from monitor.backlog import Backlog
 from monitor.clientcert import STATUSES, ClientCertState
 from monitor.config import ExpresswayConfig
 from monitor.policy import Drift
@@ -379,3 +380,38 @@ class RenewalCollector(Collector):
             if exp.name in success:
                 last_ok.add_metric([exp.name], success[exp.name].timestamp())
         yield from (state, updated, next_ts, last_ok, installed, mismatch)
+
+
+class BacklogCollector(Collector):
+    """expressway_renewal_backlog* per CA (monitor/backlog.py), from the latest renewal check."""
+
+    def __init__(self, backlog: Callable[[], Mapping[str, Backlog]]) -> None:
+        self._backlog = backlog
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        waiting = GaugeMetricFamily(
+            "expressway_renewal_backlog",
+            "Renewals of targets signed by this CA that have not placed their CA order yet.",
+            labels=["ca"],
+        )
+        clears = GaugeMetricFamily(
+            "expressway_renewal_backlog_clear_timestamp_seconds",
+            "When the CA's orders_per_hour lets the last renewal of the backlog through.",
+            labels=["ca"],
+        )
+        expiry = GaugeMetricFamily(
+            "expressway_renewal_backlog_earliest_expiry_timestamp_seconds",
+            "The earliest certificate expiry among the targets in the backlog.",
+            labels=["ca"],
+        )
+        for ca, b in sorted(self._backlog().items()):
+            waiting.add_metric([ca], b.waiting)
+            clears.add_metric([ca], b.clears_at.timestamp())
+            if b.earliest_expiry is not None:
+                expiry.add_metric([ca], b.earliest_expiry.timestamp())
+        yield waiting
+        yield clears
+        yield expiry

@@ -33,6 +33,7 @@ from prometheus_client import CollectorRegistry, gc_collector, platform_collecto
 from alerts.metrics import (
     RENEWAL_STAGE_DURATION,
     RENEWAL_STAGE_TOTAL,
+    BacklogCollector,
     RenewalCollector,
     ReplicaView,
     StateExposition,
@@ -221,6 +222,7 @@ class Daemon:
             self.bus,
             prober,
             observe=observe_stage,
+            owns=self.owns,
             **self._renewal_options,
         )
         await manager.load()
@@ -237,6 +239,7 @@ class Daemon:
                 lambda: manager.drift,
             )
         )
+        self.registry.register(BacklogCollector(lambda: manager.backlog))
 
     def _start_trust_map(self, prober: Prober) -> None:
         from expressway_certd.trustmap_live import TrustMapper  # noqa: PLC0415 - when needed

@@ -5,15 +5,16 @@ The connectors in renewers/ca/ take these dataclasses; this module only validate
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from monitor.config_base import Secret, Section, host_problem, port_number
+from monitor.config_base import Secret, Section, host_problem, key, port_number, toml_keys
 from monitor.errors import ConfigError
 from monitor.facts import EKU_CONFIG_NAMES
 
@@ -24,7 +25,37 @@ EST_OPERATIONS = ("simpleenroll", "simplereenroll")
 TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1")
 EKU_NAMES = tuple(EKU_CONFIG_NAMES)  # what `ekus = [...]` accepts
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_COMMON = {"kind", "trust_anchor", "trust_anchors", "timeout"}
+
+
+@dataclass(frozen=True)
+class CALimits:
+    """How hard the renewals of the whole fleet may press one CA (every `[ca.NAME]` kind).
+
+    An order is one certificate request: it starts when a renewal reaches the submit stage and
+    ends when its certificate is issued or the renewal ends. Replicas share the counts through
+    the database (renewers/calimit.py), so the limits hold for the fleet, not per process.
+    """
+
+    orders_per_hour: int = key(
+        0,
+        "orders this CA may receive in any 60 minutes, summed over every replica and the CLI; a "
+        "renewal that would exceed it waits at submit until the oldest order of the hour ages "
+        "out (0: no limit)",
+        shown="0 (no limit)",
+    )
+    concurrent_orders: int = key(
+        0,
+        "orders open at once (submitted, certificate not yet issued); a renewal that would "
+        "exceed it waits at submit until one completes (0: no limit)",
+        shown="0 (no limit)",
+    )
+
+    @property
+    def limited(self) -> bool:
+        return self.orders_per_hour > 0 or self.concurrent_orders > 0
+
+
+_COMMON = {"kind", "trust_anchor", "trust_anchors", "timeout"} | toml_keys(CALimits)
 
 
 @dataclass(frozen=True)
@@ -58,6 +89,7 @@ class ACMEConfig:
     hook_timeout: timedelta = timedelta(minutes=5)
     http01_listen: tuple[str, int] = ("0.0.0.0", 80)  # noqa: S104 - the port ACME dials
     rfc2136: RFC2136Config | None = None
+    limits: CALimits = field(default_factory=CALimits)
     kind: str = "acme"
 
 
@@ -76,6 +108,7 @@ class ESTConfig:
     client_key_password: Secret | None = None  # for an encrypted client_key
     operation: str = "simpleenroll"
     ekus: frozenset[str] | None = None
+    limits: CALimits = field(default_factory=CALimits)
     kind: str = "est"
 
 
@@ -92,6 +125,7 @@ class ADCSConfig:
     username: str | None = None
     password: Secret | None = None
     ekus: frozenset[str] | None = None
+    limits: CALimits = field(default_factory=CALimits)
     kind: str = "adcs"
 
 
@@ -108,6 +142,7 @@ class ManualConfig:
     # Roots this CA issues under, pinned: the only CA certificates trust may be pushed for.
     trust_anchors: Path | None = None
     timeout: timedelta = timedelta(seconds=30)
+    limits: CALimits = field(default_factory=CALimits)
     kind: str = "manual"
 
 
@@ -364,13 +399,28 @@ def parse_ca(file: Path, name: str, table: Any, *, check_files: bool = True) -> 
             f"{file}: {path}.kind: must be one of {', '.join(CA_KINDS)}; got {kind!r}"
         )
     s = Section(file, path, table, _KEYS[kind], check_files=check_files)
+    parsed: CAConfig
     if kind == "acme":
-        return _acme(file, name, s)
-    if kind == "est":
-        return _est(file, name, s)
-    if kind == "manual":
-        return _manual(file, name, s)
-    return _adcs(file, name, s)
+        parsed = _acme(file, name, s)
+    elif kind == "est":
+        parsed = _est(file, name, s)
+    elif kind == "manual":
+        parsed = _manual(file, name, s)
+    else:
+        parsed = _adcs(file, name, s)
+    return dataclasses.replace(parsed, limits=_limits(s))
+
+
+def _limits(s: Section) -> CALimits:
+    defaults = CALimits()
+    return CALimits(
+        orders_per_hour=s.get_int(
+            "orders_per_hour", defaults.orders_per_hour, minimum=0, maximum=1_000_000
+        ),
+        concurrent_orders=s.get_int(
+            "concurrent_orders", defaults.concurrent_orders, minimum=0, maximum=100_000
+        ),
+    )
 
 
 def _manual(file: Path, name: str, s: Section) -> ManualConfig:

@@ -15,6 +15,7 @@ from typing import Any
 
 from monitor.config import DaemonConfig, ExpresswayConfig, RenewalConfig, UnifiedCMConfig
 from monitor.config_base import declared
+from monitor.config_ca import CALimits
 from monitor.config_notify import (
     AlertmanagerConfig,
     EmailConfig,
@@ -32,6 +33,7 @@ SECTIONS: dict[str, tuple[tuple[Any, ...], str]] = {
     "expressway-devices": ((ExpresswayConfig,), "devices"),
     "unified_cm": ((UnifiedCMConfig,), ""),
     "renewal": ((RenewalConfig,), ""),
+    "ca-limits": ((CALimits,), ""),
     "notifier": ((NotifierIdentity, Routing), ""),
     "notifier-alertmanager": ((AlertmanagerConfig,), ""),
     "notifier-webex": ((WebexConfig,), ""),

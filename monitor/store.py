@@ -158,6 +158,21 @@ replicas = sa.Table(
 )
 
 
+# Orders sent to each CA (renewers/calimit.py): the shared counter behind `[ca.NAME]`
+# orders_per_hour and concurrent_orders, so that the limits hold across replicas.
+ca_orders = sa.Table(
+    "ca_orders",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("ca", sa.String(64), nullable=False),
+    sa.Column("renewal_id", sa.String(32), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_ca_orders_ca", "ca", "started_at"),
+    sa.Index("ix_ca_orders_renewal", "renewal_id"),
+)
+
+
 @dataclass(frozen=True)
 class RenewalRow:
     id: str

@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 from cryptography.hazmat.primitives import hashes
 
+from monitor.backlog import Backlog, backlog
 from monitor.config import Config, ExpresswayConfig
 from monitor.errors import CertdError
 from monitor.events import EventBus, RenewalDue, ServedCertDiffers
@@ -59,8 +60,12 @@ class RenewalManager:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         observe: StageObserver | None = None,
         fault_seam: FaultSeam = no_faults,
+        owns: Callable[[str], bool] = lambda target: True,
     ) -> None:
         self.config = config
+        # A replica checks and runs renewals only for the targets it owns (monitor/replicas.py);
+        # operator commands go through the pipeline and work for any target.
+        self.owns = owns
         self.bus = bus
         self.clock = clock
         used = {e.renewal.ca for e in config.expressways if e.renewal is not None}
@@ -80,6 +85,7 @@ class RenewalManager:
         self._box: dict[str, tuple[datetime, CertFacts]] = {}  # target -> (read at, cert)
         self.drift: dict[tuple[str, str], Drift] = {}  # (target, endpoint) -> what differs
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.backlog: dict[str, Backlog] = {}  # CA -> its backlog, at the latest renewal check
 
     @property
     def enabled(self) -> bool:
@@ -90,6 +96,7 @@ class RenewalManager:
         for row in reversed(await self.store.renewals_for(limit=10_000)):
             if row.status == "done":
                 self.last_success[row.target] = row.updated_at
+        await self.refresh_backlog()  # exported from the start, not from the first check
 
     def latest(self) -> Mapping[str, RenewalRow]:
         return self.pipeline.latest
@@ -99,8 +106,8 @@ class RenewalManager:
         due. The current certificate is what the box reports through its API; a served
         certificate only stands in for it when its chain verifies and it is the one the box
         reported. One that differs is drift (a ServedCertDiffers event), never a trigger."""
-        if exp.renewal is None or not served:
-            return
+        if exp.renewal is None or not served or not self.owns(exp.name):
+            return  # not ours (any more): its owner decides
         latest = self.pipeline.latest.get(exp.name)
         if latest is not None and latest.active:
             self.next_due[exp.name] = latest.next_at
@@ -247,12 +254,22 @@ class RenewalManager:
             self.last_success[row.target] = row.updated_at
 
     async def run_due(self) -> None:
-        await self.pipeline.run_due()
+        """Resume the due renewals of the targets this process owns."""
+        await self.pipeline.run_due(self.owns)
+        await self.refresh_backlog()
         for target, row in self.pipeline.latest.items():
             if row.status == "done":
                 self.last_success[target] = max(
                     self.last_success.get(target, row.updated_at), row.updated_at
                 )
+
+    async def refresh_backlog(self) -> None:
+        """The backlog of every CA in use, from the store (the whole fleet, every replica's)."""
+        ca_of = {e.name: e.renewal.ca for e in self.config.expressways if e.renewal is not None}
+        per_hour = {ca: self.config.cas[ca].limits.orders_per_hour for ca in set(ca_of.values())}
+        active = await self.store.renewals_for(active_only=True, limit=100_000)
+        endpoints = await self.store.load_endpoints()
+        self.backlog = backlog(active, ca_of, per_hour, endpoints, self.clock())
 
     async def drain(self) -> None:
         """Wait until the renewal runs spawned so far have returned (waiting, done, ...)."""

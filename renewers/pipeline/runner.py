@@ -27,6 +27,7 @@ from monitor.events import (
 from monitor.probe import Prober
 from monitor.store import RenewalRow, StepRow, Store
 from renewers.ca.base import CAConnector, dropped_from
+from renewers.calimit import ORDER_STAGES, OrderLimiter
 from renewers.pipeline.commands import accepts_certificate
 from renewers.pipeline.context import (
     ConfiguredDevices,
@@ -49,6 +50,7 @@ from renewers.pipeline.outcomes import (
     STAGES,
     Blocked,
     Failed,
+    Wait,
     stage_event,
     transition,
 )
@@ -81,6 +83,7 @@ class Pipeline:
     ) -> None:
         self.config = config
         self.store = store
+        self.limiter = OrderLimiter(store)  # per-CA limits, counted in the store
         self.bus = bus
         self.prober = prober
         self.connectors = connectors
@@ -314,8 +317,9 @@ class Pipeline:
     async def _claim(self, renewal_id: str) -> bool:
         return await claim_renewal(self.store, renewal_id, self.owner, self.clock())
 
-    async def run_due(self) -> None:
-        """Resume every active renewal whose time has come (the scheduler calls this)."""
+    async def run_due(self, owns: Callable[[str], bool] | None = None) -> None:
+        """Resume every active renewal whose time has come (the scheduler calls this); with
+        `owns`, only those of the targets it accepts (a replica runs its own targets')."""
         active = await self.store.renewals_for(active_only=True, limit=10_000)
         # A renewal another process finished (CLI `renew`, an HA peer) is no longer active:
         # refresh what this process believes, so metrics and the policy see it.
@@ -327,7 +331,7 @@ class Pipeline:
                     self.latest[target] = fresh
         for row in active:
             self.latest[row.target] = row
-            if row.status == "blocked":
+            if row.status == "blocked" or (owns is not None and not owns(row.target)):
                 continue
             lock = self._locks.get(row.target)
             if lock is not None and lock.locked():
@@ -347,6 +351,18 @@ class Pipeline:
             dataclasses.replace(row, data=ctx.record.to_data(), updated_at=self.clock()),
             owner=self.owner,
         )
+
+    async def _order_slot(self, row: RenewalRow, ca_name: str) -> Wait | None:
+        """Before a renewal first submits to its CA: a slot under the CA's limits
+        (renewers/calimit.py), or a Wait until one may free."""
+        if row.stage != "submit":
+            return None
+        limits = self.config.cas[ca_name].limits
+        verdict = await self.limiter.take(ca_name, limits, row.id, self.clock())
+        if verdict.granted:
+            return None
+        assert verdict.retry_at is not None
+        return Wait(verdict.retry_at, verdict.reason)
 
     async def _step(self, row: RenewalRow) -> RenewalRow:
         exp = self.config.target(row.target)
@@ -378,7 +394,8 @@ class Pipeline:
         try:
             ctx.record = record_of(row)  # a RecordError blocks this renewal alone
             loaded = True
-            outcome = await STAGE_FUNCTIONS[stage](ctx)
+            slot = await self._order_slot(row, ca_name)
+            outcome = slot if slot is not None else await STAGE_FUNCTIONS[stage](ctx)
         except Exception as exc:  # mapped to an outcome: this renewal alone blocks or fails
             if not expected(exc):
                 log.exception("stage raised", target=row.target, renewal=row.id, stage=stage)
@@ -395,6 +412,8 @@ class Pipeline:
             new, StepRow(row.id, stage, result, now, round(seconds, 3), message), owner=self.owner
         )
         self.fault_seam(row.target, stage)
+        if not new.active or new.stage not in ORDER_STAGES:
+            await self.limiter.release(row.id, now)  # the CA's order is complete (or dropped)
         self.latest[row.target] = new
         if self.observe is not None:
             self.observe(row.target, stage, result, seconds)

@@ -40,6 +40,8 @@ MAY_BE_FALLBACK = (
     "expressway_trust_relation_ok",
     "expressway_trust_relation_break_timestamp_seconds",
     "expressway_trust_map_generated_timestamp_seconds",
+    # the renewal has placed its order: nothing in the backlog, no earliest expiry in it
+    "expressway_renewal_backlog_earliest_expiry_timestamp_seconds",
 )
 
 

@@ -62,6 +62,10 @@ DAEMON_METRICS = frozenset(
         "expressway_ca_errors_total",
         # deadline risk: targets with a renewal (expressway_certd/deadline_metrics.py)
         "expressway_renewal_deadline_margin_seconds",
+        # the fleet's backlog per CA (monitor/backlog.py)
+        "expressway_renewal_backlog",
+        "expressway_renewal_backlog_clear_timestamp_seconds",
+        "expressway_renewal_backlog_earliest_expiry_timestamp_seconds",
         # trust map: from the latest `trust-map` run (alerts/trust.py)
         "expressway_trust_relation_ok",
         "expressway_trust_relation_break_timestamp_seconds",
@@ -82,6 +86,9 @@ METRICS_WITHOUT_TARGET = frozenset(
         "expressway_trust_relation_ok",
         "expressway_trust_relation_break_timestamp_seconds",
         "expressway_trust_map_generated_timestamp_seconds",
+        "expressway_renewal_backlog",
+        "expressway_renewal_backlog_clear_timestamp_seconds",
+        "expressway_renewal_backlog_earliest_expiry_timestamp_seconds",
     }
 )
 PROMETHEUS_METRICS = frozenset({"up"})
@@ -116,6 +123,7 @@ ALERTS: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
     "ExpresswayTrustRelationBroken": ("critical", "15m", ("from", "to", "relation")),
     "ExpresswayTrustRelationWillBreak": ("warning", None, ("from", "to", "relation")),
     "ExpresswayRenewalDeadlineAtRisk": ("warning", "15m", ("target", "dominating")),
+    "ExpresswayRenewalBacklogTooSlow": ("critical", "15m", ("ca",)),
 }
 
 CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
@@ -420,31 +428,31 @@ MUTATIONS = [
     ('expressway_cert_info{cluster!=""}', "expressway_cert_info", -1),
     ("group by (cluster, aki)", "group by (cluster, target, aki)", 0),
     ("group by (target, sha256)", "group by (target, port, sha256)", 0),
-    ("(expressway_cert_info)) > 1)", "(expressway_cert_info)) > 0)", 0),
+    ("          )) > 1)", "          )) > 0)", 1),
     ("severity: critical", "severity: warning", 0),
     ("runbook: docs/alerts.md#expresswaycertexpired", "runbook: docs/alerts.md#expired", 0),
     # renewals
-    ('state=~"failed|blocked"}', 'state=~"failed"}', 0),
-    ('state=~"failed|blocked"} == 1', 'state=~"failed|blocked"} >= 0', 0),
+    ('state=~"failed|blocked"}', 'state=~"failed"}', -1),
+    ('state=~"failed|blocked"}[5m]))) == 1', 'state=~"failed|blocked"}[5m]))) >= 0', 0),
     ('eq $labels.state "blocked" }}critical', 'eq $labels.state "failed" }}critical', 0),
     ("for: 5m", "for: 4m", 1),
     ("> 6 * 3600", "> 7 * 3600", 0),
     ("> time() - 3600", "> time()", 0),
     ('state=~"running|waiting"}', 'state=~"running|waiting|awaiting_approval"}', 0),
-    ("group_left (state, stage)", "group_left (state)", 0),
+    ("group_right ()", "group_right (state)", 0),
     ("for: 15m", "for: 14m", 3),
     ('state="awaiting_approval"}', 'state=~"awaiting_approval|running"}', 0),
     ("for: 15m", "for: 14m", 4),
-    ("unless on (job, instance, target, sha256)", "unless on (job, instance, target)", 0),
+    ("unless on (job, target, sha256)", "unless on (job, target)", 0),
     (
-        "group by (job, instance, target) (expressway_cert_info)",
-        "group by (job, instance, target) (expressway_renewal_installed_info)",
+        "group by (job, target) (\n            expressway_cert_info or",
+        "group by (job, target) (\n            expressway_renewal_installed_info or",
         0,
     ),
-    ('stage="restart"} == 1', 'stage="verify"} == 1', 0),
+    ('stage="restart"}', 'stage="verify"}', -1),
     (
-        "expressway_renewal_next_timestamp_seconds > time()\n",
-        "expressway_renewal_next_timestamp_seconds >= time()\n",
+        "expressway_renewal_next_timestamp_seconds[5m]))) > time()\n",
+        "expressway_renewal_next_timestamp_seconds[5m]))) >= time()\n",
         0,
     ),
     ("for: 1h", "for: 59m", 1),
@@ -452,7 +460,45 @@ MUTATIONS = [
     ("(up offset 15m)", "(up)", 0),
     ("increase(expressway_ca_errors_total[15m])", "increase(expressway_ca_errors_total[5m])", 0),
     ("[15m])\n          ) > 0", "[15m])\n          ) > 1", 0),
-    ("expressway_served_cert_mismatch == 1", "expressway_served_cert_mismatch == 0", 0),
+    ("          expressway_probe_success)) == 1", "          expressway_probe_success)) == 0", 1),
+    # replicas: the hold-over through an owner change (replicas.yml), and only through one
+    *(
+        (f"last_over_time({series}[5m])", f"last_over_time({series}[30s])", occurrence)
+        for series, occurrence in (
+            ('expressway_renewal_state{state=~"failed|blocked"}', 0),
+            ('expressway_renewal_state{state=~"running|waiting"}', 0),
+            ("expressway_renewal_updated_timestamp_seconds", 0),
+            ('expressway_renewal_state{state="awaiting_approval"}', 0),
+            ("expressway_renewal_installed_info", 0),
+            ("expressway_served_cert_mismatch", 0),
+            ("expressway_cert_lint_finding", 0),
+            ("expressway_renewal_deadline_margin_seconds", 0),
+            ('expressway_cert_info{cluster!=""}', 0),
+            ("expressway_cert_info", 0),
+        )
+    ),
+    # the backlog alert
+    ("for: 15m", "for: 14m", 7),
+    (
+        "clear_timestamp_seconds)\n            > on (job, ca)",
+        "clear_timestamp_seconds)\n            < on (job, ca)",
+        0,
+    ),
+    (
+        "max without (instance, pod) (expressway_renewal_backlog_clear_timestamp_seconds)",
+        "expressway_renewal_backlog_clear_timestamp_seconds",
+        0,
+    ),
+    (
+        "unless on (job, target)\n          expressway_probe_success",
+        "unless on (job, target)\n          up",
+        2,  # ExpresswayServedCertDiffersFromInstalled: an ended mismatch is not held over
+    ),
+    (
+        "max without (instance, pod) (expressway_trust_relation_ok) == 0",
+        "expressway_trust_relation_ok == 0",
+        0,
+    ),
     ("for: 10m", "for: 9m", 1),
 ]
 

@@ -1,0 +1,67 @@
+"""Per-CA limits hold across replicas: several processes' limiters on one real PostgreSQL,
+racing for slots, never open more orders than `concurrent_orders` nor start more than
+`orders_per_hour` in an hour (the advisory transaction lock serialises the count and the take).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from monitor.config_ca import CALimits
+from monitor.store import Store
+from renewers.calimit import OrderLimiter
+from tests.pg import postgres_server
+from tests.unit.test_calimit import in_submit
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def pg_url():
+    with postgres_server() as url:
+        yield url
+
+
+async def test_replicas_racing_for_slots_never_exceed_the_limits(pg_url):
+    stores = [await Store.open(pg_url) for _ in range(3)]  # three replicas' connections
+    try:
+        limiters = [OrderLimiter(s) for s in stores]
+        limits = CALimits(orders_per_hour=25, concurrent_orders=7)
+        await in_submit(stores[0], *(f"r{i}" for i in range(60)))
+        await in_submit(stores[0], *(f"w{n}-{i}" for n in range(7, 26) for i in range(10)))
+
+        async def ask(i: int) -> bool:
+            return (await limiters[i % 3].take("corp", limits, f"r{i}", T0)).granted
+
+        granted = await asyncio.gather(*(ask(i) for i in range(60)))
+        assert sum(granted) == 7  # exactly the concurrent limit, not one more
+        usage = await limiters[0].usage("corp", T0)
+        assert usage.open == 7
+        # Orders complete one by one; the hourly limit then caps the starts at 25.
+        started = 7
+        for i in range(60):
+            if not granted[i]:
+                continue
+            await limiters[i % 3].release(f"r{i}", T0)
+        while True:
+            waves = await asyncio.gather(
+                *(limiters[i % 3].take("corp", limits, f"w{started}-{i}", T0) for i in range(10))
+            )
+            got = [w for w in waves if w.granted]
+            if not got:
+                assert all("orders_per_hour" in w.reason or "concurrent" in w.reason for w in waves)
+                break
+            started += len(got)
+            assert started <= 25
+            for i, w in enumerate(waves):
+                if w.granted:
+                    await limiters[i % 3].release(f"w{started - len(got)}-{i}", T0)
+        assert started == 25
+    finally:
+        for s in stores:
+            await s.close()

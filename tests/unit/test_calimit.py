@@ -1,0 +1,155 @@
+"""Per-CA order limits: the pure verdict and the store-backed counter (SQLite)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from monitor.config import load_config
+from monitor.config_ca import CALimits
+from monitor.events import EventBus
+from monitor.probe import Prober, TrustStore
+from monitor.store import RenewalRow, Store
+from renewers.ca.manual import ManualConnector
+from renewers.calimit import HOUR, OrderLimiter, Usage, judge
+from renewers.pipeline import Pipeline
+
+T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+
+
+async def in_submit(store: Store, *ids: str) -> None:
+    """Renewal rows at stage submit (an order counts as open only while its renewal is there)."""
+    for rid in ids:
+        await store.create_renewal(
+            RenewalRow(
+                id=rid,
+                target=f"t-{rid}",
+                status="running",
+                stage="submit",
+                reason="t",
+                created_at=T0,
+                updated_at=T0,
+                next_at=None,
+                attempts=0,
+                message="",
+                data={},
+            )
+        )
+
+
+def test_judge_within_limits_grants():
+    assert judge(CALimits(10, 2), "corp", Usage(open=1, last_hour=9), [], T0).granted
+    assert judge(CALimits(), "corp", Usage(open=500, last_hour=5000), [], T0).granted
+
+
+def test_judge_concurrent_limit_names_the_key_and_rechecks_soon():
+    v = judge(CALimits(0, 2), "corp", Usage(open=2, last_hour=2), [], T0)
+    assert not v.granted and v.retry_at is not None and T0 < v.retry_at <= T0 + timedelta(minutes=5)
+    assert "[ca.corp] concurrent_orders" in v.reason
+
+
+def test_judge_hourly_limit_waits_until_the_oldest_order_ages_out():
+    starts = [T0 - timedelta(minutes=50), T0 - timedelta(minutes=20), T0 - timedelta(minutes=5)]
+    v = judge(CALimits(3, 0), "corp", Usage(open=0, last_hour=3), starts, T0)
+    assert not v.granted and v.retry_at == starts[0] + HOUR
+    assert "[ca.corp] orders_per_hour" in v.reason
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 's.db'}")
+    yield s
+    await s.close()
+
+
+async def test_take_and_release_count_in_the_store(store):
+    limits = CALimits(orders_per_hour=3, concurrent_orders=2)
+    a, b = OrderLimiter(store), OrderLimiter(store)  # e.g. the daemon and the CLI
+    await in_submit(store, "r1", "r2", "r3", "r4")
+    assert (await a.take("corp", limits, "r1", T0)).granted
+    assert (await a.take("corp", limits, "r1", T0)).granted  # idempotent: the same order
+    assert (await b.take("corp", limits, "r2", T0)).granted
+    refused = await a.take("corp", limits, "r3", T0)
+    assert not refused.granted and "concurrent_orders" in refused.reason
+    assert (await a.take("other-ca", limits, "r3", T0)).granted  # limits are per CA
+    await b.release("r1", T0 + timedelta(minutes=1))
+    assert (await a.take("corp", limits, "r3", T0 + timedelta(minutes=2))).granted
+    await a.release("r2", T0 + timedelta(minutes=3))
+    hourly = await a.take("corp", limits, "r4", T0 + timedelta(minutes=4))
+    assert not hourly.granted and hourly.retry_at == T0 + HOUR  # r1 started at T0
+    assert (await a.take("corp", limits, "r4", T0 + HOUR + timedelta(seconds=1))).granted
+    assert await a.usage("corp", T0 + HOUR + timedelta(seconds=1)) == Usage(open=2, last_hour=2)
+
+
+async def test_a_cancelled_renewal_does_not_hold_its_slot(store):
+    limits = CALimits(concurrent_orders=1)
+    limiter = OrderLimiter(store)
+    await in_submit(store, "r1", "r2")
+    assert (await limiter.take("corp", limits, "r1", T0)).granted
+    assert not (await limiter.take("corp", limits, "r2", T0)).granted
+    row = await store.renewal("r1")
+    assert row is not None
+    # cancelled by an operator (no stage ran, so nothing closed the order)
+    await store.save_renewal(RenewalRow(**{**row.__dict__, "status": "cancelled"}))
+    assert (await limiter.take("corp", limits, "r2", T0)).granted
+
+
+async def test_the_pipeline_waits_at_submit_when_the_ca_is_at_its_limit(tmp_path):
+    """Wiring: the runner asks for a slot before the submit stage; the renewal over the limit
+    waits (its CA is never asked) and says which key holds it back."""
+    path = tmp_path / "c.toml"
+    text = f'[daemon]\nstate = "{tmp_path / "s.db"}"\ndata_dir = "{tmp_path / "data"}"\n'
+    for name in ("e1", "e2"):
+        text += f'[[expressway]]\nname = "{name}"\naddress = "{name}.example.com"\n'
+        text += 'renewal = { ca = "portal" }\n'
+    path.write_text(text + '[ca.portal]\nkind = "manual"\nconcurrent_orders = 1\n')
+    cfg = load_config(path)
+    assert cfg.cas["portal"].limits == CALimits(concurrent_orders=1)
+    store = await Store.open(cfg.daemon.state)
+    try:
+        asked: list[str] = []
+
+        class CountingManual(ManualConnector):
+            async def submit(self, *args, **kwargs):
+                asked.append("submit")
+                return await super().submit(*args, **kwargs)
+
+        connectors = {"portal": CountingManual(cfg.cas["portal"], data_dir=cfg.daemon.data_dir)}
+        p = Pipeline(cfg, store, EventBus(), Prober(TrustStore([])), connectors)
+        now = datetime.now(UTC)
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "e.example.com")]))
+            .sign(key, hashes.SHA256())
+        )
+        csr_pem = csr.public_bytes(serialization.Encoding.PEM).decode()
+        for rid, target in (("r1", "e1"), ("r2", "e2")):
+            await store.create_renewal(
+                RenewalRow(
+                    id=rid,
+                    target=target,
+                    status="running",
+                    stage="submit",
+                    reason="t",
+                    created_at=now,
+                    updated_at=now,
+                    next_at=None,
+                    attempts=0,
+                    message="",
+                    data={"csr_pem": csr_pem},
+                )
+            )
+        await p.run("r1")
+        second = await p.run("r2")
+        assert len(asked) == 1  # only the renewal with the slot reached its CA
+        assert (second.status, second.stage) == ("waiting", "submit")
+        assert "[ca.portal] concurrent_orders" in second.message
+        assert second.next_at is not None and second.next_at > now
+    finally:
+        await store.close()
