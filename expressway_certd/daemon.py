@@ -243,7 +243,7 @@ class Daemon:
 
     def _start_trust_map(self, prober: Prober) -> None:
         from expressway_certd.trustmap_live import TrustMapper  # noqa: PLC0415 - when needed
-        from renewers.pipeline import ConfiguredDevices  # noqa: PLC0415
+        from renewers.pipeline import ConfiguredDevices  # noqa: PLC0415 - only with a trust map
 
         assert self.store is not None and self.monitor is not None
         monitor = self.monitor

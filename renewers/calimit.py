@@ -47,7 +47,7 @@ class Usage:
     last_hour: int
 
 
-def judge(
+def judge_order(
     limits: CALimits, ca: str, usage: Usage, starts: list[datetime], now: datetime
 ) -> Verdict:
     """Whether one more order fits `limits`; `starts` are the last hour's start times, oldest
@@ -102,7 +102,7 @@ class OrderLimiter:
                         return Verdict(True)
                     if limits.limited:
                         usage, starts = await self._usage(conn, ca, now)
-                        verdict = judge(limits, ca, usage, starts, now)
+                        verdict = judge_order(limits, ca, usage, starts, now)
                         if not verdict.granted:
                             return verdict
                     await conn.execute(

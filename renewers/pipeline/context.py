@@ -32,7 +32,7 @@ from renewers.expressway import (
 from renewers.pipeline.locks import (
     exclusive,
 )
-from renewers.pipeline.outcomes import RETRY_BACKOFF, Blocked, Failed, Outcome, Reason
+from renewers.pipeline.outcomes import RETRY_BACKOFF, Blocked, Failed, Outcome, OutcomeReason
 from renewers.pipeline.record import IssuedCert, RecordError, RenewalRecord, Snapshot
 from renewers.validate import Plan
 
@@ -161,7 +161,7 @@ def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
-def retry(ctx: Context, why: str, reason: Reason) -> Failed:
+def retry(ctx: Context, why: str, reason: OutcomeReason) -> Failed:
     attempts = ctx.attempts
     delay = RETRY_BACKOFF[min(attempts, len(RETRY_BACKOFF) - 1)]
     return Failed(why, ctx.now() + delay, reason)
@@ -180,26 +180,26 @@ def outcome_of_error(ctx: Context, stage: str, exc: Exception) -> Outcome:
     target = ctx.target.name
     if isinstance(exc, CARequestError):
         if exc.retryable:
-            return retry(ctx, str(exc), Reason.CA_UNAVAILABLE)
-        return Blocked(str(exc), Reason.CA_REFUSED)
+            return retry(ctx, str(exc), OutcomeReason.CA_UNAVAILABLE)
+        return Blocked(str(exc), OutcomeReason.CA_REFUSED)
     if isinstance(exc, OperationUnsupported | CertificateEkuRefused | TrustedCasLost):
         # retrying cannot help: the operator must act
-        return Blocked(str(exc), Reason.DEVICE_REFUSED)
+        return Blocked(str(exc), OutcomeReason.DEVICE_REFUSED)
     if isinstance(exc, DeviceError):
-        return retry(ctx, str(exc), Reason.DEVICE_UNAVAILABLE)
+        return retry(ctx, str(exc), OutcomeReason.DEVICE_UNAVAILABLE)
     if isinstance(exc, CAError):
-        return retry(ctx, str(exc), Reason.CA_UNAVAILABLE)
+        return retry(ctx, str(exc), OutcomeReason.CA_UNAVAILABLE)
     if isinstance(exc, CertdError):
-        return Blocked(str(exc), Reason.OPERATOR_ACTION)
+        return Blocked(str(exc), OutcomeReason.OPERATOR_ACTION)
     if isinstance(exc, OSError | TimeoutError):
-        return retry(ctx, f"{target}: {stage}: {type(exc).__name__}: {exc}", Reason.NETWORK)
+        return retry(ctx, f"{target}: {stage}: {type(exc).__name__}: {exc}", OutcomeReason.NETWORK)
     # a bug or an unforeseen answer: this renewal alone fails
     return retry(
         ctx,
         f"{target}: {stage}: unexpected {type(exc).__name__}: {exc}; retried with "
         "backoff; the traceback is in the log; if it repeats, cancel the renewal "
         f"('expressway-certd cancel {ctx.renewal_id}') and report it",
-        Reason.UNEXPECTED,
+        OutcomeReason.UNEXPECTED,
     )
 
 

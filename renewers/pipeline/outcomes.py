@@ -44,7 +44,7 @@ RETRY_BACKOFF = (
 )
 
 
-class Reason(StrEnum):
+class OutcomeReason(StrEnum):
     """Why a stage blocked or failed, as a code (the prose in `why` says what to do)."""
 
     PREFLIGHT_REFUSED = "preflight-refused"  # the CA cannot deliver what the box needs
@@ -79,14 +79,14 @@ class Wait:
 @dataclass(frozen=True)
 class Blocked:
     why: str  # what the operator must do
-    reason: Reason = Reason.OPERATOR_ACTION
+    reason: OutcomeReason = OutcomeReason.OPERATOR_ACTION
 
 
 @dataclass(frozen=True)
 class Failed:
     why: str
     retry_at: datetime
-    reason: Reason = Reason.UNEXPECTED
+    reason: OutcomeReason = OutcomeReason.UNEXPECTED
 
 
 Outcome = Advance | Wait | Blocked | Failed

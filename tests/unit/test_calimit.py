@@ -16,7 +16,7 @@ from monitor.events import EventBus
 from monitor.probe import Prober, TrustStore
 from monitor.store import RenewalRow, Store
 from renewers.ca.manual import ManualConnector
-from renewers.calimit import HOUR, OrderLimiter, Usage, judge
+from renewers.calimit import HOUR, OrderLimiter, Usage, judge_order
 from renewers.pipeline import Pipeline
 
 T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
@@ -43,19 +43,19 @@ async def in_submit(store: Store, *ids: str) -> None:
 
 
 def test_judge_within_limits_grants():
-    assert judge(CALimits(10, 2), "corp", Usage(open=1, last_hour=9), [], T0).granted
-    assert judge(CALimits(), "corp", Usage(open=500, last_hour=5000), [], T0).granted
+    assert judge_order(CALimits(10, 2), "corp", Usage(open=1, last_hour=9), [], T0).granted
+    assert judge_order(CALimits(), "corp", Usage(open=500, last_hour=5000), [], T0).granted
 
 
 def test_judge_concurrent_limit_names_the_key_and_rechecks_soon():
-    v = judge(CALimits(0, 2), "corp", Usage(open=2, last_hour=2), [], T0)
+    v = judge_order(CALimits(0, 2), "corp", Usage(open=2, last_hour=2), [], T0)
     assert not v.granted and v.retry_at is not None and T0 < v.retry_at <= T0 + timedelta(minutes=5)
     assert "[ca.corp] concurrent_orders" in v.reason
 
 
 def test_judge_hourly_limit_waits_until_the_oldest_order_ages_out():
     starts = [T0 - timedelta(minutes=50), T0 - timedelta(minutes=20), T0 - timedelta(minutes=5)]
-    v = judge(CALimits(3, 0), "corp", Usage(open=0, last_hour=3), starts, T0)
+    v = judge_order(CALimits(3, 0), "corp", Usage(open=0, last_hour=3), starts, T0)
     assert not v.granted and v.retry_at == starts[0] + HOUR
     assert "[ca.corp] orders_per_hour" in v.reason
 

@@ -127,7 +127,7 @@ def test_run_logs_the_warnings_before_serving(tmp_path, monkeypatch):
     """`run` logs exposure warnings; `serve` is replaced so nothing listens."""
     served = []
 
-    async def fake_serve(config):
+    async def fake_serve(config, **_):
         served.append(config)
 
     monkeypatch.setattr(cmd_run, "serve", fake_serve)

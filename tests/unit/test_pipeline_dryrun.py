@@ -11,7 +11,7 @@ import pytest
 from lab.pki import CA
 from monitor.probe import Prober, TrustStore
 from renewers import pipeline as pipeline_module
-from renewers.ca.base import Capabilities
+from renewers.ca.base import CACapabilities
 from renewers.expressway import OperationUnsupported, SystemInfo, ZoneState
 from renewers.pipeline import DRY_RUN_STAGES, STAGES, Advance, dry_run
 from tests.unit.test_pipeline_runner import config
@@ -66,8 +66,8 @@ class FakeCA:
     def __init__(self, ekus: frozenset[str] | None) -> None:
         self.ekus = ekus
 
-    def capabilities(self) -> Capabilities:
-        return Capabilities(kind="fake", ekus=self.ekus)
+    def capabilities(self) -> CACapabilities:
+        return CACapabilities(kind="fake", ekus=self.ekus)
 
     async def submit(self, csr):
         raise AssertionError("the dry run never submits")

@@ -25,7 +25,7 @@ from renewers.pipeline import (
     Context,
     Failed,
     IssuedCert,
-    Reason,
+    OutcomeReason,
     RecordError,
     RenewalRecord,
     TrustedCa,
@@ -140,7 +140,7 @@ async def test_csr_never_discards_a_pending_csr_for_other_names(cfg):
     box = FakeBox(pending=make_csr("other.example.com"))
     ctx = context(cfg, box, RenewalRecord(plan=PLAN))
     outcome = await stage_csr(ctx)
-    assert isinstance(outcome, Blocked) and outcome.reason == Reason.CSR_PENDING_MISMATCH
+    assert isinstance(outcome, Blocked) and outcome.reason == OutcomeReason.CSR_PENDING_MISMATCH
     assert "other.example.com" in outcome.why and "it is kept" in outcome.why
     assert box.generated == [] and ctx.record.csr_pem is None
 
@@ -204,7 +204,7 @@ async def test_install_retries_with_backoff_when_the_box_does_not_show_the_uploa
     outcome = await stage_install(ctx)
     assert isinstance(outcome, Failed) and "does not show the new certificate" in outcome.why
     assert outcome.retry_at == NOW + RETRY_BACKOFF[2]
-    assert outcome.reason == Reason.UPLOAD_NOT_SHOWN
+    assert outcome.reason == OutcomeReason.UPLOAD_NOT_SHOWN
     assert ctx.record.installed_sha256 is None
 
 
@@ -214,15 +214,15 @@ async def test_install_retries_with_backoff_when_the_box_does_not_show_the_uploa
 @pytest.mark.parametrize(
     ("error", "kind", "reason"),
     [
-        (CARequestError("ca: refused", reason="refused", retryable=False), Blocked, Reason.CA_REFUSED),
-        (CARequestError("ca: 503", reason="unavailable", retryable=True), Failed, Reason.CA_UNAVAILABLE),
-        (CAError("ca: down"), Failed, Reason.CA_UNAVAILABLE),
-        (OperationUnsupported("e1: no zone status"), Blocked, Reason.DEVICE_REFUSED),
-        (DeviceError("e1: 500"), Failed, Reason.DEVICE_UNAVAILABLE),
-        (RecordError("r1: bad record"), Blocked, Reason.OPERATOR_ACTION),
-        (ConnectionResetError("reset"), Failed, Reason.NETWORK),
-        (TimeoutError(), Failed, Reason.NETWORK),
-        (KeyError("x"), Failed, Reason.UNEXPECTED),
+        (CARequestError("ca: refused", reason="refused", retryable=False), Blocked, OutcomeReason.CA_REFUSED),
+        (CARequestError("ca: 503", reason="unavailable", retryable=True), Failed, OutcomeReason.CA_UNAVAILABLE),
+        (CAError("ca: down"), Failed, OutcomeReason.CA_UNAVAILABLE),
+        (OperationUnsupported("e1: no zone status"), Blocked, OutcomeReason.DEVICE_REFUSED),
+        (DeviceError("e1: 500"), Failed, OutcomeReason.DEVICE_UNAVAILABLE),
+        (RecordError("r1: bad record"), Blocked, OutcomeReason.OPERATOR_ACTION),
+        (ConnectionResetError("reset"), Failed, OutcomeReason.NETWORK),
+        (TimeoutError(), Failed, OutcomeReason.NETWORK),
+        (KeyError("x"), Failed, OutcomeReason.UNEXPECTED),
     ],
 )  # fmt: skip
 def test_an_error_becomes_an_outcome_with_its_reason(cfg, error, kind, reason):

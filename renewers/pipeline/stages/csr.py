@@ -17,7 +17,7 @@ from renewers.pipeline.outcomes import (
     Advance,
     Blocked,
     Outcome,
-    Reason,
+    OutcomeReason,
 )
 from renewers.validate import (
     Plan,
@@ -50,7 +50,7 @@ async def stage_csr(ctx: Context) -> Outcome:
                 "discarded CSR cannot be installed): get it signed and installed by hand, or "
                 "discard it on the box (Maintenance > Security > Server certificate), then run "
                 f"'expressway-certd renew {ctx.target.name} --now'",
-                Reason.CSR_PENDING_MISMATCH,
+                OutcomeReason.CSR_PENDING_MISMATCH,
             )
         subject = dict(renewal.subject)
         csr = await box.generate_csr(

@@ -10,7 +10,7 @@ from renewers.pipeline.context import (
 from renewers.pipeline.outcomes import (
     Advance,
     Outcome,
-    Reason,
+    OutcomeReason,
 )
 
 
@@ -27,7 +27,7 @@ async def stage_install(ctx: Context) -> Outcome:
             return retry(
                 ctx,
                 "the box accepted the upload but does not show the new certificate",
-                Reason.UPLOAD_NOT_SHOWN,
+                OutcomeReason.UPLOAD_NOT_SHOWN,
             )
     ctx.update(installed_sha256=sha256_of(leaf))
     return Advance(f"uploaded {sha256_of(leaf)[:16]} (active after restart)")

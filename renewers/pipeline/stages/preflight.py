@@ -16,7 +16,7 @@ from renewers.pipeline.outcomes import (
     Advance,
     Blocked,
     Outcome,
-    Reason,
+    OutcomeReason,
 )
 from renewers.validate import (
     make_plan,
@@ -60,7 +60,7 @@ async def stage_preflight(ctx: Context) -> Outcome:
         plan, ctx.ca_name, ctx.ca.capabilities().ekus, acme_scheduler=snap.acme_scheduler
     )
     if problems:
-        return Blocked("; ".join(p.message for p in problems), Reason.PREFLIGHT_REFUSED)
+        return Blocked("; ".join(p.message for p in problems), OutcomeReason.PREFLIGHT_REFUSED)
     names = {"1.3.6.1.5.5.7.3.1": "serverAuth", "1.3.6.1.5.5.7.3.2": "clientAuth"}
     ekus = "+".join(names.get(e, e) for e in plan.required_eku)
     return Advance(f"SANs {', '.join(plan.sans)}; EKU {ekus} (rule {plan.eku_rule})")

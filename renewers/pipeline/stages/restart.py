@@ -16,7 +16,7 @@ from renewers.pipeline.context import (
 from renewers.pipeline.outcomes import (
     Advance,
     Outcome,
-    Reason,
+    OutcomeReason,
     Wait,
 )
 
@@ -69,7 +69,7 @@ async def stage_restart(ctx: Context) -> Outcome:
                     ctx,
                     f"restarted (via {how}) but not serving the new certificate on "
                     f"{', '.join(stale)}",
-                    Reason.RESTART_NOT_SERVING,
+                    OutcomeReason.RESTART_NOT_SERVING,
                 )
             await asyncio.sleep(0.5)
     return Advance(f"restarted via {how}; serving the new certificate on every endpoint")

@@ -17,7 +17,7 @@ from renewers.pipeline.outcomes import (
     Advance,
     Blocked,
     Outcome,
-    Reason,
+    OutcomeReason,
 )
 from renewers.pipeline.record import TrustedCa
 from renewers.trust import pinned_anchors, trust_path
@@ -54,7 +54,7 @@ async def stage_validate(ctx: Context) -> Outcome:
             "cannot be verified; set [daemon] trust_bundle (the roots your Expressways trust) "
             f"or [ca.{ctx.ca_name}] trust_anchors, then run "
             f"'expressway-certd renew {ctx.target.name} --now'",
-            Reason.NO_TRUST_ANCHOR,
+            OutcomeReason.NO_TRUST_ANCHOR,
         )
     problems = validate(ctx.plan, issuance, ctx.now(), anchors)
     if problems:
@@ -70,7 +70,7 @@ async def stage_validate(ctx: Context) -> Outcome:
                 if untrusted
                 else ""
             ),
-            Reason.VALIDATE_REFUSED,
+            OutcomeReason.VALIDATE_REFUSED,
         )
     facts = facts_from_x509(issuance.leaf)
     ca_changed = facts.aki != ctx.snapshot.aki
@@ -104,7 +104,7 @@ def pinned_path(ctx: Context, stage: str) -> list[x509.Certificate] | Blocked:
             "anchor, so no CA certificate may go to any trust store; nothing was installed or "
             f"trusted; {anchors.fix}, then run 'expressway-certd renew {ctx.target.name} --now' "
             f"(or 'expressway-certd cancel {ctx.renewal_id}')",
-            Reason.CA_NOT_PINNED,
+            OutcomeReason.CA_NOT_PINNED,
         )
     path = trust_path(ctx.leaf(), ctx.chain(), anchors)
     if path is None:
@@ -114,6 +114,6 @@ def pinned_path(ctx: Context, stage: str) -> list[x509.Certificate] | Blocked:
             f"wrong, hand in the right one ('expressway-certd provide {ctx.renewal_id} --cert "
             f"CERT.pem --chain CHAIN.pem'); if the CA is right, {anchors.fix} and run "
             f"'expressway-certd renew {ctx.target.name} --now'",
-            Reason.CA_NOT_PINNED,
+            OutcomeReason.CA_NOT_PINNED,
         )
     return path

@@ -11,7 +11,7 @@ from renewers.pipeline.outcomes import (
     Advance,
     Blocked,
     Outcome,
-    Reason,
+    OutcomeReason,
     Wait,
 )
 from renewers.pipeline.stages.restart import served_everywhere
@@ -47,5 +47,5 @@ async def stage_verify(ctx: Context) -> Outcome:
         f"{ctx.target.name}: after installing, "
         + "; ".join(problems)
         + ": check the traversal peer's trusted CA list and the box's alarms",
-        Reason.VERIFY_TIMEOUT,
+        OutcomeReason.VERIFY_TIMEOUT,
     )
