@@ -19,6 +19,7 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives import hashes
 
 from lab.est import ESTSimulator
@@ -42,6 +43,8 @@ def sha256(sim: ExpresswaySim) -> str:
     return sim.served_cert.fingerprint(hashes.SHA256()).hex()
 
 
+# ~20 daemon processes started and killed in turn: minutes on a busy 2-core machine.
+@pytest.mark.timeout(600)
 async def test_sigkill_at_every_stage_boundary_renews_exactly_once(tmp_path: Path) -> None:
     chains = [KILL_POINTS[i::3] for i in range(3)]
     await asyncio.gather(*(kill_chain(tmp_path / f"chain{i}", c) for i, c in enumerate(chains)))
