@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 
 from monitor.config import Config, ExpresswayConfig, UnifiedCMConfig
@@ -149,16 +148,6 @@ def _required(value: T | None, name: str, ctx: Context) -> T:
 
 def sha256_of(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
-
-
-def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    if cert.issuer != issuer.subject:
-        return False
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
 
 
 def retry(ctx: Context, why: str, reason: OutcomeReason) -> Failed:

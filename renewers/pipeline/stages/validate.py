@@ -10,7 +10,6 @@ from cryptography import x509
 from monitor.facts import cert_pem, facts_from_x509
 from renewers.pipeline.context import (
     Context,
-    issued_by,
     sha256_of,
 )
 from renewers.pipeline.outcomes import (
@@ -20,7 +19,7 @@ from renewers.pipeline.outcomes import (
     OutcomeReason,
 )
 from renewers.pipeline.record import TrustedCa
-from renewers.trust import pinned_anchors, trust_path
+from renewers.trust import issued_by, pinned_anchors, trust_path
 from renewers.validate import (
     Issuance,
     validate,
