@@ -36,7 +36,10 @@ MAY_BE_FALLBACK = (
     "expressway_ca_errors_total",
     "expressway_cert_lint_finding",  # the lab's certificates draw no lint advisory
     "expressway_served_cert_mismatch",  # every port serves what the box reports installed
-    # exported only once `expressway-certd trust-map` has written <data_dir>/trust-map.json
+    # the lab's boxes run X15.4: no X15.5 client certificate is read, so no series for it
+    "expressway_client_cert_status",
+    "expressway_client_cert_read_timestamp_seconds",
+    # exported after the daemon's first trust-map run (or a `trust-map` run's trust-map.json)
     "expressway_trust_relation_ok",
     "expressway_trust_relation_break_timestamp_seconds",
     "expressway_trust_map_generated_timestamp_seconds",
