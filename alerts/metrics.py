@@ -19,6 +19,7 @@ from alerts.exposition import label_value
 from monitor.backlog import Backlog
 from monitor.clientcert import STATUSES, ClientCertState
 from monitor.config import ExpresswayConfig
+from monitor.facts import CertFacts
 from monitor.policy import Drift
 from monitor.store import RenewalRow
 from monitor.watch import EndpointState, Key
@@ -194,15 +195,8 @@ class StateExposition:
             live_info.add(
                 (st.target, ep.host, ep.port, facts.sha256, ep.service, exp.cluster, exp.role)
             )
-            server = f'cert_kind="server",{labels}'
-            rows["expressway_cert_not_after_timestamp_seconds"].append(
-                f"{{{server}}} {_num(facts.not_after.timestamp())}"
-            )
-            rows["expressway_cert_not_before_timestamp_seconds"].append(
-                f"{{{server}}} {_num(facts.not_before.timestamp())}"
-            )
+            _kind_rows(rows, f'cert_kind="server",{labels}', facts, eku_ok=not st.eku_problem)
             rows["expressway_cert_info"].append(f"{{{self._info(st, exp)}}} 1.0")
-            rows["expressway_cert_eku_ok"].append(f"{{{server}}} {0.0 if st.eku_problem else 1.0}")
             rows["expressway_cert_san_ok"].append(f"{{{labels}}} {0.0 if st.san_problem else 1.0}")
             rows["expressway_cert_chain_ok"].append(
                 f"{{{labels}}} {1.0 if st.chain_verified else 0.0}"
@@ -255,14 +249,18 @@ def _client_rows(rows: dict[str, list[str]], cc: ClientCertState) -> None:
     facts = cc.facts
     if facts is None:
         return
-    client = f'cert_kind="client",{labels}'
+    _kind_rows(rows, f'cert_kind="client",{labels}', facts, eku_ok=not cc.eku_problem)
+
+
+def _kind_rows(rows: dict[str, list[str]], labels: str, facts: CertFacts, *, eku_ok: bool) -> None:
+    """The series a certificate has whichever kind it is (`labels` carry its cert_kind)."""
     rows["expressway_cert_not_after_timestamp_seconds"].append(
-        f"{{{client}}} {_num(facts.not_after.timestamp())}"
+        f"{{{labels}}} {_num(facts.not_after.timestamp())}"
     )
     rows["expressway_cert_not_before_timestamp_seconds"].append(
-        f"{{{client}}} {_num(facts.not_before.timestamp())}"
+        f"{{{labels}}} {_num(facts.not_before.timestamp())}"
     )
-    rows["expressway_cert_eku_ok"].append(f"{{{client}}} {0.0 if cc.eku_problem else 1.0}")
+    rows["expressway_cert_eku_ok"].append(f"{{{labels}}} {1.0 if eku_ok else 0.0}")
 
 
 # ---- renewals -------------------------------------------------------------------------------

@@ -3,7 +3,6 @@ what it refuses to act on: served certificates that the box itself does not repo
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from monitor.probe import Prober, TrustStore
 from monitor.store import RenewalRow, Store
 from renewers.ca.base import RenewalWindow
 from renewers.manager import RenewalManager, stable_jitter
+from tests.unit.fakes import FakeDevices
 
 
 class FakeCA:
@@ -47,18 +47,6 @@ class FakeBox:
         if self.down:
             raise DeviceError("e1: GET /api/provisioning/certs/server: connection refused")
         return self.cert
-
-
-class FakeDevices:
-    def __init__(self, box: FakeBox) -> None:
-        self.box = box
-
-    @asynccontextmanager
-    async def expressway(self, target):
-        yield self.box
-
-    def unified_cm(self, ucm):
-        raise AssertionError("the manager never talks to Unified CM")
 
 
 def served(cert, *, verified: bool = True, endpoint: str = "e1.example.com:443") -> ServedCert:

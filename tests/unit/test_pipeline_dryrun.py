@@ -4,8 +4,6 @@ would record, a refusal is the stage's own outcome, and nothing past preflight r
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
-
 import pytest
 
 from lab.pki import CA
@@ -14,6 +12,7 @@ from renewers import pipeline as pipeline_module
 from renewers.ca.base import CACapabilities
 from renewers.expressway import OperationUnsupported, SystemInfo, ZoneState
 from renewers.pipeline import DRY_RUN_STAGES, STAGES, Advance, dry_run
+from tests.unit.fakes import FakeDevices
 from tests.unit.test_pipeline_runner import config
 
 SERVER_AUTH, CLIENT_AUTH = "1.3.6.1.5.5.7.3.1", "1.3.6.1.5.5.7.3.2"
@@ -50,18 +49,6 @@ class FakeBox:
         return None
 
 
-class FakeDevices:
-    def __init__(self, box: FakeBox) -> None:
-        self.box = box
-
-    @asynccontextmanager
-    async def expressway(self, target):
-        yield self.box
-
-    def unified_cm(self, ucm):
-        raise AssertionError("the dry run never touches Unified CM")
-
-
 class FakeCA:
     def __init__(self, ekus: frozenset[str] | None) -> None:
         self.ekus = ekus
@@ -81,7 +68,13 @@ def current():
 
 async def run(tmp_path, box, ca):
     cfg = config(tmp_path)
-    return await dry_run(cfg, cfg.target("e1"), ca, FakeDevices(box), Prober(TrustStore([])))
+    return await dry_run(
+        cfg,
+        cfg.target("e1"),
+        ca,
+        FakeDevices(box, "the dry run never touches Unified CM"),
+        Prober(TrustStore([])),
+    )
 
 
 async def test_the_dry_run_records_what_snapshot_and_preflight_would(tmp_path, current):

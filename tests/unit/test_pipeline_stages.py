@@ -5,7 +5,6 @@ before it uploads and retries with backoff when the box does not show the upload
 from __future__ import annotations
 
 import dataclasses
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -36,6 +35,7 @@ from renewers.pipeline import (
 )
 from renewers.pipeline.context import outcome_of_error
 from renewers.validate import Plan
+from tests.unit.fakes import FakeDevices
 from tests.unit.test_pipeline_runner import config
 
 NOW = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
@@ -84,18 +84,6 @@ class FakeBox:
         self.uploads.append(leaf)
         if self.shows_upload:
             self.installed = leaf
-
-
-class FakeDevices:
-    def __init__(self, box: FakeBox) -> None:
-        self.box = box
-
-    @asynccontextmanager
-    async def expressway(self, target):
-        yield self.box
-
-    def unified_cm(self, ucm):
-        raise AssertionError("not used")
 
 
 @pytest.fixture
