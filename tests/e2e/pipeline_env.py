@@ -17,6 +17,7 @@ from monitor.probe import Prober, TrustStore
 from monitor.store import Store
 from renewers.ca import build_connector
 from renewers.pipeline import Pipeline
+from tests.keypool import KEY_POOL
 
 
 @dataclass
@@ -40,8 +41,13 @@ async def renewal_env(
     est = ESTSimulator().start()
     try:
         # Restart delays short (they only make the run wait); tests of timing set their own.
+        # CSR keys from the test pool: no RSA-4096 generation per renewal.
         lab = Lab(
-            tmp_path / "lab", version=version, restart_seconds=0.2, service_restart_seconds=0.05
+            tmp_path / "lab",
+            version=version,
+            restart_seconds=0.2,
+            service_restart_seconds=0.05,
+            csr_keys=KEY_POOL,
         )
         async with lab:
             path = lab.write_config(tmp_path / "certd.toml")
