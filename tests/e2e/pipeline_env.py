@@ -16,7 +16,7 @@ from monitor.events import Event, EventBus
 from monitor.probe import Prober, TrustStore
 from monitor.store import Store
 from renewers.ca import build_connector
-from renewers.pipeline import Pipeline
+from renewers.pipeline import ConfiguredDevices, Pipeline
 from tests.keypool import KEY_POOL
 
 
@@ -68,7 +68,9 @@ async def renewal_env(
             connectors = {
                 name: build_connector(ca, config.daemon.data_dir) for name, ca in config.cas.items()
             }
-            pipeline = Pipeline(config, store, bus, prober, connectors)
+            # The lab's services restart in a blink: poll their status every 0.1 s, not 2 s.
+            devices = ConfiguredDevices(cucm_overrides={"poll_interval": 0.1})
+            pipeline = Pipeline(config, store, bus, prober, connectors, devices=devices)
             try:
                 yield Env(lab, est, config, store, pipeline, events)
             finally:
