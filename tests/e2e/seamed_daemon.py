@@ -1,11 +1,13 @@
 """A test-only entry point: the same daemon as `expressway-certd run --config FILE`, built
 with a fault seam that SIGKILLs its own process at one named point of the renewal pipeline
-(renewers/pipeline/context.py FaultSeam lists the points).
+(renewers/pipeline/context.py FaultSeam lists the points), and/or device clients that poll
+the lab's Unified CM services faster than the real client's 2 s.
 
-    python -m tests.e2e.seamed_daemon --config FILE --kill-at [TARGET:]POINT
+    python -m tests.e2e.seamed_daemon --config FILE [--kill-at [TARGET:]POINT]
+                                      [--cucm-poll SECONDS]
 
 `POINT` alone matches any target; `TARGET:POINT` only that target. Production code has no
-such hook: the seam is a constructor argument the real daemon never receives.
+such hook: the seam and the devices are constructor arguments the real daemon never receives.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from expressway_certd.cmd_run import start_service
-from renewers.pipeline import FaultSeam
+from renewers.pipeline import ConfiguredDevices, FaultSeam
 
 
 def kill_at(wanted: str) -> FaultSeam:
@@ -33,9 +36,15 @@ def kill_at(wanted: str) -> FaultSeam:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="seamed_daemon")
     parser.add_argument("--config", "-c", required=True)
-    parser.add_argument("--kill-at", required=True, help="[TARGET:]POINT")
+    parser.add_argument("--kill-at", help="[TARGET:]POINT")
+    parser.add_argument("--cucm-poll", type=float, help="Unified CM service poll interval (s)")
     args = parser.parse_args(argv)
-    return start_service(args.config, renewal_options={"fault_seam": kill_at(args.kill_at)})
+    options: dict[str, Any] = {}
+    if args.kill_at:
+        options["fault_seam"] = kill_at(args.kill_at)
+    if args.cucm_poll:
+        options["devices"] = ConfiguredDevices(cucm_overrides={"poll_interval": args.cucm_poll})
+    return start_service(args.config, renewal_options=options)
 
 
 if __name__ == "__main__":
