@@ -27,6 +27,7 @@ from monitor.config_base import redact_url
 from monitor.errors import StoreError
 from monitor.events import Event
 from monitor.migrations import SchemaStatus
+from monitor.sessionlock import SessionLocks
 
 metadata = sa.MetaData()
 
@@ -270,6 +271,10 @@ class Store:
         self._upsert_stmt: Any = None
         self.schema: SchemaStatus | None = None  # after open: where the schema stands
         self.schema_before: SchemaStatus | None = None  # ... and where it stood before
+        # PostgreSQL's session advisory locks (monitor/sessionlock.py); SQLite has none.
+        self.session_locks: SessionLocks | None = (
+            SessionLocks(engine.url, self.url) if engine.dialect.name == "postgresql" else None
+        )
 
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
@@ -301,6 +306,8 @@ class Store:
         return store
 
     async def close(self) -> None:
+        if self.session_locks is not None:
+            await self.session_locks.aclose()
         await self._engine.dispose()
 
     @property

@@ -1,0 +1,138 @@
+"""PostgreSQL session-level advisory locks, each held on a database connection of its own.
+
+A process working a renewal holds `pg_try_advisory_lock` on a connection it keeps open until it
+lets go; PostgreSQL drops the lock when that session ends, however it ends (the process exits,
+is SIGKILLed, its host vanishes and the server notices the dead socket). So another replica
+that can take the lock knows the holder's session is gone, without waiting out a lease TTL
+(renewers/pipeline/locks.py decides what that allows).
+
+The keys use PostgreSQL's two-integer key space (`pg_try_advisory_lock(int4, int4)`), which
+the documentation says does not overlap the single-bigint space that the schema migrations
+(monitor/migrations) and the CA order limits (renewers/calimit.py) lock in. The two integers
+are the 64-bit BLAKE2b digest of the lock's name ("renewal:<id>"), so two names share a key
+only by a 2**-64 chance.
+
+Each lock has its own connection from an engine without a pool (NullPool): letting go closes
+that connection, so no lock can ever ride back into a pool with a reused connection, and the
+locks never take connections from the store's pool (whose heartbeats and writes must not
+wait behind long stages). A bounded number of locks is held at a time per process (`limit`);
+one more waits for a free place. SQLite has no such locks: the store offers none there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import struct
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from monitor.errors import StoreError
+
+log = structlog.get_logger("monitor.sessionlock")
+
+# How many session locks (connections) one process holds at most at a time.
+LIMIT = 16
+
+
+def advisory_key(name: str) -> tuple[int, int]:
+    """The two signed 32-bit keys of `name` in PostgreSQL's two-integer advisory key space."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    first, second = struct.unpack(">ii", digest)
+    return int(first), int(second)
+
+
+def _keys(name: str) -> tuple[sa.ColumnElement[Any], sa.ColumnElement[Any]]:
+    first, second = advisory_key(name)
+    return sa.literal(first, sa.Integer), sa.literal(second, sa.Integer)
+
+
+class SessionLock:
+    """One held lock and the connection (session) that holds it. `release()` closes the
+    connection, which drops the lock; it is safe to call twice."""
+
+    def __init__(self, name: str, conn: AsyncConnection, driver: Any, slot: asyncio.Semaphore):
+        self.name = name
+        self._conn: AsyncConnection | None = conn
+        self._driver = driver  # asyncpg's connection: terminate() closes it without awaiting
+        self._slot = slot
+
+    @property
+    def held(self) -> bool:
+        return self._conn is not None
+
+    async def release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            await _close(conn, self._driver)
+        finally:
+            self._slot.release()
+
+
+async def _close(conn: AsyncConnection, driver: Any) -> None:
+    """Close the lock's connection; when that cannot finish (cancelled again, the server
+    unreachable), drop the socket at once: the server then ends the session and its locks."""
+    try:
+        await conn.close()
+    except BaseException:
+        if driver is not None:
+            driver.terminate()
+        raise
+
+
+class SessionLocks:
+    """Takes session locks in one PostgreSQL database (`url`, the store's)."""
+
+    def __init__(self, url: sa.URL, shown: str, *, limit: int = LIMIT) -> None:
+        self._url = url
+        self._shown = shown  # the URL without its password, for errors
+        self._engine: AsyncEngine | None = None
+        self._slots = asyncio.Semaphore(limit)
+
+    def _engine_now(self) -> AsyncEngine:
+        if self._engine is None:
+            self._engine = create_async_engine(self._url, poolclass=NullPool)
+        return self._engine
+
+    async def try_lock(self, name: str) -> SessionLock | None:
+        """Take `name` on a new connection of its own and keep it; None when another session
+        holds it (its holder is alive). Raises StoreError when the database cannot be asked."""
+        await self._slots.acquire()
+        conn: AsyncConnection | None = None
+        driver: Any = None
+        try:
+            conn = await self._engine_now().connect()
+            # No transaction stays open while the lock is held for minutes.
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            driver = (await conn.get_raw_connection()).driver_connection
+            got = await conn.scalar(sa.select(sa.func.pg_try_advisory_lock(*_keys(name))))
+        except BaseException as exc:
+            try:
+                if conn is not None:
+                    await _close(conn, driver)
+            finally:
+                self._slots.release()
+            if isinstance(exc, sa.exc.SQLAlchemyError | OSError):
+                raise StoreError(
+                    f"lock {name}: cannot take its session lock in {self._shown}: {exc}; check "
+                    "that PostgreSQL is reachable"
+                ) from exc
+            raise
+        if not got:
+            try:
+                await _close(conn, driver)
+            finally:
+                self._slots.release()
+            return None
+        return SessionLock(name, conn, driver, self._slots)
+
+    async def aclose(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
