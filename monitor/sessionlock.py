@@ -15,8 +15,11 @@ only by a 2**-64 chance.
 Each lock has its own connection from an engine without a pool (NullPool): letting go closes
 that connection, so no lock can ever ride back into a pool with a reused connection, and the
 locks never take connections from the store's pool (whose heartbeats and writes must not
-wait behind long stages). A bounded number of locks is held at a time per process (`limit`);
-one more waits for a free place. SQLite has no such locks: the store offers none there.
+wait behind long stages). A bounded number of locks of one kind (the name's prefix before
+":", e.g. "renewal" or "lease") is held at a time per process (`limit`); one more waits for a
+free place. Each kind has places of its own, so a holder of a renewal's lock can always get
+a named lease's (a stage takes one while its renewal is held): no two kinds wait on each
+other. SQLite has no such locks: the store offers none there.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from monitor.errors import StoreError
 
 log = structlog.get_logger("monitor.sessionlock")
 
-# How many session locks (connections) one process holds at most at a time.
+# How many session locks (connections) of one kind one process holds at most at a time.
 LIMIT = 16
 
 
@@ -93,7 +96,8 @@ class SessionLocks:
         self._url = url
         self._shown = shown  # the URL without its password, for errors
         self._engine: AsyncEngine | None = None
-        self._slots = asyncio.Semaphore(limit)
+        self._limit = limit
+        self._slots: dict[str, asyncio.Semaphore] = {}  # kind -> its places
 
     def _engine_now(self) -> AsyncEngine:
         if self._engine is None:
@@ -103,7 +107,8 @@ class SessionLocks:
     async def try_lock(self, name: str) -> SessionLock | None:
         """Take `name` on a new connection of its own and keep it; None when another session
         holds it (its holder is alive). Raises StoreError when the database cannot be asked."""
-        await self._slots.acquire()
+        slots = self._slots.setdefault(name.partition(":")[0], asyncio.Semaphore(self._limit))
+        await slots.acquire()
         conn: AsyncConnection | None = None
         driver: Any = None
         try:
@@ -117,7 +122,7 @@ class SessionLocks:
                 if conn is not None:
                     await _close(conn, driver)
             finally:
-                self._slots.release()
+                slots.release()
             if isinstance(exc, sa.exc.SQLAlchemyError | OSError):
                 raise StoreError(
                     f"lock {name}: cannot take its session lock in {self._shown}: {exc}; check "
@@ -128,9 +133,9 @@ class SessionLocks:
             try:
                 await _close(conn, driver)
             finally:
-                self._slots.release()
+                slots.release()
             return None
-        return SessionLock(name, conn, driver, self._slots)
+        return SessionLock(name, conn, driver, slots)
 
     async def aclose(self) -> None:
         if self._engine is not None:

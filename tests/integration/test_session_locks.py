@@ -32,7 +32,7 @@ from monitor.config import load_config
 from monitor.errors import CertdError, StoreError
 from monitor.events import EventBus
 from monitor.probe import Prober, TrustStore
-from monitor.sessionlock import advisory_key
+from monitor.sessionlock import SessionLocks, advisory_key
 from monitor.store import RenewalRow, Store, leases, renewals
 from renewers.manager import RenewalManager
 from renewers.pipeline import LEASE, Pipeline, holding
@@ -355,3 +355,36 @@ async def test_renewal_keys_live_apart_from_the_single_key_locks(store):
         assert await locks.try_lock(name) is None  # the two-key lock itself is still held
     finally:
         await held.release()
+
+
+async def test_locks_of_one_kind_are_bounded_and_kinds_do_not_wait_on_each_other(store):
+    assert store.session_locks is not None
+    other = SessionLocks(store.engine.url, store.url)  # another process's
+    ours = SessionLocks(store.engine.url, store.url, limit=2)
+    held = [await ours.try_lock("renewal:one"), await ours.try_lock("renewal:two")]
+    assert all(h is not None for h in held)
+    third = asyncio.create_task(ours.try_lock("renewal:three"))
+    named = await ours.try_lock("lease:restart:c")  # another kind: its own places
+    assert named is not None
+    assert not third.done()  # waits for one of the two renewal places
+    assert held[0] is not None
+    await held[0].release()
+    got = await asyncio.wait_for(third, 30)
+    assert got is not None and len(await lock_sessions(store, "renewal:three")) == 1
+    for h in (held[1], got, named):
+        assert h is not None
+        await h.release()
+        await h.release()  # twice is harmless
+    # A refused try gives its place back at once.
+    theirs = await other.try_lock("renewal:taken")
+    assert theirs is not None
+    try:
+        assert await ours.try_lock("renewal:taken") is None
+        assert await ours.try_lock("renewal:taken") is None
+        free = await asyncio.wait_for(ours.try_lock("renewal:free"), 30)
+        assert free is not None
+        await free.release()
+    finally:
+        await theirs.release()
+        await other.aclose()
+        await ours.aclose()
