@@ -68,6 +68,27 @@ class SessionLock:
     def held(self) -> bool:
         return self._conn is not None
 
+    async def still_held(self) -> bool:
+        """Whether this session still holds the lock, asked on its own connection: False when
+        the connection broke (the server restarted, the network dropped it, an administrator
+        terminated the backend), after which another process may have taken the lock."""
+        if self._conn is None:
+            return False
+        first, second = advisory_key(self.name)
+        query = sa.text(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 "
+            "AND pid = pg_backend_pid() AND granted "
+            "AND classid = CAST(:c AS oid) AND objid = CAST(:o AS oid)"
+        )
+        try:
+            found = await self._conn.scalar(
+                query, {"c": first & 0xFFFFFFFF, "o": second & 0xFFFFFFFF}
+            )
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            log.warning("session lock lost", lock=self.name, error=str(exc))
+            return False
+        return bool(found)
+
     async def release(self) -> None:
         conn, self._conn = self._conn, None
         if conn is None:
@@ -83,7 +104,11 @@ async def _close(conn: AsyncConnection, driver: Any) -> None:
     unreachable), drop the socket at once: the server then ends the session and its locks."""
     try:
         await conn.close()
-    except BaseException:
+    except Exception as exc:  # a broken connection: nothing to close politely
+        log.warning("session lock connection dropped", error=str(exc))
+        if driver is not None:
+            driver.terminate()
+    except BaseException:  # cancelled again while closing: drop it, let the cancel go on
         if driver is not None:
             driver.terminate()
         raise

@@ -145,6 +145,11 @@ class RenewalHold:
     async def claim(self) -> bool:
         """Take (or extend) the renewal's lease; False when a live process holds it."""
         locks = self.store.session_locks
+        if self._session is not None and not await self._session.still_held():
+            # Our session ended under us: another process may hold the renewal now; never
+            # take it back on the strength of a lock that is gone.
+            session, self._session = self._session, None
+            await session.release()
         if locks is not None and self._session is None:
             self._session = await locks.try_lock(f"renewal:{self.renewal_id}")
             if self._session is None:

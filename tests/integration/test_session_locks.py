@@ -388,3 +388,31 @@ async def test_locks_of_one_kind_are_bounded_and_kinds_do_not_wait_on_each_other
         await theirs.release()
         await other.aclose()
         await ours.aclose()
+
+
+async def test_a_holder_whose_session_broke_never_takes_the_renewal_back(pg_url, store):
+    rid = "r-broken"
+    await new_renewal(store, rid, "t-broken")
+    other = await Store.open(pg_url, migrate=False)
+    now = lambda: datetime.now(UTC)  # noqa: E731
+    first, second = f"{ELSEWHERE}:1:first", f"{ELSEWHERE}-2:2:second"
+    try:
+        async with (
+            holding(store, rid, first, now) as ours,
+            holding(other, rid, second, now) as theirs,
+        ):
+            assert await ours.claim()
+            (pid,) = await lock_sessions(store, f"renewal:{rid}")
+            async with store.engine.connect() as conn:  # e.g. the network dropped it
+                assert await conn.scalar(sa.select(sa.func.pg_terminate_backend(pid)))
+            for _ in range(100):
+                if not await lock_sessions(store, f"renewal:{rid}"):
+                    break
+                await asyncio.sleep(0.05)
+            assert await theirs.claim()  # the session is gone: taken over
+            assert not await ours.claim()  # and not taken back by the one that lost it
+            assert (await lease_row(store, rid))[0] == second
+            assert await theirs.claim()  # still theirs
+        assert not await lock_sessions(store, f"renewal:{rid}")
+    finally:
+        await other.close()
