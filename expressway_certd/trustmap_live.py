@@ -6,8 +6,9 @@ Unified CM node's trust stores (certmgr API). The certificate an Expressway pres
 chain the monitor's probe captured (what it really serves), else the one its API reports. Where
 an X15.5+ Expressway is the TLS client (the C on the traversal zone and towards Unified CM) it
 presents its client certificate instead (Cisco doc 225693): the daemon's latest read of it
-(renewers/clientcert.py, `[daemon] client_cert_check`), read here when there is none yet or the
-latest read failed; `trust-map` reads it here. A party that cannot be read is a `Party` with `unread` set, so its relations are unknown and
+(renewers/clientcert.py, `[daemon] client_cert_check`), read here when there is none yet, the
+latest read failed or found a version before X15.5 (an upgrade since shows at once); `trust-map`
+reads it here. A party that cannot be read is a `Party` with `unread` set, so its relations are unknown and
 the others are judged all the same; nothing waits for it longer than its deadline.
 
 `TrustMapper` is what the daemon runs every `[daemon] trust_map_interval`: gather, judge
@@ -31,9 +32,9 @@ import structlog
 from cryptography import x509
 
 from monitor.clientcert import (
-    STATUS_ERROR,
     STATUS_NOT_APPLICABLE,
     STATUS_OK,
+    STATUS_UNPUBLISHED,
     ClientCertState,
     has_client_store,
 )
@@ -137,9 +138,10 @@ async def _client_state(
     known: ClientCertState | None,
     party_seconds: float,
 ) -> ClientCertState | None:
-    """The daemon's latest read; a fresh one when there is none or it failed (and the box's
-    API can be read); None for a box whose client certificate cannot be read."""
-    if known is not None and known.status != STATUS_ERROR:
+    """The daemon's latest read of the client certificate (`ok` or `unpublished`); a fresh one
+    when there is none, it failed, or it said "before X15.5" (the box may have been upgraded
+    since: one sysinfo call), as far as the box's API can be read; None when it cannot."""
+    if known is not None and known.status in (STATUS_OK, STATUS_UNPUBLISHED):
         return known
     if not readable(exp):
         return known

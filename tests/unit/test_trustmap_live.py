@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from expressway_certd.trustmap_live import gather
 from lab.pki import CA
-from monitor.clientcert import STATUS_ERROR, STATUS_OK, ClientCertState
+from monitor.clientcert import STATUS_ERROR, STATUS_NOT_APPLICABLE, STATUS_OK, ClientCertState
 from monitor.config import Config, ExpresswayConfig, UnifiedCMConfig, load_config
 from monitor.endpoint import Endpoint
 from monitor.errors import DeviceError
@@ -299,3 +299,17 @@ def test_x15_4_box_presents_its_server_certificate(tmp_path: Path, pki: dict[str
     assert {j.status for j in got.values()} == {OK}
     # sysinfo said X15.4: no client store, so its resource was never asked for
     assert {b.client_reads for b in d.boxes.values()} == {0}
+
+
+def test_an_upgrade_since_the_daemons_read_is_seen_at_once(
+    tmp_path: Path, pki: dict[str, Any]
+) -> None:
+    """The daemon read the C before its upgrade (not_applicable); the map asks again, finds
+    X15.5 and judges with the client copy, not with the served certificate."""
+    other = pki["other"].issue("expe-c1", ["expe-c1"], key_kind="ec", key_size=256)[0]
+    before = ClientCertState("expe-c1", "h", 443, STATUS_NOT_APPLICABLE, NOW, version="X15.4")
+    d = x15_5(pki, other)
+    got = statuses(config(tmp_path), d, clients={"expe-c1": before})
+    c_to_e = got[("expe-c1", "expe-e1", "trusted-ca")]
+    assert (c_to_e.status, c_to_e.relation.presenter_cert) == (BROKEN, CLIENT_CERT)
+    assert d.boxes["expe-c1"].client_reads == 1
