@@ -75,10 +75,10 @@ async def read_pending(config: Config) -> dict[str, tuple[x509.Certificate, ...]
 
 
 def render(judgements: tuple[Judgement, ...], svg: Path | None) -> str:
-    lines = [f"{'from':<16} {'to':<22} {'relation':<10} {'store':<12} status"]
+    lines = [f"{'from':<22} {'to':<22} {'relation':<10} {'store':<12} status"]
     for j in judgements:
         r = j.relation
-        row = f"{printable(r.presenter_label):<16} {printable(r.verifier):<22} {r.relation:<10} {r.store:<12} {j.status}"
+        row = f"{printable(r.presenter_label):<22} {printable(r.verifier):<22} {r.relation:<10} {r.store:<12} {j.status}"
         if j.reason:
             row += f": {printable(j.reason)}"
         lines.append(row)
