@@ -8,8 +8,11 @@ Three kinds of lock use it: a renewal's own lease (only its holder runs stages),
 at a time changes a Unified CM). On PostgreSQL every holder also keeps a session advisory lock
 of the same name (monitor/sessionlock.py) on a connection of its own while it holds the lease;
 a process that can take that lock knows the lease's holder has no session any more (killed,
-host gone) and takes the lease over at once, wherever the holder ran. SQLite has no sessions
-to judge: there a lease of another host runs out. `exclusive` pairs an in-process
+host gone) and takes the lease over at once, wherever the holder ran. A session that still
+holds the lock after its lease ran out (its host vanished and the server has not noticed) is
+a leftover: the next claimer ends it (Store.end_leftover_session), so such a lease waits no
+longer than it did before session locks. SQLite has no sessions to judge: there a lease of
+another host runs out. `exclusive` pairs an in-process
 asyncio.Lock with the database lease for the named ones. Nothing here knows about stages or
 renewals' contents.
 """
@@ -26,7 +29,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from monitor.sessionlock import SessionLock
+from monitor.sessionlock import SessionLock, SessionLocks
 from monitor.store import Store
 
 log = structlog.get_logger("renewers.pipeline")
@@ -126,6 +129,18 @@ async def take_lease(
     )
 
 
+async def take_session_lock(
+    locks: SessionLocks, name: str, end_leftover: Callable[[], Awaitable[bool]]
+) -> SessionLock | None:
+    """The session lock `name`, or None while a live session holds it. A session that holds
+    it although the lease it guards ran out is a leftover of a vanished host: `end_leftover`
+    ends it (Store.end_leftover_session), then the lock is tried once more."""
+    session = await locks.try_lock(name)
+    if session is None and await end_leftover():
+        session = await locks.try_lock(name)
+    return session
+
+
 class RenewalHold:
     """This process's hold on one renewal: the lease in its row (what SQLite, the owner guard
     of every write and the status display go by) and, on PostgreSQL, the session lock
@@ -150,17 +165,28 @@ class RenewalHold:
             # take it back on the strength of a lock that is gone.
             session, self._session = self._session, None
             await session.release()
+        rid, store = self.renewal_id, self.store
         if locks is not None and self._session is None:
-            self._session = await locks.try_lock(f"renewal:{self.renewal_id}")
+            name = f"renewal:{rid}"
+            self._session = await take_session_lock(
+                locks,
+                name,
+                lambda: store.end_leftover_session(name, self.now(), renewal_id=rid),
+            )
             if self._session is None:
                 return False  # its holder's session is alive: it is working the renewal
-        rid, store = self.renewal_id, self.store
-        return await claim_or_take_over(
+        claimed = await claim_or_take_over(
             f"renewal {rid}",
             lambda gone: store.claim_renewal(rid, self.owner, self.now(), LEASE, take_from=gone),
             lambda: store.renewal_lease_owner(rid),
             session_gone=self._session is not None,
         )
+        if claimed and self._session is not None and not await self._session.still_held():
+            # A peer judged our fresh lock a leftover and ended it just before we claimed:
+            # let go (the peer takes it from here).
+            await store.release_renewal(rid, self.owner)
+            return False
+        return claimed
 
     async def extend(self) -> bool:
         """The heartbeat: push the lease's expiry on while this process works the renewal."""
@@ -209,11 +235,20 @@ async def exclusive(
         session: SessionLock | None = None
         try:
             if store.session_locks is not None:
-                session = await store.session_locks.try_lock(f"lease:{name}")
+                lock_name = f"lease:{name}"
+                session = await take_session_lock(
+                    store.session_locks,
+                    lock_name,
+                    lambda: store.end_leftover_session(lock_name, now(), lease=name),
+                )
                 if session is None:  # its holder's session is alive
                     yield await store.lease_owner(name) or "another process"
                     return
-            if not await take_lease(store, name, owner, now(), session_gone=session is not None):
+            taken = await take_lease(store, name, owner, now(), session_gone=session is not None)
+            if taken and session is not None and not await session.still_held():
+                await store.release_lease(name, owner)  # ended just before we took it
+                taken = False
+            if not taken:
                 yield await store.lease_owner(name) or "another process"
                 return
             try:

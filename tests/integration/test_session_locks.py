@@ -47,13 +47,16 @@ ELSEWHERE = "replica-on-another-host"  # the holder's host in its owner id: not 
 HOLDER = textwrap.dedent(
     """
     import asyncio, os, sys
-    from datetime import UTC, datetime
+    from datetime import UTC, datetime, timedelta
     from monitor.store import Store
     from renewers.pipeline import holding
+    from renewers.pipeline import locks
     from renewers.pipeline.locks import exclusive
 
     async def main():
         url, kind, name, owner = sys.argv[1:5]
+        if len(sys.argv) > 5:  # a short lease, to see it run out while the session stays
+            locks.LEASE = timedelta(seconds=float(sys.argv[5]))
         store = await Store.open(url, migrate=False)
         now = lambda: datetime.now(UTC)
         if kind == "renewal":
@@ -94,9 +97,11 @@ async def new_renewal(store: Store, rid: str, target: str) -> RenewalRow:
     return await store.create_renewal(row)
 
 
-async def start_holder(url: str, kind: str, name: str, owner: str) -> asyncio.subprocess.Process:
+async def start_holder(
+    url: str, kind: str, name: str, owner: str, *lease: str
+) -> asyncio.subprocess.Process:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", HOLDER, url, kind, name, owner,
+        sys.executable, "-c", HOLDER, url, kind, name, owner, *lease,
         stdout=asyncio.subprocess.PIPE, cwd=ROOT,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -155,18 +160,23 @@ async def end_session(store: Store, proc: asyncio.subprocess.Process, how: str, 
     (pid,) = await lock_sessions(store, name)
     async with store.engine.connect() as conn:
         assert await conn.scalar(sa.select(sa.func.pg_terminate_backend(pid)))
-    for _ in range(100):  # the server ends the backend asynchronously
+    await released(store, name)
+
+
+async def released(store: Store, name: str) -> None:
+    """Wait until no session holds `name` (the server ends a backend asynchronously)."""
+    for _ in range(200):
         if not await lock_sessions(store, name):
             return
         await asyncio.sleep(0.05)
-    raise AssertionError(f"backend {pid} still holds {name}")
+    raise AssertionError(f"{name} still held by {await lock_sessions(store, name)}")
 
 
 @asynccontextmanager
 async def holder(
-    url: str, kind: str, name: str, owner: str
+    url: str, kind: str, name: str, owner: str, *lease: str
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    proc = await start_holder(url, kind, name, owner)
+    proc = await start_holder(url, kind, name, owner, *lease)
     try:
         yield proc
     finally:
@@ -405,10 +415,7 @@ async def test_a_holder_whose_session_broke_never_takes_the_renewal_back(pg_url,
             (pid,) = await lock_sessions(store, f"renewal:{rid}")
             async with store.engine.connect() as conn:  # e.g. the network dropped it
                 assert await conn.scalar(sa.select(sa.func.pg_terminate_backend(pid)))
-            for _ in range(100):
-                if not await lock_sessions(store, f"renewal:{rid}"):
-                    break
-                await asyncio.sleep(0.05)
+            await released(store, f"renewal:{rid}")
             assert await theirs.claim()  # the session is gone: taken over
             assert not await ours.claim()  # and not taken back by the one that lost it
             assert (await lease_row(store, rid))[0] == second
@@ -416,3 +423,81 @@ async def test_a_holder_whose_session_broke_never_takes_the_renewal_back(pg_url,
         assert not await lock_sessions(store, f"renewal:{rid}")
     finally:
         await other.close()
+
+
+@pytest.mark.parametrize("kind", ["renewal", "lease"])
+async def test_a_vanished_hosts_leftover_session_is_ended_once_its_lease_runs_out(
+    pg_url, store, kind
+):
+    """A host that vanishes without closing its connections leaves its session on the server
+    (without TCP keepalives, for hours): here the holder is stopped (SIGSTOP), so its socket
+    stays open and its lease stops being renewed. While the lease runs the lock refuses;
+    once it ran out, the next claimer ends that session and takes over."""
+    if kind == "renewal":
+        rid = "r-leftover"
+        await new_renewal(store, rid, "t-leftover")
+        name, lock = rid, f"renewal:{rid}"
+    else:
+        name = "cucm:leftover"
+        lock = f"lease:{name}"
+    now = lambda: datetime.now(UTC)  # noqa: E731
+
+    async def until() -> datetime | None:
+        if kind == "renewal":
+            return (await lease_row(store, name))[1]
+        async with store.engine.connect() as conn:
+            value = await conn.scalar(sa.select(leases.c.until).where(leases.c.name == name))
+            return value
+
+    async def claim() -> bool:
+        if kind == "renewal":
+            async with holding(store, name, me(), now) as hold:
+                return await hold.claim()
+        async with exclusive(name, locks={}, store=store, owner=me(), now=now) as held:
+            return held is None
+
+    async with holder(pg_url, kind, name, f"{ELSEWHERE}:4242:leftover", "6") as proc:
+        os.kill(proc.pid, signal.SIGSTOP)  # its host is gone; the server does not know
+        try:
+            (theirs,) = await lock_sessions(store, lock)
+            expiry = await until()
+            assert expiry is not None and expiry > now()
+            assert not await claim()  # the lease runs: left alone
+            assert await lock_sessions(store, lock) == [theirs]
+            await asyncio.sleep((expiry - now()).total_seconds() + 0.2)  # until it ran out
+            if kind == "renewal":
+                async with holding(store, name, me(), now) as hold:
+                    assert await hold.claim()
+                    assert (await lease_row(store, name))[0] == me()
+                    assert theirs not in await lock_sessions(store, lock)
+            else:
+                async with exclusive(name, locks={}, store=store, owner=me(), now=now) as held:
+                    assert held is None
+                    assert await store.lease_owner(name) == me()
+                    assert theirs not in await lock_sessions(store, lock)
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+
+
+class PeerEndsOurLockFirst(Store):
+    """A store on which a peer ends our fresh session lock (judging it a leftover) between our
+    taking it and our claim of the lease: the race Store.end_leftover_session leaves open."""
+
+    async def claim_renewal(self, renewal_id, owner, now, ttl, *, take_from=None):  # type: ignore[no-untyped-def]
+        (pid,) = await lock_sessions(self, f"renewal:{renewal_id}")
+        async with self.engine.connect() as conn:
+            assert await conn.scalar(sa.select(sa.func.pg_terminate_backend(pid)))
+        await released(self, f"renewal:{renewal_id}")
+        return await super().claim_renewal(renewal_id, owner, now, ttl, take_from=take_from)
+
+
+async def test_a_claim_whose_lock_was_ended_meanwhile_lets_go(pg_url, store):
+    rid = "r-raced"
+    await new_renewal(store, rid, "t-raced")
+    raced = await PeerEndsOurLockFirst.open(pg_url, migrate=False)
+    try:
+        async with holding(raced, rid, me(), lambda: datetime.now(UTC)) as hold:
+            assert not await hold.claim()  # the lease was claimed, then given back
+            assert await lease_row(store, rid) == (None, None)
+    finally:
+        await raced.close()
