@@ -49,6 +49,20 @@ def advisory_key(name: str) -> tuple[int, int]:
     return int(first), int(second)
 
 
+# The sessions holding a session lock: pg_locks shows a two-key advisory lock as classid =
+# first key, objid = second key (both as unsigned oids), objsubid = 2.
+HOLDERS_SQL = (
+    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted "
+    "AND classid = CAST(:c AS oid) AND objid = CAST(:o AS oid)"
+)
+
+
+def holders_params(name: str) -> dict[str, int]:
+    """The bind parameters of HOLDERS_SQL for the lock `name`."""
+    first, second = advisory_key(name)
+    return {"c": first & 0xFFFFFFFF, "o": second & 0xFFFFFFFF}
+
+
 def _keys(name: str) -> tuple[sa.ColumnElement[Any], sa.ColumnElement[Any]]:
     first, second = advisory_key(name)
     return sa.literal(first, sa.Integer), sa.literal(second, sa.Integer)
@@ -64,30 +78,19 @@ class SessionLock:
         self._driver = driver  # asyncpg's connection: terminate() closes it without awaiting
         self._slot = slot
 
-    @property
-    def held(self) -> bool:
-        return self._conn is not None
-
     async def still_held(self) -> bool:
         """Whether this session still holds the lock, asked on its own connection: False when
         the connection broke (the server restarted, the network dropped it, an administrator
         terminated the backend), after which another process may have taken the lock."""
         if self._conn is None:
             return False
-        first, second = advisory_key(self.name)
-        query = sa.text(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 "
-            "AND pid = pg_backend_pid() AND granted "
-            "AND classid = CAST(:c AS oid) AND objid = CAST(:o AS oid)"
-        )
+        query = sa.text(HOLDERS_SQL + " AND pid = pg_backend_pid()")
         try:
-            found = await self._conn.scalar(
-                query, {"c": first & 0xFFFFFFFF, "o": second & 0xFFFFFFFF}
-            )
+            found = (await self._conn.execute(query, holders_params(self.name))).first()
         except (sa.exc.SQLAlchemyError, OSError) as exc:
             log.warning("session lock lost", lock=self.name, error=str(exc))
             return False
-        return bool(found)
+        return found is not None
 
     async def release(self) -> None:
         conn, self._conn = self._conn, None

@@ -28,7 +28,7 @@ from monitor.config_base import redact_url
 from monitor.errors import StoreError
 from monitor.events import Event
 from monitor.migrations import SchemaStatus
-from monitor.sessionlock import SessionLocks, advisory_key
+from monitor.sessionlock import HOLDERS_SQL, SessionLocks, holders_params
 
 log = structlog.get_logger("monitor.store")
 
@@ -621,22 +621,13 @@ class Store:
             query = sa.select(renewals.c.lease_until).where(renewals.c.id == renewal_id)
         else:
             query = sa.select(leases.c.until).where(leases.c.name == lease)
-        first, second = advisory_key(lock)
-        holders = sa.text(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted "
-            "AND classid = CAST(:c AS oid) AND objid = CAST(:o AS oid)"
-        )
         try:
             async with self._write() as conn:
                 until = _aware((await conn.execute(query.with_for_update())).scalar())
                 if until is None or until >= now:
                     return False
-                pids = [
-                    int(r[0])
-                    for r in await conn.execute(
-                        holders, {"c": first & 0xFFFFFFFF, "o": second & 0xFFFFFFFF}
-                    )
-                ]
+                rows = await conn.execute(sa.text(HOLDERS_SQL), holders_params(lock))
+                pids = [int(r[0]) for r in rows]
                 ended = not pids  # nobody holds it any more: worth another try too
                 for pid in pids:
                     done = bool(await conn.scalar(sa.select(sa.func.pg_terminate_backend(pid))))
