@@ -7,8 +7,11 @@ that can take the lock knows the holder's session is gone, without waiting out a
 (renewers/pipeline/locks.py decides what that allows).
 
 The keys use PostgreSQL's two-integer key space (`pg_try_advisory_lock(int4, int4)`), which
-the documentation says does not overlap the single-bigint space that the schema migrations
-(monitor/migrations) and the CA order limits (renewers/calimit.py) lock in. The two integers
+does not overlap the single-bigint space that the schema migrations (monitor/migrations) and
+the CA order limits (renewers/calimit.py) lock in: PostgreSQL's documentation (Advisory Lock
+Functions: "these two key spaces do not overlap"; the pg_locks view tells them apart by
+objsubid, 1 and 2), confirmed on the server by tests/integration/test_session_locks.py (the
+same 64 bits locked in both spaces at once by two sessions). The two integers
 are the 64-bit BLAKE2b digest of the lock's name ("renewal:<id>"), so two names share a key
 only by a 2**-64 chance.
 
