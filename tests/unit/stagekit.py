@@ -72,10 +72,11 @@ def stage_config(
     pinned: bool = True,
     verify_timeout: str = "10m",
     approval: str = "auto",
+    ucm_extra: str = "",
 ) -> Config:
     """e1 (C) renews with CA `portal`; e2 (E) is its traversal peer, e3 a cluster peer of e2;
     `other` is unrelated; Unified CM `cm` has nodes pub and sub. `pinned`: the new root is
-    pinned for the CA (trust_anchors)."""
+    pinned for the CA (trust_anchors); `ucm_extra`: more keys of the Unified CM's table."""
     secret = tmp_path / "pw"
     secret.write_text("pw")
     secret.chmod(0o600)
@@ -96,6 +97,7 @@ def stage_config(
         f'[[expressway]]\nname = "other"\naddress = "other.example.com"\nrole = "e"\n{creds}'
         f'[[unified_cm]]\nname = "cm"\nnodes = ["pub", "sub"]\n{creds}'
         + (f"maintenance_window = {ucm_window}\n" if ucm_window else "")
+        + ucm_extra
         + '[ca.portal]\nkind = "manual"\n'
         + (f'trust_anchors = "{anchors}"\n' if pinned else "")
     )
