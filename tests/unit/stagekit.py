@@ -122,7 +122,7 @@ def snapshot_of(cert: x509.Certificate, role: str = "c", zones: tuple[Any, ...] 
     return Snapshot(
         version="X15.4", role=role, cert_pem=cert_pem(cert), sha256=facts.sha256,
         aki=facts.aki, issuer=facts.issuer, not_after=facts.not_after.isoformat(),
-        sans=tuple(str(s) for s in facts.sans), zones=zones,
+        sans=tuple(str(s) for s in facts.sans), zones=zones, acme_scheduler=False,
     )  # fmt: skip
 
 
