@@ -39,6 +39,7 @@ from monitor.cron import crontab_trigger
 from monitor.durations import Fraction, parse_duration_or_fraction
 from monitor.endpoint import SERVICE_BY_PORT, STARTTLS_PROTOCOLS, Endpoint
 from monitor.errors import ConfigError
+from monitor.policy import DEFAULT_RENEW_BEFORE
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
 DEFAULT_EXPIRY_WINDOWS = (30, 14, 7, 1)
@@ -58,7 +59,6 @@ def default_state_url() -> str:
 
 
 APPROVAL_MODES = ("auto", "manual", "manual-if-ca-changed")
-DEFAULT_RENEW_BEFORE = Fraction(1, 3)
 
 
 @dataclass(frozen=True)

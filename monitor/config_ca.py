@@ -23,7 +23,6 @@ ACME_CHALLENGES = ("dns-01", "http-01", "hook")
 ADCS_AUTH = ("basic", "ntlm", "kerberos")
 EST_OPERATIONS = ("simpleenroll", "simplereenroll")
 TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1")
-EKU_NAMES = tuple(EKU_CONFIG_NAMES)  # what `ekus = [...]` accepts
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
@@ -163,10 +162,12 @@ def _ekus(s: Section) -> frozenset[str] | None:
     value = s.table.get("ekus")
     if value is None:
         return None
-    if not isinstance(value, list) or not all(v in EKU_NAMES for v in value):
+    if not isinstance(value, list) or not all(
+        isinstance(v, str) and v in EKU_CONFIG_NAMES for v in value
+    ):
         raise s.error(
             "ekus",
-            f"must list what the CA puts in certificates, from {list(EKU_NAMES)}; got {value!r}",
+            f"must list what the CA puts in certificates, from {list(EKU_CONFIG_NAMES)}; got {value!r}",
         )
     return frozenset(value)
 
