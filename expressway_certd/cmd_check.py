@@ -23,7 +23,8 @@ from typing import Any
 
 from cryptography import x509
 
-from monitor.config import Config, ExpresswayConfig, load_config
+from expressway_certd.config import load_config
+from monitor.config import Config, ExpresswayConfig
 from monitor.errors import CertParseError, ConfigError
 from monitor.facts import cert_pem, facts_from_x509, facts_json, load_certificates
 from monitor.text import printable

@@ -24,7 +24,6 @@ import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from monitor.config_ca import ESTConfig
 from monitor.facts import EKU_CONFIG_NAMES, pkcs7_certificates
 from renewers.ca.base import (
     CACapabilities,
@@ -39,6 +38,7 @@ from renewers.ca.base import (
     pick_leaf,
     retry_at,
 )
+from renewers.ca.est_config import ESTConfig
 from renewers.ca.httpclient import Reply, StatusWords, basic_auth, raise_for_status, send
 
 _OID_NAMES = {

@@ -38,19 +38,16 @@ from lab.adcs import ADCSSimulator
 from lab.est import ESTSimulator
 from lab.pki import CA, SERVER_AUTH, cert_pem, write_key_and_chain
 from monitor.config import Secret
-from monitor.config_ca import (
-    ACMEConfig,
-    ADCSConfig,
-    CAConfig,
-    ESTConfig,
-    ManualConfig,
-    RFC2136Config,
-)
+from monitor.config_ca import CAConfig
 from renewers.ca.acme import ACMEConnector
+from renewers.ca.acme_config import ACMEConfig, RFC2136Config
 from renewers.ca.adcs import ADCSConnector
+from renewers.ca.adcs_config import ADCSConfig
 from renewers.ca.base import CAConnector, Issued, Pending
 from renewers.ca.est import ESTConnector
+from renewers.ca.est_config import ESTConfig
 from renewers.ca.manual import ManualConnector
+from renewers.ca.manual_config import ManualConfig
 from tests.conftest import need_binary
 
 ZONE = "lab.test"

@@ -21,16 +21,18 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from expressway_certd.config import load_config
 from lab.adcs import LANGUAGES, TEXT, ADCSSimulator
 from lab.est import CMC_RA, ESTSimulator
 from lab.pki import CA, CLIENT_AUTH, SERVER_AUTH, write_key_and_chain
-from monitor.config import Secret, load_config
-from monitor.config_ca import ADCSConfig, ESTConfig
+from monitor.config import Secret
 from monitor.durations import utcnow
 from monitor.errors import CAError, ConfigError
 from renewers.ca.adcs import ADCSConnector
+from renewers.ca.adcs_config import ADCSConfig
 from renewers.ca.base import CARequestError, Issued, Pending
 from renewers.ca.est import ESTConnector
+from renewers.ca.est_config import ESTConfig
 from renewers.ca.httpclient import basic_auth
 from tests.integration.ca_servers import make_csr, until_issued
 

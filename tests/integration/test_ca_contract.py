@@ -28,10 +28,10 @@ from structlog.testing import capture_logs
 from lab.adcs import ADCSSimulator
 from lab.pki import CA
 from monitor.config import Secret
-from monitor.config_ca import ACMEConfig, ESTConfig, RFC2136Config
 from monitor.durations import utcnow
 from monitor.errors import CAError
 from renewers.ca.acme import ACMEConnector
+from renewers.ca.acme_config import ACMEConfig, RFC2136Config
 from renewers.ca.base import (
     CACapabilities,
     CAConnector,
@@ -44,6 +44,7 @@ from renewers.ca.base import (
 )
 from renewers.ca.dns01 import RFC2136Solver
 from renewers.ca.est import ESTConnector
+from renewers.ca.est_config import ESTConfig
 from renewers.ca.hook import HookSolver
 from renewers.ca.http01 import HTTP01Responder
 from renewers.validate import Issuance, Plan, validate

@@ -14,8 +14,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from expressway_certd.config import load_config
 from lab.pki import CA
-from monitor.config import Config, load_config
+from monitor.config import Config
 from monitor.facts import cert_pem, facts_from_x509
 from renewers.pipeline import Context, IssuedCert, RenewalRecord, Snapshot
 from renewers.validate import Plan

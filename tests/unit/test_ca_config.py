@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config import parse_config
-from monitor.config_ca import ACMEConfig, ADCSConfig, ESTConfig, ca_secrets, parse_cas
+from expressway_certd.config import parse_cas, parse_config
 from monitor.errors import ConfigError
+from renewers.ca.acme_config import ACMEConfig
+from renewers.ca.adcs_config import ADCSConfig
+from renewers.ca.est_config import ESTConfig
 
 ACME = """
 [ca.le]
@@ -64,7 +66,7 @@ def test_each_kind_parses_to_its_config() -> None:
     assert acme.rfc2136.zone == "example.com."
     assert isinstance(est, ESTConfig) and est.ekus == frozenset({"serverAuth", "clientAuth"})
     assert isinstance(adcs, ADCSConfig) and adcs.username == "CORP\\svc-certd"
-    assert [s.ref for s in ca_secrets(acme)] == ["env:EAB_HMAC", "file:tsig.secret"]
+    assert [s.ref for s in acme.secrets()] == ["env:EAB_HMAC", "file:tsig.secret"]
     assert "EST_PASSWORD" in repr(est) and "EAB_HMAC" in repr(acme)
 
 

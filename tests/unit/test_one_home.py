@@ -11,9 +11,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("expressway_certd", "monitor", "renewers", "alerts")
 # Conventions: every CLI verb module has register/run (and some render/gather/run_check), every
-# migration upgrade/downgrade; `main` is a module's entry point, sdnotify/email each `message`.
+# migration upgrade/downgrade, every CA kind's config module (renewers/ca/*_config.py)
+# parse; `main` is a module's entry point, sdnotify/email each `message`.
 CONVENTIONS = {"register", "run", "render", "gather", "run_check", "main", "message", "upgrade",
-               "downgrade"}  # fmt: skip
+               "downgrade", "parse"}  # fmt: skip
 # Known exceptions (none left: the pipeline's copy of issued_by and its EKU-name dicts went).
 KNOWN: dict[str, list[str]] = {}
 
