@@ -32,7 +32,7 @@ class ESTConfig:
     kind: str = "est"
 
     def secrets(self) -> tuple[Secret, ...]:
-        return (self.password,) if self.password is not None else ()
+        return tuple(s for s in (self.password, self.client_key_password) if s is not None)
 
 
 def parse(file: Path, name: str, s: Section, limits: CALimits) -> ESTConfig:

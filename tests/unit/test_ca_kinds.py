@@ -90,3 +90,19 @@ def test_a_kinds_config_module_loads_no_protocol_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.splitlines()[-1]) == []
+
+
+def test_every_secret_of_an_est_ca_is_resolved_at_start(tmp_path: Path) -> None:
+    """`Config.secrets()` is what `check-config` and `run` resolve before anything starts: an
+    encrypted EST client key's password is one of them (it was left out, so a missing one was
+    found only at the first enrolment)."""
+    cert, key = tmp_path / "ra.pem", tmp_path / "ra.key"
+    cert.write_text("x")
+    key.write_text("x")
+    key.chmod(0o600)
+    text = (
+        '[ca.est]\nkind = "est"\nurl = "https://est.example/.well-known/est"\n'
+        f'client_cert = "{cert}"\nclient_key = "{key}"\nclient_key_password = "env:RA_KEY_PW"\n'
+    )
+    config = parse(text, REGISTRY)
+    assert [s.ref for s in config.secrets()] == ["env:RA_KEY_PW"]
