@@ -49,6 +49,9 @@ def test_the_tree_keeps_its_layers(tree: Path) -> None:
         ("lab/pki.py", "import monitor.facts", "The simulators share no code"),
         ("renewers/manager.py", "import lab.pki", "Only the composition root may use"),
         ("renewers/pipeline/record.py", "import renewers.pipeline.runner", "The pipeline's seams"),
+        # the two cycles issue 10 found, hidden in function-local imports
+        ("alerts/notify.py", "import alerts.notifiers", "No import cycle"),
+        ("monitor/config_ca.py", "import monitor.config", "No import cycle"),
         (
             "renewers/pipeline/stages/csr.py",
             "from renewers.pipeline import dryrun",
