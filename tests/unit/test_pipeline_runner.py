@@ -150,6 +150,33 @@ async def test_approve_during_a_running_stage_is_not_lost(env, monkeypatch, tmp_
     assert done.stage == "install" or done.data.get("approved_by") == "bob"
 
 
+@pytest.mark.parametrize("command", ["retry_now", "cancel"])
+async def test_other_operator_commands_wait_for_a_running_stage(env, monkeypatch, command):
+    """Defect 2 for `retry_now` (and `cancel`): while a stage runs, they write nothing and
+    say the renewal is busy; once the stage is saved they apply to the fresh row."""
+    cfg, store, bus, _ = env
+    gate = GatedStage()
+    monkeypatch.setitem(pipeline_module.STAGE_FUNCTIONS, "approve", gate)
+    runner = Pipeline(cfg, store, bus, Prober(TrustStore([])), {"portal": None})
+    operator = Pipeline(cfg, store, bus, Prober(TrustStore([])), {})  # e.g. the CLI
+    row = await put_waiting_approval(store)
+    task = asyncio.create_task(runner.run(row.id))
+    await gate.entered.wait()
+    act = {
+        "retry_now": lambda: operator.retry_now(row.id),
+        "cancel": lambda: operator.cancel(row.id, "bob"),
+    }[command]
+    with pytest.raises(CertdError, match="busy"):
+        await act()
+    assert (await store.renewal(row.id)).status == "waiting"  # nothing written meanwhile
+    gate.release.set()
+    ran = await task
+    assert [s.result for s in await store.steps(row.id)] != []  # the stage's outcome was saved
+    after = await act()
+    assert after.updated_at >= ran.updated_at
+    assert after.status == ("cancelled" if command == "cancel" else "running")
+
+
 class OperatorBeforeClaim(Store):
     """The runner's store: its first claim of `renewal` first lets `operator` act, as another
     process (the CLI) would in the window between the runner's read and its claim."""
