@@ -93,7 +93,7 @@ class OrderLimiter:
                         await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
                         # Replicas' host clocks may differ: the hour is the database's, as
                         # the replica registry's heartbeats are.
-                        now = _aware(await conn.scalar(sa.select(sa.func.now())))
+                        now = await _database_now(conn)
                     held = await conn.scalar(
                         sa.select(sa.func.count())
                         .select_from(ca_orders)
@@ -137,7 +137,7 @@ class OrderLimiter:
     async def usage(self, ca: str, now: datetime) -> Usage:
         async with self.store.engine.connect() as conn:
             if conn.dialect.name == "postgresql":
-                now = _aware(await conn.scalar(sa.select(sa.func.now())))
+                now = await _database_now(conn)
             return (await self._usage(conn, ca, now))[0]
 
     @staticmethod
@@ -164,6 +164,14 @@ class OrderLimiter:
         )
         starts = [_aware(r[0]) for r in rows]
         return Usage(open=int(open_ or 0), last_hour=len(starts)), starts
+
+
+async def _database_now(conn: AsyncConnection) -> datetime:
+    """PostgreSQL's clock (the transaction's start), shared by every replica."""
+    value = await conn.scalar(sa.select(sa.func.now()))
+    if not isinstance(value, datetime):
+        raise StoreError(f"the database answered now() with {value!r}, not a time")
+    return _aware(value)
 
 
 def _aware(value: datetime) -> datetime:
