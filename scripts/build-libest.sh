@@ -25,7 +25,10 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cache="${LIBEST_CACHE:-$root/.cache}"
 dir="$cache/libest-$VERSION"
 stamp="$dir/.built"
-want_stamp="$ORIG_SHA256 $DEB_SHA256"
+# Configured as Debian's debian/rules does (dh_auto_configure -- --enable-brski); like
+# Debian's, without liburiparser, so EST labels (path segments) answer 404.
+CONFIGURE_FLAGS="--enable-brski"
+want_stamp="$ORIG_SHA256 $DEB_SHA256 $CONFIGURE_FLAGS"
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want_stamp" ] && [ -x "$dir/inst/bin/estserver" ]; then
   exit 0
@@ -80,7 +83,8 @@ log="$dir/build.log"
 echo "libest: configure + make (log: $log)"
 (
   cd "$dir/src"
-  ./configure --prefix="$dir/inst"
+  # shellcheck disable=SC2086
+  ./configure --prefix="$dir/inst" $CONFIGURE_FLAGS
   make -j"$(nproc)"
   make install
 ) >"$log" 2>&1 || {

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,14 +32,32 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from tests.integration.ca_servers import free_port, wait_port
-
 VERSION = "3.2.0+ds-1.1"
 REPO = Path(__file__).resolve().parents[2]
 USER, PASSWORD = "estuser", "estpwd"  # estserver.c process_http_auth
 REALM = "estrealm"  # runserver.sh -r
 EXAMPLE_FILES = ("createCA.sh", "ESTcommon.sh", "estExampleCA.cnf", "extExampleCA.cnf", "ext.cnf")
 CMC_RA_OID = "1.3.6.1.5.5.7.3.28"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"estserver exited early: {log.read_text(errors='replace')[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"estserver did not listen on {port}: {log.read_text()[-2000:]}")
 
 
 def libest_dir() -> Path:
@@ -111,15 +131,28 @@ class LibESTCA:
             ["openssl", *args], cwd=self.directory, check=True, capture_output=True, timeout=60
         )
 
+    def copying_config(self) -> str:
+        """estExampleCA.cnf with `copy_extensions = copy`: the profile of a CA operator who
+        lets the CSR's SANs through (the example's own copies none)."""
+        name = "estCopyCA.cnf"
+        path = self.directory / name
+        if not path.exists():
+            text = (self.directory / "estExampleCA.cnf").read_text()
+            old = "copy_extensions = none"
+            assert old in text, "estExampleCA.cnf changed: check copy_extensions"
+            path.write_text(text.replace(old, "copy_extensions = copy", 1))
+        return name
+
     @contextmanager
-    def serve(self, *flags: str) -> Iterator[LibESTServer]:
-        """estserver as runserver.sh starts it, plus `flags` (-m SECONDS, -n, -o, -t, ...)."""
+    def serve(self, *flags: str, ca_config: str = "estExampleCA.cnf") -> Iterator[LibESTServer]:
+        """estserver as runserver.sh starts it, plus `flags` (-m SECONDS, -n, -o, -t, ...);
+        `ca_config` is the OpenSSL CA configuration it signs with."""
         port = free_port()
         env = {
             **os.environ,
             "EST_TRUSTED_CERTS": "./trustedcerts.crt",
             "EST_CACERTS_RESP": "./estCA/cacert.crt",
-            "EST_OPENSSL_CACONFIG": "./estExampleCA.cnf",
+            "EST_OPENSSL_CACONFIG": f"./{ca_config}",
         }
         env.pop("EST_CSR_ATTR", None)
         key = "estCA/private/estservercertandkey.pem"
@@ -132,7 +165,7 @@ class LibESTCA:
                 argv, cwd=self.directory, env=env, stdout=out, stderr=subprocess.STDOUT
             )
         try:
-            wait_port(port, proc, "estserver", log, timeout=30)
+            wait_port(port, proc, log)
             yield LibESTServer(port, tuple(flags), log, proc)
         finally:
             proc.terminate()

@@ -272,3 +272,34 @@ async def test_enforced_csr_attributes_refusal_points_at_csrattrs(libest: LibEST
         assert "csrattrs" in message and "ca-check" in message
         assert "proof-of-possession" not in message
         await conn.aclose()
+
+
+async def test_client_certificate_alone_where_http_auth_is_optional(libest: LibESTCA) -> None:
+    # -o: HTTP auth is skipped when TLS client auth succeeds; Basic alone still works.
+    cert, key = libest.client_certificate("certd-ra-optional", ["clientAuth"])
+    with libest.serve("-o") as optional:
+        cert_only = connector(libest, optional, basic=False, client_cert=cert, client_key=key)
+        basic_only = connector(libest, optional)
+        for conn in (cert_only, basic_only):
+            assert isinstance(await conn.submit(make_csr("optional.example.com")), Issued)
+            await conn.aclose()
+
+
+async def test_simplereenroll_with_basic_auth(libest: LibESTCA, server: LibESTServer) -> None:
+    conn = connector(libest, server, operation="simplereenroll")
+    issued = await conn.submit(make_csr("reenroll.example.com"))
+    assert isinstance(issued, Issued)
+    assert "/.well-known/est/simplereenroll" in server.log.read_text(errors="replace")
+    await conn.aclose()
+
+
+async def test_a_label_on_debians_build_is_the_connectors_label_error(
+    libest: LibESTCA, server: LibESTServer
+) -> None:
+    # Debian builds libest without liburiparser: no path segments, 404 for any label.
+    conn = connector(libest, server, url=server.url + "/expressway")
+    with pytest.raises(CARequestError) as info:
+        await conn.ca_chain()
+    assert info.value.reason == "not_found"
+    assert "check the url and the EST label" in str(info.value)
+    await conn.aclose()
