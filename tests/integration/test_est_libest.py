@@ -10,8 +10,12 @@ test is also the TLS 1.2-only case.
 from __future__ import annotations
 
 import base64
+import os
 import ssl
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -303,3 +307,34 @@ async def test_a_label_on_debians_build_is_the_connectors_label_error(
     assert info.value.reason == "not_found"
     assert "check the url and the EST label" in str(info.value)
     await conn.aclose()
+
+
+def test_sign_names_the_sans_libests_example_ca_dropped(
+    libest: LibESTCA, server: LibESTServer, tmp_path: Path
+) -> None:
+    # The issue's "done when": `sign` against an EST server that drops SANs exits non-zero
+    # naming them. The example CA copies no extension from the CSR.
+    config = tmp_path / "certd.toml"
+    config.write_text(
+        f'[daemon]\ndata_dir = "{tmp_path}"\n\n[ca.libest]\nkind = "est"\n'
+        f'url = "{server.url}"\ntrust_anchor = "{libest.cacert}"\n'
+        f'username = "{USER}"\npassword = "env:CERTD_LIBEST_PASSWORD"\n'
+    )
+    csr_file = tmp_path / "expe.csr"
+    csr = expressway_csr("expe.example.com", "alt.example.com")
+    csr_file.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    out = tmp_path / "expe.pem"
+    done = subprocess.run(
+        [sys.executable, "-m", "expressway_certd.cli", "sign", "--config", str(config),
+         "--ca", "libest", "--csr", str(csr_file), "--out", str(out)],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "CERTD_LIBEST_PASSWORD": PASSWORD},
+    )  # fmt: skip
+    assert done.returncode == 4, done.stderr
+    assert (
+        "CA 'libest' dropped what the CSR asked for: "
+        "SANs DNS:expe.example.com, DNS:alt.example.com" in done.stderr
+    )
+    assert PASSWORD not in done.stderr + done.stdout
+    issued = x509.load_pem_x509_certificate(out.read_bytes())  # written anyway
+    assert issued.public_key() == csr.public_key()
