@@ -18,6 +18,7 @@ is started per test group and stopped right after; only the CA is made once per 
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import socket
@@ -144,9 +145,12 @@ class LibESTCA:
         return name
 
     @contextmanager
-    def serve(self, *flags: str, ca_config: str = "estExampleCA.cnf") -> Iterator[LibESTServer]:
+    def serve(
+        self, *flags: str, ca_config: str = "estExampleCA.cnf", csr_attrs: bytes | None = None
+    ) -> Iterator[LibESTServer]:
         """estserver as runserver.sh starts it, plus `flags` (-m SECONDS, -n, -o, -t, ...);
-        `ca_config` is the OpenSSL CA configuration it signs with."""
+        `ca_config` is the OpenSSL CA configuration it signs with, `csr_attrs` the DER of the
+        CsrAttrs it serves (runserver.sh's EST_CSR_ATTR; default: estserver.c's TEST_CSR)."""
         port = free_port()
         env = {
             **os.environ,
@@ -155,6 +159,8 @@ class LibESTCA:
             "EST_OPENSSL_CACONFIG": f"./{ca_config}",
         }
         env.pop("EST_CSR_ATTR", None)
+        if csr_attrs is not None:
+            env["EST_CSR_ATTR"] = base64.b64encode(csr_attrs).decode()
         key = "estCA/private/estservercertandkey.pem"
         # -d: an orphan (a killed test run) shuts itself down after 15 minutes.
         argv = [str(self.estserver), "-c", key, "-k", key, "-r", REALM, "-v"]

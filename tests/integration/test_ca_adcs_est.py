@@ -229,6 +229,20 @@ async def test_est_csrattrs_that_are_not_a_sequence_are_reported_not_hidden(
     await conn.aclose()
 
 
+async def test_est_enforced_csr_attributes_as_libest_enforces_them(est: ESTSimulator) -> None:
+    # libest --enforce-csr: every OID of /csrattrs must appear in the CSR (test_est_libest.py).
+    est.enforce_csr_attrs = True
+    est.csr_attrs_der = bytes.fromhex("30050603551d11")  # subjectAltName: an Expressway CSR has it
+    conn = est_conn(est)
+    assert isinstance(await conn.submit(make_csr("expe.example.com")), Issued)
+    est.csr_attrs_der = bytes.fromhex("30050603551d0f")  # keyUsage: it does not
+    with pytest.raises(CARequestError) as info:
+        await conn.submit(make_csr("expe.example.com"))
+    assert "HTTP 400: CSR Attributes missing in request." in str(info.value)
+    assert "ca-check" in str(info.value)
+    await conn.aclose()
+
+
 async def test_est_pending_uses_retry_after(est: ESTSimulator) -> None:
     est.manual_approval, est.retry_after = True, 120
     conn = est_conn(est)

@@ -278,6 +278,32 @@ async def test_enforced_csr_attributes_refusal_points_at_csrattrs(libest: LibEST
         await conn.aclose()
 
 
+SAN_ONLY = bytes.fromhex("30050603551d11")  # CsrAttrs: SEQUENCE { subjectAltName }
+KEY_USAGE_ONLY = bytes.fromhex("30050603551d0f")  # CsrAttrs: SEQUENCE { keyUsage }
+
+
+@pytest.mark.parametrize(
+    ("attrs", "oid", "enrolled"),
+    [(SAN_ONLY, "2.5.29.17", True), (KEY_USAGE_ONLY, "2.5.29.15", False)],
+    ids=["san", "key-usage"],
+)
+async def test_enforced_csr_attributes_are_oids_the_csr_must_contain(
+    libest: LibESTCA, attrs: bytes, oid: str, enrolled: bool
+) -> None:
+    # What libest enforces (est_server_all_csrattrs_present): every OID of /csrattrs appears
+    # somewhere in the CSR. An Expressway CSR has a SAN extension but no keyUsage request.
+    # The lab simulator's `enforce_csr_attrs` follows what this shows.
+    with libest.serve("--enforce-csr", csr_attrs=attrs) as enforcing:
+        conn = connector(libest, enforcing)
+        assert await conn.csr_attributes() == [oid]
+        if enrolled:
+            assert isinstance(await conn.submit(make_csr("attrs.example.com")), Issued)
+        else:
+            with pytest.raises(CARequestError, match=r"CSR Attributes missing in request\."):
+                await conn.submit(make_csr("attrs.example.com"))
+        await conn.aclose()
+
+
 async def test_client_certificate_alone_where_http_auth_is_optional(libest: LibESTCA) -> None:
     # -o: HTTP auth is skipped when TLS client auth succeeds; Basic alone still works.
     cert, key = libest.client_certificate("certd-ra-optional", ["clientAuth"])
