@@ -135,13 +135,30 @@ class LibESTCA:
     def copying_config(self) -> str:
         """estExampleCA.cnf with `copy_extensions = copy`: the profile of a CA operator who
         lets the CSR's SANs through (the example's own copies none)."""
-        name = "estCopyCA.cnf"
+        return self._profile("estCopyCA.cnf", {"copy_extensions = none": "copy_extensions = copy"})
+
+    def server_profile_config(self) -> str:
+        """The copying profile that also issues what an Expressway needs: keyUsage
+        digitalSignature + keyEncipherment, EKU serverAuth + clientAuth (the example's
+        `client_cert` section sets digitalSignature only and no EKU)."""
+        return self._profile(
+            "estServerCA.cnf",
+            {
+                "copy_extensions = none": "copy_extensions = copy",
+                "keyUsage=digitalSignature\n": "keyUsage=digitalSignature,keyEncipherment\n"
+                "extendedKeyUsage=serverAuth,clientAuth\n",
+            },
+        )
+
+    def _profile(self, name: str, changes: dict[str, str]) -> str:
+        """estExampleCA.cnf with `changes` (each must be found once), written once."""
         path = self.directory / name
         if not path.exists():
             text = (self.directory / "estExampleCA.cnf").read_text()
-            old = "copy_extensions = none"
-            assert old in text, "estExampleCA.cnf changed: check copy_extensions"
-            path.write_text(text.replace(old, "copy_extensions = copy", 1))
+            for old, new in changes.items():
+                assert text.count(old) == 1, f"estExampleCA.cnf changed: {old!r}"
+                text = text.replace(old, new)
+            path.write_text(text)
         return name
 
     @contextmanager
