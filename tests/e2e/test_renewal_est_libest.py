@@ -7,6 +7,7 @@ renewal is blocked at validate and nothing reaches the Expressway."""
 from __future__ import annotations
 
 import os
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
@@ -92,3 +93,31 @@ async def test_the_example_profile_is_refused_at_validate(libest: LibESTCA, tmp_
             assert "nothing was installed" in message
             assert BoxCounts.of(c) == BoxCounts(csrs=1, uploads=0, restarts=0)
             assert c.served_cert == before
+
+
+async def test_the_daemon_waits_as_long_as_libests_retry_after(
+    libest: LibESTCA, tmp_path: Path
+) -> None:
+    # estserver -m 90: 202 + Retry-After: 90 to a CSR it has not seen. The renewal waits and
+    # its next attempt is 90 s after the answer, not the daemon's 1 s poll interval (nor the
+    # connector's 60 s default for a missing Retry-After).
+    issued_before = libest.issued()
+    with libest.serve("-m", "90", ca_config=libest.server_profile_config()) as server:
+        async with Lab(
+            tmp_path / "lab", cert_days=10, restart_seconds=0.3, service_restart_seconds=0.05
+        ) as lab:
+            c = lab.expressway_c
+            config, port = lab_config(lab, libest, server.url, tmp_path)
+            async with LabDaemon(config, port) as daemon:
+                rows = await daemon.wait_for(
+                    "/api/v1/renewals", lambda status, body: status == 200 and body
+                )
+                waiting = await daemon.wait_renewal(rows[0]["id"], ("waiting",))
+            submit = next(s for s in waiting["steps"] if s["stage"] == "submit")
+            assert submit["message"].startswith("pending at the CA"), submit
+            wait = datetime.fromisoformat(waiting["next_at"]) - datetime.fromisoformat(submit["at"])
+            assert timedelta(seconds=85) <= wait <= timedelta(seconds=91), wait
+            enrolls = server.log.read_text(errors="replace").count("POST /.well-known/est/simple")
+            assert enrolls == 1
+            assert libest.issued() == issued_before
+            assert BoxCounts.of(c) == BoxCounts(csrs=1, uploads=0, restarts=0)

@@ -197,13 +197,14 @@ async def test_server_is_tls12_only_and_the_connector_works_with_it(
 async def test_manual_enrollment_honours_retry_after_then_issues_once(libest: LibESTCA) -> None:
     # -m: the first request for a CSR is answered 202 + Retry-After (libest's minimum is 60 s;
     # a smaller -m leaves its default, 3600), the same CSR sent again is enrolled.
-    with libest.serve("-m", "60") as manual:
+    # 90, not 60: the connector's own default when Retry-After is missing is 60.
+    with libest.serve("-m", "90") as manual:
         conn = connector(libest, manual)
         before = libest.issued()
         pending = await conn.submit(make_csr("manual.example.com"))
         assert isinstance(pending, Pending)
         wait = (pending.retry_at - utcnow()).total_seconds()
-        assert 50 < wait <= 60
+        assert 80 < wait <= 90
         assert libest.issued() == before
         issued = await conn.poll(pending.handle)
         assert isinstance(issued, Issued)
