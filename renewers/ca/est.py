@@ -1,5 +1,5 @@
 """EST connector (RFC 7030, RFC 8951): cacerts, simpleenroll/simplereenroll, csrattrs, labels,
-HTTP Basic and/or TLS client-certificate (RA) auth, 202 + Retry-After as Pending.
+HTTP Basic or Digest and/or TLS client-certificate (RA) auth, 202 + Retry-After as Pending.
 
 Bodies are sent as base64 in 64-column lines with `Content-Transfer-Encoding: base64`:
 servers built on Cisco libest read the CSR through OpenSSL's line-oriented base64 BIO
@@ -246,14 +246,20 @@ class ESTConnector(ConnectorBase):
         return f"ESTConnector(name={self.name!r}, url={self._url!r})"
 
     def _client(self) -> aiohttp.ClientSession:
+        """One session: Basic sent with every request, or Digest answering the server's
+        challenge (aiohttp's DigestAuthMiddleware, RFC 7616), as `http_auth` says."""
         if self._session is None or self._session.closed:
             headers: dict[str, str] = {}
+            middlewares: tuple[aiohttp.DigestAuthMiddleware, ...] = ()
             if self.config.username is not None and self.config.password is not None:
-                headers["Authorization"] = basic_auth(
-                    self.config.username, self.config.password.reveal()
-                )
+                user, password = self.config.username, self.config.password.reveal()
+                if self.config.http_auth == "digest":
+                    middlewares = (aiohttp.DigestAuthMiddleware(user, password),)
+                else:
+                    headers["Authorization"] = basic_auth(user, password)
             self._session = aiohttp.ClientSession(
                 headers=headers,
+                middlewares=middlewares,
                 timeout=aiohttp.ClientTimeout(total=self.config.timeout.total_seconds()),
                 connector=aiohttp.TCPConnector(ssl=self._ssl),
             )
@@ -305,12 +311,17 @@ class ESTConnector(ConnectorBase):
                 "one its RA/client CA issued, or add username + password if it also wants "
                 "HTTP Basic"
             )
+        other = "basic" if self.config.http_auth == "digest" else "digest"
+        scheme = (
+            f"check username/password; if the server wants HTTP {other.capitalize()} (libest "
+            f'answers the other scheme with a bare 401), set http_auth = "{other}"'
+        )
         if self.config.client_cert is None:
             return (
-                "check username/password; if the server authenticates clients by certificate, "
-                "set client_cert + client_key (an RA certificate it accepts)"
+                f"{scheme}; if the server authenticates clients by certificate, set "
+                "client_cert + client_key (an RA certificate it accepts)"
             )
-        return "check username/password and that client_cert is one the CA accepts"
+        return f"{scheme}; check client_cert is one the CA accepts"
 
     def _certs(self, step: str, reply: Reply) -> list[x509.Certificate]:
         kind, params = media_type(reply.headers.get("Content-Type"))

@@ -365,3 +365,27 @@ def test_sign_names_the_sans_libests_example_ca_dropped(
     assert PASSWORD not in done.stderr + done.stdout
     issued = x509.load_pem_x509_certificate(out.read_bytes())  # written anyway
     assert issued.public_key() == csr.public_key()
+
+
+async def test_http_digest_server(libest: LibESTCA) -> None:
+    # estserver -h: HTTP Digest (RFC 7616, MD5, qop=auth) with realm estrealm. Basic gets a
+    # bare 401 whose fix names http_auth = "digest"; with it the request is enrolled.
+    with libest.serve("-h") as digest:
+        basic = connector(libest, digest)
+        with pytest.raises(CARequestError) as info:
+            await basic.submit(make_csr("digest.example.com"))
+        assert info.value.reason == "auth"
+        assert 'set http_auth = "digest"' in str(info.value)
+        right = connector(libest, digest, http_auth="digest")
+        assert isinstance(await right.submit(make_csr("digest.example.com")), Issued)
+        assert all(c.ok for c in await right.check())
+        wrong = connector(
+            libest, digest, http_auth="digest", password=Secret("env:CERTD_LIBEST_WRONG")
+        )
+        with pytest.raises(CARequestError) as info:
+            await wrong.submit(make_csr("digest.example.com"))
+        assert info.value.reason == "auth"
+        assert "not-" + PASSWORD not in str(info.value)
+        assert 'set http_auth = "basic"' in str(info.value)
+        for conn in (basic, right, wrong):
+            await conn.aclose()
