@@ -299,6 +299,8 @@ class Harness:
     # From now on the CA issues with the first DNS name only (None: this CA cannot; ACME's
     # finalize refuses a CSR whose names differ from the order's, so Pebble never drops one)
     drop_sans: Callable[[], None] | None = None
+    # The [ca.NAME] table as of now, when it follows set_manual/drop_sans (else `toml`)
+    toml_of: Callable[[], str] | None = None
 
     async def issued(self, conn: Any, result: Issued | Pending) -> Issued:
         """The certificate a submit/poll result leads to, the way this kind gets there."""
@@ -308,7 +310,8 @@ class Harness:
 
     def write_config(self, directory: Path) -> Path:
         path = directory / "certd.toml"
-        path.write_text(f'[daemon]\ndata_dir = "{self.data_dir}"\n\n{self.toml}')
+        toml = self.toml_of() if self.toml_of is not None else self.toml
+        path.write_text(f'[daemon]\ndata_dir = "{self.data_dir}"\n\n{toml}')
         return path
 
     def names(self) -> list[str]:
@@ -408,6 +411,13 @@ def libest_harness(tmp_path: Path, libest: LibESTCA) -> Iterator[Harness]:
         def manual(on: bool) -> None:
             state["manual"] = on
 
+        def toml() -> str:
+            return (
+                f'[ca.libest]\nkind = "est"\nurl = "{url()}"\n'
+                f'trust_anchor = "{libest.cacert}"\nusername = "{LIBEST_USER}"\n'
+                'password = "env:CERTD_TEST_SECRET"\n'
+            )
+
         yield Harness(
             "est",
             "libest",
@@ -421,6 +431,7 @@ def libest_harness(tmp_path: Path, libest: LibESTCA) -> Iterator[Harness]:
             LIBEST_PASSWORD,
             poll_resubmits=True,
             drop_sans=lambda: state.update(drop=True),
+            toml_of=toml,
         )
 
 
@@ -602,11 +613,13 @@ def make_harness(
         pass
 
 
-@pytest.fixture(params=["est", "adcs", "acme"], name="harness")
+@pytest.fixture(params=["est", "libest", "adcs", "acme"], name="harness")
 def harness_fixture(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Harness]:
-    """Each connector that talks to a CA server, against it (ACME: session Pebble + BIND9)."""
+    """Each connector that talks to a CA server, against it (ACME: session Pebble + BIND9;
+    EST: the simulator and Cisco libest, whose module-scoped `libest` fixture the test module
+    imports as `libest_ca` from tests.integration.libest)."""
     yield from make_harness(request.param, request, tmp_path, monkeypatch)
 
 

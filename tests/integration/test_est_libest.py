@@ -58,11 +58,11 @@ def _password(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def connector(
-    libest: LibESTCA, server: LibESTServer, *, basic: bool = True, **changes: object
+    libest: LibESTCA, server: LibESTServer, *, credentials: bool = True, **changes: object
 ) -> ESTConnector:
     fields: dict[str, object] = {"name": "libest", "url": server.url,
                                  "trust_anchor": libest.cacert}  # fmt: skip
-    if basic:
+    if credentials:  # username + password (HTTP Basic unless http_auth says otherwise)
         fields.update(username=USER, password=Secret("env:CERTD_LIBEST_PASSWORD"))
     fields.update(changes)
     return ESTConnector(ESTConfig(**fields))  # type: ignore[arg-type]
@@ -215,7 +215,7 @@ async def test_manual_enrollment_honours_retry_after_then_issues_once(libest: Li
 async def test_tls_client_certificate_auth_without_http_auth(libest: LibESTCA) -> None:
     cert, key = libest.client_certificate("certd-ra", ["clientAuth"])
     with libest.serve("-n") as cert_only:
-        conn = connector(libest, cert_only, basic=False, client_cert=cert, client_key=key)
+        conn = connector(libest, cert_only, credentials=False, client_cert=cert, client_key=key)
         assert isinstance(await conn.submit(make_csr("ra.example.com")), Issued)
         assert "TLS: client certificate is valid" in cert_only.log.read_text(errors="replace")
         no_cert = connector(libest, cert_only)
@@ -232,7 +232,7 @@ async def test_http_auth_is_still_wanted_with_a_client_certificate(
     # Without -o, a verified client certificate alone is not enough: the connector says to
     # add username + password, and with both the request is enrolled.
     cert, key = libest.client_certificate("certd-ra-basic", ["clientAuth"])
-    cert_only = connector(libest, server, basic=False, client_cert=cert, client_key=key)
+    cert_only = connector(libest, server, credentials=False, client_cert=cert, client_key=key)
     with pytest.raises(CAError, match=r"HTTP 401; it asks for Basic.*add username \+ password"):
         await cert_only.submit(make_csr("both.example.com"))
     both = connector(libest, server, client_cert=cert, client_key=key)
@@ -309,7 +309,7 @@ async def test_client_certificate_alone_where_http_auth_is_optional(libest: LibE
     # -o: HTTP auth is skipped when TLS client auth succeeds; Basic alone still works.
     cert, key = libest.client_certificate("certd-ra-optional", ["clientAuth"])
     with libest.serve("-o") as optional:
-        cert_only = connector(libest, optional, basic=False, client_cert=cert, client_key=key)
+        cert_only = connector(libest, optional, credentials=False, client_cert=cert, client_key=key)
         basic_only = connector(libest, optional)
         for conn in (cert_only, basic_only):
             assert isinstance(await conn.submit(make_csr("optional.example.com")), Issued)
