@@ -22,6 +22,7 @@ CA_KINDS = ("acme", "est", "adcs", "manual")
 ACME_CHALLENGES = ("dns-01", "http-01", "hook")
 ADCS_AUTH = ("basic", "ntlm", "kerberos")
 EST_OPERATIONS = ("simpleenroll", "simplereenroll")
+EST_HTTP_AUTH = ("basic", "digest")
 TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1")
 EKU_NAMES = tuple(EKU_CONFIG_NAMES)  # what `ekus = [...]` accepts
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -110,6 +111,7 @@ class ESTConfig:
     ekus: frozenset[str] | None = None
     limits: CALimits = field(default_factory=CALimits)
     kind: str = "est"
+    http_auth: str = "basic"  # how username + password are sent: "basic" or "digest"
 
 
 @dataclass(frozen=True)
@@ -310,6 +312,11 @@ def _est(file: Path, name: str, s: Section) -> ESTConfig:
     operation = s.get_str("operation", "simpleenroll") or ""
     if operation not in EST_OPERATIONS:
         raise s.error("operation", f"must be one of {', '.join(EST_OPERATIONS)}")
+    http_auth = (s.get_str("http_auth", "basic") or "").lower()
+    if http_auth not in EST_HTTP_AUTH:
+        raise s.error("http_auth", f"must be one of {', '.join(EST_HTTP_AUTH)}; got {http_auth!r}")
+    if http_auth != "basic" and username is None:
+        raise s.error("http_auth", "set only with username + password")
     return ESTConfig(
         name=name,
         url=url,
@@ -323,6 +330,7 @@ def _est(file: Path, name: str, s: Section) -> ESTConfig:
         client_key_password=client_key_password,
         operation=operation,
         ekus=_ekus(s),
+        http_auth=http_auth,
     )
 
 
@@ -380,6 +388,7 @@ _KEYS = {
         "client_key",
         "client_key_password",
         "operation",
+        "http_auth",
         "ekus",
     },
     "adcs": _COMMON | {"url", "template", "auth", "username", "password", "ekus"},
