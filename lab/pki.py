@@ -37,6 +37,7 @@ def share_rsa_keys(count: int) -> None:
     boxes: an RSA-2048 key costs 50-200 ms of CPU to make, and a client cannot tell that two
     simulated boxes hold the same key (every certificate and CSR is still signed anew)."""
     _SharedKeys.count = max(0, count)
+    _SharedKeys.turn = itertools.count()
     _SharedKeys.by_size.clear()
 
 
@@ -46,11 +47,10 @@ def new_key(kind: str = "rsa", size: int = 2048) -> PrivateKey:
         return ec.generate_private_key(curve)
     if _SharedKeys.count:
         pool = _SharedKeys.by_size.setdefault(size, [])
-        turn = next(_SharedKeys.turn) % _SharedKeys.count
-        if turn >= len(pool):
+        if len(pool) < _SharedKeys.count:
             pool.append(rsa.generate_private_key(public_exponent=65537, key_size=size))
             return pool[-1]
-        return pool[turn]
+        return pool[next(_SharedKeys.turn) % _SharedKeys.count]
     return rsa.generate_private_key(public_exponent=65537, key_size=size)
 
 

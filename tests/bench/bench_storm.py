@@ -35,7 +35,7 @@ from typing import Any
 
 from tests.bench.bench_daemon import DaemonProcess
 from tests.bench.farm import _repo_root
-from tests.bench.measure import cpu_seconds, free_port, machine, rss_bytes, table
+from tests.bench.measure import cpu_seconds, free_port, machine, rss_bytes, sqlite_size, table
 
 MiB = 1024 * 1024
 CA_NAME = "storm-est"
@@ -262,6 +262,7 @@ def bench(
             r["peak_rss"] = max(peak_rss, r["rss"])
             r["errors"] = daemon.errors_logged()
             r["unfinished"] = unfinished(state)
+            r["db"] = sqlite_size(state)
             r["machine"] = machine()
         finally:
             if process.poll() is None:
@@ -345,6 +346,13 @@ def report(
         ("errors in the daemon log", str(errors), ""),
     ]
     rows += [(f"  {count} x", reason, "") for reason, count in sorted(by_event.items())]
+    size, table_rows = r["db"]
+    rows.append(("state (SQLite + WAL) at the end", f"{size / MiB:.1f} MiB", ""))
+    rows += [
+        (f"  rows in {name}", f"{n} ({n / max(done, 1):.1f} per renewal done)", "")
+        for name, n in sorted(table_rows.items())
+        if name in ("renewals", "renewal_steps", "audit_log", "ca_orders", "leases")
+    ]
     rows += [
         (f"  not done: {n} x {status} at {stage}", message, "")
         for status, stage, message, n in r["unfinished"]
