@@ -11,6 +11,7 @@ from monitor.config_base import Secret, Section
 from monitor.config_ca import CAKind, CALimits, ekus_of, https_url, private_file
 
 EST_OPERATIONS = ("simpleenroll", "simplereenroll")
+EST_HTTP_AUTH = ("basic", "digest")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class ESTConfig:
     ekus: frozenset[str] | None = None
     limits: CALimits = field(default_factory=CALimits)
     kind: str = "est"
+    http_auth: str = "basic"  # how username + password are sent: "basic" or "digest"
 
     def secrets(self) -> tuple[Secret, ...]:
         return tuple(s for s in (self.password, self.client_key_password) if s is not None)
@@ -59,6 +61,11 @@ def parse(file: Path, name: str, s: Section, limits: CALimits) -> ESTConfig:
     operation = s.get_str("operation", "simpleenroll") or ""
     if operation not in EST_OPERATIONS:
         raise s.error("operation", f"must be one of {', '.join(EST_OPERATIONS)}")
+    http_auth = (s.get_str("http_auth", "basic") or "").lower()
+    if http_auth not in EST_HTTP_AUTH:
+        raise s.error("http_auth", f"must be one of {', '.join(EST_HTTP_AUTH)}; got {http_auth!r}")
+    if http_auth != "basic" and username is None:
+        raise s.error("http_auth", "set only with username + password")
     return ESTConfig(
         name=name,
         url=url,
@@ -72,6 +79,7 @@ def parse(file: Path, name: str, s: Section, limits: CALimits) -> ESTConfig:
         client_key_password=client_key_password,
         operation=operation,
         ekus=ekus_of(s),
+        http_auth=http_auth,
         limits=limits,
     )
 
@@ -80,7 +88,7 @@ EST = CAKind(
     "est",
     frozenset({
         "url", "username", "password", "client_cert", "client_key", "client_key_password",
-        "operation", "ekus",
+        "operation", "http_auth", "ekus",
     }),
     parse,
 )  # fmt: skip
