@@ -4,7 +4,6 @@ unrelated box and a Unified CM, and a `Context` built from fakes (tests/unit/fak
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -145,8 +144,3 @@ def make_context(
         devices=devices or FakeDevices(FakeExpressway()), ca=ca or FakeCA(), ca_name="portal",
         prober=prober or FakeProber(), now=lambda: at, record=record, attempts=attempts, **kw,
     )  # fmt: skip
-
-
-def with_now(ctx: Context, now: datetime) -> Context:
-    """The same context at another time."""
-    return dataclasses.replace(ctx, now=lambda: now)
