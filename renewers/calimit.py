@@ -98,6 +98,8 @@ class OrderLimiter:
                     if conn.dialect.name == "postgresql":
                         key = zlib.crc32(f"certd:ca:{ca}".encode())
                         await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+                        # Replicas' host clocks may differ: the hour is the database's, as
+                        # the replica registry's heartbeats are.
                         at = await _database_now(conn)
                     held = await conn.scalar(
                         sa.select(sa.func.count())

@@ -67,10 +67,10 @@ async def test_replicas_racing_for_slots_never_exceed_the_limits(pg_url):
             await s.close()
 
 
-async def test_the_hour_is_the_databases_whatever_the_replicas_clocks_say(pg_url):
-    """Replica a's clock is two hours behind, b's an hour ahead: the orders a starts are still
-    in b's last hour (counted by PostgreSQL's clock), and each one's retry time is on its own
-    clock, about an hour ahead of it."""
+async def test_a_retry_time_is_on_the_asking_replicas_own_clock(pg_url):
+    """Replica a's clock is two hours behind, b's an hour ahead: the orders a starts are in b's
+    last hour (PostgreSQL's clock), and the retry time each one gets is on its own clock,
+    about an hour ahead of it (not the database's: a would wait three hours, b not at all)."""
     stores = [await Store.open(pg_url) for _ in range(2)]
     try:
         a, b = (OrderLimiter(s) for s in stores)
@@ -88,6 +88,29 @@ async def test_the_hour_is_the_databases_whatever_the_replicas_clocks_say(pg_url
             assert timedelta(minutes=50) < verdict.retry_at - now <= HOUR  # on its own clock
         assert (await b.usage("skewed", b_now)).last_hour == 3
         assert (await a.usage("skewed", a_now - timedelta(days=1))).last_hour == 3
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_the_hour_is_the_databases_whatever_the_hosts_clocks_say(pg_url):
+    """Replica a's clock is right, b's runs two hours ahead, c's two hours behind: an order a
+    started just now is in the hour for b and c too, and c's order counts for a."""
+    stores = [await Store.open(pg_url) for _ in range(3)]
+    try:
+        a, b, c = (OrderLimiter(s) for s in stores)
+        limits = CALimits(orders_per_hour=1)
+        await in_submit(stores[0], "s1", "s2", "s3")
+        now = datetime.now(UTC)
+        assert (await a.take("skew1", limits, "s1", now)).granted
+        await a.release("s1", now)  # done: only the hourly limit can refuse now
+        ahead = await b.take("skew1", limits, "s2", now + timedelta(hours=2))
+        assert not ahead.granted and "orders_per_hour" in ahead.reason
+        assert (await b.usage("skew1", now + timedelta(hours=2))).last_hour == 1
+        assert (await c.take("skew2", limits, "s3", now - timedelta(hours=2))).granted
+        await c.release("s3", now - timedelta(hours=2))
+        behind = await a.take("skew2", limits, "s1", now)
+        assert not behind.granted and "orders_per_hour" in behind.reason
     finally:
         for s in stores:
             await s.close()
