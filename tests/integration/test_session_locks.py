@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from monitor.config import load_config
+from expressway_certd.config import load_config
 from monitor.errors import CertdError, StoreError
 from monitor.events import EventBus
 from monitor.probe import Prober, TrustStore
