@@ -50,8 +50,11 @@ fuzz: venv
 	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=3000 $(VENV)/bin/pytest -q -p no:cacheprovider \
 		tests/unit/test_fuzz_parsers.py tests/unit/test_facts_fuzz.py tests/unit/test_config_fuzz.py
 
+# Every benchmark takes size options (python -m tests.bench.bench_NAME --help); the defaults are
+# the sizes of issue 11 (1,000-endpoint scan, 1,000-target renewal storm, 3,000-endpoint failover).
 bench: venv
-	bash scripts/install-debs.sh prometheus-blackbox-exporter certbot pebble bind9
+	bash scripts/install-debs.sh prometheus-blackbox-exporter certbot pebble bind9 prometheus \
+		postgresql
 	$(PY) -m tests.bench
 
 clean:

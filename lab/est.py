@@ -223,6 +223,8 @@ class ESTSimulator:
     eku: list[x509.ObjectIdentifier] = field(default_factory=lambda: [SERVER_AUTH, CLIENT_AUTH])
     requests: dict[str, ESTRequest] = field(default_factory=dict)
     hits: list[str] = field(default_factory=list)
+    # (Content-Type, Content-Transfer-Encoding) of each enrollment request, as received
+    enroll_headers: list[tuple[str | None, str | None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.root = CA.create("Lab EST Root CA")
@@ -351,6 +353,9 @@ class ESTSimulator:
         label = self._label(request)
         operation = request.path.rsplit("/", 1)[-1]
         self.hits.append(operation)
+        self.enroll_headers.append(
+            (request.headers.get("Content-Type"), request.headers.get("Content-Transfer-Encoding"))
+        )
         # libest checks the first 18 characters of the Content-Type before anything else.
         if not request.headers.get("Content-Type", "").startswith("application/pkcs10"):
             return web.Response(status=400, text=BAD_PKCS10)

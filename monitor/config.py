@@ -261,7 +261,9 @@ class DaemonConfig:
         "`.pgpass`, not in the URL). Other databases, and drivers that are not installed or "
         "not asyncio drivers, are errors. The SQLite file is created 0600 in a 0700 directory; "
         "an existing one readable by other users gets a warning at start (with the `chmod`): "
-        "it holds the inventory, CSRs and the audit log, not secrets, so monitoring goes on",
+        "it holds the inventory, CSRs and the audit log, not secrets, so monitoring goes on. "
+        "A SQLite file serves one daemon: a second `run` on it is refused at start (replicas "
+        "share a PostgreSQL database, docs/operations.md)",
         shown="SQLite at `$STATE_DIRECTORY/state.db`, else "
         "`$XDG_STATE_HOME/expressway-certd/state.db`, else "
         "`~/.local/state/expressway-certd/state.db`",

@@ -63,14 +63,22 @@ class Devices(Protocol):
 class ConfiguredDevices:
     """Clients built from the config: credentials are read from their secret references."""
 
-    def __init__(self, overrides: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        cucm_overrides: Mapping[str, Any] | None = None,
+    ) -> None:
+        """`overrides`: ExpresswayClientConfig fields (e.g. the CLI's timeout);
+        `cucm_overrides`: CucmClientConfig fields (tests: a short poll_interval on the lab)."""
         self._overrides = dict(overrides or {})
+        self._cucm_overrides = dict(cucm_overrides or {})
 
     def expressway(self, target: ExpresswayConfig) -> ExpresswayClient:
         return ExpresswayClient(ExpresswayClientConfig.from_target(target, **self._overrides))
 
     def unified_cm(self, ucm: UnifiedCMConfig) -> CucmClient:
-        return CucmClient(CucmClientConfig.from_config(ucm))
+        return CucmClient(CucmClientConfig.from_config(ucm, **self._cucm_overrides))
 
 
 async def _no_checkpoint() -> None:

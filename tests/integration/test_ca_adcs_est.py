@@ -315,6 +315,18 @@ async def test_est_rsa4096_csr_passes_a_line_oriented_base64_decoder(
     await conn.aclose()
 
 
+async def test_est_enrollment_is_labelled_base64_as_rfc_7030_says(est: ESTSimulator) -> None:
+    # RFC 7030 4.2.1: the PKCS#10 is carried with a Content-Transfer-Encoding of "base64";
+    # the header says so on both simpleenroll and simplereenroll.
+    conn = est_conn(est)
+    assert isinstance(await conn.submit(make_csr("expe.example.com")), Issued)
+    reenroll = est_conn(est, operation="simplereenroll")
+    assert isinstance(await reenroll.submit(make_csr("expe.example.com")), Issued)
+    assert est.enroll_headers == [("application/pkcs10", "base64")] * 2
+    await conn.aclose()
+    await reenroll.aclose()
+
+
 async def test_est_tls12_only_server(
     big_csr: x509.CertificateSigningRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
