@@ -298,6 +298,8 @@ class Harness:
     drop_sans: Callable[[], None] | None = None
     # The [ca.NAME] table as of now, when it follows set_manual/drop_sans (else `toml`)
     toml_of: Callable[[], str] | None = None
+    # The CA forgets the requests it holds (a reset CA); None: the simulator's `requests.clear`
+    forget: Callable[[], None] | None = None
 
     async def issued(self, conn: Any, result: Issued | Pending) -> Issued:
         """The certificate a submit/poll result leads to, the way this kind gets there."""
@@ -408,6 +410,11 @@ def libest_harness(tmp_path: Path, libest: LibESTCA) -> Iterator[Harness]:
         def manual(on: bool) -> None:
             state["manual"] = on
 
+        def forget() -> None:
+            """estserver keeps the CSRs its -m mode has seen in memory only."""
+            for server in servers.values():
+                server.restart()
+
         def toml() -> str:
             return (
                 f'[ca.libest]\nkind = "est"\nurl = "{url()}"\n'
@@ -429,6 +436,7 @@ def libest_harness(tmp_path: Path, libest: LibESTCA) -> Iterator[Harness]:
             poll_resubmits=True,
             drop_sans=lambda: state.update(drop=True),
             toml_of=toml,
+            forget=forget,
         )
 
 
