@@ -99,6 +99,8 @@ class RenewalManager:
         self._ari: dict[str, tuple[datetime, tuple[datetime, datetime] | None]] = {}
         self._box: dict[str, tuple[datetime, CertFacts]] = {}  # target -> (read at, cert)
         self._client: dict[str, CertFacts] = {}  # target -> its client certificate, last read
+        # target -> the poll whose server decision waits for the box's client renewal to end
+        self._deferred: dict[str, tuple[ExpresswayConfig, tuple[ServedCert, ...]]] = {}
         self.next_due_client: dict[str, datetime | None] = {}
         self.drift: dict[tuple[str, str], Drift] = {}  # (target, endpoint) -> what differs
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -128,7 +130,11 @@ class RenewalManager:
         latest = self.pipeline.latest.get(exp.name)
         if latest is not None and latest.active:
             self.next_due[exp.name] = latest.next_at
+            if kind_of(latest) != SERVER:
+                # the box's client renewal runs: decide on the server certificate when it ends
+                self._deferred[exp.name] = (exp, tuple(served))
             return
+        self._deferred.pop(exp.name, None)
         found = await self._current(exp, served, fresh=False)
         if found is None:
             return
@@ -354,12 +360,20 @@ class RenewalManager:
             self.last_success[row.target] = row.updated_at
 
     async def run_due(self) -> None:
-        """Resume the due renewals of the targets this process owns; then start the client
-        renewals that became due while another renewal of their box ran."""
+        """Resume the due renewals of the targets this process owns; then start the renewals
+        that became due while a renewal of the other kind ran on their box (client
+        certificates, and server certificates whose poll came during a client renewal)."""
         await self.pipeline.run_due(self.owns)
         for exp in self.config.expressways:
             if exp.name in self._client:
                 await self.consider_client(exp)
+        targets = {e.name: e for e in self.config.expressways}
+        for name, (_, served) in list(self._deferred.items()):
+            latest = self.pipeline.latest.get(name)
+            if latest is None or not latest.active:
+                del self._deferred[name]
+                if name in targets:  # (a reload may have removed it)
+                    await self.after_poll(targets[name], served)
         await self.refresh_backlog()
         for target, row in self.pipeline.latest.items():
             if row.status == "done":

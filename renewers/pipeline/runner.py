@@ -440,6 +440,7 @@ class Pipeline:
                     renewal_id=row.id,
                     new_sha256=sha256_of(leaf),
                     not_after=leaf.not_valid_after_utc.isoformat(),
+                    cert_kind=ctx.kind,
                 )
             )
         return new
