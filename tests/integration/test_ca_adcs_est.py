@@ -571,7 +571,8 @@ async def test_simulator_follows_accept_language(adcs: ADCSSimulator) -> None:
     async with aiohttp.ClientSession() as session:
         for header, expected in (
             ("ko-KR,ko;q=0.9", "ko"),
-            ("fr, de;q=0.5", "de"),
+            ("it, de;q=0.5", "de"),
+            ("fr-FR", "fr"),
             ("zh-CN", "zh-CN"),
         ):
             async with session.get(
