@@ -164,3 +164,31 @@ async def test_plan_and_renew_the_x15_5_client_certificate(tmp_path):
             assert est.submissions == 1
     finally:
         est.stop()
+
+
+async def test_a_box_without_client_store_resources_blocks_the_client_renewal(tmp_path):
+    """The lab box lists only the client certificate's read in /api/raml: `renew --kind
+    client` blocks at preflight naming what is missing and the manual way; the box is left
+    alone (no CSR, no upload, no restart)."""
+    est = ESTSimulator().start()
+    try:
+        async with Lab(
+            tmp_path / "lab", version="X15.5", restart_seconds=0.3, client_cert_days=5
+        ) as lab:
+            c = lab.expressway_c
+            c.client_renew_api = False  # /api/raml stops listing the client CSR and upload
+            path = lab.write_config(tmp_path / "certd.toml")
+            text = add_renewal(path.read_text(), "expe-c1", 'ca = "lab-est"')
+            path.write_text(text + est_ca_section(est, tmp_path))
+            code, out, err = await cli(
+                "renew", "expe-c1", "--config", str(path), "--now", "--kind", "client"
+            )
+            assert code == 1, out + err
+            assert "expe-c1    snapshot   ok" in out
+            blocked = next(line for line in out.splitlines() if "preflight  BLOCKED" in line)
+            assert "lists no resource to generate client CSR, upload client certificate" in blocked
+            assert "renew the client certificate in the web UI" in blocked
+            assert (c.csr_generated, c.client_uploads, c.restart_count) == (0, 0, 0)
+            assert est.submissions == 0
+    finally:
+        est.stop()
