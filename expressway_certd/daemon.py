@@ -255,6 +255,7 @@ class Daemon:
             lambda: list(monitor.states.values()),
             timeout=seconds,
             probe=prober.probe,
+            client_certs=lambda: self.client_certs.states,
         )
 
     async def _run_trust_map(self) -> None:
