@@ -135,8 +135,7 @@ KINDS = (SERVER, CLIENT)
 
 def kind_of(row: RenewalRow) -> str:
     """Which certificate a stored renewal renews ("server" for rows without a kind)."""
-    kind = row.data.get("kind", SERVER) if isinstance(row.data, Mapping) else SERVER
-    return kind if kind in KINDS else SERVER
+    return row.kind
 
 
 def check_kind(kind: str) -> str:
