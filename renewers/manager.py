@@ -148,8 +148,15 @@ class RenewalManager:
         self.next_due[exp.name] = decision.renew_at
         if not decision.due:
             return
+        client = self._client.get(exp.name)
+        # Both may be due: the certificate that expires first goes first.
+        first = client is not None and client.not_after < found[0].not_after
+        if first and await self.consider_client(exp) is not None:
+            self._deferred[exp.name] = (exp, tuple(served))
+            return
         row = await self.pipeline.start(exp.name, f"{decision.reason}: {decision.message}")
         if kind_of(row) != SERVER:
+            self._deferred[exp.name] = (exp, tuple(served))
             return  # a client renewal of the box is running: the server one waits for it
         await self.bus.publish(
             RenewalDue(

@@ -181,3 +181,16 @@ async def test_what_one_kind_installed_does_not_make_the_other_replaced(tmp_path
         assert latest.reason.startswith("ServedDiffersFromInstalled")
     finally:
         await store.close()
+
+
+async def test_when_both_are_due_the_certificate_that_expires_first_goes_first(tmp_path, make_cert):
+    server = make_cert("c1.example.com", ["c1.example.com"], days=6)
+    client = make_cert("c1.example.com", ["c1.example.com"], days=3)
+    cfg, store, manager = await make(tmp_path, FakeBox(server, client))
+    try:
+        manager._client["c1"] = facts_from_x509(client)  # the last client read, not acted on
+        await manager.after_poll(cfg.target("c1"), served(server))
+        latest = manager.latest()["c1"]
+        assert latest.active and kind_of(latest) == CLIENT
+    finally:
+        await store.close()
