@@ -1,4 +1,5 @@
-"""Expressway REST client: read and renew the server certificate of one Cisco Expressway node.
+"""Expressway REST client: read and renew the server certificate of one Cisco Expressway node,
+and from X15.5 its client certificate (through the client store resources /api/raml lists).
 
 Shape (like a lego provider): `ExpresswayClientConfig`, one validating constructor
 `ExpresswayClient(config)`, and the private HTTP plumbing in renewers/device_http.py.
@@ -69,7 +70,6 @@ CLIENT_CERT_BY_HAND = (
     "certificate page: generate its CSR there, have a private CA sign it with TLS Web Client "
     "Authentication, upload it and restart)"
 )
-KINDS = ("server", "client")  # the certificate stores a renewal can target
 EKU_SWITCH = "xConfiguration XCP TLS Certificate CVS EnableServerEkuUpload"
 ACME_FROM = (12, 5)  # built-in ACME on Expressway-E
 SERVER_EKU_UPLOAD_AT = (15, 4)  # the switch exists in X15.4 only (deprecated in X15.5)
