@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography import x509
@@ -83,7 +83,7 @@ def _client_cert_report(lab: Lab) -> list[str]:
 _EKU_NAMES = {"1.3.6.1.5.5.7.3.1": "serverAuth", "1.3.6.1.5.5.7.3.2": "clientAuth"}
 
 
-def _client_ca(text: str) -> str:
+def _client_ca(text: str, now: datetime) -> str:
     """The client certificate's CA named explicitly (the lab EST CA, private: it issues
     clientAuth), and 2048-bit CSRs to keep the two renewals quick."""
     renewal = 'renewal = { ca = "lab-est" }'
@@ -94,8 +94,8 @@ def _client_ca(text: str) -> str:
     )
 
 
-def _cucm_window(text: str) -> str:
-    window = window_opening_in(datetime.now(UTC), timedelta(seconds=20))
+def _cucm_window(text: str, now: datetime) -> str:
+    window = window_opening_in(now, timedelta(seconds=20))
     return add_unified_cm_keys(text, "cucm1", f"maintenance_window = {window}")
 
 
@@ -110,7 +110,8 @@ class Scenario:
     lab_kwargs: dict[str, Any] = field(default_factory=dict)
     intro: str = ""
     report: Callable[[Lab], list[str]] = _default_report
-    edit_config: Callable[[str], str] | None = None  # applied to the lab's config text
+    # applied to the lab's config text, with the time on the daemon's renewal clock
+    edit_config: Callable[[str, datetime], str] | None = None
     renewals: int = 1  # how many renewals must complete ("completed") before the end
 
 

@@ -9,9 +9,9 @@ import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
+from expressway_certd.config import load_config
 from lab.pki import cert_pem
 from monitor.clientcert import STATUS_OK, STATUS_UNPUBLISHED, ClientCertState
-from monitor.config import load_config
 from monitor.events import Event, EventBus, RenewalDue
 from monitor.facts import facts_from_x509
 from monitor.policy import ServedCert

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from expressway_certd.config import load_config
 from lab.pki import CA
-from monitor.config import load_config
 from monitor.events import EventBus
 from monitor.facts import facts_from_x509
 from monitor.probe import Prober, TrustStore

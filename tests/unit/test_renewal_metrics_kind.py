@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from alerts.metrics import RenewalCollector
-from monitor.config import load_config
+from expressway_certd.config import load_config
 from monitor.store import RenewalRow
 
 NOW = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
