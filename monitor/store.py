@@ -195,6 +195,13 @@ class RenewalRow:
     def active(self) -> bool:
         return self.status in ACTIVE_STATUSES
 
+    @property
+    def kind(self) -> str:
+        """Which certificate the renewal renews: "client" (the X15.5 client certificate) when
+        its record says so, else "server" (rows of earlier versions have no kind)."""
+        kind = self.data.get("kind") if isinstance(self.data, dict) else None
+        return "client" if kind == "client" else "server"
+
 
 @dataclass(frozen=True)
 class StepRow:

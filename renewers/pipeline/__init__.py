@@ -52,11 +52,15 @@ from renewers.pipeline.outcomes import (
     transition,
 )
 from renewers.pipeline.record import (
+    CLIENT,
+    KINDS,
+    SERVER,
     IssuedCert,
     RecordError,
     RenewalRecord,
     Snapshot,
     TrustedCa,
+    kind_of,
     record_of,
 )
 from renewers.pipeline.runner import Pipeline, StageObserver
@@ -76,9 +80,12 @@ from renewers.pipeline.stages.verify import stage_verify
 
 __all__ = [
     "BUSY_WAIT",
+    "CLIENT",
     "DRY_RUN_STAGES",
+    "KINDS",
     "LEASE",
     "RETRY_BACKOFF",
+    "SERVER",
     "STAGES",
     "STAGE_FUNCTIONS",
     "Advance",
@@ -106,6 +113,7 @@ __all__ = [
     "dry_run",
     "holding",
     "keep_alive",
+    "kind_of",
     "no_faults",
     "record_of",
     "stage_approve",

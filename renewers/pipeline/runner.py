@@ -53,7 +53,7 @@ from renewers.pipeline.outcomes import (
     stage_event,
     transition,
 )
-from renewers.pipeline.record import RenewalRecord, record_of
+from renewers.pipeline.record import SERVER, RenewalRecord, check_kind, kind_of, record_of
 from renewers.pipeline.stages import STAGE_FUNCTIONS
 from renewers.pipeline.stages.submit import issued_cert
 
@@ -104,8 +104,11 @@ class Pipeline:
         for row in reversed(await self.store.renewals_for(limit=10_000)):
             self.latest[row.target] = row
 
-    async def start(self, target: str, reason: str) -> RenewalRow:
-        """Create a renewal for `target` unless one is active (then that one is returned)."""
+    async def start(self, target: str, reason: str, kind: str = SERVER) -> RenewalRow:
+        """Create a renewal of `kind` ("server", or "client": the X15.5 client certificate) for
+        `target` unless one is active (then that one is returned, whatever its kind: one
+        renewal per box at a time, since the box has one CSR slot; `kind_of` tells)."""
+        check_kind(kind)
         exp = self.config.target(target)
         if exp.renewal is None:
             raise CertdError(
@@ -123,12 +126,12 @@ class Pipeline:
             next_at=None,
             attempts=0,
             message="",
-            data={},
+            data=RenewalRecord(kind=kind).to_data(),
         )
         stored = await self.store.create_renewal(row)
         self.latest[target] = stored
         if stored.id == row.id:
-            log.info("renewal started", target=target, renewal=row.id, reason=reason)
+            log.info("renewal started", target=target, renewal=row.id, reason=reason, kind=kind)
             self.fault_seam(target, "start")
         return stored
 
@@ -354,7 +357,7 @@ class Pipeline:
     async def _step(self, row: RenewalRow) -> RenewalRow:
         exp = self.config.target(row.target)
         assert exp.renewal is not None
-        ca_name = exp.renewal.ca
+        ca_name = exp.renewal.ca_for(kind_of(row))
         ctx = Context(
             renewal_id=row.id,
             target=exp,
@@ -424,6 +427,7 @@ class Pipeline:
                     renewal_id=row.id,
                     new_sha256=sha256_of(leaf),
                     not_after=leaf.not_valid_after_utc.isoformat(),
+                    cert_kind=ctx.kind,
                 )
             )
         return new

@@ -140,9 +140,18 @@ async def test_cancel_over_the_api_then_start_afresh(tmp_path):
                         assert resp.status == 409  # already cancelled
                     assert lab.expressway_c.uploads == 0  # cancelled before install
                     renew = f"{base}/targets/expe-c1/renew"
+                    async with session.post(renew + "?kind=both", headers=auth) as resp:
+                        assert resp.status == 400 and "kind must be one of" in await resp.text()
                     async with session.post(renew, headers=auth) as resp:
                         assert resp.status == 202
-                        assert (await resp.json())["id"] != rid
+                        started = await resp.json()
+                        assert started["id"] != rid and started["kind"] == "server"
+                    # one renewal per box at a time: the client certificate waits for it
+                    async with session.post(renew + "?kind=client", headers=auth) as resp:
+                        assert resp.status == 409
+                        assert f"renewal {started['id']} of the server certificate" in (
+                            await resp.text()
+                        )
             finally:
                 await daemon.stop()
     finally:
