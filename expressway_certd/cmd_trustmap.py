@@ -24,8 +24,9 @@ from typing import Any
 from cryptography import x509
 
 from alerts.trust import TRUST_MAP_STATE
+from expressway_certd.config import load_config
 from expressway_certd.trustmap_live import gather, judgements_json, pending_chains
-from monitor.config import Config, load_config
+from monitor.config import Config
 from monitor.errors import CertdError, ConfigError
 from monitor.probe import Prober, TrustStore
 from monitor.statuspage import TRUST_MAP_FILE as SVG_NAME

@@ -39,9 +39,10 @@ from alerts.metrics import (
     StateExposition,
     observe_stage,
 )
+from expressway_certd.config import load_config
 from expressway_certd.http import build_app
 from monitor import __version__
-from monitor.config import Config, ExpresswayConfig, load_config, sqlite_path
+from monitor.config import Config, ExpresswayConfig, sqlite_path
 from monitor.errors import CertdError, ConfigError
 from monitor.events import Event, EventBus
 from monitor.probe import Prober, TrustStore

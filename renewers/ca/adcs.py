@@ -30,8 +30,8 @@ import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from monitor.config_ca import ADCSConfig
 from monitor.facts import EKU_CONFIG_NAMES, pkcs7_certificates
+from renewers.ca.adcs_config import ADCSConfig
 from renewers.ca.base import (
     CACapabilities,
     CARequestError,

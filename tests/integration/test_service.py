@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from apscheduler.executors.base import MaxInstancesReachedError
 
+from expressway_certd.config import load_config
 from expressway_certd.daemon import Daemon
-from monitor.config import load_config
 from monitor.errors import ConfigError
 from tests.helpers import DaemonProcess, free_port
 

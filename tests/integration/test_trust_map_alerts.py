@@ -25,11 +25,11 @@ import aiohttp
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from expressway_certd.config import load_config
 from expressway_certd.daemon import Daemon
 from lab.pki import CA
 from lab.renewal import set_daemon_keys
 from lab.topology import Lab
-from monitor.config import load_config
 from monitor.store import RenewalRow
 from tests.conftest import need_binary
 from tests.helpers import free_port

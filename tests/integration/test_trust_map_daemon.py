@@ -15,11 +15,11 @@ from typing import Any
 
 import aiohttp
 
+from expressway_certd.config import load_config
 from expressway_certd.daemon import Daemon
 from lab.pki import CA
 from lab.renewal import set_daemon_keys
 from lab.topology import Lab
-from monitor.config import load_config
 from tests.helpers import free_port
 from tests.integration.test_status_page import VisibleText, chromium
 

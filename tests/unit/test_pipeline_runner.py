@@ -14,8 +14,8 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from expressway_certd.config import load_config
 from lab.pki import CA
-from monitor.config import load_config
 from monitor.errors import CertdError, DeviceError, StoreError
 from monitor.events import Event, EventBus
 from monitor.probe import Prober, TrustStore

@@ -15,10 +15,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from expressway_certd.config import load_config
 from expressway_certd.trustmap_live import gather
 from lab.pki import CA
 from monitor.clientcert import STATUS_ERROR, STATUS_NOT_APPLICABLE, STATUS_OK, ClientCertState
-from monitor.config import Config, ExpresswayConfig, UnifiedCMConfig, load_config
+from monitor.config import Config, ExpresswayConfig, UnifiedCMConfig
 from monitor.endpoint import Endpoint
 from monitor.errors import DeviceError
 from monitor.probe import Observation
