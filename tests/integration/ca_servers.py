@@ -448,6 +448,20 @@ def scrambled(text: str) -> str:
     return "".join(p if p.startswith("{") or p == '"' else re.sub(r"\w", "Ж", p) for p in parts)
 
 
+# adcs-scrambled: a contract case against certsrv pages no sentence of which a connector could
+# know (issue 8 part 4: outcomes come from the page structure alone)
+ADCS_KINDS = ("adcs", "adcs-scrambled")
+
+
+def adcs_language(kind: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The simulator's page language for an AD CS kind of ADCS_KINDS (installing the
+    scrambled wording in its TEXT for this test)."""
+    if kind != "adcs-scrambled":
+        return "en"
+    monkeypatch.setitem(TEXT, "scrambled", {k: scrambled(v) for k, v in TEXT["en"].items()})
+    return "scrambled"
+
+
 def adcs_harness(tmp_path: Path, auth: str = "ntlm", language: str = "en") -> Iterator[Harness]:
     """AD CS with its pages in `language` ("scrambled": every word unknown, installed in the
     simulator's TEXT by make_harness)."""
@@ -607,13 +621,8 @@ def make_harness(
     if kind == "est":
         gen = est_harness(tmp_path)
         h = next(gen)
-    elif kind in ("adcs", "adcs-scrambled"):
-        # adcs-scrambled: every contract case against certsrv pages no sentence of which a
-        # connector could know (issue 8 part 4: outcomes come from the page structure alone)
-        language = "scrambled" if kind == "adcs-scrambled" else "en"
-        if language == "scrambled":
-            monkeypatch.setitem(TEXT, "scrambled", {k: scrambled(v) for k, v in TEXT["en"].items()})
-        gen = adcs_harness(tmp_path, language=language)
+    elif kind in ADCS_KINDS:
+        gen = adcs_harness(tmp_path, language=adcs_language(kind, monkeypatch))
         h = next(gen)
     elif kind == "manual":
         h = manual_harness(tmp_path)
