@@ -30,7 +30,15 @@ from renewers.pipeline.context import (
     no_faults,
 )
 from renewers.pipeline.dryrun import DRY_RUN_STAGES, DryRun, dry_run
-from renewers.pipeline.locks import BUSY_WAIT, LEASE, claim_or_take_over, keep_alive, take_lease
+from renewers.pipeline.locks import (
+    BUSY_WAIT,
+    LEASE,
+    RenewalHold,
+    claim_or_take_over,
+    holding,
+    keep_alive,
+    take_lease,
+)
 from renewers.pipeline.outcomes import (
     RETRY_BACKOFF,
     STAGES,
@@ -86,6 +94,7 @@ __all__ = [
     "OutcomeReason",
     "Pipeline",
     "RecordError",
+    "RenewalHold",
     "RenewalRecord",
     "Snapshot",
     "StageObserver",
@@ -95,6 +104,7 @@ __all__ = [
     "claim_or_take_over",
     "csr_fits",
     "dry_run",
+    "holding",
     "keep_alive",
     "no_faults",
     "record_of",

@@ -41,8 +41,7 @@ from renewers.pipeline.context import (
 )
 from renewers.pipeline.locks import (
     BUSY_WAIT,
-    LEASE,
-    claim_renewal,
+    holding,
     keep_alive,
     new_owner,
 )
@@ -149,16 +148,14 @@ class Pipeline:
                 "in a moment"
             ) from None
         try:
-            if not await self._claim(renewal_id):
-                holder = await self.store.renewal_lease_owner(renewal_id)
-                raise CertdError(
-                    f"renewal {renewal_id}: busy: a stage is running in another process "
-                    f"({holder}); try again in a moment"
-                )
-            try:
+            async with holding(self.store, renewal_id, self.owner, self.clock) as hold:
+                if not await hold.claim():
+                    holder = await self.store.renewal_lease_owner(renewal_id)
+                    raise CertdError(
+                        f"renewal {renewal_id}: busy: a stage is running in another process "
+                        f"({holder or 'its lease is being handed over'}); try again in a moment"
+                    )
                 yield await self._get(renewal_id)
-            finally:
-                await self.store.release_renewal(renewal_id, self.owner)
         finally:
             lock.release()
 
@@ -283,39 +280,29 @@ class Pipeline:
         """Run stages until the renewal waits, blocks, fails or is done."""
         row = await self._get(renewal_id)
         lock = self._locks.setdefault(row.target, asyncio.Lock())
-        async with lock:
-            try:
-                while True:
-                    row = await self._get(renewal_id)
-                    self.latest[row.target] = row
-                    if not row.active or row.status == "blocked":
-                        return row
-                    if row.next_at is not None and row.next_at > self.clock():
-                        return row
-                    if not await self._claim(renewal_id):
-                        log.info("renewal run by another process", renewal=renewal_id)
-                        return row
-                    # Read again now that nobody else may write it: an operator command or
-                    # another process may have changed it since the read above.
-                    row = await self._get(renewal_id)
-                    self.latest[row.target] = row
-                    if not row.active or row.status == "blocked":
-                        return row
-                    if row.next_at is not None and row.next_at > self.clock():
-                        return row
-                    async with keep_alive(
-                        lambda: self.store.claim_renewal(
-                            renewal_id, self.owner, self.clock(), LEASE
-                        )
-                    ):
-                        row = await self._step(row)
-                    if self._stop_after is not None and self._stop_after(row.stage):
-                        return row
-            finally:
-                await self.store.release_renewal(renewal_id, self.owner)
-
-    async def _claim(self, renewal_id: str) -> bool:
-        return await claim_renewal(self.store, renewal_id, self.owner, self.clock())
+        async with lock, holding(self.store, renewal_id, self.owner, self.clock) as hold:
+            while True:
+                row = await self._get(renewal_id)
+                self.latest[row.target] = row
+                if not row.active or row.status == "blocked":
+                    return row
+                if row.next_at is not None and row.next_at > self.clock():
+                    return row
+                if not await hold.claim():
+                    log.info("renewal run by another process", renewal=renewal_id)
+                    return row
+                # Read again now that nobody else may write it: an operator command or
+                # another process may have changed it since the read above.
+                row = await self._get(renewal_id)
+                self.latest[row.target] = row
+                if not row.active or row.status == "blocked":
+                    return row
+                if row.next_at is not None and row.next_at > self.clock():
+                    return row
+                async with keep_alive(hold.extend):
+                    row = await self._step(row)
+                if self._stop_after is not None and self._stop_after(row.stage):
+                    return row
 
     async def run_due(self, owns: Callable[[str], bool] | None = None) -> None:
         """Resume every active renewal whose time has come (the scheduler calls this); with
