@@ -1,6 +1,7 @@
 """What a stage works with: the `Context` (target, config, device factory, CA connector, the
-renewal's persisted `data`), the `Devices` Protocol and its configured implementation, and
-small helpers every stage shares (fingerprints, retry with backoff, the named locks)."""
+renewal's persisted `data`), the `Devices` and `Probes` Protocols (fakes in unit tests) and the
+configured devices, and small helpers every stage shares (fingerprints, retry with backoff, the
+named locks)."""
 
 from __future__ import annotations
 
@@ -16,13 +17,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from monitor.config import Config, ExpresswayConfig, UnifiedCMConfig
+from monitor.endpoint import Endpoint
 from monitor.errors import CAError, CertdError, DeviceError
-from monitor.probe import Prober
+from monitor.probe import Observation, TrustStore
 from monitor.store import Store
 from renewers.ca.base import CAConnector, CARequestError
 from renewers.cucm import CucmClient, CucmClientConfig
 from renewers.expressway import (
     CertificateEkuRefused,
+    CsrRequest,
     ExpresswayClient,
     ExpresswayClientConfig,
     OperationUnsupported,
@@ -32,7 +35,13 @@ from renewers.pipeline.locks import (
     exclusive,
 )
 from renewers.pipeline.outcomes import RETRY_BACKOFF, Blocked, Failed, Outcome, OutcomeReason
-from renewers.pipeline.record import IssuedCert, RecordError, RenewalRecord, Snapshot
+from renewers.pipeline.record import (
+    CLIENT,
+    IssuedCert,
+    RecordError,
+    RenewalRecord,
+    Snapshot,
+)
 from renewers.validate import Plan
 
 # The fault-injection seam: the runner and the stages call it at named points, each right
@@ -58,6 +67,16 @@ class Devices(Protocol):
     ) -> AbstractAsyncContextManager[ExpresswayClient]: ...
 
     def unified_cm(self, ucm: UnifiedCMConfig) -> AbstractAsyncContextManager[CucmClient]: ...
+
+
+class Probes(Protocol):
+    """What the stages need of the monitor's prober (monitor.probe.Prober; a fake in unit
+    tests): the daemon's trust anchors and one probe of one endpoint."""
+
+    @property
+    def trust(self) -> TrustStore: ...
+
+    async def probe(self, target: str, endpoint: Endpoint) -> Observation: ...
 
 
 class ConfiguredDevices:
@@ -99,7 +118,7 @@ class Context:
     devices: Devices
     ca: CAConnector
     ca_name: str
-    prober: Prober
+    prober: Probes
     now: Callable[[], datetime]
     record: RenewalRecord
     attempts: int = 0  # failed, waiting or blocked outcomes of this stage so far
@@ -115,6 +134,11 @@ class Context:
         """Replace fields of the record (dataclasses.replace); returns the new one."""
         self.record = dataclasses.replace(self.record, **changes)
         return self.record
+
+    @property
+    def kind(self) -> str:
+        """Which certificate this renewal renews: "server", or "client" (X15.5 client store)."""
+        return self.record.kind
 
     @property
     def snapshot(self) -> Snapshot:
@@ -152,6 +176,34 @@ def _required(value: T | None, name: str, ctx: Context) -> T:
             f"{ctx.renewal_id}') and start a new one"
         )
     return value
+
+
+# The box operations that differ by renewal kind: the server certificate's documented
+# resources, or the X15.5 client store's resources found in /api/raml.
+
+
+async def installed_cert(box: ExpresswayClient, kind: str) -> x509.Certificate:
+    """The certificate of `kind` the box shows as installed."""
+    return await (box.client_certificate() if kind == CLIENT else box.server_certificate())
+
+
+async def pending_csr_of(box: ExpresswayClient, kind: str) -> x509.CertificateSigningRequest | None:
+    return await (box.pending_client_csr() if kind == CLIENT else box.pending_csr())
+
+
+async def generate_csr_on(
+    box: ExpresswayClient, kind: str, request: CsrRequest
+) -> x509.CertificateSigningRequest:
+    if kind == CLIENT:
+        return await box.generate_client_csr(request)
+    return await box.generate_csr(request)
+
+
+async def upload_cert(box: ExpresswayClient, kind: str, leaf: x509.Certificate) -> None:
+    if kind == CLIENT:
+        await box.upload_client_certificate(leaf)
+    else:
+        await box.upload_server_certificate(leaf)
 
 
 def sha256_of(cert: x509.Certificate) -> str:

@@ -28,7 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench.farm import PORTS_PER_HOST, Farm, target_name
-from tests.bench.measure import cpu_seconds, free_port, http_get, machine, rss_bytes, table
+from tests.bench.measure import (
+    cpu_seconds,
+    free_port,
+    http_get,
+    machine,
+    rss_bytes,
+    sqlite_size,
+    table,
+)
 
 MiB = 1024 * 1024
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Timeout)\w*: ")
@@ -185,6 +193,7 @@ def bench(targets: int, hosts: int, window: float, concurrency: int, renders: in
                 pid = daemon.process.pid
                 r["first_at"], r["first_polls"] = daemon.wait_polls(targets, 240)
                 r["first_rss"] = rss_bytes(pid)[0]
+                r["db_first"] = sqlite_size(daemon.directory / "state.db")
                 print(
                     f"  first poll cycle: {r['first_polls']} target polls seen "
                     f"{r['first_at']:.1f} s after start, RSS {r['first_rss'] / MiB:.1f} MiB",
@@ -198,6 +207,7 @@ def bench(targets: int, hosts: int, window: float, concurrency: int, renders: in
                 r["cpu"], r["wall"] = cpu_seconds(pid) - cpu, time.monotonic() - at
                 r["polls"] = polls * 60 / r["wall"]
                 r["rss"], r["hwm"] = rss_bytes(pid)
+                r["db_after"] = sqlite_size(daemon.directory / "state.db")
                 print(
                     f"  steady state: {r['polls']:.0f} target polls per minute, "
                     f"RSS {r['rss'] / MiB:.1f} MiB",
@@ -248,6 +258,20 @@ def bench(targets: int, hosts: int, window: float, concurrency: int, renders: in
         ),
         ("/metrics size", f"{size / MiB:.1f} MiB, {samples} samples", ""),
         ("errors in the daemon log", str(errors), "0"),
+    ]
+    (size_first, rows_first), (size_after, rows_after) = r["db_first"], r["db_after"]
+    rows.append(
+        (
+            "state (SQLite + WAL), first cycle / after",
+            f"{size_first / MiB:.1f} MiB / {size_after / MiB:.1f} MiB "
+            f"({size_after / endpoints / 1024:.1f} KiB per endpoint)",
+            "",
+        )
+    )
+    rows += [
+        (f"  rows in {name}", f"{rows_first[name]} / {rows_after.get(name, 0)}", "")
+        for name in sorted(rows_first)
+        if rows_first[name] or rows_after.get(name)
     ]
     rows += [(f"  {count} x", reason, "") for reason, count in sorted(by_event.items())]
     title = (

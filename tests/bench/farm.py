@@ -2,7 +2,8 @@
 
 Two shapes, both RSA-2048 leaves under an RSA-2048 issuing CA, the chain Expressways serve:
 
-- `--direct N`: N listeners on 127.0.0.1, each with its own key and leaf (no SNI needed);
+- `--direct N`: N listeners on 127.0.0.1, each with its own leaf (no SNI needed) and its own
+  key, or with `--direct-keys K` one of K keys in turn (minting 1,000 RSA keys takes minutes);
 - `--targets T --hosts H`: five listeners per loopback address 127.0.0.1..127.0.0.H (four direct
   TLS ports and one XMPP STARTTLS port, an Expressway-E's set) that serve, by SNI, one distinct
   leaf per simulated Expressway `exp00000.bench.example` ... (leaves share one key: minting
@@ -52,11 +53,15 @@ def _pki(directory: Path) -> CA:
     return issuing
 
 
-async def _serve_direct(directory: Path, count: int) -> dict[str, Any]:
+async def _serve_direct(directory: Path, count: int, keys: int) -> dict[str, Any]:
     issuing = _pki(directory)
+    shared = [new_key("rsa", 2048) for _ in range(min(keys, count))] if keys else []
     listeners = []
     for i in range(count):
-        leaf, key = issuing.issue(f"direct{i}.{DOMAIN}", [f"direct{i}.{DOMAIN}", "127.0.0.1"])
+        name = f"direct{i}.{DOMAIN}"
+        own = shared[i % len(shared)] if shared else None
+        leaf, key = issuing.issue(name, [name, "127.0.0.1"], key=own)
+        key = key or own
         assert key is not None
         cert_file, key_file = write_key_and_chain(
             directory, f"direct{i}", leaf, key, [issuing.cert]
@@ -115,7 +120,7 @@ async def _child(args: argparse.Namespace) -> None:
     if args.targets:
         info = await _serve_targets(directory, args.targets, args.hosts)
     else:
-        info = await _serve_direct(directory, args.direct)
+        info = await _serve_direct(directory, args.direct, args.direct_keys)
     info["bundle"] = str(directory / "bench-root.pem")
     print(json.dumps(info), flush=True)
     # Serve until the parent closes our stdin (it exits or calls Farm.stop()), then leave at
@@ -134,10 +139,18 @@ class Farm:
     bundle: Path
 
     @classmethod
-    def start(cls, directory: Path, *, direct: int = 0, targets: int = 0, hosts: int = 1) -> Farm:
+    def start(
+        cls,
+        directory: Path,
+        *,
+        direct: int = 0,
+        direct_keys: int = 0,
+        targets: int = 0,
+        hosts: int = 1,
+    ) -> Farm:
         cmd = [sys.executable, "-m", "tests.bench.farm", "--dir", str(directory)]
         cmd += ["--targets", str(targets), "--hosts", str(hosts)] if targets else []
-        cmd += ["--direct", str(direct)] if direct else []
+        cmd += ["--direct", str(direct), "--direct-keys", str(direct_keys)] if direct else []
         process = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=_repo_root()
         )
@@ -183,6 +196,7 @@ def main_child(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dir", required=True)
     parser.add_argument("--direct", type=int, default=0)
+    parser.add_argument("--direct-keys", type=int, default=0, help="0: one key per listener")
     parser.add_argument("--targets", type=int, default=0)
     parser.add_argument("--hosts", type=int, default=1)
     args = parser.parse_args(argv)

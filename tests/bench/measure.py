@@ -7,8 +7,10 @@ import asyncio
 import os
 import platform
 import socket
+import sqlite3
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -30,6 +32,15 @@ def rss_bytes(pid: int) -> tuple[int, int]:
             if key in ("VmRSS", "VmHWM"):
                 values[key] = int(rest.split()[0]) * 1024
     return values["VmRSS"], values["VmHWM"]
+
+
+def sqlite_size(path: Path) -> tuple[int, dict[str, int]]:
+    """(bytes on disk of a SQLite database with its -wal file, rows per table), read-only."""
+    size = sum(p.stat().st_size for p in (path, path.with_name(path.name + "-wal")) if p.exists())
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        rows = {t: int(db.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]) for t in tables}
+    return size, rows
 
 
 def machine() -> str:

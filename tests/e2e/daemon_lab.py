@@ -91,15 +91,18 @@ class LabDaemon(DaemonProcess):
         env: dict[str, str] | None = None,
         *,
         kill_at: str | None = None,
+        host: str | None = None,
         cucm_poll: float | None = 0.1,
     ) -> None:
         """The daemon runs through tests/e2e/seamed_daemon.py: `kill_at` ("[TARGET:]POINT"):
-        its fault seam SIGKILLs the process at that point of the renewal pipeline;
-        `cucm_poll`: it polls the lab's Unified CM services this often (they restart in a
-        blink; the real client waits 2 s between polls). Neither: `expressway-certd run`."""
+        its fault seam SIGKILLs the process at that point of the renewal pipeline; `host`:
+        the host name it reports in its lease owner and replica ids; `cucm_poll`: it polls
+        the lab's Unified CM services this often (they restart in a blink; the real client
+        waits 2 s between polls). None of them: `expressway-certd run`."""
         self.token = secrets.token_urlsafe(16)
         seams = [
             *(("--kill-at", kill_at) if kill_at else ()),
+            *(("--host", host) if host else ()),
             *(("--cucm-poll", str(cucm_poll)) if cucm_poll else ()),
         ]
         entry = ("-m", "tests.e2e.seamed_daemon", *seams) if seams else None

@@ -8,10 +8,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from expressway_certd.config import load_config
 from lab.est import ESTSimulator
 from lab.renewal import add_renewal, est_ca_section
 from lab.topology import Lab
-from monitor.config import Config, load_config
+from monitor.config import Config
 from monitor.events import Event, EventBus
 from monitor.probe import Prober, TrustStore
 from monitor.store import Store

@@ -28,10 +28,10 @@ from structlog.testing import capture_logs
 from lab.adcs import ADCSSimulator
 from lab.pki import CA
 from monitor.config import Secret
-from monitor.config_ca import ACMEConfig, ESTConfig, RFC2136Config
 from monitor.durations import utcnow
 from monitor.errors import CAError
 from renewers.ca.acme import ACMEConnector
+from renewers.ca.acme_config import ACMEConfig, RFC2136Config
 from renewers.ca.base import (
     CACapabilities,
     CAConnector,
@@ -44,6 +44,7 @@ from renewers.ca.base import (
 )
 from renewers.ca.dns01 import RFC2136Solver
 from renewers.ca.est import ESTConnector
+from renewers.ca.est_config import ESTConfig
 from renewers.ca.hook import HookSolver
 from renewers.ca.http01 import HTTP01Responder
 from renewers.validate import Issuance, Plan, validate
@@ -56,6 +57,7 @@ from tests.integration.ca_faults import (
     stall_on,
 )
 from tests.integration.ca_servers import (  # noqa: F401 - fixtures
+    ADCS_KINDS,
     TSIG_KEY,
     ZONE,
     Bind9,
@@ -63,6 +65,7 @@ from tests.integration.ca_servers import (  # noqa: F401 - fixtures
     Pebble,
     acme_harness,
     adcs_harness,
+    adcs_language,
     bind9_server,
     ca_fixture,
     est_harness,
@@ -73,6 +76,7 @@ from tests.integration.ca_servers import (  # noqa: F401 - fixtures
     start_pebble,
     until_issued,
 )
+from tests.integration.libest import libest_ca  # noqa: F401 - the `libest` fixture
 
 pytestmark = pytest.mark.integration
 
@@ -87,7 +91,11 @@ def _default_structlog() -> Iterator[None]:
 
 
 def sans(cert: x509.Certificate) -> set[str]:
-    ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    """The DNS SANs; none when the CA left the extension out (libest's example CA)."""
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
     return set(ext.get_values_for_type(x509.DNSName))
 
 
@@ -285,8 +293,8 @@ def acme_misbehaving(tmp_path: Path, pebble: Pebble, bind9: Bind9) -> Iterator[M
         proxy.stop()
 
 
-def adcs_misbehaving(tmp_path: Path) -> Iterator[Misbehaving]:
-    for harness in adcs_harness(tmp_path):
+def adcs_misbehaving(tmp_path: Path, language: str = "en") -> Iterator[Misbehaving]:
+    for harness in adcs_harness(tmp_path, language=language):
         sim: ADCSSimulator = harness.server
         sim.manager_approval = True
 
@@ -305,14 +313,14 @@ def adcs_misbehaving(tmp_path: Path) -> Iterator[Misbehaving]:
         )  # fmt: skip
 
 
-@pytest.fixture(params=["adcs", "acme"], name="denying")
+@pytest.fixture(params=[*ADCS_KINDS, "acme"], name="denying")
 def denying_fixture(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Misbehaving]:
     """CAs that can answer pending, then denied."""
     monkeypatch.setenv("CERTD_TEST_SECRET", "Adcs-Secret1")
-    if request.param == "adcs":
-        yield from adcs_misbehaving(tmp_path)
+    if request.param in ADCS_KINDS:
+        yield from adcs_misbehaving(tmp_path, adcs_language(request.param, monkeypatch))
     else:
         yield from acme_misbehaving(
             tmp_path, request.getfixturevalue("pebble_chain"), request.getfixturevalue("bind9")
@@ -386,12 +394,12 @@ def drop_last_san(rewriter: CA) -> Callable[[list[x509.Certificate]], list[x509.
     return rewrite
 
 
-@pytest.fixture(params=["est", "adcs", "acme", "manual"], name="dropping")
+@pytest.fixture(params=["est", "libest", *ADCS_KINDS, "acme", "manual"], name="dropping")
 def dropping_fixture(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Dropping]:
     """Every kind with a CA that drops a SAN: the EST and AD CS simulators' SAN-ignoring
-    profiles, a portal operator whose certificate lacks a SAN, and for ACME a fault proxy in
+    profiles, libest's example CA (which copies no extension of the CSR), a portal operator whose certificate lacks a SAN, and for ACME a fault proxy in
     front of Pebble (Pebble itself refuses a CSR whose names differ from the order's)."""
     if request.param == "acme":
         for bad in acme_misbehaving(
@@ -674,7 +682,7 @@ class Forgetful:
     recovers: bool
 
 
-@pytest.fixture(params=["est", "adcs", "acme"], name="forgetful")
+@pytest.fixture(params=["est", "libest", *ADCS_KINDS, "acme"], name="forgetful")
 def forgetful_fixture(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Forgetful]:
@@ -686,8 +694,9 @@ def forgetful_fixture(
             await_close(conn)
         return
     for h in make_harness(request.param, request, tmp_path, monkeypatch):
-        sim = h.server
-        yield Forgetful(h, sim.requests.clear, request.param == "est")
+        # libest: a restarted estserver has forgotten the CSRs its -m mode has seen
+        forget = h.forget if h.forget is not None else h.server.requests.clear
+        yield Forgetful(h, forget, h.kind == "est")
 
 
 def await_close(conn: Any) -> None:

@@ -6,13 +6,13 @@ racing for slots, never open more orders than `concurrent_orders` nor start more
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from monitor.config_ca import CALimits
 from monitor.store import Store
-from renewers.calimit import OrderLimiter
+from renewers.calimit import HOUR, OrderLimiter
 from tests.pg import fresh_database
 from tests.unit.test_calimit import in_submit
 
@@ -61,6 +61,55 @@ async def test_replicas_racing_for_slots_never_exceed_the_limits(pg_url):
                 if w.granted:
                     await limiters[i % 3].release(f"w{started - len(got)}-{i}", T0)
         assert started == 25
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_a_retry_time_is_on_the_asking_replicas_own_clock(pg_url):
+    """Replica a's clock is two hours behind, b's an hour ahead: the orders a starts are in b's
+    last hour (PostgreSQL's clock), and the retry time each one gets is on its own clock,
+    about an hour ahead of it (not the database's: a would wait three hours, b not at all)."""
+    stores = [await Store.open(pg_url) for _ in range(2)]
+    try:
+        a, b = (OrderLimiter(s) for s in stores)
+        limits = CALimits(orders_per_hour=3)
+        await in_submit(stores[0], *(f"skew{i}" for i in range(5)))
+        real = datetime.now(UTC)
+        a_now, b_now = real - timedelta(hours=2), real + timedelta(hours=1)
+        for i in range(3):
+            assert (await a.take("skewed", limits, f"skew{i}", a_now)).granted
+            await a.release(f"skew{i}", a_now)  # issued at once: only the hourly limit counts
+        for limiter, now, rid in ((b, b_now, "skew3"), (a, a_now, "skew4")):
+            verdict = await limiter.take("skewed", limits, rid, now)
+            assert not verdict.granted and "orders_per_hour" in verdict.reason
+            assert verdict.retry_at is not None
+            assert timedelta(minutes=50) < verdict.retry_at - now <= HOUR  # on its own clock
+        assert (await b.usage("skewed", b_now)).last_hour == 3
+        assert (await a.usage("skewed", a_now - timedelta(days=1))).last_hour == 3
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_the_hour_is_the_databases_whatever_the_hosts_clocks_say(pg_url):
+    """Replica a's clock is right, b's runs two hours ahead, c's two hours behind: an order a
+    started just now is in the hour for b and c too, and c's order counts for a."""
+    stores = [await Store.open(pg_url) for _ in range(3)]
+    try:
+        a, b, c = (OrderLimiter(s) for s in stores)
+        limits = CALimits(orders_per_hour=1)
+        await in_submit(stores[0], "s1", "s2", "s3")
+        now = datetime.now(UTC)
+        assert (await a.take("skew1", limits, "s1", now)).granted
+        await a.release("s1", now)  # done: only the hourly limit can refuse now
+        ahead = await b.take("skew1", limits, "s2", now + timedelta(hours=2))
+        assert not ahead.granted and "orders_per_hour" in ahead.reason
+        assert (await b.usage("skew1", now + timedelta(hours=2))).last_hour == 1
+        assert (await c.take("skew2", limits, "s3", now - timedelta(hours=2))).granted
+        await c.release("s3", now - timedelta(hours=2))
+        behind = await a.take("skew2", limits, "s1", now)
+        assert not behind.granted and "orders_per_hour" in behind.reason
     finally:
         for s in stores:
             await s.close()

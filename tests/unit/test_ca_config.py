@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from monitor.config import parse_config
-from monitor.config_ca import ACMEConfig, ADCSConfig, ESTConfig, ca_secrets, parse_cas
+from expressway_certd.config import parse_cas, parse_config
 from monitor.errors import ConfigError
+from renewers.ca.acme_config import ACMEConfig
+from renewers.ca.adcs_config import ADCSConfig
+from renewers.ca.est_config import ESTConfig
 
 ACME = """
 [ca.le]
@@ -63,9 +66,24 @@ def test_each_kind_parses_to_its_config() -> None:
     )
     assert acme.rfc2136.zone == "example.com."
     assert isinstance(est, ESTConfig) and est.ekus == frozenset({"serverAuth", "clientAuth"})
+    assert est.http_auth == "basic"
     assert isinstance(adcs, ADCSConfig) and adcs.username == "CORP\\svc-certd"
-    assert [s.ref for s in ca_secrets(acme)] == ["env:EAB_HMAC", "file:tsig.secret"]
+    assert [s.ref for s in acme.secrets()] == ["env:EAB_HMAC", "file:tsig.secret"]
     assert "EST_PASSWORD" in repr(est) and "EAB_HMAC" in repr(acme)
+
+
+def test_est_http_digest() -> None:
+    est = cas(EST.replace('username = "certd"', 'username = "certd"\nhttp_auth = "Digest"'))
+    assert isinstance(est["corp-est"], ESTConfig) and est["corp-est"].http_auth == "digest"
+
+
+def test_est_http_auth_needs_a_username() -> None:
+    text = (
+        '[ca.x]\nkind = "est"\nurl = "https://e/.well-known/est"\nclient_cert = "/c.pem"\n'
+        'client_key = "/k.pem"\nhttp_auth = "digest"'
+    )
+    with pytest.raises(ConfigError, match=r"ca.x.http_auth: set only with username \+ password"):
+        parse_cas(Path("/etc/certd.toml"), tomllib.loads(text)["ca"], check_files=False)
 
 
 def test_whole_config_carries_the_cas() -> None:
@@ -90,6 +108,10 @@ def test_whole_config_carries_the_cas() -> None:
             r"ca.x.password: must be a secret reference",
         ),
         ('[ca.x]\nkind = "est"\nurl = "https://e/.well-known/est"', r"EST needs credentials"),
+        (
+            '[ca.x]\nkind = "est"\nurl = "https://e/.well-known/est"\nusername = "u"\npassword = "env:P"\nhttp_auth = "ntlm"',
+            r"ca.x.http_auth: must be one of basic, digest; got 'ntlm'",
+        ),
         (
             '[ca.x]\nkind = "adcs"\nurl = "https://ca/certsrv"\ntemplate = "T"\nauth = "digest"\nusername = "u"\npassword = "env:P"',
             r"ca.x.auth: must be one of basic, ntlm, kerberos",
@@ -159,3 +181,32 @@ def test_every_example_in_the_ca_docs_is_a_valid_config(tmp_path: Path) -> None:
         for ca in cas(block.replace("/etc/expressway-certd/", f"{tmp_path}/")).values():
             kinds.add(type(ca).__name__)
     assert kinds == {"ACMEConfig", "ESTConfig", "ADCSConfig", "ManualConfig"}
+
+
+CLIENT_CA_TARGET = """
+[[expressway]]
+name = "c1"
+address = "c1.example.com"
+role = "c"
+[expressway.renewal]
+ca = "public"
+client_ca = "{client_ca}"
+"""
+
+
+def test_the_client_certificate_has_its_own_ca() -> None:
+    text = ACME.replace("[ca.le", "[ca.public") + EST
+    text += CLIENT_CA_TARGET.format(client_ca="corp-est")
+    config = parse_config(Path("/etc/certd.toml"), tomllib.loads(text))
+    renewal = config.target("c1").renewal
+    assert renewal is not None and renewal.client_ca == "corp-est"
+    assert (renewal.ca_for("server"), renewal.ca_for("client")) == ("public", "corp-est")
+    without = dataclasses.replace(renewal, client_ca=None)
+    assert without.ca_for("client") == "public"  # default: the server certificate's CA
+
+
+def test_a_client_ca_that_is_not_configured_is_named() -> None:
+    text = ACME.replace("[ca.le", "[ca.public") + EST
+    text += CLIENT_CA_TARGET.format(client_ca="nowhere")
+    with pytest.raises(ConfigError, match=r"\(c1\)\.renewal\.client_ca: no \[ca\.nowhere\]"):
+        parse_config(Path("/etc/certd.toml"), tomllib.loads(text))

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config import Config, parse_config
+from expressway_certd.config import parse_config
+from monitor.config import Config
 from monitor.errors import ConfigError
 from renewers.cucm import CucmClientConfig
 from renewers.pipeline import ConfiguredDevices
