@@ -32,10 +32,9 @@ import spnego
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.serialization import pkcs7
 from multidict import CIMultiDict
 
-from lab.est import ThreadedHTTPS, lab_server_context
+from lab.est import ThreadedHTTPS, lab_server_context, pkcs7_der
 from lab.pki import CA, CLIENT_AUTH, SERVER_AUTH, cert_pem
 
 # The authenticated user of the request being handled (set by the auth middleware).
@@ -784,7 +783,7 @@ class ADCSSimulator:
             certs = [req.cert, *certs]
         if self.misorder:
             certs = list(reversed(certs))
-        der = pkcs7.serialize_certificates(certs, serialization.Encoding.DER)
+        der = pkcs7_der(certs)
         body = base64.encodebytes(der) if request.query.get("Enc") == "b64" else der
         return web.Response(body=body, content_type="application/x-pkcs7-certificates")
 

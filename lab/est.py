@@ -157,9 +157,24 @@ def lab_server_context(
     return ctx
 
 
+def pkcs7_der(certs: list[x509.Certificate]) -> bytes:
+    """A certs-only PKCS#7 bag (DER) holding `certs` in the order given, as OpenSSL writes
+    one (Debian's `openssl crl2pkcs7 -nocrl -certfile` keeps the file's order; libest builds
+    its answers with OpenSSL). cryptography's serializer sorts the SET by encoding instead,
+    so its certificates are put back in the given order (same bytes, same length)."""
+    der = pkcs7.serialize_certificates(certs, serialization.Encoding.DER)
+    written = b"".join(
+        c.public_bytes(serialization.Encoding.DER) for c in pkcs7.load_der_pkcs7_certificates(der)
+    )
+    wanted = b"".join(c.public_bytes(serialization.Encoding.DER) for c in certs)
+    if der.count(written) != 1 or len(written) != len(wanted):
+        raise ValueError("cannot find the certificates in the PKCS#7 encoding")
+    return der.replace(written, wanted)
+
+
 def pkcs7_base64(certs: list[x509.Certificate], line_ending: bytes = b"\n") -> bytes:
     """A certs-only PKCS#7 bag, base64 in 64-column lines as OpenSSL's BIO writes them."""
-    der = pkcs7.serialize_certificates(certs, serialization.Encoding.DER)
+    der = pkcs7_der(certs)
     text = base64.b64encode(der)
     return b"".join(text[i : i + 64] + line_ending for i in range(0, len(text), 64))
 
