@@ -278,19 +278,23 @@ class ConnectorBase:
     ) -> x509.Certificate:
         """The certificate of a CA's answer that is for the CSR's key, wherever it stands (a
         PKCS#7 certs-only bag is a SET, RFC 5652 5.1: its order says nothing). None there:
-        refused with reason `wrong_key`, naming what the CA certified instead."""
+        refused with reason `wrong_key`, naming what the CA certified instead, and counted in
+        expressway_ca_errors_total (the answer arrived: no request failed to count it)."""
         want = _spki(csr.public_key())
         for cert in certs:
             if _spki(cert.public_key()) == want:
                 return cert
-        others = "; ".join(c.subject.rfc4514_string() for c in certs if not _is_ca(c))
-        raise self.error(
+        others = " and ".join(c.subject.rfc4514_string() for c in certs if not _is_ca(c))
+        exc = self.error(
             step,
             "no certificate the CA returned is for the CSR's key"
             + (f" (it certified another key: {others})" if others else ""),
             fix,
             reason="wrong_key",
         )
+        CA_ERRORS.labels(self.name, self.kind, exc.reason).inc()
+        log.warning("ca.request_failed", ca=self.name, kind=self.kind, op=step, error=str(exc))
+        raise exc
 
     def request_count(self, op: str) -> int:
         """How many requests of one kind this instance sent (tests and `sign` progress)."""

@@ -419,8 +419,11 @@ async def test_certificate_for_a_different_key_is_refused_naming_the_ca_and_the_
     bad = miscertifying
     bad.other_key()
     conn = bad.connector()
+    errors = {"name": "expressway_ca_errors_total", "ca": bad.name, "kind": conn.kind}
+    before = metric(**errors, reason="wrong_key")
     with pytest.raises(CARequestError) as info:
         await bad.finish(conn, await conn.submit(make_csr(*bad.names())))
+    assert metric(**errors, reason="wrong_key") == before + 1, "counted once, for the alert"
     message = str(info.value)
     assert message.startswith(f"CA '{bad.name}': ")
     assert "no certificate the CA returned is for the CSR's key" in message
