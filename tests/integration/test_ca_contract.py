@@ -376,8 +376,9 @@ def miscertifying_fixture(
     behind the fault proxy (the PEM chain reversed, or another CA's certificate)."""
     if request.param == "libest":
         pytest.skip(
-            "Cisco's estserver cannot be made to: its CA is OpenSSL's `ca` signing the CSR, "
-            "and it answers with the issued certificate alone"
+            "Cisco's estserver cannot be made to: its example CA (example/util/ossl_srv.c, "
+            "OpenSSL's `ca` app built in) signs the CSR's own key, and no option of it "
+            "reorders its answer or certifies another key"
         )
     if request.param == "acme":
         for bad in acme_misbehaving(
