@@ -8,7 +8,7 @@ SHELL := /bin/bash
 # pip prints a warning per package for this machine's unused local indexes; hide only those.
 QUIET_PIP := { grep -v '^WARNING: Location' || true; }
 
-.PHONY: demo test lint bench fuzz debs venv clean
+.PHONY: demo test lint bench fuzz debs venv clean libest
 
 venv: $(STAMP)
 
@@ -26,7 +26,8 @@ $(STAMP): pyproject.toml packaging/lab/pyproject.toml
 # systemd for `systemd-analyze` (the unit file checks).
 debs:
 	bash scripts/install-debs.sh prometheus prometheus-alertmanager postgresql pebble bind9 \
-		krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc systemd chromium graphviz openssl
+		krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc systemd chromium graphviz openssl \
+		make libssl-dev curl xz-utils patch
 
 lint: venv
 	$(VENV)/bin/ruff check expressway_certd monitor renewers alerts lab tests
@@ -34,7 +35,11 @@ lint: venv
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 
-test: debs venv lint
+# Cisco's libest EST server, built from Debian's source package (scripts/build-libest.sh).
+libest: debs
+	bash scripts/build-libest.sh
+
+test: debs venv lint libest
 	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=25
 
 demo: venv

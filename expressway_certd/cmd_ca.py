@@ -18,7 +18,8 @@ from typing import Any
 
 from cryptography import x509
 
-from monitor.config import Config, load_config
+from expressway_certd.config import load_config
+from monitor.config import Config
 from monitor.config_ca import CAConfig
 from monitor.durations import format_duration, parse_duration, utcnow
 from monitor.errors import CAError, ConfigError
@@ -83,7 +84,6 @@ def _ca(config: Config, name: str) -> CAConfig:
     if ca is None:
         known = ", ".join(config.cas) or "none"
         raise ConfigError(f"{config.path}: no [ca.{name}] table (configured: {known})")
-    assert isinstance(ca, CAConfig)
     return ca
 
 

@@ -23,14 +23,15 @@ from typing import Any
 
 from cryptography import x509
 
-from monitor.config import Config, ExpresswayConfig, load_config
+from expressway_certd.config import load_config
+from monitor.config import Config, ExpresswayConfig
 from monitor.errors import CertParseError, ConfigError
 from monitor.facts import cert_pem, facts_from_x509, facts_json, load_certificates
 from monitor.text import printable
 from renewers.decode import Decoded, read_file_bytes, render
 from renewers.expressway import OperationUnsupported
 from renewers.handcheck import (
-    EXPRESSWAY_STORE,
+    EXPRESSWAY_STORE_LABEL,
     HandCheck,
     Situation,
     TrustHolder,
@@ -205,7 +206,7 @@ async def gather(
             why = "this Expressway (its own chain)"
         else:
             why = "traversal zone peer"
-        holders.append(TrustHolder(box_cfg.name, EXPRESSWAY_STORE, trusted, why=why))
+        holders.append(TrustHolder(box_cfg.name, EXPRESSWAY_STORE_LABEL, trusted, why=why))
     if role == "c" and target.unified_cm:
         ucm = config.unified_cm(target.unified_cm)
         async with devices.unified_cm(ucm) as cm:

@@ -10,7 +10,8 @@ import argparse
 import sys
 from typing import Any
 
-from monitor.config import check_runtime, load_config, startup_warnings
+from expressway_certd.config import load_config
+from monitor.config import check_runtime, startup_warnings
 from monitor.config_base import redact_url
 from monitor.durations import format_duration
 

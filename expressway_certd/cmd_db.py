@@ -10,7 +10,7 @@ import argparse
 import asyncio
 from typing import Any
 
-from monitor.config import load_config
+from expressway_certd.config import load_config
 
 
 def register(subparsers: Any) -> None:

@@ -18,18 +18,19 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from expressway_certd.cmd_renew import timeline_line
+from expressway_certd.config import load_config
 from expressway_certd.daemon import Daemon
 from lab.est import ESTSimulator
 from lab.pki import cert_pem
 from lab.renewal import add_renewal, est_ca_section, set_daemon_keys, trust_also
 from lab.scenarios import DEFAULT, SCENARIOS, Scenario, listing, scenario
 from lab.topology import Lab
-from monitor.config import load_config
 from monitor.events import Event, RenewalBlocked, RenewalCompleted
 from monitor.logging import configure_logging
 
@@ -59,6 +60,10 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 def _free(listen: str) -> str:
     host, _, port = listen.rpartition(":")
     with socket.socket() as sock:
@@ -76,8 +81,15 @@ async def _demo(
     limit: float,
     case: Scenario = SCENARIOS[DEFAULT],
     observe: Callable[[Lab], None] | None = None,
+    renewal_options: Mapping[str, Any] | None = None,
 ) -> int:
-    """Run `case` on a fresh lab; `observe` (tests) sees the simulators before they stop."""
+    """Run `case` on a fresh lab; `observe` (tests) sees the simulators before they stop.
+    `renewal_options` (tests only, never from the command line) go to the daemon's renewal
+    manager, as with `start_service`: e.g. a `clock`, which the scenario's config edit reads
+    too (a maintenance window that opens on a whole minute then opens as soon as the scenario
+    allows, not up to a minute later), or `devices` polling the lab faster."""
+    options = dict(renewal_options or {})
+    clock: Callable[[], datetime] = options.get("clock", _utc_now)
 
     started = time.monotonic()
     est = ESTSimulator().start()
@@ -113,7 +125,7 @@ async def _demo(
                 log_level="warning",
             )
             if case.edit_config is not None:
-                text = case.edit_config(text)
+                text = case.edit_config(text, clock())
             path.write_text(text + est_ca_section(est, directory))
             config = load_config(path)
             target = next(sim for sim in lab.expressways if sim.name == case.target)
@@ -131,7 +143,7 @@ async def _demo(
                 f"The new one comes from the lab EST CA ({est.root.cert.subject.rfc4514_string()}).\n"
             )
             sys.stdout.flush()
-            daemon = Daemon(config)
+            daemon = Daemon(config, renewal_options=options)
             daemon.bus.subscribe(show)
             await daemon.start()
             try:

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from cryptography import x509
 
-from monitor.config import load_config
+from expressway_certd.config import load_config
 from monitor.facts import facts_from_x509, facts_json
 from monitor.text import printable
 from renewers.expressway import (

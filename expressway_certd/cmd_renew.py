@@ -15,8 +15,9 @@ from typing import Any
 
 from cryptography import x509
 
+from expressway_certd.config import load_config
 from monitor.clientcert import ClientCertState
-from monitor.config import Config, ExpresswayConfig, load_config
+from monitor.config import Config, ExpresswayConfig
 from monitor.errors import CertdError, ConfigError
 from monitor.events import (
     ApprovalRequired,

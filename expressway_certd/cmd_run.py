@@ -9,8 +9,9 @@ from typing import Any
 
 import structlog
 
+from expressway_certd.config import load_config
 from expressway_certd.daemon import serve
-from monitor.config import check_runtime, ensure_private_dirs, load_config, startup_warnings
+from monitor.config import check_runtime, ensure_private_dirs, startup_warnings
 from monitor.logging import configure_logging
 
 

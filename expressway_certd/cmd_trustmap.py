@@ -1,8 +1,9 @@
 """`expressway-certd trust-map --config F [--json] [--svg PATH]`: every TLS relation of the
 configured deployment, and whether each verifier trusts what its peer presents.
 
-Reads, read-only, each Expressway's installed server certificate and trusted CA list and each
-Unified CM node's trust stores (the same clients as `inspect` and `check-cert`), and the
+Reads, read-only, each Expressway's installed server certificate, trusted CA list and (X15.5+)
+client certificate, which it presents where it is the TLS client, and each Unified CM node's
+trust stores (the same clients as `inspect` and `check-cert`), and the
 issued-but-not-installed chains of active renewals from the state database. Prints a table and
 writes the picture as SVG with Graphviz `dot` (default `<data_dir>/trust-map.svg`, which the
 status page at `/` shows). Exit 0 when every relation is ok, 1 otherwise, 2 on errors.
@@ -23,8 +24,9 @@ from typing import Any
 from cryptography import x509
 
 from alerts.trust import TRUST_MAP_STATE
+from expressway_certd.config import load_config
 from expressway_certd.trustmap_live import gather, judgements_json, pending_chains
-from monitor.config import Config, load_config
+from monitor.config import Config
 from monitor.errors import CertdError, ConfigError
 from monitor.probe import Prober, TrustStore
 from monitor.statuspage import TRUST_MAP_FILE as SVG_NAME
@@ -74,10 +76,10 @@ async def read_pending(config: Config) -> dict[str, tuple[x509.Certificate, ...]
 
 
 def render(judgements: tuple[Judgement, ...], svg: Path | None) -> str:
-    lines = [f"{'from':<16} {'to':<22} {'relation':<10} {'store':<12} status"]
+    lines = [f"{'from':<22} {'to':<22} {'relation':<10} {'store':<12} status"]
     for j in judgements:
         r = j.relation
-        row = f"{printable(r.presenter):<16} {printable(r.verifier):<22} {r.relation:<10} {r.store:<12} {j.status}"
+        row = f"{printable(r.presenter_label):<22} {printable(r.verifier):<22} {r.relation:<10} {r.store:<12} {j.status}"
         if j.reason:
             row += f": {printable(j.reason)}"
         lines.append(row)

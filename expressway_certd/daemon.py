@@ -22,7 +22,7 @@ import random
 import signal
 from collections.abc import Coroutine, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import structlog
 from aiohttp import web
@@ -39,9 +39,10 @@ from alerts.metrics import (
     StateExposition,
     observe_stage,
 )
+from expressway_certd.config import load_config
 from expressway_certd.http import build_app
 from monitor import __version__
-from monitor.config import Config, ExpresswayConfig, load_config
+from monitor.config import Config, ExpresswayConfig, sqlite_path
 from monitor.errors import CertdError, ConfigError
 from monitor.events import Event, EventBus
 from monitor.probe import Prober, TrustStore
@@ -51,6 +52,7 @@ from monitor.replicas import (
     Replica,
     heartbeat_interval,
     heartbeat_timeout,
+    hold_sqlite_state,
     new_replica_id,
 )
 from monitor.sdnotify import SystemdNotifier, cancel
@@ -93,6 +95,7 @@ class Daemon:
         self._poll_slots = asyncio.Semaphore(max(1, config.daemon.concurrency // 4))
         self.exposition: StateExposition | None = None
         self.replicas: Registry | None = None  # set on PostgreSQL: this daemon is a replica
+        self._state_lock: BinaryIO | None = None  # on SQLite: this is the file's one daemon
         self.ownership: Ownership | None = None
         self.trust_map: TrustMapper | None = None  # set when an Expressway has API credentials
         self.client_certs = ClientCertWatch(concurrency=max(1, config.daemon.concurrency // 4))
@@ -171,6 +174,9 @@ class Daemon:
     async def start(self) -> None:
         cfg = self.config
         d = cfg.daemon
+        state_file = sqlite_path(d.state)
+        if state_file is not None:  # before migrating: a second daemon touches nothing
+            self._state_lock = hold_sqlite_state(state_file)
         self.store = await Store.open(d.state, history=d.history)
         await self._start_replica()
         self.bus.subscribe(self._audit)
@@ -255,6 +261,7 @@ class Daemon:
             lambda: list(monitor.states.values()),
             timeout=seconds,
             probe=prober.probe,
+            client_certs=lambda: self.client_certs.states,
         )
 
     async def _run_trust_map(self) -> None:
@@ -540,6 +547,9 @@ class Daemon:
                 log.warning("replica deregistration failed", error=str(exc))
         if self.store is not None:
             await self.store.close()
+        if self._state_lock is not None:
+            self._state_lock.close()  # the next daemon on this SQLite file may start
+            self._state_lock = None
         log.info("expressway-certd stopped")
 
 

@@ -3,8 +3,12 @@
 `gather` reads every party concurrently, each under its own deadline: an Expressway's trusted
 CA list (REST API) and, when the monitor has not seen it yet, its server certificate; every
 Unified CM node's trust stores (certmgr API). The certificate an Expressway presents is the
-chain the monitor's probe captured (what it really serves), else the one its API reports. A
-party that cannot be read is a `Party` with `unread` set, so its relations are unknown and
+chain the monitor's probe captured (what it really serves), else the one its API reports. Where
+an X15.5+ Expressway is the TLS client (the C on the traversal zone and towards Unified CM) it
+presents its client certificate instead (Cisco doc 225693): the daemon's latest read of it
+(renewers/clientcert.py, `[daemon] client_cert_check`), read here when there is none yet, the
+latest read failed or found a version before X15.5 (an upgrade since shows at once); `trust-map`
+reads it here. A party that cannot be read is a `Party` with `unread` set, so its relations are unknown and
 the others are judged all the same; nothing waits for it longer than its deadline.
 
 `TrustMapper` is what the daemon runs every `[daemon] trust_map_interval`: gather, judge
@@ -27,6 +31,13 @@ from typing import Any
 import structlog
 from cryptography import x509
 
+from monitor.clientcert import (
+    STATUS_NOT_APPLICABLE,
+    STATUS_OK,
+    STATUS_UNPUBLISHED,
+    ClientCertState,
+    has_client_store,
+)
 from monitor.config import Config, ExpresswayConfig, UnifiedCMConfig
 from monitor.endpoint import Endpoint
 from monitor.errors import CertdError
@@ -34,9 +45,11 @@ from monitor.probe import Observation
 from monitor.store import Store
 from monitor.text import printable
 from monitor.watch import EndpointState
+from renewers.clientcert import read_client_cert, readable
 from renewers.pipeline import Devices, RecordError, record_of, trust_boxes
 from renewers.trustmap import (
     EXPRESSWAY_STORE,
+    ClientCopy,
     Judgement,
     Party,
     earliest_break,
@@ -103,6 +116,38 @@ def _reaches(config: Config, exp: ExpresswayConfig) -> frozenset[tuple[str, str]
     return frozenset(reaches)
 
 
+def client_copy(exp: ExpresswayConfig, state: ClientCertState | None) -> ClientCopy | None:
+    """What `exp` presents where it opens TLS: None for its server certificate (before X15.5),
+    else its client certificate, or why that is not known (then its relations are unknown)."""
+    if state is None:
+        if has_client_store(exp.version):
+            return ClientCopy(None, "not read (no API credentials)")
+        return None  # before X15.5, or the version is unknown and cannot be read: unchanged
+    if state.status == STATUS_NOT_APPLICABLE:
+        return None
+    if state.status == STATUS_OK and state.pem:
+        certs = _certs(state.pem)
+        if certs:
+            return ClientCopy(certs[0])
+    return ClientCopy(None, printable(state.error or state.status))
+
+
+async def _client_state(
+    exp: ExpresswayConfig,
+    devices: Devices,
+    known: ClientCertState | None,
+    party_seconds: float,
+) -> ClientCertState | None:
+    """The daemon's latest read of the client certificate (`ok` or `unpublished`); a fresh one
+    when there is none, it failed, or it said "before X15.5" (the box may have been upgraded
+    since: one sysinfo call), as far as the box's API can be read; None when it cannot."""
+    if known is not None and known.status in (STATUS_OK, STATUS_UNPUBLISHED):
+        return known
+    if not readable(exp):
+        return known
+    return await read_client_cert(exp, devices.expressway, timeout=party_seconds)
+
+
 async def read_expressway(
     config: Config,
     exp: ExpresswayConfig,
@@ -110,6 +155,7 @@ async def read_expressway(
     served: tuple[x509.Certificate, ...],
     pending: tuple[x509.Certificate, ...],
     party_seconds: float,
+    client: ClientCertState | None = None,
 ) -> Party:
     party = Party(
         exp.name,
@@ -119,16 +165,36 @@ async def read_expressway(
         pending=pending,
         step_d_reaches=_reaches(config, exp),
         sent=served[1:] if served else None,
+        version=client.version if client is not None and client.version else exp.version,
     )
     if not (exp.username and exp.password):
-        return party  # no API access: its trusted list is unknown, its certificate is seen
-    try:
+        # no API access: its trusted list is unknown, its certificate is seen
+        return dataclasses.replace(party, client=client_copy(exp, client))
+
+    async def read_box() -> tuple[x509.Certificate, tuple[x509.Certificate, ...]]:
         async with asyncio.timeout(party_seconds), devices.expressway(exp) as box:
             presents = party.presents or await box.server_certificate()
-            cas = tuple(await box.trusted_cas())
-    except READ_ERRORS as exc:
-        return dataclasses.replace(party, unread=f"Expressway API: {_why(exc)}")
-    return dataclasses.replace(party, presents=presents, stores={EXPRESSWAY_STORE: cas})
+            return presents, tuple(await box.trusted_cas())
+
+    # Both reads run to their end (each bounded): a failing one never leaves the other behind.
+    box, state = await asyncio.gather(
+        read_box(), _client_state(exp, devices, client, party_seconds), return_exceptions=True
+    )
+    for result in (box, state):
+        if isinstance(result, BaseException) and not isinstance(result, READ_ERRORS):
+            raise result
+    if isinstance(box, BaseException):
+        return dataclasses.replace(party, unread=f"Expressway API: {_why(box)}")
+    presents, cas = box
+    if isinstance(state, BaseException):
+        copy: ClientCopy | None = ClientCopy(None, _why(state))
+        version = party.version
+    else:
+        copy = client_copy(exp, state)
+        version = state.version if state is not None and state.version else party.version
+    return dataclasses.replace(
+        party, presents=presents, stores={EXPRESSWAY_STORE: cas}, client=copy, version=version
+    )
 
 
 def node_endpoints(ucm: UnifiedCMConfig, node: str) -> dict[str, Endpoint]:
@@ -217,8 +283,11 @@ async def gather(
     served: Mapping[str, tuple[x509.Certificate, ...]],
     party_seconds: float,
     probe: Probe | None = None,
+    client_certs: Mapping[str, ClientCertState] | None = None,
 ) -> tuple[dict[str, Party], list[tuple[str, str]], list[tuple[str, str]]]:
-    """Every party read concurrently; (parties, traversal pairs, (C, node) pairs)."""
+    """Every party read concurrently; (parties, traversal pairs, (C, node) pairs).
+    `client_certs`: the daemon's latest X15.5 client certificate reads, by target."""
+    known = client_certs or {}
     used = {e.unified_cm for e in config.expressways if e.role == "c" and e.unified_cm}
     cms = [u for u in config.unified_cms if u.name in used]
     boxes, nodes = await asyncio.gather(
@@ -231,6 +300,7 @@ async def gather(
                     served.get(e.name, ()),
                     pending.get(e.name, ()),
                     party_seconds,
+                    known.get(e.name),
                 )
                 for e in config.expressways
             )
@@ -257,6 +327,7 @@ def judgements_json(judgements: Iterable[Judgement]) -> list[dict[str, Any]]:
             "from": j.relation.presenter,
             "to": j.relation.verifier,
             "relation": j.relation.relation,
+            "presenter_cert": j.relation.presenter_cert,
             "store": j.relation.store,
             "status": j.status,
             "reason": j.reason,
@@ -327,8 +398,10 @@ class TrustMapper:
         *,
         timeout: float,
         probe: Probe | None = None,
+        client_certs: Callable[[], Mapping[str, ClientCertState]] | None = None,
     ) -> None:
         self._probe = probe
+        self._client_certs = client_certs
         self._config = config
         self._devices = devices
         self._store = store
@@ -345,8 +418,9 @@ class TrustMapper:
             log.warning("trust map: pending renewals not read", error=str(exc))
             pending = {}
         served = served_chains(self._states())
+        clients = dict(self._client_certs()) if self._client_certs is not None else {}
         parties, traversal, unified = await gather(
-            config, self._devices, pending, served, self._timeout, self._probe
+            config, self._devices, pending, served, self._timeout, self._probe, clients
         )
         at = now or datetime.now(UTC)
         judgements = trust_map(parties, relations(parties, traversal, unified), at)

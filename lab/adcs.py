@@ -58,11 +58,19 @@ TEMPLATES: dict[str, list[x509.ObjectIdentifier]] = {
 #   CertSrv ja-JP certrsis.asp / certrspn.asp (the KB2518295 versions, Server 2008 R2 and
 #   later), found in the public GitHub code index (see docs/ca-connectors.md). The denied and
 #   error pages and the disposition messages are the lab's own rendering.
+# - "fr": the pending page's title and request-id sentence ("L\u2019identificateur de votre
+#   requête est N."), the error page's title, its "Disposition :" label and "(inconnu)" are the
+#   wording of pages captured from a French Windows Server 2025 AD CS, quoted in a public test
+#   suite found in the public GitHub code index (search `locInfoReqID`, see
+#   docs/ca-connectors.md); the other French sentences are the lab's own.
 # - "ko", "de", "zh-CN": no published localised certsrv page was found; every sentence is the
 #   lab's own rendering of the English one.
+# - The error page's disposition name (locDispError "Error" for 1, else locDispUnknown
+#   "(unknown)") follows certrser.asp in the Windows Server 2003 source tree; the French
+#   capture shows "5 - (inconnu)" for a request still under submission.
 # So these pages prove the connector reads no sentence, and for Japanese issued/pending that
 # it reads Windows' own page, not that the other languages are word-for-word Windows.
-LANGUAGES = ("en", "ko", "de", "ja", "zh-CN")
+LANGUAGES = ("en", "ko", "de", "ja", "zh-CN", "fr")
 TEXT: dict[str, dict[str, str]] = {
     "en": {
         "site": "Microsoft Active Directory Certificate Services",
@@ -86,6 +94,8 @@ TEXT: dict[str, dict[str, str]] = {
         "your request.",
         "chk_failed": "An error occurred while the server was checking on your pending "
         "certificate request.",
+        "disp_error": "Error",
+        "disp_unknown": "(unknown)",
         "disp_label": "Disposition:",
         "disp_msg_label": "Disposition message:",
         "result_label": "Result:",
@@ -123,6 +133,8 @@ TEXT: dict[str, dict[str, str]] = {
         "den Server ist ein Fehler aufgetreten.",
         "chk_failed": "Beim Überprüfen der ausstehenden Zertifikatanforderung ist auf dem "
         "Server ein Fehler aufgetreten.",
+        "disp_error": "Fehler",
+        "disp_unknown": "(unbekannt)",
         "disp_label": "Disposition:",
         "disp_msg_label": "Dispositionsmeldung:",
         "result_label": "Ergebnis:",
@@ -158,6 +170,8 @@ TEXT: dict[str, dict[str, str]] = {
         "error": "오류",
         "req_failed": "요청이 실패했습니다. 서버가 요청을 처리하는 동안 오류가 발생했습니다.",
         "chk_failed": "서버가 보류 중인 인증서 요청을 확인하는 동안 오류가 발생했습니다.",
+        "disp_error": "오류",
+        "disp_unknown": "(알 수 없음)",
         "disp_label": "처리:",
         "disp_msg_label": "처리 메시지:",
         "result_label": "결과:",
@@ -192,6 +206,8 @@ TEXT: dict[str, dict[str, str]] = {
         "error": "エラー",
         "req_failed": "要求は失敗しました。サーバーが要求を処理中にエラーが発生しました。",
         "chk_failed": "保留中の証明書の要求をサーバーが確認中にエラーが発生しました。",
+        "disp_error": "エラー",
+        "disp_unknown": "(不明)",
         "disp_label": "処理:",
         "disp_msg_label": "処理メッセージ:",
         "result_label": "結果:",
@@ -224,6 +240,8 @@ TEXT: dict[str, dict[str, str]] = {
         "error": "错误",
         "req_failed": "你的申请失败。服务器处理你的申请时出错。",
         "chk_failed": "服务器检查你挂起的证书申请时出错。",
+        "disp_error": "错误",
+        "disp_unknown": "(未知)",
         "disp_label": "处理:",
         "disp_msg_label": "处理消息:",
         "result_label": "结果:",
@@ -236,6 +254,48 @@ TEXT: dict[str, dict[str, str]] = {
         "m_not_found": "找不到对象或属性。",
         "m_bad_request": "遇到 ASN1 错误标记值。",
         "m_invalid": "参数错误。",
+    },
+    "fr": {
+        # Captured from a French Windows Server 2025 AD CS (see the comment above): the pending
+        # title and request-id sentence, the error title, the disposition label and "(inconnu)".
+        "pending": "Certificat en attente",
+        "req_id": "L\u2019identificateur de votre requête est {req_id}.",
+        "error": "Erreur",
+        "disp_label": "Disposition :",
+        "disp_unknown": "(inconnu)",
+        # The lab's own French for the rest.
+        "site": "Services de certificats Active Directory Microsoft",
+        "issued": "Certificat émis",
+        "issued_info": "Le certificat que vous avez demandé vous a été émis.",
+        "download": "Télécharger le certificat",
+        "download_chain": "Télécharger la chaîne de certificats",
+        "pending_new": "Votre demande de certificat a été reçue. Vous devez cependant attendre "
+        "qu\u2019un administrateur émette le certificat demandé.",
+        "pending_chk": "Votre demande de certificat est toujours en attente. Vous devez attendre "
+        "qu\u2019un administrateur émette le certificat demandé.",
+        "return": "Revenez sur ce site dans un jour ou deux pour récupérer votre certificat.",
+        "denied": "Demande de certificat refusée",
+        "denied_info": "Votre demande de certificat a été refusée.",
+        "contact": "Contactez votre administrateur pour plus d\u2019informations.",
+        "disposition": "Le message de disposition est \u00ab\u00a0{message}\u00a0\u00bb",
+        "req_failed": "Votre demande a échoué. Une erreur s\u2019est produite lors du "
+        "traitement de votre demande par le serveur.",
+        "chk_failed": "Une erreur s\u2019est produite lors de la vérification de votre demande "
+        "de certificat en attente par le serveur.",
+        "disp_error": "Erreur",
+        "disp_msg_label": "Message de disposition :",
+        "result_label": "Résultat :",
+        "welcome": "Bienvenue",
+        "carc": "Télécharger un certificat d\u2019autorité de certification, une chaîne de "
+        "certificats ou une liste de révocation",
+        "m_pending": "Prise en compte",
+        "m_issued": "Émis",
+        "m_policy": "Refusé par le module de stratégie",
+        "m_template": "La demande portait sur un modèle de certificat non pris en charge par la "
+        "stratégie des services de certificats Active Directory : {template}.",
+        "m_not_found": "Impossible de trouver l\u2019objet ou la propriété.",
+        "m_bad_request": "Valeur de balise ASN1 incorrecte.",
+        "m_invalid": "Paramètre incorrect.",
     },
 }
 
@@ -305,7 +365,7 @@ _ERROR = """<P ID={failed_id}> {failed} </P>
 <P ID=locContactAdmin>{contact}</P>
 <DL><DD><DL>
 <DT ID=locDispLabel><Font Size=-1><B>{disp_label}</B></Font></DT><DD>
-	{disposition:X} <LocID ID=locDispSpacer>-</LocID>
+	{disposition:X} <LocID ID=locDispSpacer>-</LocID> {disposition_name}
 </DD>
 <DT ID=locDispMsgLabel><Font Size=-1><B>{disp_msg_label}</B></Font></DT><DD>
 	{message}
@@ -580,6 +640,11 @@ class ADCSSimulator:
             contact=t["contact"],
             disp_label=t["disp_label"],
             disposition=disposition,
+            disposition_name=(
+                f"<LocID ID=locDispError>{t['disp_error']}</LocID>"
+                if disposition == CR_DISP_ERROR
+                else f"<LocID ID=locDispUnknown>{t['disp_unknown']}</LocID>"
+            ),
             disp_msg_label=t["disp_msg_label"],
             message=html.escape(message),
             result_label=t["result_label"],

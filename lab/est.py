@@ -12,7 +12,14 @@ client expects:
   401 + `WWW-Authenticate: Basic realm="estrealm"` even when a client certificate verified,
   except simplereenroll; with it off, a verified client certificate is required;
 - `require_pop` refuses a CSR without the tls-unique challengePassword unless the client
-  certificate carries id-kp-cmcRA (libest's RA exemption);
+  certificate carries id-kp-cmcRA (libest's RA exemption), with 401 "Proof of Possession
+  Mismatch." and no `WWW-Authenticate` (est_tls_uid_auth -> EST_ERR_AUTH_FAIL_TLSUID; seen
+  from a running libest 3.2.0 estserver, tests/integration/test_est_libest.py);
+- `enforce_csr_attrs` refuses a CSR that lacks an OID of `csr_attrs_der` with 400 "CSR
+  Attributes missing in request." (libest `--enforce-csr`: every OID of the CsrAttrs must
+  appear somewhere in the CSR; seen from the running server);
+- `csr_attrs_nul` ends the csrattrs body with a NUL byte, as libest's example estserver
+  does (`sizeof(TEST_CSR)` in estserver.c; seen from the running server);
 - 202 carries `Retry-After: <seconds>` and no body; answers are base64 in 64-column LF lines
   under `application/pkcs7-mime` (`smime-type=certs-only` or without, `content_type`);
 - `tls12_only` caps TLS at 1.2 (tls-unique exists only up to TLS 1.2, so PoP servers do),
@@ -52,6 +59,8 @@ PKCS7_MIME = "application/pkcs7-mime"
 CERTS_ONLY = PKCS7_MIME + "; smime-type=certs-only"
 BAD_PKCS10 = "Invalid or corrupted pkcs10 request.\n"  # libest EST_BODY_BAD_PKCS10
 UNAUTHORIZED = "The server was unable to authorize the request.\n"  # EST_BODY_UNAUTHORIZED
+POP_MISMATCH = "Proof of Possession Mismatch.\n"  # EST_BODY_POP_MISMATCH
+MISSING_CSR_ATTR = "CSR Attributes missing in request.\n"  # EST_BODY_MISSING_CSR_ATTR
 CMC_RA = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.28")  # id-kp-cmcRA
 CHALLENGE_PASSWORD = x509.ObjectIdentifier("1.2.840.113549.1.9.7")
 
@@ -161,6 +170,25 @@ def openssl_base64_decode(body: bytes) -> bytes:
     return done.stdout if done.returncode == 0 else b""
 
 
+def der_oids(der: bytes) -> set[bytes]:
+    """Every OBJECT IDENTIFIER anywhere in `der` (its content octets), walking constructed
+    values: what libest's est_server_csr_asn1_parse collects from a CSR."""
+    found: set[bytes] = set()
+    i = 0
+    while i + 2 <= len(der):
+        tag, length, i = der[i], der[i + 1], i + 2
+        if length & 0x80:
+            n = length & 0x7F
+            length, i = int.from_bytes(der[i : i + n], "big"), i + n
+        content = der[i : i + length]
+        if tag == 0x06:
+            found.add(content)
+        elif tag & 0x20:
+            found |= der_oids(content)
+        i += length
+    return found
+
+
 @dataclass
 class ESTRequest:
     """One enrollment request as the CA sees it (keyed by the CSR)."""
@@ -190,9 +218,13 @@ class ESTSimulator:
     drop_sans: bool = False
     content_type: str = CERTS_ONLY
     csr_attrs_der: bytes | None = None
+    csr_attrs_nul: bool = False  # libest's example server: the body ends in a NUL byte
+    enforce_csr_attrs: bool = False  # libest --enforce-csr: every csrattrs OID in the CSR
     eku: list[x509.ObjectIdentifier] = field(default_factory=lambda: [SERVER_AUTH, CLIENT_AUTH])
     requests: dict[str, ESTRequest] = field(default_factory=dict)
     hits: list[str] = field(default_factory=list)
+    # (Content-Type, Content-Transfer-Encoding) of each enrollment request, as received
+    enroll_headers: list[tuple[str | None, str | None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.root = CA.create("Lab EST Root CA")
@@ -295,8 +327,11 @@ class ESTSimulator:
         self.hits.append("csrattrs")
         if self.csr_attrs_der is None:
             return web.Response(status=204)
+        body = base64.encodebytes(self.csr_attrs_der)
+        if self.csr_attrs_nul:
+            body = base64.b64encode(self.csr_attrs_der) + b"\x00"
         return web.Response(
-            body=base64.encodebytes(self.csr_attrs_der),
+            body=body,
             headers={"Content-Type": "application/csrattrs", "Content-Transfer-Encoding": "base64"},
         )
 
@@ -318,6 +353,9 @@ class ESTSimulator:
         label = self._label(request)
         operation = request.path.rsplit("/", 1)[-1]
         self.hits.append(operation)
+        self.enroll_headers.append(
+            (request.headers.get("Content-Type"), request.headers.get("Content-Transfer-Encoding"))
+        )
         # libest checks the first 18 characters of the Content-Type before anything else.
         if not request.headers.get("Content-Type", "").startswith("application/pkcs10"):
             return web.Response(status=400, text=BAD_PKCS10)
@@ -331,7 +369,11 @@ class ESTSimulator:
         if not csr.is_signature_valid:
             return web.Response(status=400, text=BAD_PKCS10)
         if self.require_pop and not self._has_pop(request, csr):
-            return web.Response(status=400, text=BAD_PKCS10)
+            return web.Response(status=401, text=POP_MISMATCH)
+        if self.enforce_csr_attrs and self.csr_attrs_der is not None:
+            present = der_oids(csr.public_bytes(serialization.Encoding.DER))
+            if not der_oids(self.csr_attrs_der) <= present:
+                return web.Response(status=400, text=MISSING_CSR_ATTR)
         key = hashlib.sha256(csr.public_bytes(serialization.Encoding.DER)).hexdigest()
         req = self.requests.get(key)
         if req is None:

@@ -172,6 +172,12 @@ class ExpresswaySim:
     boot_output: str = "xapi"  # a key of BOOT_OUTPUTS
     csr_pending_answer: tuple[int, str] = (409, "Conflict")  # status and Message
     workdir: Path | None = None
+    # Test-only: where a CSR's RSA key comes from, `csr_keys(key_length)`. None (the default,
+    # and what the demo and `expressway-certd lab` use): a fresh key per CSR, as the box makes.
+    # Tests pass a pool of pre-generated keys (tests/keypool.py) so that a renewal does not wait
+    # seconds for an RSA-4096 key; a key the box holds (served, installed, client store) is
+    # never taken again.
+    csr_keys: Callable[[int], PrivateKey] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.role = self.role.lower()
@@ -593,7 +599,7 @@ class ExpresswaySim:
         digests = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}
         if digest_name not in digests:
             return _message(400, f"DigestAlgorithm {digest_name} is not supported")
-        key = await asyncio.to_thread(new_key, "rsa", key_length)
+        key = await asyncio.to_thread(self._csr_key, key_length)
         subject = [x509.NameAttribute(NameOID.COMMON_NAME, str(self.fqdn))]
         fields = (
             ("Country", NameOID.COUNTRY_NAME),
@@ -623,6 +629,17 @@ class ExpresswaySim:
         self.pending = _PendingCsr(csr, key)
         self.csr_generated += 1
         return _message(200, "CSR generated")
+
+    def _csr_key(self, key_length: int) -> PrivateKey:
+        """A new RSA key for a CSR: fresh, or the next pool key that the box does not hold."""
+        if self.csr_keys is None:
+            return new_key("rsa", key_length)
+        held = [k.key.public_key() for k in (self.active, self.installed, self.client) if k]
+        for _ in range(len(held) + 1):
+            key = self.csr_keys(key_length)
+            if key.public_key() not in held:
+                return key
+        raise RuntimeError(f"{self.name}: the CSR key pool has only keys this box holds")
 
     async def _upload_server_cert(self, request: web.Request) -> web.Response:
         try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from lab.renewal import add_unified_cm_keys, window_opening_in
@@ -59,8 +59,8 @@ def _cucm_report(lab: Lab) -> list[str]:
     return out
 
 
-def _cucm_window(text: str) -> str:
-    window = window_opening_in(datetime.now(UTC), timedelta(seconds=20))
+def _cucm_window(text: str, now: datetime) -> str:
+    window = window_opening_in(now, timedelta(seconds=20))
     return add_unified_cm_keys(text, "cucm1", f"maintenance_window = {window}")
 
 
@@ -75,7 +75,8 @@ class Scenario:
     lab_kwargs: dict[str, Any] = field(default_factory=dict)
     intro: str = ""
     report: Callable[[Lab], list[str]] = _default_report
-    edit_config: Callable[[str], str] | None = None  # applied to the lab's config text
+    # applied to the lab's config text, with the time on the daemon's renewal clock
+    edit_config: Callable[[str, datetime], str] | None = None
 
 
 SCENARIOS: dict[str, Scenario] = {

@@ -15,7 +15,7 @@ Signature::
 
     Lab(workdir, *, version="X15.4", c_version=None, e_version=None, restart_seconds=2.0,
         service_restart_seconds=1.0, port_base=None, host="127.0.0.1", ca=None,
-        cert_days=365, c_peers=1, domain="lab.example")
+        cert_days=365, c_peers=1, domain="lab.example", ..., csr_keys=None)
 
 - `port_base`: fixed ports (C from port_base, E from +10, Unified CM from +20, further C
   peers from +30, +40, ...); default random free ports.
@@ -34,12 +34,13 @@ Imports nothing from monitor/, renewers/ or alerts/.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
 from lab.cucm import CucmSim
 from lab.expressway import ExpresswaySim
-from lab.pki import CA, cert_pem
+from lab.pki import CA, PrivateKey, cert_pem
 from lab.zones import Zone, secure_zone, traversal_zone
 
 C_SERVICES = ("https", "sip-tls")
@@ -71,6 +72,7 @@ class Lab:
         cucm_deactivated: tuple[str, ...] = (),
         cucm_webapp_deploy_seconds: float = 0.0,
         cucm_nodes: int = 1,
+        csr_keys: Callable[[int], PrivateKey] | None = None,
     ) -> None:
         """`client_cert_days`: on X15.5 C peers, the client store holds the server
         certificate from before the last renewal (what the upgrade copied), expiring in that
@@ -79,7 +81,8 @@ class Lab:
         lab.cucm.CucmSim. `cucm_nodes`: the Unified CM as a cluster of that many nodes,
         publisher first (`cucm` is the publisher, all are in `cucm_nodes`): cucm2 listens on
         127.0.0.2 with the publisher's ports, cucm3 on 127.0.0.3 ..., one password, and the
-        nodes share `restart_log`."""
+        nodes share `restart_log`. `csr_keys` (test-only): where the Expressways' CSR keys
+        come from (see lab.expressway.ExpresswaySim.csr_keys); default a fresh key per CSR."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.ca = ca or CA.create("expressway-certd Lab Root CA")
@@ -112,6 +115,7 @@ class Lab:
                     cert_days=cert_days,
                     peers=[f for f in c_fqdns if f != fqdn],
                     workdir=self.workdir / fqdn.split(".")[0],
+                    csr_keys=csr_keys,
                 )
             )
         self.expressway_c = self.expressway_c_peers[0]
@@ -132,6 +136,7 @@ class Lab:
             acme_enabled=e_acme_enabled,
             server_eku_upload=e_server_eku_upload,
             workdir=self.workdir / "expe-e1",
+            csr_keys=csr_keys,
         )
         if client_cert_days is not None:
             for c in self.expressway_c_peers:

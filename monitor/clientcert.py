@@ -45,6 +45,7 @@ class ClientCertState:
     facts: CertFacts | None = None
     eku_problem: str | None = None  # the certificate lacks clientAuth (monitor.eku)
     error: str | None = None  # why the read failed or is unsupported, for the operator
+    pem: str | None = None  # the certificate itself (public), for the trust map's chain check
 
 
 def has_client_store(version: str | None) -> bool | None:
@@ -57,4 +58,4 @@ def merge(previous: ClientCertState | None, new: ClientCertState) -> ClientCertS
     """`new`, carrying the previous certificate over a failed read (status `error`)."""
     if new.status != STATUS_ERROR or new.facts is not None or previous is None:
         return new
-    return replace(new, facts=previous.facts, eku_problem=previous.eku_problem)
+    return replace(new, facts=previous.facts, eku_problem=previous.eku_problem, pem=previous.pem)

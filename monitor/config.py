@@ -11,7 +11,7 @@ import re
 import stat
 import tomllib
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,12 +33,13 @@ from monitor.config_base import (
     required_key,
     toml_keys,
 )
-from monitor.config_ca import CAConfig, ca_secrets, parse_cas
+from monitor.config_ca import CAConfig, CAKind, parse_ca_tables
 from monitor.config_notify import NotifierConfig, parse_notifiers
 from monitor.cron import crontab_trigger
 from monitor.durations import Fraction, parse_duration_or_fraction
 from monitor.endpoint import SERVICE_BY_PORT, STARTTLS_PROTOCOLS, Endpoint
 from monitor.errors import ConfigError
+from monitor.policy import DEFAULT_RENEW_BEFORE
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
 DEFAULT_EXPIRY_WINDOWS = (30, 14, 7, 1)
@@ -58,7 +59,6 @@ def default_state_url() -> str:
 
 
 APPROVAL_MODES = ("auto", "manual", "manual-if-ca-changed")
-DEFAULT_RENEW_BEFORE = Fraction(1, 3)
 
 
 @dataclass(frozen=True)
@@ -261,7 +261,9 @@ class DaemonConfig:
         "`.pgpass`, not in the URL). Other databases, and drivers that are not installed or "
         "not asyncio drivers, are errors. The SQLite file is created 0600 in a 0700 directory; "
         "an existing one readable by other users gets a warning at start (with the `chmod`): "
-        "it holds the inventory, CSRs and the audit log, not secrets, so monitoring goes on",
+        "it holds the inventory, CSRs and the audit log, not secrets, so monitoring goes on. "
+        "A SQLite file serves one daemon: a second `run` on it is refused at start (replicas "
+        "share a PostgreSQL database, docs/operations.md)",
         shown="SQLite at `$STATE_DIRECTORY/state.db`, else "
         "`$XDG_STATE_HOME/expressway-certd/state.db`, else "
         "`~/.local/state/expressway-certd/state.db`",
@@ -346,7 +348,8 @@ class Config:
     path: Path
     daemon: DaemonConfig
     expressways: tuple[ExpresswayConfig, ...]
-    cas: Mapping[str, CAConfig] = field(default_factory=dict)  # name -> CA config (config_ca.py)
+    # name -> CA config: each kind's dataclass is declared beside its connector (config_ca.py)
+    cas: Mapping[str, CAConfig] = field(default_factory=dict)
     unified_cms: tuple[UnifiedCMConfig, ...] = ()
     notifiers: tuple[NotifierConfig, ...] = ()  # [[notifier]] entries (monitor/config_notify.py)
 
@@ -364,7 +367,7 @@ class Config:
 
     def _device_secrets(self) -> list[Secret]:
         return (
-            [s for ca in self.cas.values() for s in ca_secrets(ca)]
+            [s for ca in self.cas.values() for s in ca.secrets()]
             + [e.password for e in self.expressways if e.password is not None]
             + [u.password for u in self.unified_cms]
             + [s for n in self.notifiers for s in n.secrets()]
@@ -888,7 +891,13 @@ def _check_tree(file: Path, data: Mapping[str, Any]) -> None:
             stack.extend((f"{path}[{i}]", item, depth + 1) for i, item in enumerate(value))
 
 
-def parse_config(file: Path, data: Mapping[str, Any], *, check_files: bool = True) -> Config:
+def parse_config_with(
+    file: Path,
+    data: Mapping[str, Any],
+    *,
+    ca_kinds: Sequence[CAKind],
+    check_files: bool = True,
+) -> Config:
     """Validate an already parsed TOML document."""
     _check_tree(file, data)
     s = Section(file, "", data, KNOWN_TOP_LEVEL)
@@ -913,7 +922,7 @@ def parse_config(file: Path, data: Mapping[str, Any], *, check_files: bool = Tru
             raise s.error("unified_cm", f"name {name!r} is used twice; names must be unique")
     _check_links(file, expressways, unified_cms)
     daemon = _parse_daemon(file, daemon_table, check_files)
-    cas = parse_cas(file, data.get("ca", {}), check_files=check_files)
+    cas = parse_ca_tables(file, data.get("ca", {}), ca_kinds, check_files=check_files)
     for i, exp in enumerate(expressways):
         if exp.renewal is not None and exp.renewal.ca not in cas:
             known = ", ".join(sorted(cas)) or "none"
@@ -931,8 +940,12 @@ def parse_config(file: Path, data: Mapping[str, Any], *, check_files: bool = Tru
     )
 
 
-def load_config(path: str | Path, *, check_files: bool = True) -> Config:
-    """Read and validate a config file; ConfigError explains any problem.
+def load_config_with(
+    path: str | Path, *, ca_kinds: Sequence[CAKind], check_files: bool = True
+) -> Config:
+    """Read and validate a config file; ConfigError explains any problem. `ca_kinds`: the
+    `[ca.NAME]` kinds known, from the composition root (expressway_certd/config.py, whose
+    `load_config` every caller uses).
 
     `check_files=False` skips the existence checks of referenced files (for linting examples).
     """
@@ -955,7 +968,7 @@ def load_config(path: str | Path, *, check_files: bool = True) -> Config:
             f"{file}: arrays or tables nested too deeply to read; "
             f"this file needs at most {MAX_DEPTH} levels"
         ) from None
-    return parse_config(file, data, check_files=check_files)
+    return parse_config_with(file, data, ca_kinds=ca_kinds, check_files=check_files)
 
 
 def check_runtime(config: Config) -> None:

@@ -204,6 +204,9 @@ class StageFailed(StageEvent):
     severity: ClassVar[str] = "critical"
     why: str
     retry_at: str | None = None  # ISO 8601 UTC; None when an operator must act
+    # Why, as a code (renewers/pipeline/outcomes.py `OutcomeReason`, docs/renewal.md
+    # "Outcomes"); "" in events recorded before codes existed.
+    reason: str = ""
 
     def summary(self) -> str:
         retry = f"; retry at {self.retry_at}" if self.retry_at else ""
@@ -217,6 +220,7 @@ class RenewalBlocked(StageEvent):
     type: ClassVar[str] = "RenewalBlocked"
     severity: ClassVar[str] = "critical"
     why: str
+    reason: str = ""  # as in StageFailed
 
     def summary(self) -> str:
         return f"{self.target}: renewal {self.renewal_id} blocked at {self.stage}: {self.why}"

@@ -38,6 +38,14 @@ EKU_NAMES = {
 EKU_CONFIG_NAMES = {"serverAuth": SERVER_AUTH, "clientAuth": CLIENT_AUTH}
 
 
+def eku_config_name(oid: str) -> str:
+    """The name configuration uses for an EKU (`serverAuth`, `clientAuth`), else its OID."""
+    for name, known in EKU_CONFIG_NAMES.items():
+        if known == oid:
+            return name
+    return oid
+
+
 def pkcs7_certificates(data: bytes, *, pem: bool = False) -> list[x509.Certificate]:
     """The certificates of a PKCS#7 certs-only bag; ValueError for anything else.
 

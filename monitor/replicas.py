@@ -6,7 +6,8 @@ timeout, judged by the database's clock (`now()`), so skewed host clocks do not 
 Targets are split among the live replicas by rendezvous (highest-random-weight) hashing:
 every replica computes the same owner for a target from the same membership, nothing moves
 while membership is unchanged, and when a replica joins or leaves only the targets it gains or
-held move. SQLite is a one-machine store: replicas on it are refused.
+held move. SQLite is a one-machine store for one daemon: a second daemon on the same SQLite
+state file is refused at start (`hold_sqlite_state`), and so are replicas on it.
 
 The daemon (expressway_certd/daemon.py) registers whenever its store is PostgreSQL, heartbeats
 every `heartbeat_interval(poll_interval)`, and after each heartbeat recomputes which targets it
@@ -15,6 +16,7 @@ owns (`Ownership.update`): it polls and exports only those (docs/operations.md, 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import secrets
@@ -22,6 +24,8 @@ import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
+from typing import BinaryIO
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -120,6 +124,41 @@ def require_postgresql(store_url: str, dialect: str) -> None:
             "several expressway-certd replicas need one shared PostgreSQL database: set "
             "[daemon] state = 'postgresql://user@host/db' on every replica, or run one replica"
         )
+
+
+def hold_sqlite_state(state_file: Path) -> BinaryIO:
+    """Make this process the one daemon of a SQLite state file, or refuse with the fix.
+
+    Holds an exclusive lock (flock) on `<state file>.daemon-lock` until the returned file is
+    closed. The kernel drops the lock when the process ends however it ends (SIGKILL
+    included), so no stale lock outlives a dead daemon. CLI verbs do not take it: they may
+    work beside the daemon, as on PostgreSQL."""
+    lock_path = state_file.with_name(state_file.name + ".daemon-lock")
+    try:
+        state_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        handle = os.fdopen(os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600), "r+b")
+    except OSError as exc:
+        raise ConfigError(
+            f"state: cannot open the lock file {lock_path} beside the SQLite state file "
+            f"({exc.strerror}); make its directory writable by the service user"
+        ) from exc
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read(200).decode("utf-8", "replace").strip() or "another process"
+        handle.close()
+        raise ConfigError(
+            f"state: another expressway-certd daemon ({holder}) already runs on the SQLite "
+            f"state file {state_file}; SQLite is a single-machine store for one daemon: stop "
+            "that daemon first, or, to run replicas, set [daemon] state = "
+            "'postgresql://user@host/db' on every replica"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()[:60]}".encode())
+    handle.flush()
+    return handle
 
 
 def new_replica_id(host: str | None = None, pid: int | None = None) -> str:

@@ -84,6 +84,13 @@ class RelationView:
     status: str  # "ok", "broken", "will break", "unknown"
     reason: str
     breaks_at: datetime | None
+    presenter_cert: str = "server"  # "client": an X15.5 box presents its client certificate
+
+    @property
+    def presenter_label(self) -> str:
+        if self.presenter_cert == "client":
+            return f"{self.presenter} (client cert)"
+        return self.presenter
 
 
 @dataclass(frozen=True)
@@ -189,6 +196,7 @@ def trust_view(doc: Mapping[str, Any]) -> TrustView:
                 status=str(r.get("status", "unknown")),
                 reason=str(r.get("reason") or ""),
                 breaks_at=_moment(r.get("breaks_at")),
+                presenter_cert=str(r.get("presenter_cert") or "server"),
             )
         )
     return TrustView(
@@ -351,7 +359,7 @@ def _relations_html(trust: TrustView) -> list[str]:
     )
     for r in bad:
         out.append(
-            f"<tr><td>{esc(r.presenter)}</td><td>{esc(r.verifier)}</td>"
+            f"<tr><td>{esc(r.presenter_label)}</td><td>{esc(r.verifier)}</td>"
             f"<td>{esc(r.relation)} ({esc(r.store)})</td>"
             f"<td class='{_STATUS_CLASS.get(r.status, 'unknown')}'>{esc(r.status)}</td>"
             f"<td>{esc(_when(r.breaks_at))}</td><td>{esc(r.reason or '-')}</td></tr>"

@@ -6,7 +6,9 @@ closes when the certificate is issued or the renewal ends. Every process that ru
 a slot in the same transaction; on PostgreSQL that transaction first takes a transaction-level
 advisory lock named after the CA, so two replicas never both take the last slot. SQLite is a
 one-machine store: an asyncio lock per CA serialises this process's renewals and SQLite's own
-write lock the rest. The database is the counter; there is no consensus of our own.
+write lock the rest. The database is the counter; there is no consensus of our own. On
+PostgreSQL the hour is also the database's (`now()`), so replicas whose host clocks differ
+count the same orders in the same hour.
 
 A renewal that gets no slot waits at submit until `Verdict.retry_at`: when the oldest order of
 the last hour ages out (orders per hour), or a minute later (concurrent orders: the slot frees
@@ -89,6 +91,9 @@ class OrderLimiter:
                     if conn.dialect.name == "postgresql":
                         key = zlib.crc32(f"certd:ca:{ca}".encode())
                         await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+                        # Replicas' host clocks may differ: the hour is the database's, as
+                        # the replica registry's heartbeats are.
+                        now = await _database_now(conn)
                     held = await conn.scalar(
                         sa.select(sa.func.count())
                         .select_from(ca_orders)
@@ -131,6 +136,8 @@ class OrderLimiter:
 
     async def usage(self, ca: str, now: datetime) -> Usage:
         async with self.store.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                now = await _database_now(conn)
             return (await self._usage(conn, ca, now))[0]
 
     @staticmethod
@@ -157,6 +164,14 @@ class OrderLimiter:
         )
         starts = [_aware(r[0]) for r in rows]
         return Usage(open=int(open_ or 0), last_hour=len(starts)), starts
+
+
+async def _database_now(conn: AsyncConnection) -> datetime:
+    """PostgreSQL's clock (the transaction's start), shared by every replica."""
+    value = await conn.scalar(sa.select(sa.func.now()))
+    if not isinstance(value, datetime):
+        raise StoreError(f"the database answered now() with {value!r}, not a time")
+    return _aware(value)
 
 
 def _aware(value: datetime) -> datetime:

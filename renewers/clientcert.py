@@ -20,6 +20,7 @@ from typing import Protocol
 
 import structlog
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from monitor.clientcert import (
     STATUS_ERROR,
@@ -125,6 +126,7 @@ async def read_client_cert(
         version=version,
         facts=facts,
         eku_problem=eku_problem(facts, version, target.role, cert_kind="client"),
+        pem=cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),
     )
 
 

@@ -33,7 +33,7 @@ from renewers.validate import (
     make_plan,
 )
 
-EXPRESSWAY_STORE = "Trusted CA certificate"
+EXPRESSWAY_STORE_LABEL = "Trusted CA certificate"  # as the web UI names it (trustmap.py: its id)
 
 
 @dataclass(frozen=True)
@@ -214,13 +214,13 @@ def check_hand_cert(
 def offline_holders(target: str, role: str | None) -> tuple[TrustHolder, ...]:
     """Cisco's step D as written, for a check without a config: who must trust a new CA."""
     holders = [
-        TrustHolder(target, EXPRESSWAY_STORE, None, why="this Expressway (its own chain)"),
+        TrustHolder(target, EXPRESSWAY_STORE_LABEL, None, why="this Expressway (its own chain)"),
     ]
     if role == "c":
         holders.append(
             TrustHolder(
                 "the Expressway-E (traversal peer, every peer of its cluster)",
-                EXPRESSWAY_STORE,
+                EXPRESSWAY_STORE_LABEL,
                 None,
                 why="traversal zone: the E verifies the C's client certificate",
             )
@@ -239,7 +239,7 @@ def offline_holders(target: str, role: str | None) -> tuple[TrustHolder, ...]:
         holders.append(
             TrustHolder(
                 "the Expressway-C (traversal peer, every peer of its cluster)",
-                EXPRESSWAY_STORE,
+                EXPRESSWAY_STORE_LABEL,
                 None,
                 why="traversal zone: the C verifies the E's server certificate",
             )
@@ -248,7 +248,7 @@ def offline_holders(target: str, role: str | None) -> tuple[TrustHolder, ...]:
         holders.append(
             TrustHolder(
                 "the traversal peer (every peer of its cluster)",
-                EXPRESSWAY_STORE,
+                EXPRESSWAY_STORE_LABEL,
                 None,
                 why="traversal zone",
             )

@@ -18,8 +18,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 
-from monitor.config_ca import CAConfig, ManualConfig
+from monitor.config_ca import CAConfig
 from monitor.errors import ConfigError
+from renewers.ca.manual_config import ManualConfig
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,14 @@ each relation:
 
 A presenter sends its leaf plus the CA certificates from its own trusted list that chain it
 (an Expressway builds its chain from that list); the verifier supplies only anchors.
+
+Which certificate presents (`Relation.presenter_cert`): the side that opens TLS is the client
+of the relation (the Expressway-C on the traversal zone and towards Unified CM). Before X15.5
+it presents its server certificate; from X15.5 it presents its CLIENT certificate, a store of
+its own (Cisco doc 225693), given as `Party.client`. A client presenter must chain to the
+verifier's anchors and carry TLS Web Client Authentication (monitor.eku, cert_kind "client");
+when its client certificate could not be read the relation is unknown, never judged from the
+server certificate.
 """
 
 from __future__ import annotations
@@ -25,10 +33,22 @@ from datetime import datetime
 
 from cryptography import x509
 
+from monitor.eku import eku_problem
+from monitor.facts import facts_from_x509
 from monitor.text import printable
 from renewers.handcheck import build_path, fingerprint
 
 OK, BROKEN, WILL_BREAK, UNKNOWN = "ok", "broken", "will break", "unknown"
+SERVER_CERT, CLIENT_CERT = "server", "client"  # Relation.presenter_cert
+
+
+@dataclass(frozen=True)
+class ClientCopy:
+    """What an X15.5+ Expressway presents when it opens TLS: its client certificate, or why
+    that is not known (`unread`: unpublished, a failed read, not read)."""
+
+    cert: x509.Certificate | None
+    unread: str = ""
 
 
 @dataclass(frozen=True)
@@ -46,6 +66,10 @@ class Party:
     # relation -> the chain (leaf first) served for it, when it differs by service: a Unified
     # CM node serves its CallManager certificate for SIP TLS and its tomcat one for HTTPS.
     serves: Mapping[str, tuple[x509.Certificate, ...]] = field(default_factory=dict)
+    # X15.5+: the client certificate store, presented where this party opens TLS; None: the
+    # party presents its server certificate as a TLS client too (before X15.5).
+    client: ClientCopy | None = None
+    version: str | None = None  # as the box reported it (for the EKU rule's wording)
 
 
 @dataclass(frozen=True)
@@ -54,6 +78,14 @@ class Relation:
     verifier: str
     store: str  # the verifier's trust store used for this relation
     relation: str  # "traversal", "sip-tls", "https"
+    presenter_cert: str = SERVER_CERT  # which of the presenter's certificates it presents
+
+    @property
+    def presenter_label(self) -> str:
+        """ "expe-c1 (client cert)" when the X15.5 client certificate presents, else the name."""
+        if self.presenter_cert == CLIENT_CERT:
+            return f"{self.presenter} (client cert)"
+        return self.presenter
 
 
 @dataclass(frozen=True)
@@ -67,6 +99,12 @@ class Judgement:
 EXPRESSWAY_STORE = "trusted-ca"
 
 
+def _as_client(parties: Mapping[str, Party], name: str) -> str:
+    """Which certificate `name` presents where it opens TLS: its client store from X15.5."""
+    party = parties.get(name)
+    return CLIENT_CERT if party is not None and party.client is not None else SERVER_CERT
+
+
 def relations(
     parties: Mapping[str, Party],
     traversal: Sequence[tuple[str, str]],
@@ -77,12 +115,12 @@ def relations(
     out: list[Relation] = []
     for c, e in traversal:
         # Mutual TLS: the E verifies the C's client certificate, the C verifies the E.
-        out.append(Relation(c, e, EXPRESSWAY_STORE, "traversal"))
+        out.append(Relation(c, e, EXPRESSWAY_STORE, "traversal", _as_client(parties, c)))
         out.append(Relation(e, c, EXPRESSWAY_STORE, "traversal"))
     for c, node in unified_cm:
         names = {"callmanager": "sip-tls", "tomcat": "https"}
-        for store in ucm_stores:
-            out.append(Relation(c, node, store, names.get(store, store)))
+        for store in ucm_stores:  # the C opens SIP TLS and HTTPS to the node: the TLS client
+            out.append(Relation(c, node, store, names.get(store, store), _as_client(parties, c)))
         party = parties.get(node)
         if party is None:
             continue
@@ -138,11 +176,50 @@ def _sent(party: Party, leaf: x509.Certificate) -> tuple[x509.Certificate, ...]:
     return build_path(leaf, own)[1:]
 
 
+def client_eku_problem(party: Party, cert: x509.Certificate) -> str | None:
+    """None when `cert` may present as a TLS client certificate (clientAuth, or no EKU
+    extension), else what is missing: monitor.eku's rule for the X15.5 client certificate."""
+    role = party.kind.removeprefix("expressway-") if party.kind.startswith("expressway-") else None
+    return eku_problem(facts_from_x509(cert), party.version, role, cert_kind=CLIENT_CERT)
+
+
+def _judge_client(
+    rel: Relation, presenter: Party, anchors: Sequence[x509.Certificate], now: datetime
+) -> Judgement:
+    """The presenter opens TLS with its X15.5 client certificate (Cisco doc 225693)."""
+    client = presenter.client
+    if client is None or client.cert is None:
+        why = client.unread if client is not None and client.unread else "not read"
+        return Judgement(
+            rel, UNKNOWN, f"{rel.presenter}'s client certificate not readable: {why}", None
+        )
+    leaf = client.cert
+    sent = build_path(leaf, presenter.stores.get(EXPRESSWAY_STORE, ()))[1:]
+    status, reason, at = _check_chain(leaf, sent, anchors, now)
+    if status == BROKEN:
+        return Judgement(rel, status, f"client certificate: {reason}", at)
+    problem = client_eku_problem(presenter, leaf)
+    if problem:
+        return Judgement(
+            rel,
+            BROKEN,
+            f"client certificate '{_name(leaf)}' {problem}; {rel.verifier} refuses it while "
+            "EKU checking is on",
+            now,
+        )
+    return Judgement(rel, status, f"client certificate: {reason}" if reason else "", at)
+
+
 def judge(rel: Relation, parties: Mapping[str, Party], now: datetime) -> Judgement:
     presenter, verifier = parties.get(rel.presenter), parties.get(rel.verifier)
     for party in (presenter, verifier):
         if party is not None and party.unread:
             return Judgement(rel, UNKNOWN, f"{party.name} was not read: {party.unread}", None)
+    if rel.presenter_cert == CLIENT_CERT and presenter is not None:
+        if verifier is None or rel.store not in verifier.stores:
+            return Judgement(rel, UNKNOWN, f"{rel.verifier}'s {rel.store} store was not read", None)
+        # A pending renewal of the server certificate does not change what presents here.
+        return _judge_client(rel, presenter, verifier.stores[rel.store], now)
     served = presenter.serves.get(rel.relation) if presenter is not None else None
     if presenter is None or not (served or presenter.presents):
         return Judgement(rel, UNKNOWN, f"{rel.presenter}'s certificate was not read", None)
@@ -210,7 +287,11 @@ def to_dot(parties: Mapping[str, Party], judgements: Sequence[Judgement]) -> str
         lines.append(f"  {_dot_string(name)} [label={_dot_string(name, kind)}];")
     for j in judgements:
         r = j.relation
-        label = _dot_string(f"{r.relation} ({r.store})", j.status)
+        label = _dot_string(
+            f"{r.relation} ({r.store})",
+            *(["client cert"] if r.presenter_cert == CLIENT_CERT else []),
+            j.status,
+        )
         lines.append(
             f"  {_dot_string(r.presenter)} -> {_dot_string(r.verifier)} "
             f"[label={label}, color={_COLOURS[j.status]}, "

@@ -6,9 +6,13 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 
-from monitor.config_ca import ACMEConfig, ADCSConfig, CAConfig, ESTConfig, ManualConfig
+from monitor.config_ca import CAConfig
 from monitor.events import Event
+from renewers.ca.acme_config import ACMEConfig
+from renewers.ca.adcs_config import ADCSConfig
 from renewers.ca.base import CAConnector
+from renewers.ca.est_config import ESTConfig
+from renewers.ca.manual_config import ManualConfig
 
 
 def build_connector(

@@ -34,10 +34,10 @@ from josepy.jwa import ES256
 from josepy.jwk import JWKEC
 
 from monitor import __version__
-from monitor.config_ca import ACMEConfig
 from monitor.durations import utcnow
 from monitor.events import AcmeAccountRecreated, Event
 from monitor.facts import SERVER_AUTH
+from renewers.ca.acme_config import ACMEConfig
 from renewers.ca.base import (
     CACapabilities,
     CARequestError,

@@ -30,8 +30,8 @@ import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from monitor.config_ca import ADCSConfig
 from monitor.facts import EKU_CONFIG_NAMES, pkcs7_certificates
+from renewers.ca.adcs_config import ADCSConfig
 from renewers.ca.base import (
     CACapabilities,
     CARequestError,
@@ -79,7 +79,9 @@ _TITLE_END = re.compile(r"</P>|<P\b|<!--|<Table", re.I)
 _TITLE_TAG = re.compile(r"<Title>([^<]*)</Title>", re.I)
 _ELEMENT_END = re.compile(r"</P>|<P\b|</LocID>|</DD>|</TD>|</DT>", re.I)
 _DT_END = re.compile(r"</DT>\s*<DD>", re.I)
-_DD_END = re.compile(r"</DD>", re.I)
+# HTML lets </DD> be left out: a definition also ends at the next DT/DD, the list's end or the
+# page's end (pages of a French Windows Server quoted in a public test suite end so).
+_DD_END = re.compile(r"</DD>|<D[TD]\b|</DL>|\Z", re.I)
 # AD CS request ids are DWORDs: 10 digits at most. Longer digit runs are not ids (and int()
 # refuses more than 4,300 digits).
 
@@ -200,7 +202,7 @@ def read_certsrv_page(page: str) -> CertsrvPage:
             sentence = next(g for g in quoted.groups() if g is not None) if quoted else ""
         message = _unquote(sentence)
         return CertsrvPage("denied", req_id, message, _hresult(message, page), title)
-    if _has_id(page, "locInfoNewReq", "locInfoChkPnd"):
+    if _has_id(page, "locInfoNewReq", "locInfoChkPnd", "locInfoReqID"):
         return CertsrvPage("pending", req_id, title=title)
     disposition_text = _definition(page, "locDispLabel")
     message = _definition(page, "locDispMsgLabel") or ""

@@ -32,7 +32,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from monitor.config import make_private_dir
 from monitor.durations import utcnow
 from monitor.errors import CAError
-from monitor.facts import EKU_CONFIG_NAMES
+from monitor.facts import eku_config_name
 from renewers.ca.metrics import CA_ERRORS, CA_REQUEST_DURATION
 
 HANDLE_VERSION = 1
@@ -303,7 +303,6 @@ _KEY_USAGES = (
     "key_cert_sign",
     "crl_sign",
 )
-_EKU_LABELS = {oid: name for name, oid in EKU_CONFIG_NAMES.items()}
 _ANY_EKU = ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE
 
 
@@ -358,7 +357,7 @@ def dropped_from(csr: x509.CertificateSigningRequest, leaf: x509.Certificate) ->
     ekus: list[str] = []
     if asked_eku is not None and got_eku is not None and _ANY_EKU not in got_eku:
         ekus = [
-            _EKU_LABELS.get(oid.dotted_string, oid.dotted_string)
+            eku_config_name(oid.dotted_string)
             for oid in asked_eku
             if oid not in got_eku and oid != _ANY_EKU
         ]

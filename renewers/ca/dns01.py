@@ -16,7 +16,7 @@ import dns.tsig
 import dns.tsigkeyring
 import dns.update
 
-from monitor.config_ca import RFC2136Config
+from renewers.ca.acme_config import RFC2136Config
 from renewers.ca.base import CARequestError, ConnectorBase, Presentation
 
 _RCODE_FIX = {

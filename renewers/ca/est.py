@@ -1,5 +1,5 @@
 """EST connector (RFC 7030, RFC 8951): cacerts, simpleenroll/simplereenroll, csrattrs, labels,
-HTTP Basic and/or TLS client-certificate (RA) auth, 202 + Retry-After as Pending.
+HTTP Basic or Digest and/or TLS client-certificate (RA) auth, 202 + Retry-After as Pending.
 
 Bodies are sent as base64 in 64-column lines with `Content-Transfer-Encoding: base64`:
 servers built on Cisco libest read the CSR through OpenSSL's line-oriented base64 BIO
@@ -24,7 +24,6 @@ import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from monitor.config_ca import ESTConfig
 from monitor.facts import EKU_CONFIG_NAMES, pkcs7_certificates
 from renewers.ca.base import (
     CACapabilities,
@@ -39,6 +38,7 @@ from renewers.ca.base import (
     pick_leaf,
     retry_at,
 )
+from renewers.ca.est_config import ESTConfig
 from renewers.ca.httpclient import Reply, StatusWords, basic_auth, raise_for_status, send
 
 _OID_NAMES = {
@@ -50,6 +50,9 @@ _OID_NAMES = {
     "1.3.132.0.34": "secp384r1",
     "1.2.840.10045.2.1": "id-ecPublicKey",
     "1.2.840.113549.1.1.1": "rsaEncryption",
+    "1.2.840.113549.1.9.1": "emailAddress",
+    "1.3.6.1.1.1.1.22": "macAddress",
+    "2.16.840.1.101.3.4.2.2": "sha384",
 }
 
 
@@ -84,8 +87,10 @@ def media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
 
 def decode_body(body: bytes, transfer_encoding: str | None) -> bytes:
     """The DER inside an EST answer: base64 (with any line breaks) unless sent as binary or PEM.
-    A PEM body whose base64 does not decode is returned as is (the DER reader refuses it)."""
-    stripped = body.strip()
+    A PEM body whose base64 does not decode is returned as is (the DER reader refuses it).
+    Trailing NUL bytes after base64 are dropped: libest's example estserver sends its
+    csrattrs with the C string's terminator (`sizeof(TEST_CSR)`); the binary form is kept."""
+    stripped = body.rstrip(b"\x00").strip()
     if stripped.startswith(b"-----BEGIN"):
         lines = [ln for ln in stripped.splitlines() if not ln.startswith(b"-----")]
         try:
@@ -95,7 +100,7 @@ def decode_body(body: bytes, transfer_encoding: str | None) -> bytes:
     if (transfer_encoding or "").strip().lower() == "binary":
         return body
     try:
-        return base64.b64decode(b"".join(body.split()), validate=True)
+        return base64.b64decode(b"".join(stripped.split()), validate=True)
     except (binascii.Error, ValueError):
         return body  # some servers send DER regardless of what RFC 8951 says
 
@@ -136,6 +141,23 @@ def _oid(content: bytes) -> str:
     return ".".join(str(p) for p in parts)
 
 
+def is_csrattrs(der: bytes) -> bool:
+    """Whether `der` is one DER SEQUENCE (RFC 7030 4.5.2 CsrAttrs), the whole of it."""
+    items = _der_items(der)
+    return len(items) == 1 and items[0][0] == 0x30 and _der_length(der) == len(der)
+
+
+def _der_length(data: bytes) -> int:
+    """Bytes taken by the first TLV of `data` (header + content); 0 when truncated."""
+    if len(data) < 2:
+        return 0
+    length, header = data[1], 2
+    if length & 0x80:
+        n = length & 0x7F
+        length, header = int.from_bytes(data[2 : 2 + n], "big"), 2 + n
+    return header + length if header + length <= len(data) else 0
+
+
 def parse_csrattrs(der: bytes) -> list[str]:
     """The OIDs (and attribute types) of a CsrAttrs SEQUENCE, named where known."""
     (tag, content), *_ = _der_items(der) or [(0, b"")]
@@ -156,12 +178,26 @@ def parse_csrattrs(der: bytes) -> list[str]:
     return names
 
 
-# RFC 7030 3.5: a server may require the CSR to carry tls-unique; libest answers 400 without it.
+# libest's --enforce-csr (est_server_enforce_csrattr): the CSR lacks what /csrattrs lists.
+_CSRATTRS_MISSING = b"CSR Attributes missing"
+_CSRATTRS_FIX = (
+    "the CA requires every attribute its /csrattrs lists in the CSR (`ca-check` shows "
+    "them); make the CSR on the Expressway with those fields, or ask the CA operator to stop "
+    "enforcing CSR attributes for this label"
+)
+
+# RFC 7030 3.5: a server may require the CSR to carry the TLS tls-unique value (PoP). libest
+# 3.2.0 answers a CSR without it 401 "Proof of Possession Mismatch." (EST_BODY_POP_MISMATCH).
+_POP_MISMATCH = b"Proof of Possession Mismatch"
 _POP_FIX = (
-    "check the CSR; a libest-based server also answers this when it requires "
-    "proof-of-possession (tls-unique in the CSR), which a CSR made on the Expressway cannot "
-    "carry: authenticate with an RA certificate (client_cert with EKU id-kp-cmcRA) or ask the "
-    "CA operator to turn PoP off for this label"
+    "the server requires proof-of-possession (the TLS tls-unique value in the CSR's "
+    "challengePassword), which a CSR made on the Expressway cannot carry: authenticate with an "
+    "RA certificate (client_cert with EKU id-kp-cmcRA, which libest exempts from the check) or "
+    "ask the CA operator to turn PoP off for this label"
+)
+_BAD_CSR_FIX = (
+    "the server could not read the CSR or it failed the server's checks: check the CSR "
+    "(`openssl req -verify -in FILE`); tell the CA operator what it said"
 )
 
 
@@ -210,14 +246,20 @@ class ESTConnector(ConnectorBase):
         return f"ESTConnector(name={self.name!r}, url={self._url!r})"
 
     def _client(self) -> aiohttp.ClientSession:
+        """One session: Basic sent with every request, or Digest answering the server's
+        challenge (aiohttp's DigestAuthMiddleware, RFC 7616), as `http_auth` says."""
         if self._session is None or self._session.closed:
             headers: dict[str, str] = {}
+            middlewares: tuple[aiohttp.DigestAuthMiddleware, ...] = ()
             if self.config.username is not None and self.config.password is not None:
-                headers["Authorization"] = basic_auth(
-                    self.config.username, self.config.password.reveal()
-                )
+                user, password = self.config.username, self.config.password.reveal()
+                if self.config.http_auth == "digest":
+                    middlewares = (aiohttp.DigestAuthMiddleware(user, password),)
+                else:
+                    headers["Authorization"] = basic_auth(user, password)
             self._session = aiohttp.ClientSession(
                 headers=headers,
+                middlewares=middlewares,
                 timeout=aiohttp.ClientTimeout(total=self.config.timeout.total_seconds()),
                 connector=aiohttp.TCPConnector(ssl=self._ssl),
             )
@@ -240,19 +282,26 @@ class ESTConnector(ConnectorBase):
                 "TLS certificate (RFC 7030 requires an explicit anchor)",
                 **kwargs,
             )
-            return raise_for_status(self, step, f"{self._url}/{path}", reply, self._words(step))
+            words = self._words(step, reply)
+            return raise_for_status(self, step, f"{self._url}/{path}", reply, words)
 
-    def _words(self, step: str) -> StatusWords:
+    def _words(self, step: str, reply: Reply) -> StatusWords:
+        bad_request_fix, auth, auth_fix = None, "our credentials", self._auth_fix()
+        if step in ("simpleenroll", "simplereenroll"):
+            missing_attrs = _CSRATTRS_MISSING in reply.body
+            bad_request_fix = _CSRATTRS_FIX if missing_attrs else _BAD_CSR_FIX
+            if reply.status == 401 and _POP_MISMATCH in reply.body:
+                auth, auth_fix = 'the CSR ("Proof of Possession Mismatch.")', _POP_FIX
         return StatusWords(
             server="the EST server",
-            auth="our credentials",
-            auth_fix=self._auth_fix(),
+            auth=auth,
+            auth_fix=auth_fix,
             forbidden_fix="ask the CA operator to allow this account or RA certificate to "
             "enroll on this label",
             not_found_fix="check the url and the EST label (…/.well-known/est/LABEL)",
             server_error_fix="the request is retried later; tell the CA operator if it persists",
             refused_fix="fix what the CA says, then submit again",
-            bad_request_fix=_POP_FIX if step in ("simpleenroll", "simplereenroll") else None,
+            bad_request_fix=bad_request_fix,
         )
 
     def _auth_fix(self) -> str:
@@ -262,12 +311,17 @@ class ESTConnector(ConnectorBase):
                 "one its RA/client CA issued, or add username + password if it also wants "
                 "HTTP Basic"
             )
+        other = "basic" if self.config.http_auth == "digest" else "digest"
+        scheme = (
+            f"check username/password; if the server wants HTTP {other.capitalize()} (libest "
+            f'answers the other scheme with a bare 401), set http_auth = "{other}"'
+        )
         if self.config.client_cert is None:
             return (
-                "check username/password; if the server authenticates clients by certificate, "
-                "set client_cert + client_key (an RA certificate it accepts)"
+                f"{scheme}; if the server authenticates clients by certificate, set "
+                "client_cert + client_key (an RA certificate it accepts)"
             )
-        return "check username/password and that client_cert is one the CA accepts"
+        return f"{scheme}; check client_cert is one the CA accepts"
 
     def _certs(self, step: str, reply: Reply) -> list[x509.Certificate]:
         kind, params = media_type(reply.headers.get("Content-Type"))
@@ -298,11 +352,18 @@ class ESTConnector(ConnectorBase):
     async def csr_attributes(self) -> list[str]:
         """What the CA asks to see in the CSR (RFC 7030 section 4.5); empty when nothing."""
         reply = await self._request("csrattrs", "GET", "csrattrs")
-        if reply.status == 204 or not reply.body.strip():
+        if reply.status == 204 or not reply.body.rstrip(b"\x00").strip():
             return []
-        return parse_csrattrs(
-            decode_body(reply.body, reply.headers.get("Content-Transfer-Encoding"))
-        )
+        der = decode_body(reply.body, reply.headers.get("Content-Transfer-Encoding"))
+        if not is_csrattrs(der):
+            raise self.error(
+                "csrattrs",
+                f"the answer is not a CsrAttrs SEQUENCE (Content-Type {reply.content_type!r}, "
+                f"{len(reply.body)} bytes)",
+                "check the url points at an EST server; tell the CA operator what `ca-check` shows",
+                reason="bad_response",
+            )
+        return parse_csrattrs(der)
 
     def capabilities(self) -> CACapabilities:
         ekus = None

@@ -14,7 +14,6 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from monitor.config_ca import ManualConfig
 from monitor.durations import utcnow
 from monitor.facts import EKU_CONFIG_NAMES
 from renewers.ca.base import (
@@ -27,6 +26,7 @@ from renewers.ca.base import (
     csr_pem,
     order_chain,
 )
+from renewers.ca.manual_config import ManualConfig
 
 
 class ManualConnector(ConnectorBase):

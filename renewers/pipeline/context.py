@@ -1,6 +1,7 @@
 """What a stage works with: the `Context` (target, config, device factory, CA connector, the
-renewal's persisted `data`), the `Devices` Protocol and its configured implementation, and
-small helpers every stage shares (fingerprints, retry with backoff, the named locks)."""
+renewal's persisted `data`), the `Devices` and `Probes` Protocols (fakes in unit tests) and the
+configured devices, and small helpers every stage shares (fingerprints, retry with backoff, the
+named locks)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from monitor.config import Config, ExpresswayConfig, UnifiedCMConfig
+from monitor.endpoint import Endpoint
 from monitor.errors import CAError, CertdError, DeviceError
-from monitor.probe import Prober
+from monitor.probe import Observation, TrustStore
 from monitor.store import Store
 from renewers.ca.base import CAConnector, CARequestError
 from renewers.cucm import CucmClient, CucmClientConfig
@@ -60,17 +62,35 @@ class Devices(Protocol):
     def unified_cm(self, ucm: UnifiedCMConfig) -> AbstractAsyncContextManager[CucmClient]: ...
 
 
+class Probes(Protocol):
+    """What the stages need of the monitor's prober (monitor.probe.Prober; a fake in unit
+    tests): the daemon's trust anchors and one probe of one endpoint."""
+
+    @property
+    def trust(self) -> TrustStore: ...
+
+    async def probe(self, target: str, endpoint: Endpoint) -> Observation: ...
+
+
 class ConfiguredDevices:
     """Clients built from the config: credentials are read from their secret references."""
 
-    def __init__(self, overrides: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        cucm_overrides: Mapping[str, Any] | None = None,
+    ) -> None:
+        """`overrides`: ExpresswayClientConfig fields (e.g. the CLI's timeout);
+        `cucm_overrides`: CucmClientConfig fields (tests: a short poll_interval on the lab)."""
         self._overrides = dict(overrides or {})
+        self._cucm_overrides = dict(cucm_overrides or {})
 
     def expressway(self, target: ExpresswayConfig) -> ExpresswayClient:
         return ExpresswayClient(ExpresswayClientConfig.from_target(target, **self._overrides))
 
     def unified_cm(self, ucm: UnifiedCMConfig) -> CucmClient:
-        return CucmClient(CucmClientConfig.from_config(ucm))
+        return CucmClient(CucmClientConfig.from_config(ucm, **self._cucm_overrides))
 
 
 async def _no_checkpoint() -> None:
@@ -91,7 +111,7 @@ class Context:
     devices: Devices
     ca: CAConnector
     ca_name: str
-    prober: Prober
+    prober: Probes
     now: Callable[[], datetime]
     record: RenewalRecord
     attempts: int = 0  # failed, waiting or blocked outcomes of this stage so far

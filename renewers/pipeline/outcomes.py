@@ -127,7 +127,8 @@ def transition(
 
 
 def stage_event(row: RenewalRow, new: RenewalRow, outcome: Outcome, now: datetime) -> Event | None:
-    """The event announcing a stage's outcome (None: a wait that goes on is not news)."""
+    """The event announcing a stage's outcome (None: a wait that goes on is not news); a
+    Blocked or Failed outcome's reason code goes into the event as `reason`."""
     common = {"target": row.target, "renewal_id": row.id, "stage": row.stage}
     if isinstance(outcome, Advance):
         return StageSucceeded(time=now, detail=outcome.detail, **common)
@@ -143,5 +144,8 @@ def stage_event(row: RenewalRow, new: RenewalRow, outcome: Outcome, now: datetim
             )  # fmt: skip
         return StageWaiting(time=now, until=outcome.until.isoformat(), why=outcome.why, **common)
     if isinstance(outcome, Blocked):
-        return RenewalBlocked(time=now, why=outcome.why, **common)
-    return StageFailed(time=now, why=outcome.why, retry_at=outcome.retry_at.isoformat(), **common)
+        return RenewalBlocked(time=now, why=outcome.why, reason=outcome.reason.value, **common)
+    return StageFailed(
+        time=now, why=outcome.why, retry_at=outcome.retry_at.isoformat(),
+        reason=outcome.reason.value, **common,
+    )  # fmt: skip

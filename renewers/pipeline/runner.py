@@ -423,7 +423,7 @@ class Pipeline:
             renewal=row.id,
             stage=stage,
             result=result,
-            reason=outcome.reason if isinstance(outcome, Blocked | Failed) else None,
+            reason=outcome.reason.value if isinstance(outcome, Blocked | Failed) else None,
             detail=message,
         )
         if event is not None:

@@ -8,15 +8,17 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from expressway_certd.config import load_config
 from lab.est import ESTSimulator
 from lab.renewal import add_renewal, est_ca_section
 from lab.topology import Lab
-from monitor.config import Config, load_config
+from monitor.config import Config
 from monitor.events import Event, EventBus
 from monitor.probe import Prober, TrustStore
 from monitor.store import Store
 from renewers.ca import build_connector
-from renewers.pipeline import Pipeline
+from renewers.pipeline import ConfiguredDevices, Pipeline
+from tests.keypool import KEY_POOL
 
 
 @dataclass
@@ -40,8 +42,13 @@ async def renewal_env(
     est = ESTSimulator().start()
     try:
         # Restart delays short (they only make the run wait); tests of timing set their own.
+        # CSR keys from the test pool: no RSA-4096 generation per renewal.
         lab = Lab(
-            tmp_path / "lab", version=version, restart_seconds=0.2, service_restart_seconds=0.05
+            tmp_path / "lab",
+            version=version,
+            restart_seconds=0.2,
+            service_restart_seconds=0.05,
+            csr_keys=KEY_POOL,
         )
         async with lab:
             path = lab.write_config(tmp_path / "certd.toml")
@@ -62,7 +69,9 @@ async def renewal_env(
             connectors = {
                 name: build_connector(ca, config.daemon.data_dir) for name, ca in config.cas.items()
             }
-            pipeline = Pipeline(config, store, bus, prober, connectors)
+            # The lab's services restart in a blink: poll their status every 0.1 s, not 2 s.
+            devices = ConfiguredDevices(cucm_overrides={"poll_interval": 0.1})
+            pipeline = Pipeline(config, store, bus, prober, connectors, devices=devices)
             try:
                 yield Env(lab, est, config, store, pipeline, events)
             finally:

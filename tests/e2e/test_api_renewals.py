@@ -9,11 +9,11 @@ import time
 import aiohttp
 from cryptography.hazmat.primitives import hashes
 
+from expressway_certd.config import load_config
 from expressway_certd.daemon import Daemon
 from lab.est import ESTSimulator
 from lab.renewal import add_renewal, est_ca_section, set_daemon_keys
 from lab.topology import Lab
-from monitor.config import load_config
 from monitor.facts import load_certificates
 
 TOKEN = "approve-token-0123456789"

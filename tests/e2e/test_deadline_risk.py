@@ -1,19 +1,27 @@
 """Deadline risk on the lab, as a daemon process: a weekly window, approval required and 9 days
-left make the margin fall below 7 days, in /metrics and on the status page, naming the factor."""
+left make the margin fall below 7 days, in /metrics, on the status page and in the shipped
+alert rule as a real Prometheus evaluates it, naming the factor."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+import signal
 import sys
+import time
 from datetime import UTC, datetime, timedelta
+
+import aiohttp
 
 from lab.est import ESTSimulator
 from lab.renewal import est_ca_section
 from lab.topology import Lab
+from tests.conftest import need_binary
 from tests.e2e.daemon_lab import LabDaemon, daemon_config
 from tests.helpers import free_port
+from tests.integration.test_trust_map_alerts import start_prometheus
 
 
 async def cli(*args: str) -> tuple[int, str, str]:
@@ -30,6 +38,28 @@ MARGIN = re.compile(
     r'^expressway_renewal_deadline_margin_seconds\{dominating="([^"]+)",target="expe-c1"\} (\S+)$',
     re.M,
 )
+
+
+async def deadline_alert(prometheus: str, tmp_path, port: int) -> dict:
+    """ExpresswayRenewalDeadlineAtRisk as a real Prometheus with the shipped rules sees it."""
+    prom, base = await start_prometheus(prometheus, tmp_path / "prometheus", port)
+    deadline = time.monotonic() + 60
+    try:
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline and prom.returncode is None:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"{base}/api/v1/alerts") as resp:
+                        alerts = (await resp.json())["data"]["alerts"]
+                    for alert in alerts:
+                        if alert["labels"]["alertname"] == "ExpresswayRenewalDeadlineAtRisk":
+                            assert alert["state"] == "pending"
+                            return alert
+                await asyncio.sleep(0.5)
+    finally:
+        if prom.returncode is None:
+            prom.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(prom.wait(), 20)
+    raise AssertionError("Prometheus never showed ExpresswayRenewalDeadlineAtRisk")
 
 
 async def test_weekly_window_approval_and_nine_days_left(tmp_path):
@@ -68,6 +98,15 @@ async def test_weekly_window_approval_and_nine_days_left(tmp_path):
                     if line.startswith("expressway_renewal_deadline_margin_seconds{")
                 ]
                 assert len(series) == 1
+                # The shipped rule, in a real Prometheus scraping this daemon: the alert is
+                # pending (its expression holds; `for: 15m` is longer than a test) and names
+                # the dominating factor.
+                alert = await deadline_alert(need_binary("prometheus"), tmp_path, port)
+                assert alert["labels"]["target"] == "expe-c1"
+                assert alert["labels"]["dominating"] == "unified cm window"
+                assert "The largest delay is the unified cm window" in " ".join(
+                    alert["annotations"]["description"].split()
+                )
             # `plan` prints the same estimate (read-only against the box).
             code, out, err = await cli("plan", "expe-c1", "--config", str(config), "--json")
             assert code == 0, out + err

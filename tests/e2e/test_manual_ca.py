@@ -12,10 +12,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from expressway_certd.config import load_config
 from lab.pki import CA, cert_pem
 from lab.renewal import add_renewal
 from lab.topology import Lab
-from monitor.config import load_config
 from monitor.events import EventBus
 from monitor.probe import Prober, TrustStore
 from monitor.store import Store

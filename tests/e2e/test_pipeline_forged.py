@@ -14,12 +14,12 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 
 from alerts.metrics import RenewalCollector
+from expressway_certd.config import load_config
 from lab.est import ESTSimulator
 from lab.pki import CA, write_key_and_chain
 from lab.renewal import add_renewal, est_ca_section
 from lab.tls import LabListener, server_context
 from lab.topology import Lab
-from monitor.config import load_config
 from monitor.events import Event, EventBus, ServedCertDiffers
 from monitor.facts import facts_from_x509
 from monitor.probe import Prober, TrustStore

@@ -4,14 +4,37 @@ daemon and pipeline; the printed timeline and the simulators' state are checked.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import re
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from expressway_certd.cmd_demo import _demo
 from lab.scenarios import SCENARIOS, scenario
 from lab.topology import Lab
+from renewers.pipeline import ConfiguredDevices
+from tests.keypool import KEY_POOL
+
+
+class MinuteLeadClock:
+    """UTC now, shifted ahead by under a minute so that its first reading is `lead` seconds
+    before a whole minute; it runs at the real pace from there."""
+
+    def __init__(self, lead: float) -> None:
+        self.lead = lead
+        self.offset: timedelta | None = None
+        self.first: datetime | None = None  # the first reading
+
+    def __call__(self) -> datetime:
+        now = datetime.now(UTC)
+        if self.offset is None:
+            into_minute = now.second + now.microsecond / 1e6
+            self.offset = timedelta(seconds=(60 - self.lead - into_minute) % 60)
+            self.first = now + self.offset
+        return now + self.offset
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -84,8 +107,18 @@ def test_cucm_window_uploads_trust_at_once_and_restarts_node_by_node_in_the_wind
         ]
         seen["zones"] = [z.status()[0] for z in (lab.traversal_zone, lab.secure_zone)]
 
+    # The window opens on the first whole minute at least 20 s after the config is written;
+    # on a daemon clock that reads 20.5 s before a whole minute then, that is 20.5 s later,
+    # not anywhere up to 80 s. The lab's services restart in 0.4 s: poll them every 0.1 s.
+    case = scenario("cucm-window")
+    case = dataclasses.replace(case, lab_kwargs={**case.lab_kwargs, "csr_keys": KEY_POOL})
+    clock = MinuteLeadClock(20.5)
+    options = {
+        "clock": clock,
+        "devices": ConfiguredDevices(cucm_overrides={"poll_interval": 0.1}),
+    }
     code = asyncio.run(
-        _demo(tmp_path, "127.0.0.1:0", True, 200.0, scenario("cucm-window"), observe)
+        _demo(tmp_path, "127.0.0.1:0", True, 200.0, case, observe, renewal_options=options)
     )
     out = capsys.readouterr().out
     assert code == 0, out
@@ -102,6 +135,12 @@ def test_cucm_window_uploads_trust_at_once_and_restarts_node_by_node_in_the_wind
     approve = at("expe-c1    approve    ok")
     waits = at("expe-c1    ucm-restart waits   until ")
     assert "waits for the maintenance window (" in lines[waits]
+    # until the first whole minute at least 20 s after the config was written (the clock's
+    # first reading)
+    until = re.search(r"until (\S{19})", lines[waits])
+    assert until is not None and clock.first is not None, lines[waits]
+    opens = datetime.fromisoformat(until.group(1)).replace(tzinfo=UTC)
+    assert opens.second == 0 and abs((opens - clock.first).total_seconds() - 20.5) < 0.01
     restarted = at("expe-c1    ucm-restart ok      Unified CM cucm1: 127.0.0.1 restarted")
     install = at("expe-c1    install    ok")
     assert trust < approve < waits < restarted < install < at("expe-c1    done")

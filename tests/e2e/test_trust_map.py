@@ -149,3 +149,37 @@ async def test_expiring_root_and_pending_new_ca_on_the_lab(tmp_path: Path) -> No
         c.trusted_cas.append(new_ca.chain()[-1])
         code, out, err = await cli("trust-map", "--config", config, "--json", "--no-svg")
         assert code == 0, out + err
+
+
+async def test_x15_5_the_verb_reads_the_client_certificate(tmp_path: Path) -> None:
+    """`trust-map` reads each box itself: on X15.5 boxes it reads the C's client certificate
+    too, and judges traversal C -> E and C -> Unified CM with it, named "(client cert)"; a C
+    whose client copy is under a CA nobody trusts is broken there though its served
+    certificate is fine; trusted everywhere, all ok."""
+    async with Lab(tmp_path / "lab", restart_seconds=0.2) as lab:
+        c, e = lab.expressway_c, lab.expressway_e
+        for box in (c, e):
+            box.upgrade("X15.5")
+        other = CA.create("Other Issuing", parent=CA.create("Other Root"))
+        copy, key = other.issue(c.fqdn, [c.fqdn])
+        c.install_client_now(copy, key)
+        config = str(lab.write_config(tmp_path / "certd.toml"))
+        node = f"cucm1/{lab.cucm.host}"
+
+        code, out, err = await cli("trust-map", "--config", config, "--json", "--no-svg")
+        assert code == 1, err
+        doc = {(r["from"], r["to"], r["store"]): r for r in json.loads(out)["relations"]}
+        for key_ in [("expe-c1", "expe-e1", "trusted-ca"), ("expe-c1", node, "callmanager")]:
+            assert (doc[key_]["status"], doc[key_]["presenter_cert"]) == ("broken", "client")
+            assert "client certificate" in doc[key_]["reason"]
+        assert doc[("expe-e1", "expe-c1", "trusted-ca")]["presenter_cert"] == "server"
+        code, text, _ = await cli("trust-map", "--config", config, "--no-svg")
+        assert "expe-c1 (client cert) expe-e1" in " ".join(text.split())
+
+        # Fixed: the E, the C and Unified CM trust the CA of the client certificate.
+        e.trusted_cas.extend(other.chain())
+        c.trusted_cas.extend(other.chain())
+        for store in ("callmanager", "tomcat"):
+            lab.cucm.trust[store].append(other.chain()[-1])
+        code, out, err = await cli("trust-map", "--config", config, "--json", "--no-svg")
+        assert code == 0, out + err

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -38,20 +39,20 @@ from lab.adcs import ADCSSimulator
 from lab.est import ESTSimulator
 from lab.pki import CA, SERVER_AUTH, cert_pem, write_key_and_chain
 from monitor.config import Secret
-from monitor.config_ca import (
-    ACMEConfig,
-    ADCSConfig,
-    CAConfig,
-    ESTConfig,
-    ManualConfig,
-    RFC2136Config,
-)
+from monitor.config_ca import CAConfig
 from renewers.ca.acme import ACMEConnector
+from renewers.ca.acme_config import ACMEConfig, RFC2136Config
 from renewers.ca.adcs import ADCSConnector
+from renewers.ca.adcs_config import ADCSConfig
 from renewers.ca.base import CAConnector, Issued, Pending
 from renewers.ca.est import ESTConnector
+from renewers.ca.est_config import ESTConfig
 from renewers.ca.manual import ManualConnector
+from renewers.ca.manual_config import ManualConfig
 from tests.conftest import need_binary
+from tests.integration.libest import PASSWORD as LIBEST_PASSWORD
+from tests.integration.libest import USER as LIBEST_USER
+from tests.integration.libest import LibESTCA, LibESTServer
 
 ZONE = "lab.test"
 TSIG_KEY = "certd-key"
@@ -295,6 +296,8 @@ class Harness:
     # From now on the CA issues with the first DNS name only (None: this CA cannot; ACME's
     # finalize refuses a CSR whose names differ from the order's, so Pebble never drops one)
     drop_sans: Callable[[], None] | None = None
+    # The [ca.NAME] table as of now, when it follows set_manual/drop_sans (else `toml`)
+    toml_of: Callable[[], str] | None = None
 
     async def issued(self, conn: Any, result: Issued | Pending) -> Issued:
         """The certificate a submit/poll result leads to, the way this kind gets there."""
@@ -304,7 +307,8 @@ class Harness:
 
     def write_config(self, directory: Path) -> Path:
         path = directory / "certd.toml"
-        path.write_text(f'[daemon]\ndata_dir = "{self.data_dir}"\n\n{self.toml}')
+        toml = self.toml_of() if self.toml_of is not None else self.toml
+        path.write_text(f'[daemon]\ndata_dir = "{self.data_dir}"\n\n{toml}')
         return path
 
     def names(self) -> list[str]:
@@ -369,6 +373,62 @@ password = "env:CERTD_TEST_SECRET"
             toml,
             poll_resubmits=True,
             drop_sans=lambda: setattr(sim, "drop_sans", True),
+        )
+
+
+def libest_harness(tmp_path: Path, libest: LibESTCA) -> Iterator[Harness]:
+    """Cisco's libest estserver (tests/integration/libest.py) as a contract CA. Its servers
+    start when a connector first needs them: one whose CA copies the CSR's extensions (an
+    operator's `copy_extensions = copy`), one with manual enrollment (`-m 60`: 202 +
+    Retry-After until the same CSR comes again) and one with the example's own CA profile,
+    which copies no extension (every SAN dropped). The CA cannot count submissions; what it
+    issued (its index.txt) stands in: a CSR sent again while pending is issued once."""
+    state = {"manual": False, "drop": False}
+    issued_before = len(libest.issued())
+    with contextlib.ExitStack() as stack:
+        servers: dict[tuple[bool, bool], LibESTServer] = {}
+
+        def url() -> str:
+            which = (state["manual"], state["drop"])
+            if which not in servers:
+                flags = ("-m", "60") if state["manual"] else ()
+                config = "estExampleCA.cnf" if state["drop"] else libest.copying_config()
+                servers[which] = stack.enter_context(libest.serve(*flags, ca_config=config))
+            return servers[which].url
+
+        def config(env: str, anchor: Path | None) -> ESTConfig:
+            return ESTConfig(
+                "libest",
+                url(),
+                trust_anchor=anchor or libest.cacert,
+                username=LIBEST_USER,
+                password=Secret(f"env:{env}"),
+            )
+
+        def manual(on: bool) -> None:
+            state["manual"] = on
+
+        def toml() -> str:
+            return (
+                f'[ca.libest]\nkind = "est"\nurl = "{url()}"\n'
+                f'trust_anchor = "{libest.cacert}"\nusername = "{LIBEST_USER}"\n'
+                'password = "env:CERTD_TEST_SECRET"\n'
+            )
+
+        yield Harness(
+            "est",
+            "libest",
+            libest,
+            tmp_path,
+            config,
+            manual,
+            lambda: None,  # libest's -m enrolls a CSR the second time it is sent
+            lambda: len(libest.issued()) - issued_before,
+            "simpleenroll",
+            LIBEST_PASSWORD,
+            poll_resubmits=True,
+            drop_sans=lambda: state.update(drop=True),
+            toml_of=toml,
         )
 
 
@@ -535,6 +595,9 @@ def make_harness(
         h = next(gen)
     elif kind == "manual":
         h = manual_harness(tmp_path)
+    elif kind == "libest":
+        gen = libest_harness(tmp_path, request.getfixturevalue("libest"))
+        h = next(gen)
     else:
         h = acme_harness(
             tmp_path, request.getfixturevalue("pebble"), request.getfixturevalue("bind9")
@@ -547,19 +610,22 @@ def make_harness(
         pass
 
 
-@pytest.fixture(params=["est", "adcs", "acme"], name="harness")
+@pytest.fixture(params=["est", "libest", "adcs", "acme"], name="harness")
 def harness_fixture(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Harness]:
-    """Each connector that talks to a CA server, against it (ACME: session Pebble + BIND9)."""
+    """Each connector that talks to a CA server, against it (ACME: session Pebble + BIND9;
+    EST: the simulator and Cisco libest, whose module-scoped `libest` fixture the test module
+    imports as `libest_ca` from tests.integration.libest)."""
     yield from make_harness(request.param, request, tmp_path, monkeypatch)
 
 
-@pytest.fixture(params=["est", "adcs", "acme", "manual"], name="ca")
+@pytest.fixture(params=["est", "libest", "adcs", "acme", "manual"], name="ca")
 def ca_fixture(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Harness]:
-    """Every CA kind, the manual one included."""
+    """Every CA kind, the manual one included; EST twice: the lab simulator and Cisco's libest
+    (a module using this fixture imports `libest_ca` from tests.integration.libest)."""
     yield from make_harness(request.param, request, tmp_path, monkeypatch)
 
 

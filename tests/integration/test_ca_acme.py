@@ -23,11 +23,11 @@ from josepy.jwa import ES256
 from josepy.jwk import JWK
 
 from monitor.config import Secret
-from monitor.config_ca import ACMEConfig, RFC2136Config
 from monitor.durations import utcnow
 from monitor.errors import CAError
 from monitor.events import AcmeAccountRecreated, Event
 from renewers.ca.acme import ACMEConnector
+from renewers.ca.acme_config import ACMEConfig, RFC2136Config
 from renewers.ca.base import Issued, Pending
 from tests.integration.ca_faults import pebble_proxy, rate_limited_once
 from tests.integration.ca_servers import (  # noqa: F401 - fixtures

@@ -21,16 +21,18 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from expressway_certd.config import load_config
 from lab.adcs import LANGUAGES, TEXT, ADCSSimulator
 from lab.est import CMC_RA, ESTSimulator
 from lab.pki import CA, CLIENT_AUTH, SERVER_AUTH, write_key_and_chain
-from monitor.config import Secret, load_config
-from monitor.config_ca import ADCSConfig, ESTConfig
+from monitor.config import Secret
 from monitor.durations import utcnow
 from monitor.errors import CAError, ConfigError
 from renewers.ca.adcs import ADCSConnector
+from renewers.ca.adcs_config import ADCSConfig
 from renewers.ca.base import CARequestError, Issued, Pending
 from renewers.ca.est import ESTConnector
+from renewers.ca.est_config import ESTConfig
 from renewers.ca.httpclient import basic_auth
 from tests.integration.ca_servers import make_csr, until_issued
 
@@ -208,6 +210,41 @@ async def test_est_csrattrs(est: ESTSimulator) -> None:
     await conn.aclose()
 
 
+async def test_est_csrattrs_nul_terminated_as_libests_example_sends_them(
+    est: ESTSimulator,
+) -> None:
+    est.csr_attrs_der, est.csr_attrs_nul = bytes.fromhex("300a06082a8648ce3d040303"), True
+    conn = est_conn(est)
+    assert await conn.csr_attributes() == ["ecdsa-with-SHA384"]
+    await conn.aclose()
+
+
+async def test_est_csrattrs_that_are_not_a_sequence_are_reported_not_hidden(
+    est: ESTSimulator,
+) -> None:
+    est.csr_attrs_der = bytes.fromhex("06082a8648ce3d040303")  # an OID, not a SEQUENCE
+    conn = est_conn(est)
+    with pytest.raises(CARequestError) as info:
+        await conn.csr_attributes()
+    assert info.value.reason == "bad_response"
+    assert str(info.value).startswith("CA 'lab-est': csrattrs: the answer is not a CsrAttrs")
+    await conn.aclose()
+
+
+async def test_est_enforced_csr_attributes_as_libest_enforces_them(est: ESTSimulator) -> None:
+    # libest --enforce-csr: every OID of /csrattrs must appear in the CSR (test_est_libest.py).
+    est.enforce_csr_attrs = True
+    est.csr_attrs_der = bytes.fromhex("30050603551d11")  # subjectAltName: an Expressway CSR has it
+    conn = est_conn(est)
+    assert isinstance(await conn.submit(make_csr("expe.example.com")), Issued)
+    est.csr_attrs_der = bytes.fromhex("30050603551d0f")  # keyUsage: it does not
+    with pytest.raises(CARequestError) as info:
+        await conn.submit(make_csr("expe.example.com"))
+    assert "HTTP 400: CSR Attributes missing in request." in str(info.value)
+    assert "ca-check" in str(info.value)
+    await conn.aclose()
+
+
 async def test_est_pending_uses_retry_after(est: ESTSimulator) -> None:
     est.manual_approval, est.retry_after = True, 120
     conn = est_conn(est)
@@ -278,6 +315,18 @@ async def test_est_rsa4096_csr_passes_a_line_oriented_base64_decoder(
     assert issued.leaf.public_key() == big_csr.public_key()
     assert issued.dropped is not None and issued.dropped.breaks_service is False
     await conn.aclose()
+
+
+async def test_est_enrollment_is_labelled_base64_as_rfc_7030_says(est: ESTSimulator) -> None:
+    # RFC 7030 4.2.1: the PKCS#10 is carried with a Content-Transfer-Encoding of "base64";
+    # the header says so on both simpleenroll and simplereenroll.
+    conn = est_conn(est)
+    assert isinstance(await conn.submit(make_csr("expe.example.com")), Issued)
+    reenroll = est_conn(est, operation="simplereenroll")
+    assert isinstance(await reenroll.submit(make_csr("expe.example.com")), Issued)
+    assert est.enroll_headers == [("application/pkcs10", "base64")] * 2
+    await conn.aclose()
+    await reenroll.aclose()
 
 
 async def test_est_tls12_only_server(
@@ -355,11 +404,14 @@ async def test_est_encrypted_ra_key_with_client_key_password(
 async def test_est_pop_server_refusal_says_how_to_get_past_it(est: ESTSimulator) -> None:
     est.require_pop = True
     conn = est_conn(est)
-    with pytest.raises(CAError) as info:
+    with pytest.raises(CARequestError) as info:
         await conn.submit(make_csr("expe.example.com"))
     message = str(info.value)
-    assert "HTTP 400: Invalid or corrupted pkcs10 request." in message
+    # libest 3.2.0 answers 401 "Proof of Possession Mismatch." (test_est_libest.py).
+    assert info.value.reason == "auth"
+    assert 'refused the CSR ("Proof of Possession Mismatch.") (HTTP 401)' in message
     assert "id-kp-cmcRA" in message
+    assert "check username/password" not in message
     await conn.aclose()
 
 
@@ -571,7 +623,8 @@ async def test_simulator_follows_accept_language(adcs: ADCSSimulator) -> None:
     async with aiohttp.ClientSession() as session:
         for header, expected in (
             ("ko-KR,ko;q=0.9", "ko"),
-            ("fr, de;q=0.5", "de"),
+            ("it, de;q=0.5", "de"),
+            ("fr-FR", "fr"),
             ("zh-CN", "zh-CN"),
         ):
             async with session.get(

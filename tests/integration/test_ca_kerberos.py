@@ -10,9 +10,9 @@ import pytest
 
 from lab.adcs import ADCSSimulator
 from monitor.config import Secret
-from monitor.config_ca import ADCSConfig
 from monitor.errors import CAError
 from renewers.ca.adcs import ADCSConnector
+from renewers.ca.adcs_config import ADCSConfig
 from renewers.ca.base import Issued
 from tests.conftest import need_binary
 from tests.integration.ca_servers import KDC, REALM, kdc_server, make_csr  # noqa: F401

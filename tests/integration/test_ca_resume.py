@@ -25,6 +25,7 @@ from tests.integration.ca_servers import (  # noqa: F401 - fixtures
     pebble_server,
     until_issued,
 )
+from tests.integration.libest import libest_ca  # noqa: F401 - the `libest` fixture
 
 pytestmark = pytest.mark.integration
 

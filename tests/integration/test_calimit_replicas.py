@@ -6,7 +6,7 @@ racing for slots, never open more orders than `concurrent_orders` nor start more
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -62,6 +62,29 @@ async def test_replicas_racing_for_slots_never_exceed_the_limits(pg_url):
                 if w.granted:
                     await limiters[i % 3].release(f"w{started - len(got)}-{i}", T0)
         assert started == 25
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_the_hour_is_the_databases_whatever_the_hosts_clocks_say(pg_url):
+    """Replica a's clock is right, b's runs two hours ahead, c's two hours behind: an order a
+    started just now is in the hour for b and c too, and c's order counts for a."""
+    stores = [await Store.open(pg_url) for _ in range(3)]
+    try:
+        a, b, c = (OrderLimiter(s) for s in stores)
+        limits = CALimits(orders_per_hour=1)
+        await in_submit(stores[0], "s1", "s2", "s3")
+        now = datetime.now(UTC)
+        assert (await a.take("skew1", limits, "s1", now)).granted
+        await a.release("s1", now)  # done: only the hourly limit can refuse now
+        ahead = await b.take("skew1", limits, "s2", now + timedelta(hours=2))
+        assert not ahead.granted and "orders_per_hour" in ahead.reason
+        assert (await b.usage("skew1", now + timedelta(hours=2))).last_hour == 1
+        assert (await c.take("skew2", limits, "s3", now - timedelta(hours=2))).granted
+        await c.release("s3", now - timedelta(hours=2))
+        behind = await a.take("skew2", limits, "s1", now)
+        assert not behind.granted and "orders_per_hour" in behind.reason
     finally:
         for s in stores:
             await s.close()

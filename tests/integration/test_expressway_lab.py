@@ -10,9 +10,9 @@ from pathlib import Path
 
 from cryptography import x509
 
+from expressway_certd.config import load_config
 from lab.pki import CA
 from lab.topology import Lab
-from monitor.config import load_config
 from renewers.cucm import CucmClient, CucmClientConfig
 from renewers.expressway import ExpresswayClient, ExpresswayClientConfig
 

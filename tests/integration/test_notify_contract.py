@@ -32,9 +32,10 @@ from structlog.testing import capture_logs
 
 from alerts.notifiers import build_router
 from alerts.notify import Router
+from expressway_certd.config import load_config
 from lab.pki import CA, write_key_and_chain
 from lab.tls import server_context
-from monitor.config import Secret, load_config
+from monitor.config import Secret
 from monitor.config_notify import (
     AlertmanagerConfig,
     EmailConfig,

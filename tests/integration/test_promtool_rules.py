@@ -678,3 +678,96 @@ def test_dashboard_queries_return_data_for_healthy_fleet(
     assert out.returncode == 0, (
         f"dashboard queries wrong for a healthy fleet:\n{empty or out.stdout + out.stderr}"
     )
+
+
+# --- dashboard queries while a target changes owner (replicas, issue 11) ----------------------
+
+OLD_OWNER, NEW_OWNER = "127.0.0.1:9464", "127.0.0.2:9464"
+
+
+def on_one_instance(expr: str, instance: str) -> str:
+    """`expr` with every daemon metric selector restricted to one `instance`."""
+
+    def restrict(m: re.Match[str]) -> str:
+        return f'{m[1]}{{instance="{instance}"' + ("," if m[2] else "}")
+
+    return re.sub(r"\b(expressway_[a-z0-9_]+)(\{)?", restrict, expr)
+
+
+def test_on_one_instance_restricts_every_selector() -> None:
+    assert on_one_instance('sum(a_x) + max by (t) (expressway_a{t="1"}[5m]) + expressway_b', "i") == (
+        'sum(a_x) + max by (t) (expressway_a{instance="i",t="1"}[5m]) + expressway_b{instance="i"}'
+    )  # fmt: skip
+
+
+def owner_change_series() -> list[dict[str, str]]:
+    """The healthy fleet, while every target moves to another replica: the new owner exports
+    each gauge too, and the old owner's series are still within Prometheus' lookback (the old
+    replica died, or the scrape after the move has not come yet). Counters and histograms are
+    per process and count different events, so only the old owner has them here."""
+    per_process = ("_total{", "_bucket{", "_count{", "_sum{")
+    # one endpoint unhealthy, so that sums and counts of problems are not all zero
+    broken = ("probe_success{", "chain_ok{", "san_ok{", "eku_ok{")
+    series = [
+        {**s, "values": "0+0x90"}
+        if 'port="8443"' in s["series"] and any(b in s["series"] for b in broken)
+        else {**s, "values": f"{10 * 86400}+0x90"}
+        if 'port="8443"' in s["series"] and "not_after" in s["series"]
+        else s
+        for s in healthy_fleet_series()
+    ]
+    moved = [
+        {**s, "series": s["series"].replace(f'instance="{OLD_OWNER}"', f'instance="{NEW_OWNER}"')}
+        for s in series
+        if s["series"].startswith("expressway_") and not any(p in s["series"] for p in per_process)
+    ]
+    return series + moved
+
+
+@pytest.mark.integration
+def test_dashboard_counts_each_endpoint_once_while_its_owner_changes(
+    promtool: str, tmp_path: Path
+) -> None:
+    # Issue 11 part 2: an owner change (another `instance`) must not change what a panel shows.
+    # Each query must give, with both owners' series present, the same number of results and
+    # the same total as with the old owner's alone. A query that forgets to aggregate
+    # `instance` away shows every endpoint twice (or counts it twice) for up to 5 minutes.
+    rules, cases = [], []
+    queries = dashboard_queries()
+    for n, (_where, query) in enumerate(queries):
+        expr = query
+        for var, value in {"$target": ".*", **GRAFANA_VARIABLES}.items():
+            expr = expr.replace(var, value)
+        alone = on_one_instance(expr, OLD_OWNER)
+        rules.append(
+            {
+                "alert": f"Doubled{n}",
+                "expr": f"(count({expr}) != count({alone})) "
+                f"or (abs(sum({expr}) - sum({alone})) > 0.001)",
+            }
+        )
+        cases.append({"eval_time": "10m", "alertname": f"Doubled{n}"})
+    (tmp_path / "owner.rules.json").write_text(
+        json.dumps({"groups": [{"name": "owner-change", "rules": rules}]})
+    )
+    (tmp_path / "owner.test.json").write_text(
+        json.dumps(
+            {
+                "rule_files": ["owner.rules.json"],
+                "evaluation_interval": "1m",
+                "tests": [
+                    {
+                        "interval": "1m",
+                        "input_series": owner_change_series(),
+                        "alert_rule_test": cases,
+                    }
+                ],
+            }
+        )
+    )
+    check = run(promtool, "check", "rules", tmp_path / "owner.rules.json")
+    assert check.returncode == 0, check.stdout + check.stderr
+    out = run(promtool, "test", "rules", tmp_path / "owner.test.json")
+    doubled = sorted({int(n) for n in re.findall(r"alertname: Doubled(\d+),", out.stderr)})
+    names = "\n".join(f"  {queries[n][0]}: {queries[n][1]}" for n in doubled)
+    assert out.returncode == 0, f"panels that show a moved target twice:\n{names or out.stderr}"

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from monitor.config import load_config
+from expressway_certd.config import load_config
 from monitor.errors import DeviceError
 from monitor.events import EventBus
 from monitor.probe import Prober, TrustStore

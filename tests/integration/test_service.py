@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from expressway_certd.config import load_config
 from expressway_certd.daemon import Daemon
-from monitor.config import load_config
 from monitor.errors import ConfigError
 from tests.helpers import DaemonProcess, free_port
 

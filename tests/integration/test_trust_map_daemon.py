@@ -15,11 +15,11 @@ from typing import Any
 
 import aiohttp
 
+from expressway_certd.config import load_config
 from expressway_certd.daemon import Daemon
 from lab.pki import CA
 from lab.renewal import set_daemon_keys
 from lab.topology import Lab
-from monitor.config import load_config
 from tests.helpers import free_port
 from tests.integration.test_status_page import VisibleText, chromium
 
@@ -213,3 +213,64 @@ async def test_will_break_and_earliest_break_on_the_status_page(tmp_path: Path) 
     assert row in text
     assert "Short" in text[text.index(row) :]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+async def test_x15_5_client_certificate_presents_on_traversal(tmp_path: Path) -> None:
+    """Both boxes upgraded to X15.5; the C's client store holds a certificate of a CA the E
+    does not trust, while the C's served certificate is fine. The lab's zone fails (its model:
+    the C opens TLS with its client certificate, Cisco doc 225693) and the daemon's map says
+    traversal C -> E broken, naming the client certificate, in /metrics, the API and the page;
+    the E trusting that CA clears both."""
+    async with Lab(tmp_path / "lab", restart_seconds=0.2) as lab:
+        c, e = lab.expressway_c, lab.expressway_e
+        for box in (c, e):
+            box.upgrade("X15.5")
+        other = CA.create("Other Issuing", parent=CA.create("Other Root"))
+        copy, key = other.issue(c.fqdn, [c.fqdn])
+        c.install_client_now(copy, key)
+        assert lab.traversal_zone.status()[0] == "Failed"  # the simulator's verdict
+        assert c.served_cert.issuer != copy.issuer
+        port = free_port()
+        path = lab.write_config(tmp_path / "certd.toml")
+        path.write_text(
+            set_daemon_keys(
+                path.read_text(),
+                listen=f"127.0.0.1:{port}",
+                poll_interval="1s",
+                probe_timeout="0.9s",
+                trust_map_interval="0.5s",
+            )
+        )
+        daemon = Daemon(load_config(path))
+        await daemon.start()
+        base = f"http://127.0.0.1:{port}"
+        try:
+            async with aiohttp.ClientSession() as http:
+
+                async def metric_is(value: str) -> bool:
+                    _, text = await get(http, f"{base}/metrics")
+                    return f"{TRAVERSAL_C_TO_E} {value}" in text
+
+                await until(lambda: metric_is("0.0"), "the broken traversal relation")
+                doc = await (await http.get(f"{base}/api/v1/trust-map")).json()
+                rel = c_to_e(doc)
+                assert (rel["status"], rel["presenter_cert"]) == ("broken", "client")
+                assert "client certificate" in rel["reason"] and "Other" in rel["reason"]
+                got = {(r["from"], r["to"], r["relation"]): r for r in doc["relations"]}
+                e_to_c = got[("expe-e1", "expe-c1", "traversal")]
+                assert (e_to_c["status"], e_to_c["presenter_cert"]) == ("ok", "server")
+                _, page = await get(http, f"{base}/")
+                assert "<tr><td>expe-c1 (client cert)</td><td>expe-e1</td>" in page
+                async with http.get(f"{base}/api/v1/trust-map.svg") as resp:
+                    assert b"client cert" in await resp.read()
+
+                # The fix: the E trusts the CA of the C's client certificate.
+                e.trusted_cas.extend(other.chain())
+                assert lab.traversal_zone.status() == ("Active", "")
+                await until(lambda: metric_is("1.0"), "the healed traversal relation")
+                doc = await (await http.get(f"{base}/api/v1/trust-map")).json()
+                assert c_to_e(doc)["status"] == "ok"
+                _, page = await get(http, f"{base}/")
+                assert "expe-c1 (client cert)</td><td>expe-e1" not in page
+        finally:
+            await daemon.stop()

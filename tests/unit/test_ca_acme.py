@@ -12,11 +12,11 @@ import pytest
 from acme import messages
 
 from lab.pki import CA
-from monitor.config_ca import ACMEConfig
 from monitor.durations import utcnow
 from monitor.errors import CAError
 from monitor.facts import CLIENT_AUTH, SERVER_AUTH
 from renewers.ca.acme import ACMEConnector
+from renewers.ca.acme_config import ACMEConfig
 from renewers.ca.base import Pending, Presentation
 from tests.integration.ca_servers import make_csr
 

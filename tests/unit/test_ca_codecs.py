@@ -338,3 +338,35 @@ def test_certsrv_denied_and_error_pages() -> None:
     assert read_certsrv_page("<HTML><Title>Login</Title></HTML>").outcome == "unknown"
     english_only = 'Your Request Id is 12. The disposition message is "x"'
     assert read_certsrv_page(english_only).req_id == 12
+
+
+# Pages of a French Windows Server 2025 AD CS, as a public test suite quotes them from its lab
+# (search the public code index for `locInfoReqID`): someone else's capture of a real
+# localised certsrv, so the oracle here is Windows, not our simulator. HTML lets </DD> and </P>
+# be left out; these quotes end where the quote ends.
+FR_SUBMIT_PENDING = (
+    "<P ID=locPageTitle> <B> Certificat en attente </B>"
+    "<P ID=locInfoReqID>\nL\u2019identificateur de votre requête est 25.\n</P>"
+)
+FR_POLL_PENDING = (
+    "<P ID=locPageTitle> <B> Erreur </B>"
+    "<DT ID=locDispLabel><B>Disposition :</B></DT><DD>\n\t\t5 "
+    "<LocID ID=locDispSpacer>-</LocID><LocID ID=locDispUnknown>(inconnu)</LocID>"
+)
+FR_POLL_DENIED = (
+    "<P ID=locPageTitle> <B> Erreur </B>"
+    "<DT ID=locDispLabel><B>Disposition :</B></DT><DD>\n\t\t2 "
+    "<LocID ID=locDispSpacer>-</LocID>"
+)
+
+
+def test_certsrv_pages_captured_from_a_french_windows_server() -> None:
+    submitted = read_certsrv_page(FR_SUBMIT_PENDING)
+    assert (submitted.outcome, submitted.req_id) == ("pending", 25)
+    assert submitted.title == "Certificat en attente"
+    assert read_certsrv_page(FR_POLL_PENDING).outcome == "pending"
+    assert read_certsrv_page(FR_POLL_DENIED).outcome == "denied"
+    # The same definition list with its end tags written out reads the same.
+    closed = FR_POLL_DENIED + "\n</DD><DT ID=locDispMsgLabel><B>x</B></DT><DD>y</DD></DL>"
+    assert read_certsrv_page(closed).outcome == "denied"
+    assert read_certsrv_page(closed).message == "y"

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config import parse_config
-from monitor.config_ca import ACMEConfig, ADCSConfig, ESTConfig, ca_secrets, parse_cas
+from expressway_certd.config import parse_cas, parse_config
 from monitor.errors import ConfigError
+from renewers.ca.acme_config import ACMEConfig
+from renewers.ca.adcs_config import ADCSConfig
+from renewers.ca.est_config import ESTConfig
 
 ACME = """
 [ca.le]
@@ -63,9 +65,24 @@ def test_each_kind_parses_to_its_config() -> None:
     )
     assert acme.rfc2136.zone == "example.com."
     assert isinstance(est, ESTConfig) and est.ekus == frozenset({"serverAuth", "clientAuth"})
+    assert est.http_auth == "basic"
     assert isinstance(adcs, ADCSConfig) and adcs.username == "CORP\\svc-certd"
-    assert [s.ref for s in ca_secrets(acme)] == ["env:EAB_HMAC", "file:tsig.secret"]
+    assert [s.ref for s in acme.secrets()] == ["env:EAB_HMAC", "file:tsig.secret"]
     assert "EST_PASSWORD" in repr(est) and "EAB_HMAC" in repr(acme)
+
+
+def test_est_http_digest() -> None:
+    est = cas(EST.replace('username = "certd"', 'username = "certd"\nhttp_auth = "Digest"'))
+    assert isinstance(est["corp-est"], ESTConfig) and est["corp-est"].http_auth == "digest"
+
+
+def test_est_http_auth_needs_a_username() -> None:
+    text = (
+        '[ca.x]\nkind = "est"\nurl = "https://e/.well-known/est"\nclient_cert = "/c.pem"\n'
+        'client_key = "/k.pem"\nhttp_auth = "digest"'
+    )
+    with pytest.raises(ConfigError, match=r"ca.x.http_auth: set only with username \+ password"):
+        parse_cas(Path("/etc/certd.toml"), tomllib.loads(text)["ca"], check_files=False)
 
 
 def test_whole_config_carries_the_cas() -> None:
@@ -90,6 +107,10 @@ def test_whole_config_carries_the_cas() -> None:
             r"ca.x.password: must be a secret reference",
         ),
         ('[ca.x]\nkind = "est"\nurl = "https://e/.well-known/est"', r"EST needs credentials"),
+        (
+            '[ca.x]\nkind = "est"\nurl = "https://e/.well-known/est"\nusername = "u"\npassword = "env:P"\nhttp_auth = "ntlm"',
+            r"ca.x.http_auth: must be one of basic, digest; got 'ntlm'",
+        ),
         (
             '[ca.x]\nkind = "adcs"\nurl = "https://ca/certsrv"\ntemplate = "T"\nauth = "digest"\nusername = "u"\npassword = "env:P"',
             r"ca.x.auth: must be one of basic, ntlm, kerberos",

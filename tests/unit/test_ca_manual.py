@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from lab.pki import CA
-from monitor.config_ca import ManualConfig
 from renewers.ca.base import CARequestError, Pending
 from renewers.ca.manual import ManualConnector
+from renewers.ca.manual_config import ManualConfig
 
 
 def _csr(key: ec.EllipticCurvePrivateKey, *names: str) -> x509.CertificateSigningRequest:

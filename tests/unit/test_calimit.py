@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from monitor.config import load_config
+from expressway_certd.config import load_config
 from monitor.config_ca import CALimits
 from monitor.events import EventBus
 from monitor.probe import Prober, TrustStore

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from expressway_certd.cli import main
-from monitor.config import Secret, load_config
+from expressway_certd.config import load_config
+from monitor.config import Secret
 from monitor.durations import Fraction, format_duration, parse_duration, parse_duration_or_fraction
 from monitor.errors import ConfigError
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from monitor.config import Config, load_config, parse_config
+from expressway_certd.config import load_config, parse_config
+from monitor.config import Config
 from monitor.errors import ConfigError
 
 KEYS = {

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config import check_runtime, load_config
+from expressway_certd.config import load_config
+from monitor.config import check_runtime
 from monitor.errors import ConfigError
 
 BOX = "[[expressway]]\nname = 'e1'\naddress = 'e1.example.com'\n"

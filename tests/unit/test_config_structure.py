@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from expressway_certd.config import load_config
 from monitor import config_docs
 from monitor.config import (
     Config,
@@ -19,7 +20,6 @@ from monitor.config import (
     RenewalConfig,
     UnifiedCMConfig,
     check_runtime,
-    load_config,
 )
 from monitor.config_base import Secret, toml_keys
 from monitor.config_notify import NOTIFIER_CLASSES, NotifierIdentity, Routing
@@ -27,7 +27,9 @@ from monitor.errors import ConfigError
 
 ROOT = Path(__file__).parents[2]
 CONFIG_MODULES = ["monitor/config_base.py", "monitor/config.py", "monitor/config_ca.py",
-                  "monitor/config_notify.py"]  # fmt: skip
+                  "monitor/config_notify.py", "renewers/ca/acme_config.py",
+                  "renewers/ca/est_config.py", "renewers/ca/adcs_config.py",
+                  "renewers/ca/manual_config.py", "expressway_certd/config.py"]  # fmt: skip
 
 
 def write(tmp_path: Path, text: str) -> Path:

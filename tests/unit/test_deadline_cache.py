@@ -11,10 +11,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
+from expressway_certd.config import load_config
 from expressway_certd.deadline_metrics import METRIC, REFRESH, DeadlineCache
 from expressway_certd.http import build_app
 from lab.pki import CA
-from monitor.config import load_config
 from monitor.endpoint import Endpoint
 from monitor.errors import StoreError
 from monitor.events import EventBus

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config import Config, parse_config
+from expressway_certd.config import parse_config
+from monitor.config import Config
 from monitor.errors import ConfigError
+from renewers.cucm import CucmClientConfig
+from renewers.pipeline import ConfiguredDevices
 
 BASE = """
 [[expressway]]
@@ -98,3 +101,18 @@ def test_unified_cm_only_on_expressway_c() -> None:
     )
     with pytest.raises(ConfigError, match="only an Expressway-C"):
         parse(text)
+
+
+def test_configured_devices_pass_their_overrides_to_the_clients(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("C1_PW", "c1-secret")
+    monkeypatch.setenv("CUCM_PW", "cucm-secret")
+    config = parse(BASE)
+    ucm = config.unified_cm("cucm")
+    plain = ConfiguredDevices().unified_cm(ucm)
+    assert plain.config.poll_interval == CucmClientConfig.poll_interval
+    tuned = ConfiguredDevices({"timeout": 7.0}, cucm_overrides={"poll_interval": 0.1})
+    assert tuned.unified_cm(ucm).config.poll_interval == 0.1
+    assert tuned.unified_cm(ucm).config.timeout == CucmClientConfig.timeout  # not the box's
+    assert tuned.expressway(config.target("expe-c1")).config.timeout == 7.0

@@ -32,10 +32,10 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from monitor.config_base import Secret
-from monitor.config_ca import ESTConfig
 from monitor.errors import CertdError
 from renewers.ca.adcs import read_certsrv_page
 from renewers.ca.est import ESTConnector, decode_body, parse_csrattrs
+from renewers.ca.est_config import ESTConfig
 from renewers.ca.httpclient import Reply as CAReply
 from renewers.cucm import read_fault_string, read_service_states, trust_pems
 from renewers.device_http import DeviceReply

@@ -9,8 +9,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
+from expressway_certd.config import load_config
 from expressway_certd.http import EVENTS_CAP, build_app
-from monitor.config import Secret, load_config
+from monitor.config import Secret
 from monitor.events import EventBus, RenewalDue
 from monitor.probe import Prober, TrustStore
 from monitor.store import Store

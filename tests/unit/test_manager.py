@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from expressway_certd.config import load_config
 from lab.pki import CA, cert_pem
-from monitor.config import load_config
 from monitor.errors import DeviceError
 from monitor.events import Event, EventBus
 from monitor.facts import facts_from_x509

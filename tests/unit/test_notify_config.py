@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config import Secret, load_config
+from expressway_certd.config import load_config
+from monitor.config import Secret
 from monitor.config_notify import (
     DEFAULT_EVENTS,
     AlertmanagerConfig,

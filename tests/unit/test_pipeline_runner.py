@@ -5,6 +5,7 @@ magic string between the manual connector and the pipeline."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -13,8 +14,8 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from expressway_certd.config import load_config
 from lab.pki import CA
-from monitor.config import load_config
 from monitor.errors import CertdError, DeviceError, StoreError
 from monitor.events import Event, EventBus
 from monitor.probe import Prober, TrustStore
@@ -147,6 +148,93 @@ async def test_approve_during_a_running_stage_is_not_lost(env, monkeypatch, tmp_
     assert (await store.renewal(row.id)).data["approved_by"] == "bob"
     done = await runner.run(row.id)  # the runner reads it afresh after claiming
     assert done.stage == "install" or done.data.get("approved_by") == "bob"
+
+
+@pytest.mark.parametrize("command", ["retry_now", "cancel"])
+async def test_other_operator_commands_wait_for_a_running_stage(env, monkeypatch, command):
+    """Defect 2 for `retry_now` (and `cancel`): while a stage runs, they write nothing and
+    say the renewal is busy; once the stage is saved they apply to the fresh row."""
+    cfg, store, bus, _ = env
+    gate = GatedStage()
+    monkeypatch.setitem(pipeline_module.STAGE_FUNCTIONS, "approve", gate)
+    runner = Pipeline(cfg, store, bus, Prober(TrustStore([])), {"portal": None})
+    operator = Pipeline(cfg, store, bus, Prober(TrustStore([])), {})  # e.g. the CLI
+    row = await put_waiting_approval(store)
+    task = asyncio.create_task(runner.run(row.id))
+    await gate.entered.wait()
+    act = {
+        "retry_now": lambda: operator.retry_now(row.id),
+        "cancel": lambda: operator.cancel(row.id, "bob"),
+    }[command]
+    with pytest.raises(CertdError, match="busy"):
+        await act()
+    assert (await store.renewal(row.id)).status == "waiting"  # nothing written meanwhile
+    gate.release.set()
+    ran = await task
+    assert [s.result for s in await store.steps(row.id)] != []  # the stage's outcome was saved
+    after = await act()
+    assert after.updated_at >= ran.updated_at
+    assert after.status == ("cancelled" if command == "cancel" else "running")
+
+
+class OperatorBeforeClaim(Store):
+    """The runner's store: its first claim of `renewal` first lets `operator` act, as another
+    process (the CLI) would in the window between the runner's read and its claim."""
+
+    runner_owner = ""
+    operator: Callable[[], Awaitable[object]] | None = None
+
+    async def claim_renewal(self, renewal_id, owner, now, ttl, *, take_from=None):
+        if owner == self.runner_owner and self.operator is not None:
+            act, self.operator = self.operator, None
+            await act()
+        return await super().claim_renewal(renewal_id, owner, now, ttl, take_from=take_from)
+
+
+class UnreachableBoxes:
+    """Every box refuses the connection (the install after approve then fails cleanly)."""
+
+    @asynccontextmanager
+    async def expressway(self, target):
+        raise DeviceError(f"{target.name}: connection refused")
+        yield
+
+    def unified_cm(self, ucm):
+        raise DeviceError(f"{ucm.name}: connection refused")
+
+
+async def test_an_approve_between_the_runners_read_and_its_claim_is_kept(env, tmp_path):
+    """Defect 2, the runner's side: `run` reads the row, an operator approves (holding the
+    lease, then releasing it), then the runner claims. Without reading the row again after
+    claiming, the runner would run approve on the stale row and save it without
+    `approved_by`: the approval would be lost and the renewal wait again."""
+    cfg, store, bus, _ = env
+    text = (tmp_path / "c.toml").read_text()
+    (tmp_path / "c.toml").write_text(
+        text.replace('renewal = { ca = "portal" }', 'renewal = { ca = "portal", approval = "manual" }', 1)
+    )  # fmt: skip
+    cfg = load_config(tmp_path / "c.toml")
+    runner_store = await OperatorBeforeClaim.open(cfg.daemon.state)
+    try:
+        runner = Pipeline(
+            cfg, runner_store, bus, Prober(TrustStore([])), {"portal": None},
+            devices=UnreachableBoxes(),
+        )  # fmt: skip
+        operator = Pipeline(cfg, store, bus, Prober(TrustStore([])), {})  # e.g. the CLI
+        row = await put_waiting_approval(store)
+        approvals: list[RenewalRow] = []
+
+        async def approve() -> None:
+            approvals.append(await operator.approve(row.id, "bob"))
+
+        runner_store.runner_owner, runner_store.operator = runner.owner, approve
+        ran = await runner.run(row.id)
+        assert [a.data["approved_by"] for a in approvals] == ["bob"]  # the window was hit
+        assert (ran.stage, ran.status) != ("approve", "waiting")  # approved: went on
+        assert ran.stage == "install"
+        assert (await store.renewal(row.id)).data["approved_by"] == "bob"
+    finally:
+        await runner_store.close()
 
 
 async def test_a_writer_without_the_lease_cannot_overwrite(env):

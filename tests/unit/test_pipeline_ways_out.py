@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from structlog.testing import capture_logs
 
+from expressway_certd.config import load_config
 from lab.pki import CA, cert_pem
-from monitor.config import load_config
 from monitor.errors import CertdError
 from monitor.events import Event, EventBus
 from monitor.probe import Prober, TrustStore

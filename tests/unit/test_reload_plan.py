@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from expressway_certd.config import parse_config
 from expressway_certd.daemon import plan_reload
-from monitor.config import Config, parse_config
+from monitor.config import Config
 from monitor.errors import ConfigError
 
 EST = """

@@ -51,3 +51,17 @@ def test_all_ok_says_so():
     doc = {"relations": [{"from": "c", "to": "e", "status": "ok"}], "earliest_break": None}
     page = render_page(PageView(NOW, (), (), trust=trust_view(doc)))
     assert "Nothing will break." in page and "All 1 relations are ok." in page
+
+
+def test_the_x15_5_client_certificate_is_named_as_what_presents():
+    doc = {
+        "relations": [
+            {"from": "expe-c1", "to": "expe-e1", "relation": "traversal", "store": "trusted-ca",
+             "presenter_cert": "client", "status": "broken", "reason": "client certificate: x"},
+            {"from": "expe-e1", "to": "expe-c1", "relation": "traversal", "store": "trusted-ca",
+             "presenter_cert": "server", "status": "unknown", "reason": "y"},
+        ],
+    }  # fmt: skip
+    page = render_page(PageView(NOW, (), (), trust=trust_view(doc)))
+    assert "<tr><td>expe-c1 (client cert)</td><td>expe-e1</td>" in page
+    assert "<tr><td>expe-e1</td><td>expe-c1</td>" in page  # the server certificate: the name

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from lab.pki import CA, cert_pem
-from monitor.config_ca import ESTConfig, ManualConfig
 from monitor.errors import ConfigError
+from renewers.ca.est_config import ESTConfig
+from renewers.ca.manual_config import ManualConfig
 from renewers.trust import Anchors, pinned_anchors, trust_path
 
 ROOT = CA.create("Corp Root CA")

@@ -10,13 +10,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from lab.pki import CA
+from lab.pki import CA, SERVER_AUTH
 from renewers.trustmap import (
     BROKEN,
+    CLIENT_CERT,
     EXPRESSWAY_STORE,
     OK,
+    SERVER_CERT,
     UNKNOWN,
     WILL_BREAK,
+    ClientCopy,
     Party,
     earliest_break,
     relations,
@@ -197,3 +200,134 @@ def test_unified_cm_presents_one_certificate_per_service(pki):
     }
     assert got[("cucm1/n1", "sip-tls")] == UNKNOWN
     assert got[("cucm1/n1", "https")] == UNKNOWN
+
+
+# --- X15.5: the side that opens TLS presents its client certificate (Cisco doc 225693) -------
+
+
+def x15_5(pki, client, version="X15.5"):
+    """The deployment with an X15.5 C whose client store holds `client` (a ClientCopy)."""
+    parties, _ = deployment(pki)
+    parties["expe-c1"] = replace(parties["expe-c1"], client=client, version=version)
+    parties["expe-e1"] = replace(parties["expe-e1"], version=version)
+    rels = relations(parties, [("expe-c1", "expe-e1")], [("expe-c1", "cucm1/n1")])
+    return parties, rels
+
+
+def judged(parties, rels):
+    return {
+        (j.relation.presenter, j.relation.verifier, j.relation.store): j
+        for j in trust_map(parties, rels, NOW)
+    }
+
+
+def test_x15_5_client_copy_under_another_ca_breaks_traversal_though_the_served_cert_is_fine(pki):
+    other = CA.create("Other Issuing", parent=CA.create("Other Root"))
+    copy, _ = other.issue("expe-c1", ["expe-c1"], key_kind="ec", key_size=256)
+    parties, rels = x15_5(pki, ClientCopy(copy))
+    got = judged(parties, rels)
+    c_to_e = got[("expe-c1", "expe-e1", EXPRESSWAY_STORE)]
+    assert c_to_e.relation.presenter_cert == CLIENT_CERT
+    assert c_to_e.relation.presenter_label == "expe-c1 (client cert)"
+    assert c_to_e.status == BROKEN
+    assert "client certificate" in c_to_e.reason and "Other" in c_to_e.reason
+    # The C also opens SIP TLS and HTTPS to Unified CM with it.
+    assert got[("expe-c1", "cucm1/n1", "callmanager")].status == BROKEN
+    assert got[("expe-c1", "cucm1/n1", "tomcat")].status == BROKEN
+    # The E -> C direction is the E's served certificate (the E is the TLS server): ok.
+    e_to_c = got[("expe-e1", "expe-c1", EXPRESSWAY_STORE)]
+    assert (e_to_c.status, e_to_c.relation.presenter_cert) == (OK, SERVER_CERT)
+    # The same boxes judged by the served certificate (the mistake) would be ok:
+    assert parties["expe-c1"].presents == pki["c_leaf"]
+    # Fixing it: the E trusts the other CA; the C's own list chains its copy.
+    e, c = parties["expe-e1"], parties["expe-c1"]
+    parties["expe-e1"] = replace(
+        e, stores={EXPRESSWAY_STORE: (*e.stores[EXPRESSWAY_STORE], other.chain()[-1])}
+    )
+    parties["expe-c1"] = replace(
+        c, stores={EXPRESSWAY_STORE: (*c.stores[EXPRESSWAY_STORE], *other.chain())}
+    )
+    got = judged(parties, rels)
+    assert got[("expe-c1", "expe-e1", EXPRESSWAY_STORE)].status == OK
+    assert got[("expe-c1", "cucm1/n1", "callmanager")].status == BROKEN  # not told yet
+
+
+def test_x15_5_client_copy_without_client_auth_is_broken(pki):
+    copy, _ = pki["issuing"].issue(
+        "expe-c1", ["expe-c1"], eku=[SERVER_AUTH], key_kind="ec", key_size=256
+    )
+    parties, rels = x15_5(pki, ClientCopy(copy))
+    c_to_e = judged(parties, rels)[("expe-c1", "expe-e1", EXPRESSWAY_STORE)]
+    assert c_to_e.status == BROKEN
+    assert "TLS Web Client Authentication" in c_to_e.reason
+    assert c_to_e.breaks_at == NOW
+    # A copy with clientAuth (the lab's default: both EKUs) from the same CA is fine.
+    good, _ = pki["issuing"].issue("expe-c1", ["expe-c1"], key_kind="ec", key_size=256)
+    parties, rels = x15_5(pki, ClientCopy(good))
+    assert {j.status for j in trust_map(parties, rels, NOW)} == {OK}
+
+
+@pytest.mark.parametrize(
+    "why",
+    [
+        "expe-c1: read client certificate: the box's /api/raml lists no client certificate resource",
+        "",
+    ],
+)
+def test_x15_5_unreadable_client_copy_is_unknown_never_ok(pki, why):
+    parties, rels = x15_5(pki, ClientCopy(None, why))
+    got = judged(parties, rels)
+    for key in [
+        ("expe-c1", "expe-e1", EXPRESSWAY_STORE),
+        ("expe-c1", "cucm1/n1", "callmanager"),
+        ("expe-c1", "cucm1/n1", "tomcat"),
+    ]:
+        assert got[key].status == UNKNOWN
+        assert got[key].reason.startswith("expe-c1's client certificate not readable: ")
+        assert (why or "not read") in got[key].reason
+    assert got[("expe-e1", "expe-c1", EXPRESSWAY_STORE)].status == OK
+
+
+def test_x15_4_presents_its_server_certificate_unchanged(pki):
+    parties, rels = x15_5(pki, None, version="X15.4")
+    got = judged(parties, rels)
+    assert {j.relation.presenter_cert for j in got.values()} == {SERVER_CERT}
+    assert {j.status for j in got.values()} == {OK}
+    assert got[("expe-c1", "expe-e1", EXPRESSWAY_STORE)].relation.presenter_label == "expe-c1"
+    # And its server certificate is what breaks it: the E no longer trusts the C's CA.
+    parties["expe-e1"] = replace(parties["expe-e1"], stores={EXPRESSWAY_STORE: ()})
+    assert judged(parties, rels)[("expe-c1", "expe-e1", EXPRESSWAY_STORE)].status == BROKEN
+
+
+def test_x15_5_client_copy_under_a_root_expiring_first_will_break(pki):
+    short = pki["short"]
+    copy, _ = short.issue("expe-c1", ["expe-c1"], days=365, key_kind="ec", key_size=256)
+    parties, rels = x15_5(pki, ClientCopy(copy))
+    e = parties["expe-e1"]
+    parties["expe-e1"] = replace(
+        e, stores={EXPRESSWAY_STORE: (*e.stores[EXPRESSWAY_STORE], short.chain()[-1])}
+    )
+    c = parties["expe-c1"]
+    parties["expe-c1"] = replace(
+        c, stores={EXPRESSWAY_STORE: (*c.stores[EXPRESSWAY_STORE], *short.chain())}
+    )
+    c_to_e = judged(parties, rels)[("expe-c1", "expe-e1", EXPRESSWAY_STORE)]
+    assert c_to_e.status == WILL_BREAK
+    assert c_to_e.breaks_at == min(x.not_valid_after_utc for x in short.chain())
+    assert "client certificate" in c_to_e.reason and "Short" in c_to_e.reason
+
+
+def test_x15_5_pending_server_renewal_does_not_judge_the_client_relation(pki):
+    """The pending renewal replaces the server certificate; the client copy still presents."""
+    copy, _ = pki["issuing"].issue("expe-c1", ["expe-c1"], key_kind="ec", key_size=256)
+    parties, rels = x15_5(pki, ClientCopy(copy))
+    parties["expe-c1"] = replace(parties["expe-c1"], pending=(pki["new_c"], *pki["new"].chain()))
+    got = judged(parties, rels)
+    assert got[("expe-c1", "cucm1/n1", "callmanager")].status == OK
+
+
+def test_dot_labels_the_client_certificate(pki):
+    copy, _ = pki["issuing"].issue("expe-c1", ["expe-c1"], key_kind="ec", key_size=256)
+    parties, rels = x15_5(pki, ClientCopy(copy))
+    dot = to_dot(parties, trust_map(parties, rels, NOW))
+    assert '"traversal (trusted-ca)\\nclient cert\\nok"' in dot

@@ -15,13 +15,16 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from expressway_certd.config import load_config
 from expressway_certd.trustmap_live import gather
 from lab.pki import CA
-from monitor.config import Config, ExpresswayConfig, UnifiedCMConfig, load_config
+from monitor.clientcert import STATUS_ERROR, STATUS_NOT_APPLICABLE, STATUS_OK, ClientCertState
+from monitor.config import Config, ExpresswayConfig, UnifiedCMConfig
 from monitor.endpoint import Endpoint
 from monitor.errors import DeviceError
 from monitor.probe import Observation
-from renewers.trustmap import BROKEN, OK, UNKNOWN, relations, trust_map
+from renewers.expressway import OperationUnsupported, SystemInfo
+from renewers.trustmap import BROKEN, CLIENT_CERT, OK, SERVER_CERT, UNKNOWN, relations, trust_map
 
 NOW = datetime.now(UTC)
 
@@ -76,8 +79,26 @@ password = "file:{secret}"
 
 
 class FakeBox:
-    def __init__(self, leaf: x509.Certificate, cas: tuple[x509.Certificate, ...]) -> None:
-        self.leaf, self.cas = leaf, cas
+    """`client`: the X15.5 client certificate; None: the box lists no resource for it."""
+
+    def __init__(
+        self,
+        leaf: x509.Certificate,
+        cas: tuple[x509.Certificate, ...],
+        version: str = "X15.4",
+        client: x509.Certificate | None = None,
+    ) -> None:
+        self.leaf, self.cas, self.version, self.client = leaf, cas, version, client
+        self.client_reads = 0
+
+    async def system_info(self) -> SystemInfo:
+        return SystemInfo("box", self.version, None)
+
+    async def client_certificate(self) -> x509.Certificate:
+        self.client_reads += 1
+        if self.client is None:
+            raise OperationUnsupported("box: read client certificate: no resource in /api/raml")
+        return self.client
 
     async def server_certificate(self) -> x509.Certificate:
         return self.leaf
@@ -123,9 +144,16 @@ class FakeDevices:
         yield self.cucm
 
 
-def statuses(cfg: Config, devices: FakeDevices, served: Mapping[str, Any] = {}) -> dict:
+def statuses(
+    cfg: Config,
+    devices: FakeDevices,
+    served: Mapping[str, Any] = {},
+    clients: Mapping[str, ClientCertState] | None = None,
+) -> dict:
     async def run() -> dict:
-        parties, traversal, unified = await gather(cfg, devices, {}, served, 0.2)
+        parties, traversal, unified = await gather(
+            cfg, devices, {}, served, 0.2, client_certs=clients
+        )
         judged = trust_map(parties, relations(parties, traversal, unified), NOW)
         return {(j.relation.presenter, j.relation.verifier, j.relation.store): j for j in judged}
 
@@ -209,3 +237,80 @@ def test_unified_cm_served_certificates_by_port(tmp_path: Path, pki: dict[str, A
     https = got[("cucm1/n1", "expe-c1", "https")]
     assert https.status == BROKEN  # the C does not trust the Other CA
     assert "Other" in https.reason
+
+
+# --- X15.5: the C presents its client certificate where it opens TLS -----------------------
+
+
+def x15_5(pki: dict[str, Any], client: x509.Certificate | None) -> FakeDevices:
+    d = devices(pki)
+    d.boxes = {
+        "expe-c1": FakeBox(pki["c"], pki["corp"], "X15.5", client),
+        "expe-e1": FakeBox(pki["e"], pki["corp"], "X15.5", pki["e"]),
+    }
+    return d
+
+
+def state(
+    name: str, status: str, cert: x509.Certificate | None = None, **kw: Any
+) -> ClientCertState:
+    pem = cert.public_bytes(serialization.Encoding.PEM).decode() if cert is not None else None
+    return ClientCertState(name, "h", 443, status, NOW, version="X15.5", pem=pem, **kw)
+
+
+def test_x15_5_the_daemons_client_read_presents_on_traversal(
+    tmp_path: Path, pki: dict[str, Any]
+) -> None:
+    other = pki["other"].issue("expe-c1", ["expe-c1"], key_kind="ec", key_size=256)[0]
+    d = x15_5(pki, pki["c"])  # the box itself would give a good copy: the daemon's read is used
+    got = statuses(config(tmp_path), d, clients={"expe-c1": state("expe-c1", STATUS_OK, other)})
+    c_to_e = got[("expe-c1", "expe-e1", "trusted-ca")]
+    assert (c_to_e.status, c_to_e.relation.presenter_cert) == (BROKEN, CLIENT_CERT)
+    assert got[("expe-e1", "expe-c1", "trusted-ca")].relation.presenter_cert == SERVER_CERT
+    assert d.boxes["expe-c1"].client_reads == 0
+
+
+def test_x15_5_not_yet_read_or_failed_is_read_by_the_map(
+    tmp_path: Path, pki: dict[str, Any]
+) -> None:
+    other = pki["other"].issue("expe-c1", ["expe-c1"], key_kind="ec", key_size=256)[0]
+    for clients in (None, {"expe-c1": state("expe-c1", STATUS_ERROR, error="expe-c1: timeout")}):
+        d = x15_5(pki, other)
+        got = statuses(config(tmp_path), d, clients=clients)
+        assert got[("expe-c1", "expe-e1", "trusted-ca")].status == BROKEN
+        assert got[("expe-c1", "cucm1/n1", "callmanager")].status == BROKEN
+        assert d.boxes["expe-c1"].client_reads == 1
+
+
+def test_x15_5_unpublished_client_certificate_is_unknown(
+    tmp_path: Path, pki: dict[str, Any]
+) -> None:
+    got = statuses(config(tmp_path), x15_5(pki, None))
+    for key in [("expe-c1", "expe-e1", "trusted-ca"), ("expe-c1", "cucm1/n2", "tomcat")]:
+        assert got[key].status == UNKNOWN
+        assert "client certificate not readable" in got[key].reason
+        assert "no resource in /api/raml" in got[key].reason
+    assert got[("expe-e1", "expe-c1", "trusted-ca")].status == OK
+
+
+def test_x15_4_box_presents_its_server_certificate(tmp_path: Path, pki: dict[str, Any]) -> None:
+    d = devices(pki)
+    got = statuses(config(tmp_path), d)
+    assert {j.relation.presenter_cert for j in got.values()} == {SERVER_CERT}
+    assert {j.status for j in got.values()} == {OK}
+    # sysinfo said X15.4: no client store, so its resource was never asked for
+    assert {b.client_reads for b in d.boxes.values()} == {0}
+
+
+def test_an_upgrade_since_the_daemons_read_is_seen_at_once(
+    tmp_path: Path, pki: dict[str, Any]
+) -> None:
+    """The daemon read the C before its upgrade (not_applicable); the map asks again, finds
+    X15.5 and judges with the client copy, not with the served certificate."""
+    other = pki["other"].issue("expe-c1", ["expe-c1"], key_kind="ec", key_size=256)[0]
+    before = ClientCertState("expe-c1", "h", 443, STATUS_NOT_APPLICABLE, NOW, version="X15.4")
+    d = x15_5(pki, other)
+    got = statuses(config(tmp_path), d, clients={"expe-c1": before})
+    c_to_e = got[("expe-c1", "expe-e1", "trusted-ca")]
+    assert (c_to_e.status, c_to_e.relation.presenter_cert) == (BROKEN, CLIENT_CERT)
+    assert d.boxes["expe-c1"].client_reads == 1

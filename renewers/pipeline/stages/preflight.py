@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from cryptography import x509
 
-from monitor.facts import EKU_CONFIG_NAMES, facts_from_x509
+from monitor.facts import eku_config_name, facts_from_x509
 from renewers.expressway import ZoneState
 from renewers.pipeline.context import (
     Context,
@@ -61,6 +61,5 @@ async def stage_preflight(ctx: Context) -> Outcome:
     )
     if problems:
         return Blocked("; ".join(p.message for p in problems), OutcomeReason.PREFLIGHT_REFUSED)
-    names = {oid: name for name, oid in EKU_CONFIG_NAMES.items()}
-    ekus = "+".join(names.get(e, e) for e in plan.required_eku)
+    ekus = "+".join(eku_config_name(e) for e in plan.required_eku)
     return Advance(f"SANs {', '.join(plan.sans)}; EKU {ekus} (rule {plan.eku_rule})")
