@@ -338,7 +338,7 @@ class RenewalCollector(Collector):
         )
         installed = GaugeMetricFamily(
             "expressway_renewal_installed_info",
-            "The certificate this tool installed on the target last (always 1).",
+            "The server certificate this tool installed on the target last (always 1).",
             labels=["target", "sha256"],
         )
         mismatch = GaugeMetricFamily(
@@ -370,7 +370,9 @@ class RenewalCollector(Collector):
             if row is not None:
                 updated.add_metric([exp.name], row.updated_at.timestamp())
                 sha = row.data.get("installed_sha256")
-                if sha:
+                # the served (server) certificate only: a client certificate renewal installs
+                # what no endpoint serves, which would read as a pending restart
+                if sha and row.kind == "server":
                     installed.add_metric([exp.name, sha], 1.0)
             when = row.next_at if row is not None and row.active else due.get(exp.name)
             if when is not None:

@@ -118,9 +118,16 @@ def resolutions(
             event.type == "RenewalCompleted"
             and key.target == event.target
             and key.type in RENEWAL_PROBLEMS
+            and not (key.type == "ExpiryWindowEntered" and _client_renewal(event))
         ):
             out.append(key)
     return tuple(out)
+
+
+def _client_renewal(event: Event) -> bool:
+    """A completed renewal of the X15.5 client certificate: the served (server) certificate
+    whose expiry window was entered is not renewed by it."""
+    return getattr(event, "cert_kind", "server") == "client"
 
 
 @dataclass(frozen=True)

@@ -95,14 +95,18 @@ async def _demo(
     est = ESTSimulator().start()
     finished = asyncio.Event()
     outcome: dict[str, Event] = {}
+    completed: list[RenewalCompleted] = []
 
     async def show(event: Event) -> None:
         line = timeline_line(event)
         if line is not None:
             print(f"  +{time.monotonic() - started:5.1f}s {line[10:]}", flush=True)
+        if isinstance(event, RenewalCompleted):
+            completed.append(event)
         if isinstance(event, RenewalCompleted | RenewalBlocked):
             outcome["last"] = event
-            finished.set()
+            if isinstance(event, RenewalBlocked) or len(completed) >= case.renewals:
+                finished.set()
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -158,8 +162,9 @@ async def _demo(
                 last = outcome.get("last")
                 print()
                 code = 1
-                if isinstance(last, RenewalCompleted):
-                    print(f"Renewed in {time.monotonic() - started:.1f} s.")
+                if isinstance(last, RenewalCompleted) and len(completed) >= case.renewals:
+                    what = "" if case.renewals == 1 else f" {len(completed)} certificates"
+                    print(f"Renewed{what} in {time.monotonic() - started:.1f} s.")
                     code = 0 if case.expect == "completed" else 1
                 elif isinstance(last, RenewalBlocked):
                     print(f"Blocked after {time.monotonic() - started:.1f} s: {last.why}")

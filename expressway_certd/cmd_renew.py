@@ -43,16 +43,25 @@ from renewers.expressway import csr_sans
 from renewers.maintenance import next_window_start
 from renewers.manager import RenewalManager
 from renewers.pipeline import (
+    CLIENT,
+    KINDS,
+    SERVER,
     STAGES,
     ConfiguredDevices,
     Pipeline,
     csr_fits,
     dry_run,
+    kind_of,
     record_of,
     trust_boxes,
 )
 from renewers.trust import pinned_anchors, trust_path
 from renewers.trust import sha256 as tsha256
+
+KIND_HELP = (
+    "which certificate: server (default) or client, the X15.5 client certificate (renewed "
+    "from [expressway.renewal] client_ca, a private CA)"
+)
 
 
 def register(subparsers: Any) -> None:
@@ -65,6 +74,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("target")
     p.add_argument("--config", "-c", required=True)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--kind", choices=KINDS, default=SERVER, help=KIND_HELP)
     p.set_defaults(func=run_plan)
 
     p = subparsers.add_parser(
@@ -76,6 +86,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("target")
     p.add_argument("--config", "-c", required=True)
     p.add_argument("--now", action="store_true", help="renew even if not due yet")
+    p.add_argument("--kind", choices=KINDS, default=SERVER, help=KIND_HELP)
     p.set_defaults(func=run_renew)
 
     p = subparsers.add_parser("approve", help="approve a renewal waiting at the approve stage")
@@ -169,17 +180,18 @@ def _prober(config: Config) -> Prober:
 # ---- plan -----------------------------------------------------------------------------------
 
 
-async def _plan(config: Config, name: str) -> dict[str, Any]:
+async def _plan(config: Config, name: str, kind: str = SERVER) -> dict[str, Any]:
     target = _renewable(config, name)
     renewal = target.renewal
     assert renewal is not None
-    manager_ca = config.cas[renewal.ca]
+    ca_name = renewal.ca_for(kind)
+    manager_ca = config.cas[ca_name]
 
     connector = build_connector(manager_ca, config.daemon.data_dir)
     devices = ConfiguredDevices()
     try:
         # The pipeline's own snapshot and preflight stages, run dry (renewers/pipeline/dryrun.py).
-        run = await dry_run(config, target, connector, devices, _prober(config))
+        run = await dry_run(config, target, connector, devices, _prober(config), kind=kind)
         snap, plan = run.record.snapshot, run.record.plan
         stopped = run.stopped
         if snap is None or plan is None:
@@ -187,7 +199,8 @@ async def _plan(config: Config, name: str) -> dict[str, Any]:
             raise CertdError(f"{name}: plan: the renewal would stop at {stage}: {why}")
         problems = [stopped[1]] if stopped else []
         async with devices.expressway(target) as box:
-            pending = await box.pending_csr()  # the csr stage's first read
+            # the csr stage's first read
+            pending = await (box.pending_client_csr() if kind == CLIENT else box.pending_csr())
         facts = facts_from_x509(x509.load_pem_x509_certificate(snap.cert_pem.encode()))
         role = snap.role
         problems_text = ""
@@ -209,7 +222,7 @@ async def _plan(config: Config, name: str) -> dict[str, Any]:
         if ca_change and not pinned:
             problems_text = "; ".join(
                 filter(None, [problems_text, (
-                    f"the CA's chain does not lead to a root pinned for CA '{renewal.ca}' "
+                    f"the CA's chain does not lead to a root pinned for CA '{ca_name}' "
                     f"({'; '.join(anchors.sources) or 'none pinned'}): the renewal would block "
                     f"at validate; {anchors.fix}"
                 )])
@@ -237,6 +250,7 @@ async def _plan(config: Config, name: str) -> dict[str, Any]:
         pending_text = f"{', '.join(csr_sans(pending))} ({'reused' if fits else 'does NOT fit: renewal would block'})"
     return {
         "target": name,
+        "kind": kind,
         "version": snap.version,
         "role": role,
         "current": {
@@ -248,7 +262,7 @@ async def _plan(config: Config, name: str) -> dict[str, Any]:
         "client_cert": _client_entry(client),
         "sans": list(plan.sans),
         "required_eku": [EKU_NAMES.get(e, e) for e in plan.required_eku],
-        "ca": {"name": renewal.ca, "kind": manager_ca.kind},
+        "ca": {"name": ca_name, "kind": manager_ca.kind},
         "pending_csr": pending_text,
         "ca_change": ca_change,
         "trust_to": trust_parties if ca_change else [],
@@ -298,7 +312,7 @@ async def _history(config: Config, name: str) -> tuple[list[timedelta], list[tim
 def run_plan(args: argparse.Namespace) -> int:
     configure_logging("warning", "console")
     config = load_config(args.config)
-    plan = asyncio.run(_plan(config, args.target))
+    plan = asyncio.run(_plan(config, args.target, args.kind))
     if args.json:
         print(json.dumps(plan, indent=2))
         return 1 if plan["problems"] else 0
@@ -308,8 +322,9 @@ def run_plan(args: argparse.Namespace) -> int:
         False: "no (same CA)",
         None: "unknown until issued",
     }
+    what = ", client certificate" if plan["kind"] == CLIENT else ""
     print(
-        f"Renewal plan for {plan['target']} ({plan['version']} Expressway-{(plan['role'] or '?').upper()}); nothing is changed"
+        f"Renewal plan for {plan['target']} ({plan['version']} Expressway-{(plan['role'] or '?').upper()}{what}); nothing is changed"
     )
     print(
         f"  current     {plan['current']['sha256'][:16]}  not after {plan['current']['not_after']}  issuer {plan['current']['issuer']}"
@@ -318,8 +333,13 @@ def run_plan(args: argparse.Namespace) -> int:
     if client["status"] == "ok":
         print(
             f"  client      {client['sha256'][:16]}  not after {client['not_after']}  issuer "
-            f"{client['issuer']}  (X15.5 client certificate: not renewed by this plan; renew "
-            "it under Maintenance > Security > Client certificate)"
+            f"{client['issuer']}  (X15.5 client certificate"
+            + (
+                ": renewed by this plan)"
+                if plan["kind"] == CLIENT
+                else f": plan its renewal with 'expressway-certd plan {plan['target']} --kind "
+                "client')"
+            )
             + (f"; {client['eku_problem']}" if client["eku_problem"] else "")
         )
     elif client["status"] != "not_applicable":
@@ -358,7 +378,9 @@ def run_plan(args: argparse.Namespace) -> int:
 # ---- renew / approve / status -----------------------------------------------------------------
 
 
-async def _renew(config: Config, name: str, now_requested: bool) -> RenewalRow | None:
+async def _renew(
+    config: Config, name: str, now_requested: bool, kind: str = SERVER
+) -> RenewalRow | None:
     target = _renewable(config, name)
     store = await Store.open(config.daemon.state, history=config.daemon.history)
     bus = EventBus()
@@ -369,6 +391,13 @@ async def _renew(config: Config, name: str, now_requested: bool) -> RenewalRow |
         await manager.load()
         latest = manager.latest().get(name)
         if latest is not None and latest.active:
+            if kind_of(latest) != kind:
+                print(
+                    f"{name}: renewal {latest.id} of the {kind_of(latest)} certificate is active; "
+                    "the box takes one renewal at a time (one CSR slot), so it is resumed now: "
+                    f"renew the {kind} certificate when it has ended",
+                    flush=True,
+                )
             print(
                 f"resuming renewal {latest.id} at stage {latest.stage} ({latest.status})",
                 flush=True,
@@ -379,8 +408,29 @@ async def _renew(config: Config, name: str, now_requested: bool) -> RenewalRow |
                 else latest
             )
         elif now_requested:
-            row = await manager.pipeline.start(name, "ManualRequest: expressway-certd renew --now")
-            print(f"renewal {row.id} started for {name}", flush=True)
+            row = await manager.pipeline.start(
+                name, "ManualRequest: expressway-certd renew --now", kind=kind
+            )
+            what = " (client certificate)" if kind == CLIENT else ""
+            print(f"renewal {row.id} started for {name}{what}", flush=True)
+        elif kind == CLIENT:
+            state = await read_client_cert(target)
+            if state.status != "ok":
+                print(f"{name}: client certificate {state.status}: {state.error}")
+                return None
+            await manager.after_client_read(target, state)
+            await manager.consider_client(target, explicit=True)
+            latest = manager.latest().get(name)
+            if latest is None or not latest.active:
+                due = manager.next_due_client.get(name)
+                print(
+                    f"{name}: client certificate not due (renewal due from {due:%Y-%m-%d %H:%M} "
+                    "UTC); use --now to renew anyway"
+                    if due
+                    else f"{name}: client certificate not due"
+                )
+                return None
+            row = latest
         else:
             observations = await asyncio.gather(
                 *(manager.pipeline.prober.probe(name, ep) for ep in target.endpoints)
@@ -424,7 +474,7 @@ async def _renew(config: Config, name: str, now_requested: bool) -> RenewalRow |
 def run_renew(args: argparse.Namespace) -> int:
     configure_logging("warning", "console")
     config = load_config(args.config)
-    row = asyncio.run(_renew(config, args.target, args.now))
+    row = asyncio.run(_renew(config, args.target, args.now, args.kind))
     if row is None:
         return 0
     return 0 if row.status in ("done", "waiting") else 1
@@ -446,7 +496,8 @@ def run_approve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     who = operator_name(args.by or getpass.getuser())
     row = asyncio.run(_approve(config, args.renewal, who))
-    print(f"renewal {row.id} of {row.target} approved by {who}; the daemon installs it next")
+    what = " (client certificate)" if kind_of(row) == CLIENT else ""
+    print(f"renewal {row.id} of {row.target}{what} approved by {who}; the daemon installs it next")
     return 0
 
 
@@ -536,7 +587,8 @@ async def _status(config: Config, target: str | None) -> list[dict[str, Any]]:
                 record = record_of(row)
                 new_ca = (record.trust_cas or ()) if record.ca_changed else ()
                 item["renewal"] = {
-                    "id": row.id, "status": row.status, "stage": row.stage, "reason": row.reason,
+                    "id": row.id, "kind": record.kind, "status": row.status, "stage": row.stage,
+                    "reason": row.reason,
                     "message": row.message, "next_at": row.next_at.isoformat() if row.next_at else None,
                     "created_at": row.created_at.isoformat(),
                     "csr_pem": record.csr_pem if row.active else None,
@@ -567,8 +619,9 @@ def run_status(args: argparse.Namespace) -> int:
             print(f"{item['target']}: no renewal yet")
             continue
         nxt = f", next at {r['next_at'][:19]}" if r["next_at"] else ""
+        what = " (client certificate)" if r["kind"] == CLIENT else ""
         print(
-            f"{item['target']}: renewal {r['id']} {r['status']} at {r['stage']}{nxt} ({r['reason']})"
+            f"{item['target']}: renewal {r['id']}{what} {r['status']} at {r['stage']}{nxt} ({r['reason']})"
         )
         if r["message"] and r["status"] != "done":
             print(f"  {r['message']}")

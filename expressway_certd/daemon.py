@@ -360,7 +360,12 @@ class Daemon:
         plan = plan_reload(self.config, new, renewing=self.renewals is not None)
         if self.renewals is not None:
             missing = sorted(
-                {e.renewal.ca for e in new.expressways if e.renewal is not None}
+                {
+                    e.renewal.ca_for(kind)
+                    for e in new.expressways
+                    if e.renewal is not None
+                    for kind in ("server", "client")
+                }
                 - set(self.renewals.connectors)
             )
             if missing:
@@ -502,7 +507,14 @@ class Daemon:
         if task is not None:
             self._inflight.add(task)
         try:
-            await self.client_certs.read_all(self.owned_targets())
+            targets = list(self.owned_targets())
+            await self.client_certs.read_all(targets)
+            if self.renewals is not None:
+                # the renewal policy on the client certificate's own expiry (kind client)
+                for exp in targets:
+                    state = self.client_certs.states.get(exp.name)
+                    if state is not None:
+                        await self.renewals.after_client_read(exp, state)
         except asyncio.CancelledError:
             return  # shutting down
         except Exception:

@@ -31,7 +31,7 @@ from monitor.statuspage import (
 )
 from monitor.store import RenewalRow, StepRow
 from monitor.watch import EndpointState, Monitor
-from renewers.pipeline import RecordError, RenewalRecord, record_of
+from renewers.pipeline import KINDS, SERVER, RecordError, RenewalRecord, kind_of, record_of
 
 if TYPE_CHECKING:
     from expressway_certd.trustmap_live import TrustMapResult
@@ -96,6 +96,7 @@ def renewal_json(row: RenewalRow, steps: list[StepRow] | None = None) -> dict[st
     out: dict[str, Any] = {
         "id": row.id,
         "target": row.target,
+        "kind": record.kind,
         "status": row.status,
         "stage": row.stage,
         "reason": row.reason,
@@ -211,10 +212,21 @@ def build_app(
 
     async def renew(request: web.Request) -> web.Response:
         require_token(request)
+        kind = request.query.get("kind", SERVER)
+        if kind not in KINDS:
+            raise web.HTTPBadRequest(text=f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
         try:
-            row = await manager().pipeline.start(request.match_info["name"], "ManualRequest: API")
+            row = await manager().pipeline.start(
+                request.match_info["name"], "ManualRequest: API", kind=kind
+            )
         except CertdError as exc:
             raise web.HTTPConflict(text=str(exc)) from None
+        if kind_of(row) != kind:
+            raise web.HTTPConflict(
+                text=f"{row.target}: renewal {row.id} of the {kind_of(row)} certificate is "
+                f"active (stage {row.stage}, {row.status}); the box takes one renewal at a "
+                f"time (one CSR slot): ask again for the {kind} certificate when it has ended"
+            )
         manager().spawn(row.id)
         return web.json_response(renewal_json(row), status=202)
 

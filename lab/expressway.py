@@ -23,8 +23,14 @@ refused (400 naming the EKU), except on an X15.4 Expressway-E with `xConfigurati
 Certificate CVS EnableServerEkuUpload: On` (read and set over SSH; deprecated from X15.5).
 From X15.5 the box keeps a separate client certificate store (`client`): the upgrade copies
 the server certificate and key there, so that copy keeps the OLD expiry; zones use it when the
-box is the TLS client. Its REST resource, `/provisioning/certs/client`, is this simulator's
-assumption (Cisco publishes none). An Expressway-E serves its ACME scheduler state at
+box is the TLS client. Its REST resources are this simulator's assumption (Cisco publishes
+none): `/provisioning/certs/client` GET (read) and POST (upload, multipart `file`, as for the
+server certificate), `/provisioning/certs/client/generate_csr` GET/POST (pending client CSR,
+generate one); `client_renew_api=False` hides the upload and CSR resources (read only).
+Assumptions, like the server store's documented behaviour: an uploaded client certificate
+must match the pending client CSR's key (or the current client key), must carry TLS Web
+Client Authentication, and is used after the next restart. The box has ONE CSR slot: while a
+server CSR is pending a client CSR is a Conflict, and the other way round. An Expressway-E serves its ACME scheduler state at
 `/provisioning/certs/acme` (assumed path; built-in ACME exists on E from X12.5).
 Counters for tests: `csr_generated` (CSRs made), `uploads` (server certificates accepted),
 `restart_count`, and `restarts` (one `Restart` per restart: when it went down, came back up,
@@ -82,6 +88,7 @@ ROLE_RESOURCES = {
 }
 # From X15.5 (separate client certificate store); the path is an assumption.
 CLIENT_CERT_RESOURCE = "/provisioning/certs/client"
+CLIENT_CSR_RESOURCE = "/provisioning/certs/client/generate_csr"
 CLIENT_STORE_FROM = (15, 5)
 SERVER_EKU_UPLOAD_AT = (15, 4)  # the CLI switch exists in X15.4 only (deprecated in X15.5)
 EKU_SWITCH = "xConfiguration XCP TLS Certificate CVS EnableServerEkuUpload"
@@ -140,6 +147,7 @@ class _Keyed:
 class _PendingCsr:
     csr: x509.CertificateSigningRequest
     key: PrivateKey
+    store: str = "server"  # which store the CSR is for: "server" or "client"
 
 
 @dataclass
@@ -171,6 +179,7 @@ class ExpresswaySim:
     trusted_ca_upload_replaces: bool = False  # model a box whose CA upload replaces the list
     boot_output: str = "xapi"  # a key of BOOT_OUTPUTS
     csr_pending_answer: tuple[int, str] = (409, "Conflict")  # status and Message
+    client_renew_api: bool = True  # X15.5: list the client CSR and upload resources
     workdir: Path | None = None
     # Test-only: where a CSR's RSA key comes from, `csr_keys(key_length)`. None (the default,
     # and what the demo and `expressway-certd lab` use): a fresh key per CSR, as the box makes.
@@ -204,6 +213,8 @@ class ExpresswaySim:
         self.client: _Keyed | None = (
             _Keyed(cert, key) if parse_version(self.version) >= CLIENT_STORE_FROM else None
         )
+        self.client_installed: _Keyed | None = self.client  # used from the next restart
+        self.client_uploads = 0
         self.pending: _PendingCsr | None = None
         self.trusted_cas: list[x509.Certificate] = list(self.ca.chain())
         self.zones: list[_Zone] = []
@@ -282,12 +293,13 @@ class ExpresswaySim:
         self.version = version
         if before < CLIENT_STORE_FROM <= after:
             self.client = _Keyed(self.installed.cert, self.installed.key)
+            self.client_installed = self.client
 
     def install_client_now(self, cert: x509.Certificate, key: PrivateKey) -> None:
         """Shortcut for tests and the demo: put a certificate into the X15.5 client store."""
         if self.client is None:
             raise ValueError(f"{self.name} runs {self.version}: no client store before X15.5")
-        self.client = _Keyed(cert, key)
+        self.client = self.client_installed = _Keyed(cert, key)
 
     def add_zone(self, zone: Zone, peer_name: str) -> None:
         self.zones.append(_Zone(zone, peer_name))
@@ -326,10 +338,14 @@ class ExpresswaySim:
             for path, methods in self._resources():
                 for method in methods:
                     app.router.add_route(method.upper(), prefix + path, self._dispatch)
-            if parse_version(self.version) < CLIENT_STORE_FROM:
-                # routed before X15.5 too: `upgrade` adds the store while the box runs (it
-                # answers 404 and /api/raml omits it until then)
-                app.router.add_get(prefix + CLIENT_CERT_RESOURCE, self._dispatch)
+            # The client store's resources are routed on every version: `upgrade` adds the
+            # store while the box runs; until then (or with client_renew_api off) they answer
+            # 404 and /api/raml omits them.
+            served = self._served()
+            for method in ("GET", "POST"):
+                for path in (CLIENT_CERT_RESOURCE, CLIENT_CSR_RESOURCE):
+                    if (method, path) not in served:
+                        app.router.add_route(method, prefix + path, self._dispatch)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         await self._start_site()
@@ -381,6 +397,7 @@ class ExpresswaySim:
                 await self._ssh.stop()
             await asyncio.sleep(self.restart_seconds)
             self.active = self.installed
+            self.client = self.client_installed
             for listener in self._listeners:
                 listener.context = self._tls()
                 await listener.start()
@@ -450,12 +467,22 @@ class ExpresswaySim:
     def _resources(self) -> list[tuple[str, tuple[str, ...]]]:
         extra: tuple[tuple[str, tuple[str, ...]], ...] = ()
         if parse_version(self.version) >= CLIENT_STORE_FROM:
-            extra = ((CLIENT_CERT_RESOURCE, ("get",)),)
+            if self.client_renew_api:
+                extra = (
+                    (CLIENT_CERT_RESOURCE, ("get", "post")),
+                    (CLIENT_CSR_RESOURCE, ("get", "post")),
+                )
+            else:
+                extra = ((CLIENT_CERT_RESOURCE, ("get",)),)
         return [
             (path, methods)
             for path, methods in (*COMMON_RESOURCES, *ROLE_RESOURCES[self.role], *extra)
             if path not in self._without
         ]
+
+    def _served(self) -> set[tuple[str, str]]:
+        """(METHOD, path) pairs /api/raml lists now."""
+        return {(m.upper(), path) for path, methods in self._resources() for m in methods}
 
     @staticmethod
     def _api_path(request: web.Request) -> str:
@@ -519,9 +546,14 @@ class ExpresswaySim:
             ("GET", "/provisioning/common/cluster/peers"): self._peers,
             ("GET", "/status/common/zone"): self._zone_status,
             ("GET", CLIENT_CERT_RESOURCE): self._get_client_cert,
+            ("POST", CLIENT_CERT_RESOURCE): self._upload_client_cert,
+            ("GET", CLIENT_CSR_RESOURCE): self._get_client_csr,
+            ("POST", CLIENT_CSR_RESOURCE): self._generate_client_csr,
             ("GET", "/provisioning/certs/acme"): self._acme,
         }
         handler = routes.get((request.method, path))
+        if (request.method, path) not in self._served() and path.startswith(CLIENT_CERT_RESOURCE):
+            return _message(404, "Not found")
         if handler is None:
             return web.json_response(self._zone_config(path))
         return await handler(request)
@@ -565,21 +597,30 @@ class ExpresswaySim:
         return web.Response(body=cert_pem(self.installed.cert), content_type="text/plain")
 
     async def _get_client_cert(self, request: web.Request) -> web.Response:
-        if self.client is None:
+        if self.client_installed is None:
             return _message(404, "Not found")
-        return web.Response(body=cert_pem(self.client.cert), content_type="text/plain")
+        return web.Response(body=cert_pem(self.client_installed.cert), content_type="text/plain")
 
     async def _acme(self, request: web.Request) -> web.Response:
         return web.json_response({"ACMEEnabled": "On" if self.acme_enabled else "Off"})
 
     async def _get_csr(self, request: web.Request) -> web.Response:
-        if self.pending is None:
+        return self._pending_answer("server")
+
+    async def _get_client_csr(self, request: web.Request) -> web.Response:
+        return self._pending_answer("client")
+
+    def _pending_answer(self, store: str) -> web.Response:
+        if self.pending is None or self.pending.store != store:
             return _message(404, "No certificate signing request is in progress")
         pem = self.pending.csr.public_bytes(serialization.Encoding.PEM)
         return web.Response(body=pem, content_type="text/plain")
 
-    async def _generate_csr(self, request: web.Request) -> web.Response:
-        if self.pending is not None:
+    async def _generate_client_csr(self, request: web.Request) -> web.Response:
+        return await self._generate_csr(request, store="client")
+
+    async def _generate_csr(self, request: web.Request, store: str = "server") -> web.Response:
+        if self.pending is not None:  # one CSR slot for both stores
             return _message(*self.csr_pending_answer)
         try:
             body = await request.json()
@@ -626,7 +667,7 @@ class ExpresswaySim:
             )
             .sign(key, digests[digest_name])
         )
-        self.pending = _PendingCsr(csr, key)
+        self.pending = _PendingCsr(csr, key, store)
         self.csr_generated += 1
         return _message(200, "CSR generated")
 
@@ -634,47 +675,89 @@ class ExpresswaySim:
         """A new RSA key for a CSR: fresh, or the next pool key that the box does not hold."""
         if self.csr_keys is None:
             return new_key("rsa", key_length)
-        held = [k.key.public_key() for k in (self.active, self.installed, self.client) if k]
+        held = [
+            k.key.public_key()
+            for k in (self.active, self.installed, self.client, self.client_installed)
+            if k
+        ]
         for _ in range(len(held) + 1):
             key = self.csr_keys(key_length)
             if key.public_key() not in held:
                 return key
         raise RuntimeError(f"{self.name}: the CSR key pool has only keys this box holds")
 
-    async def _upload_server_cert(self, request: web.Request) -> web.Response:
+    async def _read_upload(
+        self, request: web.Request, what: str
+    ) -> x509.Certificate | web.Response:
+        """The one PEM certificate of an upload (field `file`), or the box's refusal."""
         try:
             form = await request.post()
         except ValueError:
             return _message(400, "Expected a multipart form with the certificate in field 'file'")
         upload = form.get("file")
         if upload is None:
-            return _message(400, "No server certificate file was uploaded (form field 'file')")
+            return _message(400, f"No {what} file was uploaded (form field 'file')")
         data = upload.file.read() if isinstance(upload, web.FileField) else str(upload).encode()
         if PEM_CERT not in data:
-            return _message(400, "The server certificate must be in PEM format")
+            return _message(400, f"The {what} must be in PEM format")
         if b"PRIVATE KEY-----" in data:
-            return _message(400, "The server certificate file must not contain a private key")
+            return _message(400, f"The {what} file must not contain a private key")
         if data.count(PEM_CERT) > 1:
             return _message(
                 400,
-                "The file contains more than one certificate; upload the server certificate "
+                f"The file contains more than one certificate; upload the {what} "
                 "only, without the chain (add CA certificates to the trusted CA list)",
             )
         try:
-            cert = x509.load_pem_x509_certificate(data)
+            return x509.load_pem_x509_certificate(data)
         except ValueError:
-            return _message(400, "The server certificate file is not a valid PEM certificate")
+            return _message(400, f"The {what} file is not a valid PEM certificate")
+
+    def _pending_key(self, store: str) -> PrivateKey | None:
+        return self.pending.key if self.pending and self.pending.store == store else None
+
+    async def _upload_server_cert(self, request: web.Request) -> web.Response:
+        cert = await self._read_upload(request, "server certificate")
+        if isinstance(cert, web.Response):
+            return cert
         refusal = self._eku_refusal(cert)
         if refusal:
             return _message(400, refusal)
-        key = self.pending.key if self.pending else self.installed.key
+        pending = self._pending_key("server")
+        key = pending or self.installed.key
         if not _same_public_key(cert, key):
-            where = "the pending certificate signing request" if self.pending else "the server"
+            where = "the pending certificate signing request" if pending else "the server"
             return _message(400, f"The certificate does not match the private key of {where}")
         self.installed = _Keyed(cert, key)
-        self.pending = None
+        if pending is not None:
+            self.pending = None
         self.uploads += 1
         return _message(200, "Server certificate uploaded; restart the system to use it")
+
+    async def _upload_client_cert(self, request: web.Request) -> web.Response:
+        if self.client_installed is None:
+            return _message(404, "Not found")
+        cert = await self._read_upload(request, "client certificate")
+        if isinstance(cert, web.Response):
+            return cert
+        try:
+            ekus = list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+        except x509.ExtensionNotFound:
+            ekus = [ExtendedKeyUsageOID.CLIENT_AUTH]  # no EKU extension: any use (RFC 5280)
+        if ExtendedKeyUsageOID.CLIENT_AUTH not in ekus:
+            return _message(
+                400, "Certificate EKU check failed: TLS Web Client Authentication is required"
+            )
+        pending = self._pending_key("client")
+        key = pending or self.client_installed.key
+        if not _same_public_key(cert, key):
+            where = "the pending certificate signing request" if pending else "the client"
+            return _message(400, f"The certificate does not match the private key of {where}")
+        self.client_installed = _Keyed(cert, key)
+        if pending is not None:
+            self.pending = None
+        self.client_uploads += 1
+        return _message(200, "Client certificate uploaded; restart the system to use it")
 
     def _eku_refusal(self, cert: x509.Certificate) -> str | None:
         """Why the box refuses a server certificate for its Extended Key Usage, or None."""

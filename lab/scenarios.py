@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from cryptography import x509
+
 from lab.renewal import add_unified_cm_keys, window_opening_in
 from lab.topology import Lab
 
@@ -59,6 +61,39 @@ def _cucm_report(lab: Lab) -> list[str]:
     return out
 
 
+def _client_cert_report(lab: Lab) -> list[str]:
+    c = lab.expressway_c
+    served, client = c.served_cert, c.client_cert
+    try:
+        ekus = c.client_cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        names = ", ".join(_EKU_NAMES.get(e.dotted_string, e.dotted_string) for e in ekus)
+    except x509.ExtensionNotFound:
+        names = "none (any use)"
+    return [
+        *_zones(lab),
+        f"  {c.name} server certificate  issuer {served.issuer.rfc4514_string()}, expires "
+        f"{served.not_valid_after_utc:%Y-%m-%d}",
+        f"  {c.name} client certificate  issuer {client.issuer.rfc4514_string()}, expires "
+        f"{client.not_valid_after_utc:%Y-%m-%d}, EKU {names}",
+        f"  {c.name} CSRs generated {c.csr_generated}, server uploads {c.uploads}, client "
+        f"uploads {c.client_uploads}, restarts {c.restart_count}",
+    ]
+
+
+_EKU_NAMES = {"1.3.6.1.5.5.7.3.1": "serverAuth", "1.3.6.1.5.5.7.3.2": "clientAuth"}
+
+
+def _client_ca(text: str, now: datetime) -> str:
+    """The client certificate's CA named explicitly (the lab EST CA, private: it issues
+    clientAuth), and 2048-bit CSRs to keep the two renewals quick."""
+    renewal = 'renewal = { ca = "lab-est" }'
+    if renewal not in text:
+        raise ValueError('the lab config has no renewal = { ca = "lab-est" } line')
+    return text.replace(
+        renewal, 'renewal = { ca = "lab-est", client_ca = "lab-est", key_length = 2048 }'
+    )
+
+
 def _cucm_window(text: str, now: datetime) -> str:
     window = window_opening_in(now, timedelta(seconds=20))
     return add_unified_cm_keys(text, "cucm1", f"maintenance_window = {window}")
@@ -77,6 +112,7 @@ class Scenario:
     report: Callable[[Lab], list[str]] = _default_report
     # applied to the lab's config text, with the time on the daemon's renewal clock
     edit_config: Callable[[str, datetime], str] | None = None
+    renewals: int = 1  # how many renewals must complete ("completed") before the end
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -111,6 +147,23 @@ SCENARIOS: dict[str, Scenario] = {
             "and Tomcat restart only inside the window, one node at a time.",
             report=_cucm_report,
             edit_config=_cucm_window,
+        ),
+        Scenario(
+            "x15.5-client-cert",
+            "a C at X15.5 whose client certificate, copied at upgrade, expires first: both "
+            "certificates renewed from the private CA, zones stay Active",
+            target="expe-c1",
+            expect="completed",
+            lab_kwargs={"version": "X15.5", "client_cert_days": 5},
+            intro="expe-c1 and expe-e1 run X15.5: the C keeps a separate client certificate "
+            "(what it presents as the TLS client of the traversal zone and towards Unified "
+            "CM). The upgrade copied the old server certificate into it, so it expires in 5 "
+            "days, before the server certificate. The daemon renews the client certificate on "
+            "its own expiry (renewal kind client, clientAuth from the lab EST CA, a private CA) "
+            "and the server certificate after it, one renewal of the box at a time.",
+            report=_client_cert_report,
+            edit_config=_client_ca,
+            renewals=2,
         ),
     )
 }

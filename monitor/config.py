@@ -75,6 +75,14 @@ class RenewalConfig:
     """How one Expressway's certificate is renewed (keys of its `[expressway.renewal]`)."""
 
     ca: str = required_key("the `[ca.NAME]` that signs this box's CSRs")
+    client_ca: str | None = key(
+        None,
+        "the `[ca.NAME]` that signs the X15.5 client certificate's CSRs (renewal kind "
+        "`client`); it must issue TLS Web Client Authentication, so a private CA (`adcs`, "
+        "`est`, `manual`): public ACME CAs no longer do. The daemon renews the client "
+        "certificate on its own expiry only when this CA (default: `ca`) is not ACME",
+        shown="`ca`",
+    )
     renew_before: timedelta | Fraction = key(
         DEFAULT_RENEW_BEFORE,
         'a duration (`"30d"`) or a fraction of the lifetime; never less than 14 days',
@@ -120,6 +128,10 @@ class RenewalConfig:
         "(RFC 5280 allows it; FN74362's checks and Apple clients expect the EKUs); `false` "
         "accepts one",
     )
+
+    def ca_for(self, kind: str) -> str:
+        """The CA that signs the certificate of renewal kind `kind` ("server"/"client")."""
+        return (self.client_ca or self.ca) if kind == "client" else self.ca
 
 
 @dataclass(frozen=True)
@@ -716,6 +728,7 @@ def _parse_renewal(parent: Section, table: Any, check_files: bool) -> RenewalCon
         verify_timeout=s.get_duration("verify_timeout", RenewalConfig.verify_timeout),
         max_lifetime=s.get_duration("max_lifetime", RenewalConfig.max_lifetime),
         require_eku=s.get_bool("require_eku", RenewalConfig.require_eku),
+        client_ca=s.get_str("client_ca"),
     )
 
 
@@ -928,6 +941,13 @@ def parse_config_with(
             known = ", ".join(sorted(cas)) or "none"
             raise ConfigError(
                 f"{file}: expressway[{i}] ({exp.name}).renewal.ca: no [ca.{exp.renewal.ca}] "
+                f"table (configured CAs: {known}); add it or fix the name"
+            )
+        client_ca = exp.renewal.client_ca if exp.renewal is not None else None
+        if client_ca is not None and client_ca not in cas:
+            known = ", ".join(sorted(cas)) or "none"
+            raise ConfigError(
+                f"{file}: expressway[{i}] ({exp.name}).renewal.client_ca: no [ca.{client_ca}] "
                 f"table (configured CAs: {known}); add it or fix the name"
             )
     return Config(

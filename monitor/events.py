@@ -262,10 +262,12 @@ class RenewalCompleted(Event):
     type: ClassVar[str] = "RenewalCompleted"
     new_sha256: str
     not_after: str
+    cert_kind: str = "server"  # "client": the X15.5 client certificate was renewed
 
     def summary(self) -> str:
+        what = "client certificate installed" if self.cert_kind == "client" else "serving"
         return (
-            f"{self.target}: renewal {self.renewal_id} complete; serving {self.new_sha256[:16]} "
+            f"{self.target}: renewal {self.renewal_id} complete; {what} {self.new_sha256[:16]} "
             f"until {self.not_after}"
         )
 

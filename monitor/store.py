@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 from alembic.util import CommandError
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -27,6 +28,9 @@ from monitor.config_base import redact_url
 from monitor.errors import StoreError
 from monitor.events import Event
 from monitor.migrations import SchemaStatus
+from monitor.sessionlock import HOLDERS_SQL, SessionLocks, holders_params
+
+log = structlog.get_logger("monitor.store")
 
 metadata = sa.MetaData()
 
@@ -191,6 +195,13 @@ class RenewalRow:
     def active(self) -> bool:
         return self.status in ACTIVE_STATUSES
 
+    @property
+    def kind(self) -> str:
+        """Which certificate the renewal renews: "client" (the X15.5 client certificate) when
+        its record says so, else "server" (rows of earlier versions have no kind)."""
+        kind = self.data.get("kind") if isinstance(self.data, dict) else None
+        return "client" if kind == "client" else "server"
+
 
 @dataclass(frozen=True)
 class StepRow:
@@ -270,6 +281,10 @@ class Store:
         self._upsert_stmt: Any = None
         self.schema: SchemaStatus | None = None  # after open: where the schema stands
         self.schema_before: SchemaStatus | None = None  # ... and where it stood before
+        # PostgreSQL's session advisory locks (monitor/sessionlock.py); SQLite has none.
+        self.session_locks: SessionLocks | None = (
+            SessionLocks(engine.url, self.url) if engine.dialect.name == "postgresql" else None
+        )
 
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
@@ -301,6 +316,8 @@ class Store:
         return store
 
     async def close(self) -> None:
+        if self.session_locks is not None:
+            await self.session_locks.aclose()
         await self._engine.dispose()
 
     @property
@@ -594,6 +611,47 @@ class Store:
             await conn.execute(
                 leases.delete().where(leases.c.name == name, leases.c.owner == owner)
             )
+
+    async def end_leftover_session(
+        self, lock: str, now: datetime, *, renewal_id: str | None = None, lease: str | None = None
+    ) -> bool:
+        """PostgreSQL: end the session holding session lock `lock` when the lease it guards (a
+        renewal's, or the named `lease`) has run out: its holder stopped renewing the lease
+        for a whole LEASE while its session stayed, so that session is a leftover (its host
+        vanished and the server has not noticed: without TCP keepalives it would for hours).
+        The lease row stays locked (FOR UPDATE) meanwhile, so no claim lands in between; a
+        holder that claims just after finds its lock gone and lets go. True when a session
+        was ended; False on SQLite, while the lease runs, or when the database refuses."""
+        if self.session_locks is None:
+            return False
+        if renewal_id is not None:
+            query = sa.select(renewals.c.lease_until).where(renewals.c.id == renewal_id)
+        else:
+            query = sa.select(leases.c.until).where(leases.c.name == lease)
+        try:
+            async with self._write() as conn:
+                until = _aware((await conn.execute(query.with_for_update())).scalar())
+                if until is None or until >= now:
+                    return False
+                rows = await conn.execute(sa.text(HOLDERS_SQL), holders_params(lock))
+                pids = [int(r[0]) for r in rows]
+                ended = not pids  # nobody holds it any more: worth another try too
+                for pid in pids:
+                    done = bool(await conn.scalar(sa.select(sa.func.pg_terminate_backend(pid))))
+                    log.warning(
+                        "ended the leftover session of an expired lease",
+                        lock=lock, backend=pid, lease_until=until.isoformat(), ended=done,
+                    )  # fmt: skip
+                    ended = ended or done
+                return ended
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            log.warning(
+                "cannot end the leftover session of an expired lease; it holds until the "
+                "server notices its client is gone (lower tcp_keepalives_idle on the server, "
+                "or grant the replicas' role pg_signal_backend)",
+                lock=lock, error=str(exc),
+            )  # fmt: skip
+            return False
 
     async def release_renewal(self, renewal_id: str, owner: str) -> None:
         r = renewals.c

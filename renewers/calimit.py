@@ -6,18 +6,24 @@ closes when the certificate is issued or the renewal ends. Every process that ru
 a slot in the same transaction; on PostgreSQL that transaction first takes a transaction-level
 advisory lock named after the CA, so two replicas never both take the last slot. SQLite is a
 one-machine store: an asyncio lock per CA serialises this process's renewals and SQLite's own
-write lock the rest. The database is the counter; there is no consensus of our own. On
-PostgreSQL the hour is also the database's (`now()`), so replicas whose host clocks differ
-count the same orders in the same hour.
+write lock the rest. The database is the counter; there is no consensus of our own.
 
 A renewal that gets no slot waits at submit until `Verdict.retry_at`: when the oldest order of
 the last hour ages out (orders per hour), or a minute later (concurrent orders: the slot frees
 when another order completes, which is not known in advance).
+
+The hour is the database's on PostgreSQL: an order's start is stamped, and the last hour
+counted, by the server's clock (`clock_timestamp()`, read after the advisory lock is held;
+`now()` would be the transaction's start, before the wait for the lock), so replicas whose
+host clocks disagree still count the same orders in the same hour. `retry_at` is handed back
+on the caller's clock (the same distance from its `now`). SQLite is one machine: its clock is
+the caller's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -88,12 +94,13 @@ class OrderLimiter:
         async with self._local.setdefault(ca, asyncio.Lock()):
             try:
                 async with self.store.engine.begin() as conn:
+                    at = now
                     if conn.dialect.name == "postgresql":
                         key = zlib.crc32(f"certd:ca:{ca}".encode())
                         await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
                         # Replicas' host clocks may differ: the hour is the database's, as
                         # the replica registry's heartbeats are.
-                        now = await _database_now(conn)
+                        at = await _database_now(conn)
                     held = await conn.scalar(
                         sa.select(sa.func.count())
                         .select_from(ca_orders)
@@ -106,12 +113,12 @@ class OrderLimiter:
                     if held:
                         return Verdict(True)
                     if limits.limited:
-                        usage, starts = await self._usage(conn, ca, now)
-                        verdict = judge_order(limits, ca, usage, starts, now)
+                        usage, starts = await self._usage(conn, ca, at)
+                        verdict = judge_order(limits, ca, usage, starts, at)
                         if not verdict.granted:
-                            return verdict
+                            return on_clock_of(verdict, at, now)
                     await conn.execute(
-                        ca_orders.insert().values(ca=ca, renewal_id=renewal_id, started_at=now)
+                        ca_orders.insert().values(ca=ca, renewal_id=renewal_id, started_at=at)
                     )
                     return Verdict(True)
             except (sa.exc.SQLAlchemyError, OSError) as exc:
@@ -124,10 +131,11 @@ class OrderLimiter:
         """Close the renewal's open order (its certificate came, or the renewal ended)."""
         try:
             async with self.store.engine.begin() as conn:
+                pg = conn.dialect.name == "postgresql"
                 await conn.execute(
                     ca_orders.update()
                     .where(ca_orders.c.renewal_id == renewal_id, ca_orders.c.ended_at.is_(None))
-                    .values(ended_at=now)
+                    .values(ended_at=sa.func.clock_timestamp() if pg else now)
                 )
         except (sa.exc.SQLAlchemyError, OSError) as exc:
             raise StoreError(
@@ -135,10 +143,10 @@ class OrderLimiter:
             ) from exc
 
     async def usage(self, ca: str, now: datetime) -> Usage:
+        """What `ca` carries now (the last hour by the database's clock on PostgreSQL)."""
         async with self.store.engine.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                now = await _database_now(conn)
-            return (await self._usage(conn, ca, now))[0]
+            at = await _database_now(conn) if conn.dialect.name == "postgresql" else now
+            return (await self._usage(conn, ca, at))[0]
 
     @staticmethod
     async def _usage(conn: AsyncConnection, ca: str, now: datetime) -> tuple[Usage, list[datetime]]:
@@ -166,11 +174,21 @@ class OrderLimiter:
         return Usage(open=int(open_ or 0), last_hour=len(starts)), starts
 
 
+def on_clock_of(verdict: Verdict, database_now: datetime, now: datetime) -> Verdict:
+    """`verdict` judged at `database_now`, its retry time moved onto the caller's clock."""
+    if verdict.retry_at is None:
+        return verdict
+    return dataclasses.replace(verdict, retry_at=now + (verdict.retry_at - database_now))
+
+
 async def _database_now(conn: AsyncConnection) -> datetime:
-    """PostgreSQL's clock (the transaction's start), shared by every replica."""
-    value = await conn.scalar(sa.select(sa.func.now()))
+    """PostgreSQL's clock now (not the transaction's start: a lock may have been waited for)."""
+    value = await conn.scalar(sa.select(sa.func.clock_timestamp()))
     if not isinstance(value, datetime):
-        raise StoreError(f"the database answered now() with {value!r}, not a time")
+        raise StoreError(
+            f"CA limits: the database answered {value!r} for clock_timestamp(), not a time; "
+            "check that [daemon] state names a PostgreSQL database"
+        )
     return _aware(value)
 
 

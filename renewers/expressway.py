@@ -1,4 +1,5 @@
-"""Expressway REST client: read and renew the server certificate of one Cisco Expressway node.
+"""Expressway REST client: read and renew the server certificate of one Cisco Expressway node,
+and from X15.5 its client certificate (through the client store resources /api/raml lists).
 
 Shape (like a lego provider): `ExpresswayClientConfig`, one validating constructor
 `ExpresswayClient(config)`, and the private HTTP plumbing in renewers/device_http.py.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,8 +58,18 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "read ACME configuration": ("GET", "/provisioning/certs/acme"),
 }
 # X15.5 keeps a client certificate store (Cisco doc 225693) but publishes no REST path for
-# it: the resource is looked for in /api/raml (a certs resource whose name says "client").
+# it: its resources are looked for in /api/raml (certs resources whose name says "client").
 CLIENT_CERT_OPERATION = "read client certificate"
+CLIENT_UPLOAD_OPERATION = "upload client certificate"
+CLIENT_CSR_OPERATION = "generate client CSR"
+# Where an operator renews the client certificate when the box lists no REST resource for it
+# (the server certificate's page is Maintenance > Security > Server certificate; Cisco doc
+# 225693 names the X15.5 client certificate store but no page or path we could find).
+CLIENT_CERT_BY_HAND = (
+    "renew the client certificate in the web UI (Maintenance > Security, the X15.5 client "
+    "certificate page: generate its CSR there, have a private CA sign it with TLS Web Client "
+    "Authentication, upload it and restart)"
+)
 EKU_SWITCH = "xConfiguration XCP TLS Certificate CVS EnableServerEkuUpload"
 ACME_FROM = (12, 5)  # built-in ACME on Expressway-E
 SERVER_EKU_UPLOAD_AT = (15, 4)  # the switch exists in X15.4 only (deprecated in X15.5)
@@ -206,6 +218,26 @@ class ApiCapabilities:
         )
         return found[0] if len(found) == 1 else None
 
+    def client_upload_path(self) -> str | None:
+        """The POST resource that uploads the client certificate: the read resource, if
+        /api/raml also lists POST on it."""
+        path = self.client_cert_path()
+        return path if path is not None and ("POST", path) in self.operations else None
+
+    def client_csr_path(self) -> str | None:
+        """The client CSR resource (GET pending, POST generate), if /api/raml lists exactly
+        one under /provisioning/certs/ with "client" in its path and "csr" in its name."""
+        found = sorted(
+            path
+            for method, path in self.operations
+            if method == "POST"
+            and ("GET", path) in self.operations
+            and path.startswith("/provisioning/certs/")
+            and "client" in path.lower()
+            and "csr" in path.rsplit("/", 1)[-1].lower()
+        )
+        return found[0] if len(found) == 1 else None
+
     def role(self) -> str | None:
         paths = {path for _, path in self.operations}
         edge = any(p.startswith("/provisioning/edge/") for p in paths)
@@ -328,23 +360,60 @@ class ExpresswayClient:
     async def pending_csr(self) -> x509.CertificateSigningRequest | None:
         """The CSR generated on the box and not yet used, or None."""
         reply = await self._call("read pending CSR", allow=(404,))
+        return self._pending_from(reply, "read pending CSR")
+
+    async def pending_client_csr(self) -> x509.CertificateSigningRequest | None:
+        """The X15.5 client CSR generated on the box and not yet used, or None (resource found
+        in /api/raml; none listed: OperationUnsupported)."""
+        step = "read pending client CSR"
+        path = await self._client_path(step)
+        reply = await self._api.request("GET", path, step=step, allow=(404,))
+        return self._pending_from(reply, step)
+
+    def _pending_from(self, reply: DeviceReply, step: str) -> x509.CertificateSigningRequest | None:
         text = pem_text(reply.text)
         if reply.status == 404 or PEM_CSR not in text:
             return None
-        return self._load_csr(text, "read pending CSR")
+        return self._load_csr(text, step)
 
     async def generate_csr(self, request: CsrRequest) -> x509.CertificateSigningRequest:
         """Generate a CSR on the box (its key stays there). Raises PendingCsrConflict when one is
         already pending: the caller decides whether to reuse it; it is never discarded."""
         step = "generate CSR"
-        reply = await self._call(
-            step,
+        caps = await self.capabilities()
+        if not caps.supports(step):
+            raise self._unsupported(step, await self._version_for_errors(caps))
+        _, path = OPERATIONS[step]
+        return await self._generate(request, path, step, self.pending_csr, "Server certificate")
+
+    async def generate_client_csr(self, request: CsrRequest) -> x509.CertificateSigningRequest:
+        """Generate a CSR for the X15.5 client certificate on the box (its key stays there),
+        through the client CSR resource /api/raml lists; PendingCsrConflict as for the server
+        certificate (the box has one CSR slot: a pending server CSR blocks it too)."""
+        step = CLIENT_CSR_OPERATION
+        path = await self._client_path(step)
+        return await self._generate(
+            request, path, step, self.pending_client_csr, "the X15.5 client certificate page"
+        )
+
+    async def _generate(
+        self,
+        request: CsrRequest,
+        path: str,
+        step: str,
+        read_pending: Callable[[], Awaitable[x509.CertificateSigningRequest | None]],
+        page: str,
+    ) -> x509.CertificateSigningRequest:
+        reply = await self._api.request(
+            "POST",
+            path,
+            step=step,
             json_body=request.body(),
             allow=(400, 403, 409, 500),
             final=csr_already_pending,
         )
         if csr_already_pending(reply):
-            pending = await self.pending_csr()
+            pending = await read_pending()
             raise PendingCsrConflict(
                 f"{self.target}: {step}: a CSR is already pending on the box; it is kept (a "
                 "certificate signed for a discarded CSR cannot be installed): get it signed "
@@ -357,14 +426,14 @@ class ExpresswayClient:
                 f"the box refused it (HTTP {reply.status}: {reply.message!r})",
                 "check the CSR fields (key length, digest, subject) against the box's GUI",
             )
-        csr = await self.pending_csr()
+        csr = await read_pending()
         if csr is None:
             raise self._api.error(
                 step,
                 "the box accepted the request but shows no pending CSR",
-                "look at Maintenance > Security > Server certificate on the box",
+                f"look at Maintenance > Security > {page} on the box",
             )
-        log.info("expressway.csr_generated", target=self.target, sans=csr_sans(csr))
+        log.info("expressway.csr_generated", target=self.target, step=step, sans=csr_sans(csr))
         return csr
 
     async def trusted_cas(self) -> list[x509.Certificate]:
@@ -425,11 +494,29 @@ class ExpresswayClient:
         """Upload the signed server certificate (PEM, leaf only). It becomes active only after
         a restart. A chain, a private key or DER is refused here, before the box sees it."""
         step = "upload server certificate"
+        caps = await self.capabilities()
+        if not caps.supports(step):
+            raise self._unsupported(step, await self._version_for_errors(caps))
+        await self._upload(cert, OPERATIONS[step][1], step, "server")
+        log.info("expressway.server_cert_uploaded", target=self.target)
+
+    async def upload_client_certificate(self, cert: x509.Certificate | bytes | str) -> None:
+        """Upload the signed X15.5 client certificate (PEM, leaf only) through the resource
+        /api/raml lists (POST on the client certificate resource); as for the server
+        certificate, it is used after a restart (assumption: Cisco documents neither)."""
+        step = CLIENT_UPLOAD_OPERATION
+        path = await self._client_path(step)
+        await self._upload(cert, path, step, "client")
+        log.info("expressway.client_cert_uploaded", target=self.target)
+
+    async def _upload(
+        self, cert: x509.Certificate | bytes | str, path: str, step: str, kind: str
+    ) -> None:
         pem = cert_pem(cert) if isinstance(cert, x509.Certificate) else _text(cert)
         if PEM_CERT not in pem:
             raise DeviceError(
                 f"{self.target}: {step}: the certificate is not PEM; the Expressway takes a "
-                "Base64 (PEM) server certificate: convert it with 'openssl x509 -inform der'"
+                f"Base64 (PEM) {kind} certificate: convert it with 'openssl x509 -inform der'"
             )
         if "PRIVATE KEY-----" in pem:
             raise DeviceError(
@@ -439,20 +526,29 @@ class ExpresswayClient:
         if pem.count(PEM_CERT) > 1:
             raise DeviceError(
                 f"{self.target}: {step}: the file holds {pem.count(PEM_CERT)} certificates; "
-                "upload the server certificate only and add the CA certificates to the "
+                f"upload the {kind} certificate only and add the CA certificates to the "
                 "trusted CA list"
             )
         self._load_certs(pem, step)
-        reply = await self._call(
-            step, files=[FilePart("file", "server.pem", pem.encode())], allow=(400, 409)
+        reply = await self._api.request(
+            "POST",
+            path,
+            step=step,
+            files=[FilePart("file", f"{kind}.pem", pem.encode())],
+            allow=(400, 409),
         )
         if reply.status in (400, 409) and is_eku_refusal(reply.message):
+            need = (
+                "the X15.5 client certificate needs TLS Web Client Authentication: have a "
+                "private CA (AD CS, EST, manual) issue it; public CAs no longer do (FN74362)"
+                if kind == "client"
+                else "request a certificate with the EKU this version needs (FN74362: TLS Web "
+                "Server and Client Authentication before X15.4; on an X15.4 Expressway-E "
+                f"serverAuth-only needs '{EKU_SWITCH}: On')"
+            )
             raise CertificateEkuRefused(
                 f"{self.target}: {step}: the box refused the certificate for its Extended Key "
-                f"Usage ({reply.message!r}); the private key is fine: request a certificate "
-                "with the EKU this version needs (FN74362: TLS Web Server and Client "
-                "Authentication before X15.4; on an X15.4 Expressway-E serverAuth-only needs "
-                f"'{EKU_SWITCH}: On')"
+                f"Usage ({reply.message!r}); the private key is fine: {need}"
             )
         if reply.status in (400, 409):
             raise self._api.error(
@@ -462,7 +558,48 @@ class ExpresswayClient:
                 "current key); if the CSR was regenerated or discarded, request a new "
                 "certificate for the pending CSR",
             )
-        log.info("expressway.server_cert_uploaded", target=self.target)
+
+    async def _client_path(self, step: str) -> str:
+        """The resource /api/raml lists for `step` on the X15.5 client store; none listed:
+        OperationUnsupported naming it and how to do it by hand."""
+        caps = await self.capabilities()
+        found, what = {
+            CLIENT_CERT_OPERATION: (caps.client_cert_path(), "client certificate resource"),
+            CLIENT_UPLOAD_OPERATION: (
+                caps.client_upload_path(),
+                "client certificate upload (POST)",
+            ),
+        }.get(step, (caps.client_csr_path(), "client CSR resource (GET and POST)"))
+        if found is not None:
+            return found
+        version = await self._version_for_errors(caps)
+        raise OperationUnsupported(
+            f"{self.target}: {step}: this Expressway ({version}) lists no {what} under "
+            "/api/provisioning/certs in /api/raml (Cisco publishes no REST path for the X15.5 "
+            f"client certificate store); {CLIENT_CERT_BY_HAND}"
+        )
+
+    async def check_client_renewal(self) -> None:
+        """Raise OperationUnsupported naming every X15.5 client store resource a renewal needs
+        that /api/raml does not list (read, CSR, upload); nothing is called on the box."""
+        caps = await self.capabilities()
+        missing = [
+            name
+            for name, path in (
+                (CLIENT_CERT_OPERATION, caps.client_cert_path()),
+                (CLIENT_CSR_OPERATION, caps.client_csr_path()),
+                (CLIENT_UPLOAD_OPERATION, caps.client_upload_path()),
+            )
+            if path is None
+        ]
+        if missing:
+            version = await self._version_for_errors(caps)
+            raise OperationUnsupported(
+                f"{self.target}: renew the client certificate: this Expressway ({version}) "
+                f"lists no resource to {', '.join(missing)} under /api/provisioning/certs in "
+                "/api/raml (Cisco publishes no REST path for the X15.5 client certificate "
+                f"store); {CLIENT_CERT_BY_HAND}"
+            )
 
     # ---- restart, peers, zones ---------------------------------------------------------------
 
@@ -553,16 +690,7 @@ class ExpresswayClient:
     async def client_certificate(self) -> x509.Certificate:
         """The X15.5 client certificate (what the box presents as a TLS client). Its resource
         is found in /api/raml; a box without one raises OperationUnsupported naming it."""
-        caps = await self.capabilities()
-        path = caps.client_cert_path()
-        if path is None:
-            version = await self._version_for_errors(caps)
-            raise OperationUnsupported(
-                f"{self.target}: {CLIENT_CERT_OPERATION}: this Expressway ({version}) lists no "
-                "client certificate resource under /api/provisioning/certs in /api/raml (Cisco "
-                "publishes no REST path for the X15.5 client certificate store); check "
-                "Maintenance > Security > Client certificate by hand"
-            )
+        path = await self._client_path(CLIENT_CERT_OPERATION)
         reply = await self._api.request("GET", path, step=CLIENT_CERT_OPERATION)
         return self._load_certs(pem_text(reply.text), CLIENT_CERT_OPERATION)[0]
 

@@ -1,5 +1,11 @@
 """Connects the monitor to the renewal pipeline: after each poll the renewal policy decides;
-due renewals start; waiting ones resume when their time comes. Wired by expressway_certd/daemon.py."""
+due renewals start; waiting ones resume when their time comes. Wired by expressway_certd/daemon.py.
+
+Two kinds of renewal: the server certificate (decided after each poll) and, from X15.5, the
+client certificate (decided on its own expiry after each client certificate read, and again
+at every renewal check, since the box takes one renewal at a time: a client renewal that
+became due while the server one ran starts when that one ends). A client renewal starts on
+its own only when the CA for it (`client_ca`, default `ca`) is not ACME."""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import structlog
 from cryptography.hazmat.primitives import hashes
 
 from monitor.backlog import Backlog, backlog
+from monitor.clientcert import STATUS_OK, ClientCertState
 from monitor.config import Config, ExpresswayConfig
 from monitor.errors import CertdError
 from monitor.events import EventBus, RenewalDue, ServedCertDiffers
@@ -23,10 +30,13 @@ from monitor.store import RenewalRow, Store
 from renewers.ca import build_connector
 from renewers.ca.base import CAConnector
 from renewers.pipeline import (
+    CLIENT,
+    SERVER,
     Devices,
     FaultSeam,
     Pipeline,
     StageObserver,
+    kind_of,
     no_faults,
     record_of,
 )
@@ -68,7 +78,12 @@ class RenewalManager:
         self.owns = owns
         self.bus = bus
         self.clock = clock
-        used = {e.renewal.ca for e in config.expressways if e.renewal is not None}
+        used = {
+            e.renewal.ca_for(kind)
+            for e in config.expressways
+            if e.renewal is not None
+            for kind in (SERVER, CLIENT)
+        }
         self.connectors: dict[str, CAConnector] = dict(connectors or {})
         for name in sorted(used - set(self.connectors)):
             self.connectors[name] = build_connector(
@@ -83,6 +98,10 @@ class RenewalManager:
         self.last_success: dict[str, datetime] = {}
         self._ari: dict[str, tuple[datetime, tuple[datetime, datetime] | None]] = {}
         self._box: dict[str, tuple[datetime, CertFacts]] = {}  # target -> (read at, cert)
+        self._client: dict[str, CertFacts] = {}  # target -> its client certificate, last read
+        # target -> the poll whose server decision waits for the box's client renewal to end
+        self._deferred: dict[str, tuple[ExpresswayConfig, tuple[ServedCert, ...]]] = {}
+        self.next_due_client: dict[str, datetime | None] = {}
         self.drift: dict[tuple[str, str], Drift] = {}  # (target, endpoint) -> what differs
         self._tasks: set[asyncio.Task[Any]] = set()
         self.backlog: dict[str, Backlog] = {}  # CA -> its backlog, at the latest renewal check
@@ -111,7 +130,11 @@ class RenewalManager:
         latest = self.pipeline.latest.get(exp.name)
         if latest is not None and latest.active:
             self.next_due[exp.name] = latest.next_at
+            if kind_of(latest) != SERVER:
+                # the box's client renewal runs: decide on the server certificate when it ends
+                self._deferred[exp.name] = (exp, tuple(served))
             return
+        self._deferred.pop(exp.name, None)
         found = await self._current(exp, served, fresh=False)
         if found is None:
             return
@@ -125,7 +148,16 @@ class RenewalManager:
         self.next_due[exp.name] = decision.renew_at
         if not decision.due:
             return
+        client = self._client.get(exp.name)
+        # Both may be due: the certificate that expires first goes first.
+        first = client is not None and client.not_after < found[0].not_after
+        if first and await self.consider_client(exp) is not None:
+            self._deferred[exp.name] = (exp, tuple(served))
+            return
         row = await self.pipeline.start(exp.name, f"{decision.reason}: {decision.message}")
+        if kind_of(row) != SERVER:
+            self._deferred[exp.name] = (exp, tuple(served))
+            return  # a client renewal of the box is running: the server one waits for it
         await self.bus.publish(
             RenewalDue(
                 target=exp.name,
@@ -137,22 +169,103 @@ class RenewalManager:
         )
         self.spawn(row.id)
 
-    async def _decide(self, exp: ExpresswayConfig, current: CertFacts) -> Decision:
+    async def _installed(self, target: str, kind: str) -> str | None:
+        """What this tool installed last in the box's `kind` store (its latest renewal of
+        that kind), if anything."""
+        latest = self.pipeline.latest.get(target)
+        if latest is not None and kind_of(latest) == kind:
+            return record_of(latest).installed_sha256
+        for row in await self.store.renewals_for(target, limit=50):
+            if kind_of(row) == kind:
+                return record_of(row).installed_sha256
+        return None
+
+    async def _decide(
+        self, exp: ExpresswayConfig, current: CertFacts, kind: str = SERVER
+    ) -> Decision:
         assert exp.renewal is not None
-        latest = self.pipeline.latest.get(exp.name)
         # What this tool installed last: if the box reports something else now, someone
         # replaced it (or rolled it back): the policy treats that as a reason to renew.
-        installed = record_of(latest).installed_sha256 if latest is not None else None
+        installed = await self._installed(exp.name, kind)
         return evaluate(
             PolicyInput(
                 now=self.clock(),
                 served=current,
                 installed_sha256=installed,
                 renew_before=exp.renewal.renew_before,
-                ari_window=await self._ari_window(exp, current),
-                jitter=stable_jitter(exp.name, current.sha256),
+                ari_window=await self._ari_window(exp, current) if kind == SERVER else None,
+                jitter=stable_jitter(
+                    f"{exp.name}\0{kind}" if kind != SERVER else exp.name, current.sha256
+                ),
             )
         )
+
+    def renews_client_on_its_own(self, exp: ExpresswayConfig) -> bool:
+        """Does the daemon start client renewals of `exp` by itself? Only with a CA that can
+        issue clientAuth: not ACME (public ACME CAs no longer do)."""
+        if exp.renewal is None:
+            return False
+        return self.config.cas[exp.renewal.ca_for(CLIENT)].kind != "acme"
+
+    async def after_client_read(self, exp: ExpresswayConfig, state: ClientCertState) -> None:
+        """Remember a read of the X15.5 client certificate and apply the policy to it."""
+        if state.status == STATUS_OK and state.facts is not None:
+            self._client[exp.name] = state.facts
+        else:
+            self._client.pop(exp.name, None)  # no store, no resource: nothing to decide on
+        await self.consider_client(exp)
+
+    async def consider_client(
+        self, exp: ExpresswayConfig, *, explicit: bool = False
+    ) -> RenewalRow | None:
+        """Start a client certificate renewal when its own expiry makes it due (checked on a
+        fresh read from the box before starting) and no renewal of the box is active.
+        `explicit`: an operator asked (`renew --kind client`), so the CA kind is not checked
+        here (preflight refuses an ACME CA with the reason)."""
+        if exp.renewal is None or not self.owns(exp.name):
+            return None
+        if not explicit and not self.renews_client_on_its_own(exp):
+            return None
+        latest = self.pipeline.latest.get(exp.name)
+        if latest is not None and latest.active:
+            return None  # one renewal per box at a time (one CSR slot)
+        known = self._client.get(exp.name)
+        if known is None:
+            return None
+        decision = await self._decide(exp, known, CLIENT)
+        if decision.due:
+            # Start on a fresh read from the box, never on a remembered one alone.
+            try:
+                async with self.pipeline.devices.expressway(exp) as box:
+                    known = facts_from_x509(await box.client_certificate())
+            except CertdError as exc:
+                log.warning(
+                    "cannot read the box's client certificate; no client renewal decision",
+                    target=exp.name,
+                    error=str(exc),
+                )
+                return None
+            self._client[exp.name] = known
+            decision = await self._decide(exp, known, CLIENT)
+        self.next_due_client[exp.name] = decision.renew_at
+        if not decision.due:
+            return None
+        row = await self.pipeline.start(
+            exp.name, f"{decision.reason}: client certificate: {decision.message}", kind=CLIENT
+        )
+        if kind_of(row) != CLIENT:
+            return None  # a server renewal started meanwhile: this one waits for it
+        await self.bus.publish(
+            RenewalDue(
+                target=exp.name,
+                time=self.clock(),
+                renewal_id=row.id,
+                reason=str(decision.reason),
+                message=f"client certificate: {decision.message}",
+            )
+        )
+        self.spawn(row.id)
+        return row
 
     async def _current(
         self, exp: ExpresswayConfig, served: Sequence[ServedCert], *, fresh: bool
@@ -254,8 +367,20 @@ class RenewalManager:
             self.last_success[row.target] = row.updated_at
 
     async def run_due(self) -> None:
-        """Resume the due renewals of the targets this process owns."""
+        """Resume the due renewals of the targets this process owns; then start the renewals
+        that became due while a renewal of the other kind ran on their box (client
+        certificates, and server certificates whose poll came during a client renewal)."""
         await self.pipeline.run_due(self.owns)
+        for exp in self.config.expressways:
+            if exp.name in self._client:
+                await self.consider_client(exp)
+        targets = {e.name: e for e in self.config.expressways}
+        for name, (_, served) in list(self._deferred.items()):
+            latest = self.pipeline.latest.get(name)
+            if latest is None or not latest.active:
+                del self._deferred[name]
+                if name in targets:  # (a reload may have removed it)
+                    await self.after_poll(targets[name], served)
         await self.refresh_backlog()
         for target, row in self.pipeline.latest.items():
             if row.status == "done":

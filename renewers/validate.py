@@ -182,6 +182,20 @@ def check_ca_delivers(plan: Plan, ca_name: str, ca_ekus: frozenset[str] | None) 
     )
 
 
+def check_client_ca(plan: Plan, ca_name: str, ca_kind: str | None) -> Problem | None:
+    """The X15.5 client certificate needs TLS Web Client Authentication, which public ACME
+    CAs no longer issue (Chrome Root Program, FN74362): an ACME CA is refused up front."""
+    if plan.cert_kind != "client" or ca_kind != "acme":
+        return None
+    return Problem(
+        "acme-ca-for-client-certificate",
+        f"{plan.target}: CA '{ca_name}' is an ACME CA; public ACME CAs no longer issue TLS Web "
+        "Client Authentication, which the X15.5 client certificate needs (FN74362); set "
+        "client_ca in this box's [expressway.renewal] to a private CA (kind adcs, est or "
+        "manual) and run the client renewal again",
+    )
+
+
 def check_acme_on_box(plan: Plan, acme_scheduler: bool | None) -> Problem | None:
     """The E's own ACME scheduler (X12.5+) would overwrite what this tool installs, and the
     other way round: block while it is on, or while its state could not be read."""
@@ -214,13 +228,16 @@ def preflight(
     ca_ekus: frozenset[str] | None,
     *,
     acme_scheduler: bool | None = False,
+    ca_kind: str | None = None,
 ) -> list[Problem]:
     """Every problem that must stop a renewal before a CSR is generated. `acme_scheduler` is
-    what `ExpresswayClient.acme_scheduler()` read (None: unknown, which blocks)."""
+    what `ExpresswayClient.acme_scheduler()` read (None: unknown, which blocks); `ca_kind` the
+    `[ca.NAME]` kind (an ACME CA cannot renew a client certificate)."""
     checks: list[Callable[[], Problem | None]] = [
         lambda: check_not_empty(plan),
         lambda: check_no_wildcard(plan),
         lambda: check_cluster_fqdn(plan),
+        lambda: check_client_ca(plan, ca_name, ca_kind),
         lambda: check_ca_delivers(plan, ca_name, ca_ekus),
         lambda: check_acme_on_box(plan, acme_scheduler),
     ]

@@ -360,7 +360,8 @@ class ESTConnector(ConnectorBase):
                 "csrattrs",
                 f"the answer is not a CsrAttrs SEQUENCE (Content-Type {reply.content_type!r}, "
                 f"{len(reply.body)} bytes)",
-                "check the url points at an EST server; tell the CA operator what `ca-check` shows",
+                "check the url points at an EST server; ask the CA operator what its /csrattrs "
+                "should serve",
                 reason="bad_response",
             )
         return parse_csrattrs(der)

@@ -30,7 +30,15 @@ from renewers.pipeline.context import (
     no_faults,
 )
 from renewers.pipeline.dryrun import DRY_RUN_STAGES, DryRun, dry_run
-from renewers.pipeline.locks import BUSY_WAIT, LEASE, claim_or_take_over, keep_alive, take_lease
+from renewers.pipeline.locks import (
+    BUSY_WAIT,
+    LEASE,
+    RenewalHold,
+    claim_or_take_over,
+    holding,
+    keep_alive,
+    take_lease,
+)
 from renewers.pipeline.outcomes import (
     RETRY_BACKOFF,
     STAGES,
@@ -44,11 +52,15 @@ from renewers.pipeline.outcomes import (
     transition,
 )
 from renewers.pipeline.record import (
+    CLIENT,
+    KINDS,
+    SERVER,
     IssuedCert,
     RecordError,
     RenewalRecord,
     Snapshot,
     TrustedCa,
+    kind_of,
     record_of,
 )
 from renewers.pipeline.runner import Pipeline, StageObserver
@@ -68,9 +80,12 @@ from renewers.pipeline.stages.verify import stage_verify
 
 __all__ = [
     "BUSY_WAIT",
+    "CLIENT",
     "DRY_RUN_STAGES",
+    "KINDS",
     "LEASE",
     "RETRY_BACKOFF",
+    "SERVER",
     "STAGES",
     "STAGE_FUNCTIONS",
     "Advance",
@@ -86,6 +101,7 @@ __all__ = [
     "OutcomeReason",
     "Pipeline",
     "RecordError",
+    "RenewalHold",
     "RenewalRecord",
     "Snapshot",
     "StageObserver",
@@ -95,7 +111,9 @@ __all__ = [
     "claim_or_take_over",
     "csr_fits",
     "dry_run",
+    "holding",
     "keep_alive",
+    "kind_of",
     "no_faults",
     "record_of",
     "stage_approve",

@@ -25,6 +25,7 @@ from renewers.ca.base import CAConnector, CARequestError
 from renewers.cucm import CucmClient, CucmClientConfig
 from renewers.expressway import (
     CertificateEkuRefused,
+    CsrRequest,
     ExpresswayClient,
     ExpresswayClientConfig,
     OperationUnsupported,
@@ -34,7 +35,13 @@ from renewers.pipeline.locks import (
     exclusive,
 )
 from renewers.pipeline.outcomes import RETRY_BACKOFF, Blocked, Failed, Outcome, OutcomeReason
-from renewers.pipeline.record import IssuedCert, RecordError, RenewalRecord, Snapshot
+from renewers.pipeline.record import (
+    CLIENT,
+    IssuedCert,
+    RecordError,
+    RenewalRecord,
+    Snapshot,
+)
 from renewers.validate import Plan
 
 # The fault-injection seam: the runner and the stages call it at named points, each right
@@ -129,6 +136,11 @@ class Context:
         return self.record
 
     @property
+    def kind(self) -> str:
+        """Which certificate this renewal renews: "server", or "client" (X15.5 client store)."""
+        return self.record.kind
+
+    @property
     def snapshot(self) -> Snapshot:
         return _required(self.record.snapshot, "snapshot", self)
 
@@ -164,6 +176,34 @@ def _required(value: T | None, name: str, ctx: Context) -> T:
             f"{ctx.renewal_id}') and start a new one"
         )
     return value
+
+
+# The box operations that differ by renewal kind: the server certificate's documented
+# resources, or the X15.5 client store's resources found in /api/raml.
+
+
+async def installed_cert(box: ExpresswayClient, kind: str) -> x509.Certificate:
+    """The certificate of `kind` the box shows as installed."""
+    return await (box.client_certificate() if kind == CLIENT else box.server_certificate())
+
+
+async def pending_csr_of(box: ExpresswayClient, kind: str) -> x509.CertificateSigningRequest | None:
+    return await (box.pending_client_csr() if kind == CLIENT else box.pending_csr())
+
+
+async def generate_csr_on(
+    box: ExpresswayClient, kind: str, request: CsrRequest
+) -> x509.CertificateSigningRequest:
+    if kind == CLIENT:
+        return await box.generate_client_csr(request)
+    return await box.generate_csr(request)
+
+
+async def upload_cert(box: ExpresswayClient, kind: str, leaf: x509.Certificate) -> None:
+    if kind == CLIENT:
+        await box.upload_client_certificate(leaf)
+    else:
+        await box.upload_server_certificate(leaf)
 
 
 def sha256_of(cert: x509.Certificate) -> str:

@@ -19,7 +19,7 @@ from monitor.probe import Prober
 from renewers.ca.base import CAConnector
 from renewers.pipeline.context import Context, Devices, expected, outcome_of_error
 from renewers.pipeline.outcomes import Advance, Outcome
-from renewers.pipeline.record import RenewalRecord
+from renewers.pipeline.record import SERVER, RenewalRecord, check_kind
 from renewers.pipeline.stages import STAGE_FUNCTIONS
 
 log = structlog.get_logger("renewers.pipeline")
@@ -52,6 +52,7 @@ async def dry_run(
     prober: Prober,
     *,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    kind: str = SERVER,
 ) -> DryRun:
     """Run DRY_RUN_STAGES for `target` as the runner would (same functions, same mapping of
     errors to outcomes); nothing is persisted and no lock is taken."""
@@ -59,7 +60,8 @@ async def dry_run(
         raise ValueError(f"{target.name}: dry run of a target without renewal")
     ctx = Context(
         renewal_id="(plan)", target=target, config=config, devices=devices, ca=ca,
-        ca_name=target.renewal.ca, prober=prober, now=now, record=RenewalRecord(),
+        ca_name=target.renewal.ca_for(kind), prober=prober, now=now,
+        record=RenewalRecord(kind=check_kind(kind)),
     )  # fmt: skip
     outcomes: list[tuple[str, Outcome]] = []
     for stage in DRY_RUN_STAGES:

@@ -19,6 +19,11 @@ not know are kept in `extra` and written back unchanged.
     cucm_restarts     {node: {service: result}}  stage ucm-restart: what already restarted
     installed_sha256  str           stage install: the fingerprint of the uploaded leaf
     verify_deadline   ISO time      stage verify: when waiting for the zones ends
+    kind              str           at start: "client" for the X15.5 client certificate;
+                                    absent for the server certificate (rows of earlier
+                                    versions are server renewals)
+    client_restarted  bool          stage restart, kind client: the box restarted after the
+                                    upload (the served certificate does not show it)
 """
 
 from __future__ import annotations
@@ -120,8 +125,24 @@ def _time(value: str | None) -> datetime | None:
 KNOWN_KEYS = (
     "snapshot", "plan", "csr_pem", "handle", "retry_at", "pending_reason", "issued",
     "ca_changed", "trust_cas", "approved_by", "cucm_restarts", "installed_sha256",
-    "verify_deadline",
+    "verify_deadline", "kind", "client_restarted",
 )  # fmt: skip
+
+SERVER = "server"  # the server certificate (every renewal before X15.5's client store)
+CLIENT = "client"  # the X15.5 client certificate
+KINDS = (SERVER, CLIENT)
+
+
+def kind_of(row: RenewalRow) -> str:
+    """Which certificate a stored renewal renews ("server" for rows without a kind)."""
+    return row.kind
+
+
+def check_kind(kind: str) -> str:
+    """`kind` if it is one this version renews; ValueError naming the known ones otherwise."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown renewal kind {kind!r}; known: {', '.join(KINDS)}")
+    return kind
 
 
 @dataclass(frozen=True)
@@ -142,6 +163,8 @@ class RenewalRecord:
     cucm_restarts: tuple[tuple[str, str, str], ...] | None = None
     installed_sha256: str | None = None
     verify_deadline: datetime | None = None
+    kind: str = SERVER
+    client_restarted: bool | None = None  # kind client: restarted after the upload
     extra: Mapping[str, Any] = field(default_factory=dict)  # keys of a newer version
 
     def restarted(self, node: str) -> dict[str, str]:
@@ -186,6 +209,10 @@ class RenewalRecord:
             data["installed_sha256"] = self.installed_sha256
         if self.verify_deadline is not None:
             data["verify_deadline"] = self.verify_deadline.isoformat()
+        if self.kind != SERVER:
+            data["kind"] = self.kind
+        if self.client_restarted is not None:
+            data["client_restarted"] = self.client_restarted
         data.update(self.extra)
         return data
 
@@ -217,6 +244,8 @@ class RenewalRecord:
                 ),
                 installed_sha256=data.get("installed_sha256"),
                 verify_deadline=_time(data.get("verify_deadline")),
+                kind=check_kind(data.get("kind", SERVER)),
+                client_restarted=data.get("client_restarted"),
                 extra={k: v for k, v in data.items() if k not in KNOWN_KEYS},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -41,8 +41,7 @@ from renewers.pipeline.context import (
 )
 from renewers.pipeline.locks import (
     BUSY_WAIT,
-    LEASE,
-    claim_renewal,
+    holding,
     keep_alive,
     new_owner,
 )
@@ -54,7 +53,7 @@ from renewers.pipeline.outcomes import (
     stage_event,
     transition,
 )
-from renewers.pipeline.record import RenewalRecord, record_of
+from renewers.pipeline.record import SERVER, RenewalRecord, check_kind, kind_of, record_of
 from renewers.pipeline.stages import STAGE_FUNCTIONS
 from renewers.pipeline.stages.submit import issued_cert
 
@@ -105,8 +104,11 @@ class Pipeline:
         for row in reversed(await self.store.renewals_for(limit=10_000)):
             self.latest[row.target] = row
 
-    async def start(self, target: str, reason: str) -> RenewalRow:
-        """Create a renewal for `target` unless one is active (then that one is returned)."""
+    async def start(self, target: str, reason: str, kind: str = SERVER) -> RenewalRow:
+        """Create a renewal of `kind` ("server", or "client": the X15.5 client certificate) for
+        `target` unless one is active (then that one is returned, whatever its kind: one
+        renewal per box at a time, since the box has one CSR slot; `kind_of` tells)."""
+        check_kind(kind)
         exp = self.config.target(target)
         if exp.renewal is None:
             raise CertdError(
@@ -124,12 +126,12 @@ class Pipeline:
             next_at=None,
             attempts=0,
             message="",
-            data={},
+            data=RenewalRecord(kind=kind).to_data(),
         )
         stored = await self.store.create_renewal(row)
         self.latest[target] = stored
         if stored.id == row.id:
-            log.info("renewal started", target=target, renewal=row.id, reason=reason)
+            log.info("renewal started", target=target, renewal=row.id, reason=reason, kind=kind)
             self.fault_seam(target, "start")
         return stored
 
@@ -149,16 +151,14 @@ class Pipeline:
                 "in a moment"
             ) from None
         try:
-            if not await self._claim(renewal_id):
-                holder = await self.store.renewal_lease_owner(renewal_id)
-                raise CertdError(
-                    f"renewal {renewal_id}: busy: a stage is running in another process "
-                    f"({holder}); try again in a moment"
-                )
-            try:
+            async with holding(self.store, renewal_id, self.owner, self.clock) as hold:
+                if not await hold.claim():
+                    holder = await self.store.renewal_lease_owner(renewal_id)
+                    raise CertdError(
+                        f"renewal {renewal_id}: busy: a stage is running in another process "
+                        f"({holder or 'its lease is being handed over'}); try again in a moment"
+                    )
                 yield await self._get(renewal_id)
-            finally:
-                await self.store.release_renewal(renewal_id, self.owner)
         finally:
             lock.release()
 
@@ -283,39 +283,29 @@ class Pipeline:
         """Run stages until the renewal waits, blocks, fails or is done."""
         row = await self._get(renewal_id)
         lock = self._locks.setdefault(row.target, asyncio.Lock())
-        async with lock:
-            try:
-                while True:
-                    row = await self._get(renewal_id)
-                    self.latest[row.target] = row
-                    if not row.active or row.status == "blocked":
-                        return row
-                    if row.next_at is not None and row.next_at > self.clock():
-                        return row
-                    if not await self._claim(renewal_id):
-                        log.info("renewal run by another process", renewal=renewal_id)
-                        return row
-                    # Read again now that nobody else may write it: an operator command or
-                    # another process may have changed it since the read above.
-                    row = await self._get(renewal_id)
-                    self.latest[row.target] = row
-                    if not row.active or row.status == "blocked":
-                        return row
-                    if row.next_at is not None and row.next_at > self.clock():
-                        return row
-                    async with keep_alive(
-                        lambda: self.store.claim_renewal(
-                            renewal_id, self.owner, self.clock(), LEASE
-                        )
-                    ):
-                        row = await self._step(row)
-                    if self._stop_after is not None and self._stop_after(row.stage):
-                        return row
-            finally:
-                await self.store.release_renewal(renewal_id, self.owner)
-
-    async def _claim(self, renewal_id: str) -> bool:
-        return await claim_renewal(self.store, renewal_id, self.owner, self.clock())
+        async with lock, holding(self.store, renewal_id, self.owner, self.clock) as hold:
+            while True:
+                row = await self._get(renewal_id)
+                self.latest[row.target] = row
+                if not row.active or row.status == "blocked":
+                    return row
+                if row.next_at is not None and row.next_at > self.clock():
+                    return row
+                if not await hold.claim():
+                    log.info("renewal run by another process", renewal=renewal_id)
+                    return row
+                # Read again now that nobody else may write it: an operator command or
+                # another process may have changed it since the read above.
+                row = await self._get(renewal_id)
+                self.latest[row.target] = row
+                if not row.active or row.status == "blocked":
+                    return row
+                if row.next_at is not None and row.next_at > self.clock():
+                    return row
+                async with keep_alive(hold.extend):
+                    row = await self._step(row)
+                if self._stop_after is not None and self._stop_after(row.stage):
+                    return row
 
     async def run_due(self, owns: Callable[[str], bool] | None = None) -> None:
         """Resume every active renewal whose time has come (the scheduler calls this); with
@@ -367,7 +357,7 @@ class Pipeline:
     async def _step(self, row: RenewalRow) -> RenewalRow:
         exp = self.config.target(row.target)
         assert exp.renewal is not None
-        ca_name = exp.renewal.ca
+        ca_name = exp.renewal.ca_for(kind_of(row))
         ctx = Context(
             renewal_id=row.id,
             target=exp,
@@ -437,6 +427,7 @@ class Pipeline:
                     renewal_id=row.id,
                     new_sha256=sha256_of(leaf),
                     not_after=leaf.not_valid_after_utc.isoformat(),
+                    cert_kind=ctx.kind,
                 )
             )
         return new

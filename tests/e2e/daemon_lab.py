@@ -91,11 +91,15 @@ class LabDaemon(DaemonProcess):
         env: dict[str, str] | None = None,
         *,
         kill_at: str | None = None,
+        host: str | None = None,
     ) -> None:
         """`kill_at` ("[TARGET:]POINT"): run the daemon through tests/e2e/seamed_daemon.py,
-        whose fault seam SIGKILLs the process at that point of the renewal pipeline."""
+        whose fault seam SIGKILLs the process at that point of the renewal pipeline; `host`
+        (with `kill_at`): the host name it reports in its lease owner and replica ids."""
         self.token = secrets.token_urlsafe(16)
         entry = ("-m", "tests.e2e.seamed_daemon", "--kill-at", kill_at) if kill_at else None
+        if entry and host:
+            entry = (*entry, "--host", host)
         super().__init__(
             config,
             port,

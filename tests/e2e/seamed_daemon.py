@@ -2,10 +2,15 @@
 with a fault seam that SIGKILLs its own process at one named point of the renewal pipeline
 (renewers/pipeline/context.py FaultSeam lists the points).
 
-    python -m tests.e2e.seamed_daemon --config FILE --kill-at [TARGET:]POINT
+    python -m tests.e2e.seamed_daemon --config FILE --kill-at [TARGET:]POINT [--host NAME]
 
 `POINT` alone matches any target; `TARGET:POINT` only that target. Production code has no
 such hook: the seam is a constructor argument the real daemon never receives.
+
+`--host NAME`: this process reports NAME as its host name (socket.gethostname), so its lease
+owner and replica ids ("host:pid:token") say it runs on another machine than its peers: a
+replica test then cannot pass by the same-host shortcut of renewers/pipeline/locks.py (a
+lease whose holder is a dead process of this host is taken over at once).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -34,7 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="seamed_daemon")
     parser.add_argument("--config", "-c", required=True)
     parser.add_argument("--kill-at", required=True, help="[TARGET:]POINT")
+    parser.add_argument("--host", help="the host name this process reports")
     args = parser.parse_args(argv)
+    if args.host:
+        host: str = args.host
+        socket.gethostname = lambda: host  # test-only: a replica on "another machine"
     return start_service(args.config, renewal_options={"fault_seam": kill_at(args.kill_at)})
 
 

@@ -77,14 +77,21 @@ async def test_approve_over_the_api(tmp_path):
                     assert done["approved_by"] == "bob"
                     async with session.post(url, headers=auth) as resp:
                         assert resp.status == 409  # nothing to approve any more
-                    async with session.get(f"http://127.0.0.1:{daemon.http_port}/metrics") as resp:
-                        metrics = await resp.text()
+                    # The runner saves a stage's row before it counts the stage in the metrics
+                    # (persist first), so the API can say "done" a moment before /metrics does.
+                    verify_counted = 'expressway_renewal_stage_total{result="advance",stage="verify",target="expe-c1"} 1.0'
+                    metrics = ""
+                    for _ in range(100):
+                        async with session.get(
+                            f"http://127.0.0.1:{daemon.http_port}/metrics"
+                        ) as resp:
+                            metrics = await resp.text()
+                        if verify_counted in metrics:
+                            break
+                        await asyncio.sleep(0.05)
+                    assert verify_counted in metrics
                     assert (
                         'expressway_renewal_state{stage="",state="idle",target="expe-c1"} 1.0'
-                        in metrics
-                    )
-                    assert (
-                        'expressway_renewal_stage_total{result="advance",stage="verify",target="expe-c1"} 1.0'
                         in metrics
                     )
                     assert "expressway_renewal_last_success_timestamp_seconds" in metrics
@@ -140,9 +147,18 @@ async def test_cancel_over_the_api_then_start_afresh(tmp_path):
                         assert resp.status == 409  # already cancelled
                     assert lab.expressway_c.uploads == 0  # cancelled before install
                     renew = f"{base}/targets/expe-c1/renew"
+                    async with session.post(renew + "?kind=both", headers=auth) as resp:
+                        assert resp.status == 400 and "kind must be one of" in await resp.text()
                     async with session.post(renew, headers=auth) as resp:
                         assert resp.status == 202
-                        assert (await resp.json())["id"] != rid
+                        started = await resp.json()
+                        assert started["id"] != rid and started["kind"] == "server"
+                    # one renewal per box at a time: the client certificate waits for it
+                    async with session.post(renew + "?kind=client", headers=auth) as resp:
+                        assert resp.status == 409
+                        assert f"renewal {started['id']} of the server certificate" in (
+                            await resp.text()
+                        )
             finally:
                 await daemon.stop()
     finally:

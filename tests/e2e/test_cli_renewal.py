@@ -112,3 +112,83 @@ async def test_plan_shows_both_certificates_of_an_x15_5_box(tmp_path):
             assert json.loads(out)["client_cert"]["status"] == "not_applicable"
     finally:
         est.stop()
+
+
+async def test_plan_and_renew_the_x15_5_client_certificate(tmp_path):
+    """`plan --kind client` shows the client certificate's renewal; `renew --kind client`
+    renews it without touching the server certificate; `status` names the kind."""
+    est = ESTSimulator().start()
+    try:
+        async with Lab(
+            tmp_path / "lab", version="X15.5", restart_seconds=0.3, cert_days=300,
+            client_cert_days=5,
+        ) as lab:  # fmt: skip
+            path = lab.write_config(tmp_path / "certd.toml")
+            renewal = 'ca = "lab-est", client_ca = "lab-est", key_length = 2048'
+            text = add_renewal(path.read_text(), "expe-c1", renewal)
+            path.write_text(text + est_ca_section(est, tmp_path))
+            c = lab.expressway_c
+            served, client_before = c.served_cert, c.client_cert
+
+            code, out, err = await cli("plan", "expe-c1", "--config", str(path), "--json")
+            assert code == 0, out + err
+            assert json.loads(out)["required_eku"] == ["TLS Web Server Authentication"]
+            code, out, err = await cli(
+                "plan", "expe-c1", "--config", str(path), "--json", "--kind", "client"
+            )
+            assert code == 0, out + err
+            plan = json.loads(out)
+            assert plan["kind"] == "client"
+            assert plan["required_eku"] == ["TLS Web Client Authentication"]
+            assert plan["current"]["sha256"] == client_before.fingerprint(hashes.SHA256()).hex()
+
+            # the server certificate (300 days) is not due; the client one (5 days) is
+            code, out, err = await cli("renew", "expe-c1", "--config", str(path))
+            assert code == 0 and "not due" in out, out + err
+            code, out, err = await cli(
+                "renew", "expe-c1", "--config", str(path), "--kind", "client"
+            )
+            assert code == 0, out + err
+            for stage in STAGES:
+                assert f"expe-c1    {stage:<10} ok" in out, stage
+            assert "client certificate installed" in out
+            assert c.client_cert != client_before and c.served_cert == served
+            assert c.client_uploads == 1 and c.uploads == 0
+
+            code, out, err = await cli("status", "expe-c1", "--config", str(path))
+            assert code == 0 and "(client certificate) done at verify" in out, out + err
+            code, out, err = await cli(
+                "renew", "expe-c1", "--config", str(path), "--kind", "client"
+            )
+            assert code == 0 and "client certificate not due" in out, out + err
+            assert est.submissions == 1
+    finally:
+        est.stop()
+
+
+async def test_a_box_without_client_store_resources_blocks_the_client_renewal(tmp_path):
+    """The lab box lists only the client certificate's read in /api/raml: `renew --kind
+    client` blocks at preflight naming what is missing and the manual way; the box is left
+    alone (no CSR, no upload, no restart)."""
+    est = ESTSimulator().start()
+    try:
+        async with Lab(
+            tmp_path / "lab", version="X15.5", restart_seconds=0.3, client_cert_days=5
+        ) as lab:
+            c = lab.expressway_c
+            c.client_renew_api = False  # /api/raml stops listing the client CSR and upload
+            path = lab.write_config(tmp_path / "certd.toml")
+            text = add_renewal(path.read_text(), "expe-c1", 'ca = "lab-est"')
+            path.write_text(text + est_ca_section(est, tmp_path))
+            code, out, err = await cli(
+                "renew", "expe-c1", "--config", str(path), "--now", "--kind", "client"
+            )
+            assert code == 1, out + err
+            assert "expe-c1    snapshot   ok" in out
+            blocked = next(line for line in out.splitlines() if "preflight  BLOCKED" in line)
+            assert "lists no resource to generate client CSR, upload client certificate" in blocked
+            assert "renew the client certificate in the web UI" in blocked
+            assert (c.csr_generated, c.client_uploads, c.restart_count) == (0, 0, 0)
+            assert est.submissions == 0
+    finally:
+        est.stop()

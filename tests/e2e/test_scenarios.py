@@ -11,6 +11,8 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from expressway_certd.cmd_demo import _demo
 from lab.scenarios import SCENARIOS, scenario
@@ -49,7 +51,7 @@ def test_list_scenarios_names_each_with_one_line():
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert [line.split()[0] for line in lines] == list(SCENARIOS)
-    assert {"acme-on-box", "cucm-window"} <= set(SCENARIOS)
+    assert {"acme-on-box", "cucm-window", "x15.5-client-cert"} <= set(SCENARIOS)
     assert all(len(line.split(None, 1)) == 2 for line in lines)
 
 
@@ -160,3 +162,46 @@ def test_scenario_from_the_command_line(tmp_path, name):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"scenario {name}" in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_x15_5_client_cert_renews_both_certificates_and_zones_stay_active(tmp_path, capsys):
+    """A C at X15.5 whose client certificate (copied at upgrade) expires first: the daemon
+    renews it as its own renewal (kind client) from the private lab EST CA, and the server
+    certificate in a second renewal, one after the other; the zones end Active."""
+    seen: dict[str, object] = {}
+
+    def observe(lab: Lab) -> None:
+        c = lab.expressway_c
+        ekus = c.client_cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        seen.update(
+            client=c.client_cert,
+            served=c.served_cert,
+            client_eku=list(ekus),
+            lab_root=lab.ca.root().cert.subject,
+            client_uploads=c.client_uploads,
+            server_uploads=c.uploads,
+            zones=[z.status()[0] for z in (lab.traversal_zone, lab.secure_zone)],
+        )
+
+    case = scenario("x15.5-client-cert")
+    code = asyncio.run(_demo(tmp_path, "127.0.0.1:0", True, 120.0, case, observe))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "Renewed 2 certificates in" in out
+    # one renewal of each kind, each through every stage
+    assert "EKU clientAuth (rule x15.5-client-certificate)" in out
+    assert "EKU serverAuth (rule x15.5-server-certificate)" in out
+    assert "restarted via api; the box presents the new client certificate" in out
+    verified = [line for line in out.splitlines() if "expe-c1    verify     ok" in line]
+    assert len(verified) == 2 and all("2 zones Active" in line for line in verified)
+    assert "complete; client certificate installed" in out
+    assert "complete; serving" in out
+    assert seen["client_uploads"] == 1 and seen["server_uploads"] == 1
+    assert seen["zones"] == ["Active", "Active"]
+    client, served = seen["client"], seen["served"]
+    assert isinstance(client, x509.Certificate) and isinstance(served, x509.Certificate)
+    # both now from the private lab EST CA, not the lab root the boxes started with
+    assert client.issuer.rfc4514_string() == "CN=Lab EST Issuing CA,O=expressway-certd lab"
+    assert served.issuer == client.issuer and client.issuer != seen["lab_root"]
+    assert ExtendedKeyUsageOID.CLIENT_AUTH in seen["client_eku"]  # type: ignore[operator]
+    assert client != served and client.public_key() != served.public_key()

@@ -15,6 +15,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -35,7 +36,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from lab.adcs import ADCSSimulator
+from lab.adcs import TEXT, ADCSSimulator
 from lab.est import ESTSimulator
 from lab.pki import CA, SERVER_AUTH, cert_pem, write_key_and_chain
 from monitor.config import Secret
@@ -298,6 +299,8 @@ class Harness:
     drop_sans: Callable[[], None] | None = None
     # The [ca.NAME] table as of now, when it follows set_manual/drop_sans (else `toml`)
     toml_of: Callable[[], str] | None = None
+    # The CA forgets the requests it holds (a reset CA); None: the simulator's `requests.clear`
+    forget: Callable[[], None] | None = None
 
     async def issued(self, conn: Any, result: Issued | Pending) -> Issued:
         """The certificate a submit/poll result leads to, the way this kind gets there."""
@@ -408,6 +411,11 @@ def libest_harness(tmp_path: Path, libest: LibESTCA) -> Iterator[Harness]:
         def manual(on: bool) -> None:
             state["manual"] = on
 
+        def forget() -> None:
+            """estserver keeps the CSRs its -m mode has seen in memory only."""
+            for server in servers.values():
+                server.restart()
+
         def toml() -> str:
             return (
                 f'[ca.libest]\nkind = "est"\nurl = "{url()}"\n'
@@ -429,12 +437,35 @@ def libest_harness(tmp_path: Path, libest: LibESTCA) -> Iterator[Harness]:
             poll_resubmits=True,
             drop_sans=lambda: state.update(drop=True),
             toml_of=toml,
+            forget=forget,
         )
 
 
-def adcs_harness(tmp_path: Path, auth: str = "ntlm") -> Iterator[Harness]:
+def scrambled(text: str) -> str:
+    """Every word replaced by letters no connector could expect; placeholders and quote
+    marks (punctuation, not wording) kept."""
+    parts = re.split(r'(\{\w+\}|")', text)
+    return "".join(p if p.startswith("{") or p == '"' else re.sub(r"\w", "Ж", p) for p in parts)
 
-    with ADCSSimulator(extended_protection=True) as sim:
+
+# adcs-scrambled: a contract case against certsrv pages no sentence of which a connector could
+# know (issue 8 part 4: outcomes come from the page structure alone)
+ADCS_KINDS = ("adcs", "adcs-scrambled")
+
+
+def adcs_language(kind: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The simulator's page language for an AD CS kind of ADCS_KINDS (installing the
+    scrambled wording in its TEXT for this test)."""
+    if kind != "adcs-scrambled":
+        return "en"
+    monkeypatch.setitem(TEXT, "scrambled", {k: scrambled(v) for k, v in TEXT["en"].items()})
+    return "scrambled"
+
+
+def adcs_harness(tmp_path: Path, auth: str = "ntlm", language: str = "en") -> Iterator[Harness]:
+    """AD CS with its pages in `language` ("scrambled": every word unknown, installed in the
+    simulator's TEXT by make_harness)."""
+    with ADCSSimulator(extended_protection=True, language=language) as sim:
 
         def config(env: str, anchor: Path | None) -> ADCSConfig:
             return ADCSConfig(
@@ -590,8 +621,8 @@ def make_harness(
     if kind == "est":
         gen = est_harness(tmp_path)
         h = next(gen)
-    elif kind == "adcs":
-        gen = adcs_harness(tmp_path)
+    elif kind in ADCS_KINDS:
+        gen = adcs_harness(tmp_path, language=adcs_language(kind, monkeypatch))
         h = next(gen)
     elif kind == "manual":
         h = manual_harness(tmp_path)
@@ -610,7 +641,7 @@ def make_harness(
         pass
 
 
-@pytest.fixture(params=["est", "libest", "adcs", "acme"], name="harness")
+@pytest.fixture(params=["est", "libest", "adcs", "adcs-scrambled", "acme"], name="harness")
 def harness_fixture(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Harness]:
@@ -620,7 +651,7 @@ def harness_fixture(
     yield from make_harness(request.param, request, tmp_path, monkeypatch)
 
 
-@pytest.fixture(params=["est", "libest", "adcs", "acme", "manual"], name="ca")
+@pytest.fixture(params=["est", "libest", "adcs", "adcs-scrambled", "acme", "manual"], name="ca")
 def ca_fixture(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Harness]:

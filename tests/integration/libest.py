@@ -73,16 +73,43 @@ def libest_dir() -> Path:
 
 @dataclass
 class LibESTServer:
-    """One running estserver; `url` is its EST base URL."""
+    """One estserver process on `port` (kept across restarts); `url` is its EST base URL."""
 
     port: int
-    flags: tuple[str, ...]
+    argv: list[str]
+    env: dict[str, str] = field(repr=False)
+    cwd: Path
     log: Path
-    proc: subprocess.Popen[bytes] = field(repr=False)
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}/.well-known/est"
+
+    def start(self) -> LibESTServer:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.argv, cwd=self.cwd, env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+        wait_port(self.port, self.proc, self.log)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def restart(self) -> None:
+        """Stop and start on the same port: estserver keeps its state (the CSRs its -m mode
+        has seen) in memory only, so the new process has forgotten them, as a reset CA has."""
+        self.stop()
+        self.start()
 
 
 @dataclass
@@ -183,20 +210,11 @@ class LibESTCA:
         argv = [str(self.estserver), "-c", key, "-k", key, "-r", REALM, "-v"]
         argv += ["-p", str(port), "-d", "900", *flags]
         log = self.directory / f"estserver-{port}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                argv, cwd=self.directory, env=env, stdout=out, stderr=subprocess.STDOUT
-            )
+        server = LibESTServer(port, argv, env, self.directory, log)
         try:
-            wait_port(port, proc, log)
-            yield LibESTServer(port, tuple(flags), log, proc)
+            yield server.start()
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+            server.stop()
 
 
 def make_libest_ca(directory: Path) -> LibESTCA:

@@ -8,7 +8,6 @@ including `sign` exiting non-zero when the CA drops SANs."""
 from __future__ import annotations
 
 import os
-import re
 import ssl
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from renewers.ca.base import CARequestError, Issued, Pending
 from renewers.ca.est import ESTConnector
 from renewers.ca.est_config import ESTConfig
 from renewers.ca.httpclient import basic_auth
-from tests.integration.ca_servers import make_csr, until_issued
+from tests.integration.ca_servers import make_csr, scrambled, until_issued
 
 pytestmark = pytest.mark.integration
 
@@ -532,13 +531,6 @@ def test_sign_exits_non_zero_naming_the_sans_the_ca_dropped(tmp_path: Path) -> N
 
 
 # --- AD CS in every page language ---------------------------------------------------
-
-
-def scrambled(text: str) -> str:
-    """Every word replaced by letters no connector could expect; placeholders and quote
-    marks (punctuation, not wording) kept."""
-    parts = re.split(r'(\{\w+\}|")', text)
-    return "".join(p if p.startswith("{") or p == '"' else re.sub(r"\w", "Ж", p) for p in parts)
 
 
 @pytest.fixture(params=[*LANGUAGES, "scrambled"])

@@ -57,6 +57,7 @@ from tests.integration.ca_faults import (
     stall_on,
 )
 from tests.integration.ca_servers import (  # noqa: F401 - fixtures
+    ADCS_KINDS,
     TSIG_KEY,
     ZONE,
     Bind9,
@@ -64,6 +65,7 @@ from tests.integration.ca_servers import (  # noqa: F401 - fixtures
     Pebble,
     acme_harness,
     adcs_harness,
+    adcs_language,
     bind9_server,
     ca_fixture,
     est_harness,
@@ -291,8 +293,8 @@ def acme_misbehaving(tmp_path: Path, pebble: Pebble, bind9: Bind9) -> Iterator[M
         proxy.stop()
 
 
-def adcs_misbehaving(tmp_path: Path) -> Iterator[Misbehaving]:
-    for harness in adcs_harness(tmp_path):
+def adcs_misbehaving(tmp_path: Path, language: str = "en") -> Iterator[Misbehaving]:
+    for harness in adcs_harness(tmp_path, language=language):
         sim: ADCSSimulator = harness.server
         sim.manager_approval = True
 
@@ -311,14 +313,14 @@ def adcs_misbehaving(tmp_path: Path) -> Iterator[Misbehaving]:
         )  # fmt: skip
 
 
-@pytest.fixture(params=["adcs", "acme"], name="denying")
+@pytest.fixture(params=[*ADCS_KINDS, "acme"], name="denying")
 def denying_fixture(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Misbehaving]:
     """CAs that can answer pending, then denied."""
     monkeypatch.setenv("CERTD_TEST_SECRET", "Adcs-Secret1")
-    if request.param == "adcs":
-        yield from adcs_misbehaving(tmp_path)
+    if request.param in ADCS_KINDS:
+        yield from adcs_misbehaving(tmp_path, adcs_language(request.param, monkeypatch))
     else:
         yield from acme_misbehaving(
             tmp_path, request.getfixturevalue("pebble_chain"), request.getfixturevalue("bind9")
@@ -392,7 +394,7 @@ def drop_last_san(rewriter: CA) -> Callable[[list[x509.Certificate]], list[x509.
     return rewrite
 
 
-@pytest.fixture(params=["est", "libest", "adcs", "acme", "manual"], name="dropping")
+@pytest.fixture(params=["est", "libest", *ADCS_KINDS, "acme", "manual"], name="dropping")
 def dropping_fixture(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Dropping]:
@@ -680,7 +682,7 @@ class Forgetful:
     recovers: bool
 
 
-@pytest.fixture(params=["est", "adcs", "acme"], name="forgetful")
+@pytest.fixture(params=["est", "libest", *ADCS_KINDS, "acme"], name="forgetful")
 def forgetful_fixture(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Forgetful]:
@@ -692,8 +694,9 @@ def forgetful_fixture(
             await_close(conn)
         return
     for h in make_harness(request.param, request, tmp_path, monkeypatch):
-        sim = h.server
-        yield Forgetful(h, sim.requests.clear, request.param == "est")
+        # libest: a restarted estserver has forgotten the CSRs its -m mode has seen
+        forget = h.forget if h.forget is not None else h.server.requests.clear
+        yield Forgetful(h, forget, h.kind == "est")
 
 
 def await_close(conn: Any) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from monitor.config_ca import CALimits
 from monitor.store import Store
-from renewers.calimit import OrderLimiter
+from renewers.calimit import HOUR, OrderLimiter
 from tests.pg import postgres_server
 from tests.unit.test_calimit import in_submit
 
@@ -62,6 +62,32 @@ async def test_replicas_racing_for_slots_never_exceed_the_limits(pg_url):
                 if w.granted:
                     await limiters[i % 3].release(f"w{started - len(got)}-{i}", T0)
         assert started == 25
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_a_retry_time_is_on_the_asking_replicas_own_clock(pg_url):
+    """Replica a's clock is two hours behind, b's an hour ahead: the orders a starts are in b's
+    last hour (PostgreSQL's clock), and the retry time each one gets is on its own clock,
+    about an hour ahead of it (not the database's: a would wait three hours, b not at all)."""
+    stores = [await Store.open(pg_url) for _ in range(2)]
+    try:
+        a, b = (OrderLimiter(s) for s in stores)
+        limits = CALimits(orders_per_hour=3)
+        await in_submit(stores[0], *(f"skew{i}" for i in range(5)))
+        real = datetime.now(UTC)
+        a_now, b_now = real - timedelta(hours=2), real + timedelta(hours=1)
+        for i in range(3):
+            assert (await a.take("skewed", limits, f"skew{i}", a_now)).granted
+            await a.release(f"skew{i}", a_now)  # issued at once: only the hourly limit counts
+        for limiter, now, rid in ((b, b_now, "skew3"), (a, a_now, "skew4")):
+            verdict = await limiter.take("skewed", limits, rid, now)
+            assert not verdict.granted and "orders_per_hour" in verdict.reason
+            assert verdict.retry_at is not None
+            assert timedelta(minutes=50) < verdict.retry_at - now <= HOUR  # on its own clock
+        assert (await b.usage("skewed", b_now)).last_hour == 3
+        assert (await a.usage("skewed", a_now - timedelta(days=1))).last_hour == 3
     finally:
         for s in stores:
             await s.close()

@@ -235,3 +235,86 @@ async def test_ssh_restart_refused_by_the_cli_is_an_error(tmp_path: Path) -> Non
 )
 def test_boot_started_table(output: str, started_: bool) -> None:
     assert boot_started(output) is started_
+
+
+# ---- renewing the X15.5 client certificate (resources found in /api/raml) -------------------
+
+
+async def test_client_certificate_is_renewed_through_the_resources_raml_lists(
+    tmp_path: Path,
+) -> None:
+    box = await started(tmp_path, version="X15.5", restart_seconds=0.1)
+    server_before = box.served_cert
+    try:
+        async with ExpresswayClient(client_config(box, timeout=30.0)) as client:
+            await client.check_client_renewal()  # every resource is listed: no error
+            assert await client.pending_client_csr() is None
+            csr = await client.generate_client_csr(CsrRequest(key_length=2048))
+            assert await client.pending_client_csr() == csr
+            assert await client.pending_csr() is None  # the server store has none pending
+            leaf = sign_with_eku(box.ca, csr, [CLIENT_AUTH])
+            await client.upload_client_certificate(leaf)
+            assert await client.client_certificate() == leaf  # installed
+            assert box.client_cert != leaf  # presented only after a restart
+            await client.restart(wait=True)
+        assert box.client_cert == leaf and box.served_cert == server_before
+        assert box.client_uploads == 1 and box.uploads == 0
+        paths = {path for _, path, _ in box.requests}
+        assert "/api/provisioning/certs/client/generate_csr" in paths
+    finally:
+        await box.stop()
+
+
+async def test_client_certificate_without_client_auth_is_refused_for_its_eku(
+    tmp_path: Path,
+) -> None:
+    box = await started(tmp_path, version="X15.5")
+    try:
+        async with ExpresswayClient(client_config(box, timeout=30.0)) as client:
+            csr = await client.generate_client_csr(CsrRequest(key_length=2048))
+            with pytest.raises(CertificateEkuRefused) as caught:
+                await client.upload_client_certificate(sign_with_eku(box.ca, csr, [SERVER_AUTH]))
+        assert "TLS Web Client Authentication" in str(caught.value)
+        assert "private CA" in str(caught.value)
+        assert box.client_uploads == 0
+    finally:
+        await box.stop()
+
+
+async def test_one_csr_slot_a_pending_server_csr_blocks_a_client_csr(tmp_path: Path) -> None:
+    box = await started(tmp_path, version="X15.5")
+    try:
+        async with ExpresswayClient(client_config(box, timeout=30.0)) as client:
+            server_csr = await client.generate_csr(CsrRequest(key_length=2048))
+            with pytest.raises(PendingCsrConflict):
+                await client.generate_client_csr(CsrRequest(key_length=2048))
+            assert await client.pending_csr() == server_csr  # kept, never discarded
+    finally:
+        await box.stop()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "missing"),
+    [
+        ({"client_renew_api": False}, "generate client CSR, upload client certificate"),
+        ({"without": ["/provisioning/certs/client/generate_csr"]}, "generate client CSR"),
+        ({"version": "X15.4"}, "read client certificate, generate client CSR, upload"),
+    ],
+)
+async def test_a_box_without_client_renewal_resources_fails_loudly_with_the_manual_fix(
+    tmp_path: Path, kwargs: dict[str, Any], missing: str
+) -> None:
+    values: dict[str, Any] = {"version": "X15.5", **kwargs}
+    box = await started(tmp_path, **values)
+    try:
+        async with ExpresswayClient(client_config(box, timeout=30.0)) as client:
+            with pytest.raises(OperationUnsupported) as caught:
+                await client.check_client_renewal()
+            assert f"lists no resource to {missing}" in str(caught.value)
+            assert "renew the client certificate in the web UI" in str(caught.value)
+            with pytest.raises(OperationUnsupported, match="generate client CSR"):
+                await client.generate_client_csr(CsrRequest(key_length=2048))
+        assert box.csr_generated == 0
+        assert not any("generate_csr" in path for _, path, _ in box.requests)
+    finally:
+        await box.stop()

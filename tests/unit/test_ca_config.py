@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from pathlib import Path
@@ -180,3 +181,32 @@ def test_every_example_in_the_ca_docs_is_a_valid_config(tmp_path: Path) -> None:
         for ca in cas(block.replace("/etc/expressway-certd/", f"{tmp_path}/")).values():
             kinds.add(type(ca).__name__)
     assert kinds == {"ACMEConfig", "ESTConfig", "ADCSConfig", "ManualConfig"}
+
+
+CLIENT_CA_TARGET = """
+[[expressway]]
+name = "c1"
+address = "c1.example.com"
+role = "c"
+[expressway.renewal]
+ca = "public"
+client_ca = "{client_ca}"
+"""
+
+
+def test_the_client_certificate_has_its_own_ca() -> None:
+    text = ACME.replace("[ca.le", "[ca.public") + EST
+    text += CLIENT_CA_TARGET.format(client_ca="corp-est")
+    config = parse_config(Path("/etc/certd.toml"), tomllib.loads(text))
+    renewal = config.target("c1").renewal
+    assert renewal is not None and renewal.client_ca == "corp-est"
+    assert (renewal.ca_for("server"), renewal.ca_for("client")) == ("public", "corp-est")
+    without = dataclasses.replace(renewal, client_ca=None)
+    assert without.ca_for("client") == "public"  # default: the server certificate's CA
+
+
+def test_a_client_ca_that_is_not_configured_is_named() -> None:
+    text = ACME.replace("[ca.le", "[ca.public") + EST
+    text += CLIENT_CA_TARGET.format(client_ca="nowhere")
+    with pytest.raises(ConfigError, match=r"\(c1\)\.renewal\.client_ca: no \[ca\.nowhere\]"):
+        parse_config(Path("/etc/certd.toml"), tomllib.loads(text))

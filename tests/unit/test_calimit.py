@@ -16,7 +16,7 @@ from monitor.events import EventBus
 from monitor.probe import Prober, TrustStore
 from monitor.store import RenewalRow, Store
 from renewers.ca.manual import ManualConnector
-from renewers.calimit import HOUR, OrderLimiter, Usage, judge_order
+from renewers.calimit import HOUR, OrderLimiter, Usage, Verdict, judge_order, on_clock_of
 from renewers.pipeline import Pipeline
 
 T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
@@ -153,3 +153,11 @@ async def test_the_pipeline_waits_at_submit_when_the_ca_is_at_its_limit(tmp_path
         assert second.next_at is not None and second.next_at > now
     finally:
         await store.close()
+
+
+def test_a_retry_time_judged_on_the_databases_clock_is_moved_onto_the_callers():
+    database_now = T0 + timedelta(minutes=90)  # the caller's clock is 90 minutes behind
+    verdict = Verdict(False, database_now + timedelta(minutes=40), "full")
+    moved = on_clock_of(verdict, database_now, T0)
+    assert moved == Verdict(False, T0 + timedelta(minutes=40), "full")
+    assert on_clock_of(Verdict(True), database_now, T0) == Verdict(True)

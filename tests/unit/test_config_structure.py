@@ -146,7 +146,7 @@ def test_known_keys_come_from_the_declarations():
     }  # fmt: skip
     assert toml_keys(RenewalConfig) == {
         "ca", "renew_before", "approval", "maintenance_window", "extra_sans", "key_length",
-        "digest", "subject", "verify_timeout", "max_lifetime", "require_eku",
+        "digest", "subject", "verify_timeout", "max_lifetime", "require_eku", "client_ca",
     }  # fmt: skip
 
 

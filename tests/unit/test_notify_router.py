@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -249,6 +250,22 @@ async def test_renewal_completed_ends_every_open_renewal_problem_of_its_target()
     }
     assert all(k.target == "expc1" for k in resolved.resolves)
     await router.aclose()
+
+
+def test_a_client_certificate_renewal_leaves_the_served_certificate_expiry_open():
+    window = ExpiryWindowEntered(
+        target="expc1", time=T0, endpoint="expc1.example.com:443", window_days=30,
+        days_left=20.0, not_after="2026-11-21T00:00:00+00:00", sha256="cc" * 32,
+    )  # fmt: skip
+    failed = stage_failed(target="expc1")
+    keys = [AlertKey.of(window), AlertKey.of(failed)]
+    client = RenewalCompleted(
+        target="expc1", time=T0, renewal_id="r1", new_sha256="dd" * 32,
+        not_after="2027-02-01", cert_kind="client",
+    )  # fmt: skip
+    assert resolutions(client, keys, blind=False) == (AlertKey.of(failed),)
+    server = dataclasses.replace(client, cert_kind="server")
+    assert resolutions(server, keys, blind=False) == tuple(keys)
 
 
 def test_resolutions_table():

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor.store import Store
-from renewers.pipeline import LEASE, take_lease
+from monitor.store import RenewalRow, Store
+from renewers.pipeline import LEASE, holding, take_lease
 
 HOLDER = textwrap.dedent(
     """
@@ -74,5 +74,36 @@ async def test_holder_on_another_host_is_left_to_expiry(tmp_path):
         assert await store.claim_lease("cucm:cucm1", other, datetime.now(UTC), LEASE)
         me = f"{socket.gethostname()}:{os.getpid()}:next"
         assert not await take_lease(store, "cucm:cucm1", me, datetime.now(UTC))
+    finally:
+        await store.close()
+
+
+async def test_a_renewal_on_sqlite_keeps_leases_as_they_were(tmp_path):
+    """SQLite has no sessions to judge: a renewal held by another host waits for the lease to
+    run out; one held by a dead process of this host is taken over at once."""
+    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
+    assert store.session_locks is None
+    now = datetime.now(UTC)
+    row = RenewalRow(
+        id="r1", target="t1", status="running", stage="submit", reason="t",
+        created_at=now, updated_at=now, next_at=None, attempts=0, message="", data={},
+    )  # fmt: skip
+    await store.create_renewal(row)
+    me = f"{socket.gethostname()}:{os.getpid()}:next"
+    clock = lambda: datetime.now(UTC)  # noqa: E731
+    try:
+        assert await store.claim_renewal("r1", "some-other-host:1:abc", now, LEASE)
+        async with holding(store, "r1", me, clock) as hold:
+            assert not await hold.claim()
+        assert await store.renewal_lease_owner("r1") == "some-other-host:1:abc"
+        assert await store.claim_renewal("r1", "x", now + LEASE * 2, LEASE)  # ran out
+        dead = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+        await dead.wait()
+        gone = f"{socket.gethostname()}:{dead.pid}:gone"
+        assert await store.claim_renewal("r1", gone, now + LEASE * 4, LEASE, take_from="x")
+        async with holding(store, "r1", me, clock) as hold:
+            assert await hold.claim()  # a dead process of this host: at once
+            assert await store.renewal_lease_owner("r1") == me
+        assert await store.renewal_lease_owner("r1") is None
     finally:
         await store.close()

@@ -15,10 +15,13 @@ from monitor.probe import Prober, TrustStore
 from monitor.store import RenewalRow, Store
 from renewers.expressway import ZoneState
 from renewers.pipeline import (
+    CLIENT,
+    SERVER,
     Pipeline,
     RecordError,
     RenewalRecord,
     TrustedCa,
+    kind_of,
     record_of,
 )
 from renewers.validate import Plan
@@ -72,10 +75,32 @@ def test_a_row_in_todays_shape_reads_typed_and_writes_back_unchanged() -> None:
     assert json.loads(json.dumps(record.to_data())) == TODAYS_ROW
 
 
+# A client certificate renewal (X15.5) past its restart: the keys only such a renewal writes.
+CLIENT_ROW = {**TODAYS_ROW, "kind": "client", "client_restarted": True}
+
+
 def test_every_field_of_the_record_is_a_stored_key() -> None:
     """A field added to the record without a key in the stored shape would be lost."""
     fields = {f.name for f in dataclasses.fields(RenewalRecord)} - {"extra"}
-    assert fields == set(TODAYS_ROW)
+    assert fields == set(CLIENT_ROW)
+
+
+def test_a_client_renewal_row_keeps_its_kind_and_old_rows_are_server_renewals() -> None:
+    record = RenewalRecord.from_data(CLIENT_ROW)
+    assert record.kind == CLIENT and record.client_restarted is True
+    assert json.loads(json.dumps(record.to_data())) == CLIENT_ROW
+    assert RenewalRecord.from_data(TODAYS_ROW).kind == SERVER
+    row = RenewalRow(
+        id="r1", target="c1", status="running", stage="csr", reason="t", created_at=NOW,
+        updated_at=NOW, next_at=None, attempts=0, message="", data=TODAYS_ROW,
+    )  # fmt: skip
+    assert kind_of(row) == SERVER
+    assert kind_of(dataclasses.replace(row, data=CLIENT_ROW)) == CLIENT
+
+
+def test_a_kind_this_version_does_not_renew_is_a_record_error() -> None:
+    with pytest.raises(RecordError, match="unknown renewal kind 'both'"):
+        RenewalRecord.from_data({"kind": "both"})
 
 
 def test_keys_of_another_version_are_kept() -> None:

@@ -12,6 +12,8 @@ from renewers.expressway import (
 )
 from renewers.pipeline.context import (
     Context,
+    generate_csr_on,
+    pending_csr_of,
 )
 from renewers.pipeline.outcomes import (
     Advance,
@@ -19,6 +21,7 @@ from renewers.pipeline.outcomes import (
     Outcome,
     OutcomeReason,
 )
+from renewers.pipeline.record import CLIENT
 from renewers.validate import (
     Plan,
 )
@@ -35,7 +38,9 @@ async def stage_csr(ctx: Context) -> Outcome:
     renewal = ctx.target.renewal
     assert renewal is not None
     async with ctx.devices.expressway(ctx.target) as box:
-        pending = await box.pending_csr()
+        pending = await pending_csr_of(box, ctx.kind)
+        page = "the X15.5 client certificate page" if ctx.kind == CLIENT else "Server certificate"
+        flag = " --kind client" if ctx.kind == CLIENT else ""
         if pending is not None:
             if csr_fits(pending, plan):
                 pem = pending.public_bytes(serialization.Encoding.PEM).decode()
@@ -48,12 +53,14 @@ async def stage_csr(ctx: Context) -> Outcome:
                 f"{ctx.target.name}: a CSR is pending on the box for {', '.join(csr_sans(pending))}, "
                 f"not the planned {', '.join(plan.sans)}; it is kept (a certificate signed for a "
                 "discarded CSR cannot be installed): get it signed and installed by hand, or "
-                "discard it on the box (Maintenance > Security > Server certificate), then run "
-                f"'expressway-certd renew {ctx.target.name} --now'",
+                f"discard it on the box (Maintenance > Security > {page}), then run "
+                f"'expressway-certd renew {ctx.target.name} --now{flag}'",
                 OutcomeReason.CSR_PENDING_MISMATCH,
             )
         subject = dict(renewal.subject)
-        csr = await box.generate_csr(
+        csr = await generate_csr_on(
+            box,
+            ctx.kind,
             CsrRequest(
                 additional_fqdns=plan.sans,
                 key_length=renewal.key_length,
@@ -64,7 +71,7 @@ async def stage_csr(ctx: Context) -> Outcome:
                 organization=subject.get("Organization"),
                 organizational_unit=subject.get("OrganizationalUnit"),
                 email=subject.get("Email"),
-            )
+            ),
         )
     ctx.update(csr_pem=csr.public_bytes(serialization.Encoding.PEM).decode())
     return Advance(f"CSR generated on the box for {len(plan.sans)} names")

@@ -1,5 +1,7 @@
 """Stage preflight: the SANs and the EKU the new certificate needs; a CA that cannot deliver
-them is refused before anything changes."""
+them is refused before anything changes. A renewal of kind client needs clientAuth (rule
+`x15.5-client-certificate`), a CA that is not ACME, and the box's client store resources in
+/api/raml (read, CSR, upload); a box that lists none blocks here with the manual fix."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from renewers.pipeline.outcomes import (
     Outcome,
     OutcomeReason,
 )
+from renewers.pipeline.record import CLIENT
 from renewers.validate import (
     make_plan,
     preflight,
@@ -54,12 +57,22 @@ async def stage_preflight(ctx: Context) -> Outcome:
         peer_version=snap.peer_version,
         max_lifetime_days=renewal.max_lifetime.days,
         require_eku=renewal.require_eku,
+        cert_kind=ctx.kind,
     )
     ctx.update(plan=plan)
     problems = preflight(
-        plan, ctx.ca_name, ctx.ca.capabilities().ekus, acme_scheduler=snap.acme_scheduler
+        plan,
+        ctx.ca_name,
+        ctx.ca.capabilities().ekus,
+        acme_scheduler=snap.acme_scheduler,
+        ca_kind=ctx.config.cas[ctx.ca_name].kind,
     )
+    if not problems and ctx.kind == CLIENT:
+        # Raises OperationUnsupported (the renewal blocks) naming what /api/raml lacks.
+        async with ctx.devices.expressway(ctx.target) as box:
+            await box.check_client_renewal()
     if problems:
         return Blocked("; ".join(p.message for p in problems), OutcomeReason.PREFLIGHT_REFUSED)
     ekus = "+".join(eku_config_name(e) for e in plan.required_eku)
-    return Advance(f"SANs {', '.join(plan.sans)}; EKU {ekus} (rule {plan.eku_rule})")
+    what = "client certificate: " if ctx.kind == CLIENT else ""
+    return Advance(f"{what}SANs {', '.join(plan.sans)}; EKU {ekus} (rule {plan.eku_rule})")

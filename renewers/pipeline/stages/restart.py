@@ -1,5 +1,7 @@
 """Stage restart (step E, restart): inside the maintenance window, one cluster peer at a
-time, until every endpoint serves the new certificate."""
+time, until every endpoint serves the new certificate. For kind client nothing served shows
+the client certificate: the restart is recorded (`client_restarted`) once the box is back, and
+stage verify reads the client certificate and the zones."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from renewers.pipeline.outcomes import (
     OutcomeReason,
     Wait,
 )
+from renewers.pipeline.record import CLIENT
 
 
 async def served_everywhere(ctx: Context, sha256: str) -> tuple[bool, list[str]]:
@@ -36,9 +39,13 @@ async def served_everywhere(ctx: Context, sha256: str) -> tuple[bool, list[str]]
 async def stage_restart(ctx: Context) -> Outcome:
     """Step E (restart) inside the maintenance window; cluster peers one at a time."""
     sha = ctx.installed_sha256
-    serving, _ = await served_everywhere(ctx, sha)
-    if serving:
-        return Advance("already serving the new certificate")
+    client = ctx.kind == CLIENT
+    if client and ctx.record.client_restarted:
+        return Advance("already restarted since the client certificate was uploaded")
+    if not client:
+        serving, _ = await served_everywhere(ctx, sha)
+        if serving:
+            return Advance("already serving the new certificate")
     renewal = ctx.target.renewal
     assert renewal is not None
     now = ctx.now()
@@ -59,6 +66,9 @@ async def stage_restart(ctx: Context) -> Outcome:
             )
         async with ctx.devices.expressway(ctx.target) as box:
             how = await box.restart(wait=True)
+        if client:
+            ctx.update(client_restarted=True)
+            return Advance(f"restarted via {how}; the box presents the new client certificate")
         deadline = time.monotonic() + renewal.verify_timeout.total_seconds()
         while True:
             serving, stale = await served_everywhere(ctx, sha)

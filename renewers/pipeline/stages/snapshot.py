@@ -1,4 +1,7 @@
-"""Stage snapshot (step A): the current certificate's facts, the version, role and zones."""
+"""Stage snapshot (step A): the current certificate's facts, the version, role and zones.
+For a renewal of kind client the current certificate is the X15.5 client certificate (its
+resource found in /api/raml); the box's own ACME scheduler and the X15.4 switch concern the
+server certificate only and are not read."""
 
 from __future__ import annotations
 
@@ -8,12 +11,13 @@ from monitor.errors import DeviceError
 from monitor.facts import cert_pem, facts_from_x509
 from renewers.pipeline.context import (
     Context,
+    installed_cert,
 )
 from renewers.pipeline.outcomes import (
     Advance,
     Outcome,
 )
-from renewers.pipeline.record import Snapshot
+from renewers.pipeline.record import SERVER, Snapshot
 
 log = structlog.get_logger("renewers.pipeline")
 
@@ -22,13 +26,16 @@ async def stage_snapshot(ctx: Context) -> Outcome:
     """Step A: record the current certificate's facts, the version, role and zones."""
     async with ctx.devices.expressway(ctx.target) as box:
         info = await box.system_info()
-        current = await box.server_certificate()
+        current = await installed_cert(box, ctx.kind)
         # A box whose RAML lacks zone status raises OperationUnsupported: the renewal blocks
         # naming it rather than checking nothing (issue 9).
         zones = tuple(await box.zones())
         role = ctx.target.role or info.role
-        acme_scheduler = await box.acme_scheduler(role=role)
-        server_eku_upload = await box.server_eku_upload_if_relevant(role)
+        acme_scheduler: bool | None = False
+        server_eku_upload = None
+        if ctx.kind == SERVER:
+            acme_scheduler = await box.acme_scheduler(role=role)
+            server_eku_upload = await box.server_eku_upload_if_relevant(role)
     peer_version = await _traversal_peer_version(ctx) if server_eku_upload else None
     facts = facts_from_x509(current)
     ctx.update(
@@ -48,7 +55,9 @@ async def stage_snapshot(ctx: Context) -> Outcome:
         )
     )
     return Advance(
-        f"{info.version} Expressway-{(role or '?').upper()}, serving {facts.sha256[:16]} "
+        f"{info.version} Expressway-{(role or '?').upper()}, "
+        + ("serving" if ctx.kind == SERVER else "client certificate")
+        + f" {facts.sha256[:16]} "
         f"(AKI {(facts.aki or '-')[:16]}, {len(facts.dns_names)} DNS SANs)"
     )
 

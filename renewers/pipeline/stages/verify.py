@@ -1,4 +1,6 @@
-"""Stage verify: every endpoint serves the new fingerprint and the zones are Active."""
+"""Stage verify: every endpoint serves the new fingerprint and the zones are Active. For kind
+client: the box shows the new client certificate and the zones (where the box is the TLS
+client and presents it) are Active."""
 
 from __future__ import annotations
 
@@ -6,6 +8,8 @@ from datetime import timedelta
 
 from renewers.pipeline.context import (
     Context,
+    installed_cert,
+    sha256_of,
 )
 from renewers.pipeline.outcomes import (
     Advance,
@@ -14,6 +18,7 @@ from renewers.pipeline.outcomes import (
     OutcomeReason,
     Wait,
 )
+from renewers.pipeline.record import CLIENT
 from renewers.pipeline.stages.restart import served_everywhere
 from renewers.validate import (
     ZoneReading,
@@ -24,17 +29,23 @@ from renewers.validate import (
 async def stage_verify(ctx: Context) -> Outcome:
     """Every endpoint serves the new fingerprint and the traversal / Unified CM zones are Active."""
     sha = ctx.installed_sha256
-    serving, stale = await served_everywhere(ctx, sha)
-    problems = [] if serving else [f"not serving the new certificate on {', '.join(stale)}"]
+    client = ctx.kind == CLIENT
+    problems: list[str] = []
+    if not client:
+        serving, stale = await served_everywhere(ctx, sha)
+        problems += [] if serving else [f"not serving the new certificate on {', '.join(stale)}"]
     async with ctx.devices.expressway(ctx.target) as box:
+        if client:
+            shown = sha256_of(await installed_cert(box, ctx.kind))
+            if shown != sha:
+                problems.append(f"the box shows client certificate {shown[:16]}, not {sha[:16]}")
         zones = await box.zones()
     seen_before = [z.name for z in ctx.snapshot.zones]
     readings = [ZoneReading(z.name, z.state, z.reason) for z in zones]
     problems += [p.message for p in check_zones(ctx.target.name, readings, seen_before)]
     if not problems:
-        return Advance(
-            f"{len(ctx.target.endpoints)} endpoints serve {sha[:16]}; {len(zones)} zones Active"
-        )
+        where = "client certificate" if client else f"{len(ctx.target.endpoints)} endpoints serve"
+        return Advance(f"{where} {sha[:16]}; {len(zones)} zones Active")
     renewal = ctx.target.renewal
     assert renewal is not None
     deadline = ctx.record.verify_deadline
