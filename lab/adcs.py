@@ -32,10 +32,9 @@ import spnego
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.serialization import pkcs7
 from multidict import CIMultiDict
 
-from lab.est import ThreadedHTTPS, lab_server_context
+from lab.est import ThreadedHTTPS, lab_server_context, pkcs7_der
 from lab.pki import CA, CLIENT_AUTH, SERVER_AUTH, cert_pem
 
 # The authenticated user of the request being handled (set by the auth middleware).
@@ -437,6 +436,11 @@ class ADCSSimulator:
     # Issue with the first DNS name only, as a template whose subject is built from Active
     # Directory (not "Supply in the request") ignores the CSR's SANs.
     drop_sans: bool = False
+    # certnew.p7b with the root first and the leaf last: CryptoAPI's PKCS#7 is a SET
+    # (RFC 2315 9.1, RFC 5652 5.1), and what reads it must not take the order as the chain's.
+    misorder: bool = False
+    # Certify a key of the CA's own instead of the CSR's (a CA that mixed up two requests).
+    other_key: bool = False
     requests: dict[int, CertRequest] = field(default_factory=dict)
     principals: list[str] = field(default_factory=list)
     auth_errors: list[str] = field(default_factory=list)
@@ -669,7 +673,9 @@ class ADCSSimulator:
         req.cert, _ = self.issuing.issue(
             str(cn[0].value) if cn else (sans[0] if sans else "adcs-client"),
             sans,
-            public_key=csr.public_key(),
+            public_key=None if self.other_key else csr.public_key(),
+            key_kind="ec",
+            key_size=256,
             eku=TEMPLATES[req.template],
             days=730,
         )
@@ -775,7 +781,9 @@ class ADCSSimulator:
                     lang, CR_DISP_ERROR, TEXT[lang]["m_not_found"], CRYPT_E_NOT_FOUND
                 )
             certs = [req.cert, *certs]
-        der = pkcs7.serialize_certificates(certs, serialization.Encoding.DER)
+        if self.misorder:
+            certs = list(reversed(certs))
+        der = pkcs7_der(certs)
         body = base64.encodebytes(der) if request.query.get("Enc") == "b64" else der
         return web.Response(body=body, content_type="application/x-pkcs7-certificates")
 

@@ -25,7 +25,13 @@ client expects:
 - `tls12_only` caps TLS at 1.2 (tls-unique exists only up to TLS 1.2, so PoP servers do),
   `require_client_cert` makes the handshake demand a certificate from `client_ca`;
 - `drop_sans` issues with the first DNS name only, as a CA profile that ignores the CSR's
-  SAN extension does.
+  SAN extension does;
+- `misorder` answers an enrollment with the issued certificate and its chain in a bag whose
+  order is its own (root, leaf, issuing CA) and `/cacerts` root first: a certs-only PKCS#7
+  holds its certificates in a SET (RFC 5652 5.1; RFC 7030 4.1.3 and 4.2.3 give no order),
+  so a server may send them in any order, and DER writers sort a SET by encoding;
+- `other_key` certifies a key of its own instead of the CSR's, as a broken RA or a CA that
+  mixed up two requests would.
 
 Also holds `ThreadedHTTPS`, which runs an aiohttp app in its own thread and loop so tests and
 subprocesses can talk to a simulator from any event loop. Imports nothing from monitor/,
@@ -151,9 +157,24 @@ def lab_server_context(
     return ctx
 
 
+def pkcs7_der(certs: list[x509.Certificate]) -> bytes:
+    """A certs-only PKCS#7 bag (DER) holding `certs` in the order given, as OpenSSL writes
+    one (Debian's `openssl crl2pkcs7 -nocrl -certfile` keeps the file's order; libest builds
+    its answers with OpenSSL). cryptography's serializer sorts the SET by encoding instead,
+    so its certificates are put back in the given order (same bytes, same length)."""
+    der = pkcs7.serialize_certificates(certs, serialization.Encoding.DER)
+    written = b"".join(
+        c.public_bytes(serialization.Encoding.DER) for c in pkcs7.load_der_pkcs7_certificates(der)
+    )
+    wanted = b"".join(c.public_bytes(serialization.Encoding.DER) for c in certs)
+    if der.count(written) != 1 or len(written) != len(wanted):
+        raise ValueError("cannot find the certificates in the PKCS#7 encoding")
+    return der.replace(written, wanted)
+
+
 def pkcs7_base64(certs: list[x509.Certificate], line_ending: bytes = b"\n") -> bytes:
     """A certs-only PKCS#7 bag, base64 in 64-column lines as OpenSSL's BIO writes them."""
-    der = pkcs7.serialize_certificates(certs, serialization.Encoding.DER)
+    der = pkcs7_der(certs)
     text = base64.b64encode(der)
     return b"".join(text[i : i + 64] + line_ending for i in range(0, len(text), 64))
 
@@ -216,6 +237,8 @@ class ESTSimulator:
     require_pop: bool = False  # libest server_enable_pop: tls-unique in the CSR, or an RA
     tls12_only: bool = False
     drop_sans: bool = False
+    misorder: bool = False  # answers in a bag order of its own (root first)
+    other_key: bool = False  # certifies a key of its own, not the CSR's
     content_type: str = CERTS_ONLY
     csr_attrs_der: bytes | None = None
     csr_attrs_nul: bool = False  # libest's example server: the body ends in a NUL byte
@@ -314,11 +337,16 @@ class ESTSimulator:
                 return user
         raise web.HTTPUnauthorized(text=UNAUTHORIZED)
 
+    def _bag(self, certs: list[x509.Certificate]) -> list[x509.Certificate]:
+        """Certificates in issuing order (leaf first), or with `misorder` in another order:
+        the last one (the root) first, then the rest as they came."""
+        return [certs[-1], *certs[:-1]] if self.misorder else certs
+
     async def _cacerts(self, request: web.Request) -> web.Response:
         self._label(request)
         self.hits.append("cacerts")
         return web.Response(
-            body=pkcs7_base64(self.issuing.chain()),
+            body=pkcs7_base64(self._bag(self.issuing.chain())),
             headers={"Content-Type": PKCS7_MIME, "Content-Transfer-Encoding": "base64"},
         )
 
@@ -393,12 +421,15 @@ class ESTSimulator:
             req.cert, _ = self.issuing.issue(
                 str(cn[0].value) if cn else (sans[0] if sans else "est-client"),
                 sans,
-                public_key=csr.public_key(),
+                public_key=None if self.other_key else csr.public_key(),
+                key_kind="ec",
+                key_size=256,
                 eku=self.eku,
                 days=90,
             )
+        bag = self._bag([req.cert, *self.issuing.chain()]) if self.misorder else [req.cert]
         return web.Response(
-            body=pkcs7_base64([req.cert]),
+            body=pkcs7_base64(bag),
             headers={"Content-Type": self.content_type, "Content-Transfer-Encoding": "base64"},
         )
 

@@ -183,7 +183,7 @@ class ExpresswaySim:
     workdir: Path | None = None
     # Test-only: where a CSR's RSA key comes from, `csr_keys(key_length)`. None (the default,
     # and what the demo and `expressway-certd lab` use): a fresh key per CSR, as the box makes.
-    # Tests pass a pool of pre-generated keys (tests/keypool.py) so that a renewal does not wait
+    # Tests pass a pool of cheaply made keys (tests/keypool.py) so that a renewal does not wait
     # seconds for an RSA-4096 key; a key the box holds (served, installed, client store) is
     # never taken again.
     csr_keys: Callable[[int], PrivateKey] | None = field(default=None, repr=False)

@@ -5,6 +5,7 @@ These are the "Show (decoded)" facts of Cisco's step A and what steps C and D co
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 from dataclasses import dataclass, field
@@ -51,14 +52,71 @@ def pkcs7_certificates(data: bytes, *, pem: bool = False) -> list[x509.Certifica
 
     cryptography raises UnsupportedAlgorithm (not ValueError) for a well-formed PKCS#7 of
     another content type (data, enveloped, ...): a CA answer is input, so both mean "not a
-    certificate bag" to the caller.
+    certificate bag" to the caller. A DER bag is read by `_der_bag_certificates` first, so
+    one written in OpenSSL's order (not DER-sorted) needs no deprecated BER fallback.
     """
+    if not pem:
+        with contextlib.suppress(ValueError):
+            return _der_bag_certificates(data)
     try:
         if pem:
             return pkcs7.load_pem_pkcs7_certificates(data)
         return pkcs7.load_der_pkcs7_certificates(data)
     except UnsupportedAlgorithm as exc:
         raise ValueError(f"not a PKCS#7 signed-data certificate bag ({exc})") from None
+
+
+_SIGNED_DATA = bytes.fromhex("06092a864886f70d010702")  # OID 1.2.840.113549.1.7.2, DER
+
+
+def _der_element(data: bytes, pos: int, end: int) -> tuple[int, int, int]:
+    """(tag, start, end) of the value of the definite-length DER element at `pos`."""
+    if pos + 2 > end:
+        raise ValueError("truncated")
+    tag, first = data[pos], data[pos + 1]
+    pos += 2
+    if first & 0x80:
+        size = first & 0x7F
+        if not 1 <= size <= 4 or pos + size > end:
+            raise ValueError("indefinite or oversized length")
+        length = int.from_bytes(data[pos : pos + size], "big")
+        pos += size
+    else:
+        length = first
+    if pos + length > end:
+        raise ValueError("truncated")
+    return tag, pos, pos + length
+
+
+def _der_bag_certificates(data: bytes) -> list[x509.Certificate]:
+    """The certificates of a DER certs-only SignedData in the order they are written.
+
+    OpenSSL (libest, `openssl crl2pkcs7`) writes the SET of certificates in the order it was
+    given, not sorted as DER's SET OF rule wants; cryptography reads such a bag only through
+    a deprecated BER fallback. ValueError for anything else (BER, another content type)."""
+    tag, pos, end = _der_element(data, 0, len(data))
+    if tag != 0x30 or end != len(data) or data[pos : pos + len(_SIGNED_DATA)] != _SIGNED_DATA:
+        raise ValueError("not a PKCS#7 SignedData")
+    tag, pos, end = _der_element(data, pos + len(_SIGNED_DATA), end)  # [0] EXPLICIT content
+    if tag != 0xA0:
+        raise ValueError("no SignedData content")
+    tag, pos, end = _der_element(data, pos, end)  # SignedData SEQUENCE
+    if tag != 0x30:
+        raise ValueError("SignedData is not a SEQUENCE")
+    for expected in (0x02, 0x31, 0x30):  # version, digestAlgorithms, encapContentInfo
+        tag, _, pos = _der_element(data, pos, end)
+        if tag != expected:
+            raise ValueError("malformed SignedData")
+    if pos >= end or data[pos] != 0xA0:  # [0] IMPLICIT certificates (optional)
+        return []
+    _, pos, end = _der_element(data, pos, end)
+    certs: list[x509.Certificate] = []
+    while pos < end:
+        tag, _, stop = _der_element(data, pos, end)
+        if tag == 0x30:  # a Certificate; other CertificateChoices are not X.509 ones
+            certs.append(x509.load_der_x509_certificate(data[pos:stop]))
+        pos = stop
+    return certs
 
 
 def cert_pem(cert: x509.Certificate) -> str:

@@ -17,6 +17,7 @@ from hypothesis import settings as hypothesis_settings
 
 from lab.pki import CA, CLIENT_AUTH, SERVER_AUTH, write_key_and_chain
 from lab.tls import LabListener, server_context
+from tests.pg import postgres_server
 
 # `make test` runs the property tests with a fixed seed, so CI's verdict is reproducible and
 # never depends on the draw; `make fuzz` draws fresh inputs (and is where new examples come
@@ -43,6 +44,14 @@ def need_binary(name: str) -> str:
             pytest.fail(f"{name} is not installed; `make test` should have installed it")
         pytest.skip(f"{name} not installed (make test installs it)")
     return path
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """One PostgreSQL server for the session (started when a test first asks for it); take a
+    database of your own on it with tests.pg.fresh_database."""
+    with postgres_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,14 @@
-"""A throwaway PostgreSQL server on loopback (Debian `postgresql`), for store tests."""
+"""A throwaway PostgreSQL server on loopback (Debian `postgresql`), for store tests.
+
+`postgres_server()` starts one (initdb, start, wait: seconds of a busy CI machine); the tests
+share one per session (the `pg_server` fixture in tests/conftest.py) and each takes a fresh,
+empty database of its own on it with `fresh_database()`: what a test stores, migrates or
+locks (advisory locks, LISTEN/NOTIFY) stays inside its database."""
 
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import pwd
 import shutil
@@ -16,6 +22,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import free_port
+
+_databases = itertools.count(1)
 
 
 def _pg_bin() -> Path | None:
@@ -73,3 +81,17 @@ def postgres_server() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def fresh_database(server_url: str, prefix: str = "certd_test") -> str:
+    """Create an empty database on the server at `server_url`; its SQLAlchemy URL."""
+    bindir = _pg_bin()
+    assert bindir is not None, "postgres_server() has skipped or failed already"
+    rest = server_url.split("@", 1)[1]  # 127.0.0.1:PORT/postgres
+    host, port = rest.split("/", 1)[0].rsplit(":", 1)
+    name = f"{prefix}_{os.getpid()}_{next(_databases)}"
+    subprocess.run(
+        [str(bindir / "createdb"), "-h", host, "-p", port, "-U", "certd", name],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return server_url.rsplit("/", 1)[0] + f"/{name}"

@@ -53,7 +53,6 @@ from renewers.ca.base import (
     log,
     order_chain,
     parse_retry_after,
-    pick_leaf,
     retry_at,
     write_private,
 )
@@ -555,14 +554,7 @@ class ACMEConnector(ConnectorBase):
     ) -> Issued:
         response = await self._call("certificate", lambda: self._post_as_get(url))
         certs = load_pem_certs(response.content)
-        leaf = pick_leaf(certs, csr)
-        if leaf is None or leaf.public_key() != csr.public_key():
-            raise self.error(
-                "certificate",
-                "the certificate chain does not hold a certificate for the CSR's key",
-                "report it to the CA; submit again",
-                reason="bad_response",
-            )
+        leaf = self.leaf_for("certificate", certs, csr, "report it to the CA; submit again")
         # RFC 8555 7.4.2 puts the leaf first, then each issuer; a CA that does not is read
         # by the names, as the pipeline and the Expressway expect the issuing order.
         return Issued(leaf, order_chain(leaf, certs), profile)

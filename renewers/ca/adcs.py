@@ -533,12 +533,13 @@ class ADCSConnector(ConnectorBase):
                     reason="bad_response",
                 )
             leaf = certs[0]
-            if csr is not None and leaf.public_key() != csr.public_key():
-                raise self.error(
+            if csr is not None:
+                leaf = self.leaf_for(
                     "retrieve",
-                    f"request {req_id} returned a certificate for another key",
+                    certs,
+                    csr,
+                    f"tell the CA administrator request {req_id} certified another key; "
                     "submit the CSR again",
-                    reason="bad_response",
                 )
             chain = await self.ca_chain()
             return Issued(leaf, order_chain(leaf, list(chain)))

@@ -269,6 +269,33 @@ class ConnectorBase:
                 time.perf_counter() - started
             )
 
+    def leaf_for(
+        self,
+        step: str,
+        certs: list[x509.Certificate] | tuple[x509.Certificate, ...],
+        csr: x509.CertificateSigningRequest,
+        fix: str,
+    ) -> x509.Certificate:
+        """The certificate of a CA's answer that is for the CSR's key, wherever it stands (a
+        PKCS#7 certs-only bag is a SET, RFC 5652 5.1: its order says nothing). None there:
+        refused with reason `wrong_key`, naming what the CA certified instead, and counted in
+        expressway_ca_errors_total (the answer arrived: no request failed to count it)."""
+        want = _spki(csr.public_key())
+        for cert in certs:
+            if _spki(cert.public_key()) == want:
+                return cert
+        others = " and ".join(c.subject.rfc4514_string() for c in certs if not _is_ca(c))
+        exc = self.error(
+            step,
+            "no certificate the CA returned is for the CSR's key"
+            + (f" (it certified another key: {others})" if others else ""),
+            fix,
+            reason="wrong_key",
+        )
+        CA_ERRORS.labels(self.name, self.kind, exc.reason).inc()
+        log.warning("ca.request_failed", ca=self.name, kind=self.kind, op=step, error=str(exc))
+        raise exc
+
     def request_count(self, op: str) -> int:
         """How many requests of one kind this instance sent (tests and `sign` progress)."""
         return self._ops.get(op, 0)
@@ -292,6 +319,21 @@ class ConnectorBase:
                 "submit the CSR again",
                 reason="bad_handle",
             )
+
+
+def _spki(key: Any) -> bytes:
+    return bytes(
+        key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
 
 
 _KEY_USAGES = (
@@ -424,25 +466,6 @@ def order_chain(
             break
         current = parent
     return tuple(chain + pool)
-
-
-def pick_leaf(
-    certs: list[x509.Certificate], csr: x509.CertificateSigningRequest | None
-) -> x509.Certificate | None:
-    """The end-entity certificate: the one with the CSR's key, else the first non-CA one."""
-
-    def is_ca(c: x509.Certificate) -> bool:
-        try:
-            return bool(c.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-        except x509.ExtensionNotFound:
-            return False
-
-    if csr is not None:
-        key = csr.public_key()
-        for cert in certs:
-            if cert.public_key() == key:
-                return cert
-    return next((c for c in certs if not is_ca(c)), None)
 
 
 def client_ssl_context(

@@ -35,7 +35,6 @@ from renewers.ca.base import (
     client_ssl_context,
     order_chain,
     parse_retry_after,
-    pick_leaf,
     retry_at,
 )
 from renewers.ca.est_config import ESTConfig
@@ -409,14 +408,7 @@ class ESTConnector(ConnectorBase):
                 reason="bad_response",
             )
         certs = self._certs(op, reply)
-        leaf = pick_leaf(certs, csr)
-        if leaf is None or leaf.public_key() != csr.public_key():
-            raise self.error(
-                op,
-                "the answer holds no certificate for the CSR's key",
-                "tell the CA operator; submit the CSR again",
-                reason="bad_response",
-            )
+        leaf = self.leaf_for(op, certs, csr, "tell the CA operator; submit the CSR again")
         chain = await self.ca_chain()
         return Issued(leaf, order_chain(leaf, list(chain)))
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from monitor.durations import utcnow
 from monitor.facts import EKU_CONFIG_NAMES
@@ -88,16 +87,9 @@ class ManualConnector(ConnectorBase):
                 "submit the CSR again",
                 reason="bad_handle",
             ) from None
-        spki = serialization.PublicFormat.SubjectPublicKeyInfo
-        if leaf.public_key().public_bytes(
-            serialization.Encoding.DER, spki
-        ) != csr.public_key().public_bytes(serialization.Encoding.DER, spki):
-            raise self.error(
-                "provide",
-                "the certificate is not for the CSR's key",
-                f"get {handle['csr_file']} signed and hand in that certificate",
-                reason="wrong_key",
-            )
+        self.leaf_for(
+            "provide", [leaf], csr, f"get {handle['csr_file']} signed and hand in that certificate"
+        )
         return self.outcome("provide", Issued(leaf, order_chain(leaf, list(chain))), csr)
 
     async def ca_chain(self) -> tuple[x509.Certificate, ...]:

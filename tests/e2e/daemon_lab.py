@@ -1,6 +1,6 @@
-"""The daemon as a real process (`python -m expressway_certd.cli run`) renewing certificates of the lab,
-whose simulators live in the test process: config for a fast daemon, the renewal API as the
-tests read it, and the simulators' counters to assert exact counts on."""
+"""The daemon as a real process (the service `expressway-certd run` starts) renewing
+certificates of the lab, whose simulators live in the test process: config for a fast daemon,
+the renewal API as the tests read it, and the simulators' counters to assert exact counts on."""
 
 from __future__ import annotations
 
@@ -92,14 +92,20 @@ class LabDaemon(DaemonProcess):
         *,
         kill_at: str | None = None,
         host: str | None = None,
+        cucm_poll: float | None = 0.1,
     ) -> None:
-        """`kill_at` ("[TARGET:]POINT"): run the daemon through tests/e2e/seamed_daemon.py,
-        whose fault seam SIGKILLs the process at that point of the renewal pipeline; `host`
-        (with `kill_at`): the host name it reports in its lease owner and replica ids."""
+        """The daemon runs through tests/e2e/seamed_daemon.py: `kill_at` ("[TARGET:]POINT"):
+        its fault seam SIGKILLs the process at that point of the renewal pipeline; `host`:
+        the host name it reports in its lease owner and replica ids; `cucm_poll`: it polls
+        the lab's Unified CM services this often (they restart in a blink; the real client
+        waits 2 s between polls). None of them: `expressway-certd run`."""
         self.token = secrets.token_urlsafe(16)
-        entry = ("-m", "tests.e2e.seamed_daemon", "--kill-at", kill_at) if kill_at else None
-        if entry and host:
-            entry = (*entry, "--host", host)
+        seams = [
+            *(("--kill-at", kill_at) if kill_at else ()),
+            *(("--host", host) if host else ()),
+            *(("--cucm-poll", str(cucm_poll)) if cucm_poll else ()),
+        ]
+        entry = ("-m", "tests.e2e.seamed_daemon", *seams) if seams else None
         super().__init__(
             config,
             port,

@@ -24,6 +24,7 @@ from tests.integration.ca_servers import (  # noqa: F401 - fixtures
     bind9_server,
     pebble_server,
 )
+from tests.keypool import KEY_POOL
 
 
 def forgotten_account(data_dir: Path, pebble: Pebble, name: str) -> str:
@@ -55,6 +56,7 @@ async def test_daemon_registers_again_and_audits_it(
     anchors.write_bytes(b"".join(r.public_bytes(Encoding.PEM) for r in pebble.roots()))
     async with Lab(
         tmp_path / "lab",
+        csr_keys=KEY_POOL,
         domain=ZONE,
         cert_days=10,
         restart_seconds=0.3,

@@ -15,6 +15,7 @@ from lab.est import ESTSimulator
 from lab.renewal import add_renewal, est_ca_section, set_daemon_keys
 from lab.topology import Lab
 from monitor.facts import load_certificates
+from tests.keypool import KEY_POOL
 
 TOKEN = "approve-token-0123456789"
 
@@ -36,7 +37,9 @@ async def test_approve_over_the_api(tmp_path):
     token_file.write_text(TOKEN)
     os.chmod(token_file, 0o600)
     try:
-        async with Lab(tmp_path / "lab", restart_seconds=0.3, cert_days=10) as lab:
+        async with Lab(
+            tmp_path / "lab", csr_keys=KEY_POOL, restart_seconds=0.3, cert_days=10
+        ) as lab:
             path = lab.write_config(tmp_path / "certd.toml")
             text = add_renewal(path.read_text(), "expe-c1", 'ca = "lab-est", approval = "manual"')
             text = set_daemon_keys(
@@ -110,7 +113,9 @@ async def test_cancel_over_the_api_then_start_afresh(tmp_path):
     token_file.write_text(TOKEN)
     os.chmod(token_file, 0o600)
     try:
-        async with Lab(tmp_path / "lab", restart_seconds=0.3, cert_days=10) as lab:
+        async with Lab(
+            tmp_path / "lab", csr_keys=KEY_POOL, restart_seconds=0.3, cert_days=10
+        ) as lab:
             path = lab.write_config(tmp_path / "certd.toml")
             text = add_renewal(path.read_text(), "expe-c1", 'ca = "lab-est", approval = "manual"')
             text = set_daemon_keys(

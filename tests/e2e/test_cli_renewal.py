@@ -13,6 +13,7 @@ from lab.renewal import add_renewal, est_ca_section
 from lab.topology import Lab
 from monitor.facts import load_certificates
 from renewers.pipeline import STAGES
+from tests.keypool import KEY_POOL
 
 
 async def cli(*args: str) -> tuple[int, str, str]:
@@ -28,7 +29,9 @@ async def cli(*args: str) -> tuple[int, str, str]:
 async def test_plan_renew_status(tmp_path):
     est = ESTSimulator().start()
     try:
-        async with Lab(tmp_path / "lab", restart_seconds=0.3, cert_days=10) as lab:
+        async with Lab(
+            tmp_path / "lab", csr_keys=KEY_POOL, restart_seconds=0.3, cert_days=10
+        ) as lab:
             path = lab.write_config(tmp_path / "certd.toml")
             text = add_renewal(path.read_text(), "expe-c1", 'ca = "lab-est"')
             path.write_text(text + est_ca_section(est, tmp_path))
@@ -89,7 +92,9 @@ async def test_plan_shows_both_certificates_of_an_x15_5_box(tmp_path):
     server certificate; an X15.4 box has none and says so in JSON only."""
     est = ESTSimulator().start()
     try:
-        async with Lab(tmp_path / "lab", restart_seconds=0.3, c_version="X15.5") as lab:
+        async with Lab(
+            tmp_path / "lab", csr_keys=KEY_POOL, restart_seconds=0.3, c_version="X15.5"
+        ) as lab:
             path = lab.write_config(tmp_path / "certd.toml")
             text = add_renewal(path.read_text(), "expe-c1", 'ca = "lab-est"')
             text = add_renewal(text, "expe-e1", 'ca = "lab-est"')

@@ -18,6 +18,7 @@ from renewers.cucm import DEFAULT_RESTART_SERVICES
 from renewers.pipeline import STAGES
 from tests.e2e.daemon_lab import LabDaemon, daemon_config
 from tests.helpers import free_port
+from tests.keypool import KEY_POOL
 
 SERVICES = ("Cisco CallManager", "Cisco Tftp", "Cisco Tomcat")  # Tomcat last
 
@@ -52,7 +53,11 @@ async def test_sigkill_between_two_service_restarts_restarts_each_once(tmp_path:
     est = ESTSimulator().start()
     try:
         async with Lab(
-            tmp_path / "lab", cucm_nodes=2, restart_seconds=0.2, service_restart_seconds=0.05
+            tmp_path / "lab",
+            csr_keys=KEY_POOL,
+            cucm_nodes=2,
+            restart_seconds=0.2,
+            service_restart_seconds=0.05,
         ) as lab:
             port = free_port()
             config = daemon_config(
@@ -96,6 +101,7 @@ async def test_restarts_wait_for_the_window_after_trust_and_approval(tmp_path: P
     try:
         async with Lab(
             tmp_path / "lab",
+            csr_keys=KEY_POOL,
             cucm_nodes=2,
             restart_seconds=0.2,
             service_restart_seconds=0.05,
@@ -139,6 +145,7 @@ async def test_a_service_not_activated_is_skipped_not_an_error(tmp_path: Path) -
     try:
         async with Lab(
             tmp_path / "lab",
+            csr_keys=KEY_POOL,
             restart_seconds=0.2,
             service_restart_seconds=0.05,
             cucm_deactivated=("Cisco Tftp",),

@@ -22,6 +22,7 @@ from tests.conftest import need_binary
 from tests.e2e.daemon_lab import LabDaemon, daemon_config
 from tests.helpers import free_port
 from tests.integration.test_trust_map_alerts import start_prometheus
+from tests.keypool import KEY_POOL
 
 
 async def cli(*args: str) -> tuple[int, str, str]:
@@ -74,7 +75,9 @@ async def test_weekly_window_approval_and_nine_days_left(tmp_path):
     )
     est = ESTSimulator().start()
     try:
-        async with Lab(tmp_path / "lab", restart_seconds=0.3, cert_days=9) as lab:
+        async with Lab(
+            tmp_path / "lab", csr_keys=KEY_POOL, restart_seconds=0.3, cert_days=9
+        ) as lab:
             port = free_port()
             config = daemon_config(
                 lab, tmp_path, {"expe-c1": renewal}, est_ca_section(est, tmp_path), port=port

@@ -21,6 +21,7 @@ from monitor.probe import Prober, TrustStore
 from monitor.store import Store
 from renewers.ca import build_connector
 from renewers.pipeline import Pipeline
+from tests.keypool import KEY_POOL
 
 
 async def cli(*args: str) -> tuple[int, str, str]:
@@ -39,7 +40,7 @@ async def test_manual_ca_with_provide(tmp_path):
     csr_dir = tmp_path / "csrs"
     chain_file = tmp_path / "portal-chain.pem"
     chain_file.write_bytes(cert_pem(portal.cert) + cert_pem(portal_root.cert))
-    async with Lab(tmp_path / "lab", restart_seconds=0.3) as lab:
+    async with Lab(tmp_path / "lab", csr_keys=KEY_POOL, restart_seconds=0.3) as lab:
         path = lab.write_config(tmp_path / "certd.toml")
         text = add_renewal(path.read_text(), "expe-c1", 'ca = "portal"')
         text += f'\n[ca.portal]\nkind = "manual"\ncsr_dir = "{csr_dir}"\nchain = "{chain_file}"\n'
@@ -108,7 +109,7 @@ async def test_provide_with_a_rogue_chain_plants_no_ca(tmp_path):
     chain_file.write_bytes(cert_pem(portal_root.cert))
     rogue_root = CA.create("Portal Root CA")  # same name, another key
     rogue = CA.create("Rogue Issuing CA", parent=rogue_root)
-    async with Lab(tmp_path / "lab", restart_seconds=0.3) as lab:
+    async with Lab(tmp_path / "lab", csr_keys=KEY_POOL, restart_seconds=0.3) as lab:
         path = lab.write_config(tmp_path / "certd.toml")
         text = add_renewal(path.read_text(), "expe-c1", 'ca = "portal", approval = "auto"')
         text += f'\n[ca.portal]\nkind = "manual"\ncsr_dir = "{tmp_path / "csrs"}"\nchain = "{chain_file}"\n'
@@ -221,7 +222,7 @@ async def test_a_forged_aki_does_not_pass_as_the_same_ca(tmp_path):
     with its own self-signed chain, is refused at validate: the chain must build to an anchor
     the operator configured, not to a root the answer brought along."""
     rogue_root = CA.create("Rogue Root CA")
-    async with Lab(tmp_path / "lab", restart_seconds=0.3) as lab:
+    async with Lab(tmp_path / "lab", csr_keys=KEY_POOL, restart_seconds=0.3) as lab:
         rogue = forged_issuer(rogue_root, lab.expressway_c.served_cert)
         path = lab.write_config(tmp_path / "certd.toml")
         text = add_renewal(path.read_text(), "expe-c1", 'ca = "portal", approval = "auto"')

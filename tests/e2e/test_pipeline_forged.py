@@ -26,6 +26,7 @@ from monitor.probe import Prober, TrustStore
 from monitor.store import Store
 from monitor.watch import Monitor
 from renewers.manager import RenewalManager
+from tests.keypool import KEY_POOL
 
 
 async def test_forged_cert_on_an_extra_endpoint_starts_no_renewal(tmp_path: Path) -> None:
@@ -41,7 +42,7 @@ async def test_forged_cert_on_an_extra_endpoint_starts_no_renewal(tmp_path: Path
     cert_file, key_file = write_key_and_chain(tmp_path / "rogue", "forged", forged, key, [])
     listener = await LabListener(context=server_context(cert_file, key_file)).start()
     try:
-        async with Lab(tmp_path / "lab", restart_seconds=0.3) as lab:
+        async with Lab(tmp_path / "lab", csr_keys=KEY_POOL, restart_seconds=0.3) as lab:
             c, e, cucm = lab.expressway_c, lab.expressway_e, lab.cucm
             text = lab.write_config(tmp_path / "certd.toml").read_text()
             text = add_renewal(text, "expe-c1", 'ca = "lab-est", approval = "auto"')

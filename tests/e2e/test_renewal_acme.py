@@ -23,6 +23,7 @@ from tests.integration.ca_servers import (  # noqa: F401 - fixtures
     bind9_server,
     pebble_server,
 )
+from tests.keypool import KEY_POOL
 
 
 async def test_acme_dns01_renewal_from_pebble(
@@ -36,6 +37,7 @@ async def test_acme_dns01_renewal_from_pebble(
     anchors.write_bytes(b"".join(r.public_bytes(Encoding.PEM) for r in pebble.roots()))
     async with Lab(
         tmp_path / "lab",
+        csr_keys=KEY_POOL,
         domain=ZONE,
         cert_days=10,
         restart_seconds=0.3,

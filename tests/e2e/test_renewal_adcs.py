@@ -20,6 +20,7 @@ from lab.adcs import ADCSSimulator
 from lab.topology import Lab
 from tests.e2e.daemon_lab import BoxCounts, LabDaemon, daemon_config
 from tests.helpers import free_port
+from tests.keypool import KEY_POOL
 
 PASSWORD_ENV = "CERTD_TEST_ADCS_PASSWORD"
 
@@ -47,6 +48,7 @@ async def test_webserver_template_refused_on_x14_c_accepted_on_x15_4_e(
     with ADCSSimulator() as adcs:
         async with Lab(
             tmp_path / "lab",
+            csr_keys=KEY_POOL,
             c_peers=2,
             c_version="X14.3",
             e_version="X15.4",

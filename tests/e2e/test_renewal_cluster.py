@@ -16,6 +16,7 @@ from lab.topology import Lab
 from renewers.pipeline import STAGES
 from tests.e2e.daemon_lab import BoxCounts, LabDaemon, daemon_config
 from tests.helpers import free_port
+from tests.keypool import KEY_POOL
 
 
 async def test_cluster_peers_restart_one_at_a_time(tmp_path: Path) -> None:
@@ -23,6 +24,7 @@ async def test_cluster_peers_restart_one_at_a_time(tmp_path: Path) -> None:
     try:
         async with Lab(
             tmp_path / "lab",
+            csr_keys=KEY_POOL,
             c_peers=2,
             cert_days=10,
             restart_seconds=1.0,

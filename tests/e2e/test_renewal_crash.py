@@ -29,6 +29,7 @@ from lab.topology import Lab
 from renewers.pipeline import STAGES
 from tests.e2e.daemon_lab import BoxCounts, LabDaemon, daemon_config
 from tests.helpers import free_port
+from tests.keypool import KEY_POOL
 
 # killed before the outcome was persisted: the stage runs again and says so
 UNSAVED = {
@@ -55,7 +56,11 @@ async def kill_chain(tmp_path: Path, kill_points: Sequence[str]) -> None:
     est = ESTSimulator().start()
     try:
         async with Lab(
-            tmp_path / "lab", c_peers=2, restart_seconds=0.2, service_restart_seconds=0.05
+            tmp_path / "lab",
+            csr_keys=KEY_POOL,
+            c_peers=2,
+            restart_seconds=0.2,
+            service_restart_seconds=0.05,
         ) as lab:
             peers = lab.expressway_c_peers
             renewal = 'ca = "lab-est", key_length = 2048'

@@ -18,6 +18,7 @@ from renewers.pipeline import STAGES
 from tests.e2e.daemon_lab import BoxCounts, LabDaemon, daemon_config
 from tests.helpers import free_port
 from tests.integration.libest import PASSWORD, USER, LibESTCA, libest_ca
+from tests.keypool import KEY_POOL
 
 __all__ = ["libest_ca"]  # the module-scoped `libest` fixture
 
@@ -54,7 +55,11 @@ async def test_daemon_renews_through_libest(libest: LibESTCA, tmp_path: Path) ->
     root = x509.load_pem_x509_certificate(libest.cacert.read_bytes())
     with libest.serve(ca_config=libest.server_profile_config()) as server:
         async with Lab(
-            tmp_path / "lab", cert_days=10, restart_seconds=0.3, service_restart_seconds=0.05
+            tmp_path / "lab",
+            csr_keys=KEY_POOL,
+            cert_days=10,
+            restart_seconds=0.3,
+            service_restart_seconds=0.05,
         ) as lab:
             c = lab.expressway_c
             config, port = lab_config(lab, libest, server.url, tmp_path)
@@ -76,7 +81,11 @@ async def test_daemon_renews_through_libest(libest: LibESTCA, tmp_path: Path) ->
 async def test_the_example_profile_is_refused_at_validate(libest: LibESTCA, tmp_path: Path) -> None:
     with libest.serve() as server:
         async with Lab(
-            tmp_path / "lab", cert_days=10, restart_seconds=0.3, service_restart_seconds=0.05
+            tmp_path / "lab",
+            csr_keys=KEY_POOL,
+            cert_days=10,
+            restart_seconds=0.3,
+            service_restart_seconds=0.05,
         ) as lab:
             c = lab.expressway_c
             before = c.served_cert
@@ -104,7 +113,11 @@ async def test_the_daemon_waits_as_long_as_libests_retry_after(
     issued_before = libest.issued()
     with libest.serve("-m", "90", ca_config=libest.server_profile_config()) as server:
         async with Lab(
-            tmp_path / "lab", cert_days=10, restart_seconds=0.3, service_restart_seconds=0.05
+            tmp_path / "lab",
+            csr_keys=KEY_POOL,
+            cert_days=10,
+            restart_seconds=0.3,
+            service_restart_seconds=0.05,
         ) as lab:
             c = lab.expressway_c
             config, port = lab_config(lab, libest, server.url, tmp_path)

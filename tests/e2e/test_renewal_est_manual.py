@@ -14,13 +14,18 @@ from lab.topology import Lab
 from renewers.pipeline import STAGES
 from tests.e2e.daemon_lab import BoxCounts, LabDaemon, daemon_config, until
 from tests.helpers import free_port
+from tests.keypool import KEY_POOL
 
 
 async def test_renewal_waits_for_the_est_operator_then_finishes(tmp_path: Path) -> None:
     est = ESTSimulator(manual_approval=True, retry_after=1).start()
     try:
         async with Lab(
-            tmp_path / "lab", cert_days=10, restart_seconds=0.3, service_restart_seconds=0.05
+            tmp_path / "lab",
+            csr_keys=KEY_POOL,
+            cert_days=10,
+            restart_seconds=0.3,
+            service_restart_seconds=0.05,
         ) as lab:
             c = lab.expressway_c
             port = free_port()

@@ -297,6 +297,10 @@ class Harness:
     # From now on the CA issues with the first DNS name only (None: this CA cannot; ACME's
     # finalize refuses a CSR whose names differ from the order's, so Pebble never drops one)
     drop_sans: Callable[[], None] | None = None
+    # From now on the CA returns its certificates in an order of its own (root first) / a
+    # certificate for a key of its own, not the CSR's (None: this CA cannot be made to)
+    misorder: Callable[[], None] | None = None
+    other_key: Callable[[], None] | None = None
     # The [ca.NAME] table as of now, when it follows set_manual/drop_sans (else `toml`)
     toml_of: Callable[[], str] | None = None
     # The CA forgets the requests it holds (a reset CA); None: the simulator's `requests.clear`
@@ -376,6 +380,8 @@ password = "env:CERTD_TEST_SECRET"
             toml,
             poll_resubmits=True,
             drop_sans=lambda: setattr(sim, "drop_sans", True),
+            misorder=lambda: setattr(sim, "misorder", True),
+            other_key=lambda: setattr(sim, "other_key", True),
         )
 
 
@@ -503,6 +509,8 @@ trust_anchor = "{sim.trust_anchor}"
             "Adcs-Secret1",
             toml,
             drop_sans=lambda: setattr(sim, "drop_sans", True),
+            misorder=lambda: setattr(sim, "misorder", True),
+            other_key=lambda: setattr(sim, "other_key", True),
         )
 
 
@@ -575,7 +583,9 @@ def manual_harness(tmp_path: Path) -> Harness:
     chain_file = tmp_path / "portal-chain.pem"
     chain_file.write_bytes(b"".join(cert_pem(c) for c in portal.chain()))
     csr_dir = tmp_path / "csrs"
-    portal_drops = {"sans": False}  # the portal's profile keeps only the first name
+    # the portal's profile keeps only the first name; the operator hands in the chain root
+    # first; the portal certifies a key of its own (the operator uploaded another CSR)
+    portal_does = {"drop_sans": False, "misorder": False, "other_key": False}
 
     def config(env: str, anchor: Path | None) -> ManualConfig:
         return ManualConfig("portal", csr_dir=csr_dir, chain=chain_file)
@@ -588,9 +598,16 @@ def manual_harness(tmp_path: Path) -> Harness:
         names = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         dns = names.get_values_for_type(x509.DNSName)
         leaf, _ = portal.issue(
-            dns[0], dns[:1] if portal_drops["sans"] else dns, public_key=csr.public_key()
+            dns[0],
+            dns[:1] if portal_does["drop_sans"] else dns,
+            public_key=None if portal_does["other_key"] else csr.public_key(),
+            key_kind="ec",
+            key_size=256,
         )
-        return conn.accept(result.handle, leaf, await conn.ca_chain())  # type: ignore[no-any-return]
+        chain = await conn.ca_chain()
+        if portal_does["misorder"]:
+            chain = tuple(reversed(chain))
+        return conn.accept(result.handle, leaf, chain)  # type: ignore[no-any-return]
 
     toml = f"""[ca.portal]
 kind = "manual"
@@ -610,7 +627,9 @@ chain = "{chain_file}"
         "",
         toml,
         finish=operator_signs,
-        drop_sans=lambda: portal_drops.update(sans=True),
+        drop_sans=lambda: portal_does.update(drop_sans=True),
+        misorder=lambda: portal_does.update(misorder=True),
+        other_key=lambda: portal_does.update(other_key=True),
     )
 
 

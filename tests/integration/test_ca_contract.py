@@ -347,31 +347,91 @@ async def test_pending_then_denied_fails_naming_the_ca_and_its_reason(denying: M
     assert getattr(info.value, "retryable", None) is False
 
 
-async def test_chain_in_the_wrong_order_is_returned_in_issuing_order(faulty: Misbehaving) -> None:
-    faulty.fault(rewrite_certificate(lambda certs: list(reversed(certs))))
-    csr = make_csr(*faulty.names())
-    conn = faulty.connector()
-    issued = await until_issued(conn, await conn.submit(csr))
+@dataclass
+class Miscertifying:
+    """A CA that can be made to return its certificates in an order of its own, or a
+    certificate for a key that is not the CSR's."""
+
+    name: str
+    connector: Callable[[], Any]
+    names: Callable[[], list[str]]
+    finish: Callable[[Any, Issued | Pending], Awaitable[Issued]]  # result -> the certificate
+    misorder: Callable[[], None]  # from now on: root first, leaf anywhere
+    other_key: Callable[[], None]  # from now on: a certificate for a key of the CA's own
+
+
+def stranger_certificate(certs: list[x509.Certificate]) -> list[x509.Certificate]:
+    stranger = CA.create("Stranger CA")
+    leaf, _ = stranger.issue("someone-else.lab.test", key_kind="ec", key_size=256)
+    return [leaf, stranger.cert]
+
+
+@pytest.fixture(params=["est", "libest", *ADCS_KINDS, "manual", "acme"], name="miscertifying")
+def miscertifying_fixture(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Miscertifying]:
+    """Every kind whose CA can be made to do it: the EST simulator (a certs-only bag root
+    first, with the leaf inside), the AD CS simulator (certnew.p7b root first), a portal
+    operator who hands the chain in root first or a certificate for another key, and Pebble
+    behind the fault proxy (the PEM chain reversed, or another CA's certificate)."""
+    if request.param == "libest":
+        pytest.skip(
+            "Cisco's estserver cannot be made to: its example CA (example/util/ossl_srv.c, "
+            "OpenSSL's `ca` app built in) signs the CSR's own key, and no option of it "
+            "reorders its answer or certifies another key"
+        )
+    if request.param == "acme":
+        for bad in acme_misbehaving(
+            tmp_path, request.getfixturevalue("pebble_chain"), request.getfixturevalue("bind9")
+        ):
+            yield Miscertifying(
+                bad.name, bad.connector, bad.names, until_issued,
+                lambda bad=bad: bad.fault(rewrite_certificate(lambda c: list(reversed(c)))),
+                lambda bad=bad: bad.fault(rewrite_certificate(stranger_certificate)),
+            )  # fmt: skip
+        return
+    for h in make_harness(request.param, request, tmp_path, monkeypatch):
+        assert h.misorder is not None and h.other_key is not None
+        yield Miscertifying(
+            h.name, lambda h=h: h.connector(), h.names, h.issued, h.misorder, h.other_key
+        )
+
+
+async def test_chain_in_the_wrong_order_is_returned_in_issuing_order(
+    miscertifying: Miscertifying,
+) -> None:
+    """Leaf = the certificate for the CSR's key, chain leaf -> root: what validate checks
+    and what the Expressway (OpenSSL) takes, leaf then intermediates."""
+    bad = miscertifying
+    bad.misorder()
+    csr = make_csr(*bad.names())
+    conn = bad.connector()
+    issued = await bad.finish(conn, await conn.submit(csr))
     assert issued.leaf.public_key() == csr.public_key()
-    assert len(issued.chain) >= 2, "Pebble was asked for two intermediates"
+    assert len(issued.chain) >= 2, "the CA has an intermediate and a root to put in order"
     issued.leaf.verify_directly_issued_by(issued.chain[0])
     for lower, upper in zip(issued.chain, issued.chain[1:], strict=False):
         lower.verify_directly_issued_by(upper)
 
 
-async def test_certificate_for_a_different_key_is_refused(faulty: Misbehaving) -> None:
-    stranger = CA.create("Stranger CA")
-
-    def other_key(certs: list[x509.Certificate]) -> list[x509.Certificate]:
-        leaf, _ = stranger.issue("someone-else.lab.test", key_kind="ec", key_size=256)
-        return [leaf, stranger.cert]
-
-    faulty.fault(rewrite_certificate(other_key))
-    with pytest.raises(CAError) as info:
-        await faulty.connector().submit(make_csr(*faulty.names()))
+async def test_certificate_for_a_different_key_is_refused_naming_the_ca_and_the_fix(
+    miscertifying: Miscertifying,
+) -> None:
+    bad = miscertifying
+    bad.other_key()
+    conn = bad.connector()
+    errors = {"name": "expressway_ca_errors_total", "ca": bad.name, "kind": conn.kind}
+    before = metric(**errors, reason="wrong_key")
+    with pytest.raises(CARequestError) as info:
+        await bad.finish(conn, await conn.submit(make_csr(*bad.names())))
+    assert metric(**errors, reason="wrong_key") == before + 1, "counted once, for the alert"
     message = str(info.value)
-    assert message.startswith(f"CA '{faulty.name}': certificate: ")
-    assert "CSR's key" in message
+    assert message.startswith(f"CA '{bad.name}': ")
+    assert "no certificate the CA returned is for the CSR's key" in message
+    _, sep, fix = message.partition("CSR's key")[2].rpartition("; ")
+    assert sep and fix.strip(), "the error says what the operator can do"
+    assert info.value.reason == "wrong_key"
+    assert not info.value.retryable
 
 
 @dataclass

@@ -13,7 +13,7 @@ import pytest
 from monitor.config_ca import CALimits
 from monitor.store import Store
 from renewers.calimit import HOUR, OrderLimiter
-from tests.pg import postgres_server
+from tests.pg import fresh_database
 from tests.unit.test_calimit import in_submit
 
 pytestmark = pytest.mark.integration
@@ -22,9 +22,8 @@ T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def pg_url():
-    with postgres_server() as url:
-        yield url
+def pg_url(pg_server):
+    return fresh_database(pg_server)
 
 
 async def test_replicas_racing_for_slots_never_exceed_the_limits(pg_url):

@@ -25,16 +25,9 @@ from monitor.events import ProbeFailed
 from monitor.store import Store
 from tests.helpers import free_port
 from tests.integration import schema_0_1 as v01
-from tests.pg import postgres_server
 
 REPO = Path(__file__).resolve().parents[2]
 _db_numbers = itertools.count(1)
-
-
-@pytest.fixture(scope="module")
-def pg_server():
-    with postgres_server() as url:
-        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -27,6 +27,7 @@ from tests.integration.test_promtool_rules import (
     dashboard_queries,
     rule_exprs,
 )
+from tests.keypool import KEY_POOL
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +67,9 @@ async def test_dashboard_queries_return_data_from_a_real_prometheus(tmp_path: Pa
     port = free_port()
     est = ESTSimulator().start()
     try:
-        async with Lab(tmp_path / "lab", restart_seconds=1.0, cert_days=10) as lab:
+        async with Lab(
+            tmp_path / "lab", csr_keys=KEY_POOL, restart_seconds=1.0, cert_days=10
+        ) as lab:
             cfg = lab.write_config(tmp_path / "certd.toml")
             text = add_renewal(cfg.read_text(), RENEWING, 'ca = "lab-est"')
             text = set_daemon_keys(

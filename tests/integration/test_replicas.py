@@ -17,13 +17,12 @@ from monitor.errors import ConfigError
 from monitor.replicas import Registry, Replica, assign, hold_sqlite_state
 from monitor.store import Store
 from tests.helpers import DaemonProcess, free_port
-from tests.pg import postgres_server
+from tests.pg import fresh_database
 
 
 @pytest.fixture(scope="module")
-def pg_url():
-    with postgres_server() as url:
-        yield url
+def pg_url(pg_server):
+    return fresh_database(pg_server)
 
 
 def replica(name: str) -> Replica:

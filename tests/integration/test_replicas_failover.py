@@ -18,7 +18,6 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -31,7 +30,7 @@ from tests.bench.bench_daemon import config_toml
 from tests.bench.farm import PORTS_PER_HOST, Farm
 from tests.conftest import need_binary
 from tests.helpers import free_port
-from tests.pg import postgres_server
+from tests.pg import fresh_database
 
 pytestmark = pytest.mark.integration
 
@@ -141,9 +140,8 @@ def prom_query(base: str, expr: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
-    with postgres_server() as url:
-        yield url
+def pg_url(pg_server: str) -> str:
+    return fresh_database(pg_server)
 
 
 @pytest.mark.timeout(400)

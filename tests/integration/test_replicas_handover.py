@@ -32,7 +32,8 @@ from monitor.store import Store, renewals
 from renewers.pipeline import LEASE, STAGES
 from tests.e2e.daemon_lab import BoxCounts, LabDaemon, daemon_config
 from tests.helpers import free_port
-from tests.pg import postgres_server
+from tests.keypool import KEY_POOL
+from tests.pg import fresh_database
 
 pytestmark = pytest.mark.integration
 
@@ -77,15 +78,18 @@ async def lease_of(store: Store, renewal_id: str) -> tuple[str | None, datetime 
 
 @pytest.mark.timeout(400)
 async def test_a_killed_replicas_renewal_is_finished_by_the_survivor_before_its_lease_ends(
-    tmp_path: Path,
+    tmp_path: Path, pg_server: str
 ) -> None:
     est = ESTSimulator().start()
     try:
-        with postgres_server() as url:
-            async with Lab(
-                tmp_path / "lab", restart_seconds=0.2, service_restart_seconds=0.05
-            ) as lab:
-                await handover(tmp_path, lab, est, url)
+        url = fresh_database(pg_server)
+        async with Lab(
+            tmp_path / "lab",
+            csr_keys=KEY_POOL,
+            restart_seconds=0.2,
+            service_restart_seconds=0.05,
+        ) as lab:
+            await handover(tmp_path, lab, est, url)
     finally:
         est.stop()
 

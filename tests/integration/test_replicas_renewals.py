@@ -19,7 +19,7 @@ from monitor.probe import Prober, TrustStore
 from monitor.replicas import Ownership
 from monitor.store import RenewalRow, Store
 from renewers.manager import RenewalManager
-from tests.pg import postgres_server
+from tests.pg import fresh_database
 
 pytestmark = pytest.mark.integration
 
@@ -57,9 +57,8 @@ def config(tmp_path, approval: str = "auto"):
 
 
 @pytest.fixture
-def pg_url():  # a fresh server each: the tests start renewals for the same targets
-    with postgres_server() as url:
-        yield url
+def pg_url(pg_server):  # a fresh database each: the tests start renewals for the same targets
+    return fresh_database(pg_server)
 
 
 def replica(me: str, cfg, store: Store) -> tuple[RenewalManager, RecordingDevices, Ownership]:

@@ -37,7 +37,7 @@ from monitor.store import RenewalRow, Store, leases, renewals
 from renewers.manager import RenewalManager
 from renewers.pipeline import LEASE, Pipeline, holding
 from renewers.pipeline.locks import exclusive
-from tests.pg import postgres_server
+from tests.pg import fresh_database
 
 pytestmark = pytest.mark.integration
 
@@ -76,9 +76,8 @@ HOLDER = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def pg_url():
-    with postgres_server() as url:
-        yield url
+def pg_url(pg_server):
+    return fresh_database(pg_server)
 
 
 @pytest.fixture

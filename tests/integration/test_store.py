@@ -10,13 +10,12 @@ import sqlalchemy as sa
 from monitor.errors import StoreError
 from monitor.events import ProbeFailed
 from monitor.store import EndpointRow, HistoryRow, Store
-from tests.pg import postgres_server
+from tests.pg import fresh_database
 
 
-@pytest.fixture(scope="session")
-def pg_url():
-    with postgres_server() as url:
-        yield url
+@pytest.fixture(scope="module")
+def pg_url(pg_server):
+    return fresh_database(pg_server)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

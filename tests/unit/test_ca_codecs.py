@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from prometheus_client import REGISTRY
 
-from lab.pki import CA
+from lab.est import pkcs7_der
+from lab.pki import CA, cert_pem
 from monitor.errors import CAError
 from monitor.facts import SERVER_AUTH
 from renewers.ca.acme import ari_cert_id
@@ -105,6 +106,32 @@ def test_channel_binding_is_tls_server_end_point(chain: list[x509.Certificate]) 
 def test_order_chain_puts_issuer_first(chain: list[x509.Certificate]) -> None:
     leaf, issuing, root = chain
     assert order_chain(leaf, [root, leaf, issuing]) == (issuing, root)
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 0, 1), (2, 1, 0), (1, 2, 0)])
+def test_lab_pkcs7_bags_keep_the_order_given_as_openssl_writes_them(
+    chain: list[x509.Certificate], order: tuple[int, ...], tmp_path: Path
+) -> None:
+    """The oracle is Debian's openssl: `crl2pkcs7` writes a bag in the order of its input
+    (cryptography's serializer sorts it), and `pkcs7 -print_certs` reads ours in our order."""
+    certs = [chain[i] for i in order]
+    pem = tmp_path / "certs.pem"
+    pem.write_bytes(b"".join(cert_pem(c) for c in certs))
+    theirs = subprocess.run(
+        ["openssl", "crl2pkcs7", "-nocrl", "-certfile", str(pem), "-outform", "DER"],
+        capture_output=True, check=True, timeout=10,
+    ).stdout  # fmt: skip
+    assert _openssl_reads(theirs) == certs
+    assert _openssl_reads(pkcs7_der(certs)) == certs
+
+
+def _openssl_reads(bag: bytes) -> list[x509.Certificate]:
+    """The certificates of a DER PKCS#7 bag in the order Debian's openssl reads them."""
+    pem = subprocess.run(
+        ["openssl", "pkcs7", "-inform", "DER", "-print_certs"],
+        input=bag, capture_output=True, check=True, timeout=10,
+    ).stdout  # fmt: skip
+    return x509.load_pem_x509_certificates(pem)
 
 
 def test_write_private_is_0600_in_a_0700_directory(tmp_path: Path) -> None:

@@ -61,7 +61,7 @@ def test_a_certificate_for_another_key_is_refused(tmp_path: Path) -> None:
     portal = CA.create("Portal CA")
     stranger, _ = portal.issue("a.example.com", ["a.example.com"])
     with pytest.raises(
-        CARequestError, match=r"CA 'portal': provide: .*not for the CSR's key"
+        CARequestError, match=r"CA 'portal': provide: no certificate .* is for the CSR's key"
     ) as info:
         conn.accept(pending.handle, stranger)
     assert info.value.reason == "wrong_key"

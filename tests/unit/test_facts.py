@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import ipaddress
+import subprocess
+import warnings
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -11,7 +14,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from lab.pki import CA, CLIENT_AUTH, SERVER_AUTH, key_pem
 from monitor.errors import CertParseError
-from monitor.facts import SAN, diff_facts, load_certificates, parse_facts
+from monitor.facts import SAN, diff_facts, load_certificates, parse_facts, pkcs7_certificates
 from tests.conftest import pem
 
 
@@ -179,3 +182,31 @@ def test_diff_of_a_renewal_from_the_same_ca(make_cert):
     assert not diff.eku_changed and not diff.issuer_changed
     same = diff_facts(old, old)
     assert not same.cert_changed and not same.key_changed
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 0, 1), (2, 1, 0)])
+def test_pkcs7_bag_as_openssl_writes_it_is_read_in_its_order_without_the_ber_fallback(
+    order: tuple[int, ...], tmp_path: Path
+) -> None:
+    """Debian's `openssl crl2pkcs7` writes the SET of certificates in its input's order (as
+    libest and other OpenSSL-based CAs do); cryptography reads such a bag only through a
+    deprecated BER fallback that warns it "may become an exception". Read it without."""
+    root = CA.create("Bag Root")
+    issuing = CA.create("Bag Issuing", parent=root)
+    leaf, _ = issuing.issue("bag.example.com", key_kind="ec", key_size=256)
+    certs = [[leaf, issuing.cert, root.cert][i] for i in order]
+    bundle = tmp_path / "certs.pem"
+    bundle.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs))
+    bag = subprocess.run(
+        ["openssl", "crl2pkcs7", "-nocrl", "-certfile", str(bundle), "-outform", "DER"],
+        capture_output=True, check=True, timeout=10,
+    ).stdout  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert pkcs7_certificates(bag) == certs
+
+
+def test_pkcs7_reader_refuses_what_is_not_a_certificate_bag() -> None:
+    for data in (b"", b"\x30\x03\x02\x01\x01", b"\x30\x82\xff\xff", b"not der"):
+        with pytest.raises(ValueError):
+            pkcs7_certificates(data)
