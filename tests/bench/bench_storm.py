@@ -12,8 +12,8 @@ ordered twice).
 
 A renewal that finds no free order slot waits at submit and asks again a minute later
 (renewers/calimit.py, `CONCURRENT_RECHECK`), so with `concurrent_orders = C` the storm moves at
-about C orders a minute however fast the CA answers: the default C keeps 1,000 targets to about
-ten minutes.
+most about C orders a minute however fast the CA answers. The default C (100) is above what the
+pipeline keeps open at once on a 2-core machine (about 20), so there the pipeline sets the pace.
 """
 
 from __future__ import annotations

@@ -38,3 +38,10 @@ def test_a_pool_hands_out_its_keys_in_turn(pool: None) -> None:
 
 def test_a_pool_does_not_touch_ec_keys(pool: None) -> None:
     assert _der(new_key("ec", 256)) != _der(new_key("ec", 256))
+
+
+def test_the_first_keys_of_a_pool_are_distinct_whatever_came_before(pool: None) -> None:
+    new_key("rsa", 1024)  # an odd number of draws before the pool is set up again
+    share_rsa_keys(2)
+    first, second = _der(new_key("rsa", 1024)), _der(new_key("rsa", 1024))
+    assert first != second
