@@ -263,7 +263,9 @@ def check_zones(
             Problem(
                 "no-zones-read",
                 f"{target}: the box reported no zones, so none could be checked; look at "
-                "Status > Zones on the box (a box without zones must say so in its config)",
+                "Status > Zones on the box (a box that has no zones at all cannot be checked "
+                "this way: check its services by hand, then end the renewal with "
+                "`expressway-certd cancel ID`; the new certificate stays installed)",
             )
         ]
     problems = [
