@@ -46,7 +46,8 @@ from monitor.store import Store
 from monitor.text import printable
 from monitor.watch import EndpointState
 from renewers.clientcert import read_client_cert, readable
-from renewers.pipeline import Devices, RecordError, record_of, trust_boxes
+from renewers.pipeline import Devices, RecordError, kind_of, record_of, trust_boxes
+from renewers.pipeline.record import SERVER as SERVER_KIND
 from renewers.trustmap import (
     EXPRESSWAY_STORE,
     ClientCopy,
@@ -88,10 +89,14 @@ def served_chains(states: Iterable[EndpointState]) -> dict[str, tuple[x509.Certi
 
 
 async def pending_chains(store: Store) -> dict[str, tuple[x509.Certificate, ...]]:
-    """target -> (new leaf, its chain) of each active renewal that has an issued certificate."""
+    """target -> (new leaf, its chain) of each active renewal of the server certificate that
+    has an issued certificate. A renewal of the X15.5 client certificate replaces nothing the
+    box serves, so it never stands for the served certificate's successor."""
     rows = await store.renewals_for(None, active_only=True, limit=1000)
     out: dict[str, tuple[x509.Certificate, ...]] = {}
     for row in rows:
+        if kind_of(row) != SERVER_KIND:
+            continue
         try:
             issued = record_of(row).issued
         except RecordError:  # the runner blocks that renewal, naming the fault

@@ -16,14 +16,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from expressway_certd.config import load_config
-from expressway_certd.trustmap_live import gather
+from expressway_certd.trustmap_live import gather, pending_chains
 from lab.pki import CA
 from monitor.clientcert import STATUS_ERROR, STATUS_NOT_APPLICABLE, STATUS_OK, ClientCertState
 from monitor.config import Config, ExpresswayConfig, UnifiedCMConfig
 from monitor.endpoint import Endpoint
 from monitor.errors import DeviceError
 from monitor.probe import Observation
+from monitor.store import RenewalRow
 from renewers.expressway import OperationUnsupported, SystemInfo
+from renewers.pipeline.record import CLIENT, IssuedCert, RenewalRecord
 from renewers.trustmap import BROKEN, CLIENT_CERT, OK, SERVER_CERT, UNKNOWN, relations, trust_map
 
 NOW = datetime.now(UTC)
@@ -314,3 +316,36 @@ def test_an_upgrade_since_the_daemons_read_is_seen_at_once(
     c_to_e = got[("expe-c1", "expe-e1", "trusted-ca")]
     assert (c_to_e.status, c_to_e.relation.presenter_cert) == (BROKEN, CLIENT_CERT)
     assert d.boxes["expe-c1"].client_reads == 1
+
+
+class _Renewals:
+    """A store that answers `renewals_for` with the rows given (what pending_chains reads)."""
+
+    def __init__(self, rows: list[RenewalRow]) -> None:
+        self.rows = rows
+
+    async def renewals_for(self, *_: Any, **__: Any) -> list[RenewalRow]:
+        return self.rows
+
+
+def _active_renewal(rid: str, target: str, record: RenewalRecord) -> RenewalRow:
+    now = datetime(2026, 12, 3, tzinfo=UTC)
+    return RenewalRow(
+        rid, target, "waiting", "approve", "expiry", now, now, None, 0, "", record.to_data()
+    )
+
+
+async def test_a_pending_client_certificate_renewal_is_not_the_served_certificates_successor() -> (
+    None
+):
+    ca = CA.create("Pending CA")
+    leaf, _ = ca.issue("expe-c1.example.com", ["expe-c1.example.com"])
+    pem = leaf.public_bytes(serialization.Encoding.PEM).decode()
+    issued = IssuedCert(pem, ca.cert.public_bytes(serialization.Encoding.PEM).decode())
+    rows = [
+        _active_renewal("r1", "expe-c1", RenewalRecord(issued=issued, kind=CLIENT)),
+        _active_renewal("r2", "expe-e1", RenewalRecord(issued=issued)),
+    ]
+    pending = await pending_chains(_Renewals(rows))  # type: ignore[arg-type]
+    assert set(pending) == {"expe-e1"}
+    assert pending["expe-e1"][0] == leaf
