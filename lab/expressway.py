@@ -716,6 +716,20 @@ class ExpresswaySim:
     def _pending_key(self, store: str) -> PrivateKey | None:
         return self.pending.key if self.pending and self.pending.store == store else None
 
+    def _keyed_upload(
+        self, cert: x509.Certificate, store: str, installed: _Keyed
+    ) -> _Keyed | web.Response:
+        """An uploaded certificate with the key it belongs to: the pending CSR's of this store
+        (the one CSR slot is then free), else the store's installed key; a refusal otherwise."""
+        pending = self._pending_key(store)
+        key = pending or installed.key
+        if not _same_public_key(cert, key):
+            where = "the pending certificate signing request" if pending else f"the {store}"
+            return _message(400, f"The certificate does not match the private key of {where}")
+        if pending is not None:
+            self.pending = None
+        return _Keyed(cert, key)
+
     async def _upload_server_cert(self, request: web.Request) -> web.Response:
         cert = await self._read_upload(request, "server certificate")
         if isinstance(cert, web.Response):
@@ -723,14 +737,10 @@ class ExpresswaySim:
         refusal = self._eku_refusal(cert)
         if refusal:
             return _message(400, refusal)
-        pending = self._pending_key("server")
-        key = pending or self.installed.key
-        if not _same_public_key(cert, key):
-            where = "the pending certificate signing request" if pending else "the server"
-            return _message(400, f"The certificate does not match the private key of {where}")
-        self.installed = _Keyed(cert, key)
-        if pending is not None:
-            self.pending = None
+        keyed = self._keyed_upload(cert, "server", self.installed)
+        if isinstance(keyed, web.Response):
+            return keyed
+        self.installed = keyed
         self.uploads += 1
         return _message(200, "Server certificate uploaded; restart the system to use it")
 
@@ -748,14 +758,10 @@ class ExpresswaySim:
             return _message(
                 400, "Certificate EKU check failed: TLS Web Client Authentication is required"
             )
-        pending = self._pending_key("client")
-        key = pending or self.client_installed.key
-        if not _same_public_key(cert, key):
-            where = "the pending certificate signing request" if pending else "the client"
-            return _message(400, f"The certificate does not match the private key of {where}")
-        self.client_installed = _Keyed(cert, key)
-        if pending is not None:
-            self.pending = None
+        keyed = self._keyed_upload(cert, "client", self.client_installed)
+        if isinstance(keyed, web.Response):
+            return keyed
+        self.client_installed = keyed
         self.client_uploads += 1
         return _message(200, "Client certificate uploaded; restart the system to use it")
 
