@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml packaging/lab/pyproject.toml
 	$(PY) -m pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
 	# The simulators are the lab extra, a distribution of their own (packaging/lab/).
 	$(PY) -m pip install -q -e ./packaging/lab -e '.[test,lab]' 2>&1 | $(QUIET_PIP)
-	$(PY) -c 'import monitor, lab, acme, spnego, dns'
+	$(PY) -c 'import expressway_certd.monitor, expressway_certd_lab, acme, spnego, dns'
 	touch $(STAMP)
 
 # Debian packages the tests start on loopback (installed once, services not auto-started);

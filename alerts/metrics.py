@@ -15,14 +15,14 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from alerts.exposition import label_value
-from monitor.backlog import Backlog
-from monitor.clientcert import STATUSES, ClientCertState
-from monitor.config import ExpresswayConfig
-from monitor.facts import CertFacts
-from monitor.policy import Drift
-from monitor.store import RenewalRow
-from monitor.watch import EndpointState, Key
+from expressway_certd.alerts.exposition import label_value
+from expressway_certd.monitor.backlog import Backlog
+from expressway_certd.monitor.clientcert import STATUSES, ClientCertState
+from expressway_certd.monitor.config import ExpresswayConfig
+from expressway_certd.monitor.facts import CertFacts
+from expressway_certd.monitor.policy import Drift
+from expressway_certd.monitor.store import RenewalRow
+from expressway_certd.monitor.watch import EndpointState, Key
 
 ENDPOINT_LABELS = ["target", "host", "port", "service"]
 INFO_LABELS = [*ENDPOINT_LABELS, "cluster", "role", "subject", "issuer", "serial", "sha256", "aki"]

@@ -21,10 +21,10 @@ from typing import Protocol
 import structlog
 from prometheus_client import CollectorRegistry, Counter
 
-from monitor.config_notify import Routing
-from monitor.durations import utcnow
-from monitor.errors import CertdError
-from monitor.events import EVENT_TYPES, Event
+from expressway_certd.monitor.config_notify import Routing
+from expressway_certd.monitor.durations import utcnow
+from expressway_certd.monitor.errors import CertdError
+from expressway_certd.monitor.events import EVENT_TYPES, Event
 
 log = structlog.get_logger("alerts.notify")
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from alerts.exposition import label_value
+from expressway_certd.alerts.exposition import label_value
 
 TRUST_MAP_STATE = "trust-map.json"
 LABELS = ("from", "to", "relation")

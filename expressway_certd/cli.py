@@ -13,8 +13,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from monitor import __version__
-from monitor.errors import CertdError
+from expressway_certd.monitor import __version__
+from expressway_certd.monitor.errors import CertdError
 
 # (verb, module that registers it, one-line help), in the order `--help` lists them.
 VERBS: tuple[tuple[str, str, str], ...] = (
@@ -63,7 +63,7 @@ VERBS: tuple[tuple[str, str, str], ...] = (
         "expressway_certd.cmd_trustmap",
         "show which TLS relations of the deployment are ok, broken or will break",
     ),
-    ("lab", "lab.cmd_lab", "run the simulated Expressway pair and Unified CM"),
+    ("lab", "expressway_certd_lab.cmd_lab", "run the simulated Expressway pair and Unified CM"),
 )
 COMMAND_MODULES = tuple(dict.fromkeys(module for _, module, _ in VERBS))
 
@@ -112,7 +112,9 @@ LAB_MISSING = (
 
 
 def _is_lab(exc: ModuleNotFoundError) -> bool:
-    return exc.name is not None and (exc.name == "lab" or exc.name.startswith("lab."))
+    return exc.name is not None and (
+        exc.name == "expressway_certd_lab" or exc.name.startswith("expressway_certd_lab.")
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,14 +19,14 @@ from typing import Any
 from cryptography import x509
 
 from expressway_certd.config import load_config
-from monitor.config import Config
-from monitor.config_ca import CAConfig
-from monitor.durations import format_duration, parse_duration, utcnow
-from monitor.errors import CAError, ConfigError
-from monitor.facts import cert_pem
-from monitor.logging import configure_logging
-from renewers.ca import build_connector
-from renewers.ca.base import CAConnector, Issued, Pending, dropped_from
+from expressway_certd.monitor.config import Config
+from expressway_certd.monitor.config_ca import CAConfig
+from expressway_certd.monitor.durations import format_duration, parse_duration, utcnow
+from expressway_certd.monitor.errors import CAError, ConfigError
+from expressway_certd.monitor.facts import cert_pem
+from expressway_certd.monitor.logging import configure_logging
+from expressway_certd.renewers.ca import build_connector
+from expressway_certd.renewers.ca.base import CAConnector, Issued, Pending, dropped_from
 
 EXIT_PENDING = 3
 EXIT_CA_CHANGED = 4

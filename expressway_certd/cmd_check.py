@@ -24,13 +24,13 @@ from typing import Any
 from cryptography import x509
 
 from expressway_certd.config import load_config
-from monitor.config import Config, ExpresswayConfig
-from monitor.errors import CertParseError, ConfigError
-from monitor.facts import cert_pem, facts_from_x509, facts_json, load_certificates
-from monitor.text import printable
-from renewers.decode import Decoded, read_file_bytes, render
-from renewers.expressway import OperationUnsupported
-from renewers.handcheck import (
+from expressway_certd.monitor.config import Config, ExpresswayConfig
+from expressway_certd.monitor.errors import CertParseError, ConfigError
+from expressway_certd.monitor.facts import cert_pem, facts_from_x509, facts_json, load_certificates
+from expressway_certd.monitor.text import printable
+from expressway_certd.renewers.decode import Decoded, read_file_bytes, render
+from expressway_certd.renewers.expressway import OperationUnsupported
+from expressway_certd.renewers.handcheck import (
     EXPRESSWAY_STORE_LABEL,
     HandCheck,
     Situation,
@@ -39,7 +39,7 @@ from renewers.handcheck import (
     fingerprint,
     offline_holders,
 )
-from renewers.pipeline import ConfiguredDevices, Devices, trust_boxes, zone_kinds
+from expressway_certd.renewers.pipeline import ConfiguredDevices, Devices, trust_boxes, zone_kinds
 
 EXIT_SAFE, EXIT_UNSAFE = 0, 1
 

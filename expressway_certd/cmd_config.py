@@ -11,9 +11,9 @@ import sys
 from typing import Any
 
 from expressway_certd.config import load_config
-from monitor.config import check_runtime, startup_warnings
-from monitor.config_base import redact_url
-from monitor.durations import format_duration
+from expressway_certd.monitor.config import check_runtime, startup_warnings
+from expressway_certd.monitor.config_base import redact_url
+from expressway_certd.monitor.durations import format_duration
 
 
 def register(subparsers: Any) -> None:

@@ -26,7 +26,7 @@ def register(subparsers: Any) -> None:
 
 
 async def _db(url: str, action: str) -> tuple[str, bool]:
-    from monitor.store import Store  # noqa: PLC0415 - keeps `--help` fast
+    from expressway_certd.monitor.store import Store  # noqa: PLC0415 - keeps `--help` fast
 
     store = await Store.open(url, migrate=False)
     try:

@@ -23,16 +23,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from expressway_certd_lab.est import ESTSimulator
+from expressway_certd_lab.pki import cert_pem
+from expressway_certd_lab.renewal import add_renewal, est_ca_section, set_daemon_keys, trust_also
+from expressway_certd_lab.scenarios import DEFAULT, SCENARIOS, Scenario, listing, scenario
+from expressway_certd_lab.topology import Lab
+
 from expressway_certd.cmd_renew import timeline_line
 from expressway_certd.config import load_config
 from expressway_certd.daemon import Daemon
-from lab.est import ESTSimulator
-from lab.pki import cert_pem
-from lab.renewal import add_renewal, est_ca_section, set_daemon_keys, trust_also
-from lab.scenarios import DEFAULT, SCENARIOS, Scenario, listing, scenario
-from lab.topology import Lab
-from monitor.events import Event, RenewalBlocked, RenewalCompleted
-from monitor.logging import configure_logging
+from expressway_certd.monitor.events import Event, RenewalBlocked, RenewalCompleted
+from expressway_certd.monitor.logging import configure_logging
 
 
 def register(subparsers: Any) -> None:

@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 from cryptography import x509
 
 from expressway_certd.config import load_config
-from monitor.facts import facts_from_x509, facts_json
-from monitor.text import printable
-from renewers.expressway import (
+from expressway_certd.monitor.facts import facts_from_x509, facts_json
+from expressway_certd.monitor.text import printable
+from expressway_certd.renewers.expressway import (
     ExpresswayClient,
     ExpresswayClientConfig,
     OperationUnsupported,

@@ -16,10 +16,10 @@ from typing import Any
 from cryptography import x509
 
 from expressway_certd.config import load_config
-from monitor.clientcert import ClientCertState
-from monitor.config import Config, ExpresswayConfig
-from monitor.errors import CertdError, ConfigError
-from monitor.events import (
+from expressway_certd.monitor.clientcert import ClientCertState
+from expressway_certd.monitor.config import Config, ExpresswayConfig
+from expressway_certd.monitor.errors import CertdError, ConfigError
+from expressway_certd.monitor.events import (
     ApprovalRequired,
     Event,
     EventBus,
@@ -29,20 +29,25 @@ from monitor.events import (
     StageSucceeded,
     StageWaiting,
 )
-from monitor.facts import EKU_NAMES, facts_from_x509, load_certificate, load_certificates
-from monitor.logging import configure_logging
-from monitor.operator import operator_name
-from monitor.policy import ServedCert
-from monitor.probe import Prober, TrustStore
-from monitor.store import RenewalRow, Store
-from monitor.text import printable, printable_values
-from renewers.ca import build_connector
-from renewers.clientcert import read_client_cert
-from renewers.deadline import estimate, history, inputs_for
-from renewers.expressway import csr_sans
-from renewers.maintenance import next_window_start
-from renewers.manager import RenewalManager
-from renewers.pipeline import (
+from expressway_certd.monitor.facts import (
+    EKU_NAMES,
+    facts_from_x509,
+    load_certificate,
+    load_certificates,
+)
+from expressway_certd.monitor.logging import configure_logging
+from expressway_certd.monitor.operator import operator_name
+from expressway_certd.monitor.policy import ServedCert
+from expressway_certd.monitor.probe import Prober, TrustStore
+from expressway_certd.monitor.store import RenewalRow, Store
+from expressway_certd.monitor.text import printable, printable_values
+from expressway_certd.renewers.ca import build_connector
+from expressway_certd.renewers.clientcert import read_client_cert
+from expressway_certd.renewers.deadline import estimate, history, inputs_for
+from expressway_certd.renewers.expressway import csr_sans
+from expressway_certd.renewers.maintenance import next_window_start
+from expressway_certd.renewers.manager import RenewalManager
+from expressway_certd.renewers.pipeline import (
     CLIENT,
     KINDS,
     SERVER,
@@ -55,8 +60,8 @@ from renewers.pipeline import (
     record_of,
     trust_boxes,
 )
-from renewers.trust import pinned_anchors, trust_path
-from renewers.trust import sha256 as tsha256
+from expressway_certd.renewers.trust import pinned_anchors, trust_path
+from expressway_certd.renewers.trust import sha256 as tsha256
 
 KIND_HELP = (
     "which certificate: server (default) or client, the X15.5 client certificate (renewed "

@@ -11,8 +11,8 @@ import structlog
 
 from expressway_certd.config import load_config
 from expressway_certd.daemon import serve
-from monitor.config import check_runtime, ensure_private_dirs, startup_warnings
-from monitor.logging import configure_logging
+from expressway_certd.monitor.config import check_runtime, ensure_private_dirs, startup_warnings
+from expressway_certd.monitor.logging import configure_logging
 
 
 def register(subparsers: Any) -> None:

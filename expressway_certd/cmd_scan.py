@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from monitor.endpoint import SERVICE_BY_PORT, Endpoint
-from monitor.errors import ConfigError
-from monitor.facts import facts_json
-from monitor.probe import Observation, Prober, TrustStore
-from monitor.text import printable
+from expressway_certd.monitor.endpoint import SERVICE_BY_PORT, Endpoint
+from expressway_certd.monitor.errors import ConfigError
+from expressway_certd.monitor.facts import facts_json
+from expressway_certd.monitor.probe import Observation, Prober, TrustStore
+from expressway_certd.monitor.text import printable
 
 DEFAULT_PORT = 443
 

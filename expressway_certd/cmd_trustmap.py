@@ -23,17 +23,16 @@ from typing import Any
 
 from cryptography import x509
 
-from alerts.trust import TRUST_MAP_STATE
+from expressway_certd.alerts.trust import TRUST_MAP_STATE
 from expressway_certd.config import load_config
-from expressway_certd.trustmap_live import gather, judgements_json, pending_chains
-from monitor.config import Config
-from monitor.errors import CertdError, ConfigError
-from monitor.probe import Prober, TrustStore
-from monitor.statuspage import TRUST_MAP_FILE as SVG_NAME
-from monitor.store import Store
-from monitor.text import printable
-from renewers.pipeline import ConfiguredDevices
-from renewers.trustmap import (
+from expressway_certd.monitor.config import Config
+from expressway_certd.monitor.errors import CertdError, ConfigError
+from expressway_certd.monitor.probe import Prober, TrustStore
+from expressway_certd.monitor.statuspage import TRUST_MAP_FILE as SVG_NAME
+from expressway_certd.monitor.store import Store
+from expressway_certd.monitor.text import printable
+from expressway_certd.renewers.pipeline import ConfiguredDevices
+from expressway_certd.renewers.trustmap import (
     OK,
     Judgement,
     Party,
@@ -42,6 +41,7 @@ from renewers.trustmap import (
     to_dot,
     trust_map,
 )
+from expressway_certd.trustmap_live import gather, judgements_json, pending_chains
 
 
 def register(subparsers: Any) -> None:

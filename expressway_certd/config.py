@@ -9,9 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from monitor.config import Config, load_config_with, parse_config_with
-from monitor.config_ca import CAConfig, CAKind, parse_ca_tables
-from renewers.ca.kinds import CA_KINDS
+from expressway_certd.monitor.config import Config, load_config_with, parse_config_with
+from expressway_certd.monitor.config_ca import CAConfig, CAKind, parse_ca_tables
+from expressway_certd.renewers.ca.kinds import CA_KINDS
 
 REGISTRY: tuple[CAKind, ...] = CA_KINDS
 

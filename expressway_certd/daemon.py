@@ -30,7 +30,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry, gc_collector, platform_collector, process_collector
 
-from alerts.metrics import (
+from expressway_certd.alerts.metrics import (
     RENEWAL_STAGE_DURATION,
     RENEWAL_STAGE_TOTAL,
     BacklogCollector,
@@ -41,12 +41,12 @@ from alerts.metrics import (
 )
 from expressway_certd.config import load_config
 from expressway_certd.http import build_app
-from monitor import __version__
-from monitor.config import Config, ExpresswayConfig, sqlite_path
-from monitor.errors import CertdError, ConfigError
-from monitor.events import Event, EventBus
-from monitor.probe import Prober, TrustStore
-from monitor.replicas import (
+from expressway_certd.monitor import __version__
+from expressway_certd.monitor.config import Config, ExpresswayConfig, sqlite_path
+from expressway_certd.monitor.errors import CertdError, ConfigError
+from expressway_certd.monitor.events import Event, EventBus
+from expressway_certd.monitor.probe import Prober, TrustStore
+from expressway_certd.monitor.replicas import (
     Ownership,
     Registry,
     Replica,
@@ -55,15 +55,15 @@ from monitor.replicas import (
     hold_sqlite_state,
     new_replica_id,
 )
-from monitor.sdnotify import SystemdNotifier, cancel
-from monitor.store import Store
-from monitor.watch import Monitor
-from renewers.clientcert import ClientCertWatch
+from expressway_certd.monitor.sdnotify import SystemdNotifier, cancel
+from expressway_certd.monitor.store import Store
+from expressway_certd.monitor.watch import Monitor
+from expressway_certd.renewers.clientcert import ClientCertWatch
 
 if TYPE_CHECKING:
-    from alerts.notify import Router
+    from expressway_certd.alerts.notify import Router
+    from expressway_certd.renewers.manager import RenewalManager
     from expressway_certd.trustmap_live import TrustMapper, TrustMapResult
-    from renewers.manager import RenewalManager
 
 log = structlog.get_logger("expressway_certd.daemon")
 
@@ -181,7 +181,7 @@ class Daemon:
         await self._start_replica()
         self.bus.subscribe(self._audit)
         if cfg.notifiers:
-            from alerts.notifiers import build_router  # noqa: PLC0415 - optional: smtplib, only when configured
+            from expressway_certd.alerts.notifiers import build_router  # noqa: PLC0415 - optional: smtplib, only when configured
 
             self.notifications = build_router(cfg.notifiers, registry=self.registry)
             self.bus.subscribe(self.notifications.publish)
@@ -218,8 +218,8 @@ class Daemon:
 
     async def _start_renewals(self, prober: Prober) -> None:
         # Loaded only by daemons that renew: renewers pulls in asyncssh, gssapi and the CA stacks.
-        from renewers.ca.metrics import CA_ERRORS, CA_REQUEST_DURATION  # noqa: PLC0415 - heavy, optional
-        from renewers.manager import RenewalManager  # noqa: PLC0415 - heavy, optional
+        from expressway_certd.renewers.ca.metrics import CA_ERRORS, CA_REQUEST_DURATION  # noqa: PLC0415 - heavy, optional
+        from expressway_certd.renewers.manager import RenewalManager  # noqa: PLC0415 - heavy, optional
 
         assert self.store is not None and self.monitor is not None
         manager = RenewalManager(
@@ -248,8 +248,8 @@ class Daemon:
         self.registry.register(BacklogCollector(lambda: manager.backlog))
 
     def _start_trust_map(self, prober: Prober) -> None:
+        from expressway_certd.renewers.pipeline import ConfiguredDevices  # noqa: PLC0415 - only with a trust map
         from expressway_certd.trustmap_live import TrustMapper  # noqa: PLC0415 - when needed
-        from renewers.pipeline import ConfiguredDevices  # noqa: PLC0415 - only with a trust map
 
         assert self.store is not None and self.monitor is not None
         monitor = self.monitor

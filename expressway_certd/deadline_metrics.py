@@ -18,10 +18,10 @@ import asyncio
 from collections.abc import Awaitable, Callable, Hashable
 from datetime import datetime, timedelta
 
-from alerts.exposition import label_value
-from monitor.config import ExpresswayConfig, UnifiedCMConfig
-from monitor.watch import Monitor
-from renewers.deadline import DeadlineEstimate, estimate, history, inputs_for
+from expressway_certd.alerts.exposition import label_value
+from expressway_certd.monitor.config import ExpresswayConfig, UnifiedCMConfig
+from expressway_certd.monitor.watch import Monitor
+from expressway_certd.renewers.deadline import DeadlineEstimate, estimate, history, inputs_for
 
 METRIC = "expressway_renewal_deadline_margin_seconds"
 HELP = (

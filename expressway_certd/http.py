@@ -10,15 +10,15 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from alerts.trust import exposition as trust_exposition
-from alerts.trust import render as trust_render
+from expressway_certd.alerts.trust import exposition as trust_exposition
+from expressway_certd.alerts.trust import render as trust_render
 from expressway_certd.deadline_metrics import DeadlineCache
 from expressway_certd.deadline_metrics import render as deadline_exposition
-from monitor.config_base import Secret
-from monitor.errors import CertdError
-from monitor.facts import facts_json
-from monitor.operator import operator_name
-from monitor.statuspage import (
+from expressway_certd.monitor.config_base import Secret
+from expressway_certd.monitor.errors import CertdError
+from expressway_certd.monitor.facts import facts_json
+from expressway_certd.monitor.operator import operator_name
+from expressway_certd.monitor.statuspage import (
     CONTENT_SECURITY_POLICY,
     PageView,
     RiskView,
@@ -29,14 +29,21 @@ from monitor.statuspage import (
     target_views,
     trust_view,
 )
-from monitor.store import RenewalRow, StepRow
-from monitor.watch import EndpointState, Monitor
-from renewers.pipeline import KINDS, SERVER, RecordError, RenewalRecord, kind_of, record_of
+from expressway_certd.monitor.store import RenewalRow, StepRow
+from expressway_certd.monitor.watch import EndpointState, Monitor
+from expressway_certd.renewers.pipeline import (
+    KINDS,
+    SERVER,
+    RecordError,
+    RenewalRecord,
+    kind_of,
+    record_of,
+)
 
 if TYPE_CHECKING:
+    from expressway_certd.renewers.deadline import DeadlineEstimate
+    from expressway_certd.renewers.manager import RenewalManager
     from expressway_certd.trustmap_live import TrustMapResult
-    from renewers.deadline import DeadlineEstimate
-    from renewers.manager import RenewalManager
 
 Ready = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -31,24 +31,24 @@ from typing import Any
 import structlog
 from cryptography import x509
 
-from monitor.clientcert import (
+from expressway_certd.monitor.clientcert import (
     STATUS_NOT_APPLICABLE,
     STATUS_OK,
     STATUS_UNPUBLISHED,
     ClientCertState,
     has_client_store,
 )
-from monitor.config import Config, ExpresswayConfig, UnifiedCMConfig
-from monitor.endpoint import Endpoint
-from monitor.errors import CertdError
-from monitor.probe import Observation
-from monitor.store import Store
-from monitor.text import printable
-from monitor.watch import EndpointState
-from renewers.clientcert import read_client_cert, readable
-from renewers.pipeline import Devices, RecordError, kind_of, record_of, trust_boxes
-from renewers.pipeline.record import SERVER as SERVER_KIND
-from renewers.trustmap import (
+from expressway_certd.monitor.config import Config, ExpresswayConfig, UnifiedCMConfig
+from expressway_certd.monitor.endpoint import Endpoint
+from expressway_certd.monitor.errors import CertdError
+from expressway_certd.monitor.probe import Observation
+from expressway_certd.monitor.store import Store
+from expressway_certd.monitor.text import printable
+from expressway_certd.monitor.watch import EndpointState
+from expressway_certd.renewers.clientcert import read_client_cert, readable
+from expressway_certd.renewers.pipeline import Devices, RecordError, kind_of, record_of, trust_boxes
+from expressway_certd.renewers.pipeline.record import SERVER as SERVER_KIND
+from expressway_certd.renewers.trustmap import (
     EXPRESSWAY_STORE,
     ClientCopy,
     Judgement,

@@ -32,10 +32,9 @@ import spnego
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from expressway_certd_lab.est import ThreadedHTTPS, lab_server_context, pkcs7_der
+from expressway_certd_lab.pki import CA, CLIENT_AUTH, SERVER_AUTH, cert_pem
 from multidict import CIMultiDict
-
-from lab.est import ThreadedHTTPS, lab_server_context, pkcs7_der
-from lab.pki import CA, CLIENT_AUTH, SERVER_AUTH, cert_pem
 
 # The authenticated user of the request being handled (set by the auth middleware).
 USER: contextvars.ContextVar[str] = contextvars.ContextVar("user", default="")
@@ -789,9 +788,9 @@ class ADCSSimulator:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the certsrv simulator in the foreground: `python -m lab.adcs [--approval]`."""
+    """Run the certsrv simulator in the foreground: `python -m expressway_certd_lab.adcs [--approval]`."""
 
-    parser = argparse.ArgumentParser(prog="python -m lab.adcs")
+    parser = argparse.ArgumentParser(prog="python -m expressway_certd_lab.adcs")
     parser.add_argument("--approval", action="store_true", help="CA manager approval mode")
     parser.add_argument(
         "--language", choices=LANGUAGES, default="en", help="page language (else Accept-Language)"

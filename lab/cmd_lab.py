@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from lab.expressway import VERSIONS
-from lab.topology import Lab
+from expressway_certd_lab.expressway import VERSIONS
+from expressway_certd_lab.topology import Lab
 
 
 def register(subparsers: Any) -> None:

@@ -45,10 +45,9 @@ from xml.sax.saxutils import escape
 
 from aiohttp import web
 from cryptography import x509
-
-from lab.pki import CA, cert_pem, write_key_and_chain
-from lab.ssh import LabSSHServer
-from lab.tls import LabListener, server_context
+from expressway_certd_lab.pki import CA, cert_pem, write_key_and_chain
+from expressway_certd_lab.ssh import LabSSHServer
+from expressway_certd_lab.tls import LabListener, server_context
 
 TRUST_STORES = ("tomcat", "callmanager", "ipsec", "capf", "tvs")
 TOMCAT = "Cisco Tomcat"

@@ -58,8 +58,7 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
-
-from lab.pki import CA, CLIENT_AUTH, SERVER_AUTH, write_key_and_chain
+from expressway_certd_lab.pki import CA, CLIENT_AUTH, SERVER_AUTH, write_key_and_chain
 
 PKCS7_MIME = "application/pkcs7-mime"
 CERTS_ONLY = PKCS7_MIME + "; smime-type=certs-only"
@@ -442,9 +441,9 @@ class ESTSimulator:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the EST simulator in the foreground: `python -m lab.est [--manual]`."""
+    """Run the EST simulator in the foreground: `python -m expressway_certd_lab.est [--manual]`."""
 
-    parser = argparse.ArgumentParser(prog="python -m lab.est")
+    parser = argparse.ArgumentParser(prog="python -m expressway_certd_lab.est")
     parser.add_argument("--manual", action="store_true", help="answer 202 until approved")
     parser.add_argument("--tls12-only", action="store_true", help="refuse TLS 1.3")
     parser.add_argument("--drop-sans", action="store_true", help="issue with the first SAN only")

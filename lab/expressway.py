@@ -58,11 +58,10 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-from lab.pki import CA, PrivateKey, cert_pem, new_key, write_key_and_chain
-from lab.ssh import LabSSHServer
-from lab.tls import LabListener, server_context
-from lab.zones import Zone, expressway_needs_client_auth, parse_version
+from expressway_certd_lab.pki import CA, PrivateKey, cert_pem, new_key, write_key_and_chain
+from expressway_certd_lab.ssh import LabSSHServer
+from expressway_certd_lab.tls import LabListener, server_context
+from expressway_certd_lab.zones import Zone, expressway_needs_client_auth, parse_version
 
 VERSIONS = ("X14.3", "X15.4", "X15.5")
 CSRF_FROM = (14, 2)

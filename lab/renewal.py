@@ -11,7 +11,7 @@ import re
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from lab.est import ESTSimulator
+from expressway_certd_lab.est import ESTSimulator
 
 
 def add_renewal(config_text: str, target: str, renewal: str) -> str:

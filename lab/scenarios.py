@@ -17,9 +17,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography import x509
-
-from lab.renewal import add_unified_cm_keys, window_opening_in
-from lab.topology import Lab
+from expressway_certd_lab.renewal import add_unified_cm_keys, window_opening_in
+from expressway_certd_lab.topology import Lab
 
 DEFAULT = "default"
 

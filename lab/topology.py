@@ -38,10 +38,10 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from lab.cucm import CucmSim
-from lab.expressway import ExpresswaySim
-from lab.pki import CA, PrivateKey, cert_pem
-from lab.zones import Zone, secure_zone, traversal_zone
+from expressway_certd_lab.cucm import CucmSim
+from expressway_certd_lab.expressway import ExpresswaySim
+from expressway_certd_lab.pki import CA, PrivateKey, cert_pem
+from expressway_certd_lab.zones import Zone, secure_zone, traversal_zone
 
 C_SERVICES = ("https", "sip-tls")
 C_CLUSTER = "expressway-c.lab.example"  # the cluster name with the default domain

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from monitor.store import EndpointRow, RenewalRow
+from expressway_certd.monitor.store import EndpointRow, RenewalRow
 
 # Stages before the CA order is placed, and the one that places it.
 PRE_ORDER_STAGES = frozenset({"snapshot", "preflight", "csr", "submit"})

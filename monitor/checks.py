@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from monitor.config import ExpresswayConfig
-from monitor.eku import eku_problem
-from monitor.endpoint import Endpoint
-from monitor.facts import CertFacts, is_ip_address
+from expressway_certd.monitor.config import ExpresswayConfig
+from expressway_certd.monitor.eku import eku_problem
+from expressway_certd.monitor.endpoint import Endpoint
+from expressway_certd.monitor.facts import CertFacts, is_ip_address
 
 
 def san_problem(facts: CertFacts, endpoint: Endpoint, target: ExpresswayConfig) -> str | None:

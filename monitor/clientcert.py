@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from monitor.eku import parse_version
-from monitor.facts import CertFacts
+from expressway_certd.monitor.eku import parse_version
+from expressway_certd.monitor.facts import CertFacts
 
 # The outcome of the latest read, the `status` label of expressway_client_cert_status.
 STATUS_OK = "ok"  # read; facts are the box's client certificate

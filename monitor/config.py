@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from monitor.config_base import (
+from expressway_certd.monitor.config_base import (
     PORT_DIGITS,
     Secret,
     Section,
@@ -33,13 +33,13 @@ from monitor.config_base import (
     required_key,
     toml_keys,
 )
-from monitor.config_ca import CAConfig, CAKind, parse_ca_tables
-from monitor.config_notify import NotifierConfig, parse_notifiers
-from monitor.cron import crontab_trigger
-from monitor.durations import Fraction, parse_duration_or_fraction
-from monitor.endpoint import SERVICE_BY_PORT, STARTTLS_PROTOCOLS, Endpoint
-from monitor.errors import ConfigError
-from monitor.policy import DEFAULT_RENEW_BEFORE
+from expressway_certd.monitor.config_ca import CAConfig, CAKind, parse_ca_tables
+from expressway_certd.monitor.config_notify import NotifierConfig, parse_notifiers
+from expressway_certd.monitor.cron import crontab_trigger
+from expressway_certd.monitor.durations import Fraction, parse_duration_or_fraction
+from expressway_certd.monitor.endpoint import SERVICE_BY_PORT, STARTTLS_PROTOCOLS, Endpoint
+from expressway_certd.monitor.errors import ConfigError
+from expressway_certd.monitor.policy import DEFAULT_RENEW_BEFORE
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
 DEFAULT_EXPIRY_WINDOWS = (30, 14, 7, 1)

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import SplitResult, urlsplit
 
-from monitor.durations import parse_duration
-from monitor.errors import ConfigError
+from expressway_certd.monitor.durations import parse_duration
+from expressway_certd.monitor.errors import ConfigError
 
 T = TypeVar("T")
 

@@ -18,9 +18,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from monitor.config_base import Secret, Section, host_problem, key, port_number, toml_keys
-from monitor.errors import ConfigError
-from monitor.facts import EKU_CONFIG_NAMES
+from expressway_certd.monitor.config_base import (
+    Secret,
+    Section,
+    host_problem,
+    key,
+    port_number,
+    toml_keys,
+)
+from expressway_certd.monitor.errors import ConfigError
+from expressway_certd.monitor.facts import EKU_CONFIG_NAMES
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 

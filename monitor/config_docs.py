@@ -13,10 +13,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from monitor.config import DaemonConfig, ExpresswayConfig, RenewalConfig, UnifiedCMConfig
-from monitor.config_base import declared
-from monitor.config_ca import CALimits
-from monitor.config_notify import (
+from expressway_certd.monitor.config import (
+    DaemonConfig,
+    ExpresswayConfig,
+    RenewalConfig,
+    UnifiedCMConfig,
+)
+from expressway_certd.monitor.config_base import declared
+from expressway_certd.monitor.config_ca import CALimits
+from expressway_certd.monitor.config_notify import (
     AlertmanagerConfig,
     EmailConfig,
     NotifierIdentity,
@@ -24,7 +29,7 @@ from monitor.config_notify import (
     WebexConfig,
     WebhookConfig,
 )
-from monitor.durations import Fraction
+from expressway_certd.monitor.durations import Fraction
 
 # Marker name -> (declaring classes, group of their fields that the table shows).
 SECTIONS: dict[str, tuple[tuple[Any, ...], str]] = {

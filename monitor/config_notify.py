@@ -13,9 +13,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from monitor.config_base import Secret, Section, key, required_key, toml_keys
-from monitor.errors import ConfigError
-from monitor.events import EVENT_TYPES
+from expressway_certd.monitor.config_base import Secret, Section, key, required_key, toml_keys
+from expressway_certd.monitor.errors import ConfigError
+from expressway_certd.monitor.events import EVENT_TYPES
 
 NOTIFIER_KINDS = ("alertmanager", "webex", "webhook", "email")
 SEVERITIES = ("info", "warning", "critical")

@@ -19,7 +19,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from monitor.facts import CLIENT_AUTH, EKU_NAMES, SERVER_AUTH, CertFacts
+from expressway_certd.monitor.facts import CLIENT_AUTH, EKU_NAMES, SERVER_AUTH, CertFacts
 
 _VERSION = re.compile(r"^[XxVv]?(\d+)(?:\.(\d+))?(?:\.(\d+))?")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from monitor.facts import CertFacts
+from expressway_certd.monitor.facts import CertFacts
 
 CA_WITHOUT_KEY_USAGE = "ca_without_key_usage"
 LEAF_WITHOUT_SAN = "leaf_without_san"

@@ -8,7 +8,7 @@ import sys
 import structlog
 from structlog.types import EventDict, WrappedLogger
 
-from monitor.text import printable
+from expressway_certd.monitor.text import printable
 
 _LEVELS = {
     "debug": logging.DEBUG,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from monitor.errors import CertdError
+from expressway_certd.monitor.errors import CertdError
 
 MAX_OPERATOR_LENGTH = 64
 _PLAIN = re.compile(r"[\w .@\\-]+")

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from monitor.durations import Fraction
-from monitor.facts import CertFacts
+from expressway_certd.monitor.durations import Fraction
+from expressway_certd.monitor.facts import CertFacts
 
 # Restarts wait for a maintenance window: never plan to renew later than this before expiry.
 MIN_RENEW_BEFORE = timedelta(days=14)

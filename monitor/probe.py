@@ -31,11 +31,17 @@ from cryptography.x509.verification import (
 )
 from OpenSSL import crypto
 
-from monitor.durations import utcnow
-from monitor.endpoint import Endpoint
-from monitor.errors import CertParseError, ConfigError
-from monitor.facts import CertFacts, cert_pem, facts_from_x509, is_ip_address, load_certificates
-from monitor.lint import LintFinding, lint_chain, lint_tls, webpki_finding
+from expressway_certd.monitor.durations import utcnow
+from expressway_certd.monitor.endpoint import Endpoint
+from expressway_certd.monitor.errors import CertParseError, ConfigError
+from expressway_certd.monitor.facts import (
+    CertFacts,
+    cert_pem,
+    facts_from_x509,
+    is_ip_address,
+    load_certificates,
+)
+from expressway_certd.monitor.lint import LintFinding, lint_chain, lint_tls, webpki_finding
 
 
 class ErrorClass(StrEnum):

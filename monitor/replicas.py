@@ -30,8 +30,8 @@ from typing import BinaryIO
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from monitor.errors import ConfigError, StoreError
-from monitor.store import Store, replicas
+from expressway_certd.monitor.errors import ConfigError, StoreError
+from expressway_certd.monitor.store import Store, replicas
 
 
 def _score(replica: str, target: str) -> int:

@@ -37,7 +37,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from monitor.errors import StoreError
+from expressway_certd.monitor.errors import StoreError
 
 log = structlog.get_logger("monitor.sessionlock")
 

@@ -19,10 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from monitor.config import Config
-from monitor.store import RenewalRow, StepRow
-from monitor.text import printable
-from monitor.watch import EndpointState
+from expressway_certd.monitor.config import Config
+from expressway_certd.monitor.store import RenewalRow, StepRow
+from expressway_certd.monitor.text import printable
+from expressway_certd.monitor.watch import EndpointState
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "

@@ -23,12 +23,12 @@ from alembic.util import CommandError
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from monitor import migrations
-from monitor.config_base import redact_url
-from monitor.errors import StoreError
-from monitor.events import Event
-from monitor.migrations import SchemaStatus
-from monitor.sessionlock import HOLDERS_SQL, SessionLocks, holders_params
+from expressway_certd.monitor import migrations
+from expressway_certd.monitor.config_base import redact_url
+from expressway_certd.monitor.errors import StoreError
+from expressway_certd.monitor.events import Event
+from expressway_certd.monitor.migrations import SchemaStatus
+from expressway_certd.monitor.sessionlock import HOLDERS_SQL, SessionLocks, holders_params
 
 log = structlog.get_logger("monitor.store")
 

@@ -16,10 +16,10 @@ from typing import TypedDict
 import structlog
 from cryptography import x509
 
-from monitor.checks import eku_problem_for, san_problem
-from monitor.config import Config, ExpresswayConfig
-from monitor.endpoint import Endpoint
-from monitor.events import (
+from expressway_certd.monitor.checks import eku_problem_for, san_problem
+from expressway_certd.monitor.config import Config, ExpresswayConfig
+from expressway_certd.monitor.endpoint import Endpoint
+from expressway_certd.monitor.events import (
     CertChanged,
     Event,
     EventBus,
@@ -29,11 +29,11 @@ from monitor.events import (
     ProbeRecovered,
     SANsChanged,
 )
-from monitor.facts import CertFacts, diff_facts, facts_from_x509
-from monitor.lint import LintFinding
-from monitor.policy import ServedCert
-from monitor.probe import Observation, Prober, TrustStore
-from monitor.store import EndpointRow, HistoryRow, Store
+from expressway_certd.monitor.facts import CertFacts, diff_facts, facts_from_x509
+from expressway_certd.monitor.lint import LintFinding
+from expressway_certd.monitor.policy import ServedCert
+from expressway_certd.monitor.probe import Observation, Prober, TrustStore
+from expressway_certd.monitor.store import EndpointRow, HistoryRow, Store
 
 log = structlog.get_logger("monitor.watch")
 

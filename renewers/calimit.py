@@ -31,9 +31,9 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from monitor.config_ca import CALimits
-from monitor.errors import StoreError
-from monitor.store import ACTIVE_STATUSES, Store, ca_orders, renewals
+from expressway_certd.monitor.config_ca import CALimits
+from expressway_certd.monitor.errors import StoreError
+from expressway_certd.monitor.store import ACTIVE_STATUSES, Store, ca_orders, renewals
 
 HOUR = timedelta(hours=1)
 ORDER_STAGES = ("submit", "issued")  # a CA order is open from submit until the cert is issued

@@ -22,7 +22,7 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from monitor.clientcert import (
+from expressway_certd.monitor.clientcert import (
     STATUS_ERROR,
     STATUS_NOT_APPLICABLE,
     STATUS_OK,
@@ -31,11 +31,11 @@ from monitor.clientcert import (
     has_client_store,
     merge,
 )
-from monitor.config import ExpresswayConfig
-from monitor.eku import eku_problem
-from monitor.errors import CertdError
-from monitor.facts import facts_from_x509
-from renewers.expressway import (
+from expressway_certd.monitor.config import ExpresswayConfig
+from expressway_certd.monitor.eku import eku_problem
+from expressway_certd.monitor.errors import CertdError
+from expressway_certd.monitor.facts import facts_from_x509
+from expressway_certd.renewers.expressway import (
     ExpresswayClient,
     ExpresswayClientConfig,
     OperationUnsupported,

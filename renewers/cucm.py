@@ -29,11 +29,11 @@ from xml.sax.saxutils import escape
 import structlog
 from cryptography import x509
 
-from monitor.config import UnifiedCMConfig
-from monitor.errors import ConfigError, DeviceError
-from monitor.facts import cert_pem
-from renewers.device_http import DeviceReply, HttpApi
-from renewers.device_ssh import SshTarget, run_command
+from expressway_certd.monitor.config import UnifiedCMConfig
+from expressway_certd.monitor.errors import ConfigError, DeviceError
+from expressway_certd.monitor.facts import cert_pem
+from expressway_certd.renewers.device_http import DeviceReply, HttpApi
+from expressway_certd.renewers.device_ssh import SshTarget, run_command
 
 log = structlog.get_logger(__name__)
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 
-from monitor.config import ExpresswayConfig, UnifiedCMConfig
-from monitor.store import StepRow, Store
-from renewers.maintenance import next_window_start
+from expressway_certd.monitor.config import ExpresswayConfig, UnifiedCMConfig
+from expressway_certd.monitor.store import StepRow, Store
+from expressway_certd.renewers.maintenance import next_window_start
 
 DEFAULT_APPROVAL = timedelta(days=2)  # until a target has approvals of its own
 DEFAULT_CA_LATENCY = {"manual": timedelta(days=3)}  # other kinds: minutes

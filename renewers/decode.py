@@ -20,9 +20,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtensionOID, NameOID
 
-from monitor.errors import CertParseError
-from monitor.facts import EKU_NAMES, facts_from_x509, key_usage_names, pkcs7_certificates
-from monitor.text import printable
+from expressway_certd.monitor.errors import CertParseError
+from expressway_certd.monitor.facts import (
+    EKU_NAMES,
+    facts_from_x509,
+    key_usage_names,
+    pkcs7_certificates,
+)
+from expressway_certd.monitor.text import printable
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from monitor.errors import ConfigError, DeviceError
+from expressway_certd.monitor.errors import ConfigError, DeviceError
 
 log = structlog.get_logger(__name__)
 

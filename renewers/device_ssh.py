@@ -16,7 +16,7 @@ from pathlib import Path
 
 import asyncssh
 
-from monitor.errors import DeviceError
+from expressway_certd.monitor.errors import DeviceError
 
 
 @dataclass(frozen=True)

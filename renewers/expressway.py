@@ -29,12 +29,12 @@ from typing import Any
 import structlog
 from cryptography import x509
 
-from monitor.config import ExpresswayConfig
-from monitor.eku import parse_version
-from monitor.errors import ConfigError, DeviceError
-from monitor.facts import cert_pem
-from renewers.device_http import DeviceReply, FilePart, HttpApi
-from renewers.device_ssh import SshTarget, run_command
+from expressway_certd.monitor.config import ExpresswayConfig
+from expressway_certd.monitor.eku import parse_version
+from expressway_certd.monitor.errors import ConfigError, DeviceError
+from expressway_certd.monitor.facts import cert_pem
+from expressway_certd.renewers.device_http import DeviceReply, FilePart, HttpApi
+from expressway_certd.renewers.device_ssh import SshTarget, run_command
 
 log = structlog.get_logger(__name__)
 

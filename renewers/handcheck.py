@@ -16,10 +16,10 @@ from datetime import datetime
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from monitor.facts import diff_facts, facts_from_x509
-from monitor.text import printable
-from renewers.trust import issued_by
-from renewers.validate import (
+from expressway_certd.monitor.facts import diff_facts, facts_from_x509
+from expressway_certd.monitor.text import printable
+from expressway_certd.renewers.trust import issued_by
+from expressway_certd.renewers.validate import (
     Plan,
     Problem,
     check_chain,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from monitor.config import MaintenanceWindow
-from monitor.cron import crontab_trigger
+from expressway_certd.monitor.config import MaintenanceWindow
+from expressway_certd.monitor.cron import crontab_trigger
 
 
 def next_window_start(window: MaintenanceWindow, now: datetime) -> datetime:

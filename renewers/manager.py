@@ -18,18 +18,18 @@ from typing import Any
 import structlog
 from cryptography.hazmat.primitives import hashes
 
-from monitor.backlog import Backlog, backlog
-from monitor.clientcert import STATUS_OK, ClientCertState
-from monitor.config import Config, ExpresswayConfig
-from monitor.errors import CertdError
-from monitor.events import EventBus, RenewalDue, ServedCertDiffers
-from monitor.facts import CertFacts, facts_from_x509
-from monitor.policy import Decision, Drift, PolicyInput, ServedCert, evaluate
-from monitor.probe import Prober
-from monitor.store import RenewalRow, Store
-from renewers.ca import build_connector
-from renewers.ca.base import CAConnector
-from renewers.pipeline import (
+from expressway_certd.monitor.backlog import Backlog, backlog
+from expressway_certd.monitor.clientcert import STATUS_OK, ClientCertState
+from expressway_certd.monitor.config import Config, ExpresswayConfig
+from expressway_certd.monitor.errors import CertdError
+from expressway_certd.monitor.events import EventBus, RenewalDue, ServedCertDiffers
+from expressway_certd.monitor.facts import CertFacts, facts_from_x509
+from expressway_certd.monitor.policy import Decision, Drift, PolicyInput, ServedCert, evaluate
+from expressway_certd.monitor.probe import Prober
+from expressway_certd.monitor.store import RenewalRow, Store
+from expressway_certd.renewers.ca import build_connector
+from expressway_certd.renewers.ca.base import CAConnector
+from expressway_certd.renewers.pipeline import (
     CLIENT,
     SERVER,
     Devices,

@@ -18,9 +18,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 
-from monitor.config_ca import CAConfig
-from monitor.errors import ConfigError
-from renewers.ca.manual_config import ManualConfig
+from expressway_certd.monitor.config_ca import CAConfig
+from expressway_certd.monitor.errors import ConfigError
+from expressway_certd.renewers.ca.manual_config import ManualConfig
 
 
 @dataclass(frozen=True)

@@ -33,10 +33,10 @@ from datetime import datetime
 
 from cryptography import x509
 
-from monitor.eku import eku_problem
-from monitor.facts import facts_from_x509
-from monitor.text import printable
-from renewers.handcheck import build_path, fingerprint
+from expressway_certd.monitor.eku import eku_problem
+from expressway_certd.monitor.facts import facts_from_x509
+from expressway_certd.monitor.text import printable
+from expressway_certd.renewers.handcheck import build_path, fingerprint
 
 OK, BROKEN, WILL_BREAK, UNKNOWN = "ok", "broken", "will break", "unknown"
 SERVER_CERT, CLIENT_CERT = "server", "client"  # Relation.presenter_cert

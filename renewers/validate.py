@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from monitor.eku import E_TLS_CLIENT_USES, EkuDecision, decide_eku
-from monitor.facts import EKU_NAMES, CertFacts, facts_from_x509
-from monitor.probe import TrustStore
+from expressway_certd.monitor.eku import E_TLS_CLIENT_USES, EkuDecision, decide_eku
+from expressway_certd.monitor.facts import EKU_NAMES, CertFacts, facts_from_x509
+from expressway_certd.monitor.probe import TrustStore
 
 CLOCK_SKEW = timedelta(minutes=10)
 MIN_VALIDITY = timedelta(days=2)

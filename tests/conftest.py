@@ -13,10 +13,10 @@ import pytest
 import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from expressway_certd_lab.pki import CA, CLIENT_AUTH, SERVER_AUTH, write_key_and_chain
+from expressway_certd_lab.tls import LabListener, server_context
 from hypothesis import settings as hypothesis_settings
 
-from lab.pki import CA, CLIENT_AUTH, SERVER_AUTH, write_key_and_chain
-from lab.tls import LabListener, server_context
 from tests.pg import postgres_server
 
 # `make test` runs the property tests with a fixed seed, so CI's verdict is reproducible and

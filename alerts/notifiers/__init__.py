@@ -9,12 +9,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from alerts.notifiers.alertmanager import AlertmanagerNotifier
-from alerts.notifiers.email import EmailNotifier
-from alerts.notifiers.webex import WebexNotifier
-from alerts.notifiers.webhook import WebhookNotifier
-from alerts.notify import Notifier, Router
-from monitor.config_notify import (
+from expressway_certd.alerts.notifiers.alertmanager import AlertmanagerNotifier
+from expressway_certd.alerts.notifiers.email import EmailNotifier
+from expressway_certd.alerts.notifiers.webex import WebexNotifier
+from expressway_certd.alerts.notifiers.webhook import WebhookNotifier
+from expressway_certd.alerts.notify import Notifier, Router
+from expressway_certd.monitor.config_notify import (
     AlertmanagerConfig,
     EmailConfig,
     NotifierConfig,

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from alerts.notify import NotifyError
+from expressway_certd.alerts.notify import NotifyError
 
 RETRY_STATUSES = frozenset({408, 425, 429})
 

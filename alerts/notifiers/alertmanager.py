@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from alerts.notifiers._http import JSONPoster
-from alerts.notify import AlertKey, Notice
-from monitor.config_notify import AlertmanagerConfig
+from expressway_certd.alerts.notifiers._http import JSONPoster
+from expressway_certd.alerts.notify import AlertKey, Notice
+from expressway_certd.monitor.config_notify import AlertmanagerConfig
 
 API_PATH = "/api/v2/alerts"
 

@@ -11,9 +11,9 @@ import ssl
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
-from alerts.notify import Notice, NotifyError
-from monitor.config_notify import EmailConfig
-from monitor.errors import ConfigError
+from expressway_certd.alerts.notify import Notice, NotifyError
+from expressway_certd.monitor.config_notify import EmailConfig
+from expressway_certd.monitor.errors import ConfigError
 
 SUBJECT_MAX = 200
 

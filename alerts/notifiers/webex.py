@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from alerts.notifiers._http import JSONPoster
-from alerts.notify import Notice, NotifyError
-from monitor.config_notify import WebexConfig
-from monitor.errors import ConfigError
+from expressway_certd.alerts.notifiers._http import JSONPoster
+from expressway_certd.alerts.notify import Notice, NotifyError
+from expressway_certd.monitor.config_notify import WebexConfig
+from expressway_certd.monitor.errors import ConfigError
 
 MAX_MARKDOWN = 7000  # the API refuses messages over 7,439 bytes
 ICONS = {"firing": "\N{WARNING SIGN}", "resolved": "\N{WHITE HEAVY CHECK MARK}", "info": ""}

@@ -10,11 +10,11 @@ import hmac
 import json
 from typing import Any
 
-from alerts.notifiers._http import JSONPoster
-from alerts.notify import Notice, NotifyError
-from monitor.config_base import Secret
-from monitor.config_notify import SIGNATURE_HEADER, WebhookConfig
-from monitor.errors import ConfigError
+from expressway_certd.alerts.notifiers._http import JSONPoster
+from expressway_certd.alerts.notify import Notice, NotifyError
+from expressway_certd.monitor.config_base import Secret
+from expressway_certd.monitor.config_notify import SIGNATURE_HEADER, WebhookConfig
+from expressway_certd.monitor.errors import ConfigError
 
 VERSION = 1
 

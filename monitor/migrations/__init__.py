@@ -28,8 +28,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 
-from monitor import __version__
-from monitor.errors import StoreError
+from expressway_certd.monitor import __version__
+from expressway_certd.monitor.errors import StoreError
 
 SCRIPTS = Path(__file__).resolve().parent
 # The revision that describes the released 0.1 schema; 0.1 databases are stamped at it.

@@ -33,12 +33,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from josepy.jwa import ES256
 from josepy.jwk import JWKEC
 
-from monitor import __version__
-from monitor.durations import utcnow
-from monitor.events import AcmeAccountRecreated, Event
-from monitor.facts import SERVER_AUTH
-from renewers.ca.acme_config import ACMEConfig
-from renewers.ca.base import (
+from expressway_certd.monitor import __version__
+from expressway_certd.monitor.durations import utcnow
+from expressway_certd.monitor.events import AcmeAccountRecreated, Event
+from expressway_certd.monitor.facts import SERVER_AUTH
+from expressway_certd.renewers.ca.acme_config import ACMEConfig
+from expressway_certd.renewers.ca.base import (
     CACapabilities,
     CARequestError,
     ChallengeSolver,
@@ -142,7 +142,7 @@ class ACMEConnector(ConnectorBase):
     def _make_solver(self) -> ChallengeSolver:
         # Imported on demand: each solver pulls in its own stack (dnspython, aiohttp).
         if self.config.challenge == "dns-01":
-            from renewers.ca.dns01 import RFC2136Solver  # noqa: PLC0415 - optional: dnspython
+            from expressway_certd.renewers.ca.dns01 import RFC2136Solver  # noqa: PLC0415 - optional: dnspython
 
             if self.config.rfc2136 is None:
                 raise self.error(
@@ -150,10 +150,10 @@ class ACMEConnector(ConnectorBase):
                 )
             return RFC2136Solver(self, self.config.rfc2136)
         if self.config.challenge == "hook":
-            from renewers.ca.hook import HookSolver  # noqa: PLC0415 - loaded like the other solvers
+            from expressway_certd.renewers.ca.hook import HookSolver  # noqa: PLC0415 - loaded like the other solvers
 
             return HookSolver(self, self.config.hook, self.config.hook_timeout)
-        from renewers.ca.http01 import HTTP01Responder  # noqa: PLC0415 - optional: aiohttp server
+        from expressway_certd.renewers.ca.http01 import HTTP01Responder  # noqa: PLC0415 - optional: aiohttp server
 
         host, port = self.config.http01_listen
         return HTTP01Responder(self, host, port)

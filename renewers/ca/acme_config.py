@@ -9,9 +9,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from monitor.config_base import Secret, Section
-from monitor.config_ca import CAKind, CALimits, host_port
-from monitor.errors import ConfigError
+from expressway_certd.monitor.config_base import Secret, Section
+from expressway_certd.monitor.config_ca import CAKind, CALimits, host_port
+from expressway_certd.monitor.errors import ConfigError
 
 ACME_CHALLENGES = ("dns-01", "http-01", "hook")
 TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1")

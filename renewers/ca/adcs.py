@@ -30,9 +30,9 @@ import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from monitor.facts import EKU_CONFIG_NAMES, pkcs7_certificates
-from renewers.ca.adcs_config import ADCSConfig
-from renewers.ca.base import (
+from expressway_certd.monitor.facts import EKU_CONFIG_NAMES, pkcs7_certificates
+from expressway_certd.renewers.ca.adcs_config import ADCSConfig
+from expressway_certd.renewers.ca.base import (
     CACapabilities,
     CARequestError,
     CheckResult,
@@ -47,7 +47,7 @@ from renewers.ca.base import (
     order_chain,
     retry_at,
 )
-from renewers.ca.httpclient import (
+from expressway_certd.renewers.ca.httpclient import (
     BROWSER_USER_AGENT,
     Reply,
     StatusWords,

@@ -29,11 +29,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from monitor.config import make_private_dir
-from monitor.durations import utcnow
-from monitor.errors import CAError
-from monitor.facts import eku_config_name
-from renewers.ca.metrics import CA_ERRORS, CA_REQUEST_DURATION
+from expressway_certd.monitor.config import make_private_dir
+from expressway_certd.monitor.durations import utcnow
+from expressway_certd.monitor.errors import CAError
+from expressway_certd.monitor.facts import eku_config_name
+from expressway_certd.renewers.ca.metrics import CA_ERRORS, CA_REQUEST_DURATION
 
 HANDLE_VERSION = 1
 log = structlog.get_logger("renewers.ca")

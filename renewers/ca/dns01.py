@@ -16,8 +16,8 @@ import dns.tsig
 import dns.tsigkeyring
 import dns.update
 
-from renewers.ca.acme_config import RFC2136Config
-from renewers.ca.base import CARequestError, ConnectorBase, Presentation
+from expressway_certd.renewers.ca.acme_config import RFC2136Config
+from expressway_certd.renewers.ca.base import CARequestError, ConnectorBase, Presentation
 
 _RCODE_FIX = {
     dns.rcode.NOTAUTH: "the server does not accept the TSIG key: check tsig_key, tsig_secret "

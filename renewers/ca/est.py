@@ -24,8 +24,8 @@ import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from monitor.facts import EKU_CONFIG_NAMES, pkcs7_certificates
-from renewers.ca.base import (
+from expressway_certd.monitor.facts import EKU_CONFIG_NAMES, pkcs7_certificates
+from expressway_certd.renewers.ca.base import (
     CACapabilities,
     CheckResult,
     ConnectorBase,
@@ -37,8 +37,14 @@ from renewers.ca.base import (
     parse_retry_after,
     retry_at,
 )
-from renewers.ca.est_config import ESTConfig
-from renewers.ca.httpclient import Reply, StatusWords, basic_auth, raise_for_status, send
+from expressway_certd.renewers.ca.est_config import ESTConfig
+from expressway_certd.renewers.ca.httpclient import (
+    Reply,
+    StatusWords,
+    basic_auth,
+    raise_for_status,
+    send,
+)
 
 _OID_NAMES = {
     "1.2.840.113549.1.9.14": "extensionRequest",

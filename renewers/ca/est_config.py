@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from monitor.config_base import Secret, Section
-from monitor.config_ca import CAKind, CALimits, ekus_of, https_url, private_file
+from expressway_certd.monitor.config_base import Secret, Section
+from expressway_certd.monitor.config_ca import CAKind, CALimits, ekus_of, https_url, private_file
 
 EST_OPERATIONS = ("simpleenroll", "simplereenroll")
 EST_HTTP_AUTH = ("basic", "digest")

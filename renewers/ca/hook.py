@@ -8,7 +8,7 @@ import contextlib
 import os
 from datetime import timedelta
 
-from renewers.ca.base import ConnectorBase, Presentation
+from expressway_certd.renewers.ca.base import ConnectorBase, Presentation
 
 
 class HookSolver:

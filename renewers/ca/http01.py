@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from renewers.ca.base import ConnectorBase, Presentation
+from expressway_certd.renewers.ca.base import ConnectorBase, Presentation
 
 
 class HTTP01Responder:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import aiohttp
 from multidict import CIMultiDictProxy
 
-from renewers.ca.base import ConnectorBase
+from expressway_certd.renewers.ca.base import ConnectorBase
 
 BROWSER_USER_AGENT = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "

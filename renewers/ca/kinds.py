@@ -5,10 +5,10 @@ its config module, its connector, this list and `build_connector`."""
 
 from __future__ import annotations
 
-from monitor.config_ca import CAKind
-from renewers.ca.acme_config import ACME
-from renewers.ca.adcs_config import ADCS
-from renewers.ca.est_config import EST
-from renewers.ca.manual_config import MANUAL
+from expressway_certd.monitor.config_ca import CAKind
+from expressway_certd.renewers.ca.acme_config import ACME
+from expressway_certd.renewers.ca.adcs_config import ADCS
+from expressway_certd.renewers.ca.est_config import EST
+from expressway_certd.renewers.ca.manual_config import MANUAL
 
 CA_KINDS: tuple[CAKind, ...] = (ACME, EST, ADCS, MANUAL)

@@ -13,9 +13,9 @@ from typing import Any
 
 from cryptography import x509
 
-from monitor.durations import utcnow
-from monitor.facts import EKU_CONFIG_NAMES
-from renewers.ca.base import (
+from expressway_certd.monitor.durations import utcnow
+from expressway_certd.monitor.facts import EKU_CONFIG_NAMES
+from expressway_certd.renewers.ca.base import (
     CACapabilities,
     CheckResult,
     ConnectorBase,
@@ -25,7 +25,7 @@ from renewers.ca.base import (
     csr_pem,
     order_chain,
 )
-from renewers.ca.manual_config import ManualConfig
+from expressway_certd.renewers.ca.manual_config import ManualConfig
 
 
 class ManualConnector(ConnectorBase):

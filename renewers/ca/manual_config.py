@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from monitor.config_base import Secret, Section
-from monitor.config_ca import CAKind, CALimits, ekus_of
+from expressway_certd.monitor.config_base import Secret, Section
+from expressway_certd.monitor.config_ca import CAKind, CALimits, ekus_of
 
 
 @dataclass(frozen=True)

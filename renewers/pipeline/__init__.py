@@ -21,16 +21,16 @@ This module re-exports the names other packages and tests use.
 
 from __future__ import annotations
 
-from renewers.pipeline.commands import accepts_certificate, ways_out
-from renewers.pipeline.context import (
+from expressway_certd.renewers.pipeline.commands import accepts_certificate, ways_out
+from expressway_certd.renewers.pipeline.context import (
     ConfiguredDevices,
     Context,
     Devices,
     FaultSeam,
     no_faults,
 )
-from renewers.pipeline.dryrun import DRY_RUN_STAGES, DryRun, dry_run
-from renewers.pipeline.locks import (
+from expressway_certd.renewers.pipeline.dryrun import DRY_RUN_STAGES, DryRun, dry_run
+from expressway_certd.renewers.pipeline.locks import (
     BUSY_WAIT,
     LEASE,
     RenewalHold,
@@ -39,7 +39,7 @@ from renewers.pipeline.locks import (
     keep_alive,
     take_lease,
 )
-from renewers.pipeline.outcomes import (
+from expressway_certd.renewers.pipeline.outcomes import (
     RETRY_BACKOFF,
     STAGES,
     Advance,
@@ -51,7 +51,7 @@ from renewers.pipeline.outcomes import (
     stage_event,
     transition,
 )
-from renewers.pipeline.record import (
+from expressway_certd.renewers.pipeline.record import (
     CLIENT,
     KINDS,
     SERVER,
@@ -63,20 +63,20 @@ from renewers.pipeline.record import (
     kind_of,
     record_of,
 )
-from renewers.pipeline.runner import Pipeline, StageObserver
-from renewers.pipeline.stages import STAGE_FUNCTIONS
-from renewers.pipeline.stages.approve import stage_approve
-from renewers.pipeline.stages.csr import csr_fits, stage_csr
-from renewers.pipeline.stages.install import stage_install
-from renewers.pipeline.stages.issued import stage_issued
-from renewers.pipeline.stages.preflight import stage_preflight, zone_kinds
-from renewers.pipeline.stages.restart import stage_restart
-from renewers.pipeline.stages.snapshot import stage_snapshot
-from renewers.pipeline.stages.submit import stage_submit
-from renewers.pipeline.stages.trust import stage_trust, trust_boxes
-from renewers.pipeline.stages.ucm_restart import stage_ucm_restart
-from renewers.pipeline.stages.validate import stage_validate
-from renewers.pipeline.stages.verify import stage_verify
+from expressway_certd.renewers.pipeline.runner import Pipeline, StageObserver
+from expressway_certd.renewers.pipeline.stages import STAGE_FUNCTIONS
+from expressway_certd.renewers.pipeline.stages.approve import stage_approve
+from expressway_certd.renewers.pipeline.stages.csr import csr_fits, stage_csr
+from expressway_certd.renewers.pipeline.stages.install import stage_install
+from expressway_certd.renewers.pipeline.stages.issued import stage_issued
+from expressway_certd.renewers.pipeline.stages.preflight import stage_preflight, zone_kinds
+from expressway_certd.renewers.pipeline.stages.restart import stage_restart
+from expressway_certd.renewers.pipeline.stages.snapshot import stage_snapshot
+from expressway_certd.renewers.pipeline.stages.submit import stage_submit
+from expressway_certd.renewers.pipeline.stages.trust import stage_trust, trust_boxes
+from expressway_certd.renewers.pipeline.stages.ucm_restart import stage_ucm_restart
+from expressway_certd.renewers.pipeline.stages.validate import stage_validate
+from expressway_certd.renewers.pipeline.stages.verify import stage_verify
 
 __all__ = [
     "BUSY_WAIT",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from monitor.store import RenewalRow
+from expressway_certd.monitor.store import RenewalRow
 
 
 def accepts_certificate(row: RenewalRow) -> bool:

@@ -16,14 +16,14 @@ from typing import Any, Protocol, TypeVar
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from monitor.config import Config, ExpresswayConfig, UnifiedCMConfig
-from monitor.endpoint import Endpoint
-from monitor.errors import CAError, CertdError, DeviceError
-from monitor.probe import Observation, TrustStore
-from monitor.store import Store
-from renewers.ca.base import CAConnector, CARequestError
-from renewers.cucm import CucmClient, CucmClientConfig
-from renewers.expressway import (
+from expressway_certd.monitor.config import Config, ExpresswayConfig, UnifiedCMConfig
+from expressway_certd.monitor.endpoint import Endpoint
+from expressway_certd.monitor.errors import CAError, CertdError, DeviceError
+from expressway_certd.monitor.probe import Observation, TrustStore
+from expressway_certd.monitor.store import Store
+from expressway_certd.renewers.ca.base import CAConnector, CARequestError
+from expressway_certd.renewers.cucm import CucmClient, CucmClientConfig
+from expressway_certd.renewers.expressway import (
     CertificateEkuRefused,
     CsrRequest,
     ExpresswayClient,
@@ -31,18 +31,24 @@ from renewers.expressway import (
     OperationUnsupported,
     TrustedCasLost,
 )
-from renewers.pipeline.locks import (
+from expressway_certd.renewers.pipeline.locks import (
     exclusive,
 )
-from renewers.pipeline.outcomes import RETRY_BACKOFF, Blocked, Failed, Outcome, OutcomeReason
-from renewers.pipeline.record import (
+from expressway_certd.renewers.pipeline.outcomes import (
+    RETRY_BACKOFF,
+    Blocked,
+    Failed,
+    Outcome,
+    OutcomeReason,
+)
+from expressway_certd.renewers.pipeline.record import (
     CLIENT,
     IssuedCert,
     RecordError,
     RenewalRecord,
     Snapshot,
 )
-from renewers.validate import Plan
+from expressway_certd.renewers.validate import Plan
 
 # The fault-injection seam: the runner and the stages call it at named points, each right
 # after what it names is persisted, so a test can end the process there (tests/e2e/

@@ -14,13 +14,13 @@ from datetime import UTC, datetime
 
 import structlog
 
-from monitor.config import Config, ExpresswayConfig
-from monitor.probe import Prober
-from renewers.ca.base import CAConnector
-from renewers.pipeline.context import Context, Devices, expected, outcome_of_error
-from renewers.pipeline.outcomes import Advance, Outcome
-from renewers.pipeline.record import SERVER, RenewalRecord, check_kind
-from renewers.pipeline.stages import STAGE_FUNCTIONS
+from expressway_certd.monitor.config import Config, ExpresswayConfig
+from expressway_certd.monitor.probe import Prober
+from expressway_certd.renewers.ca.base import CAConnector
+from expressway_certd.renewers.pipeline.context import Context, Devices, expected, outcome_of_error
+from expressway_certd.renewers.pipeline.outcomes import Advance, Outcome
+from expressway_certd.renewers.pipeline.record import SERVER, RenewalRecord, check_kind
+from expressway_certd.renewers.pipeline.stages import STAGE_FUNCTIONS
 
 log = structlog.get_logger("renewers.pipeline")
 

@@ -29,8 +29,8 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from monitor.sessionlock import SessionLock, SessionLocks
-from monitor.store import Store
+from expressway_certd.monitor.sessionlock import SessionLock, SessionLocks
+from expressway_certd.monitor.store import Store
 
 log = structlog.get_logger("renewers.pipeline")
 

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from monitor.events import (
+from expressway_certd.monitor.events import (
     ApprovalRequired,
     Event,
     RenewalBlocked,
@@ -18,8 +18,8 @@ from monitor.events import (
     StageSucceeded,
     StageWaiting,
 )
-from monitor.store import RenewalRow
-from renewers.pipeline.record import RenewalRecord
+from expressway_certd.monitor.store import RenewalRow
+from expressway_certd.renewers.pipeline.record import RenewalRecord
 
 STAGES = (
     "snapshot",

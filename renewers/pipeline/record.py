@@ -36,10 +36,10 @@ from typing import Any
 
 from cryptography import x509
 
-from monitor.errors import StoreError
-from monitor.store import RenewalRow
-from renewers.expressway import ZoneState
-from renewers.validate import Plan
+from expressway_certd.monitor.errors import StoreError
+from expressway_certd.monitor.store import RenewalRow
+from expressway_certd.renewers.expressway import ZoneState
+from expressway_certd.renewers.validate import Plan
 
 
 class RecordError(StoreError):

@@ -16,20 +16,20 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from monitor.config import Config
-from monitor.errors import CertdError
-from monitor.events import (
+from expressway_certd.monitor.config import Config
+from expressway_certd.monitor.errors import CertdError
+from expressway_certd.monitor.events import (
     EventBus,
     RenewalCancelled,
     RenewalCompleted,
     StageStarted,
 )
-from monitor.probe import Prober
-from monitor.store import RenewalRow, StepRow, Store
-from renewers.ca.base import CAConnector, dropped_from
-from renewers.calimit import ORDER_STAGES, OrderLimiter
-from renewers.pipeline.commands import accepts_certificate
-from renewers.pipeline.context import (
+from expressway_certd.monitor.probe import Prober
+from expressway_certd.monitor.store import RenewalRow, StepRow, Store
+from expressway_certd.renewers.ca.base import CAConnector, dropped_from
+from expressway_certd.renewers.calimit import ORDER_STAGES, OrderLimiter
+from expressway_certd.renewers.pipeline.commands import accepts_certificate
+from expressway_certd.renewers.pipeline.context import (
     ConfiguredDevices,
     Context,
     Devices,
@@ -39,13 +39,13 @@ from renewers.pipeline.context import (
     outcome_of_error,
     sha256_of,
 )
-from renewers.pipeline.locks import (
+from expressway_certd.renewers.pipeline.locks import (
     BUSY_WAIT,
     holding,
     keep_alive,
     new_owner,
 )
-from renewers.pipeline.outcomes import (
+from expressway_certd.renewers.pipeline.outcomes import (
     STAGES,
     Blocked,
     Failed,
@@ -53,9 +53,15 @@ from renewers.pipeline.outcomes import (
     stage_event,
     transition,
 )
-from renewers.pipeline.record import SERVER, RenewalRecord, check_kind, kind_of, record_of
-from renewers.pipeline.stages import STAGE_FUNCTIONS
-from renewers.pipeline.stages.submit import issued_cert
+from expressway_certd.renewers.pipeline.record import (
+    SERVER,
+    RenewalRecord,
+    check_kind,
+    kind_of,
+    record_of,
+)
+from expressway_certd.renewers.pipeline.stages import STAGE_FUNCTIONS
+from expressway_certd.renewers.pipeline.stages.submit import issued_cert
 
 log = structlog.get_logger("renewers.pipeline")
 

@@ -34,9 +34,9 @@ def _issue(directory: str, anchor: str, state: str, count: int = 1) -> int:
     from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
     from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
 
-    from renewers.ca.acme import ACMEConnector  # noqa: PLC0415
-    from renewers.ca.acme_config import ACMEConfig  # noqa: PLC0415
-    from renewers.ca.base import Issued  # noqa: PLC0415
+    from expressway_certd.renewers.ca.acme import ACMEConnector  # noqa: PLC0415
+    from expressway_certd.renewers.ca.acme_config import ACMEConfig  # noqa: PLC0415
+    from expressway_certd.renewers.ca.base import Issued  # noqa: PLC0415
 
     def csr() -> x509.CertificateSigningRequest:
         name = f"bench-{secrets.token_hex(4)}.example.com"

@@ -26,7 +26,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from monitor.replicas import heartbeat_interval, heartbeat_timeout
+from expressway_certd.monitor.replicas import heartbeat_interval, heartbeat_timeout
 from tests.bench.bench_daemon import config_toml
 from tests.bench.farm import PORTS_PER_HOST, Farm
 from tests.bench.measure import free_port, machine, table

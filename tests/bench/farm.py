@@ -28,8 +28,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from lab.pki import CA, new_key, write_key_and_chain
-from lab.tls import LabListener, server_context
+from expressway_certd_lab.pki import CA, new_key, write_key_and_chain
+from expressway_certd_lab.tls import LabListener, server_context
 
 DOMAIN = "bench.example"
 PORTS_PER_HOST = ("tls", "tls", "tls", "tls", "xmpp")  # 443, 5061, 7001, 8443, 5222 of an E

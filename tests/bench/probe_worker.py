@@ -17,8 +17,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from monitor.config import Endpoint
-from monitor.probe import Prober, TrustStore
+from expressway_certd.monitor.config import Endpoint
+from expressway_certd.monitor.probe import Prober, TrustStore
 
 
 def _cpu() -> float:

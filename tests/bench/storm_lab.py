@@ -34,11 +34,10 @@ from typing import Any
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-
-from lab.est import ESTSimulator
-from lab.expressway import ExpresswaySim
-from lab.pki import CA, cert_pem, share_rsa_keys
-from lab.zones import expressway_needs_client_auth, traversal_zone
+from expressway_certd_lab.est import ESTSimulator
+from expressway_certd_lab.expressway import ExpresswaySim
+from expressway_certd_lab.pki import CA, cert_pem, share_rsa_keys
+from expressway_certd_lab.zones import expressway_needs_client_auth, traversal_zone
 
 DOMAIN = "storm.example"
 PASSWORD = "storm-admin-password"

@@ -16,10 +16,10 @@ from typing import Any
 import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from expressway_certd_lab.expressway import ExpresswaySim
+from expressway_certd_lab.renewal import add_renewal, set_daemon_keys
+from expressway_certd_lab.topology import Lab
 
-from lab.expressway import ExpresswaySim
-from lab.renewal import add_renewal, set_daemon_keys
-from lab.topology import Lab
 from tests.helpers import DaemonProcess
 
 API_TOKEN_ENV = "CERTD_TEST_API_TOKEN"

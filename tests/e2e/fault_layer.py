@@ -27,13 +27,13 @@ from typing import Any
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from renewers.ca import est as est_module
-from renewers.ca import httpclient
-from renewers.ca.est import ESTConnector
-from renewers.ca.httpclient import Reply as CAReply
-from renewers.cucm import CucmClient
-from renewers.device_http import DeviceReply, HttpApi
-from renewers.expressway import ExpresswayClient
+from expressway_certd.renewers.ca import est as est_module
+from expressway_certd.renewers.ca import httpclient
+from expressway_certd.renewers.ca.est import ESTConnector
+from expressway_certd.renewers.ca.httpclient import Reply as CAReply
+from expressway_certd.renewers.cucm import CucmClient
+from expressway_certd.renewers.device_http import DeviceReply, HttpApi
+from expressway_certd.renewers.expressway import ExpresswayClient
 
 CLIENTS: tuple[type, ...] = (ExpresswayClient, CucmClient, ESTConnector)
 KINDS = ("timeout", "http500", "truncated", "wrong_shape")

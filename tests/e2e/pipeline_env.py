@@ -8,16 +8,17 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from expressway_certd_lab.est import ESTSimulator
+from expressway_certd_lab.renewal import add_renewal, est_ca_section
+from expressway_certd_lab.topology import Lab
+
 from expressway_certd.config import load_config
-from lab.est import ESTSimulator
-from lab.renewal import add_renewal, est_ca_section
-from lab.topology import Lab
-from monitor.config import Config
-from monitor.events import Event, EventBus
-from monitor.probe import Prober, TrustStore
-from monitor.store import Store
-from renewers.ca import build_connector
-from renewers.pipeline import ConfiguredDevices, Pipeline
+from expressway_certd.monitor.config import Config
+from expressway_certd.monitor.events import Event, EventBus
+from expressway_certd.monitor.probe import Prober, TrustStore
+from expressway_certd.monitor.store import Store
+from expressway_certd.renewers.ca import build_connector
+from expressway_certd.renewers.pipeline import ConfiguredDevices, Pipeline
 from tests.keypool import KEY_POOL
 
 

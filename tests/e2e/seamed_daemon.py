@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from expressway_certd.cmd_run import start_service
-from renewers.pipeline import ConfiguredDevices, FaultSeam
+from expressway_certd.renewers.pipeline import ConfiguredDevices, FaultSeam
 
 
 def kill_at(wanted: str) -> FaultSeam:

@@ -12,8 +12,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
+from expressway_certd_lab.topology import Lab
 
-from lab.topology import Lab
 from tests.e2e.daemon_lab import LabDaemon, daemon_config
 from tests.helpers import free_port
 from tests.integration.ca_servers import (  # noqa: F401 - fixtures

@@ -8,13 +8,13 @@ import time
 
 import aiohttp
 from cryptography.hazmat.primitives import hashes
+from expressway_certd_lab.est import ESTSimulator
+from expressway_certd_lab.renewal import add_renewal, est_ca_section, set_daemon_keys
+from expressway_certd_lab.topology import Lab
 
 from expressway_certd.config import load_config
 from expressway_certd.daemon import Daemon
-from lab.est import ESTSimulator
-from lab.renewal import add_renewal, est_ca_section, set_daemon_keys
-from lab.topology import Lab
-from monitor.facts import load_certificates
+from expressway_certd.monitor.facts import load_certificates
 from tests.keypool import KEY_POOL
 
 TOKEN = "approve-token-0123456789"

@@ -11,10 +11,14 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
+from expressway_certd_lab.pki import CA, SERVER_AUTH, new_key
+from expressway_certd_lab.topology import Lab
 
-from lab.pki import CA, SERVER_AUTH, new_key
-from lab.topology import Lab
-from renewers.expressway import CsrRequest, ExpresswayClient, ExpresswayClientConfig
+from expressway_certd.renewers.expressway import (
+    CsrRequest,
+    ExpresswayClient,
+    ExpresswayClientConfig,
+)
 
 FQDN = "expe-c1.lab.example"
 SANS = [FQDN, "expressway-c.lab.example"]

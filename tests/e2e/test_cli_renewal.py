@@ -7,12 +7,12 @@ import json
 import sys
 
 from cryptography.hazmat.primitives import hashes
+from expressway_certd_lab.est import ESTSimulator
+from expressway_certd_lab.renewal import add_renewal, est_ca_section
+from expressway_certd_lab.topology import Lab
 
-from lab.est import ESTSimulator
-from lab.renewal import add_renewal, est_ca_section
-from lab.topology import Lab
-from monitor.facts import load_certificates
-from renewers.pipeline import STAGES
+from expressway_certd.monitor.facts import load_certificates
+from expressway_certd.renewers.pipeline import STAGES
 from tests.keypool import KEY_POOL
 
 

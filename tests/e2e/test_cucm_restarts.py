@@ -9,13 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import aiohttp
+from expressway_certd_lab.cucm import CucmSim
+from expressway_certd_lab.est import ESTSimulator
+from expressway_certd_lab.renewal import add_unified_cm_keys, est_ca_section
+from expressway_certd_lab.topology import Lab
 
-from lab.cucm import CucmSim
-from lab.est import ESTSimulator
-from lab.renewal import add_unified_cm_keys, est_ca_section
-from lab.topology import Lab
-from renewers.cucm import DEFAULT_RESTART_SERVICES
-from renewers.pipeline import STAGES
+from expressway_certd.renewers.cucm import DEFAULT_RESTART_SERVICES
+from expressway_certd.renewers.pipeline import STAGES
 from tests.e2e.daemon_lab import LabDaemon, daemon_config
 from tests.helpers import free_port
 from tests.keypool import KEY_POOL

@@ -14,10 +14,10 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
+from expressway_certd_lab.est import ESTSimulator
+from expressway_certd_lab.renewal import est_ca_section
+from expressway_certd_lab.topology import Lab
 
-from lab.est import ESTSimulator
-from lab.renewal import est_ca_section
-from lab.topology import Lab
 from tests.conftest import need_binary
 from tests.e2e.daemon_lab import LabDaemon, daemon_config
 from tests.helpers import free_port

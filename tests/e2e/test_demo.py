@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from renewers.pipeline import STAGES
+from expressway_certd.renewers.pipeline import STAGES
 
 
 def test_demo_once(tmp_path):

@@ -11,16 +11,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from expressway_certd_lab.pki import CA, cert_pem
+from expressway_certd_lab.renewal import add_renewal
+from expressway_certd_lab.topology import Lab
 
 from expressway_certd.config import load_config
-from lab.pki import CA, cert_pem
-from lab.renewal import add_renewal
-from lab.topology import Lab
-from monitor.events import EventBus
-from monitor.probe import Prober, TrustStore
-from monitor.store import Store
-from renewers.ca import build_connector
-from renewers.pipeline import Pipeline
+from expressway_certd.monitor.events import EventBus
+from expressway_certd.monitor.probe import Prober, TrustStore
+from expressway_certd.monitor.store import Store
+from expressway_certd.renewers.ca import build_connector
+from expressway_certd.renewers.pipeline import Pipeline
 from tests.keypool import KEY_POOL
 
 

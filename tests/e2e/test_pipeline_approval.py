@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from monitor.events import EventBus
-from renewers.pipeline import STAGES, Pipeline
+from expressway_certd.monitor.events import EventBus
+from expressway_certd.renewers.pipeline import STAGES, Pipeline
 from tests.e2e.pipeline_env import renewal_env
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from renewers.expressway import CsrRequest
-from renewers.pipeline import ConfiguredDevices
+from expressway_certd.renewers.expressway import CsrRequest
+from expressway_certd.renewers.pipeline import ConfiguredDevices
 from tests.e2e.pipeline_env import renewal_env
 
 

@@ -11,21 +11,21 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from expressway_certd_lab.est import ESTSimulator
+from expressway_certd_lab.pki import CA, write_key_and_chain
+from expressway_certd_lab.renewal import add_renewal, est_ca_section
+from expressway_certd_lab.tls import LabListener, server_context
+from expressway_certd_lab.topology import Lab
 from prometheus_client import CollectorRegistry, generate_latest
 
-from alerts.metrics import RenewalCollector
+from expressway_certd.alerts.metrics import RenewalCollector
 from expressway_certd.config import load_config
-from lab.est import ESTSimulator
-from lab.pki import CA, write_key_and_chain
-from lab.renewal import add_renewal, est_ca_section
-from lab.tls import LabListener, server_context
-from lab.topology import Lab
-from monitor.events import Event, EventBus, ServedCertDiffers
-from monitor.facts import facts_from_x509
-from monitor.probe import Prober, TrustStore
-from monitor.store import Store
-from monitor.watch import Monitor
-from renewers.manager import RenewalManager
+from expressway_certd.monitor.events import Event, EventBus, ServedCertDiffers
+from expressway_certd.monitor.facts import facts_from_x509
+from expressway_certd.monitor.probe import Prober, TrustStore
+from expressway_certd.monitor.store import Store
+from expressway_certd.monitor.watch import Monitor
+from expressway_certd.renewers.manager import RenewalManager
 from tests.keypool import KEY_POOL
 
 

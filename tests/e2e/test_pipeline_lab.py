@@ -7,8 +7,8 @@ import asyncio
 
 from cryptography.hazmat.primitives import hashes
 
-from renewers import pipeline as pipeline_module
-from renewers.pipeline import STAGES, Advance
+from expressway_certd.renewers import pipeline as pipeline_module
+from expressway_certd.renewers.pipeline import STAGES, Advance
 from tests.e2e.pipeline_env import renewal_env
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from expressway_certd_lab.adcs import ADCSSimulator
+from expressway_certd_lab.topology import Lab
 
-from lab.adcs import ADCSSimulator
-from lab.topology import Lab
 from tests.e2e.daemon_lab import BoxCounts, LabDaemon, daemon_config
 from tests.helpers import free_port
 from tests.keypool import KEY_POOL

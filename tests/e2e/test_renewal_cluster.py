@@ -9,11 +9,11 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from expressway_certd_lab.est import ESTSimulator
+from expressway_certd_lab.renewal import est_ca_section
+from expressway_certd_lab.topology import Lab
 
-from lab.est import ESTSimulator
-from lab.renewal import est_ca_section
-from lab.topology import Lab
-from renewers.pipeline import STAGES
+from expressway_certd.renewers.pipeline import STAGES
 from tests.e2e.daemon_lab import BoxCounts, LabDaemon, daemon_config
 from tests.helpers import free_port
 from tests.keypool import KEY_POOL

@@ -13,11 +13,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from expressway_certd_lab.scenarios import SCENARIOS, scenario
+from expressway_certd_lab.topology import Lab
 
 from expressway_certd.cmd_demo import _demo
-from lab.scenarios import SCENARIOS, scenario
-from lab.topology import Lab
-from renewers.pipeline import ConfiguredDevices
+from expressway_certd.renewers.pipeline import ConfiguredDevices
 from tests.keypool import KEY_POOL
 
 

@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
+from expressway_certd_lab.pki import CA
+from expressway_certd_lab.topology import Lab
 
-from alerts.trust import exposition
-from lab.pki import CA
-from lab.topology import Lab
-from monitor.store import RenewalRow, Store
+from expressway_certd.alerts.trust import exposition
+from expressway_certd.monitor.store import RenewalRow, Store
 
 
 async def cli(*args: str) -> tuple[int, str, str]:

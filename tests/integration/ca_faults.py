@@ -23,8 +23,7 @@ from urllib.parse import urlsplit
 import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-
-from lab.pki import CA, SERVER_AUTH, write_key_and_chain
+from expressway_certd_lab.pki import CA, SERVER_AUTH, write_key_and_chain
 
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}

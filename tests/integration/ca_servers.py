@@ -35,21 +35,21 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from expressway_certd_lab.adcs import TEXT, ADCSSimulator
+from expressway_certd_lab.est import ESTSimulator
+from expressway_certd_lab.pki import CA, SERVER_AUTH, cert_pem, write_key_and_chain
 
-from lab.adcs import TEXT, ADCSSimulator
-from lab.est import ESTSimulator
-from lab.pki import CA, SERVER_AUTH, cert_pem, write_key_and_chain
-from monitor.config import Secret
-from monitor.config_ca import CAConfig
-from renewers.ca.acme import ACMEConnector
-from renewers.ca.acme_config import ACMEConfig, RFC2136Config
-from renewers.ca.adcs import ADCSConnector
-from renewers.ca.adcs_config import ADCSConfig
-from renewers.ca.base import CAConnector, Issued, Pending
-from renewers.ca.est import ESTConnector
-from renewers.ca.est_config import ESTConfig
-from renewers.ca.manual import ManualConnector
-from renewers.ca.manual_config import ManualConfig
+from expressway_certd.monitor.config import Secret
+from expressway_certd.monitor.config_ca import CAConfig
+from expressway_certd.renewers.ca.acme import ACMEConnector
+from expressway_certd.renewers.ca.acme_config import ACMEConfig, RFC2136Config
+from expressway_certd.renewers.ca.adcs import ADCSConnector
+from expressway_certd.renewers.ca.adcs_config import ADCSConfig
+from expressway_certd.renewers.ca.base import CAConnector, Issued, Pending
+from expressway_certd.renewers.ca.est import ESTConnector
+from expressway_certd.renewers.ca.est_config import ESTConfig
+from expressway_certd.renewers.ca.manual import ManualConnector
+from expressway_certd.renewers.ca.manual_config import ManualConfig
 from tests.conftest import need_binary
 from tests.integration.libest import PASSWORD as LIBEST_PASSWORD
 from tests.integration.libest import USER as LIBEST_USER

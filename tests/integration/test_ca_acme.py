@@ -22,13 +22,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from josepy.jwa import ES256
 from josepy.jwk import JWK
 
-from monitor.config import Secret
-from monitor.durations import utcnow
-from monitor.errors import CAError
-from monitor.events import AcmeAccountRecreated, Event
-from renewers.ca.acme import ACMEConnector
-from renewers.ca.acme_config import ACMEConfig, RFC2136Config
-from renewers.ca.base import Issued, Pending
+from expressway_certd.monitor.config import Secret
+from expressway_certd.monitor.durations import utcnow
+from expressway_certd.monitor.errors import CAError
+from expressway_certd.monitor.events import AcmeAccountRecreated, Event
+from expressway_certd.renewers.ca.acme import ACMEConnector
+from expressway_certd.renewers.ca.acme_config import ACMEConfig, RFC2136Config
+from expressway_certd.renewers.ca.base import Issued, Pending
 from tests.integration.ca_faults import pebble_proxy, rate_limited_once
 from tests.integration.ca_servers import (  # noqa: F401 - fixtures
     TSIG_KEY,

@@ -19,20 +19,20 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from expressway_certd_lab.adcs import LANGUAGES, TEXT, ADCSSimulator
+from expressway_certd_lab.est import CMC_RA, ESTSimulator
+from expressway_certd_lab.pki import CA, CLIENT_AUTH, SERVER_AUTH, write_key_and_chain
 
 from expressway_certd.config import load_config
-from lab.adcs import LANGUAGES, TEXT, ADCSSimulator
-from lab.est import CMC_RA, ESTSimulator
-from lab.pki import CA, CLIENT_AUTH, SERVER_AUTH, write_key_and_chain
-from monitor.config import Secret
-from monitor.durations import utcnow
-from monitor.errors import CAError, ConfigError
-from renewers.ca.adcs import ADCSConnector
-from renewers.ca.adcs_config import ADCSConfig
-from renewers.ca.base import CARequestError, Issued, Pending
-from renewers.ca.est import ESTConnector
-from renewers.ca.est_config import ESTConfig
-from renewers.ca.httpclient import basic_auth
+from expressway_certd.monitor.config import Secret
+from expressway_certd.monitor.durations import utcnow
+from expressway_certd.monitor.errors import CAError, ConfigError
+from expressway_certd.renewers.ca.adcs import ADCSConnector
+from expressway_certd.renewers.ca.adcs_config import ADCSConfig
+from expressway_certd.renewers.ca.base import CARequestError, Issued, Pending
+from expressway_certd.renewers.ca.est import ESTConnector
+from expressway_certd.renewers.ca.est_config import ESTConfig
+from expressway_certd.renewers.ca.httpclient import basic_auth
 from tests.integration.ca_servers import make_csr, scrambled, until_issued
 
 pytestmark = pytest.mark.integration

@@ -22,17 +22,17 @@ import pytest
 import requests
 import structlog
 from cryptography import x509
+from expressway_certd_lab.adcs import ADCSSimulator
+from expressway_certd_lab.pki import CA
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from lab.adcs import ADCSSimulator
-from lab.pki import CA
-from monitor.config import Secret
-from monitor.durations import utcnow
-from monitor.errors import CAError
-from renewers.ca.acme import ACMEConnector
-from renewers.ca.acme_config import ACMEConfig, RFC2136Config
-from renewers.ca.base import (
+from expressway_certd.monitor.config import Secret
+from expressway_certd.monitor.durations import utcnow
+from expressway_certd.monitor.errors import CAError
+from expressway_certd.renewers.ca.acme import ACMEConnector
+from expressway_certd.renewers.ca.acme_config import ACMEConfig, RFC2136Config
+from expressway_certd.renewers.ca.base import (
     CACapabilities,
     CAConnector,
     CARequestError,
@@ -42,12 +42,12 @@ from renewers.ca.base import (
     Pending,
     Presentation,
 )
-from renewers.ca.dns01 import RFC2136Solver
-from renewers.ca.est import ESTConnector
-from renewers.ca.est_config import ESTConfig
-from renewers.ca.hook import HookSolver
-from renewers.ca.http01 import HTTP01Responder
-from renewers.validate import Issuance, Plan, validate
+from expressway_certd.renewers.ca.dns01 import RFC2136Solver
+from expressway_certd.renewers.ca.est import ESTConnector
+from expressway_certd.renewers.ca.est_config import ESTConfig
+from expressway_certd.renewers.ca.hook import HookSolver
+from expressway_certd.renewers.ca.http01 import HTTP01Responder
+from expressway_certd.renewers.validate import Issuance, Plan, validate
 from tests.integration.ca_faults import (
     Fault,
     FaultProxy,

@@ -7,13 +7,13 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
+from expressway_certd_lab.adcs import ADCSSimulator
 
-from lab.adcs import ADCSSimulator
-from monitor.config import Secret
-from monitor.errors import CAError
-from renewers.ca.adcs import ADCSConnector
-from renewers.ca.adcs_config import ADCSConfig
-from renewers.ca.base import Issued
+from expressway_certd.monitor.config import Secret
+from expressway_certd.monitor.errors import CAError
+from expressway_certd.renewers.ca.adcs import ADCSConnector
+from expressway_certd.renewers.ca.adcs_config import ADCSConfig
+from expressway_certd.renewers.ca.base import Issued
 from tests.conftest import need_binary
 from tests.integration.ca_servers import KDC, REALM, kdc_server, make_csr  # noqa: F401
 

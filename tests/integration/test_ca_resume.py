@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from expressway_certd.cli import main
-from renewers.ca.base import Issued
+from expressway_certd.renewers.ca.base import Issued
 from tests.integration.ca_servers import (  # noqa: F401 - fixtures
     Harness,
     bind9_server,

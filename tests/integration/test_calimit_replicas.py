@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from monitor.config_ca import CALimits
-from monitor.store import Store
-from renewers.calimit import HOUR, OrderLimiter
+from expressway_certd.monitor.config_ca import CALimits
+from expressway_certd.monitor.store import Store
+from expressway_certd.renewers.calimit import HOUR, OrderLimiter
 from tests.pg import fresh_database
 from tests.unit.test_calimit import in_submit
 

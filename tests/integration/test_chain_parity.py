@@ -18,8 +18,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from monitor import lint
-from monitor.probe import TrustStore
+from expressway_certd.monitor import lint
+from expressway_certd.monitor.probe import TrustStore
 from tests.chain_corpus import Case, corpus
 from tests.conftest import need_binary
 

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
+from expressway_certd_lab.pki import write_key_and_chain
+from expressway_certd_lab.tls import LabListener, closed_port, server_context
 
-from lab.pki import write_key_and_chain
-from lab.tls import LabListener, closed_port, server_context
 from tests.chain_corpus import KU_NO_CERTSIGN, KU_NONE, Spec, leaf_spec, make
 from tests.conftest import need_binary
 

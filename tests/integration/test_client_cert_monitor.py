@@ -14,15 +14,20 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from expressway_certd_lab.expressway import ExpresswaySim
+from expressway_certd_lab.pki import SERVER_AUTH
+from expressway_certd_lab.topology import Lab
 from prometheus_client.parser import text_string_to_metric_families
 
-from alerts.metrics import CERT_KIND_FAMILIES, StateExposition
-from lab.expressway import ExpresswaySim
-from lab.pki import SERVER_AUTH
-from lab.topology import Lab
-from monitor.clientcert import STATUS_ERROR, STATUS_NOT_APPLICABLE, STATUS_OK, STATUS_UNPUBLISHED
-from monitor.config import Endpoint, ExpresswayConfig, Secret
-from renewers.clientcert import ClientCertWatch
+from expressway_certd.alerts.metrics import CERT_KIND_FAMILIES, StateExposition
+from expressway_certd.monitor.clientcert import (
+    STATUS_ERROR,
+    STATUS_NOT_APPLICABLE,
+    STATUS_OK,
+    STATUS_UNPUBLISHED,
+)
+from expressway_certd.monitor.config import Endpoint, ExpresswayConfig, Secret
+from expressway_certd.renewers.clientcert import ClientCertWatch
 from tests.helpers import DaemonProcess, free_port
 
 

@@ -12,11 +12,11 @@ from typing import Any
 import aiohttp
 import asyncssh
 import pytest
+from expressway_certd_lab.cucm import SOAP_PATH, CucmSim
+from expressway_certd_lab.pki import CA
 
-from lab.cucm import SOAP_PATH, CucmSim
-from lab.pki import CA
-from monitor.errors import DeviceError
-from renewers.cucm import (
+from expressway_certd.monitor.errors import DeviceError
+from expressway_certd.renewers.cucm import (
     DEFAULT_RESTART_SERVICES,
     NOT_ACTIVATED,
     RESTARTED,

@@ -7,8 +7,9 @@ import json
 import signal
 from pathlib import Path
 
-from lab.tls import closed_port
-from monitor import migrations
+from expressway_certd_lab.tls import closed_port
+
+from expressway_certd.monitor import migrations
 from tests.helpers import DaemonProcess, free_port
 
 SECRET = "Adm1n-Secret-Value-42"

@@ -23,13 +23,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from monitor.config import Secret
-from monitor.durations import utcnow
-from monitor.errors import CAError
-from renewers.ca.base import CARequestError, Issued, Pending
-from renewers.ca.est import ESTConnector
-from renewers.ca.est_config import ESTConfig
-from renewers.ca.httpclient import basic_auth
+from expressway_certd.monitor.config import Secret
+from expressway_certd.monitor.durations import utcnow
+from expressway_certd.monitor.errors import CAError
+from expressway_certd.renewers.ca.base import CARequestError, Issued, Pending
+from expressway_certd.renewers.ca.est import ESTConnector
+from expressway_certd.renewers.ca.est_config import ESTConfig
+from expressway_certd.renewers.ca.httpclient import basic_auth
 from tests.integration.ca_servers import make_csr
 from tests.integration.libest import (
     CMC_RA_OID,

@@ -10,9 +10,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from expressway_certd_lab.topology import Lab
 
-from lab.topology import Lab
-from renewers.expressway import CsrRequest, ExpresswayClient, ExpresswayClientConfig
+from expressway_certd.renewers.expressway import (
+    CsrRequest,
+    ExpresswayClient,
+    ExpresswayClientConfig,
+)
 
 CLI = [sys.executable, "-m", "expressway_certd.cli"]
 

@@ -13,11 +13,11 @@ import pytest
 import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from expressway_certd_lab.expressway import ExpresswaySim
+from expressway_certd_lab.pki import CA, cert_pem
 
-from lab.expressway import ExpresswaySim
-from lab.pki import CA, cert_pem
-from monitor.errors import DeviceError
-from renewers.expressway import (
+from expressway_certd.monitor.errors import DeviceError
+from expressway_certd.renewers.expressway import (
     CsrRequest,
     ExpresswayClient,
     ExpresswayClientConfig,

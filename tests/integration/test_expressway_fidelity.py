@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from expressway_certd_lab.expressway import ExpresswaySim
+from expressway_certd_lab.pki import CA, CLIENT_AUTH, SERVER_AUTH
 
-from lab.expressway import ExpresswaySim
-from lab.pki import CA, CLIENT_AUTH, SERVER_AUTH
-from monitor.errors import DeviceError
-from renewers.expressway import (
+from expressway_certd.monitor.errors import DeviceError
+from expressway_certd.renewers.expressway import (
     CertificateEkuRefused,
     CsrRequest,
     ExpresswayClient,

@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
+from expressway_certd_lab.pki import CA
+from expressway_certd_lab.topology import Lab
 
 from expressway_certd.config import load_config
-from lab.pki import CA
-from lab.topology import Lab
-from renewers.cucm import CucmClient, CucmClientConfig
-from renewers.expressway import ExpresswayClient, ExpresswayClientConfig
+from expressway_certd.renewers.cucm import CucmClient, CucmClientConfig
+from expressway_certd.renewers.expressway import ExpresswayClient, ExpresswayClientConfig
 
 
 def free_port_block(size: int) -> int:

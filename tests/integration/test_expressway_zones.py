@@ -10,13 +10,17 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from expressway_certd_lab.expressway import ExpresswaySim
+from expressway_certd_lab.pki import CA, CLIENT_AUTH, SERVER_AUTH
+from expressway_certd_lab.topology import Lab
+from expressway_certd_lab.zones import expressway_needs_client_auth
 
-from lab.expressway import ExpresswaySim
-from lab.pki import CA, CLIENT_AUTH, SERVER_AUTH
-from lab.topology import Lab
-from lab.zones import expressway_needs_client_auth
-from renewers.cucm import CucmClient, CucmClientConfig
-from renewers.expressway import CsrRequest, ExpresswayClient, ExpresswayClientConfig
+from expressway_certd.renewers.cucm import CucmClient, CucmClientConfig
+from expressway_certd.renewers.expressway import (
+    CsrRequest,
+    ExpresswayClient,
+    ExpresswayClientConfig,
+)
 
 
 def xway_config(sim: ExpresswaySim, lab: Lab) -> ExpresswayClientConfig:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lab.expressway import ExpresswaySim
-from lab.pki import PrivateKey, new_key
-from renewers.expressway import CsrRequest, ExpresswayClient
+from expressway_certd_lab.expressway import ExpresswaySim
+from expressway_certd_lab.pki import PrivateKey, new_key
+
+from expressway_certd.renewers.expressway import CsrRequest, ExpresswayClient
 from tests.integration.test_expressway_client import client_config
 
 

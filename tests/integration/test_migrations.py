@@ -18,11 +18,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from monitor import migrations
-from monitor import store as store_module
-from monitor.errors import StoreError
-from monitor.events import ProbeFailed
-from monitor.store import Store
+from expressway_certd.monitor import migrations
+from expressway_certd.monitor import store as store_module
+from expressway_certd.monitor.errors import StoreError
+from expressway_certd.monitor.events import ProbeFailed
+from expressway_certd.monitor.store import Store
 from tests.helpers import free_port
 from tests.integration import schema_0_1 as v01
 
@@ -318,8 +318,14 @@ def test_the_wheel_ships_the_migrations(tmp_path):
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
-    for package in ("monitor", "renewers", "alerts", "lab"):
-        shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("expressway_certd", "monitor", "renewers", "alerts"):
+        # symlinks=True: expressway_certd/monitor is a link to monitor/, as git checks it out
+        shutil.copytree(
+            REPO / package,
+            src / package,
+            symlinks=True,
+            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
+        )
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(src)],
         check=True,
@@ -328,11 +334,11 @@ def test_the_wheel_ships_the_migrations(tmp_path):
     wheel = next(tmp_path.glob("expressway_certd-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {
-        f"monitor/migrations/versions/{p.name}"
+        f"expressway_certd/monitor/migrations/versions/{p.name}"
         for p in (REPO / "monitor/migrations/versions").glob("*.py")
     }
     assert shipped <= names
-    assert "monitor/migrations/__init__.py" in names
+    assert "expressway_certd/monitor/migrations/__init__.py" in names
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -27,16 +27,16 @@ import pytest
 from aiohttp import web
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from expressway_certd_lab.pki import CA, write_key_and_chain
+from expressway_certd_lab.tls import server_context
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
-from alerts.notifiers import build_router
-from alerts.notify import Router
+from expressway_certd.alerts.notifiers import build_router
+from expressway_certd.alerts.notify import Router
 from expressway_certd.config import load_config
-from lab.pki import CA, write_key_and_chain
-from lab.tls import server_context
-from monitor.config import Secret
-from monitor.config_notify import (
+from expressway_certd.monitor.config import Secret
+from expressway_certd.monitor.config_notify import (
     AlertmanagerConfig,
     EmailConfig,
     NotifierConfig,
@@ -44,7 +44,7 @@ from monitor.config_notify import (
     WebexConfig,
     WebhookConfig,
 )
-from monitor.events import (
+from expressway_certd.monitor.events import (
     Event,
     EventBus,
     ProbeFailed,

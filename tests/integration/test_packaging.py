@@ -15,8 +15,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCT = {"expressway_certd", "monitor", "renewers", "alerts"}
-SOURCES = ["pyproject.toml", "README.md", "packaging", *sorted(PRODUCT), "lab"]
+PRODUCT = {"expressway_certd"}
+# expressway_certd/{monitor,renewers,alerts} and packaging/lab/expressway_certd_lab are links to
+# these top-level folders (copied as links, as git checks them out).
+FOLDERS = ["monitor", "renewers", "alerts", "lab"]
+SOURCES = ["pyproject.toml", "README.md", "packaging", "expressway_certd", *FOLDERS]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +30,7 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, zipfile.ZipFil
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
     for name in SOURCES:
         if (ROOT / name).is_dir():
-            shutil.copytree(ROOT / name, src / name, ignore=ignore)
+            shutil.copytree(ROOT / name, src / name, ignore=ignore, symlinks=True)
         else:
             shutil.copy2(ROOT / name, src / name)
     for project in (src, src / "packaging" / "lab"):
@@ -55,18 +58,24 @@ def metadata(wheel: zipfile.ZipFile) -> email.message.Message:
 
 def test_the_production_wheel_has_the_product_and_no_simulators(wheels) -> None:
     wheel = wheels["expressway_certd"]
+    # One installed name: nothing generic such as `monitor` or `alerts` that another
+    # distribution could also install.
     assert top_level(wheel) == PRODUCT
     names = set(wheel.namelist())
-    assert "monitor/migrations/versions/0001_released_0_1.py" in names
-    assert not {n for n in names if n.startswith(("lab/", "tests/"))}
+    assert "expressway_certd/monitor/migrations/versions/0001_released_0_1.py" in names
+    assert {
+        "expressway_certd/renewers/pipeline/runner.py",
+        "expressway_certd/alerts/metrics.py",
+    } <= names
+    assert not {n for n in names if n.startswith(("lab/", "tests/", "expressway_certd_lab/"))}
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "expressway-certd = expressway_certd.cli:main" in wheel.read(entry_points).decode()
 
 
 def test_the_lab_extra_is_the_simulators_wheel_of_the_same_version(wheels) -> None:
     lab = wheels["expressway_certd_lab"]
-    assert top_level(lab) == {"lab"}
-    assert {Path(n).name for n in lab.namelist() if n.startswith("lab/")} >= {
+    assert top_level(lab) == {"expressway_certd_lab"}
+    assert {Path(n).name for n in lab.namelist() if n.startswith("expressway_certd_lab/")} >= {
         "expressway.py", "cucm.py", "adcs.py", "est.py", "topology.py", "cmd_lab.py",
     }  # fmt: skip
     product = metadata(wheels["expressway_certd"])
@@ -78,18 +87,24 @@ def test_the_lab_extra_is_the_simulators_wheel_of_the_same_version(wheels) -> No
 
 def test_every_module_of_the_tree_is_in_one_of_the_wheels(wheels) -> None:
     shipped = {n for w in wheels.values() for n in w.namelist() if n.endswith(".py")}
-    in_tree = {
-        str(p.relative_to(ROOT))
-        for package in [*PRODUCT, "lab"]
-        for p in (ROOT / package).rglob("*.py")
+    installed_as = {
+        "monitor": "expressway_certd/monitor",
+        "renewers": "expressway_certd/renewers",
+        "alerts": "expressway_certd/alerts",
+        "lab": "expressway_certd_lab",
     }
+    in_tree = {
+        f"{installed_as[folder]}/{p.relative_to(ROOT / folder)}"
+        for folder in FOLDERS
+        for p in (ROOT / folder).rglob("*.py")
+    } | {str(p.relative_to(ROOT)) for p in (ROOT / "expressway_certd").glob("*.py")}
     assert in_tree == shipped
 
 
 def test_without_the_simulators_the_demo_says_what_to_install(tmp_path: Path) -> None:
-    # As in a production install: `lab` cannot be imported at all.
+    # As in a production install: the simulators cannot be imported at all.
     code = (
-        "import sys; sys.modules['lab'] = None\n"
+        "import sys; sys.modules['expressway_certd_lab'] = None\n"
         "from expressway_certd.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )

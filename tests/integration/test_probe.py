@@ -10,12 +10,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from expressway_certd_lab.pki import CA, write_key_and_chain
+from expressway_certd_lab.tls import LabListener, closed_port, server_context
 
-from lab.pki import CA, write_key_and_chain
-from lab.tls import LabListener, closed_port, server_context
-from monitor import lint
-from monitor.config import Endpoint
-from monitor.probe import ErrorClass, Prober, TrustStore
+from expressway_certd.monitor import lint
+from expressway_certd.monitor.config import Endpoint
+from expressway_certd.monitor.probe import ErrorClass, Prober, TrustStore
 from tests.chain_corpus import Spec, leaf_spec, make
 
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from expressway_certd_lab.est import ESTSimulator
+from expressway_certd_lab.renewal import add_renewal, est_ca_section, set_daemon_keys
+from expressway_certd_lab.topology import Lab
 
-from lab.est import ESTSimulator
-from lab.renewal import add_renewal, est_ca_section, set_daemon_keys
-from lab.topology import Lab
 from tests.conftest import need_binary
 from tests.helpers import DaemonProcess, free_port
 from tests.integration.test_promtool_rules import (

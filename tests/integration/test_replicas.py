@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from monitor.errors import ConfigError
-from monitor.replicas import Registry, Replica, assign, hold_sqlite_state
-from monitor.store import Store
+from expressway_certd.monitor.errors import ConfigError
+from expressway_certd.monitor.replicas import Registry, Replica, assign, hold_sqlite_state
+from expressway_certd.monitor.store import Store
 from tests.helpers import DaemonProcess, free_port
 from tests.pg import fresh_database
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from monitor.replicas import heartbeat_interval, heartbeat_timeout
+from expressway_certd.monitor.replicas import heartbeat_interval, heartbeat_timeout
 from tests.bench.bench_daemon import config_toml
 from tests.bench.farm import PORTS_PER_HOST, Farm
 from tests.conftest import need_binary

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from expressway_certd_lab.est import ESTSimulator
+from expressway_certd_lab.renewal import est_ca_section
+from expressway_certd_lab.topology import Lab
 
-from lab.est import ESTSimulator
-from lab.renewal import est_ca_section
-from lab.topology import Lab
-from monitor.store import Store, renewals
-from renewers.pipeline import LEASE, STAGES
+from expressway_certd.monitor.store import Store, renewals
+from expressway_certd.renewers.pipeline import LEASE, STAGES
 from tests.e2e.daemon_lab import BoxCounts, LabDaemon, daemon_config
 from tests.helpers import free_port
 from tests.keypool import KEY_POOL

@@ -13,12 +13,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from expressway_certd.config import load_config
-from monitor.errors import DeviceError
-from monitor.events import EventBus
-from monitor.probe import Prober, TrustStore
-from monitor.replicas import Ownership
-from monitor.store import RenewalRow, Store
-from renewers.manager import RenewalManager
+from expressway_certd.monitor.errors import DeviceError
+from expressway_certd.monitor.events import EventBus
+from expressway_certd.monitor.probe import Prober, TrustStore
+from expressway_certd.monitor.replicas import Ownership
+from expressway_certd.monitor.store import RenewalRow, Store
+from expressway_certd.renewers.manager import RenewalManager
 from tests.pg import fresh_database
 
 pytestmark = pytest.mark.integration

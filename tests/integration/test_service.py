@@ -17,7 +17,7 @@ from apscheduler.executors.base import MaxInstancesReachedError
 
 from expressway_certd.config import load_config
 from expressway_certd.daemon import Daemon
-from monitor.errors import ConfigError
+from expressway_certd.monitor.errors import ConfigError
 from tests.helpers import DaemonProcess, free_port
 
 SECRET = "Adm1n-Secret-Value-42"

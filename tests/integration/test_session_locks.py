@@ -29,14 +29,14 @@ import pytest
 import sqlalchemy as sa
 
 from expressway_certd.config import load_config
-from monitor.errors import CertdError, StoreError
-from monitor.events import EventBus
-from monitor.probe import Prober, TrustStore
-from monitor.sessionlock import SessionLocks, advisory_key
-from monitor.store import RenewalRow, Store, leases, renewals
-from renewers.manager import RenewalManager
-from renewers.pipeline import LEASE, Pipeline, holding
-from renewers.pipeline.locks import exclusive
+from expressway_certd.monitor.errors import CertdError, StoreError
+from expressway_certd.monitor.events import EventBus
+from expressway_certd.monitor.probe import Prober, TrustStore
+from expressway_certd.monitor.sessionlock import SessionLocks, advisory_key
+from expressway_certd.monitor.store import RenewalRow, Store, leases, renewals
+from expressway_certd.renewers.manager import RenewalManager
+from expressway_certd.renewers.pipeline import LEASE, Pipeline, holding
+from expressway_certd.renewers.pipeline.locks import exclusive
 from tests.pg import fresh_database
 
 pytestmark = pytest.mark.integration
@@ -48,10 +48,10 @@ HOLDER = textwrap.dedent(
     """
     import asyncio, os, sys
     from datetime import UTC, datetime, timedelta
-    from monitor.store import Store
-    from renewers.pipeline import holding
-    from renewers.pipeline import locks
-    from renewers.pipeline.locks import exclusive
+    from expressway_certd.monitor.store import Store
+    from expressway_certd.renewers.pipeline import holding
+    from expressway_certd.renewers.pipeline import locks
+    from expressway_certd.renewers.pipeline.locks import exclusive
 
     async def main():
         url, kind, name, owner = sys.argv[1:5]

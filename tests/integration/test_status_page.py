@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiohttp
 
-from monitor.store import RenewalRow, StepRow, Store
+from expressway_certd.monitor.store import RenewalRow, StepRow, Store
 from tests.conftest import need_binary
 from tests.helpers import DaemonProcess, free_port
 

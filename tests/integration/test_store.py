@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from monitor.errors import StoreError
-from monitor.events import ProbeFailed
-from monitor.store import EndpointRow, HistoryRow, Store
+from expressway_certd.monitor.errors import StoreError
+from expressway_certd.monitor.events import ProbeFailed
+from expressway_certd.monitor.store import EndpointRow, HistoryRow, Store
 from tests.pg import fresh_database
 
 

@@ -24,13 +24,13 @@ from typing import Any
 import aiohttp
 import pytest
 from cryptography.hazmat.primitives import serialization
+from expressway_certd_lab.pki import CA
+from expressway_certd_lab.renewal import set_daemon_keys
+from expressway_certd_lab.topology import Lab
 
 from expressway_certd.config import load_config
 from expressway_certd.daemon import Daemon
-from lab.pki import CA
-from lab.renewal import set_daemon_keys
-from lab.topology import Lab
-from monitor.store import RenewalRow
+from expressway_certd.monitor.store import RenewalRow
 from tests.conftest import need_binary
 from tests.helpers import free_port
 from tests.integration.test_promtool_rules import RULES

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from expressway_certd_lab.pki import CA
+from expressway_certd_lab.renewal import set_daemon_keys
+from expressway_certd_lab.topology import Lab
 
 from expressway_certd.config import load_config
 from expressway_certd.daemon import Daemon
-from lab.pki import CA
-from lab.renewal import set_daemon_keys
-from lab.topology import Lab
 from tests.helpers import free_port
 from tests.integration.test_status_page import VisibleText, chromium
 

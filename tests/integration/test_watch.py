@@ -6,14 +6,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from expressway_certd_lab.pki import CA, SERVER_AUTH
 
-from lab.pki import CA, SERVER_AUTH
-from monitor.config import Config, DaemonConfig, Endpoint, ExpresswayConfig
-from monitor.events import EventBus
-from monitor.facts import facts_from_x509
-from monitor.probe import Prober, TrustStore
-from monitor.store import Store
-from monitor.watch import Monitor, expiry_window
+from expressway_certd.monitor.config import Config, DaemonConfig, Endpoint, ExpresswayConfig
+from expressway_certd.monitor.events import EventBus
+from expressway_certd.monitor.facts import facts_from_x509
+from expressway_certd.monitor.probe import Prober, TrustStore
+from expressway_certd.monitor.store import Store
+from expressway_certd.monitor.watch import Monitor, expiry_window
 
 
 class Recorder:

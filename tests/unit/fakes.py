@@ -13,13 +13,13 @@ from typing import Any
 
 from cryptography import x509
 
-from monitor.endpoint import Endpoint
-from monitor.errors import DeviceError
-from monitor.facts import facts_from_x509
-from monitor.probe import Observation, TrustStore
-from renewers.ca.base import CACapabilities, Issued, Pending
-from renewers.cucm import NOT_ACTIVATED, RESTARTED
-from renewers.expressway import SystemInfo, ZoneState
+from expressway_certd.monitor.endpoint import Endpoint
+from expressway_certd.monitor.errors import DeviceError
+from expressway_certd.monitor.facts import facts_from_x509
+from expressway_certd.monitor.probe import Observation, TrustStore
+from expressway_certd.renewers.ca.base import CACapabilities, Issued, Pending
+from expressway_certd.renewers.cucm import NOT_ACTIVATED, RESTARTED
+from expressway_certd.renewers.expressway import SystemInfo, ZoneState
 
 
 class FakeDevices:

@@ -12,13 +12,13 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from expressway_certd_lab.pki import CA
 
 from expressway_certd.config import load_config
-from lab.pki import CA
-from monitor.config import Config
-from monitor.facts import cert_pem, facts_from_x509
-from renewers.pipeline import Context, IssuedCert, RenewalRecord, Snapshot
-from renewers.validate import Plan
+from expressway_certd.monitor.config import Config
+from expressway_certd.monitor.facts import cert_pem, facts_from_x509
+from expressway_certd.renewers.pipeline import Context, IssuedCert, RenewalRecord, Snapshot
+from expressway_certd.renewers.validate import Plan
 from tests.unit.fakes import FakeCA, FakeDevices, FakeExpressway, FakeProber
 
 SANS = ("e1.example.com",)

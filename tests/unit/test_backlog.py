@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from alerts.metrics import BacklogCollector
-from monitor.backlog import backlog
-from monitor.store import EndpointRow, RenewalRow
+from expressway_certd.alerts.metrics import BacklogCollector
+from expressway_certd.monitor.backlog import backlog
+from expressway_certd.monitor.store import EndpointRow, RenewalRow
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 from acme import messages
+from expressway_certd_lab.pki import CA
 
-from lab.pki import CA
-from monitor.durations import utcnow
-from monitor.errors import CAError
-from monitor.facts import CLIENT_AUTH, SERVER_AUTH
-from renewers.ca.acme import ACMEConnector
-from renewers.ca.acme_config import ACMEConfig
-from renewers.ca.base import Pending, Presentation
+from expressway_certd.monitor.durations import utcnow
+from expressway_certd.monitor.errors import CAError
+from expressway_certd.monitor.facts import CLIENT_AUTH, SERVER_AUTH
+from expressway_certd.renewers.ca.acme import ACMEConnector
+from expressway_certd.renewers.ca.acme_config import ACMEConfig
+from expressway_certd.renewers.ca.base import Pending, Presentation
 from tests.integration.ca_servers import make_csr
 
 

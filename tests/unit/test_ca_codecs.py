@@ -17,15 +17,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from expressway_certd_lab.est import pkcs7_der
+from expressway_certd_lab.pki import CA, cert_pem
 from prometheus_client import REGISTRY
 
-from lab.est import pkcs7_der
-from lab.pki import CA, cert_pem
-from monitor.errors import CAError
-from monitor.facts import SERVER_AUTH
-from renewers.ca.acme import ari_cert_id
-from renewers.ca.adcs import channel_binding_token, read_certsrv_page
-from renewers.ca.base import (
+from expressway_certd.monitor.errors import CAError
+from expressway_certd.monitor.facts import SERVER_AUTH
+from expressway_certd.renewers.ca.acme import ari_cert_id
+from expressway_certd.renewers.ca.adcs import channel_binding_token, read_certsrv_page
+from expressway_certd.renewers.ca.base import (
     CACapabilities,
     CARequestError,
     ConnectorBase,
@@ -34,7 +34,7 @@ from renewers.ca.base import (
     parse_retry_after,
     write_private,
 )
-from renewers.ca.est import decode_body, encode_body, media_type, parse_csrattrs
+from expressway_certd.renewers.ca.est import decode_body, encode_body, media_type, parse_csrattrs
 
 
 @pytest.fixture(scope="module")

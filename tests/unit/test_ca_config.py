@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from expressway_certd.config import parse_cas, parse_config
-from monitor.errors import ConfigError
-from renewers.ca.acme_config import ACMEConfig
-from renewers.ca.adcs_config import ADCSConfig
-from renewers.ca.est_config import ESTConfig
+from expressway_certd.monitor.errors import ConfigError
+from expressway_certd.renewers.ca.acme_config import ACMEConfig
+from expressway_certd.renewers.ca.adcs_config import ADCSConfig
+from expressway_certd.renewers.ca.est_config import ESTConfig
 
 ACME = """
 [ca.le]

@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from renewers.ca.base import CARequestError, ConnectorBase
-from renewers.ca.httpclient import Reply, StatusWords, raise_for_status, status_class
+from expressway_certd.renewers.ca.base import CARequestError, ConnectorBase
+from expressway_certd.renewers.ca.httpclient import (
+    Reply,
+    StatusWords,
+    raise_for_status,
+    status_class,
+)
 
 WORDS = StatusWords(
     server="the EST server",

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from expressway_certd.config import REGISTRY
-from monitor.config import parse_config_with
-from monitor.config_base import Secret, Section
-from monitor.config_ca import CAKind, CALimits
-from monitor.errors import ConfigError
-from renewers.ca.manual_config import MANUAL
+from expressway_certd.monitor.config import parse_config_with
+from expressway_certd.monitor.config_base import Secret, Section
+from expressway_certd.monitor.config_ca import CAKind, CALimits
+from expressway_certd.monitor.errors import ConfigError
+from expressway_certd.renewers.ca.manual_config import MANUAL
 
 FILE = Path("/etc/certd.toml")
 

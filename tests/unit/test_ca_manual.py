@@ -10,11 +10,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from expressway_certd_lab.pki import CA
 
-from lab.pki import CA
-from renewers.ca.base import CARequestError, Pending
-from renewers.ca.manual import ManualConnector
-from renewers.ca.manual_config import ManualConfig
+from expressway_certd.renewers.ca.base import CARequestError, Pending
+from expressway_certd.renewers.ca.manual import ManualConnector
+from expressway_certd.renewers.ca.manual_config import ManualConfig
 
 
 def _csr(key: ec.EllipticCurvePrivateKey, *names: str) -> x509.CertificateSigningRequest:

@@ -11,13 +11,20 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from expressway_certd.config import load_config
-from monitor.config_ca import CALimits
-from monitor.events import EventBus
-from monitor.probe import Prober, TrustStore
-from monitor.store import RenewalRow, Store
-from renewers.ca.manual import ManualConnector
-from renewers.calimit import HOUR, OrderLimiter, Usage, Verdict, judge_order, on_clock_of
-from renewers.pipeline import Pipeline
+from expressway_certd.monitor.config_ca import CALimits
+from expressway_certd.monitor.events import EventBus
+from expressway_certd.monitor.probe import Prober, TrustStore
+from expressway_certd.monitor.store import RenewalRow, Store
+from expressway_certd.renewers.ca.manual import ManualConnector
+from expressway_certd.renewers.calimit import (
+    HOUR,
+    OrderLimiter,
+    Usage,
+    Verdict,
+    judge_order,
+    on_clock_of,
+)
+from expressway_certd.renewers.pipeline import Pipeline
 
 T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 

@@ -13,11 +13,11 @@ from expressway_certd.cmd_check import decoded_json
 from expressway_certd.cmd_device import cert_json
 from expressway_certd.cmd_scan import observation_json
 from expressway_certd.http import endpoint_json
-from monitor.config import Endpoint
-from monitor.facts import facts_from_x509, facts_json
-from monitor.probe import Observation
-from monitor.watch import EndpointState
-from renewers.decode import Decoded
+from expressway_certd.monitor.config import Endpoint
+from expressway_certd.monitor.facts import facts_from_x509, facts_json
+from expressway_certd.monitor.probe import Observation
+from expressway_certd.monitor.watch import EndpointState
+from expressway_certd.renewers.decode import Decoded
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 ENDPOINT = Endpoint("10.0.0.1", 8443, "mra")

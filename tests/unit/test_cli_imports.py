@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from expressway_certd.cli import VERBS, build_parser, main
-from monitor import __version__
+from expressway_certd.monitor import __version__
 
 HEAVY = (
     "sqlalchemy",
@@ -26,8 +26,8 @@ HEAVY = (
     "lab",
     "alerts",
     "renewers",
-    "monitor.store",
-    "monitor.config",
+    "expressway_certd.monitor.store",
+    "expressway_certd.monitor.config",
     "expressway_certd.daemon",
     "expressway_certd.http",
 )

@@ -8,9 +8,14 @@ import pytest
 
 from expressway_certd.cli import main
 from expressway_certd.config import load_config
-from monitor.config import Secret
-from monitor.durations import Fraction, format_duration, parse_duration, parse_duration_or_fraction
-from monitor.errors import ConfigError
+from expressway_certd.monitor.config import Secret
+from expressway_certd.monitor.durations import (
+    Fraction,
+    format_duration,
+    parse_duration,
+    parse_duration_or_fraction,
+)
+from expressway_certd.monitor.errors import ConfigError
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "deploy" / "examples").glob("*.toml"))
 

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from expressway_certd.config import load_config, parse_config
-from monitor.config import Config
-from monitor.errors import ConfigError
+from expressway_certd.monitor.config import Config
+from expressway_certd.monitor.errors import ConfigError
 
 KEYS = {
     "daemon": [

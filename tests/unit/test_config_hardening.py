@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from expressway_certd.config import load_config
-from monitor.config import check_runtime
-from monitor.errors import ConfigError
+from expressway_certd.monitor.config import check_runtime
+from expressway_certd.monitor.errors import ConfigError
 
 BOX = "[[expressway]]\nname = 'e1'\naddress = 'e1.example.com'\n"
 

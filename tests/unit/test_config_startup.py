@@ -11,9 +11,9 @@ from structlog.testing import capture_logs
 import expressway_certd.cmd_run as cmd_run
 from expressway_certd.cli import main
 from expressway_certd.config import load_config
-from monitor.config import ensure_private_dirs, startup_warnings
-from monitor.errors import ConfigError
-from renewers.ca.base import write_private
+from expressway_certd.monitor.config import ensure_private_dirs, startup_warnings
+from expressway_certd.monitor.errors import ConfigError
+from expressway_certd.renewers.ca.base import write_private
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from expressway_certd.config import load_config
-from monitor import config_docs
-from monitor.config import (
+from expressway_certd.monitor import config_docs
+from expressway_certd.monitor.config import (
     Config,
     DaemonConfig,
     ExpresswayConfig,
@@ -21,9 +21,9 @@ from monitor.config import (
     UnifiedCMConfig,
     check_runtime,
 )
-from monitor.config_base import Secret, toml_keys
-from monitor.config_notify import NOTIFIER_CLASSES, NotifierIdentity, Routing
-from monitor.errors import ConfigError
+from expressway_certd.monitor.config_base import Secret, toml_keys
+from expressway_certd.monitor.config_notify import NOTIFIER_CLASSES, NotifierIdentity, Routing
+from expressway_certd.monitor.errors import ConfigError
 
 ROOT = Path(__file__).parents[2]
 CONFIG_MODULES = ["monitor/config_base.py", "monitor/config.py", "monitor/config_ca.py",
@@ -87,7 +87,13 @@ def test_no_function_local_imports(module):
 
 
 @pytest.mark.parametrize(
-    "first", ["monitor.config_notify", "monitor.config_ca", "monitor.config", "monitor.config_base"]
+    "first",
+    [
+        "expressway_certd.monitor.config_notify",
+        "expressway_certd.monitor.config_ca",
+        "expressway_certd.monitor.config",
+        "expressway_certd.monitor.config_base",
+    ],
 )
 def test_each_config_module_imports_first(first):
     """Whatever is imported first, no partially initialised module is met (no cycle)."""
@@ -101,7 +107,11 @@ def test_each_config_module_imports_first(first):
 def test_config_base_imports_no_other_config_module():
     tree = ast.parse((ROOT / "monitor/config_base.py").read_text())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert not imported & {"monitor.config", "monitor.config_ca", "monitor.config_notify"}
+    assert not imported & {
+        "expressway_certd.monitor.config",
+        "expressway_certd.monitor.config_ca",
+        "expressway_certd.monitor.config_notify",
+    }
 
 
 def test_read_token_is_resolved_like_the_others(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ import typing
 from typing import Any
 
 from expressway_certd.config import REGISTRY
-from monitor.config import Config
+from expressway_certd.monitor.config import Config
 
 
 def _loose(hint: object, where: str, seen: set[type]) -> list[str]:

@@ -7,15 +7,15 @@ from functools import partial
 
 import pytest
 
-from monitor.config import (
+from expressway_certd.monitor.config import (
     ExpresswayConfig,
     MaintenanceWindow,
     RenewalConfig,
     Secret,
     UnifiedCMConfig,
 )
-from monitor.store import StepRow
-from renewers.deadline import (
+from expressway_certd.monitor.store import StepRow
+from expressway_certd.renewers.deadline import (
     DEFAULT_UCM_RESTART_PER_NODE,
     FACTOR_APPROVAL,
     FACTOR_CA,
@@ -28,7 +28,7 @@ from renewers.deadline import (
     p90,
     past_durations,
 )
-from renewers.maintenance import next_window_start
+from expressway_certd.renewers.maintenance import next_window_start
 
 MONDAY = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)  # a Monday
 SUNDAY_2AM = MaintenanceWindow(cron="0 2 * * 0", timezone="UTC", duration=timedelta(hours=2))

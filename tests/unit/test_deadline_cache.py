@@ -9,20 +9,20 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from expressway_certd_lab.pki import CA
 from prometheus_client import CollectorRegistry
 
 from expressway_certd.config import load_config
 from expressway_certd.deadline_metrics import METRIC, REFRESH, DeadlineCache
 from expressway_certd.http import build_app
-from lab.pki import CA
-from monitor.endpoint import Endpoint
-from monitor.errors import StoreError
-from monitor.events import EventBus
-from monitor.facts import facts_from_x509
-from monitor.probe import Prober, TrustStore
-from monitor.store import RenewalRow, Store
-from monitor.watch import EndpointState, Monitor
-from renewers.deadline import DeadlineEstimate
+from expressway_certd.monitor.endpoint import Endpoint
+from expressway_certd.monitor.errors import StoreError
+from expressway_certd.monitor.events import EventBus
+from expressway_certd.monitor.facts import facts_from_x509
+from expressway_certd.monitor.probe import Prober, TrustStore
+from expressway_certd.monitor.store import RenewalRow, Store
+from expressway_certd.monitor.watch import EndpointState, Monitor
+from expressway_certd.renewers.deadline import DeadlineEstimate
 
 T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 TARGETS = 1000

@@ -11,11 +11,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
+from expressway_certd_lab.pki import CA, CLIENT_AUTH, SERVER_AUTH, new_key
 
-from lab.pki import CA, CLIENT_AUTH, SERVER_AUTH, new_key
-from monitor.errors import CertParseError
-from monitor.text import printable
-from renewers.decode import certificate_text, csr_text, read_file_bytes, render
+from expressway_certd.monitor.errors import CertParseError
+from expressway_certd.monitor.text import printable
+from expressway_certd.renewers.decode import certificate_text, csr_text, read_file_bytes, render
 from tests.conftest import need_binary
 
 NOW = datetime.now(UTC)

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
 import pytest
+from expressway_certd_lab.pki import CLIENT_AUTH, SERVER_AUTH
 
-from lab.pki import CLIENT_AUTH, SERVER_AUTH
-from monitor.eku import client_auth_required, decide_eku, eku_problem, parse_version
-from monitor.facts import facts_from_x509
+from expressway_certd.monitor.eku import (
+    client_auth_required,
+    decide_eku,
+    eku_problem,
+    parse_version,
+)
+from expressway_certd.monitor.facts import facts_from_x509
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,10 @@ import pkgutil
 import re
 from dataclasses import dataclass
 
-import monitor.errors
-from monitor.errors import CertdError
+import expressway_certd.monitor.errors
+from expressway_certd.monitor.errors import CertdError
 
-PACKAGES = ("monitor", "renewers", "alerts", "expressway_certd")
+PACKAGES = ("expressway_certd",)  # monitor, renewers and alerts are its subpackages
 _LINE = re.compile(r"^(?P<prefix>[ |+-]*)(?P<name>[A-Z]\w*)\b(?P<rest>.*)$")
 _MODULE = re.compile(r"\(([\w/]+\.py)\)")
 
@@ -61,15 +61,17 @@ def product_errors() -> dict[str, type]:
 
 
 def test_the_drawing_matches_the_classes() -> None:
-    drawn = drawing(monitor.errors.__doc__ or "")
+    drawn = drawing(expressway_certd.monitor.errors.__doc__ or "")
     classes = product_errors()
     assert set(drawn) - {"CertdError"} == set(classes)
     for name, cls in classes.items():
         assert drawn[name].parent == cls.__mro__[1].__name__, (
             f"{name} is drawn under the wrong class"
         )
-        path = cls.__module__.replace(".", "/") + ".py"
-        if cls.__module__ != "monitor.errors":
+        # the drawing names the file in the repository: monitor/ for expressway_certd.monitor
+        folder = re.sub(r"^expressway_certd\.(?=(monitor|renewers|alerts)\.)", "", cls.__module__)
+        path = folder.replace(".", "/") + ".py"
+        if cls.__module__ != "expressway_certd.monitor.errors":
             assert drawn[name].module == path, f"{name} is defined in {path}"
 
 

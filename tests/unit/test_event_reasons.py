@@ -9,12 +9,20 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import structlog
 
-from monitor.errors import DeviceError
-from monitor.events import Event, EventBus, RenewalBlocked, StageFailed
-from monitor.probe import Prober, TrustStore
-from monitor.store import RenewalRow, Store
-from renewers.expressway import OperationUnsupported
-from renewers.pipeline import Advance, Blocked, Failed, OutcomeReason, Pipeline, Wait, stage_event
+from expressway_certd.monitor.errors import DeviceError
+from expressway_certd.monitor.events import Event, EventBus, RenewalBlocked, StageFailed
+from expressway_certd.monitor.probe import Prober, TrustStore
+from expressway_certd.monitor.store import RenewalRow, Store
+from expressway_certd.renewers.expressway import OperationUnsupported
+from expressway_certd.renewers.pipeline import (
+    Advance,
+    Blocked,
+    Failed,
+    OutcomeReason,
+    Pipeline,
+    Wait,
+    stage_event,
+)
 from tests.unit.fakes import FakeDevices, FakeExpressway
 from tests.unit.test_pipeline_runner import config
 

@@ -7,7 +7,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from alerts.exposition import label_value
+from expressway_certd.alerts.exposition import label_value
 
 HOSTILE = ["plain", "back\\slash", 'quo"te', "new\nline", 'all\\"\n', "ünïcode \t tab"]
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from expressway_certd.config import parse_config
-from monitor.config import Config
-from monitor.errors import ConfigError
-from renewers.cucm import CucmClientConfig
-from renewers.pipeline import ConfiguredDevices
+from expressway_certd.monitor.config import Config
+from expressway_certd.monitor.errors import ConfigError
+from expressway_certd.renewers.cucm import CucmClientConfig
+from expressway_certd.renewers.pipeline import ConfiguredDevices
 
 BASE = """
 [[expressway]]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from renewers.expressway import OPERATIONS, parse_raml, pem_text, version_tuple
+from expressway_certd.renewers.expressway import OPERATIONS, parse_raml, pem_text, version_tuple
 
 NESTED = """#%RAML 0.8
 title: Expressway

@@ -11,10 +11,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from expressway_certd_lab.pki import CA, CLIENT_AUTH, SERVER_AUTH, key_pem
 
-from lab.pki import CA, CLIENT_AUTH, SERVER_AUTH, key_pem
-from monitor.errors import CertParseError
-from monitor.facts import SAN, diff_facts, load_certificates, parse_facts, pkcs7_certificates
+from expressway_certd.monitor.errors import CertParseError
+from expressway_certd.monitor.facts import (
+    SAN,
+    diff_facts,
+    load_certificates,
+    parse_facts,
+    pkcs7_certificates,
+)
 from tests.conftest import pem
 
 

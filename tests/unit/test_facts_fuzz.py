@@ -21,9 +21,14 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from monitor.errors import CertParseError
-from monitor.facts import CertFacts, facts_from_x509, load_certificates, parse_facts
-from monitor.probe import ChainVerdict, TrustStore
+from expressway_certd.monitor.errors import CertParseError
+from expressway_certd.monitor.facts import (
+    CertFacts,
+    facts_from_x509,
+    load_certificates,
+    parse_facts,
+)
+from expressway_certd.monitor.probe import ChainVerdict, TrustStore
 from tests.chain_corpus import corpus
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))

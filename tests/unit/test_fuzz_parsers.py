@@ -31,15 +31,15 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from monitor.config_base import Secret
-from monitor.errors import CertdError
-from renewers.ca.adcs import read_certsrv_page
-from renewers.ca.est import ESTConnector, decode_body, parse_csrattrs
-from renewers.ca.est_config import ESTConfig
-from renewers.ca.httpclient import Reply as CAReply
-from renewers.cucm import read_fault_string, read_service_states, trust_pems
-from renewers.device_http import DeviceReply
-from renewers.expressway import (
+from expressway_certd.monitor.config_base import Secret
+from expressway_certd.monitor.errors import CertdError
+from expressway_certd.renewers.ca.adcs import read_certsrv_page
+from expressway_certd.renewers.ca.est import ESTConnector, decode_body, parse_csrattrs
+from expressway_certd.renewers.ca.est_config import ESTConfig
+from expressway_certd.renewers.ca.httpclient import Reply as CAReply
+from expressway_certd.renewers.cucm import read_fault_string, read_service_states, trust_pems
+from expressway_certd.renewers.device_http import DeviceReply
+from expressway_certd.renewers.expressway import (
     acme_enabled_from,
     csr_already_pending,
     parse_raml,

@@ -9,9 +9,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
+from expressway_certd_lab.pki import CA, SERVER_AUTH, new_key
 
-from lab.pki import CA, SERVER_AUTH, new_key
-from renewers.handcheck import (
+from expressway_certd.renewers.handcheck import (
     Situation,
     TrustHolder,
     build_path,

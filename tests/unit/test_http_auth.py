@@ -11,11 +11,11 @@ from prometheus_client import CollectorRegistry
 
 from expressway_certd.config import load_config
 from expressway_certd.http import EVENTS_CAP, build_app
-from monitor.config import Secret
-from monitor.events import EventBus, RenewalDue
-from monitor.probe import Prober, TrustStore
-from monitor.store import Store
-from monitor.watch import Monitor
+from expressway_certd.monitor.config import Secret
+from expressway_certd.monitor.events import EventBus, RenewalDue
+from expressway_certd.monitor.probe import Prober, TrustStore
+from expressway_certd.monitor.store import Store
+from expressway_certd.monitor.watch import Monitor
 
 READ = "read-token-0123456789"
 WRITE = "write-token-0123456789"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 LAB = Path(__file__).resolve().parents[2] / "lab"
+# the product: expressway_certd and its monitor/renewers/alerts, and their folder names
 FORBIDDEN = ("expressway_certd", "monitor", "renewers", "alerts")
 
 
@@ -38,5 +39,10 @@ def test_lab_module_imports_no_client_code(path: Path) -> None:
 
 def test_checker_sees_forbidden_imports(tmp_path: Path) -> None:
     sample = tmp_path / "bad.py"
-    sample.write_text("import os\nfrom monitor.facts import parse_facts\nimport renewers.x\n")
-    assert {"monitor.facts", "renewers.x"} <= imported_modules(sample)
+    sample.write_text(
+        "import os\nfrom expressway_certd.monitor.facts import parse_facts\n"
+        "import expressway_certd.renewers.x\n"
+    )
+    assert {"expressway_certd.monitor.facts", "expressway_certd.renewers.x"} <= imported_modules(
+        sample
+    )

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-
-from lab.pki import new_key, share_rsa_keys
+from expressway_certd_lab.pki import new_key, share_rsa_keys
 
 
 def _der(key: object) -> bytes:

@@ -6,8 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from lab.renewal import add_unified_cm_keys, window_opening_in
+from expressway_certd_lab.renewal import add_unified_cm_keys, window_opening_in
 
 
 @pytest.mark.parametrize(

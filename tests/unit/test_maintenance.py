@@ -4,8 +4,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from monitor.config import MaintenanceWindow
-from renewers.maintenance import next_window_start
+from expressway_certd.monitor.config import MaintenanceWindow
+from expressway_certd.renewers.maintenance import next_window_start
 
 SAT_2AM_ZURICH = MaintenanceWindow("0 2 * * 6", "Europe/Zurich", timedelta(hours=3))
 

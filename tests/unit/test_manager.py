@@ -6,16 +6,17 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from expressway_certd_lab.pki import CA, cert_pem
+
 from expressway_certd.config import load_config
-from lab.pki import CA, cert_pem
-from monitor.errors import DeviceError
-from monitor.events import Event, EventBus
-from monitor.facts import facts_from_x509
-from monitor.policy import ServedCert
-from monitor.probe import Prober, TrustStore
-from monitor.store import RenewalRow, Store
-from renewers.ca.base import RenewalWindow
-from renewers.manager import RenewalManager, stable_jitter
+from expressway_certd.monitor.errors import DeviceError
+from expressway_certd.monitor.events import Event, EventBus
+from expressway_certd.monitor.facts import facts_from_x509
+from expressway_certd.monitor.policy import ServedCert
+from expressway_certd.monitor.probe import Prober, TrustStore
+from expressway_certd.monitor.store import RenewalRow, Store
+from expressway_certd.renewers.ca.base import RenewalWindow
+from expressway_certd.renewers.manager import RenewalManager, stable_jitter
 from tests.unit.fakes import FakeDevices
 
 

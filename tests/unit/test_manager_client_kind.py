@@ -9,16 +9,17 @@ import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
+from expressway_certd_lab.pki import cert_pem
+
 from expressway_certd.config import load_config
-from lab.pki import cert_pem
-from monitor.clientcert import STATUS_OK, STATUS_UNPUBLISHED, ClientCertState
-from monitor.events import Event, EventBus, RenewalDue
-from monitor.facts import facts_from_x509
-from monitor.policy import ServedCert
-from monitor.probe import Prober, TrustStore
-from monitor.store import RenewalRow, Store
-from renewers.manager import RenewalManager
-from renewers.pipeline import CLIENT, SERVER, kind_of
+from expressway_certd.monitor.clientcert import STATUS_OK, STATUS_UNPUBLISHED, ClientCertState
+from expressway_certd.monitor.events import Event, EventBus, RenewalDue
+from expressway_certd.monitor.facts import facts_from_x509
+from expressway_certd.monitor.policy import ServedCert
+from expressway_certd.monitor.probe import Prober, TrustStore
+from expressway_certd.monitor.store import RenewalRow, Store
+from expressway_certd.renewers.manager import RenewalManager
+from expressway_certd.renewers.pipeline import CLIENT, SERVER, kind_of
 from tests.unit.fakes import FakeDevices
 
 

@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 
 from expressway_certd.config import load_config
-from monitor.config import Secret
-from monitor.config_notify import (
+from expressway_certd.monitor.config import Secret
+from expressway_certd.monitor.config_notify import (
     DEFAULT_EVENTS,
     AlertmanagerConfig,
     EmailConfig,
     WebexConfig,
     WebhookConfig,
 )
-from monitor.errors import ConfigError
+from expressway_certd.monitor.errors import ConfigError
 
 BASE = '[[expressway]]\nname = "e1"\naddress = "e1.example.com"\n'
 

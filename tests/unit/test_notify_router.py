@@ -12,11 +12,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
-from alerts.notifiers.alertmanager import AlertmanagerNotifier
-from alerts.notifiers.webex import MAX_MARKDOWN, markdown
-from alerts.notify import AlertKey, Notice, NotifyError, Router, resolutions
-from monitor.config_notify import AlertmanagerConfig, Routing
-from monitor.events import (
+from expressway_certd.alerts.notifiers.alertmanager import AlertmanagerNotifier
+from expressway_certd.alerts.notifiers.webex import MAX_MARKDOWN, markdown
+from expressway_certd.alerts.notify import AlertKey, Notice, NotifyError, Router, resolutions
+from expressway_certd.monitor.config_notify import AlertmanagerConfig, Routing
+from expressway_certd.monitor.events import (
     ApprovalRequired,
     CertChanged,
     Event,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.errors import CertdError
-from monitor.operator import MAX_OPERATOR_LENGTH, operator_name
+from expressway_certd.monitor.errors import CertdError
+from expressway_certd.monitor.operator import MAX_OPERATOR_LENGTH, operator_name
 
 
 @pytest.mark.parametrize("name", ["jdoe", "CORP\\jdoe", "j.doe@corp.example", " Jane Doe "])

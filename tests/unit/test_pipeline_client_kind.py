@@ -8,16 +8,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from expressway_certd_lab.pki import CA
 
 from expressway_certd.config import load_config
-from lab.pki import CA
-from monitor.events import EventBus
-from monitor.facts import facts_from_x509
-from monitor.probe import Prober, TrustStore
-from monitor.store import Store
-from renewers.ca.base import CACapabilities
-from renewers.expressway import OperationUnsupported, SystemInfo, ZoneState
-from renewers.pipeline import (
+from expressway_certd.monitor.events import EventBus
+from expressway_certd.monitor.facts import facts_from_x509
+from expressway_certd.monitor.probe import Prober, TrustStore
+from expressway_certd.monitor.store import Store
+from expressway_certd.renewers.ca.base import CACapabilities
+from expressway_certd.renewers.expressway import OperationUnsupported, SystemInfo, ZoneState
+from expressway_certd.renewers.pipeline import (
     CLIENT,
     SERVER,
     Advance,

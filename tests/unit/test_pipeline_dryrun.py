@@ -5,13 +5,13 @@ would record, a refusal is the stage's own outcome, and nothing past preflight r
 from __future__ import annotations
 
 import pytest
+from expressway_certd_lab.pki import CA
 
-from lab.pki import CA
-from monitor.probe import Prober, TrustStore
-from renewers import pipeline as pipeline_module
-from renewers.ca.base import CACapabilities
-from renewers.expressway import OperationUnsupported, SystemInfo, ZoneState
-from renewers.pipeline import DRY_RUN_STAGES, STAGES, Advance, dry_run
+from expressway_certd.monitor.probe import Prober, TrustStore
+from expressway_certd.renewers import pipeline as pipeline_module
+from expressway_certd.renewers.ca.base import CACapabilities
+from expressway_certd.renewers.expressway import OperationUnsupported, SystemInfo, ZoneState
+from expressway_certd.renewers.pipeline import DRY_RUN_STAGES, STAGES, Advance, dry_run
 from tests.unit.fakes import FakeDevices
 from tests.unit.test_pipeline_runner import config
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from renewers.pipeline import locks as pipeline
+from expressway_certd.renewers.pipeline import locks as pipeline
 
 
 async def test_keep_alive_renews_while_the_body_runs(monkeypatch):

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from monitor.store import RenewalRow, Store
-from renewers.pipeline import LEASE, holding, take_lease
+from expressway_certd.monitor.store import RenewalRow, Store
+from expressway_certd.renewers.pipeline import LEASE, holding, take_lease
 
 HOLDER = textwrap.dedent(
     """
     import asyncio, os, socket, sys
     from datetime import UTC, datetime
-    from monitor.store import Store
-    from renewers.pipeline import LEASE
+    from expressway_certd.monitor.store import Store
+    from expressway_certd.renewers.pipeline import LEASE
 
     async def main():
         store = await Store.open(sys.argv[1])

@@ -10,11 +10,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from monitor.events import EventBus
-from monitor.probe import Prober, TrustStore
-from monitor.store import RenewalRow, Store
-from renewers.expressway import ZoneState
-from renewers.pipeline import (
+from expressway_certd.monitor.events import EventBus
+from expressway_certd.monitor.probe import Prober, TrustStore
+from expressway_certd.monitor.store import RenewalRow, Store
+from expressway_certd.renewers.expressway import ZoneState
+from expressway_certd.renewers.pipeline import (
     CLIENT,
     SERVER,
     Pipeline,
@@ -24,7 +24,7 @@ from renewers.pipeline import (
     kind_of,
     record_of,
 )
-from renewers.validate import Plan
+from expressway_certd.renewers.validate import Plan
 from tests.unit.test_pipeline_runner import config  # the runner tests' two-target config
 
 NOW = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)

@@ -13,16 +13,16 @@ import pytest
 import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from expressway_certd_lab.pki import CA
 
 from expressway_certd.config import load_config
-from lab.pki import CA
-from monitor.errors import CertdError, DeviceError, StoreError
-from monitor.events import Event, EventBus
-from monitor.probe import Prober, TrustStore
-from monitor.store import RenewalRow, Store
-from renewers import pipeline as pipeline_module
-from renewers.ca.manual import ManualConnector
-from renewers.pipeline import LEASE, Pipeline, RenewalRecord
+from expressway_certd.monitor.errors import CertdError, DeviceError, StoreError
+from expressway_certd.monitor.events import Event, EventBus
+from expressway_certd.monitor.probe import Prober, TrustStore
+from expressway_certd.monitor.store import RenewalRow, Store
+from expressway_certd.renewers import pipeline as pipeline_module
+from expressway_certd.renewers.ca.manual import ManualConnector
+from expressway_certd.renewers.pipeline import LEASE, Pipeline, RenewalRecord
 
 
 class BrokenDevices:

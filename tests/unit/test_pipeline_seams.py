@@ -7,9 +7,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import renewers.pipeline
+import expressway_certd.renewers.pipeline
 
-PACKAGE = Path(renewers.pipeline.__file__).parent
+PACKAGE = Path(expressway_certd.renewers.pipeline.__file__).parent
 
 
 def suspicious(tree: ast.AST) -> list[str]:

@@ -11,13 +11,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from expressway_certd_lab.pki import CA
 
-from lab.pki import CA
-from monitor.errors import CAError, DeviceError
-from monitor.probe import Prober, TrustStore
-from renewers.ca.base import CARequestError
-from renewers.expressway import OperationUnsupported
-from renewers.pipeline import (
+from expressway_certd.monitor.errors import CAError, DeviceError
+from expressway_certd.monitor.probe import Prober, TrustStore
+from expressway_certd.renewers.ca.base import CARequestError
+from expressway_certd.renewers.expressway import OperationUnsupported
+from expressway_certd.renewers.pipeline import (
     RETRY_BACKOFF,
     Advance,
     Blocked,
@@ -33,8 +33,8 @@ from renewers.pipeline import (
     stage_csr,
     stage_install,
 )
-from renewers.pipeline.context import outcome_of_error
-from renewers.validate import Plan
+from expressway_certd.renewers.pipeline.context import outcome_of_error
+from expressway_certd.renewers.validate import Plan
 from tests.unit.fakes import FakeDevices
 from tests.unit.test_pipeline_runner import config
 

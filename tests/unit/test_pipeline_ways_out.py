@@ -12,15 +12,15 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
+from expressway_certd_lab.pki import CA, cert_pem
 from structlog.testing import capture_logs
 
 from expressway_certd.config import load_config
-from lab.pki import CA, cert_pem
-from monitor.errors import CertdError
-from monitor.events import Event, EventBus
-from monitor.probe import Prober, TrustStore
-from monitor.store import ACTIVE_STATUSES, RenewalRow, Store
-from renewers.pipeline import STAGES, Pipeline, accepts_certificate, ways_out
+from expressway_certd.monitor.errors import CertdError
+from expressway_certd.monitor.events import Event, EventBus
+from expressway_certd.monitor.probe import Prober, TrustStore
+from expressway_certd.monitor.store import ACTIVE_STATUSES, RenewalRow, Store
+from expressway_certd.renewers.pipeline import STAGES, Pipeline, accepts_certificate, ways_out
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "renewal.md"
 

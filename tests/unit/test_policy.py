@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from monitor.durations import Fraction
-from monitor.facts import facts_from_x509
-from monitor.policy import PolicyInput, Reason, evaluate, renew_before_of
+from expressway_certd.monitor.durations import Fraction
+from expressway_certd.monitor.facts import facts_from_x509
+from expressway_certd.monitor.policy import PolicyInput, Reason, evaluate, renew_before_of
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 D = timedelta(days=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.config_base import redact_url
+from expressway_certd.monitor.config_base import redact_url
 
 
 @pytest.mark.parametrize(

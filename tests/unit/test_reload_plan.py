@@ -9,8 +9,8 @@ import pytest
 
 from expressway_certd.config import parse_config
 from expressway_certd.daemon import plan_reload
-from monitor.config import Config
-from monitor.errors import ConfigError
+from expressway_certd.monitor.config import Config
+from expressway_certd.monitor.errors import ConfigError
 
 EST = """
 [ca.corp-est]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.replicas import assign, moved, new_replica_id, owner
+from expressway_certd.monitor.replicas import assign, moved, new_replica_id, owner
 
 TARGETS = [f"expe-{i:04d}" for i in range(1000)]
 R3 = ["a:1:00", "b:1:00", "c:1:00"]

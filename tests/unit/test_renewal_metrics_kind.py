@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from alerts.metrics import RenewalCollector
+from expressway_certd.alerts.metrics import RenewalCollector
 from expressway_certd.config import load_config
-from monitor.store import RenewalRow
+from expressway_certd.monitor.store import RenewalRow
 
 NOW = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from monitor.replicas import Ownership, assign, heartbeat_interval, heartbeat_timeout
+from expressway_certd.monitor.replicas import (
+    Ownership,
+    assign,
+    heartbeat_interval,
+    heartbeat_timeout,
+)
 
 TARGETS = [f"exp{i:03d}" for i in range(200)]
 

@@ -10,7 +10,12 @@ import time
 
 import pytest
 
-from monitor.sdnotify import SystemdNotifier, message, socket_address, watchdog_interval
+from expressway_certd.monitor.sdnotify import (
+    SystemdNotifier,
+    message,
+    socket_address,
+    watchdog_interval,
+)
 
 
 def test_addresses_and_watchdog_settings():

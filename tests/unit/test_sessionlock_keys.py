@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from monitor.sessionlock import advisory_key
+from expressway_certd.monitor.sessionlock import advisory_key
 
 INT4 = range(-(2**31), 2**31)
 

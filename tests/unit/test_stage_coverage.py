@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from renewers.pipeline import STAGES
-from renewers.pipeline.stages import STAGE_FUNCTIONS
+from expressway_certd.renewers.pipeline import STAGES
+from expressway_certd.renewers.pipeline.stages import STAGE_FUNCTIONS
 
 UNIT = Path(__file__).resolve().parent
 

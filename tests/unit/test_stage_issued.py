@@ -8,11 +8,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from monitor.facts import cert_pem
-from renewers.ca.base import Issued, Pending
-from renewers.pipeline import Advance, Blocked, OutcomeReason, RecordError, RenewalRecord, Wait
-from renewers.pipeline.context import outcome_of_error, sha256_of
-from renewers.pipeline.stages.issued import stage_issued
+from expressway_certd.monitor.facts import cert_pem
+from expressway_certd.renewers.ca.base import Issued, Pending
+from expressway_certd.renewers.pipeline import (
+    Advance,
+    Blocked,
+    OutcomeReason,
+    RecordError,
+    RenewalRecord,
+    Wait,
+)
+from expressway_certd.renewers.pipeline.context import outcome_of_error, sha256_of
+from expressway_certd.renewers.pipeline.stages.issued import stage_issued
 from tests.unit.fakes import FakeCA
 from tests.unit.stagekit import PLAN, issued_record, make_context, make_pki, stage_config
 

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from monitor.store import Store
-from renewers.pipeline import (
+from expressway_certd.monitor.store import Store
+from expressway_certd.renewers.pipeline import (
     RETRY_BACKOFF,
     STAGES,
     Advance,
@@ -20,9 +20,9 @@ from renewers.pipeline import (
     RenewalRecord,
     Wait,
 )
-from renewers.pipeline.context import sha256_of
-from renewers.pipeline.locks import LEASE
-from renewers.pipeline.stages.restart import stage_restart
+from expressway_certd.renewers.pipeline.context import sha256_of
+from expressway_certd.renewers.pipeline.locks import LEASE
+from expressway_certd.renewers.pipeline.stages.restart import stage_restart
 from tests.unit.fakes import FakeDevices, FakeExpressway, FakeProber
 from tests.unit.stagekit import make_context, make_pki, stage_config
 

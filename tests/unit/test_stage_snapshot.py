@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.errors import DeviceError
-from monitor.facts import cert_pem, facts_from_x509
-from renewers.expressway import OperationUnsupported, ZoneState
-from renewers.pipeline import RETRY_BACKOFF, Advance, Blocked, Failed, OutcomeReason, RenewalRecord
-from renewers.pipeline.context import outcome_of_error
-from renewers.pipeline.stages.snapshot import stage_snapshot
+from expressway_certd.monitor.errors import DeviceError
+from expressway_certd.monitor.facts import cert_pem, facts_from_x509
+from expressway_certd.renewers.expressway import OperationUnsupported, ZoneState
+from expressway_certd.renewers.pipeline import (
+    RETRY_BACKOFF,
+    Advance,
+    Blocked,
+    Failed,
+    OutcomeReason,
+    RenewalRecord,
+)
+from expressway_certd.renewers.pipeline.context import outcome_of_error
+from expressway_certd.renewers.pipeline.stages.snapshot import stage_snapshot
 from tests.unit.fakes import FakeDevices, FakeExpressway
 from tests.unit.stagekit import make_context, make_pki, stage_config
 

@@ -9,13 +9,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from monitor.facts import cert_pem
-from renewers.ca.base import Issued, Pending
-from renewers.expressway import ZoneState
-from renewers.pipeline import Advance, Blocked, OutcomeReason, RenewalRecord
-from renewers.pipeline.context import sha256_of
-from renewers.pipeline.stages.preflight import stage_preflight
-from renewers.pipeline.stages.submit import stage_submit
+from expressway_certd.monitor.facts import cert_pem
+from expressway_certd.renewers.ca.base import Issued, Pending
+from expressway_certd.renewers.expressway import ZoneState
+from expressway_certd.renewers.pipeline import Advance, Blocked, OutcomeReason, RenewalRecord
+from expressway_certd.renewers.pipeline.context import sha256_of
+from expressway_certd.renewers.pipeline.stages.preflight import stage_preflight
+from expressway_certd.renewers.pipeline.stages.submit import stage_submit
 from tests.unit.fakes import FakeCA
 from tests.unit.stagekit import make_context, make_pki, snapshot_of, stage_config
 

@@ -10,12 +10,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from monitor.store import Store
-from renewers.expressway import TrustedCasLost
-from renewers.pipeline import Advance, Blocked, OutcomeReason, Wait
-from renewers.pipeline.context import outcome_of_error, sha256_of
-from renewers.pipeline.locks import LEASE
-from renewers.pipeline.stages.trust import stage_trust
+from expressway_certd.monitor.store import Store
+from expressway_certd.renewers.expressway import TrustedCasLost
+from expressway_certd.renewers.pipeline import Advance, Blocked, OutcomeReason, Wait
+from expressway_certd.renewers.pipeline.context import outcome_of_error, sha256_of
+from expressway_certd.renewers.pipeline.locks import LEASE
+from expressway_certd.renewers.pipeline.stages.trust import stage_trust
 from tests.unit.fakes import FakeDevices, FakeExpressway, FakeUnifiedCM
 from tests.unit.stagekit import issued_record, make_context, make_pki, snapshot_of, stage_config
 

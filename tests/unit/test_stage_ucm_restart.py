@@ -10,13 +10,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from monitor.errors import DeviceError
-from monitor.store import Store
-from renewers.cucm import NOT_ACTIVATED, RESTARTED
-from renewers.pipeline import Advance, Failed, OutcomeReason, RenewalRecord, Wait
-from renewers.pipeline.context import outcome_of_error
-from renewers.pipeline.locks import LEASE
-from renewers.pipeline.stages.ucm_restart import stage_ucm_restart
+from expressway_certd.monitor.errors import DeviceError
+from expressway_certd.monitor.store import Store
+from expressway_certd.renewers.cucm import NOT_ACTIVATED, RESTARTED
+from expressway_certd.renewers.pipeline import Advance, Failed, OutcomeReason, RenewalRecord, Wait
+from expressway_certd.renewers.pipeline.context import outcome_of_error
+from expressway_certd.renewers.pipeline.locks import LEASE
+from expressway_certd.renewers.pipeline.stages.ucm_restart import stage_ucm_restart
 from tests.unit.fakes import FakeDevices, FakeExpressway, FakeUnifiedCM
 from tests.unit.stagekit import make_context, make_pki, snapshot_of, stage_config
 

@@ -6,13 +6,13 @@ CA passes only with a path to a root pinned for it, which becomes what the trust
 from __future__ import annotations
 
 import pytest
+from expressway_certd_lab.pki import CA
 
-from lab.pki import CA
-from monitor.facts import cert_pem
-from monitor.probe import TrustStore
-from renewers.pipeline import Advance, Blocked, OutcomeReason, TrustedCa
-from renewers.pipeline.context import sha256_of
-from renewers.pipeline.stages.validate import stage_validate
+from expressway_certd.monitor.facts import cert_pem
+from expressway_certd.monitor.probe import TrustStore
+from expressway_certd.renewers.pipeline import Advance, Blocked, OutcomeReason, TrustedCa
+from expressway_certd.renewers.pipeline.context import sha256_of
+from expressway_certd.renewers.pipeline.stages.validate import stage_validate
 from tests.unit.fakes import FakeCA, FakeProber
 from tests.unit.stagekit import issued_record, make_context, make_pki, stage_config
 

@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from renewers.expressway import ZoneState
-from renewers.pipeline import Advance, Blocked, OutcomeReason, RenewalRecord, Wait
-from renewers.pipeline.context import sha256_of
-from renewers.pipeline.stages.verify import stage_verify
+from expressway_certd.renewers.expressway import ZoneState
+from expressway_certd.renewers.pipeline import Advance, Blocked, OutcomeReason, RenewalRecord, Wait
+from expressway_certd.renewers.pipeline.context import sha256_of
+from expressway_certd.renewers.pipeline.stages.verify import stage_verify
 from tests.unit.fakes import FakeDevices, FakeExpressway, FakeProber
 from tests.unit.stagekit import make_context, make_pki, snapshot_of, stage_config
 

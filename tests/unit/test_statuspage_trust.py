@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from monitor.statuspage import PageView, render_page, trust_view
+from expressway_certd.monitor.statuspage import PageView, render_page, trust_view
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 

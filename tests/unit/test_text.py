@@ -6,8 +6,8 @@ import pytest
 import structlog
 
 from expressway_certd.cmd_device import render
-from monitor.logging import configure_logging
-from monitor.text import printable, printable_values
+from expressway_certd.monitor.logging import configure_logging
+from expressway_certd.monitor.text import printable, printable_values
 
 
 @pytest.mark.parametrize(

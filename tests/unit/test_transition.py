@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from monitor.store import RenewalRow
-from renewers.pipeline import (
+from expressway_certd.monitor.store import RenewalRow
+from expressway_certd.renewers.pipeline import (
     STAGES,
     Advance,
     Blocked,

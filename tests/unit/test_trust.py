@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from expressway_certd_lab.pki import CA, cert_pem
 
-from lab.pki import CA, cert_pem
-from monitor.errors import ConfigError
-from renewers.ca.est_config import ESTConfig
-from renewers.ca.manual_config import ManualConfig
-from renewers.trust import Anchors, pinned_anchors, trust_path
+from expressway_certd.monitor.errors import ConfigError
+from expressway_certd.renewers.ca.est_config import ESTConfig
+from expressway_certd.renewers.ca.manual_config import ManualConfig
+from expressway_certd.renewers.trust import Anchors, pinned_anchors, trust_path
 
 ROOT = CA.create("Corp Root CA")
 ISSUING = CA.create("Corp Issuing CA", parent=ROOT)

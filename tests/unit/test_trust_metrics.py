@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from alerts.trust import TRUST_MAP_STATE, exposition, render
+from expressway_certd.alerts.trust import TRUST_MAP_STATE, exposition, render
 
 GENERATED = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
 BREAK = datetime(2027, 1, 2, tzinfo=UTC)

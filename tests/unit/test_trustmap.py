@@ -9,9 +9,9 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from expressway_certd_lab.pki import CA, SERVER_AUTH
 
-from lab.pki import CA, SERVER_AUTH
-from renewers.trustmap import (
+from expressway_certd.renewers.trustmap import (
     BROKEN,
     CLIENT_CERT,
     EXPRESSWAY_STORE,

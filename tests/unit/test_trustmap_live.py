@@ -14,19 +14,32 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from expressway_certd_lab.pki import CA
 
 from expressway_certd.config import load_config
+from expressway_certd.monitor.clientcert import (
+    STATUS_ERROR,
+    STATUS_NOT_APPLICABLE,
+    STATUS_OK,
+    ClientCertState,
+)
+from expressway_certd.monitor.config import Config, ExpresswayConfig, UnifiedCMConfig
+from expressway_certd.monitor.endpoint import Endpoint
+from expressway_certd.monitor.errors import DeviceError
+from expressway_certd.monitor.probe import Observation
+from expressway_certd.monitor.store import RenewalRow
+from expressway_certd.renewers.expressway import OperationUnsupported, SystemInfo
+from expressway_certd.renewers.pipeline.record import CLIENT, IssuedCert, RenewalRecord
+from expressway_certd.renewers.trustmap import (
+    BROKEN,
+    CLIENT_CERT,
+    OK,
+    SERVER_CERT,
+    UNKNOWN,
+    relations,
+    trust_map,
+)
 from expressway_certd.trustmap_live import gather, pending_chains
-from lab.pki import CA
-from monitor.clientcert import STATUS_ERROR, STATUS_NOT_APPLICABLE, STATUS_OK, ClientCertState
-from monitor.config import Config, ExpresswayConfig, UnifiedCMConfig
-from monitor.endpoint import Endpoint
-from monitor.errors import DeviceError
-from monitor.probe import Observation
-from monitor.store import RenewalRow
-from renewers.expressway import OperationUnsupported, SystemInfo
-from renewers.pipeline.record import CLIENT, IssuedCert, RenewalRecord
-from renewers.trustmap import BROKEN, CLIENT_CERT, OK, SERVER_CERT, UNKNOWN, relations, trust_map
 
 NOW = datetime.now(UTC)
 

@@ -9,12 +9,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from expressway_certd_lab.pki import CA, SERVER_AUTH
 
-from lab.pki import CA, SERVER_AUTH
-from monitor.facts import CLIENT_AUTH as CLIENT_OID
-from monitor.facts import SERVER_AUTH as SERVER_OID
-from monitor.facts import facts_from_x509
-from renewers.validate import (
+from expressway_certd.monitor.facts import CLIENT_AUTH as CLIENT_OID
+from expressway_certd.monitor.facts import SERVER_AUTH as SERVER_OID
+from expressway_certd.monitor.facts import facts_from_x509
+from expressway_certd.renewers.validate import (
     Issuance,
     ZoneReading,
     check_zones,

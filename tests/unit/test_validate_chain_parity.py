@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.facts import facts_from_x509
-from monitor.probe import TrustStore
-from renewers.validate import check_chain, make_plan
+from expressway_certd.monitor.facts import facts_from_x509
+from expressway_certd.monitor.probe import TrustStore
+from expressway_certd.renewers.validate import check_chain, make_plan
 from tests.chain_corpus import NOW, Case, corpus
 
 CASES = corpus()

@@ -5,20 +5,20 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from renewers.pipeline.context import Context
-from renewers.pipeline.outcomes import Outcome
-from renewers.pipeline.stages.approve import stage_approve
-from renewers.pipeline.stages.csr import stage_csr
-from renewers.pipeline.stages.install import stage_install
-from renewers.pipeline.stages.issued import stage_issued
-from renewers.pipeline.stages.preflight import stage_preflight
-from renewers.pipeline.stages.restart import stage_restart
-from renewers.pipeline.stages.snapshot import stage_snapshot
-from renewers.pipeline.stages.submit import stage_submit
-from renewers.pipeline.stages.trust import stage_trust
-from renewers.pipeline.stages.ucm_restart import stage_ucm_restart
-from renewers.pipeline.stages.validate import stage_validate
-from renewers.pipeline.stages.verify import stage_verify
+from expressway_certd.renewers.pipeline.context import Context
+from expressway_certd.renewers.pipeline.outcomes import Outcome
+from expressway_certd.renewers.pipeline.stages.approve import stage_approve
+from expressway_certd.renewers.pipeline.stages.csr import stage_csr
+from expressway_certd.renewers.pipeline.stages.install import stage_install
+from expressway_certd.renewers.pipeline.stages.issued import stage_issued
+from expressway_certd.renewers.pipeline.stages.preflight import stage_preflight
+from expressway_certd.renewers.pipeline.stages.restart import stage_restart
+from expressway_certd.renewers.pipeline.stages.snapshot import stage_snapshot
+from expressway_certd.renewers.pipeline.stages.submit import stage_submit
+from expressway_certd.renewers.pipeline.stages.trust import stage_trust
+from expressway_certd.renewers.pipeline.stages.ucm_restart import stage_ucm_restart
+from expressway_certd.renewers.pipeline.stages.validate import stage_validate
+from expressway_certd.renewers.pipeline.stages.verify import stage_verify
 
 STAGE_FUNCTIONS: dict[str, Callable[[Context], Awaitable[Outcome]]] = {
     "snapshot": stage_snapshot,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from renewers.pipeline.context import (
+from expressway_certd.renewers.pipeline.context import (
     Context,
 )
-from renewers.pipeline.outcomes import (
+from expressway_certd.renewers.pipeline.outcomes import (
     Advance,
     Outcome,
     Wait,

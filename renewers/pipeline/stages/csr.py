@@ -6,23 +6,23 @@ from __future__ import annotations
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from renewers.expressway import (
+from expressway_certd.renewers.expressway import (
     CsrRequest,
     csr_sans,
 )
-from renewers.pipeline.context import (
+from expressway_certd.renewers.pipeline.context import (
     Context,
     generate_csr_on,
     pending_csr_of,
 )
-from renewers.pipeline.outcomes import (
+from expressway_certd.renewers.pipeline.outcomes import (
     Advance,
     Blocked,
     Outcome,
     OutcomeReason,
 )
-from renewers.pipeline.record import CLIENT
-from renewers.validate import (
+from expressway_certd.renewers.pipeline.record import CLIENT
+from expressway_certd.renewers.validate import (
     Plan,
 )
 

@@ -3,14 +3,14 @@ server certificate, or for kind client the X15.5 client certificate)."""
 
 from __future__ import annotations
 
-from renewers.pipeline.context import (
+from expressway_certd.renewers.pipeline.context import (
     Context,
     installed_cert,
     retry,
     sha256_of,
     upload_cert,
 )
-from renewers.pipeline.outcomes import (
+from expressway_certd.renewers.pipeline.outcomes import (
     Advance,
     Outcome,
     OutcomeReason,

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from renewers.ca.base import Pending
-from renewers.pipeline.context import (
+from expressway_certd.renewers.ca.base import Pending
+from expressway_certd.renewers.pipeline.context import (
     Context,
 )
-from renewers.pipeline.outcomes import (
+from expressway_certd.renewers.pipeline.outcomes import (
     Advance,
     Outcome,
     Wait,
 )
-from renewers.pipeline.record import RecordError
-from renewers.pipeline.stages.submit import pending_reason, store_issued
+from expressway_certd.renewers.pipeline.record import RecordError
+from expressway_certd.renewers.pipeline.stages.submit import pending_reason, store_issued
 
 
 async def stage_issued(ctx: Context) -> Outcome:

@@ -9,19 +9,19 @@ from collections.abc import Iterable
 
 from cryptography import x509
 
-from monitor.facts import eku_config_name, facts_from_x509
-from renewers.expressway import ZoneState
-from renewers.pipeline.context import (
+from expressway_certd.monitor.facts import eku_config_name, facts_from_x509
+from expressway_certd.renewers.expressway import ZoneState
+from expressway_certd.renewers.pipeline.context import (
     Context,
 )
-from renewers.pipeline.outcomes import (
+from expressway_certd.renewers.pipeline.outcomes import (
     Advance,
     Blocked,
     Outcome,
     OutcomeReason,
 )
-from renewers.pipeline.record import CLIENT
-from renewers.validate import (
+from expressway_certd.renewers.pipeline.record import CLIENT
+from expressway_certd.renewers.validate import (
     make_plan,
     preflight,
 )

@@ -9,19 +9,19 @@ import asyncio
 import time
 from datetime import timedelta
 
-from renewers.maintenance import next_window_start
-from renewers.pipeline.context import (
+from expressway_certd.renewers.maintenance import next_window_start
+from expressway_certd.renewers.pipeline.context import (
     Context,
     exclusive_for,
     retry,
 )
-from renewers.pipeline.outcomes import (
+from expressway_certd.renewers.pipeline.outcomes import (
     Advance,
     Outcome,
     OutcomeReason,
     Wait,
 )
-from renewers.pipeline.record import CLIENT
+from expressway_certd.renewers.pipeline.record import CLIENT
 
 
 async def served_everywhere(ctx: Context, sha256: str) -> tuple[bool, list[str]]:

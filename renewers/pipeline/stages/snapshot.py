@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import structlog
 
-from monitor.errors import DeviceError
-from monitor.facts import cert_pem, facts_from_x509
-from renewers.pipeline.context import (
+from expressway_certd.monitor.errors import DeviceError
+from expressway_certd.monitor.facts import cert_pem, facts_from_x509
+from expressway_certd.renewers.pipeline.context import (
     Context,
     installed_cert,
 )
-from renewers.pipeline.outcomes import (
+from expressway_certd.renewers.pipeline.outcomes import (
     Advance,
     Outcome,
 )
-from renewers.pipeline.record import SERVER, Snapshot
+from expressway_certd.renewers.pipeline.record import SERVER, Snapshot
 
 log = structlog.get_logger("renewers.pipeline")
 

@@ -6,17 +6,17 @@ from collections.abc import Sequence
 
 from cryptography import x509
 
-from monitor.facts import cert_pem
-from renewers.ca.base import Issued, Pending
-from renewers.pipeline.context import (
+from expressway_certd.monitor.facts import cert_pem
+from expressway_certd.renewers.ca.base import Issued, Pending
+from expressway_certd.renewers.pipeline.context import (
     Context,
     sha256_of,
 )
-from renewers.pipeline.outcomes import (
+from expressway_certd.renewers.pipeline.outcomes import (
     Advance,
     Outcome,
 )
-from renewers.pipeline.record import IssuedCert
+from expressway_certd.renewers.pipeline.record import IssuedCert
 
 
 def issued_cert(

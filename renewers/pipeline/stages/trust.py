@@ -5,19 +5,19 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from monitor.config import Config, ExpresswayConfig
-from monitor.facts import facts_from_x509
-from renewers.pipeline.context import (
+from expressway_certd.monitor.config import Config, ExpresswayConfig
+from expressway_certd.monitor.facts import facts_from_x509
+from expressway_certd.renewers.pipeline.context import (
     Context,
     exclusive_for,
 )
-from renewers.pipeline.outcomes import (
+from expressway_certd.renewers.pipeline.outcomes import (
     Advance,
     Blocked,
     Outcome,
     Wait,
 )
-from renewers.pipeline.stages.validate import pinned_path
+from expressway_certd.renewers.pipeline.stages.validate import pinned_path
 
 
 def trust_boxes(config: Config, target: ExpresswayConfig) -> list[ExpresswayConfig]:

@@ -6,19 +6,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
-from monitor.config import MaintenanceWindow, UnifiedCMConfig
-from renewers.cucm import RESTARTED, TOMCAT
-from renewers.maintenance import next_window_start
-from renewers.pipeline.context import (
+from expressway_certd.monitor.config import MaintenanceWindow, UnifiedCMConfig
+from expressway_certd.renewers.cucm import RESTARTED, TOMCAT
+from expressway_certd.renewers.maintenance import next_window_start
+from expressway_certd.renewers.pipeline.context import (
     Context,
     exclusive_for,
 )
-from renewers.pipeline.outcomes import (
+from expressway_certd.renewers.pipeline.outcomes import (
     Advance,
     Outcome,
     Wait,
 )
-from renewers.pipeline.record import RenewalRecord
+from expressway_certd.renewers.pipeline.record import RenewalRecord
 
 
 def _cucm_window(ctx: Context, ucm: UnifiedCMConfig) -> MaintenanceWindow | None:

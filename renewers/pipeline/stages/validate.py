@@ -7,20 +7,20 @@ import dataclasses
 
 from cryptography import x509
 
-from monitor.facts import cert_pem, facts_from_x509
-from renewers.pipeline.context import (
+from expressway_certd.monitor.facts import cert_pem, facts_from_x509
+from expressway_certd.renewers.pipeline.context import (
     Context,
     sha256_of,
 )
-from renewers.pipeline.outcomes import (
+from expressway_certd.renewers.pipeline.outcomes import (
     Advance,
     Blocked,
     Outcome,
     OutcomeReason,
 )
-from renewers.pipeline.record import TrustedCa
-from renewers.trust import issued_by, pinned_anchors, trust_path
-from renewers.validate import (
+from expressway_certd.renewers.pipeline.record import TrustedCa
+from expressway_certd.renewers.trust import issued_by, pinned_anchors, trust_path
+from expressway_certd.renewers.validate import (
     Issuance,
     validate,
 )

@@ -6,21 +6,21 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from renewers.pipeline.context import (
+from expressway_certd.renewers.pipeline.context import (
     Context,
     installed_cert,
     sha256_of,
 )
-from renewers.pipeline.outcomes import (
+from expressway_certd.renewers.pipeline.outcomes import (
     Advance,
     Blocked,
     Outcome,
     OutcomeReason,
     Wait,
 )
-from renewers.pipeline.record import CLIENT
-from renewers.pipeline.stages.restart import served_everywhere
-from renewers.validate import (
+from expressway_certd.renewers.pipeline.record import CLIENT
+from expressway_certd.renewers.pipeline.stages.restart import served_everywhere
+from expressway_certd.renewers.validate import (
     ZoneReading,
     check_zones,
 )
