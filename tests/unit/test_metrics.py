@@ -121,7 +121,9 @@ def test_every_metric_the_code_names_is_in_the_metric_reference() -> None:
     named: dict[str, str] = {}
     for package in ("expressway_certd", "monitor", "renewers", "alerts"):
         for path in sorted((root / package).rglob("*.py")):
-            for name in re.findall(r"[\"'](expressway_(?!certd_lab)[a-z0-9_]+)[\"']", path.read_text("utf-8")):
+            for name in re.findall(
+                r"[\"'](expressway_(?!certd_lab)[a-z0-9_]+)[\"']", path.read_text("utf-8")
+            ):
                 named.setdefault(name, str(path.relative_to(root)))
     assert len(named) > 20  # the scan sees the metrics
     missing = {
