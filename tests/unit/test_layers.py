@@ -104,3 +104,25 @@ def test_a_new_module_of_the_composition_root_must_be_placed_in_a_layer(tree: Pa
     result = lint_imports(tree)
     assert result.returncode != 0
     assert "cmd_new" in result.stdout
+
+
+def test_no_module_is_loaded_under_its_folder_name() -> None:
+    """From a checkout, `monitor` etc. are importable by folder name too; a string import path
+    or a missed rewrite would load a second copy of each module (two registries, two metric
+    sets). Every verb module, the daemon, the API and the demo load only installed names."""
+    code = (
+        "import importlib, sys\n"
+        "from expressway_certd import cli\n"
+        "cli.build_parser(every_verb=True)\n"
+        "for m in ('daemon', 'http', 'cmd_demo', 'trustmap_live', 'deadline_metrics'):\n"
+        "    importlib.import_module('expressway_certd.' + m)\n"
+        "bare = ('monitor', 'renewers', 'alerts', 'lab')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in bare))\n"
+        "print(len([m for m in sys.modules if m.startswith('expressway_certd')]))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    bare, ours = run.stdout.splitlines()
+    assert bare == "[]"
+    assert int(ours) > 80  # the check saw the product's modules
