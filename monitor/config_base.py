@@ -276,6 +276,20 @@ def required_key(doc: str, *, shown: str = "required", name: str = "") -> Any:
     return field(metadata={"doc": doc, "shown": shown, "key": name, "group": ""})
 
 
+def derived() -> Any:
+    """A field without a default that is no TOML key of its own: the parser derives it from one
+    that is (the port of a `HOST[:PORT]` key). Written like `required_key` so that fields
+    declared after it keep their order."""
+    return field()
+
+
+def one_of(values: tuple[str, ...]) -> str:
+    """The values a key takes, for its doc: `a`, `b` or `c` (written from the tuple the parser
+    checks against, so the docs cannot list other values)."""
+    quoted = [f"`{v}`" for v in values]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
 def declared(cls: Any) -> list[dataclasses.Field[Any]]:
     """The fields of a config dataclass that are TOML keys, in declaration order."""
     return [f for f in dataclasses.fields(cls) if "doc" in f.metadata]

@@ -4,19 +4,21 @@ Each kind's own section (its config dataclass, its keys and their checks) is dec
 its connector, in renewers/ca/<kind>_config.py, as a `CAKind`. The composition root
 assembles the registry (expressway_certd/config.py, from renewers/ca/kinds.py) and gives it
 to the loader (`monitor.config.load_config_with(..., ca_kinds=...)`), so the monitoring core never
-imports the renewal side. This module holds what is common to every kind: the limits, the
-`CAConfig` Protocol the rest of the core reads, the checks several kinds share, and
-`parse_ca_tables`, which checks the name and the `kind` and hands the table to its kind.
+imports the renewal side. This module holds what is common to every kind: the keys every table
+takes (`CACommon`, which each kind's dataclass inherits, and `CALimits`), the `CAConfig`
+Protocol the rest of the core reads, the checks several kinds share, and `parse_ca_tables`,
+which checks the name and the `kind`, parses the common keys and hands the table to its kind.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from expressway_certd.monitor.config_base import (
     Secret,
@@ -60,7 +62,31 @@ class CALimits:
         return self.orders_per_hour > 0 or self.concurrent_orders > 0
 
 
-COMMON_KEYS = frozenset({"kind", "trust_anchor", "trust_anchors", "timeout"} | toml_keys(CALimits))
+@dataclass(frozen=True, kw_only=True)
+class CACommon:
+    """The keys every kind's table takes (besides `kind` and the limits), declared once: each
+    kind's config dataclass inherits them, `parse_ca_table` parses them before handing the table
+    to the kind, and the docs show them in one table. Keyword-only, so that a kind's dataclass
+    declares its own required fields first."""
+
+    trust_anchor: Path | None = key(
+        None, "PEM file verifying the CA's own HTTPS server", shown="system roots"
+    )
+    trust_anchors: Path | None = key(
+        None,
+        "PEM file of the root(s) this CA issues under. A new CA certificate is pushed to trust "
+        "stores (the Expressways, Unified CM) only when the new certificate chains to one of "
+        "these roots, or to a root in the CA's `chain` (kind `manual`) or `trust_anchor` file; "
+        "without any pinned root, a renewal whose CA changes blocks at validate with `set "
+        "[ca.NAME] trust_anchors`. Chains handed in at run time (`provide --chain`, the CA's "
+        "answer) never count as anchors",
+    )
+    timeout: timedelta = key(timedelta(seconds=30), "per request")
+    # Not a key: its keys are CALimits's, written in the same table.
+    limits: CALimits = field(default_factory=CALimits)
+
+
+COMMON_KEYS = frozenset({"kind"} | toml_keys(CACommon) | toml_keys(CALimits))
 
 
 class CAConfig(Protocol):
@@ -91,13 +117,28 @@ class CAConfig(Protocol):
 
 @dataclass(frozen=True)
 class CAKind:
-    """One kind of `[ca.NAME]` table (`kind = NAME`), declared beside its connector:
-    `keys` are the keys its table takes besides COMMON_KEYS; `parse` builds its config from
-    the table (a Section that has refused unknown keys already) and the parsed limits."""
+    """One kind of `[ca.NAME]` table (`kind = NAME`), declared beside its connector: `config`
+    is its dataclass (a `CACommon`), whose declared fields are the keys its table takes and
+    their docs; `parse` builds that config from the table (a Section that has refused unknown
+    keys already) and the common keys, parsed (`with_common` puts them in)."""
 
     name: str
-    keys: frozenset[str]
-    parse: Callable[[Path, str, Section, CALimits], CAConfig]
+    config: type
+    parse: Callable[[Path, str, Section, CACommon], CAConfig]
+
+    @property
+    def keys(self) -> frozenset[str]:
+        """The keys the kind's table takes besides COMMON_KEYS (from its declarations)."""
+        return frozenset(toml_keys(self.config)) - COMMON_KEYS
+
+
+C = TypeVar("C", bound=CACommon)
+
+
+def with_common(config: C, common: CACommon) -> C:
+    """`config` holding the common keys as parsed (every field `CACommon` declares)."""
+    values = {f.name: getattr(common, f.name) for f in dataclasses.fields(CACommon)}
+    return dataclasses.replace(config, **values)
 
 
 def https_url(s: Section, key: str, must_contain: str, example: str) -> str:
@@ -108,6 +149,18 @@ def https_url(s: Section, key: str, must_contain: str, example: str) -> str:
     if must_contain and must_contain not in parts.path:
         raise s.error(key, f"must include {must_contain!r}, like {example!r}; got {url!r}")
     return url
+
+
+def ekus_key() -> frozenset[str] | None:
+    """The `ekus` key of the kinds that take it (declared here once, read by `ekus_of`)."""
+    return key(
+        None,
+        "what the CA puts in the certificates it issues, a list of names from "
+        f"{', '.join(f'`{name}`' for name in EKU_CONFIG_NAMES)}; "
+        "declared, the plan and preflight tell before submitting whether the CA fits the box's "
+        "role (AD CS: what the template issues)",
+        shown="none (unknown until issued)",
+    )
 
 
 def ekus_of(s: Section) -> frozenset[str] | None:
@@ -166,17 +219,21 @@ def parse_ca_table(
             f"{file}: {path}.kind: must be one of {', '.join(by_name)}; got {written!r}"
         )
     s = Section(file, path, table, set(COMMON_KEYS | kind.keys), check_files=check_files)
-    return kind.parse(file, name, s, _limits(s))
+    return kind.parse(file, name, s, _common(file, s))
 
 
-def _limits(s: Section) -> CALimits:
-    defaults = CALimits()
-    return CALimits(
-        orders_per_hour=s.get_int(
-            "orders_per_hour", defaults.orders_per_hour, minimum=0, maximum=1_000_000
-        ),
-        concurrent_orders=s.get_int(
-            "concurrent_orders", defaults.concurrent_orders, minimum=0, maximum=100_000
+def _common(file: Path, s: Section) -> CACommon:
+    return CACommon(
+        trust_anchor=s.get_file("trust_anchor", file.parent),
+        trust_anchors=s.get_file("trust_anchors", file.parent),
+        timeout=s.get_duration("timeout", CACommon.timeout),
+        limits=CALimits(
+            orders_per_hour=s.get_int(
+                "orders_per_hour", CALimits.orders_per_hour, minimum=0, maximum=1_000_000
+            ),
+            concurrent_orders=s.get_int(
+                "concurrent_orders", CALimits.concurrent_orders, minimum=0, maximum=100_000
+            ),
         ),
     )
 

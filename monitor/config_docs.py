@@ -1,16 +1,18 @@
-"""The key tables of docs/configuration.md, generated from the config declarations.
+"""The key tables of docs/configuration.md, generated from the config declarations: how a
+declared field becomes a row, the tables of the monitor's own sections (`SECTIONS`), and
+`render`, which rewrites every table between `<!-- keys: NAME -->` and `<!-- end keys -->`.
 
-`python -m monitor.config_docs docs/configuration.md` rewrites every table between
-`<!-- keys: NAME -->` and `<!-- end keys -->`; a test fails when the committed file is stale.
+The CA kinds' tables come from the registry the composition root holds, so the command that
+writes the file lives there: `python -m expressway_certd.config_docs docs/configuration.md`
+(expressway_certd/config_docs.py); a test fails when the committed file is stale.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-import sys
+from collections.abc import Mapping
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from expressway_certd.monitor.config import (
@@ -80,30 +82,56 @@ def shown_default(f: dataclasses.Field[Any]) -> str:
     return f"`{toml_literal(f.default)}`"
 
 
-def table(classes: tuple[Any, ...], group: str = "") -> str:
-    rows = ["| key | default | meaning |", "|---|---|---|"]
+def row(f: dataclasses.Field[Any]) -> str:
+    """One declared field as a row of a key table."""
+    name = f.metadata["key"] or f.name
+    cells = (f"`{name}`", shown_default(f), f.metadata["doc"])
+    if any("|" in cell for cell in cells):
+        raise ValueError(f"{f.name}: a '|' in its doc or default would split the table row")
+    return f"| {cells[0]} | {cells[1]} | {cells[2]} |"
+
+
+HEADER = ["| key | default | meaning |", "|---|---|---|"]
+
+
+def table(
+    classes: tuple[Any, ...],
+    group: str = "",
+    *,
+    skip: frozenset[str] = frozenset(),
+    first: tuple[str, ...] = (),
+) -> str:
+    """The key table of `classes`' declared fields of `group`: `first` rows on top, the fields
+    named in `skip` left out (they have a table of their own)."""
+    rows = [*HEADER, *first]
     for f in [f for cls in classes for f in declared(cls)]:
-        if f.metadata["group"] != group:
+        if f.metadata["group"] != group or f.name in skip:
             continue
-        name = f.metadata["key"] or f.name
-        rows.append(f"| `{name}` | {shown_default(f)} | {f.metadata['doc']} |")
+        rows.append(row(f))
     return "\n".join(rows) + "\n"
 
 
-def render(text: str) -> str:
-    """`text` with every marked table regenerated."""
+def monitor_tables() -> dict[str, str]:
+    """Marker name -> table, for the monitor's own sections."""
+    return {name: table(*spec) for name, spec in SECTIONS.items()}
+
+
+def render(text: str, tables: Mapping[str, str]) -> str:
+    """`text` with every marked table replaced by the one `tables` has under its name; a marker
+    no table is declared for is an error (a typo would otherwise leave a stale table)."""
 
     def block(match: re.Match[str]) -> str:
-        return match.group(1) + table(*SECTIONS[match.group(2)]) + match.group(4)
+        name = match.group(2)
+        if name not in tables:
+            raise KeyError(
+                f"<!-- keys: {name} -->: no section of that name is declared "
+                f"(known: {', '.join(sorted(tables))})"
+            )
+        return match.group(1) + tables[name] + match.group(4)
 
     return _BLOCK.sub(block, text)
 
 
-def main(argv: list[str]) -> int:
-    path = Path(argv[0] if argv else "docs/configuration.md")
-    path.write_text(render(path.read_text()))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+def markers(text: str) -> list[str]:
+    """The names of the marked tables in `text`, in order."""
+    return [m.group(2) for m in _BLOCK.finditer(text)]
