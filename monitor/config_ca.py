@@ -123,7 +123,7 @@ class CAKind:
     keys already) and the common keys, parsed (`with_common` puts them in)."""
 
     name: str
-    config: type
+    config: type[CACommon]
     parse: Callable[[Path, str, Section, CACommon], CAConfig]
 
     @property
@@ -158,7 +158,7 @@ def ekus_key() -> frozenset[str] | None:
         "what the CA puts in the certificates it issues, a list of names from "
         f"{', '.join(f'`{name}`' for name in EKU_CONFIG_NAMES)}; "
         "declared, the plan and preflight tell before submitting whether the CA fits the box's "
-        "role (AD CS: what the template issues)",
+        "role",
         shown="none (unknown until issued)",
     )
 

@@ -44,13 +44,13 @@ class ESTConfig(CACommon):
         None, "secret reference: the password of an encrypted `client_key` (only with it)"
     )
     operation: str = key("simpleenroll", f"the enrollment request: {one_of(EST_OPERATIONS)}")
-    ekus: frozenset[str] | None = ekus_key()
-    kind: str = "est"
     http_auth: str = key(
         "basic",
         f"how `username` + `password` are sent: {one_of(EST_HTTP_AUTH)}; `basic` with every "
         "request, `digest` (HTTP Digest, RFC 7616) answering the server's challenge",
     )
+    ekus: frozenset[str] | None = ekus_key()
+    kind: str = "est"
 
     def secrets(self) -> tuple[Secret, ...]:
         return tuple(s for s in (self.password, self.client_key_password) if s is not None)
