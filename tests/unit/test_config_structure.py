@@ -160,6 +160,28 @@ def test_every_declared_ca_key_is_in_the_committed_file():
             assert monitor_docs.row(f) in text, (cls.__name__, f.name)
 
 
+def test_the_command_rewrites_a_stale_file(tmp_path):
+    committed = (ROOT / "docs" / "configuration.md").read_text()
+    doc = tmp_path / "configuration.md"
+    doc.write_text(committed.replace('| `poll` | `"5m"` |', '| `poll` | `"1m"` |'))
+    result = subprocess.run(
+        [sys.executable, "-m", "expressway_certd.config_docs", str(doc)],
+        capture_output=True, text=True, check=False, cwd=ROOT,
+    )  # fmt: skip
+    assert (result.returncode, result.stderr) == (0, "")
+    assert doc.read_text() == committed
+
+
+def test_the_command_names_a_table_that_has_no_place(tmp_path, capsys):
+    committed = (ROOT / "docs" / "configuration.md").read_text()
+    start = committed.index("<!-- keys: ca-kind-manual -->")
+    end = committed.index("<!-- end keys -->", start) + len("<!-- end keys -->")
+    doc = tmp_path / "configuration.md"
+    doc.write_text(committed[:start] + committed[end:])
+    assert config_docs.main([str(doc)]) == 1
+    assert "no place for ca-kind-manual: write '<!-- keys: NAME -->'" in capsys.readouterr().err
+
+
 def test_a_marker_without_a_declared_section_is_an_error():
     with pytest.raises(KeyError, match="ca-kind-scpe"):
         config_docs.render("<!-- keys: ca-kind-scpe -->\n<!-- end keys -->\n")
