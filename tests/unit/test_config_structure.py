@@ -163,7 +163,9 @@ def test_every_declared_ca_key_is_in_the_committed_file():
 def test_the_command_rewrites_a_stale_file(tmp_path):
     committed = (ROOT / "docs" / "configuration.md").read_text()
     doc = tmp_path / "configuration.md"
-    doc.write_text(committed.replace('| `poll` | `"5m"` |', '| `poll` | `"1m"` |'))
+    stale = committed.replace('| `poll` | `"5m"` |', '| `poll` | `"1m"` |')
+    assert stale != committed
+    doc.write_text(stale)
     result = subprocess.run(
         [sys.executable, "-m", "expressway_certd.config_docs", str(doc)],
         capture_output=True, text=True, check=False, cwd=ROOT,
