@@ -101,11 +101,11 @@ def table(
     skip: frozenset[str] = frozenset(),
     first: tuple[str, ...] = (),
 ) -> str:
-    """The key table of `classes`' declared fields of `group`: `first` rows on top, the fields
+    """The key table of `classes`' declared fields of `group`: `first` rows on top, the keys
     named in `skip` left out (they have a table of their own)."""
     rows = [*HEADER, *first]
     for f in [f for cls in classes for f in declared(cls)]:
-        if f.metadata["group"] != group or f.name in skip:
+        if f.metadata["group"] != group or (f.metadata["key"] or f.name) in skip:
             continue
         rows.append(row(f))
     return "\n".join(rows) + "\n"
