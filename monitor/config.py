@@ -65,9 +65,11 @@ APPROVAL_MODES = ("auto", "manual", "manual-if-ca-changed")
 class MaintenanceWindow:
     """When restarts may happen: a cron expression (start) in a time zone, for a duration."""
 
-    cron: str
-    timezone: str = "UTC"
-    duration: timedelta = timedelta(hours=2)
+    cron: str = required_key('5-field cron expression: when a window starts (`"0 2 * * 6"`)')
+    timezone: str = key("UTC", "IANA time zone name the cron expression is read in")
+    duration: timedelta = key(
+        timedelta(hours=2), "how long a window stays open; a restart starts only inside it"
+    )
 
 
 @dataclass(frozen=True)
@@ -739,8 +741,9 @@ def _parse_window(parent: Section, table: Any) -> MaintenanceWindow | None:
         raise parent.error(
             "maintenance_window", "must be a table like { cron = '0 2 * * 6', timezone = 'UTC' }"
         )
-    s = Section(parent.file, f"{parent.path}.maintenance_window", table,
-                 {"cron", "timezone", "duration"})  # fmt: skip
+    s = Section(
+        parent.file, f"{parent.path}.maintenance_window", table, toml_keys(MaintenanceWindow)
+    )
     cron = s.get_str("cron", required=True) or ""
     tz = s.get_str("timezone") or MaintenanceWindow.timezone
     try:

@@ -18,6 +18,7 @@ from typing import Any
 from expressway_certd.monitor.config import (
     DaemonConfig,
     ExpresswayConfig,
+    MaintenanceWindow,
     RenewalConfig,
     UnifiedCMConfig,
 )
@@ -40,6 +41,7 @@ SECTIONS: dict[str, tuple[tuple[Any, ...], str]] = {
     "expressway-devices": ((ExpresswayConfig,), "devices"),
     "unified_cm": ((UnifiedCMConfig,), ""),
     "renewal": ((RenewalConfig,), ""),
+    "maintenance-window": ((MaintenanceWindow,), ""),
     "ca-limits": ((CALimits,), ""),
     "notifier": ((NotifierIdentity, Routing), ""),
     "notifier-alertmanager": ((AlertmanagerConfig,), ""),
