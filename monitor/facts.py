@@ -6,6 +6,7 @@ These are the "Show (decoded)" facts of Cisco's step A and what steps C and D co
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import ipaddress
 from dataclasses import dataclass, field
@@ -16,7 +17,6 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from expressway_certd.monitor.errors import CertParseError
@@ -58,6 +58,9 @@ def pkcs7_certificates(data: bytes, *, pem: bool = False) -> list[x509.Certifica
     if not pem:
         with contextlib.suppress(ValueError):
             return _der_bag_certificates(data)
+    # PKCS#7 pulls in the e-mail package; only CA answers need it, not `scan` (fast start)
+    from cryptography.hazmat.primitives.serialization import pkcs7  # noqa: PLC0415 - heavy, only for CA answers
+
     try:
         if pem:
             return pkcs7.load_pem_pkcs7_certificates(data)
@@ -232,13 +235,9 @@ def _common_name(name: x509.Name) -> str | None:
     return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
 
-def _sans(cert: x509.Certificate) -> tuple[SAN, ...]:
-    try:
-        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        return ()
+def _san_entries(san: x509.SubjectAlternativeName) -> tuple[SAN, ...]:
     out: list[SAN] = []
-    for gn in ext.value:
+    for gn in san:
         if isinstance(gn, x509.DNSName):
             out.append(SAN("DNS", gn.value))
         elif isinstance(gn, x509.IPAddress):
@@ -274,18 +273,6 @@ def _key(cert: x509.Certificate) -> tuple[str, int, str]:
     if isinstance(key, dsa.DSAPublicKey):
         return "DSA", key.key_size, digest
     return type(key).__name__, 0, digest
-
-
-def _ext_value(cert: x509.Certificate, cls: type[_E]) -> _E | None:
-    try:
-        return cert.extensions.get_extension_for_class(cls).value
-    except x509.ExtensionNotFound:
-        return None
-
-
-def _key_usage(cert: x509.Certificate) -> tuple[str, ...]:
-    ku = _ext_value(cert, x509.KeyUsage)
-    return () if ku is None else key_usage_names(ku)
 
 
 def key_usage_names(ku: x509.KeyUsage) -> tuple[str, ...]:
@@ -361,24 +348,49 @@ def facts_from_x509(cert: x509.Certificate) -> CertFacts:
         raise CertParseError(f"certificate is malformed: {exc}") from exc
 
 
+# Certificates whose facts a process keeps (cached_facts). A served chain's CA certificates
+# are the same for hundreds of endpoints and stay at the recent end; a leaf is asked for twice
+# within one verdict (the served chain, then the path OpenSSL built) and may then drop out.
+# 512 entries of a few KiB each: about 2 MiB at most, whatever the number of endpoints.
+FACTS_CACHE_SIZE = 512
+
+
+@functools.lru_cache(maxsize=FACTS_CACHE_SIZE)
+def cached_facts(cert: x509.Certificate) -> CertFacts:
+    """`facts_from_x509`, remembered per process for the last FACTS_CACHE_SIZE certificates.
+
+    Safe to share between trust stores and across time: facts are a function of the
+    certificate alone (a `Certificate` is equal to, and hashes like, any other certificate of
+    the same encoding), and nothing in them depends on the clock (`days_left` takes `now`).
+    A certificate whose facts cannot be read raises CertParseError each time (not cached).
+    """
+    return facts_from_x509(cert)
+
+
 def _facts(cert: x509.Certificate) -> CertFacts:
     key_type, key_size, spki_digest = _key(cert)
-    eku_ext = _ext_value(cert, x509.ExtendedKeyUsage)
-    ski_ext = _ext_value(cert, x509.SubjectKeyIdentifier)
-    aki_ext = _ext_value(cert, x509.AuthorityKeyIdentifier)
-    bc = _ext_value(cert, x509.BasicConstraints)
+    # Each extension once, by its class (a certificate repeats none: parsing refuses that),
+    # and the subject once: every access builds the Name again (a third of the cost).
+    values = {type(ext.value): ext.value for ext in cert.extensions}
+    eku_ext = _of(values, x509.ExtendedKeyUsage)
+    ski_ext = _of(values, x509.SubjectKeyIdentifier)
+    aki_ext = _of(values, x509.AuthorityKeyIdentifier)
+    bc = _of(values, x509.BasicConstraints)
+    ku = _of(values, x509.KeyUsage)
+    san = _of(values, x509.SubjectAlternativeName)
+    subject = cert.subject
     return CertFacts(
-        subject=_name(cert.subject),
+        subject=_name(subject),
         issuer=_name(cert.issuer),
-        common_name=_common_name(cert.subject),
+        common_name=_common_name(subject),
         serial=format(cert.serial_number, "X"),
         sha256=cert.fingerprint(hashes.SHA256()).hex(),
         not_before=cert.not_valid_before_utc.astimezone(UTC),
         not_after=cert.not_valid_after_utc.astimezone(UTC),
-        sans=_sans(cert),
+        sans=_san_entries(san) if san else (),
         key_type=key_type,
         key_size=key_size,
-        key_usage=_key_usage(cert),
+        key_usage=key_usage_names(ku) if ku else (),
         eku=tuple(sorted(oid.dotted_string for oid in eku_ext)) if eku_ext else (),
         ski=_hex(ski_ext.digest) if ski_ext else None,
         aki=_hex(aki_ext.key_identifier) if aki_ext and aki_ext.key_identifier else None,
@@ -386,6 +398,11 @@ def _facts(cert: x509.Certificate) -> CertFacts:
         signature_algorithm=_signature_algorithm(cert),
         public_key_sha256=spki_digest,
     )
+
+
+def _of(values: dict[type, x509.ExtensionType], cls: type[_E]) -> _E | None:
+    value = values.get(cls)
+    return value if isinstance(value, cls) else None
 
 
 def load_certificate(data: bytes | str, *, source: str = "input") -> x509.Certificate:

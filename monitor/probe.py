@@ -8,15 +8,18 @@ costs one slot for at most `timeout` seconds and never delays the others.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import functools
 import hashlib
+import itertools
 import socket
 import ssl
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -36,8 +39,8 @@ from expressway_certd.monitor.endpoint import Endpoint
 from expressway_certd.monitor.errors import CertParseError, ConfigError
 from expressway_certd.monitor.facts import (
     CertFacts,
+    cached_facts,
     cert_pem,
-    facts_from_x509,
     is_ip_address,
     load_certificates,
 )
@@ -98,6 +101,10 @@ class ChainVerdict:
     error: str | None = None
     path: tuple[x509.Certificate, ...] = ()  # leaf to anchor, when OpenSSL built one
     lint: tuple[LintFinding, ...] = ()
+    # The first instant after the verification time at which a certificate it looked at (the
+    # served chain, the built path, the trust anchors) starts or stops being valid, so the
+    # same question may get another answer; None: no such instant.
+    holds_until: datetime | None = None
 
 
 class TrustStore:
@@ -127,14 +134,37 @@ class TrustStore:
         if system_roots:
             anchors.extend(_system_roots())
         self.anchors = anchors
+        # Each TrustStore is its own key in verdict caches: two stores with the same files
+        # (a reload after the bundle changed) or the same description never share a verdict.
+        self.token = next(_TRUST_STORE_IDS)
+        self._anchor_times = sorted(_validity_edges(anchors))
         self.description = (
             ", ".join(str(b) for b in bundles) + (" + system roots" if system_roots else "")
         ) or ("given anchors" if certificates else "no trust anchors")
         self._store = Store(anchors) if anchors else None
-        self._ossl_store = crypto.X509Store()
-        for anchor in anchors:
-            with contextlib.suppress(crypto.Error):  # the same certificate twice
-                self._ossl_store.add_cert(crypto.X509.from_cryptography(anchor))
+        self._ossl_anchors: list[crypto.X509] = []
+        for anchor in dict.fromkeys(anchors):  # the same certificate twice counts once
+            with contextlib.suppress(crypto.Error):  # one OpenSSL cannot use is left out
+                self._ossl_anchors.append(crypto.X509.from_cryptography(anchor))
+        self._ossl_at: tuple[int, crypto.X509Store] | None = None
+
+    def _ossl_store(self, now: datetime) -> crypto.X509Store:
+        """An OpenSSL store of the anchors that verifies at `now` (OpenSSL takes whole seconds).
+
+        A new store per second, because a store's verification time can be set only once:
+        pyOpenSSL's `set_time` goes through X509_STORE_set1_param, which keeps a time the
+        store already has, so every later verdict of a long-lived store would be judged at
+        the time of its first one (a certificate that expired since would still verify).
+        """
+        second = int(now.timestamp())
+        if self._ossl_at is None or self._ossl_at[0] != second:
+            store = crypto.X509Store()
+            for anchor in self._ossl_anchors:
+                with contextlib.suppress(crypto.Error):
+                    store.add_cert(anchor)
+            store.set_time(now)
+            self._ossl_at = (second, store)
+        return self._ossl_at[1]
 
     def verify(self, chain: Sequence[x509.Certificate], now: datetime) -> tuple[bool, str | None]:
         """Does the chain build from its leaf to an anchor, valid at `now`? Names and EKU are
@@ -144,18 +174,38 @@ class TrustStore:
         return verdict.ok, verdict.error
 
     def verdict(self, chain: Sequence[x509.Certificate], now: datetime) -> ChainVerdict:
-        """OpenSSL's verdict on `chain` (leaf first, as served) at `now`, with lint findings."""
+        """OpenSSL's verdict on `chain` (leaf first, as served) at `now`, with lint findings
+        and the instant until which the same question gets the same answer (`holds_until`)."""
+        verdict = self._verdict(chain, now)
+        return replace(verdict, holds_until=self._holds_until(chain, verdict.path, now))
+
+    def _holds_until(
+        self,
+        chain: Sequence[x509.Certificate],
+        path: Sequence[x509.Certificate],
+        now: datetime,
+    ) -> datetime | None:
+        """The first validity edge (notBefore, or notAfter) after `now` among the certificates
+        a verdict at `now` depended on: the served chain, the built path and every anchor
+        (an anchor not in the path may be the one that becomes valid). An unreadable
+        certificate gives None only for itself: its verdict does not change with time."""
+        edges = [e for c in (*chain, *path) for e in _validity_edges((c,)) if e > now]
+        later = bisect.bisect_right(self._anchor_times, now)
+        if later < len(self._anchor_times):
+            edges.append(self._anchor_times[later])
+        return min(edges, default=None)
+
+    def _verdict(self, chain: Sequence[x509.Certificate], now: datetime) -> ChainVerdict:
         if not chain:
             return ChainVerdict(False, "no certificate served")
         if not self.anchors:
             return ChainVerdict(
                 False, "no trust anchors configured (give a CA bundle)", lint=_lint_served(chain)
             )
-        self._ossl_store.set_time(now)
         try:
-            leaf = crypto.X509.from_cryptography(chain[0])
-            untrusted = [crypto.X509.from_cryptography(c) for c in chain[1:]]
-            ctx = crypto.X509StoreContext(self._ossl_store, leaf, untrusted)
+            leaf = crypto.X509.from_cryptography(chain[0])  # new with each chain: not kept
+            untrusted = [_openssl_x509(c) for c in chain[1:]]
+            ctx = crypto.X509StoreContext(self._ossl_store(now), leaf, untrusted)
             built = ctx.get_verified_chain()
             path = tuple(c.to_cryptography() for c in built)
         except crypto.X509StoreContextError as exc:
@@ -196,11 +246,36 @@ def _lint_served(chain: Sequence[x509.Certificate]) -> tuple[LintFinding, ...]:
     return lint_chain([f for f in (_facts_or_none(c) for c in chain) if f is not None])
 
 
+_TRUST_STORE_IDS = itertools.count(1)
+
+
+def _validity_edges(certs: Iterable[x509.Certificate]) -> Iterator[datetime]:
+    """notBefore and notAfter of each readable certificate: the instants its validity may
+    flip. OpenSSL compares whole seconds and takes notAfter itself as still valid, so
+    notAfter is an edge a second early (a verdict recomputed early is only a cache miss)."""
+    for cert in certs:
+        try:  # read off the certificate: an anchor's whole facts are not needed for this
+            edges = (cert.not_valid_before_utc, cert.not_valid_after_utc)
+        except ValueError:  # a validity cryptography cannot read: no edge to wait for
+            continue
+        yield from edges
+
+
 def _facts_or_none(cert: x509.Certificate) -> CertFacts | None:
     try:
-        return facts_from_x509(cert)
+        return cached_facts(cert)
     except CertParseError:
         return None
+
+
+@functools.lru_cache(maxsize=256)
+def _openssl_x509(cert: x509.Certificate) -> crypto.X509:
+    """pyOpenSSL's copy of a served CA certificate, remembered per process: decoding one costs
+    about 0.1 ms under OpenSSL 3.0, and the issuing CA of a served chain is the same for
+    hundreds of endpoints (leaves, new with each chain, are not kept). The copies are only
+    read (an X509StoreContext takes a reference), never changed, and carry nothing of a trust
+    store or a time, so one verdict cannot leak into another."""
+    return crypto.X509.from_cryptography(cert)
 
 
 # OpenSSL X509_V_ERR codes the verdict explains in the operator's words
@@ -384,8 +459,10 @@ class _Handshake(asyncio.Protocol):
 
 
 class _FactsCache:
-    """Parsed facts and verification results per served chain, so an unchanged certificate
-    costs no parsing on the next poll; verification is redone once `ttl` seconds old."""
+    """Parsed facts and verification results per (served chain, trust store), so an unchanged
+    certificate costs no parsing on the next poll. A verdict is redone once `ttl` seconds old,
+    and at once when the verification time reaches its `holds_until` (a certificate of the
+    chain, the path or the store expired or became valid since)."""
 
     def __init__(self, size: int = 4096, ttl: float = 3600.0) -> None:
         self._items: OrderedDict[bytes, tuple[float, tuple[CertFacts, ...], ChainVerdict]] = (
@@ -394,18 +471,23 @@ class _FactsCache:
         self._size = size
         self._ttl = ttl
 
-    def get(self, key: bytes, now: float) -> tuple[tuple[CertFacts, ...], ChainVerdict] | None:
+    def get(
+        self, key: bytes, now: float, when: datetime
+    ) -> tuple[tuple[CertFacts, ...], ChainVerdict] | None:
         item = self._items.get(key)
         if item is None or now - item[0] > self._ttl:
             return None
+        verdict = item[2]
+        if verdict.holds_until is not None and when >= verdict.holds_until:
+            return None
         self._items.move_to_end(key)
-        return item[1], item[2]
+        return item[1], verdict
 
     def put(
         self, key: bytes, now: float, facts: tuple[CertFacts, ...], verdict: ChainVerdict
     ) -> None:
         # the built path is not kept: only the verdict, its message and lint are needed later
-        self._items[key] = (now, facts, ChainVerdict(verdict.ok, verdict.error, (), verdict.lint))
+        self._items[key] = (now, facts, replace(verdict, path=()))
         self._items.move_to_end(key)
         while len(self._items) > self._size:
             self._items.popitem(last=False)
@@ -530,13 +612,13 @@ class Prober:
         chain: list[bytes],
         trust: TrustStore,
     ) -> Observation:
-        key = hashlib.sha256(b"".join(chain) + trust.description.encode()).digest()
+        key = hashlib.sha256(b"%d:" % trust.token + b"".join(chain)).digest()
         now = time.monotonic()
-        cached = self._cache.get(key, now)
+        cached = self._cache.get(key, now, when)
         if cached is None:
             try:
                 certs = [x509.load_der_x509_certificate(der) for der in chain]
-                facts = tuple(facts_from_x509(c) for c in certs)
+                facts = tuple(cached_facts(c) for c in certs)
             except (ValueError, CertParseError) as exc:
                 return Observation(
                     target=target,

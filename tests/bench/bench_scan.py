@@ -8,12 +8,13 @@ minutes and a prober cannot tell). Both tools verify every chain against the far
 
 - **Ours**: one `expressway-certd scan --json --ca-file ROOT HOST:PORT ...` process per run
   (interpreter start, imports, every probe and the JSON output included), CPU = user + system of
-  the child from `getrusage(RUSAGE_CHILDREN)`, wall from start to exit.
+  the child from `getrusage(RUSAGE_CHILDREN)`, wall from start to exit; and the same with
+  `--workers 0` (one forked worker per CPU; their CPU is in the child's, as it waits for them).
 - **Theirs**: blackbox_exporter already running (as it does under Prometheus), one
   `GET /probe?module=...&target=...` per endpoint over `--concurrency` kept-alive connections,
   its CPU from /proc/PID/stat before and after (the HTTP driver's own CPU is charged to nobody).
 
-Both at the same concurrency; runs alternate, ours then theirs. Then the CLI start: the median
+Both at the same concurrency; runs alternate: ours, ours with workers, theirs. Then the CLI start: the median
 wall of `expressway-certd --help` and of a `scan` of one endpoint, each run `--starts` times,
 against the 0.25 s target of issue 11.
 """
@@ -58,12 +59,13 @@ def run_child(cmd: list[str]) -> tuple[subprocess.CompletedProcess[str], float, 
     return done, cpu, wall
 
 
-def scan_once(farm: Farm, concurrency: int) -> tuple[int, int, float, float]:
-    """One cold `scan` of every farm endpoint: (probes, failed or unverified, wall, CPU)."""
+def scan_once(farm: Farm, concurrency: int, workers: int = 1) -> tuple[int, int, float, float]:
+    """One cold `scan` of every farm endpoint: (probes, failed or unverified, wall, CPU); the
+    CPU of its worker processes (`--workers`) included, as they are waited for."""
     endpoints = [f"{host}:{port}" for host, port, _ in farm.ports]
     cmd = [
         *certd_command(), "scan", "--json", "--no-progress", "--ca-file", str(farm.bundle),
-        "--concurrency", str(concurrency), *endpoints,
+        "--concurrency", str(concurrency), "--workers", str(workers), *endpoints,
     ]  # fmt: skip
     done, cpu, wall = run_child(cmd)
     try:
@@ -108,12 +110,14 @@ def bench(endpoints: int, keys: int, concurrency: int, runs: int, starts: int) -
             running.callback(blackbox.stop)
             blackbox.run(min(100, endpoints))  # its first probes; ours gets no warm-up at all
             blackbox.driver_cpu = 0.0
-            mine, theirs = Totals(), Totals()
+            mine, spread, theirs = Totals(), Totals(), Totals()
             for n in range(runs):
                 mine.add(*scan_once(farm, concurrency))
+                spread.add(*scan_once(farm, concurrency, workers=0))
                 theirs.add(*blackbox.run(endpoints))
                 print(
                     f"  run {n + 1}/{runs}: ours {mine.rate:6.0f}/s {mine.cpu_ms:.3f} ms, "
+                    f"--workers 0 {spread.rate:6.0f}/s {spread.cpu_ms:.3f} ms, "
                     f"blackbox {theirs.rate:6.0f}/s {theirs.cpu_ms:.3f} ms (cumulative)",
                     flush=True,
                 )
@@ -127,24 +131,33 @@ def bench(endpoints: int, keys: int, concurrency: int, runs: int, starts: int) -
             load_start = machine()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:.2f}" if b else "-"
+
     rows = [
         (
             "probes per second",
             f"{mine.rate:.0f}",
+            f"{spread.rate:.0f}",
             f"{theirs.rate:.0f}",
-            f"{mine.rate / theirs.rate:.2f}" if theirs.rate else "-",
+            ratio(mine.rate, theirs.rate),
+            ratio(spread.rate, theirs.rate),
             ">= 1",
         ),
         (
             "CPU ms per probe",
             f"{mine.cpu_ms:.3f}",
+            f"{spread.cpu_ms:.3f}",
             f"{theirs.cpu_ms:.3f}",
-            f"{mine.cpu_ms / theirs.cpu_ms:.2f}" if theirs.cpu_ms else "-",
+            ratio(mine.cpu_ms, theirs.cpu_ms),
+            ratio(spread.cpu_ms, theirs.cpu_ms),
             "<= 1",
         ),
         (
             "probes (failed or unverified)",
             f"{mine.probes} ({mine.failed})",
+            f"{spread.probes} ({spread.failed})",
             f"{theirs.probes} ({theirs.failed})",
         ),
     ]
@@ -152,9 +165,13 @@ def bench(endpoints: int, keys: int, concurrency: int, runs: int, starts: int) -
         f"scan of {endpoints} endpoints from a cold process vs blackbox_exporter (running), "
         f"chains verified, concurrency {concurrency}, {runs} runs each\n"
         f"machine: {load_scan}\n"
-        "ours: whole `expressway-certd scan --json` process (start, imports, probes, output)"
+        "ours: whole `expressway-certd scan --json` process (start, imports, probes, output); "
+        "`--workers 0`: the same in one forked process per CPU, their CPU included"
     )
-    headers = ["", "expressway-certd", "blackbox_exporter", "ours/theirs", "target"]
+    headers = [
+        "", "expressway-certd", "--workers 0", "blackbox_exporter", "ours/theirs",
+        "workers/theirs", "target",
+    ]  # fmt: skip
     start_rows = [
         (
             f"expressway-certd {what}",

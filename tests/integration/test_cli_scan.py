@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import signal
 import sys
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from expressway_certd_lab.pki import write_key_and_chain
+from expressway_certd_lab.pki import CA, write_key_and_chain
 from expressway_certd_lab.tls import LabListener, closed_port, server_context
 
 from tests.chain_corpus import KU_NO_CERTSIGN, KU_NONE, Spec, leaf_spec, make
@@ -96,11 +99,76 @@ async def test_scan_progress_for_many_endpoints(served, trust_bundle):
     assert "[5/5]" in err and "[1/5]" in err
 
 
+def _untimed(output: str) -> str:
+    """The output without what differs from one run to the next (timings, days left)."""
+    output = re.sub(r'"(handshake_ms|days_left)": [-0-9.]+', r'"\1": N', output)
+    return re.sub(r"\d+ ms$|\(-?[0-9.]+ days left\)", "N", output, flags=re.MULTILINE)
+
+
+async def test_scan_in_worker_processes_prints_what_one_process_prints(served, trust_bundle):
+    """--workers N (issue 11 part 6): the same output, in the same order, the same exit."""
+    good = [await served(cn=f"e{i}.example.com", sans=[f"e{i}.example.com"]) for i in range(4)]
+    rogue = await served(cn="rogue.example.com", ca=CA.create("Rogue CA"))
+    xmpp = await served("xmpp", cn="x.example.com")
+    refused = await closed_port()
+    endpoints = [
+        *(f"127.0.0.1:{s.port}" for s in good[:2]), f"127.0.0.1:{rogue.port}",
+        f"127.0.0.1:{refused}", *(f"127.0.0.1:{s.port}" for s in good[2:]),
+    ]  # fmt: skip
+    for extra in (["--json"], []):
+        runs = [
+            await run_cli(
+                "scan", *endpoints, "--ca-file", str(trust_bundle), "--workers", workers,
+                "--timeout", "5", *extra,
+            )
+            for workers in ("1", "2", "3")
+        ]  # fmt: skip
+        one = runs[0]
+        assert one[0] == 1 and "refused" in one[1]
+        for code, out, err in runs[1:]:
+            assert (code, _untimed(out), err) == (one[0], _untimed(one[1]), one[2])
+    code, out, _ = await run_cli(
+        "scan", f"127.0.0.1:{xmpp.port}", f"127.0.0.1:{good[0].port}", "--starttls", "xmpp",
+        "--workers", "2", "--json", "--ca-file", str(trust_bundle),
+    )  # fmt: skip
+    assert [d["ok"] for d in json.loads(out)] == [True, False] and code == 1
+
+
+async def test_an_interrupted_scan_in_workers_exits_and_leaves_no_worker(served):
+    """Ctrl-C reaches the whole process group: the scan exits 130, its workers with it."""
+    hanging = [await served("hang") for _ in range(4)]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "expressway_certd.cli", "scan", "--workers", "2", "--timeout",
+        "60", *(f"127.0.0.1:{s.port}" for s in hanging),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    group = proc.pid  # its own session: the process group of the scan and its workers
+    for _ in range(100):  # until the workers are forked (the group has more than one process)
+        await asyncio.sleep(0.1)
+        members = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _pgid(p) == group]
+        if len(members) > 2:
+            break
+    os.killpg(group, signal.SIGINT)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 130, err.decode()
+    await asyncio.sleep(0.5)
+    assert not [p for p in Path("/proc").iterdir() if p.name.isdigit() and _pgid(p) == group]
+
+
+def _pgid(proc_dir: Path) -> int | None:
+    try:
+        return int((proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[2])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 async def test_scan_bad_arguments():
     code, _, err = await run_cli("scan", "host:notaport")
     assert code == 2 and "not HOST[:PORT]" in err
     code, _, err = await run_cli("scan", "h:443", "--ca-file", "/nonexistent.pem")
     assert code == 2 and "/nonexistent.pem does not exist" in err
+    code, _, err = await run_cli("scan", "h:443", "--workers", "-1")
+    assert code == 2 and "--workers must be 0 (one per CPU) or more" in err
 
 
 async def _loopback_endpoint(tmp_path, root_spec, leaf_spec_=None) -> tuple[LabListener, Path]:

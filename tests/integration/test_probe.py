@@ -145,6 +145,31 @@ async def test_served_cert_change_is_seen_on_next_probe(served, trust_bundle):
     assert second.facts.common_name == "new.example.com"
 
 
+async def test_an_unchanged_chain_is_verified_again_once_it_has_expired(served, trust_bundle):
+    """The prober's per-chain cache keeps a verdict only while it holds (issue 11 part 6)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    s = await served(cn="x", not_after=now + timedelta(hours=1))
+    times = iter([now, now + timedelta(hours=2)])
+    prober = Prober(TrustStore([trust_bundle]), clock=lambda: next(times))
+    first = await prober.probe("t", ep(s.port))
+    second = await prober.probe("t", ep(s.port))  # same chain, well within the hourly recheck
+    assert first.chain_verified is True
+    assert second.chain_verified is False and "expired" in (second.verify_error or "")
+
+
+async def test_a_cached_verdict_is_not_given_for_another_trust_store(served, lab_root):
+    """Two stores of different anchors may share a description ("given anchors")."""
+    s = await served(cn="x")
+    mine, other = (
+        TrustStore(certificates=[lab_root.cert]),
+        TrustStore(certificates=[CA.create("Another Root").cert]),
+    )
+    assert mine.description == other.description
+    prober = Prober(mine)
+    assert (await prober.probe("t", ep(s.port))).chain_verified is True
+    assert (await prober.probe("t", ep(s.port), trust=other)).chain_verified is False
+
+
 # ---- what is missing, and advisories (issue 13, finding 7) ---------------------------------
 
 

@@ -30,6 +30,7 @@ HEAVY = (
     "expressway_certd.monitor.config",
     "expressway_certd.daemon",
     "expressway_certd.http",
+    "cryptography.hazmat.primitives.serialization.pkcs7",  # CA answers only (and e-mail)
 )
 
 
