@@ -14,9 +14,17 @@ minutes and a prober cannot tell). Both tools verify every chain against the far
   `GET /probe?module=...&target=...` per endpoint over `--concurrency` kept-alive connections,
   its CPU from /proc/PID/stat before and after (the HTTP driver's own CPU is charged to nobody).
 
-Both at the same concurrency; runs alternate: ours, ours with workers, theirs. Then the CLI start: the median
-wall of `expressway-certd --help` and of a `scan` of one endpoint, each run `--starts` times,
-against the 0.25 s target of issue 11.
+- **The floor** (tests/bench/handshake_floor.py): a cold process of the same interpreter that
+  only connects and completes the TLS handshake to each endpoint with the same `ssl` module and
+  asyncio (no facts, no verdict, no output beyond a count), once with verification off and once
+  with the stdlib verifying each chain in the handshake (`ssl.create_default_context(cafile=
+  ROOT)`, `check_hostname` off). What CPython on this OpenSSL cannot go below, whatever a scan
+  does after the handshake; its CPU measured as ours.
+
+All at the same concurrency; runs alternate: ours, ours with workers, the two floors, theirs.
+Then the CLI start: the median wall of `expressway-certd --help`, of a `scan` of one endpoint
+and of the floor's one-endpoint handshake with verification, each run `--starts` times, against
+the 0.25 s target of issue 11.
 """
 
 from __future__ import annotations
@@ -82,6 +90,33 @@ def scan_once(farm: Farm, concurrency: int, workers: int = 1) -> tuple[int, int,
     return len(results), len(bad), wall, cpu
 
 
+FLOOR = Path(__file__).with_name("handshake_floor.py")
+
+
+def floor_command(farm: Farm, concurrency: int, verify: bool) -> list[str]:
+    """The floor's process: the same interpreter running tests/bench/handshake_floor.py as a
+    script (no package of ours imported), with or without verification against the root."""
+    ca = ["--ca-file", str(farm.bundle)] if verify else []
+    return [sys.executable, str(FLOOR), *ca, "--concurrency", str(concurrency)]
+
+
+def floor_once(farm: Farm, concurrency: int, verify: bool) -> tuple[int, int, float, float]:
+    """One cold floor process over every farm endpoint: (handshakes, failed, wall, CPU)."""
+    endpoints = [f"{host}:{port}" for host, port, _ in farm.ports]
+    done, cpu, wall = run_child([*floor_command(farm, concurrency, verify), *endpoints])
+    try:
+        counts = json.loads(done.stdout)
+    except ValueError as exc:
+        raise RuntimeError(
+            f"handshake_floor printed no count (exit {done.returncode}): {done.stderr[-1500:]}"
+        ) from exc
+    if counts["ok"] + counts["failed"] != len(endpoints):
+        raise RuntimeError(f"handshake_floor counted {counts} for {len(endpoints)} endpoints")
+    if counts["failed"]:
+        print(f"  floor (verify={verify}): {counts['failed']} handshakes failed")
+    return len(endpoints), counts["failed"], wall, cpu
+
+
 def median_start(cmd: list[str], times: int) -> tuple[float, float, float]:
     """(median wall, min wall, median CPU) of `times` runs of a command that must exit 0."""
     walls, cpus = [], []
@@ -111,13 +146,18 @@ def bench(endpoints: int, keys: int, concurrency: int, runs: int, starts: int) -
             blackbox.run(min(100, endpoints))  # its first probes; ours gets no warm-up at all
             blackbox.driver_cpu = 0.0
             mine, spread, theirs = Totals(), Totals(), Totals()
+            bare, verified = Totals(), Totals()
             for n in range(runs):
                 mine.add(*scan_once(farm, concurrency))
                 spread.add(*scan_once(farm, concurrency, workers=0))
+                bare.add(*floor_once(farm, concurrency, verify=False))
+                verified.add(*floor_once(farm, concurrency, verify=True))
                 theirs.add(*blackbox.run(endpoints))
                 print(
                     f"  run {n + 1}/{runs}: ours {mine.rate:6.0f}/s {mine.cpu_ms:.3f} ms, "
                     f"--workers 0 {spread.rate:6.0f}/s {spread.cpu_ms:.3f} ms, "
+                    f"floor {bare.rate:6.0f}/s {bare.cpu_ms:.3f} ms, "
+                    f"floor+verify {verified.rate:6.0f}/s {verified.cpu_ms:.3f} ms, "
                     f"blackbox {theirs.rate:6.0f}/s {theirs.cpu_ms:.3f} ms (cumulative)",
                     flush=True,
                 )
@@ -128,65 +168,74 @@ def bench(endpoints: int, keys: int, concurrency: int, runs: int, starts: int) -
             one_scan = median_start(
                 [*cli, "scan", "--ca-file", str(farm.bundle), f"{host}:{port}"], starts
             )
+            one_floor = median_start(
+                [*floor_command(farm, 1, verify=True), f"{host}:{port}"], starts
+            )
             load_start = machine()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
-    def ratio(a: float, b: float) -> str:
-        return f"{a / b:.2f}" if b else "-"
-
-    rows = [
-        (
-            "probes per second",
-            f"{mine.rate:.0f}",
-            f"{spread.rate:.0f}",
-            f"{theirs.rate:.0f}",
-            ratio(mine.rate, theirs.rate),
-            ratio(spread.rate, theirs.rate),
-            ">= 1",
-        ),
-        (
-            "CPU ms per probe",
-            f"{mine.cpu_ms:.3f}",
-            f"{spread.cpu_ms:.3f}",
-            f"{theirs.cpu_ms:.3f}",
-            ratio(mine.cpu_ms, theirs.cpu_ms),
-            ratio(spread.cpu_ms, theirs.cpu_ms),
-            "<= 1",
-        ),
-        (
-            "probes (failed or unverified)",
-            f"{mine.probes} ({mine.failed})",
-            f"{spread.probes} ({spread.failed})",
-            f"{theirs.probes} ({theirs.failed})",
-        ),
-    ]
     title = (
         f"scan of {endpoints} endpoints from a cold process vs blackbox_exporter (running), "
-        f"chains verified, concurrency {concurrency}, {runs} runs each\n"
+        f"concurrency {concurrency}, {runs} runs each\n"
         f"machine: {load_scan}\n"
-        "ours: whole `expressway-certd scan --json` process (start, imports, probes, output); "
-        "`--workers 0`: the same in one forked process per CPU, their CPU included"
+        "ours: whole `expressway-certd scan --json --ca-file ROOT` process (start, imports, "
+        "probes, output); `--workers 0`: the same in one forked process per CPU, their CPU "
+        "included\n"
+        "floor: a cold process of the same Python, ssl and asyncio that only completes each "
+        "handshake (tests/bench/handshake_floor.py), verification off, or the stdlib verifying "
+        "the chain in the handshake (create_default_context(cafile=ROOT))"
     )
+    contenders = (
+        ("expressway-certd scan", mine),
+        ("expressway-certd scan --workers 0", spread),
+        ("floor: handshake only", bare),
+        ("floor: handshake + stdlib verify", verified),
+        ("blackbox_exporter (verifies)", theirs),
+    )
+    table_rows = scan_rows(contenders, theirs, verified)
+    table_rows.append(("target for ours", "", "", ">= 1", "<= 1", "", ""))
     headers = [
-        "", "expressway-certd", "--workers 0", "blackbox_exporter", "ours/theirs",
-        "workers/theirs", "target",
+        "", "probes/s", "CPU ms/probe", "probes/s vs blackbox", "CPU vs blackbox",
+        "CPU vs floor+verify", "probes (failed)",
     ]  # fmt: skip
     start_rows = [
-        (
-            f"expressway-certd {what}",
-            f"{wall:.3f} s (min {low:.3f})",
-            f"{cpu:.3f} s",
-            f"< {START_TARGET} s",
+        (what, f"{wall:.3f} s (min {low:.3f})", f"{cpu:.3f} s", f"< {START_TARGET} s")
+        for what, (wall, low, cpu) in (
+            ("expressway-certd --help", help_start),
+            ("expressway-certd scan (1 endpoint)", one_scan),
+            ("floor: handshake + stdlib verify (1 endpoint)", one_floor),
         )
-        for what, (wall, low, cpu) in (("--help", help_start), ("scan (1 endpoint)", one_scan))
     ]
     start_title = f"CLI start, median of {starts} runs\nmachine: {load_start}"
     return (
-        table(title, headers, rows)
+        table(title, headers, table_rows)
         + "\n\n"
         + table(start_title, ["", "wall", "CPU", "target (wall)"], start_rows)
     )
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else "-"
+
+
+def scan_rows(
+    contenders: Sequence[tuple[str, Totals]], theirs: Totals, floor: Totals
+) -> list[tuple[str, ...]]:
+    """One row per contender: its rate and CPU per probe, and the ratios to blackbox_exporter's
+    and to the floor with verification (the least a verifying scan in CPython can spend)."""
+    return [
+        (
+            name,
+            f"{t.rate:.0f}",
+            f"{t.cpu_ms:.3f}",
+            ratio(t.rate, theirs.rate),
+            ratio(t.cpu_ms, theirs.cpu_ms),
+            ratio(t.cpu_ms, floor.cpu_ms),
+            f"{t.probes} ({t.failed})",
+        )
+        for name, t in contenders
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
