@@ -1,6 +1,7 @@
 """The scan benchmark's floor (tests/bench/handshake_floor.py) against real loopback listeners:
 it counts a handshake only when it completed, and with `--ca-file` only when the stdlib verified
-the chain against that file, so the floor with verification really verifies."""
+the chain against that file, so the floor with verification really verifies; and one case where
+the handshake's verification and our chain verdict answer differently."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from expressway_certd_lab.pki import CA
 from expressway_certd_lab.tls import closed_port
 
+from expressway_certd.monitor.config import Endpoint
+from expressway_certd.monitor.probe import Prober, TrustStore
 from tests.bench import handshake_floor
 
 
@@ -44,4 +48,19 @@ async def test_with_a_ca_file_only_chains_under_it_count(served, trust_bundle: P
     assert await floor("--ca-file", str(trust_bundle), "--concurrency", "2", *endpoints) == {
         "ok": 2,
         "failed": 2,
+    }
+
+
+async def test_the_handshake_verifies_for_a_server_where_our_verdict_sets_no_purpose(
+    served, trust_bundle: Path
+):
+    """docs/chain-verdict.md "Why the handshake does not give the verdict": a clientAuth-only
+    leaf verifies for our verdict (no purpose, as `openssl verify`) and fails the handshake's
+    verification (OpenSSL's TLS client uses the ssl_server purpose)."""
+    s = await served(cn="client-only.example", eku=[ExtendedKeyUsageOID.CLIENT_AUTH])
+    obs = await Prober(TrustStore([trust_bundle])).probe("t", Endpoint("127.0.0.1", s.port, "t"))
+    assert obs.ok and obs.chain_verified is True
+    assert await floor("--ca-file", str(trust_bundle), f"127.0.0.1:{s.port}") == {
+        "ok": 0,
+        "failed": 1,
     }
