@@ -39,8 +39,11 @@ lint: venv
 libest: debs
 	bash scripts/build-libest.sh
 
+# The suite runs on TEST_WORKERS pytest-xdist workers (docs/ARCHITECTURE.md, "Test speed");
+# `make test TEST_WORKERS=0` runs it in one process.
+TEST_WORKERS ?= 3
 test: debs venv lint libest
-	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=25
+	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=25 -n $(TEST_WORKERS) --dist loadgroup
 
 demo: venv
 	$(VENV)/bin/expressway-certd demo

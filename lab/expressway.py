@@ -391,7 +391,7 @@ class ExpresswaySim:
                 await self._site.stop()
                 self._site = None
             for listener in self._listeners:
-                await listener.stop()
+                await listener.stop(hold=True)
             if self._ssh is not None:
                 await self._ssh.stop()
             await asyncio.sleep(self.restart_seconds)

@@ -32,6 +32,23 @@ def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     return ctx
 
 
+def hold_port(host: str, port: int) -> socket.socket | None:
+    """A bound, not listening, TCP socket on host:port (None if the port is taken already).
+
+    Connections to it are refused, as to a closed port, but no other socket can take the port
+    meanwhile: a box that is down for a restart comes back on its own ports even on a busy
+    machine, where the kernel hands a just-freed port to the next outgoing connection."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
 @dataclass
 class LabListener:
     """One listening socket on loopback; `mode` is one of MODES."""
@@ -44,6 +61,7 @@ class LabListener:
     up: bool = True
     _server: asyncio.Server | None = field(default=None, repr=False)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
+    _held: socket.socket | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -60,16 +78,26 @@ class LabListener:
         self.context = server_context(cert_file, key_file)
 
     async def start(self) -> LabListener:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        held, self._held = self._held, None
+        if held is not None:  # listen on the port kept by stop(hold=True)
+            self._server = await asyncio.start_server(self._handle, sock=held)
+        else:
+            self._server = await asyncio.start_server(self._handle, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         self.up = True
         return self
 
-    async def stop(self) -> None:
-        """Close the socket (connections are refused until start() again) and drop clients."""
+    async def stop(self, *, hold: bool = False) -> None:
+        """Close the socket (connections are refused until start() again) and drop clients.
+        `hold`: keep the port bound, not listening, for the next start() (a restart)."""
         self.up = False
+        if not hold and self._held is not None:
+            self._held.close()
+            self._held = None
         if self._server is not None:
             self._server.close()
+            if hold and self._held is None:
+                self._held = hold_port(self.host, self.port)
             for task in list(self._tasks):
                 task.cancel()
             with contextlib.suppress(Exception):

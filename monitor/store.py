@@ -32,6 +32,10 @@ from expressway_certd.monitor.sessionlock import HOLDERS_SQL, SessionLocks, hold
 
 log = structlog.get_logger("monitor.store")
 
+# After ending a leftover session: how long to wait, at most, for its lock to be released.
+TERMINATE_POLLS = 50
+TERMINATE_POLL_SECONDS = 0.1
+
 metadata = sa.MetaData()
 
 schema_version = sa.Table(
@@ -643,6 +647,15 @@ class Store:
                         lock=lock, backend=pid, lease_until=until.isoformat(), ended=done,
                     )  # fmt: skip
                     ended = ended or done
+                if pids:
+                    # pg_terminate_backend only signals the backend: its session lock goes
+                    # when the process has exited, a moment later. A claim made before then
+                    # would still find the lock held, so wait (bounded) until it is released.
+                    for _ in range(TERMINATE_POLLS):
+                        rows = await conn.execute(sa.text(HOLDERS_SQL), holders_params(lock))
+                        if not {int(r[0]) for r in rows} & set(pids):
+                            break
+                        await asyncio.sleep(TERMINATE_POLL_SECONDS)
                 return ended
         except (sa.exc.SQLAlchemyError, OSError) as exc:
             log.warning(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,7 +16,28 @@ from expressway_certd_lab.pki import CA, CLIENT_AUTH, SERVER_AUTH, write_key_and
 from expressway_certd_lab.tls import LabListener, server_context
 from hypothesis import settings as hypothesis_settings
 
+from tests.helpers import need_binary
+from tests.integration.ca_servers import (
+    bind9_server,
+    kdc_server,
+    pebble_nonce_reject_server,
+    pebble_server,
+)
 from tests.pg import postgres_server
+
+# Session-scoped servers are imported here, once: a test module that imported the fixture
+# function would get one server of its own (and under xdist one per module and worker), all
+# kept to the end of the session (tests/unit/test_suite_fixtures.py). Under xdist "session"
+# is one worker's session: each worker starts its own, on free loopback ports, in its own
+# temporary directory (tmp_path_factory is per worker).
+# need_binary lives in tests.helpers; importing it from here still works.
+__all__ = [
+    "bind9_server",
+    "kdc_server",
+    "need_binary",
+    "pebble_nonce_reject_server",
+    "pebble_server",
+]
 
 # `make test` runs the property tests with a fixed seed, so CI's verdict is reproducible and
 # never depends on the draw; `make fuzz` draws fresh inputs (and is where new examples come
@@ -32,18 +52,6 @@ def _fresh_logging() -> Iterator[None]:
     """A test that runs a CLI verb in process configures structlog; undo it afterwards."""
     yield
     structlog.reset_defaults()
-
-
-def need_binary(name: str) -> str:
-    """Path of a Debian-packaged server binary; skip locally when absent, fail under CI."""
-    path = shutil.which(name) or next(
-        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
-    )
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is not installed; `make test` should have installed it")
-        pytest.skip(f"{name} not installed (make test installs it)")
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -113,7 +113,7 @@ class LabDaemon(DaemonProcess):
             **({"entry": entry} if entry else {}),
         )
 
-    async def ready(self, timeout: float = 30.0) -> LabDaemon:
+    async def ready(self, timeout: float = 60.0) -> LabDaemon:
         await self.wait_for("/healthz", lambda status, _: status == 200, timeout)
         return self
 

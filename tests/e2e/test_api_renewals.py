@@ -133,8 +133,13 @@ async def test_cancel_over_the_api_then_start_afresh(tmp_path):
                         lambda b: b and b[0]["stage"] == "approve" and b[0]["status"] == "waiting",
                     )
                     rid = row["id"]
-                    async with session.get(f"{base}/events?limit=1000") as resp:
-                        events = await resp.json()
+                    # The runner saves the row, then publishes the event (stored by the bus):
+                    # the row can read waiting a moment before the event is in the log.
+                    events = await wait_for(
+                        session,
+                        f"{base}/events?limit=1000",
+                        lambda b: any(e["type"] == "ApprovalRequired" for e in b),
+                    )
                     (approval,) = [e for e in events if e["type"] == "ApprovalRequired"]
                     est_root = load_certificates(est.trust_anchor.read_bytes())[0]
                     root_sha = est_root.fingerprint(hashes.SHA256()).hex()

@@ -18,9 +18,8 @@ from expressway_certd_lab.est import ESTSimulator
 from expressway_certd_lab.renewal import est_ca_section
 from expressway_certd_lab.topology import Lab
 
-from tests.conftest import need_binary
 from tests.e2e.daemon_lab import LabDaemon, daemon_config
-from tests.helpers import free_port
+from tests.helpers import free_port, need_binary
 from tests.integration.test_trust_map_alerts import start_prometheus
 from tests.keypool import KEY_POOL
 

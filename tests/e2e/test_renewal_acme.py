@@ -15,13 +15,11 @@ from expressway_certd_lab.topology import Lab
 from expressway_certd.renewers.pipeline import STAGES
 from tests.e2e.daemon_lab import BoxCounts, LabDaemon, daemon_config
 from tests.helpers import free_port
-from tests.integration.ca_servers import (  # noqa: F401 - fixtures
+from tests.integration.ca_servers import (
     ZONE,
     Bind9,
     Pebble,
     acme_harness,
-    bind9_server,
-    pebble_server,
 )
 from tests.keypool import KEY_POOL
 

@@ -50,20 +50,13 @@ from expressway_certd.renewers.ca.est import ESTConnector
 from expressway_certd.renewers.ca.est_config import ESTConfig
 from expressway_certd.renewers.ca.manual import ManualConnector
 from expressway_certd.renewers.ca.manual_config import ManualConfig
-from tests.conftest import need_binary
+from tests.helpers import free_port, need_binary
 from tests.integration.libest import PASSWORD as LIBEST_PASSWORD
 from tests.integration.libest import USER as LIBEST_USER
 from tests.integration.libest import LibESTCA, LibESTServer
 
 ZONE = "lab.test"
 TSIG_KEY = "certd-key"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_port(

@@ -33,19 +33,14 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from tests.helpers import free_port
+
 VERSION = "3.2.0+ds-1.1"
 REPO = Path(__file__).resolve().parents[2]
 USER, PASSWORD = "estuser", "estpwd"  # estserver.c process_http_auth
 REALM = "estrealm"  # runserver.sh -r
 EXAMPLE_FILES = ("createCA.sh", "ESTcommon.sh", "estExampleCA.cnf", "extExampleCA.cnf", "ext.cnf")
 CMC_RA_OID = "1.3.6.1.5.5.7.3.28"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:

@@ -66,13 +66,11 @@ from tests.integration.ca_servers import (  # noqa: F401 - fixtures
     acme_harness,
     adcs_harness,
     adcs_language,
-    bind9_server,
     ca_fixture,
     est_harness,
     harness_fixture,
     make_csr,
     make_harness,
-    pebble_server,
     start_pebble,
     until_issued,
 )

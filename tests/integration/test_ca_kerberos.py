@@ -14,8 +14,8 @@ from expressway_certd.monitor.errors import CAError
 from expressway_certd.renewers.ca.adcs import ADCSConnector
 from expressway_certd.renewers.ca.adcs_config import ADCSConfig
 from expressway_certd.renewers.ca.base import Issued
-from tests.conftest import need_binary
-from tests.integration.ca_servers import KDC, REALM, kdc_server, make_csr  # noqa: F401
+from tests.helpers import need_binary
+from tests.integration.ca_servers import KDC, REALM, make_csr
 
 pytestmark = pytest.mark.integration
 

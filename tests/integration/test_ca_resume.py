@@ -19,10 +19,8 @@ from expressway_certd.cli import main
 from expressway_certd.renewers.ca.base import Issued
 from tests.integration.ca_servers import (  # noqa: F401 - fixtures
     Harness,
-    bind9_server,
     harness_fixture,
     make_csr,
-    pebble_server,
     until_issued,
 )
 from tests.integration.libest import libest_ca  # noqa: F401 - the `libest` fixture

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from expressway_certd.monitor import lint
 from expressway_certd.monitor.probe import TrustStore
 from tests.chain_corpus import Case, corpus
-from tests.conftest import need_binary
+from tests.helpers import need_binary
 
 pytestmark = pytest.mark.integration
 

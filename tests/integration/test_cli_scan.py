@@ -15,7 +15,7 @@ from expressway_certd_lab.pki import CA, write_key_and_chain
 from expressway_certd_lab.tls import LabListener, closed_port, server_context
 
 from tests.chain_corpus import KU_NO_CERTSIGN, KU_NONE, Spec, leaf_spec, make
-from tests.conftest import need_binary
+from tests.helpers import need_binary
 
 SCAN_KEYS = {
     "endpoint", "ok", "error", "not_after", "sha256", "sans", "eku", "aki", "ski", "issuer",

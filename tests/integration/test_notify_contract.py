@@ -53,8 +53,7 @@ from expressway_certd.monitor.events import (
     StageFailed,
     StageSucceeded,
 )
-from tests.conftest import need_binary
-from tests.helpers import free_port
+from tests.helpers import free_port, need_binary
 
 pytestmark = pytest.mark.integration
 

@@ -14,6 +14,10 @@ from pathlib import Path
 
 import pytest
 
+# One xdist worker builds the wheels (module fixture, ~20 s of pip) and runs every test here;
+# spread over the workers, each would build them again (docs/ARCHITECTURE.md, "Test speed").
+pytestmark = pytest.mark.xdist_group("packaging-wheels")
+
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCT = {"expressway_certd"}
 # expressway_certd/{monitor,renewers,alerts} and packaging/lab/expressway_certd_lab are links to

@@ -19,8 +19,7 @@ from expressway_certd_lab.est import ESTSimulator
 from expressway_certd_lab.renewal import add_renewal, est_ca_section, set_daemon_keys
 from expressway_certd_lab.topology import Lab
 
-from tests.conftest import need_binary
-from tests.helpers import DaemonProcess, free_port
+from tests.helpers import DaemonProcess, free_port, need_binary
 from tests.integration.test_promtool_rules import (
     DAEMON_METRICS,
     GRAFANA_VARIABLES,

@@ -28,8 +28,7 @@ import pytest
 from expressway_certd.monitor.replicas import heartbeat_interval, heartbeat_timeout
 from tests.bench.bench_daemon import config_toml
 from tests.bench.farm import PORTS_PER_HOST, Farm
-from tests.conftest import need_binary
-from tests.helpers import free_port
+from tests.helpers import free_port, need_binary
 from tests.pg import fresh_database
 
 pytestmark = pytest.mark.integration
@@ -211,7 +210,14 @@ def test_three_replicas_split_the_targets_and_take_over_a_killed_one(
                     total = prom_query(base, "count(expressway_cert_not_after_timestamp_seconds)")
                 except OSError:
                     return False
-                return bool(up and up[0]["value"][1] == "3" and total)
+                # as many series as endpoints, not merely some: a scrape that came while a
+                # replica was still (re)polling a target lacks that target's series
+                return bool(
+                    up
+                    and up[0]["value"][1] == "3"
+                    and total
+                    and total[0]["value"][1] == str(endpoints)
+                )
 
             wait_until("Prometheus to scrape the three replicas", prom_sees_all, 60)
             per_endpoint = prom_query(

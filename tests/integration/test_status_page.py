@@ -12,8 +12,7 @@ from pathlib import Path
 import aiohttp
 
 from expressway_certd.monitor.store import RenewalRow, StepRow, Store
-from tests.conftest import need_binary
-from tests.helpers import DaemonProcess, free_port
+from tests.helpers import DaemonProcess, free_port, need_binary
 
 HOSTILE = "</td><script>document.title='pwned'</script>\u202eevil"
 

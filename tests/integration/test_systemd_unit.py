@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import need_binary
+from tests.helpers import need_binary
 
 UNIT = Path(__file__).resolve().parents[2] / "deploy/systemd/expressway-certd.service"
 

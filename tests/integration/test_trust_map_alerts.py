@@ -31,8 +31,7 @@ from expressway_certd_lab.topology import Lab
 from expressway_certd.config import load_config
 from expressway_certd.daemon import Daemon
 from expressway_certd.monitor.store import RenewalRow
-from tests.conftest import need_binary
-from tests.helpers import free_port
+from tests.helpers import free_port, need_binary
 from tests.integration.test_promtool_rules import RULES
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ from expressway_certd_lab.pki import CA, CLIENT_AUTH, SERVER_AUTH, new_key
 from expressway_certd.monitor.errors import CertParseError
 from expressway_certd.monitor.text import printable
 from expressway_certd.renewers.decode import certificate_text, csr_text, read_file_bytes, render
-from tests.conftest import need_binary
+from tests.helpers import need_binary
 
 NOW = datetime.now(UTC)
 
