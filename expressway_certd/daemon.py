@@ -262,6 +262,8 @@ class Daemon:
             timeout=seconds,
             probe=prober.probe,
             client_certs=lambda: self.client_certs.states,
+            # as many Expressways at once as polls and client certificate reads
+            concurrency=max(1, self.config.daemon.concurrency // 4),
         )
 
     async def _run_trust_map(self) -> None:

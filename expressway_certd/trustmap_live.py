@@ -1,6 +1,6 @@
 """Reading the deployment for the trust map, and the daemon's own trust map on a schedule.
 
-`gather` reads every party concurrently, each under its own deadline: an Expressway's trusted
+`gather` reads the parties concurrently, each under its own deadline: an Expressway's trusted
 CA list (REST API) and, when the monitor has not seen it yet, its server certificate; every
 Unified CM node's trust stores (certmgr API). The certificate an Expressway presents is the
 chain the monitor's probe captured (what it really serves), else the one its API reports. Where
@@ -10,6 +10,11 @@ presents its client certificate instead (Cisco doc 225693): the daemon's latest 
 latest read failed or found a version before X15.5 (an upgrade since shows at once); `trust-map`
 reads it here. A party that cannot be read is a `Party` with `unread` set, so its relations are unknown and
 the others are judged all the same; nothing waits for it longer than its deadline.
+
+At most `concurrency` Expressways are read at once (PARTY_READS, the daemon's `[daemon]
+concurrency / 4`), each deadline starting when its read does: reading all at once cost about
+330 KiB of memory per Expressway at the peak (a 300-box fleet: +98 MiB; 1,000: the storm
+benchmark's 483 MiB), for TLS sessions that only wait on one another.
 
 `TrustMapper` is what the daemon runs every `[daemon] trust_map_interval`: gather, judge
 (renewers/trustmap.py), draw with Graphviz when `dot` is installed, and keep the latest
@@ -281,6 +286,9 @@ async def read_unified_cm(
     return nodes
 
 
+PARTY_READS = 16  # Expressways read at once by `gather` unless told otherwise
+
+
 async def gather(
     config: Config,
     devices: Devices,
@@ -289,27 +297,30 @@ async def gather(
     party_seconds: float,
     probe: Probe | None = None,
     client_certs: Mapping[str, ClientCertState] | None = None,
+    concurrency: int = PARTY_READS,
 ) -> tuple[dict[str, Party], list[tuple[str, str]], list[tuple[str, str]]]:
-    """Every party read concurrently; (parties, traversal pairs, (C, node) pairs).
-    `client_certs`: the daemon's latest X15.5 client certificate reads, by target."""
+    """Every party read, `concurrency` Expressways at a time (each deadline starts with its
+    read); (parties, traversal pairs, (C, node) pairs). `client_certs`: the daemon's latest
+    X15.5 client certificate reads, by target."""
     known = client_certs or {}
     used = {e.unified_cm for e in config.expressways if e.role == "c" and e.unified_cm}
     cms = [u for u in config.unified_cms if u.name in used]
-    boxes, nodes = await asyncio.gather(
-        asyncio.gather(
-            *(
-                read_expressway(
-                    config,
-                    e,
-                    devices,
-                    served.get(e.name, ()),
-                    pending.get(e.name, ()),
-                    party_seconds,
-                    known.get(e.name),
-                )
-                for e in config.expressways
+    slots = asyncio.Semaphore(max(1, concurrency))
+
+    async def read(exp: ExpresswayConfig) -> Party:
+        async with slots:
+            return await read_expressway(
+                config,
+                exp,
+                devices,
+                served.get(exp.name, ()),
+                pending.get(exp.name, ()),
+                party_seconds,
+                known.get(exp.name),
             )
-        ),
+
+    boxes, nodes = await asyncio.gather(
+        asyncio.gather(*(read(e) for e in config.expressways)),
         asyncio.gather(*(read_unified_cm(u, devices, probe, party_seconds) for u in cms)),
     )
     parties = {p.name: p for p in [*boxes, *(p for ps in nodes for p in ps)]}
@@ -404,7 +415,9 @@ class TrustMapper:
         timeout: float,
         probe: Probe | None = None,
         client_certs: Callable[[], Mapping[str, ClientCertState]] | None = None,
+        concurrency: int = PARTY_READS,
     ) -> None:
+        self._concurrency = concurrency
         self._probe = probe
         self._client_certs = client_certs
         self._config = config
@@ -425,8 +438,9 @@ class TrustMapper:
         served = served_chains(self._states())
         clients = dict(self._client_certs()) if self._client_certs is not None else {}
         parties, traversal, unified = await gather(
-            config, self._devices, pending, served, self._timeout, self._probe, clients
-        )
+            config, self._devices, pending, served, self._timeout, self._probe, clients,
+            concurrency=self._concurrency,
+        )  # fmt: skip
         at = now or datetime.now(UTC)
         judgements = trust_map(parties, relations(parties, traversal, unified), at)
         result = TrustMapResult(at, judgements, await draw(to_dot(parties, judgements)))

@@ -14,7 +14,8 @@ Behaviour: one pending CSR at a time (its private key never leaves the simulator
 while one is pending is a Conflict; an uploaded certificate must match the pending CSR's key
 (or the current key when no CSR is pending), must be one PEM certificate (no chain, no DER)
 and becomes active only after a restart; a restart takes `restart_seconds`, during which the
-API and the TLS listeners are down; `X-CSRF-Header` is required on restart from X14.2;
+API and the TLS listeners are down (with `restart_unseen`, it is over before any client can
+see it: the poll gap of a starved client); `X-CSRF-Header` is required on restart from X14.2;
 `/api/raml` lists the resources served; faults can be injected with `inject_fault`.
 
 EKU sunset (Cisco FN74362, docs 225482 and 225693): before X15.5 one server certificate is
@@ -169,6 +170,10 @@ class ExpresswaySim:
     username: str = "admin"
     password: str = field(default_factory=lambda: secrets.token_urlsafe(12), repr=False)
     restart_seconds: float = 0.3
+    # True: a restart is over before a client can see the box down (as when a starved client
+    # polls only after a quick restart): the installed certificates become active at once and
+    # the API and listeners stay up. A real box is down for minutes; this models the poll gap.
+    restart_unseen: bool = False
     peers: Sequence[str] = ()  # other cluster peers' addresses
     without: Iterable[str] = ()  # resources (relative to /api) this box lacks
     eku_checking: bool = True  # X15.5 'ExtendedKeyUsage Checking Mode' (False = Off)
@@ -382,6 +387,16 @@ class ExpresswaySim:
 
     async def restart(self) -> None:
         """What the box does on restart: everything down, then up with the installed cert."""
+        if self.restart_unseen:
+            self.restart_count += 1
+            now = time.monotonic()
+            self.active = self.installed
+            self.client = self.client_installed
+            for listener in self._listeners:
+                listener.context = self._tls()
+            served = self.active.cert.fingerprint(hashes.SHA256()).hex()
+            self.restarts.append(Restart(now, now, served))
+            return
         self.restarting = True
         self.restart_count += 1
         try:

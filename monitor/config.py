@@ -346,8 +346,9 @@ class DaemonConfig:
         "how often the daemon recomputes the trust map (reads each Expressway's trusted CA "
         "list and each Unified CM node's trust stores through their APIs, read-only; the "
         "certificates they present come from the latest probes). Runs only when at least one "
-        "`[[expressway]]` has API credentials; each party gets half this interval "
-        "(at least 5s, at most 60s) to answer, an unreachable one leaves its relations unknown",
+        "`[[expressway]]` has API credentials; `concurrency` / 4 Expressways are read at "
+        "once, each gets half this interval (at least 5s, at most 60s) to answer from the "
+        "start of its read, an unreachable one leaves its relations unknown",
     )
     client_cert_check: timedelta = key(
         timedelta(hours=1),

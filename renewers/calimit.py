@@ -9,8 +9,16 @@ one-machine store: an asyncio lock per CA serialises this process's renewals and
 write lock the rest. The database is the counter; there is no consensus of our own.
 
 A renewal that gets no slot waits at submit until `Verdict.retry_at`: when the oldest order of
-the last hour ages out (orders per hour), or a minute later (concurrent orders: the slot frees
-when another order completes, which is not known in advance).
+the last hour ages out (orders per hour: known in advance, exact), or, for concurrent orders,
+when a slot frees. A slot frees when another order completes, which is not known in advance:
+in the process that closes the order (`release`), the limiter wakes the renewal of this process
+that has waited longest for that CA (`on_wake`, wired by the pipeline to run it at once), one
+per closed order; a woken renewal that takes a slot while more are free wakes the next, and one
+that no longer waits (cancelled, run elsewhere) passes its wake on (`settle`). A slot freed by
+another process (a replica, the CLI) is found at the renewal's re-check, 30 to 60 s after it was
+refused (`recheck_after`: jittered, so the waiters of many replicas do not ask together). The
+wake only makes a renewal ask sooner: every grant is still counted in the database as above, so
+a wake can never exceed a limit.
 
 The hour is the database's on PostgreSQL: an order's start is stamped, and the last hour
 counted, by the server's clock (`clock_timestamp()`, read after the advisory lock is held;
@@ -24,7 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -37,7 +47,7 @@ from expressway_certd.monitor.store import ACTIVE_STATUSES, Store, ca_orders, re
 
 HOUR = timedelta(hours=1)
 ORDER_STAGES = ("submit", "issued")  # a CA order is open from submit until the cert is issued
-CONCURRENT_RECHECK = timedelta(minutes=1)
+CONCURRENT_RECHECK = timedelta(minutes=1)  # the longest a refused renewal waits to ask again
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,13 @@ class Verdict:
     granted: bool
     retry_at: datetime | None = None
     reason: str = ""
+    waits_for_slot: bool = False  # refused by concurrent_orders: a completed order may wake it
+
+
+def recheck_after(rng: random.Random) -> timedelta:
+    """When a renewal refused by `concurrent_orders` asks again if nothing wakes it sooner:
+    between half of CONCURRENT_RECHECK and all of it, drawn anew each time."""
+    return CONCURRENT_RECHECK * rng.uniform(0.5, 1.0)
 
 
 @dataclass(frozen=True)
@@ -56,16 +73,23 @@ class Usage:
 
 
 def judge_order(
-    limits: CALimits, ca: str, usage: Usage, starts: list[datetime], now: datetime
+    limits: CALimits,
+    ca: str,
+    usage: Usage,
+    starts: list[datetime],
+    now: datetime,
+    recheck: timedelta = CONCURRENT_RECHECK,
 ) -> Verdict:
     """Whether one more order fits `limits`; `starts` are the last hour's start times, oldest
-    first. Pure: the store part only counts."""
+    first; `recheck`: when a renewal refused by concurrent_orders asks again unless woken.
+    Pure: the store part only counts."""
     if limits.concurrent_orders and usage.open >= limits.concurrent_orders:
         return Verdict(
             False,
-            now + CONCURRENT_RECHECK,
+            now + recheck,
             f"CA {ca}: {usage.open} orders open, the limit is {limits.concurrent_orders} "
             f"([ca.{ca}] concurrent_orders); waiting for one to complete",
+            waits_for_slot=True,
         )
     if limits.orders_per_hour and usage.last_hour >= limits.orders_per_hour:
         # The slot frees when enough of the hour's orders age out for one more to fit.
@@ -81,12 +105,58 @@ def judge_order(
     return Verdict(True)
 
 
-class OrderLimiter:
-    """Takes and releases order slots of the CAs in one store."""
+Wake = Callable[[str], None]  # called with a renewal id: run it now, its slot may be free
 
-    def __init__(self, store: Store) -> None:
+
+class OrderLimiter:
+    """Takes and releases order slots of the CAs in one store, and wakes this process's
+    renewals waiting for a slot when one of its orders completes."""
+
+    def __init__(self, store: Store, *, rng: random.Random | None = None) -> None:
         self.store = store
         self._local: dict[str, asyncio.Lock] = {}
+        self._rng = rng or random.Random()
+        # CA -> renewals of this process refused by concurrent_orders, longest waiting first
+        self._waiting: dict[str, dict[str, None]] = {}
+        self._woken: dict[str, str] = {}  # renewal -> CA: woken, has not asked since
+        self.on_wake: Wake | None = None  # without it, waiters ask again at their re-check
+
+    def waiting(self, ca: str) -> list[str]:
+        """This process's renewals waiting for a slot at `ca`, longest waiting first."""
+        return list(self._waiting.get(ca, ()))
+
+    def _wake_next(self, ca: str) -> bool:
+        """Wake the renewal that has waited longest for a slot at `ca`; False if none waits."""
+        queue = self._waiting.get(ca)
+        if not queue or self.on_wake is None:
+            return False
+        renewal_id = next(iter(queue))
+        del queue[renewal_id]
+        self._woken[renewal_id] = ca
+        self.on_wake(renewal_id)
+        return True
+
+    def settle(self, renewal_id: str) -> None:
+        """After a woken renewal's run: if it never asked for its slot (it was cancelled, or
+        is run by another process), the wake passes to the next waiter of its CA."""
+        ca = self._woken.pop(renewal_id, None)
+        if ca is not None:
+            self._wake_next(ca)
+
+    def _asked(
+        self, ca: str, renewal_id: str, verdict: Verdict, limits: CALimits, open_: int
+    ) -> None:
+        """Book-keeping after `take` judged: a refused waiter queues, a granted one leaves the
+        queue and, when more slots are free, wakes the next."""
+        self._woken.pop(renewal_id, None)
+        queue = self._waiting.setdefault(ca, {})
+        if not verdict.granted:
+            if verdict.waits_for_slot:
+                queue.setdefault(renewal_id, None)
+            return
+        queue.pop(renewal_id, None)
+        if limits.concurrent_orders and open_ + 1 < limits.concurrent_orders:
+            self._wake_next(ca)
 
     async def take(self, ca: str, limits: CALimits, renewal_id: str, now: datetime) -> Verdict:
         """A slot for `renewal_id`'s order at `ca`, or when to ask again. Idempotent: a renewal
@@ -111,16 +181,23 @@ class OrderLimiter:
                         )
                     )
                     if held:
+                        self._asked(ca, renewal_id, Verdict(True), CALimits(), 0)
                         return Verdict(True)
+                    usage = Usage(open=0, last_hour=0)
                     if limits.limited:
                         usage, starts = await self._usage(conn, ca, at)
-                        verdict = judge_order(limits, ca, usage, starts, at)
+                        verdict = judge_order(
+                            limits, ca, usage, starts, at, recheck_after(self._rng)
+                        )
                         if not verdict.granted:
+                            self._asked(ca, renewal_id, verdict, limits, usage.open)
                             return on_clock_of(verdict, at, now)
                     await conn.execute(
                         ca_orders.insert().values(ca=ca, renewal_id=renewal_id, started_at=at)
                     )
-                    return Verdict(True)
+                # committed: the slot is this renewal's
+                self._asked(ca, renewal_id, Verdict(True), limits, usage.open)
+                return Verdict(True)
             except (sa.exc.SQLAlchemyError, OSError) as exc:
                 raise StoreError(
                     f"CA {ca}: cannot count orders in {self.store.url}: {exc}; check that the "
@@ -128,19 +205,27 @@ class OrderLimiter:
                 ) from exc
 
     async def release(self, renewal_id: str, now: datetime) -> None:
-        """Close the renewal's open order (its certificate came, or the renewal ended)."""
+        """Close the renewal's open order (its certificate came, or the renewal ended), and
+        wake a renewal of this process waiting for a slot at that CA."""
         try:
             async with self.store.engine.begin() as conn:
                 pg = conn.dialect.name == "postgresql"
-                await conn.execute(
+                closed = await conn.execute(
                     ca_orders.update()
                     .where(ca_orders.c.renewal_id == renewal_id, ca_orders.c.ended_at.is_(None))
                     .values(ended_at=sa.func.clock_timestamp() if pg else now)
+                    .returning(ca_orders.c.ca)
                 )
+                cas = [str(row[0]) for row in closed]
         except (sa.exc.SQLAlchemyError, OSError) as exc:
             raise StoreError(
                 f"renewal {renewal_id}: cannot close its CA order in {self.store.url}: {exc}"
             ) from exc
+        self._woken.pop(renewal_id, None)
+        for queue in self._waiting.values():
+            queue.pop(renewal_id, None)  # it ended, or its order completed: it waits no more
+        for ca in cas:  # committed: the slot is free for whoever asks first
+            self._wake_next(ca)
 
     async def usage(self, ca: str, now: datetime) -> Usage:
         """What `ca` carries now (the last hour by the database's clock on PostgreSQL)."""

@@ -8,7 +8,9 @@ the password. Timeouts and TLS verification failures are not retried.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import os
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,16 +63,48 @@ class FilePart:
 
 
 def tls_context(target: str, ca_file: Path | None, key: str = "api_ca_file") -> ssl.SSLContext:
-    """A verifying client context: `ca_file` when given, else the system trust store."""
+    """A verifying client context: `ca_file` when given, else the system trust store.
+
+    Shared by every client with the same CA file as long as the file is unchanged (its
+    path, size and modification time), and by every client of the system trust store: a
+    context loaded with the system roots holds about 0.8 MiB of OpenSSL memory, and each
+    device client (several per renewal, one per box) used to load its own. A context is
+    safe to share: connections only read it; nothing here changes one after it is made."""
     try:
         if ca_file is None:
-            return ssl.create_default_context()
-        return ssl.create_default_context(cafile=str(ca_file))
+            return _shared_context(None, _stamp(_system_cafile()))
+        return _shared_context(str(ca_file), _stamp(str(ca_file)))
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(
             f"{target}: {key} {ca_file} cannot be loaded as a PEM CA bundle ({exc}); "
             "give a file with the CA certificate(s) that issued the management certificate"
         ) from exc
+
+
+def _system_cafile() -> str | None:
+    paths = ssl.get_default_verify_paths()
+    return paths.cafile or paths.openssl_cafile
+
+
+def _stamp(path: str | None) -> tuple[int, int]:
+    """(size, mtime in ns) of `path`; a rewritten file gets a new context. (0, 0) when
+    there is no such file (the system store may be a directory only)."""
+    if path is None:
+        return (0, 0)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return (0, 0)
+    return (st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _shared_context(ca_file: str | None, stamp: tuple[int, int]) -> ssl.SSLContext:
+    """One verifying context per (CA file, its stamp); `stamp` is only part of the key."""
+    del stamp
+    if ca_file is None:
+        return ssl.create_default_context()
+    return ssl.create_default_context(cafile=ca_file)
 
 
 class HttpApi:

@@ -603,9 +603,13 @@ class ExpresswayClient:
 
     # ---- restart, peers, zones ---------------------------------------------------------------
 
-    async def restart(self, *, wait: bool = True) -> str:
+    async def restart(
+        self, *, wait: bool = True, restarted: Callable[[], Awaitable[bool]] | None = None
+    ) -> str:
         """Restart the box: REST when /api/raml lists it, else SSH `xCommand Boot`.
-        With `wait`, return once the API has gone down and answers again. Returns 'api'/'ssh'."""
+        With `wait`, return once the API has gone down and answers again, or answers and
+        `restarted()` shows that the restart is over (see `wait_until_restarted`). Returns
+        'api'/'ssh'."""
         caps = await self.capabilities()
         how = "ssh"
         if caps.supports("restart"):
@@ -616,7 +620,7 @@ class ExpresswayClient:
             await self._restart_over_ssh()
         log.info("expressway.restart_requested", target=self.target, via=how)
         if wait:
-            await self.wait_until_restarted()
+            await self.wait_until_restarted(restarted)
         return how
 
     async def _restart_over_ssh(self) -> None:
@@ -641,9 +645,15 @@ class ExpresswayClient:
                 "restart the box from its web interface"
             )
 
-    async def wait_until_restarted(self) -> None:
+    async def wait_until_restarted(
+        self, restarted: Callable[[], Awaitable[bool]] | None = None
+    ) -> None:
         """Poll until the API has been seen down and then answers again. Polls start at
-        0.1 s and double up to `poll_interval`, so a quick restart is not missed."""
+        0.1 s and double up to `poll_interval`, so a quick restart is rarely missed; but a
+        client whose polls come late (a busy process) can miss all of it. `restarted`, when
+        given, is evidence that needs no down phase (stage restart passes: every endpoint
+        serves the certificate uploaded, which a box activates only by restarting): while the
+        API answers and was not seen down, it is asked, and True ends the wait."""
         loop = asyncio.get_running_loop()
         cfg = self.config
         start = loop.time()
@@ -656,6 +666,15 @@ class ExpresswayClient:
                 seen_down = True
             elif seen_down:
                 log.info("expressway.restarted", target=self.target, seconds=round(now, 1))
+                self._info = None
+                return
+            elif restarted is not None and await restarted():
+                log.info(
+                    "expressway.restarted",
+                    target=self.target,
+                    seconds=round(now, 1),
+                    seen="back up with the new certificate; never seen down",
+                )
                 self._info = None
                 return
             elif now > cfg.restart_down_grace:

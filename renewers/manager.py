@@ -104,6 +104,9 @@ class RenewalManager:
         self.next_due_client: dict[str, datetime | None] = {}
         self.drift: dict[tuple[str, str], Drift] = {}  # (target, endpoint) -> what differs
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._running: dict[str, int] = {}  # renewal id -> runs of it in flight (tasks)
+        # A renewal waiting for a CA order slot runs as soon as an order of ours completes.
+        self.pipeline.wake_with(self.spawn)
         self.backlog: dict[str, Backlog] = {}  # CA -> its backlog, at the latest renewal check
 
     @property
@@ -353,6 +356,8 @@ class RenewalManager:
         return window
 
     def spawn(self, renewal_id: str) -> None:
+        """Run the renewal in its own task (until it waits, blocks, fails or is done)."""
+        self._running[renewal_id] = self._running.get(renewal_id, 0) + 1
         task = asyncio.create_task(self._run(renewal_id), name=f"renewal {renewal_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -363,14 +368,25 @@ class RenewalManager:
         except CertdError as exc:
             log.error("renewal run failed", renewal=renewal_id, error=str(exc))
             return
+        except Exception:  # one renewal's crash never stops the others
+            log.exception("renewal run failed", renewal=renewal_id)
+            return
+        finally:
+            left = self._running.pop(renewal_id) - 1
+            if left:
+                self._running[renewal_id] = left
         if row.status == "done":
             self.last_success[row.target] = row.updated_at
 
     async def run_due(self) -> None:
-        """Resume the due renewals of the targets this process owns; then start the renewals
-        that became due while a renewal of the other kind ran on their box (client
-        certificates, and server certificates whose poll came during a client renewal)."""
-        await self.pipeline.run_due(self.owns)
+        """Resume the due renewals of the targets this process owns, each in its own task (a
+        slow stage of one, a restart for instance, holds up no other; `drain` waits for
+        them); then start the renewals that became due while a renewal of the other kind ran
+        on their box (client certificates, and server certificates whose poll came during a
+        client renewal)."""
+        for row in await self.pipeline.due(self.owns):
+            if row.id not in self._running:  # one already running resumes it itself
+                self.spawn(row.id)
         for exp in self.config.expressways:
             if exp.name in self._client:
                 await self.consider_client(exp)

@@ -101,6 +101,10 @@ class Pipeline:
         self.fault_seam = fault_seam
         self._locks: dict[str, asyncio.Lock] = {}
         self._cluster_locks: dict[str, asyncio.Lock] = {}
+        # Renewals woken because a slot at their CA may have freed (renewers/calimit.py):
+        # their wait for a slot ends now, not at its re-check.
+        self._woken: set[str] = set()
+        self._spawn: Callable[[str], None] | None = None
         self.latest: dict[str, RenewalRow] = {}
         # Leases make the database the arbiter when several processes (CLI, daemon, HA peers)
         # could run the same renewal: only the holder runs stages.
@@ -109,6 +113,25 @@ class Pipeline:
     async def load(self) -> None:
         for row in reversed(await self.store.renewals_for(limit=10_000)):
             self.latest[row.target] = row
+
+    def wake_with(self, spawn: Callable[[str], None]) -> None:
+        """Run renewals waiting for a CA order slot as soon as an order of this process
+        completes, through `spawn` (which runs `run(renewal_id)` as a task): the daemon's
+        RenewalManager wires this; without it they ask again at their re-check."""
+        self._spawn = spawn
+        self.limiter.on_wake = self._wake
+
+    def _wake(self, renewal_id: str) -> None:
+        self._woken.add(renewal_id)
+        if self._spawn is not None:
+            self._spawn(renewal_id)
+
+    def _due(self, row: RenewalRow) -> bool:
+        """Whether `row` may run now: its time has come, or it waits for a CA order slot and
+        was woken because one may have freed."""
+        if row.next_at is None or row.next_at <= self.clock():
+            return True
+        return row.id in self._woken and row.stage == "submit" and row.status == "waiting"
 
     async def start(self, target: str, reason: str, kind: str = SERVER) -> RenewalRow:
         """Create a renewal of `kind` ("server", or "client": the X15.5 client certificate) for
@@ -257,6 +280,8 @@ class Pipeline:
             await self.store.save_renewal(
                 row, StepRow(row.id, row.stage, "cancelled", now, 0.0, message), owner=self.owner
             )
+        # its CA order, if open, no longer holds a slot: close it (a waiter may take it now)
+        await self.limiter.release(row.id, now)
         self.latest[row.target] = row
         log.warning("renewal cancelled", target=row.target, renewal=row.id, by=who)
         await self.bus.publish(
@@ -287,6 +312,14 @@ class Pipeline:
 
     async def run(self, renewal_id: str) -> RenewalRow:
         """Run stages until the renewal waits, blocks, fails or is done."""
+        try:
+            return await self._run(renewal_id)
+        finally:
+            self._woken.discard(renewal_id)
+            # woken but never asked for its slot (cancelled, run elsewhere): wake the next
+            self.limiter.settle(renewal_id)
+
+    async def _run(self, renewal_id: str) -> RenewalRow:
         row = await self._get(renewal_id)
         lock = self._locks.setdefault(row.target, asyncio.Lock())
         async with lock, holding(self.store, renewal_id, self.owner, self.clock) as hold:
@@ -295,7 +328,7 @@ class Pipeline:
                 self.latest[row.target] = row
                 if not row.active or row.status == "blocked":
                     return row
-                if row.next_at is not None and row.next_at > self.clock():
+                if not self._due(row):
                     return row
                 if not await hold.claim():
                     log.info("renewal run by another process", renewal=renewal_id)
@@ -306,16 +339,30 @@ class Pipeline:
                 self.latest[row.target] = row
                 if not row.active or row.status == "blocked":
                     return row
-                if row.next_at is not None and row.next_at > self.clock():
+                if not self._due(row):
                     return row
+                self._woken.discard(renewal_id)  # the wake is used by this step
                 async with keep_alive(hold.extend):
                     row = await self._step(row)
                 if self._stop_after is not None and self._stop_after(row.stage):
                     return row
 
     async def run_due(self, owns: Callable[[str], bool] | None = None) -> None:
-        """Resume every active renewal whose time has come (the scheduler calls this); with
-        `owns`, only those of the targets it accepts (a replica runs its own targets')."""
+        """Resume every active renewal whose time has come, one after the other (the CLI and
+        tests; the daemon's RenewalManager runs `due()` concurrently); with `owns`, only those
+        of the targets it accepts (a replica runs its own targets')."""
+        for row in await self.due(owns):
+            try:
+                await self.run(row.id)
+            except CertdError as exc:
+                log.error("renewal run failed", renewal=row.id, error=str(exc))
+            except Exception:  # never let one renewal stop the others this tick
+                log.exception("renewal run failed", renewal=row.id)
+
+    async def due(self, owns: Callable[[str], bool] | None = None) -> list[RenewalRow]:
+        """The active renewals whose time has come and that this process is not running now
+        (with `owns`, of the targets it accepts), as the store lists them (newest first);
+        refreshes `latest` on the way."""
         active = await self.store.renewals_for(active_only=True, limit=10_000)
         # A renewal another process finished (CLI `renew`, an HA peer) is no longer active:
         # refresh what this process believes, so metrics and the policy see it.
@@ -325,6 +372,7 @@ class Pipeline:
                 fresh = await self.store.renewal(cached.id)
                 if fresh is not None:
                     self.latest[target] = fresh
+        due: list[RenewalRow] = []
         for row in active:
             self.latest[row.target] = row
             if row.status == "blocked" or (owns is not None and not owns(row.target)):
@@ -333,12 +381,8 @@ class Pipeline:
             if lock is not None and lock.locked():
                 continue  # being run right now
             if row.next_at is None or row.next_at <= self.clock():
-                try:
-                    await self.run(row.id)
-                except CertdError as exc:
-                    log.error("renewal run failed", renewal=row.id, error=str(exc))
-                except Exception:  # never let one renewal stop the others this tick
-                    log.exception("renewal run failed", renewal=row.id)
+                due.append(row)
+        return due
 
     async def _checkpoint(self, row: RenewalRow, ctx: Context) -> None:
         """Persist a stage's progress in its record without ending the stage (same status

@@ -10,10 +10,11 @@ requests), requests per minute, the most requests in flight at once and in any 6
 against the configured limits, and how many distinct CSRs it saw (one per box: no renewal
 ordered twice).
 
-A renewal that finds no free order slot waits at submit and asks again a minute later
-(renewers/calimit.py, `CONCURRENT_RECHECK`), so with `concurrent_orders = C` the storm moves at
-most about C orders a minute however fast the CA answers. The default C (100) is above what the
-pipeline keeps open at once on a 2-core machine (about 20), so there the pipeline sets the pace.
+A renewal that finds no free order slot waits at submit until an order of the daemon
+completes (renewers/calimit.py wakes it then) or, at the latest, 30-60 s later. The default
+`concurrent_orders` (100) is above what the pipeline keeps open at once on a 2-core machine
+(about 20-30), so there the pipeline sets the pace; `--concurrent-orders 10` makes the limit
+bind. `--postgres` keeps the daemon's state in a PostgreSQL server started for the run.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Any
 from tests.bench.bench_daemon import DaemonProcess
 from tests.bench.farm import _repo_root
 from tests.bench.measure import cpu_seconds, free_port, machine, rss_bytes, sqlite_size, table
+from tests.pg import _pg_bin, postgres_server
 
 MiB = 1024 * 1024
 CA_NAME = "storm-est"
@@ -141,30 +143,73 @@ def config_toml(
     return "\n".join(lines)
 
 
-def renewal_counts(state: Path) -> dict[str, int]:
-    """Renewals by status, read from the daemon's SQLite state (read-only)."""
-    if not state.exists():
-        return {}
-    try:
-        with sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=5) as db:
-            rows = db.execute("SELECT status, count(*) FROM renewals GROUP BY status").fetchall()
-    except sqlite3.Error:
-        return {}  # not created yet, or busy: ask again
-    return {str(status): int(count) for status, count in rows}
+@dataclass(frozen=True)
+class StateReader:
+    """Reads the daemon's state from outside it, read-only: the SQLite file, or the PostgreSQL
+    database (through Debian's `psql`)."""
+
+    sqlite: Path | None = None
+    postgres: str | None = None  # the daemon's SQLAlchemy URL
+
+    @property
+    def url(self) -> str:
+        return self.postgres or str(self.sqlite)
+
+    @property
+    def kind(self) -> str:
+        return "PostgreSQL" if self.postgres else "SQLite"
+
+    def query(self, sql: str) -> list[tuple[str, ...]] | None:
+        """Rows as text; None when the state cannot be read now (not created yet, busy)."""
+        if self.postgres is None:
+            assert self.sqlite is not None
+            if not self.sqlite.exists():
+                return None
+            try:
+                with sqlite3.connect(f"file:{self.sqlite}?mode=ro", uri=True, timeout=5) as db:
+                    return [tuple(str(v) for v in r) for r in db.execute(sql).fetchall()]
+            except sqlite3.Error:
+                return None
+        bindir = _pg_bin()
+        assert bindir is not None
+        url = self.postgres.replace("postgresql+asyncpg://", "postgresql://")
+        done = subprocess.run(
+            [str(bindir / "psql"), "-XAt", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql, url],
+            capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+        if done.returncode != 0:
+            return None  # the schema is not there yet
+        return [tuple(line.split("\t")) for line in done.stdout.splitlines() if line]
+
+    def size(self) -> tuple[int, dict[str, int]]:
+        """(bytes the state takes, rows per table)."""
+        if self.postgres is None:
+            assert self.sqlite is not None
+            return sqlite_size(self.sqlite)
+        total = self.query("SELECT pg_database_size(current_database())") or [("0",)]
+        tables = self.query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        )
+        rows: dict[str, int] = {}
+        for (name,) in tables or []:
+            counted = self.query(f'SELECT count(*) FROM "{name}"')
+            rows[name] = int(counted[0][0]) if counted else 0
+        return int(total[0][0]), rows
 
 
-def unfinished(state: Path, limit: int = 5) -> list[tuple[str, str, str, int]]:
+def renewal_counts(state: StateReader) -> dict[str, int]:
+    """Renewals by status, read from the daemon's state."""
+    rows = state.query("SELECT status, count(*) FROM renewals GROUP BY status")
+    return {status: int(count) for status, count in rows or []}
+
+
+def unfinished(state: StateReader, limit: int = 5) -> list[tuple[str, str, str, int]]:
     """The commonest (status, stage, message) of renewals not done, with their counts."""
-    try:
-        with sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=5) as db:
-            rows = db.execute(
-                "SELECT status, stage, substr(message, 1, 160), count(*) FROM renewals "
-                "WHERE status != 'done' GROUP BY 1, 2, 3 ORDER BY 4 DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
-    except sqlite3.Error:
-        return []
-    return [(str(a), str(b), str(c), int(n)) for a, b, c, n in rows]
+    rows = state.query(
+        "SELECT status, stage, substr(message, 1, 160), count(*) FROM renewals "
+        f"WHERE status != 'done' GROUP BY 1, 2, 3 ORDER BY 4 DESC LIMIT {int(limit)}"
+    )
+    return [(a, b, c, int(n)) for a, b, c, n in rows or []]
 
 
 def most_at_once(spans: list[tuple[float, float]]) -> int:
@@ -207,15 +252,31 @@ def bench(
     restart_seconds: float,
     ca_delay: float,
     timeout: float,
+    postgres: bool = False,
+) -> str:
+    if not postgres:
+        return _bench(targets, per_hour, concurrent, restart_seconds, ca_delay, timeout, None)
+    with postgres_server() as url:
+        return _bench(targets, per_hour, concurrent, restart_seconds, ca_delay, timeout, url)
+
+
+def _bench(
+    targets: int,
+    per_hour: int,
+    concurrent: int,
+    restart_seconds: float,
+    ca_delay: float,
+    timeout: float,
+    postgres: str | None,
 ) -> str:
     directory = Path(tempfile.mkdtemp(prefix="certd-bench-storm-"))
-    r: dict[str, Any] = {}
+    r: dict[str, Any] = {"load_before": os.getloadavg()}
     lab = StormLab.start(directory / "lab", targets, restart_seconds, ca_delay)
     try:
         run_dir = directory / "daemon"
         run_dir.mkdir()
         port = free_port()
-        state = run_dir / "state.db"
+        state = StateReader(sqlite=run_dir / "state.db", postgres=postgres)
         config = run_dir / "certd.toml"
         config.write_text(
             config_toml(
@@ -224,7 +285,7 @@ def bench(
                 listen=f"127.0.0.1:{port}",
                 per_hour=per_hour,
                 concurrent=concurrent,
-                state=str(state),
+                state=state.url,
             )
         )
         log = run_dir / "daemon.log"
@@ -262,7 +323,8 @@ def bench(
             r["peak_rss"] = max(peak_rss, r["rss"])
             r["errors"] = daemon.errors_logged()
             r["unfinished"] = unfinished(state)
-            r["db"] = sqlite_size(state)
+            r["db"] = state.size()
+            r["state_kind"] = state.kind
             r["machine"] = machine()
         finally:
             if process.poll() is None:
@@ -347,7 +409,8 @@ def report(
     ]
     rows += [(f"  {count} x", reason, "") for reason, count in sorted(by_event.items())]
     size, table_rows = r["db"]
-    rows.append(("state (SQLite + WAL) at the end", f"{size / MiB:.1f} MiB", ""))
+    what = "SQLite + WAL" if r["state_kind"] == "SQLite" else "PostgreSQL database"
+    rows.append((f"state ({what}) at the end", f"{size / MiB:.1f} MiB", ""))
     rows += [
         (f"  rows in {name}", f"{n} ({n / max(done, 1):.1f} per renewal done)", "")
         for name, n in sorted(table_rows.items())
@@ -366,9 +429,11 @@ def report(
         f"Renewal storm: {targets} lab Expressway-Es due at once, EST CA issuing {ca_delay:g} s "
         f"after a request, orders_per_hour = {per_hour}, concurrent_orders = {concurrent}; "
         f"{verdict}\n"
-        f"machine: {r['machine']}"
+        f"machine: {r['machine']} (at the end); at the start "
+        + ", ".join(f"{v:.2f}" for v in r["load_before"])
     )
-    return table(title, ["", "expressway-certd run (SQLite state)", "expected"], rows)
+    column = f"expressway-certd run ({r['state_kind']} state)"
+    return table(title, ["", column, "expected"], rows)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -385,6 +450,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--ca-delay", type=float, default=5.0, help="seconds the CA takes to issue (202 until)"
     )
     parser.add_argument("--timeout", type=float, default=3600, help="give up after (seconds)")
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="the daemon's state in a PostgreSQL server started for the run (Debian's)",
+    )
     args = parser.parse_args(argv)
     per_hour = args.orders_per_hour or args.targets
     print(
@@ -395,6 +465,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.restart_seconds,
             args.ca_delay,
             args.timeout,
+            args.postgres,
         )
     )
 

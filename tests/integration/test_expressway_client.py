@@ -332,6 +332,30 @@ async def test_quick_restart_is_not_missed_with_a_slow_poll_interval(sim: Expres
     assert sim.restart_count == 1
 
 
+async def test_a_restart_over_before_the_first_poll_is_proven_by_what_it_activated(
+    sim: ExpresswaySim,
+) -> None:
+    """The box restarts faster than the client polls (the lab's `restart_unseen`; a busy
+    daemon polls late): the API is never seen down. Without evidence the wait ends in the
+    down-grace error; with the new certificate served as evidence it ends at once."""
+    sim.restart_unseen = True
+    async with ExpresswayClient(client_config(sim, restart_down_grace=1.0)) as c:
+        with pytest.raises(DeviceError, match="did not go down within 1s"):
+            await c.restart()
+        csr = await c.generate_csr(CsrRequest(key_length=2048))
+        assert sim.ca is not None
+        new = sign_pending(sim.ca, csr)
+        await c.upload_server_certificate(new)
+        evidence = []
+
+        async def serving_new() -> bool:
+            evidence.append(await served_cert(sim.listeners[0]) == new)
+            return evidence[-1]
+
+        assert await asyncio.wait_for(c.restart(restarted=serving_new), 30) == "api"
+    assert sim.restart_count == 2 and evidence == [True]
+
+
 async def test_every_mutating_call_carries_the_csrf_header(
     sim: ExpresswaySim, client: ExpresswayClient
 ) -> None:

@@ -83,6 +83,8 @@ async def test_each_replica_runs_only_the_renewals_of_its_targets(pg_url, tmp_pa
             await ma.pipeline.start(name, "test")
         await ma.run_due()
         await mb.run_due()
+        await ma.drain()  # run_due runs each renewal in its own task
+        await mb.drain()
         assert sorted(da.asked) == sorted(oa.owned)
         assert sorted(db.asked) == sorted(ob.owned)
         assert sorted(da.asked + db.asked) == sorted(TARGETS)  # every one, exactly once
@@ -121,6 +123,7 @@ async def test_an_operator_command_works_from_a_replica_that_does_not_own_the_ta
         approved = await mb.pipeline.approve(row.id, "bob")  # from the replica that does not own it
         assert approved.data["approved_by"] == "bob"
         await mb.run_due()
+        await mb.drain()
         assert target not in db.asked  # approved, but b leaves the run to its owner
         stored = await stores[1].renewal(row.id)
         assert stored is not None and stored.data["approved_by"] == "bob"

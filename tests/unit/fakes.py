@@ -81,6 +81,7 @@ class FakeExpressway:
     ) -> None:
         self.info = SystemInfo(name=name, version=version, role=role)
         self.cert = cert
+        self.restart_evidence: Any = None
         self.zone_states = list(zones)
         self.acme = acme_scheduler
         self.eku_upload = server_eku_upload
@@ -125,9 +126,10 @@ class FakeExpressway:
         self.trusted += missing
         return missing
 
-    async def restart(self, *, wait: bool = True) -> str:
+    async def restart(self, *, wait: bool = True, restarted: Any = None) -> str:
         self._call("restart")
         self.restarts += 1
+        self.restart_evidence = restarted  # what the caller takes as proof of the restart
         if self.on_restart is not None:
             self.on_restart()
         return "api"

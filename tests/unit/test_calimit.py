@@ -24,6 +24,7 @@ from expressway_certd.renewers.calimit import (
     judge_order,
     on_clock_of,
 )
+from expressway_certd.renewers.manager import RenewalManager
 from expressway_certd.renewers.pipeline import Pipeline
 
 T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
@@ -168,3 +169,172 @@ def test_a_retry_time_judged_on_the_databases_clock_is_moved_onto_the_callers():
     moved = on_clock_of(verdict, database_now, T0)
     assert moved == Verdict(False, T0 + timedelta(minutes=40), "full")
     assert on_clock_of(Verdict(True), database_now, T0) == Verdict(True)
+
+
+async def test_a_completed_order_wakes_the_longest_waiting_renewal_one_per_slot(store):
+    """The limiter queues the renewals refused by concurrent_orders and wakes them, oldest
+    first, one per order closed in this process; the slot is still taken in the store."""
+    limits = CALimits(concurrent_orders=1)
+    limiter = OrderLimiter(store)
+    woken: list[str] = []
+    limiter.on_wake = woken.append
+    await in_submit(store, "r1", "r2", "r3", "r4")
+    assert (await limiter.take("corp", limits, "r1", T0)).granted
+    for rid in ("r2", "r3", "r4"):
+        refused = await limiter.take("corp", limits, rid, T0)
+        assert not refused.granted and refused.waits_for_slot
+        # nothing wakes it sooner in another process: it asks again within the re-check
+        assert refused.retry_at is not None and T0 < refused.retry_at <= T0 + timedelta(minutes=1)
+    assert limiter.waiting("corp") == ["r2", "r3", "r4"] and woken == []
+    await limiter.release("r1", T0)
+    assert woken == ["r2"]  # one slot freed: one renewal woken, the longest waiting
+    assert (await limiter.take("corp", limits, "r2", T0)).granted
+    assert woken == ["r2"]  # no slot left: nobody else woken
+    await limiter.release("r2", T0)
+    assert woken == ["r2", "r3"]
+    limiter.settle("r3")  # r3's run ended without asking (cancelled meanwhile): pass it on
+    assert woken == ["r2", "r3", "r4"] and limiter.waiting("corp") == []
+    assert (await limiter.take("corp", limits, "r4", T0)).granted
+    limiter.settle("r4")  # it asked: nothing to pass on
+    assert woken == ["r2", "r3", "r4"]
+    await limiter.release("r-without-order", T0)  # closes nothing: wakes nobody
+    assert woken == ["r2", "r3", "r4"]
+
+
+async def test_a_woken_renewal_that_leaves_free_slots_wakes_the_next(store):
+    limits = CALimits(concurrent_orders=3)
+    limiter = OrderLimiter(store)
+    woken: list[str] = []
+    limiter.on_wake = woken.append
+    await in_submit(store, "r1", "r2", "r3", "r4", "r5", "r6")
+    for rid in ("r1", "r2", "r3"):
+        assert (await limiter.take("corp", limits, rid, T0)).granted
+    for rid in ("r4", "r5", "r6"):
+        assert not (await limiter.take("corp", limits, rid, T0)).granted
+    # r2 and r3 end without their orders being closed here (another process moved them on)
+    for rid in ("r2", "r3"):
+        row = await store.renewal(rid)
+        assert row is not None
+        await store.save_renewal(RenewalRow(**{**row.__dict__, "stage": "install"}))
+    await limiter.release("r1", T0)
+    assert woken == ["r4"]
+    assert (await limiter.take("corp", limits, "r4", T0)).granted  # 1 open of 3: wake on
+    assert woken == ["r4", "r5"]
+    assert (await limiter.take("corp", limits, "r5", T0)).granted  # 2 open of 3: wake on
+    assert woken == ["r4", "r5", "r6"]
+    assert (await limiter.take("corp", limits, "r6", T0)).granted  # 3 of 3: nobody left
+    assert await limiter.usage("corp", T0) == Usage(open=3, last_hour=6)
+
+
+async def test_the_pipeline_runs_a_waiting_renewal_as_soon_as_an_order_completes(tmp_path):
+    """Wiring: a renewal refused a slot waits at submit with a re-check up to a minute away;
+    when the order that held the slot completes (its certificate came: the renewal moved past
+    issued), the pipeline hands the waiter to its spawner, and the waiter's run reaches the CA
+    at once instead of at its re-check. The limit holds all along (one order open)."""
+    path = tmp_path / "c.toml"
+    text = f'[daemon]\nstate = "{tmp_path / "s.db"}"\ndata_dir = "{tmp_path / "data"}"\n'
+    for name in ("e1", "e2"):
+        text += f'[[expressway]]\nname = "{name}"\naddress = "{name}.example.com"\n'
+        text += 'renewal = { ca = "portal" }\n'
+    path.write_text(text + '[ca.portal]\nkind = "manual"\nconcurrent_orders = 1\n')
+    cfg = load_config(path)
+    store = await Store.open(cfg.daemon.state)
+    try:
+        asked: list[str] = []
+
+        class CountingManual(ManualConnector):
+            async def submit(self, *args, **kwargs):
+                asked.append("submit")
+                return await super().submit(*args, **kwargs)
+
+        connectors = {"portal": CountingManual(cfg.cas["portal"], data_dir=cfg.daemon.data_dir)}
+        p = Pipeline(cfg, store, EventBus(), Prober(TrustStore([])), connectors)
+        spawned: list[str] = []
+        p.wake_with(spawned.append)  # the daemon passes RenewalManager.spawn
+        now = datetime.now(UTC)
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "e.example.com")])
+        csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
+        csr_pem = csr.public_bytes(serialization.Encoding.PEM).decode()
+        for rid, target in (("r1", "e1"), ("r2", "e2")):
+            await store.create_renewal(
+                RenewalRow(
+                    id=rid, target=target, status="running", stage="submit", reason="t",
+                    created_at=now, updated_at=now, next_at=None, attempts=0, message="",
+                    data={"csr_pem": csr_pem},
+                )
+            )  # fmt: skip
+        first = await p.run("r1")
+        assert first.stage == "issued" and asked == ["submit"]  # r1 holds the one slot
+        second = await p.run("r2")
+        assert (second.status, second.stage) == ("waiting", "submit")
+        assert second.next_at is not None and second.next_at > datetime.now(UTC)
+        assert (await p.run("r2")).next_at == second.next_at  # not due: nothing happens
+        assert asked == ["submit"] and spawned == []
+        leaf = (
+            x509.CertificateBuilder()
+            .subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=90))
+            .sign(key, hashes.SHA256())
+        )  # fmt: skip
+        await p.provide("r1", leaf, [])  # the CA's certificate came for r1
+        assert spawned == []  # still at issued: the order is open until that stage is done
+        moved = await p.run("r1")
+        assert moved.stage not in ("submit", "issued")  # r1's order completed: slot free
+        assert spawned == ["r2"]
+        woken = await p.run("r2")  # what RenewalManager.spawn does with it
+        assert asked == ["submit", "submit"] and woken.stage == "issued"
+        assert await p.limiter.usage("portal", datetime.now(UTC)) == Usage(open=1, last_hour=2)
+    finally:
+        await store.close()
+
+
+async def test_the_daemons_renewal_manager_runs_a_woken_renewal_by_itself(tmp_path):
+    """Wiring in the daemon: RenewalManager hands the pipeline its spawner, so a renewal
+    refused a slot reaches its CA once the order holding the slot completes, with no renewal
+    check in between (its re-check is 30-60 s away)."""
+    path = tmp_path / "c.toml"
+    text = f'[daemon]\nstate = "{tmp_path / "s.db"}"\ndata_dir = "{tmp_path / "data"}"\n'
+    for name in ("e1", "e2"):
+        text += f'[[expressway]]\nname = "{name}"\naddress = "{name}.example.com"\n'
+        text += 'renewal = { ca = "portal" }\n'
+    path.write_text(text + '[ca.portal]\nkind = "manual"\nconcurrent_orders = 1\n')
+    cfg = load_config(path)
+    store = await Store.open(cfg.daemon.state)
+    try:
+        asked: list[str] = []
+
+        class CountingManual(ManualConnector):
+            async def submit(self, *args, **kwargs):
+                asked.append("submit")
+                return await super().submit(*args, **kwargs)
+
+        connectors = {"portal": CountingManual(cfg.cas["portal"], data_dir=cfg.daemon.data_dir)}
+        manager = RenewalManager(
+            cfg, store, EventBus(), Prober(TrustStore([])), connectors=connectors
+        )
+        now = datetime.now(UTC)
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "e.example.com")])
+        csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
+        csr_pem = csr.public_bytes(serialization.Encoding.PEM).decode()
+        for rid, target in (("r1", "e1"), ("r2", "e2")):
+            await store.create_renewal(
+                RenewalRow(
+                    id=rid, target=target, status="running", stage="submit", reason="t",
+                    created_at=now, updated_at=now, next_at=None, attempts=0, message="",
+                    data={"csr_pem": csr_pem},
+                )
+            )  # fmt: skip
+        await manager.pipeline.run("r1")
+        waiting = await manager.pipeline.run("r2")
+        assert waiting.status == "waiting" and asked == ["submit"]
+        await manager.pipeline.cancel("r1", "alice")  # its order ends: the slot is free
+        await manager.drain()  # the woken run of r2, spawned by the manager itself
+        assert asked == ["submit", "submit"]
+        row = await store.renewal("r2")
+        assert row is not None and row.stage == "issued"
+        await manager.aclose()
+    finally:
+        await store.close()

@@ -88,7 +88,7 @@ class FakeBox:
         self.calls.append("server_eku_upload_if_relevant")
         return None
 
-    async def restart(self, *, wait=True):
+    async def restart(self, *, wait=True, restarted=None):
         self.restarts += 1
         return "api"
 

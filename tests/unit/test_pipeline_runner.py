@@ -22,6 +22,7 @@ from expressway_certd.monitor.probe import Prober, TrustStore
 from expressway_certd.monitor.store import RenewalRow, Store
 from expressway_certd.renewers import pipeline as pipeline_module
 from expressway_certd.renewers.ca.manual import ManualConnector
+from expressway_certd.renewers.manager import RenewalManager
 from expressway_certd.renewers.pipeline import LEASE, Pipeline, RenewalRecord
 
 
@@ -320,3 +321,52 @@ async def test_a_crash_at_the_unsaved_point_leaves_the_stage_to_run_again(env):
     with pytest.raises(Crash):
         await p.run(row.id)
     assert [s.result for s in await store.steps(row.id)] == ["failed"]
+
+
+class HeldDevices:
+    """e1's box does not answer until the test lets it (a long restart, say); e2's refuses."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.release = asyncio.Event()
+
+    @asynccontextmanager
+    async def expressway(self, target):
+        self.asked.append(target.name)
+        if target.name == "e1":
+            await self.release.wait()
+        raise DeviceError(f"{target.name}: connection refused")
+        yield
+
+    def unified_cm(self, ucm):
+        raise AssertionError("not used")
+
+
+async def test_the_daemons_renewal_check_runs_each_due_renewal_in_its_own_task(env):
+    """RenewalManager.run_due (the daemon's renewal check): a renewal whose stage takes long
+    holds up neither the check nor the other due renewals (they ran one after the other)."""
+    cfg, store, bus, _ = env
+    devices = HeldDevices()
+    e2_failed = asyncio.Event()
+
+    async def watch(event: Event) -> None:
+        if event.type == "StageFailed" and event.target == "e2":
+            e2_failed.set()
+
+    bus.subscribe(watch)
+    connectors = {"portal": ManualConnector(cfg.cas["portal"], data_dir=cfg.daemon.data_dir)}
+    manager = RenewalManager(
+        cfg, store, bus, Prober(TrustStore([])), connectors=connectors, devices=devices
+    )
+    e2 = await manager.pipeline.start("e2", "t")
+    await manager.pipeline.start("e1", "t")
+    # returns while e1's stage is still held (the guards only stop a hung test)
+    await asyncio.wait_for(manager.run_due(), 10)
+    await asyncio.wait_for(e2_failed.wait(), 30)  # e2 ran to its outcome while e1 was held
+    assert not devices.release.is_set() and sorted(devices.asked) == ["e1", "e2"]
+    row2 = await store.renewal(e2.id)
+    assert row2 is not None and (row2.status, row2.stage) == ("failed", "snapshot")
+    devices.release.set()
+    await manager.drain()
+    assert manager.latest()["e1"].status == "failed"
+    await manager.aclose()

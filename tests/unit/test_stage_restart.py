@@ -86,6 +86,19 @@ async def test_inside_the_window_it_restarts_once_and_sees_the_new_certificate(
     assert len(prober.probed) == 2 * len(cfg.target("e1").endpoints)  # before and after
 
 
+async def test_the_wait_for_the_restart_takes_the_new_certificate_served_as_proof(
+    tmp_path, pki, new_leaf
+):
+    """A restart whose down phase fell between two polls of the client (a busy process) is
+    proven by the endpoints serving the uploaded certificate: only a restart activates it."""
+    ctx, box, prober = setup(stage_config(tmp_path, pki), pki, new_leaf)
+    assert isinstance(await stage_restart(ctx), Advance) and box.restarts == 1
+    evidence = box.restart_evidence
+    assert evidence is not None and await evidence()  # back up, serving the new certificate
+    prober.serving[HOST] = pki.current
+    assert not await evidence()  # still the old one: no proof, the client waits on
+
+
 async def test_without_a_window_it_restarts_at_once(tmp_path, pki, new_leaf):
     ctx, box, _ = setup(stage_config(tmp_path, pki), pki, new_leaf, now=THURSDAY)
     assert isinstance(await stage_restart(ctx), Advance) and box.restarts == 1

@@ -362,3 +362,60 @@ async def test_a_pending_client_certificate_renewal_is_not_the_served_certificat
     pending = await pending_chains(_Renewals(rows))  # type: ignore[arg-type]
     assert set(pending) == {"expe-e1"}
     assert pending["expe-e1"][0] == leaf
+
+
+class CountingDevices(FakeDevices):
+    """Counts the boxes being read (a box's reads may open two clients); each read waits
+    until the test lets reads go."""
+
+    def __init__(self, boxes: Mapping[str, FakeBox], cucm: FakeCucm, expect: int) -> None:
+        super().__init__(boxes, cucm)
+        self.reading: dict[str, int] = {}
+        self.most = 0
+        self.expect = expect
+        self.started = asyncio.Event()  # `expect` boxes are being read
+        self.go = asyncio.Event()
+
+    @asynccontextmanager
+    async def expressway(self, target: ExpresswayConfig) -> AsyncIterator[Any]:
+        self.reading[target.name] = self.reading.get(target.name, 0) + 1
+        self.most = max(self.most, len(self.reading))
+        if len(self.reading) >= self.expect:
+            self.started.set()
+        try:
+            await self.go.wait()
+            async with super().expressway(target) as box:
+                yield box
+        finally:
+            self.reading[target.name] -= 1
+            if not self.reading[target.name]:
+                del self.reading[target.name]
+
+
+async def test_at_most_concurrency_boxes_are_read_at_once_and_every_one_is_read(
+    tmp_path: Path, pki: dict[str, Any]
+) -> None:
+    """Reading every box at once cost ~330 KiB a box at the peak (TLS sessions that only
+    wait): the daemon reads `concurrency` at a time, each under its own deadline."""
+    secret = tmp_path / "pw"
+    secret.write_text("pw")
+    secret.chmod(0o600)
+    text = f'[daemon]\nstate = "{tmp_path / "state.db"}"\n'
+    for i in range(10):
+        text += (
+            f'[[expressway]]\nname = "e{i}"\naddress = "e{i}.example.com"\nrole = "e"\n'
+            f'username = "admin"\npassword = "file:{secret}"\n'
+        )
+    (tmp_path / "certd.toml").write_text(text)
+    cfg = load_config(tmp_path / "certd.toml")
+    boxes = {f"e{i}": FakeBox(pki["e"], pki["corp"]) for i in range(10)}
+    devices = CountingDevices(boxes, FakeCucm({}, set()), expect=3)
+    reading = asyncio.create_task(gather(cfg, devices, {}, {}, 30.0, concurrency=3))
+    await asyncio.wait_for(devices.started.wait(), 30)  # the guard only stops a hung test
+    for _ in range(50):  # whatever else could start, has
+        await asyncio.sleep(0)
+    assert len(devices.reading) == 3  # the other seven wait for a slot
+    devices.go.set()
+    parties, _, _ = await asyncio.wait_for(reading, 30)
+    assert devices.most == 3
+    assert sorted(parties) == sorted(boxes) and not any(p.unread for p in parties.values())

@@ -64,8 +64,14 @@ async def stage_restart(ctx: Context) -> Outcome:
                 ctx.now() + timedelta(seconds=15),
                 f"another process ({holder}) is restarting a peer of {group}",
             )
+
+        async def new_cert_served() -> bool:
+            # only a restart activates an uploaded certificate (the box was not serving it
+            # above): proof of the restart even when its down phase fell between two polls
+            return not client and (await served_everywhere(ctx, sha))[0]
+
         async with ctx.devices.expressway(ctx.target) as box:
-            how = await box.restart(wait=True)
+            how = await box.restart(wait=True, restarted=new_cert_served)
         if client:
             ctx.update(client_restarted=True)
             return Advance(f"restarted via {how}; the box presents the new client certificate")
