@@ -24,7 +24,8 @@ minutes and a prober cannot tell). Both tools verify every chain against the far
 All at the same concurrency; runs alternate: ours, ours with workers, the two floors, theirs.
 Then the CLI start: the median wall of `expressway-certd --help`, of a `scan` of one endpoint
 and of the floor's one-endpoint handshake with verification, each run `--starts` times, against
-the 0.25 s target of issue 11.
+the 0.25 s target of issue 11; ours both from the checkout's venv and from the wheel installed
+as an operator installs it (`installed_cli`; `--no-wheel` skips it).
 """
 
 from __future__ import annotations
@@ -54,6 +55,35 @@ def certd_command() -> list[str]:
     module."""
     script = Path(sys.executable).parent / "expressway-certd"
     return [str(script)] if script.exists() else [sys.executable, "-m", "expressway_certd.cli"]
+
+
+def installed_cli(directory: Path) -> list[str] | None:
+    """The product as an operator installs it: the wheel built from a copy of this tree,
+    pip-installed with its dependencies (from the index; pip compiles the bytecode) into a
+    virtual environment of its own. The checkout's console script goes through setuptools'
+    editable-install finder and, where PYTHONDONTWRITEBYTECODE is set, compiles every module of
+    ours at each start; an installed wheel does neither. None when it cannot be built."""
+    root = Path(__file__).resolve().parents[2]
+    src, wheels, venv = directory / "src", directory / "wheels", directory / "installed"
+    try:
+        src.mkdir()
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy2(root / name, src / name)
+        for name in ("expressway_certd", "monitor", "renewers", "alerts"):
+            shutil.copytree(
+                root / name, src / name, symlinks=True,
+                ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
+            )  # fmt: skip
+        pip_wheel = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels)]
+        subprocess.run([*pip_wheel, str(src)], check=True, capture_output=True, timeout=900)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+        (wheel,) = wheels.glob("expressway_certd-*.whl")
+        install = [str(venv / "bin" / "pip"), "install", "-q", str(wheel)]
+        subprocess.run(install, check=True, capture_output=True, timeout=900)
+    except (subprocess.SubprocessError, OSError) as exc:
+        print(f"  installed wheel: skipped ({exc})", flush=True)
+        return None
+    return [str(venv / "bin" / "expressway-certd")]
 
 
 def run_child(cmd: list[str]) -> tuple[subprocess.CompletedProcess[str], float, float]:
@@ -129,7 +159,9 @@ def median_start(cmd: list[str], times: int) -> tuple[float, float, float]:
     return statistics.median(walls), min(walls), statistics.median(cpus)
 
 
-def bench(endpoints: int, keys: int, concurrency: int, runs: int, starts: int) -> str:
+def bench(
+    endpoints: int, keys: int, concurrency: int, runs: int, starts: int, wheel: bool = True
+) -> str:
     if not Path(BLACKBOX).exists():
         return (
             f"bench_scan: skipped: {BLACKBOX} is missing; "
@@ -171,6 +203,15 @@ def bench(endpoints: int, keys: int, concurrency: int, runs: int, starts: int) -
             one_floor = median_start(
                 [*floor_command(farm, 1, verify=True), f"{host}:{port}"], starts
             )
+            installed = installed_cli(directory) if wheel else None
+            wheel_help = median_start([*installed, "--help"], starts) if installed else None
+            wheel_scan = (
+                median_start(
+                    [*installed, "scan", "--ca-file", str(farm.bundle), f"{host}:{port}"], starts
+                )
+                if installed
+                else None
+            )
             load_start = machine()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -202,8 +243,14 @@ def bench(endpoints: int, keys: int, concurrency: int, runs: int, starts: int) -
     start_rows = [
         (what, f"{wall:.3f} s (min {low:.3f})", f"{cpu:.3f} s", f"< {START_TARGET} s")
         for what, (wall, low, cpu) in (
-            ("expressway-certd --help", help_start),
-            ("expressway-certd scan (1 endpoint)", one_scan),
+            ("expressway-certd --help (checkout)", help_start),
+            ("expressway-certd scan (1 endpoint, checkout)", one_scan),
+            *((("expressway-certd --help (installed wheel)", wheel_help),) if wheel_help else ()),
+            *(
+                (("expressway-certd scan (1 endpoint, installed wheel)", wheel_scan),)
+                if wheel_scan
+                else ()
+            ),
             ("floor: handshake + stdlib verify (1 endpoint)", one_floor),
         )
     ]
@@ -245,8 +292,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--starts", type=int, default=11, help="runs of each CLI start figure")
+    parser.add_argument(
+        "--no-wheel",
+        action="store_true",
+        help="skip the start figures of the installed wheel (they need the package index)",
+    )
     args = parser.parse_args(argv)
-    print(bench(args.endpoints, args.keys, args.concurrency, args.runs, args.starts))
+    print(
+        bench(
+            args.endpoints, args.keys, args.concurrency, args.runs, args.starts, not args.no_wheel
+        )
+    )
 
 
 if __name__ == "__main__":
