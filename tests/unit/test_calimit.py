@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -11,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from expressway_certd.config import load_config
+from expressway_certd.monitor.config import Config
 from expressway_certd.monitor.config_ca import CALimits
 from expressway_certd.monitor.events import EventBus
 from expressway_certd.monitor.probe import Prober, TrustStore
@@ -226,11 +229,21 @@ async def test_a_woken_renewal_that_leaves_free_slots_wakes_the_next(store):
     assert await limiter.usage("corp", T0) == Usage(open=3, last_hour=6)
 
 
-async def test_the_pipeline_runs_a_waiting_renewal_as_soon_as_an_order_completes(tmp_path):
-    """Wiring: a renewal refused a slot waits at submit with a re-check up to a minute away;
-    when the order that held the slot completes (its certificate came: the renewal moved past
-    issued), the pipeline hands the waiter to its spawner, and the waiter's run reaches the CA
-    at once instead of at its re-check. The limit holds all along (one order open)."""
+@dataclass
+class TwoAtSubmit:
+    """Two boxes renewing through one manual CA with `concurrent_orders = 1`: renewals r1 (e1)
+    and r2 (e2) stand at submit with CSRs for one key; `asked` counts the CA's submissions."""
+
+    cfg: Config
+    store: Store
+    connectors: dict[str, ManualConnector]
+    asked: list[str]
+    key: ec.EllipticCurvePrivateKey
+    name: x509.Name
+    now: datetime
+
+
+async def two_at_submit(tmp_path: Path) -> TwoAtSubmit:
     path = tmp_path / "c.toml"
     text = f'[daemon]\nstate = "{tmp_path / "s.db"}"\ndata_dir = "{tmp_path / "data"}"\n'
     for name in ("e1", "e2"):
@@ -238,32 +251,45 @@ async def test_the_pipeline_runs_a_waiting_renewal_as_soon_as_an_order_completes
         text += 'renewal = { ca = "portal" }\n'
     path.write_text(text + '[ca.portal]\nkind = "manual"\nconcurrent_orders = 1\n')
     cfg = load_config(path)
+    asked: list[str] = []
+
+    class CountingManual(ManualConnector):
+        async def submit(self, *args, **kwargs):
+            asked.append("submit")
+            return await super().submit(*args, **kwargs)
+
+    connectors: dict[str, ManualConnector] = {
+        "portal": CountingManual(cfg.cas["portal"], data_dir=cfg.daemon.data_dir)
+    }
     store = await Store.open(cfg.daemon.state)
+    now = datetime.now(UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "e.example.com")])
+    csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
+    csr_pem = csr.public_bytes(serialization.Encoding.PEM).decode()
+    for rid, target in (("r1", "e1"), ("r2", "e2")):
+        await store.create_renewal(
+            RenewalRow(
+                id=rid, target=target, status="running", stage="submit", reason="t",
+                created_at=now, updated_at=now, next_at=None, attempts=0, message="",
+                data={"csr_pem": csr_pem},
+            )
+        )  # fmt: skip
+    return TwoAtSubmit(cfg, store, connectors, asked, key, name, now)
+
+
+async def test_the_pipeline_runs_a_waiting_renewal_as_soon_as_an_order_completes(tmp_path):
+    """Wiring: a renewal refused a slot waits at submit with a re-check up to a minute away;
+    when the order that held the slot completes (its certificate came: the renewal moved past
+    issued), the pipeline hands the waiter to its spawner, and the waiter's run reaches the CA
+    at once instead of at its re-check. The limit holds all along (one order open)."""
+    boxes = await two_at_submit(tmp_path)
+    cfg, store, connectors, asked = boxes.cfg, boxes.store, boxes.connectors, boxes.asked
+    key, name, now = boxes.key, boxes.name, boxes.now
     try:
-        asked: list[str] = []
-
-        class CountingManual(ManualConnector):
-            async def submit(self, *args, **kwargs):
-                asked.append("submit")
-                return await super().submit(*args, **kwargs)
-
-        connectors = {"portal": CountingManual(cfg.cas["portal"], data_dir=cfg.daemon.data_dir)}
         p = Pipeline(cfg, store, EventBus(), Prober(TrustStore([])), connectors)
         spawned: list[str] = []
         p.wake_with(spawned.append)  # the daemon passes RenewalManager.spawn
-        now = datetime.now(UTC)
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "e.example.com")])
-        csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
-        csr_pem = csr.public_bytes(serialization.Encoding.PEM).decode()
-        for rid, target in (("r1", "e1"), ("r2", "e2")):
-            await store.create_renewal(
-                RenewalRow(
-                    id=rid, target=target, status="running", stage="submit", reason="t",
-                    created_at=now, updated_at=now, next_at=None, attempts=0, message="",
-                    data={"csr_pem": csr_pem},
-                )
-            )  # fmt: skip
         first = await p.run("r1")
         assert first.stage == "issued" and asked == ["submit"]  # r1 holds the one slot
         second = await p.run("r2")
@@ -294,39 +320,12 @@ async def test_the_daemons_renewal_manager_runs_a_woken_renewal_by_itself(tmp_pa
     """Wiring in the daemon: RenewalManager hands the pipeline its spawner, so a renewal
     refused a slot reaches its CA once the order holding the slot completes, with no renewal
     check in between (its re-check is 30-60 s away)."""
-    path = tmp_path / "c.toml"
-    text = f'[daemon]\nstate = "{tmp_path / "s.db"}"\ndata_dir = "{tmp_path / "data"}"\n'
-    for name in ("e1", "e2"):
-        text += f'[[expressway]]\nname = "{name}"\naddress = "{name}.example.com"\n'
-        text += 'renewal = { ca = "portal" }\n'
-    path.write_text(text + '[ca.portal]\nkind = "manual"\nconcurrent_orders = 1\n')
-    cfg = load_config(path)
-    store = await Store.open(cfg.daemon.state)
+    boxes = await two_at_submit(tmp_path)
+    cfg, store, connectors, asked = boxes.cfg, boxes.store, boxes.connectors, boxes.asked
     try:
-        asked: list[str] = []
-
-        class CountingManual(ManualConnector):
-            async def submit(self, *args, **kwargs):
-                asked.append("submit")
-                return await super().submit(*args, **kwargs)
-
-        connectors = {"portal": CountingManual(cfg.cas["portal"], data_dir=cfg.daemon.data_dir)}
         manager = RenewalManager(
             cfg, store, EventBus(), Prober(TrustStore([])), connectors=connectors
         )
-        now = datetime.now(UTC)
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "e.example.com")])
-        csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
-        csr_pem = csr.public_bytes(serialization.Encoding.PEM).decode()
-        for rid, target in (("r1", "e1"), ("r2", "e2")):
-            await store.create_renewal(
-                RenewalRow(
-                    id=rid, target=target, status="running", stage="submit", reason="t",
-                    created_at=now, updated_at=now, next_at=None, attempts=0, message="",
-                    data={"csr_pem": csr_pem},
-                )
-            )  # fmt: skip
         await manager.pipeline.run("r1")
         waiting = await manager.pipeline.run("r2")
         assert waiting.status == "waiting" and asked == ["submit"]
