@@ -42,6 +42,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tests.bench.bench_probe import BLACKBOX, Blackbox, Totals
 from tests.bench.farm import Farm
@@ -97,6 +98,17 @@ def run_child(cmd: list[str]) -> tuple[subprocess.CompletedProcess[str], float, 
     return done, cpu, wall
 
 
+def json_child(cmd: list[str], what: str) -> tuple[Any, float, float]:
+    """Run `cmd` (see run_child) and read the JSON it prints: (that JSON, CPU, wall)."""
+    done, cpu, wall = run_child(cmd)
+    try:
+        return json.loads(done.stdout), cpu, wall
+    except ValueError as exc:
+        raise RuntimeError(
+            f"{what} printed no JSON (exit {done.returncode}): {done.stderr[-1500:]}"
+        ) from exc
+
+
 def scan_once(farm: Farm, concurrency: int, workers: int = 1) -> tuple[int, int, float, float]:
     """One cold `scan` of every farm endpoint: (probes, failed or unverified, wall, CPU); the
     CPU of its worker processes (`--workers`) included, as they are waited for."""
@@ -105,13 +117,7 @@ def scan_once(farm: Farm, concurrency: int, workers: int = 1) -> tuple[int, int,
         *certd_command(), "scan", "--json", "--no-progress", "--ca-file", str(farm.bundle),
         "--concurrency", str(concurrency), "--workers", str(workers), *endpoints,
     ]  # fmt: skip
-    done, cpu, wall = run_child(cmd)
-    try:
-        results = json.loads(done.stdout)
-    except ValueError as exc:
-        raise RuntimeError(
-            f"scan printed no JSON (exit {done.returncode}): {done.stderr[-1500:]}"
-        ) from exc
+    results, cpu, wall = json_child(cmd, "scan")
     if len(results) != len(endpoints):
         raise RuntimeError(f"scan answered for {len(results)} of {len(endpoints)} endpoints")
     bad = [r for r in results if not (r["ok"] and r["chain_verified"])]
@@ -133,13 +139,9 @@ def floor_command(farm: Farm, concurrency: int, verify: bool) -> list[str]:
 def floor_once(farm: Farm, concurrency: int, verify: bool) -> tuple[int, int, float, float]:
     """One cold floor process over every farm endpoint: (handshakes, failed, wall, CPU)."""
     endpoints = [f"{host}:{port}" for host, port, _ in farm.ports]
-    done, cpu, wall = run_child([*floor_command(farm, concurrency, verify), *endpoints])
-    try:
-        counts = json.loads(done.stdout)
-    except ValueError as exc:
-        raise RuntimeError(
-            f"handshake_floor printed no count (exit {done.returncode}): {done.stderr[-1500:]}"
-        ) from exc
+    counts, cpu, wall = json_child(
+        [*floor_command(farm, concurrency, verify), *endpoints], "handshake_floor"
+    )
     if counts["ok"] + counts["failed"] != len(endpoints):
         raise RuntimeError(f"handshake_floor counted {counts} for {len(endpoints)} endpoints")
     if counts["failed"]:

@@ -20,6 +20,7 @@ bind. `--postgres` keeps the daemon's state in a PostgreSQL server started for t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -254,9 +255,10 @@ def bench(
     timeout: float,
     postgres: bool = False,
 ) -> str:
-    if not postgres:
-        return _bench(targets, per_hour, concurrent, restart_seconds, ca_delay, timeout, None)
-    with postgres_server() as url:
+    state: contextlib.AbstractContextManager[str | None] = (
+        postgres_server() if postgres else contextlib.nullcontext()
+    )
+    with state as url:
         return _bench(targets, per_hour, concurrent, restart_seconds, ca_delay, timeout, url)
 
 
